@@ -1,0 +1,158 @@
+"""Typed settings for Quorum, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Callable, Mapping, Optional
+from urllib.parse import urlsplit
+
+PAUSE_BEHAVIORS = ("skip", "silence")
+TRIM_CHOICES = ("do-not-trim", "trim-silence")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PER_NUMBER = "per-number"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+    def __init__(self, setting: str, problem: str):
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting Quorum reads; see `.env.example` for what each one means."""
+
+    signalwire_project_id: str
+    signalwire_api_token: str
+    signalwire_space_url: str
+    signalwire_signing_key: str = ""
+    signalwire_phone_number: Optional[str] = None
+    signalwire_api_url: Optional[str] = None
+    public_url: str = ""
+    use_ngrok: bool = False
+    ngrok_authtoken: Optional[str] = None
+    port: int = 5000
+    min_participants: int = 2
+    pause_behavior: str = "skip"
+    conference_room: str = PER_NUMBER
+    trim: str = "do-not-trim"
+    validate_signatures: bool = True
+    log_level: str = "INFO"
+    signalwire_timeout_s: float = 5.0
+    end_grace_s: float = 300.0
+
+    def __post_init__(self):
+        # A trailing slash would double up in every callback URL and break signatures.
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        _check(self)
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Config":
+        """Build from `environ` (default: os.environ after loading `.env`)."""
+        if environ is None:
+            from dotenv import load_dotenv
+
+            load_dotenv()
+            environ = os.environ
+        values = {}
+        for field in fields(cls):
+            name = field.name.upper()
+            raw = environ.get(name, "").strip()
+            if raw:
+                values[field.name] = _PARSERS.get(field.name, _parse_text)(name, raw)
+        for required in ("signalwire_project_id", "signalwire_api_token", "signalwire_space_url"):
+            if required not in values:
+                raise ConfigError(required.upper(), "is required (SignalWire dashboard → API)")
+        return cls(**values)
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    """Read true/false, yes/no, 1/0."""
+    lowered = raw.lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def _parse_number(kind: Callable[[str], float]) -> Callable[[str, str], float]:
+    """Make a parser for int or float settings with a clear error."""
+
+    def parse(name: str, raw: str):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a number, got {raw!r}") from None
+
+    return parse
+
+
+def _parse_text(name: str, raw: str) -> str:
+    """Plain text settings are taken as given."""
+    return raw
+
+
+def _parse_upper(name: str, raw: str) -> str:
+    """Normalise names such as log levels to upper case."""
+    return raw.upper()
+
+
+_PARSERS = {
+    "use_ngrok": _parse_bool,
+    "validate_signatures": _parse_bool,
+    "port": _parse_number(int),
+    "min_participants": _parse_number(int),
+    "signalwire_timeout_s": _parse_number(float),
+    "end_grace_s": _parse_number(float),
+    "log_level": _parse_upper,
+}
+
+
+def _check(config: Config) -> None:
+    """Refuse values that would only fail later, naming the setting."""
+    _choice("PAUSE_BEHAVIOR", config.pause_behavior, PAUSE_BEHAVIORS)
+    _choice("TRIM", config.trim, TRIM_CHOICES)
+    _choice("LOG_LEVEL", config.log_level, LOG_LEVELS)
+    if not 1 <= config.port <= 65535:
+        raise ConfigError("PORT", f"must be between 1 and 65535, got {config.port}")
+    if config.min_participants < 1:
+        raise ConfigError("MIN_PARTICIPANTS", f"must be at least 1, got {config.min_participants}")
+    if config.signalwire_timeout_s <= 0:
+        raise ConfigError("SIGNALWIRE_TIMEOUT_S", "must be greater than 0")
+    if config.end_grace_s < 0:
+        raise ConfigError("END_GRACE_S", "must be 0 or more")
+    if not config.conference_room:
+        raise ConfigError("CONFERENCE_ROOM", f"must be {PER_NUMBER!r} or a room name")
+    if config.validate_signatures and not config.signalwire_signing_key:
+        raise ConfigError(
+            "SIGNALWIRE_SIGNING_KEY",
+            "is required while VALIDATE_SIGNATURES=true (SignalWire dashboard → API → Signing Key)",
+        )
+    if config.use_ngrok:
+        if config.public_url:
+            _http_url("PUBLIC_URL", config.public_url)
+    else:
+        if not config.public_url:
+            raise ConfigError("PUBLIC_URL", "is required when USE_NGROK=false (the https URL SignalWire calls)")
+        _http_url("PUBLIC_URL", config.public_url)
+    if config.signalwire_api_url:
+        _http_url("SIGNALWIRE_API_URL", config.signalwire_api_url)
+
+
+def _choice(name: str, value: str, allowed: tuple) -> None:
+    """Refuse a value outside `allowed`."""
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _http_url(name: str, value: str) -> None:
+    """Refuse anything but an absolute http(s) URL with no query or fragment."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(name, f"must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(name, "must not carry a query string or fragment")

@@ -1,0 +1,42 @@
+"""LaML documents Quorum answers with, built by the SDK's `VoiceResponse`."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from signalwire.voice_response import Dial, VoiceResponse
+
+from config import PER_NUMBER
+
+STATUS_EVENTS = "start end join leave"
+RECORDING_EVENTS = "in-progress completed absent"
+
+
+def recording_callback_url(public_base: str, room: str) -> str:
+    """Where recording callbacks go, with the room in the query (they carry no ConferenceSid)."""
+    return f"{public_base}/voice/recording-status?{urlencode({'room': room})}"
+
+
+def conference_laml(room: str, public_base: str, trim: str) -> str:
+    """Join the caller to `room`, recorded from the start, with our callbacks."""
+    dial = Dial()
+    dial.conference(
+        room,
+        record="record-from-start",
+        start_conference_on_enter=True,
+        status_callback=f"{public_base}/voice/conference-status",
+        status_callback_event=STATUS_EVENTS,
+        status_callback_method="POST",
+        recording_status_callback=recording_callback_url(public_base, room),
+        recording_status_callback_event=RECORDING_EVENTS,
+        recording_status_callback_method="POST",
+        trim=trim,
+    )
+    response = VoiceResponse()
+    response.append(dial)
+    return str(response)
+
+
+def choose_room(conference_room: str, dialed: str) -> str:
+    """The room for a call: one per dialed number, or the fixed name configured."""
+    return dialed if conference_room == PER_NUMBER else conference_room

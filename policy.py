@@ -1,0 +1,124 @@
+"""The quorum policy and the state transitions it drives, as pure functions.
+
+Nothing here does I/O: each function takes a `Conference` (or None) and returns a new
+one, so the rules can be tested without Flask, threads or SignalWire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from recording_state import FAILED, GONE, PAUSED, RECORDING, TIMELINE_LIMIT, Conference, Presence, Transition
+
+# Recording statuses SignalWire reports in recording-status callbacks.
+RECORDING_DONE = ("completed", "absent", "failed")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One REST command the conference needs: set `recording_sid` to `target`."""
+
+    conference_sid: str
+    recording_sid: str
+    target: str  # RECORDING | PAUSED
+
+
+def wanted_state(present: int, minimum: int) -> str:
+    """Record while at least `minimum` participants are on the line, else pause."""
+    return RECORDING if present >= minimum else PAUSED
+
+
+def _log(conf: Conference, at: float, kind: str, state: str, recording_sid: Optional[str] = None) -> tuple:
+    """The timeline with one more transition, oldest dropped past the limit."""
+    return (conf.timeline + (Transition(at, kind, state, recording_sid),))[-TIMELINE_LIMIT:]
+
+
+def _rewant(conf: Conference, at: float, minimum: int) -> Conference:
+    """Recompute the wanted state and log it when it changes."""
+    wanted = wanted_state(len(conf.present()), minimum)
+    if wanted == conf.wanted and conf.timeline:
+        return conf
+    return replace(conf, wanted=wanted, timeline=_log(conf, at, "wanted", wanted))
+
+
+def new_conference(room: str, conference_sid: Optional[str], at: float, minimum: int) -> Conference:
+    """A fresh conference with nobody on the line yet."""
+    return _rewant(Conference(room=room, conference_sid=conference_sid, started_at=at, updated_at=at), at, minimum)
+
+
+def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float, minimum: int) -> Optional[Conference]:
+    """The conference an event for `conference_sid` applies to, or None when the event is stale.
+
+    A sid we have not seen replaces an ended conference (the room's next call) or a
+    live one whose events are older than it (a lost conference-end).
+    """
+    if conf is None:
+        return new_conference(room, conference_sid, at, minimum)
+    if conf.conference_sid in (None, conference_sid):
+        return replace(conf, conference_sid=conference_sid)
+    if at < conf.started_at:
+        return None
+    return new_conference(room, conference_sid, at, minimum)
+
+
+def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, minimum: int) -> Conference:
+    """Apply a join or leave; duplicates and events older than the call's newest are no-ops."""
+    seen = conf.participants.get(call_sid)
+    if seen is not None:
+        stale = at < seen.at or (at == seen.at and not seen.present)  # a leave wins a tie
+        if stale or seen.present == joined:
+            return conf
+    participants = {**conf.participants, call_sid: Presence(joined, at)}
+    return _rewant(replace(conf, participants=participants, updated_at=max(conf.updated_at, at)), at, minimum)
+
+
+def conference_ended(conf: Conference, at: float) -> Conference:
+    """Mark the conference over: no more commands are sent for it."""
+    if conf.ended:
+        return conf
+    return replace(conf, ended=True, ended_at=at, updated_at=max(conf.updated_at, at))
+
+
+def recording_status(conf: Conference, recording_sid: str, status: str, at: float) -> Conference:
+    """Apply a recording-status callback; our own confirmed state outranks a late 'in-progress'."""
+    known = conf.recordings.get(recording_sid)
+    if status == "in-progress":
+        if known is not None:
+            return conf
+        return _confirmed(conf, recording_sid, RECORDING, at)
+    if status in RECORDING_DONE and known != GONE:
+        return _confirmed(conf, recording_sid, GONE, at)
+    return conf
+
+
+def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> Conference:
+    """Record the API-confirmed state of one recording."""
+    recordings = {**conf.recordings, recording_sid: state}
+    return replace(
+        conf, recordings=recordings, updated_at=max(conf.updated_at, at),
+        timeline=_log(conf, at, "confirmed", state, recording_sid),
+    )
+
+
+def command_result(conf: Optional[Conference], recording_sid: str, state: str, at: float) -> Optional[Conference]:
+    """Record the outcome of a REST command unless the recording has finished meanwhile."""
+    if conf is None or conf.recordings.get(recording_sid) in (None, GONE):
+        return conf
+    return _confirmed(conf, recording_sid, state, at)
+
+
+def next_action(conf: Optional[Conference]) -> Optional[Action]:
+    """The command that brings one recording to the wanted state, if any is needed."""
+    if conf is None or conf.ended or conf.conference_sid is None:
+        return None
+    for sid, confirmed in sorted(conf.recordings.items()):
+        if confirmed in (RECORDING, PAUSED) and confirmed != conf.wanted:
+            return Action(conf.conference_sid, sid, conf.wanted)
+    return None
+
+
+def finished(conf: Conference) -> bool:
+    """Ended, and every recording has reported its end (or been given up on)."""
+    return conf.ended and all(state in (GONE, FAILED) for state in conf.recordings.values())
+

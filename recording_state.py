@@ -1,0 +1,150 @@
+"""Conference-to-recording state and the stores that keep it.
+
+A conference is keyed by its room (the conference's FriendlyName): SignalWire runs at
+most one live conference per name, recording callbacks only tell us the room (we put
+it in their URL), and a recording callback may arrive before any conference event.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Protocol
+
+RECORDING = "recording"
+PAUSED = "paused"
+GONE = "gone"  # completed, absent, or 404 from the API: nothing more to do
+FAILED = "failed"  # the API refused our command (4xx) or retries ran out
+
+TIMELINE_LIMIT = 1000  # a conference that flips all day must not grow without bound
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Whether a call is on the line, as of the newest event seen for it."""
+
+    present: bool
+    at: float
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One change of the wanted or confirmed recording state."""
+
+    at: float
+    kind: str  # "wanted" | "confirmed"
+    state: str
+    recording_sid: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Conference:
+    """Everything Quorum knows about the live conference in one room."""
+
+    room: str
+    conference_sid: Optional[str] = None
+    participants: Dict[str, Presence] = field(default_factory=dict)
+    recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|GONE|FAILED
+    wanted: str = PAUSED
+    ended: bool = False
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    ended_at: Optional[float] = None
+    timeline: tuple = ()
+
+    def present(self) -> List[str]:
+        """CallSids currently on the line."""
+        return sorted(sid for sid, p in self.participants.items() if p.present)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Conference":
+        """Inverse of `to_dict`."""
+        data = dict(data)
+        data["participants"] = {k: Presence(**v) for k, v in data["participants"].items()}
+        data["timeline"] = tuple(Transition(**t) for t in data["timeline"])
+        return cls(**data)
+
+
+Mutation = Callable[[Optional[Conference]], Optional[Conference]]
+
+
+class StateStore(Protocol):
+    """What the controller needs from a store; the Redis store implements the same."""
+
+    def get(self, room: str) -> Optional[Conference]:
+        """The conference in `room`, or None."""
+
+    def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
+        """Atomically replace the room's conference with `fn(current)`; None deletes it."""
+
+    def rooms(self) -> List[str]:
+        """Every room with live state."""
+
+    def retire(self, conference_sid: str) -> None:
+        """Remember that a conference is over so late callbacks cannot revive it."""
+
+    def is_retired(self, conference_sid: str) -> bool:
+        """Whether `retire` was called for this conference (recently)."""
+
+    def ping(self) -> bool:
+        """Whether the store answers."""
+
+
+class MemoryStore:
+    """In-process store: right for one process (threads welcome), not for several workers."""
+
+    LOCK_STRIPES = 64
+    RETIRED_LIMIT = 10_000
+
+    def __init__(self):
+        self._conferences: Dict[str, Conference] = {}
+        # Striped locks: per-room exclusion without a lock table that grows with rooms.
+        self._locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
+        self._retired: "OrderedDict[str, None]" = OrderedDict()
+        self._retired_lock = threading.Lock()
+
+    def _lock(self, room: str) -> threading.Lock:
+        """The stripe lock guarding `room`."""
+        return self._locks[zlib.crc32(room.encode()) % self.LOCK_STRIPES]
+
+    def get(self, room: str) -> Optional[Conference]:
+        """The conference in `room`, or None."""
+        return copy.deepcopy(self._conferences.get(room))
+
+    def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
+        """Apply `fn` under the room's lock; never call the API inside `fn`."""
+        with self._lock(room):
+            result = fn(copy.deepcopy(self._conferences.get(room)))
+            if result is None:
+                self._conferences.pop(room, None)
+            else:
+                self._conferences[room] = result
+            return copy.deepcopy(result)
+
+    def rooms(self) -> List[str]:
+        """Every room with live state."""
+        return list(self._conferences)
+
+    def retire(self, conference_sid: str) -> None:
+        """Remember the sid, forgetting the oldest beyond RETIRED_LIMIT."""
+        with self._retired_lock:
+            self._retired[conference_sid] = None
+            self._retired.move_to_end(conference_sid)
+            while len(self._retired) > self.RETIRED_LIMIT:
+                self._retired.popitem(last=False)
+
+    def is_retired(self, conference_sid: str) -> bool:
+        """Whether the conference was retired."""
+        with self._retired_lock:
+            return conference_sid in self._retired
+
+    def ping(self) -> bool:
+        """Memory always answers."""
+        return True

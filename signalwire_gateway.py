@@ -1,0 +1,108 @@
+"""The only module that talks to SignalWire's REST API."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Optional
+import requests
+from signalwire.rest import Client
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+
+from config import Config
+from recording_state import PAUSED, RECORDING
+
+log = logging.getLogger("quorum.signalwire")
+
+API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
+
+
+class Outcome(enum.Enum):
+    """How a REST command ended, as far as the caller needs to know."""
+
+    OK = "ok"
+    GONE = "gone"  # 404: the recording (or conference) is over
+    RETRY = "retry"  # timeout, connection error, 429 or 5xx: worth another try
+    REJECTED = "rejected"  # any other 4xx: retrying would not help
+
+
+def build_client(config: Config) -> Client:
+    """The SDK client with a timeout (it has none by default) and the optional API URL override."""
+    http_client = TwilioHttpClient(timeout=config.signalwire_timeout_s, pool_connections=True)
+    client = Client(
+        config.signalwire_project_id,
+        config.signalwire_api_token,
+        signalwire_space_url=config.signalwire_space_url,
+        http_client=http_client,
+    )
+    if config.signalwire_api_url:
+        # The SDK forces https://SPACE; a local emulator listens on plain http.
+        client.api.base_url = config.signalwire_api_url.rstrip("/")
+    return client
+
+
+def _status(error: Exception) -> Optional[int]:
+    """The HTTP status behind an SDK error (list pages raise a bare TwilioException)."""
+    if isinstance(error, TwilioRestException):
+        return error.status
+    response = error.args[1] if isinstance(error, TwilioException) and len(error.args) > 1 else None
+    return getattr(response, "status_code", None)
+
+
+def _classify(error: Exception) -> Outcome:
+    """Map an SDK or transport error to what the caller should do next."""
+    status = _status(error)
+    if status is None:
+        return Outcome.RETRY  # timeouts and connection errors
+    if status == 404:
+        return Outcome.GONE
+    if status == 429 or status >= 500:
+        return Outcome.RETRY
+    return Outcome.REJECTED
+
+
+class SignalWireGateway:
+    """REST commands Quorum issues, each returning an `Outcome` instead of raising."""
+
+    def __init__(self, client: Client, pause_behavior: str):
+        self._client = client
+        self._pause_behavior = pause_behavior
+
+    def set_conference_recording(self, conference_sid: str, recording_sid: str, target: str) -> Outcome:
+        """Pause or resume one conference recording."""
+        recording = self._client.conferences(conference_sid).recordings(recording_sid)
+        return self._call(
+            f"conference {conference_sid} recording {recording_sid} -> {API_STATUS[target]}",
+            lambda: recording.update(status=API_STATUS[target], pause_behavior=self._pause_behavior),
+        )
+
+    def point_number_at(self, phone_number: str, voice_url: str) -> Outcome:
+        """Set the number's voice webhook; GONE when the number is not in this project."""
+        found = []
+        outcome = self._call(f"look up {phone_number}", lambda: found.extend(
+            self._client.incoming_phone_numbers.list(phone_number=phone_number, limit=1)))
+        if outcome is not Outcome.OK:
+            return outcome
+        if not found:
+            return Outcome.GONE
+        return self._call(f"point {phone_number} at {voice_url}",
+                          lambda: found[0].update(voice_url=voice_url, voice_method="POST"))
+
+    def _call(self, what: str, command) -> Outcome:
+        """Run one command, logging its failure without credentials."""
+        try:
+            command()
+        except (TwilioException, requests.RequestException) as error:
+            outcome = _classify(error)
+            log.warning("%s failed (%s): %s", what, outcome.value, _describe(error))
+            return outcome
+        return Outcome.OK
+
+
+def _describe(error: Exception) -> str:
+    """A one-line description that never includes the request's auth header."""
+    if isinstance(error, TwilioRestException):
+        return f"HTTP {error.status} code={error.code} {error.msg}"
+    status = _status(error)
+    return f"HTTP {status}" if status else type(error).__name__

@@ -1,0 +1,82 @@
+"""Shared fixtures: a configured app whose SignalWire REST API is faked at the HTTP level."""
+
+import base64
+import hashlib
+import hmac
+import re
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import responses
+
+from app import create_app, shutdown
+from config import Config
+
+PROJECT = "6f2bb3a8-0d1c-4a59-9b6f-3c1e0f6a7b21"
+SIGNING_KEY = "PSK_test_signing_key"
+PUBLIC_URL = "https://quorum.example.com"
+API_BASE = f"https://example.signalwire.com/2010-04-01/Accounts/{PROJECT}"
+RECORDING_UPDATE = re.compile(rf"{re.escape(API_BASE)}/Conferences/[^/]+/Recordings/[^/]+\.json")
+
+
+def make_config(**overrides) -> Config:
+    """A valid Config for tests, with fields overridden."""
+    values = dict(
+        signalwire_project_id=PROJECT, signalwire_api_token="PTtoken", signalwire_space_url="example.signalwire.com",
+        signalwire_signing_key=SIGNING_KEY, public_url=PUBLIC_URL, end_grace_s=60.0,
+    )
+    values.update(overrides)
+    return Config(**values)
+
+
+def sign(url: str, form: dict, key: str = SIGNING_KEY) -> str:
+    """SignalWire's signature, computed here from its definition rather than with the SDK."""
+    payload = url + "".join(k + v for k, v in sorted(form.items()))
+    return base64.b64encode(hmac.new(key.encode(), payload.encode(), hashlib.sha1).digest()).decode()
+
+
+@pytest.fixture
+def signalwire():
+    """SignalWire's REST API at the HTTP level: the SDK really builds and sends its requests."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as fake:
+        fake.add(responses.POST, RECORDING_UPDATE, json={"sid": "r", "status": "paused"})
+        yield fake
+
+
+@pytest.fixture
+def config():
+    """The default test configuration."""
+    return make_config()
+
+
+@pytest.fixture
+def app(config, signalwire):
+    """The app, its background threads stopped afterwards."""
+    application = create_app(config)
+    yield application
+    shutdown(application)
+
+
+@pytest.fixture
+def client(app):
+    """Flask's test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def post_signed(client):
+    """POST a form to a /voice path, signed for its public URL."""
+
+    def post(path, form, query=None, public_url=PUBLIC_URL, header="X-SignalWire-Signature", **kwargs):
+        query_string = urlencode(query) if query else ""
+        url = public_url + path + (f"?{query_string}" if query_string else "")
+        target = path + (f"?{query_string}" if query_string else "")
+        return client.post(target, data=form, headers={header: sign(url, form)}, **kwargs)
+
+    return post
+
+
+def recording_updates(fake):
+    """The (path, form) of each recording update the SDK sent."""
+    return [(urlsplit(call.request.url).path, {k: v[0] for k, v in parse_qs(call.request.body).items()})
+            for call in fake.calls if RECORDING_UPDATE.fullmatch(call.request.url)]

@@ -1,0 +1,81 @@
+"""Settings: typed, defaulted, and refused with one clear line naming the setting."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import Config, ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+VALID = {
+    "SIGNALWIRE_PROJECT_ID": "p", "SIGNALWIRE_API_TOKEN": "t", "SIGNALWIRE_SPACE_URL": "x.signalwire.com",
+    "SIGNALWIRE_SIGNING_KEY": "k", "PUBLIC_URL": "https://quorum.example.com/",
+}
+
+
+def test_defaults():
+    config = Config.from_env(VALID)
+    assert (config.port, config.min_participants, config.pause_behavior, config.trim) == (5000, 2, "skip", "do-not-trim")
+    assert (config.conference_room, config.validate_signatures, config.use_ngrok) == ("per-number", True, False)
+    assert config.public_url == "https://quorum.example.com"  # trailing slash dropped
+
+
+@pytest.mark.parametrize("name, raw, field, value", [
+    ("PORT", "8080", "port", 8080),
+    ("MIN_PARTICIPANTS", "3", "min_participants", 3),
+    ("USE_NGROK", "yes", "use_ngrok", True),
+    ("VALIDATE_SIGNATURES", "False", "validate_signatures", False),
+    ("PAUSE_BEHAVIOR", "silence", "pause_behavior", "silence"),
+    ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ("SIGNALWIRE_TIMEOUT_S", "2.5", "signalwire_timeout_s", 2.5),
+    ("CONFERENCE_ROOM", "support", "conference_room", "support"),
+    ("SIGNALWIRE_API_URL", "http://127.0.0.1:8099", "signalwire_api_url", "http://127.0.0.1:8099"),
+])
+def test_typed_values(name, raw, field, value):
+    assert getattr(Config.from_env({**VALID, name: raw}), field) == value
+
+
+@pytest.mark.parametrize("changes, setting", [
+    ({"SIGNALWIRE_PROJECT_ID": ""}, "SIGNALWIRE_PROJECT_ID"),
+    ({"SIGNALWIRE_API_TOKEN": ""}, "SIGNALWIRE_API_TOKEN"),
+    ({"SIGNALWIRE_SPACE_URL": ""}, "SIGNALWIRE_SPACE_URL"),
+    ({"SIGNALWIRE_SIGNING_KEY": ""}, "SIGNALWIRE_SIGNING_KEY"),
+    ({"PUBLIC_URL": ""}, "PUBLIC_URL"),
+    ({"PUBLIC_URL": "quorum.example.com"}, "PUBLIC_URL"),
+    ({"PUBLIC_URL": "https://q.example.com/?x=1"}, "PUBLIC_URL"),
+    ({"PORT": "eighty"}, "PORT"),
+    ({"PORT": "70000"}, "PORT"),
+    ({"MIN_PARTICIPANTS": "0"}, "MIN_PARTICIPANTS"),
+    ({"PAUSE_BEHAVIOR": "mute"}, "PAUSE_BEHAVIOR"),
+    ({"TRIM": "yes"}, "TRIM"),
+    ({"USE_NGROK": "maybe"}, "USE_NGROK"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ({"SIGNALWIRE_TIMEOUT_S": "0"}, "SIGNALWIRE_TIMEOUT_S"),
+    ({"SIGNALWIRE_API_URL": "localhost:8099"}, "SIGNALWIRE_API_URL"),
+    ({"END_GRACE_S": "-1"}, "END_GRACE_S"),
+])
+def test_bad_settings_name_the_setting(changes, setting):
+    with pytest.raises(ConfigError) as error:
+        Config.from_env({**VALID, **changes})
+    assert error.value.setting == setting
+    assert str(error.value).startswith(setting)
+
+
+def test_signing_key_not_needed_when_validation_is_off():
+    assert Config.from_env({**VALID, "SIGNALWIRE_SIGNING_KEY": "", "VALIDATE_SIGNATURES": "false"})
+
+
+def test_public_url_optional_with_ngrok():
+    assert Config.from_env({**VALID, "PUBLIC_URL": "", "USE_NGROK": "true"}).public_url == ""
+
+
+def test_start_up_with_a_bad_setting_prints_one_line_and_no_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNALWIRE_", "PUBLIC_URL"))}
+    env.update(VALID, MIN_PARTICIPANTS="two")
+    result = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["quorum: configuration error: MIN_PARTICIPANTS: must be a number, got 'two'"]

@@ -1,0 +1,143 @@
+"""The quorum policy and its transitions, without Flask, threads or HTTP."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import policy
+from recording_state import FAILED, GONE, PAUSED, RECORDING, Conference
+
+
+def conference(minimum=2, sid="conf-1", at=100.0):
+    """A fresh conference in room R."""
+    return policy.new_conference("R", sid, at, minimum)
+
+
+def joined(conf, *calls, at=101.0, minimum=2):
+    """`conf` after the given calls joined."""
+    for call in calls:
+        conf = policy.participant_event(conf, call, True, at, minimum)
+    return conf
+
+
+@pytest.mark.parametrize("present, minimum, wanted", [
+    (0, 2, PAUSED), (1, 2, PAUSED), (2, 2, RECORDING), (5, 2, RECORDING),
+    (2, 3, PAUSED), (3, 3, RECORDING), (1, 1, RECORDING), (0, 1, PAUSED),
+])
+def test_wanted_state(present, minimum, wanted):
+    assert policy.wanted_state(present, minimum) == wanted
+
+
+def test_duplicate_join_changes_nothing():
+    conf = joined(conference(), "A", "B")
+    assert joined(conf, "B") == conf
+
+
+def test_leave_for_unknown_call_is_harmless():
+    conf = joined(conference(), "A", "B")
+    after = policy.participant_event(conf, "ghost", False, 102.0, 2)
+    assert after.present() == ["A", "B"] and after.wanted == RECORDING
+
+
+def test_late_join_after_its_leave_is_ignored():
+    conf = policy.participant_event(joined(conference(), "A", "B"), "B", False, 105.0, 2)
+    late_join = policy.participant_event(conf, "B", True, 101.0, 2)
+    assert late_join.present() == ["A"] and late_join.wanted == PAUSED
+
+
+def test_leave_wins_a_same_second_tie():
+    conf = policy.participant_event(joined(conference(), "A", "B", at=101.0), "B", False, 101.0, 2)
+    assert policy.participant_event(conf, "B", True, 101.0, 2).present() == ["A"]
+
+
+@pytest.mark.parametrize("present, confirmed, expected", [
+    (("A", "B"), RECORDING, None),
+    (("A",), RECORDING, PAUSED),
+    (("A", "B"), PAUSED, RECORDING),
+    (("A",), PAUSED, None),
+    (("A",), GONE, None),
+    (("A",), FAILED, None),
+])
+def test_next_action(present, confirmed, expected):
+    conf = joined(conference(), *present)
+    conf = policy.recording_status(conf, "rec-1", "in-progress", 102.0)
+    conf = policy.command_result(conf, "rec-1", confirmed, 103.0)
+    action = policy.next_action(conf)
+    assert (action.target if action else None) == expected
+    if action:
+        assert (action.conference_sid, action.recording_sid) == ("conf-1", "rec-1")
+
+
+def test_recording_started_below_threshold_is_paused_at_once():
+    conf = policy.participant_event(joined(conference(), "A", "B"), "B", False, 102.0, 2)
+    conf = policy.recording_status(conf, "rec-1", "in-progress", 103.0)
+    assert policy.next_action(conf) == policy.Action("conf-1", "rec-1", PAUSED)
+
+
+def test_late_in_progress_does_not_override_confirmed_pause():
+    conf = policy.recording_status(joined(conference(), "A"), "rec-1", "in-progress", 102.0)
+    conf = policy.command_result(conf, "rec-1", PAUSED, 103.0)
+    assert policy.recording_status(conf, "rec-1", "in-progress", 104.0).recordings["rec-1"] == PAUSED
+
+
+def test_no_action_without_conference_sid_or_after_end():
+    placeholder = policy.recording_status(policy.new_conference("R", None, 1.0, 2), "rec-1", "in-progress", 2.0)
+    assert policy.next_action(placeholder) is None
+    ended = policy.conference_ended(policy.recording_status(joined(conference(), "A"), "r", "in-progress", 2.0), 3.0)
+    assert policy.next_action(ended) is None
+
+
+@pytest.mark.parametrize("status", ["completed", "absent", "failed"])
+def test_finished_once_ended_and_recordings_done(status):
+    conf = policy.recording_status(joined(conference(), "A", "B"), "rec-1", "in-progress", 102.0)
+    ended = policy.conference_ended(conf, 110.0)
+    assert not policy.finished(ended)
+    assert policy.finished(policy.recording_status(ended, "rec-1", status, 111.0))
+
+
+@pytest.mark.parametrize("event_at, expect_sid", [(99.0, "conf-1"), (200.0, "conf-2")])
+def test_adopt_ignores_older_and_replaces_with_newer_conference(event_at, expect_sid):
+    conf = joined(conference(at=100.0), "A")
+    adopted = policy.adopt(conf, "R", "conf-2", event_at, 2)
+    assert (adopted or conf).conference_sid == expect_sid
+
+
+def test_timeline_logs_each_change_once():
+    conf = joined(conference(), "A", "B")
+    conf = policy.participant_event(conf, "B", False, 103.0, 2)
+    wanted = [t.state for t in conf.timeline if t.kind == "wanted"]
+    assert wanted == [PAUSED, RECORDING, PAUSED]
+
+
+# A call's true life: joins at `start`, leaves at `end` (None: still on the line).
+calls = st.lists(
+    st.tuples(st.integers(0, 50), st.one_of(st.none(), st.integers(0, 30))), min_size=0, max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lives=calls, minimum=st.integers(1, 4), data=st.data())
+def test_any_delivery_order_ends_in_the_policy_state(lives, minimum, data):
+    """Duplicated, reordered callbacks interleaved with commands still end where the policy says."""
+    events = []
+    for i, (start, duration) in enumerate(lives):
+        events.append((f"call-{i}", True, float(start)))
+        if duration is not None:
+            events.append((f"call-{i}", False, float(start + duration + 1)))
+    delivered = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events or [None]).filter(bool), max_size=8))))
+    conf = policy.recording_status(conference(minimum), "rec-1", "in-progress", 0.0)
+    for call, is_join, at in delivered:
+        conf = policy.participant_event(conf, call, is_join, at, minimum)
+        if data.draw(st.booleans()):  # sometimes the command queue runs between callbacks
+            conf = _run_commands(conf)
+    conf = _run_commands(conf)
+    still_on = sum(1 for start, duration in lives if duration is None)
+    assert len(conf.present()) == still_on
+    assert conf.recordings["rec-1"] == policy.wanted_state(still_on, minimum)
+
+
+def _run_commands(conf: Conference) -> Conference:
+    """Apply every command the policy asks for, as if the API accepted each."""
+    while (action := policy.next_action(conf)) is not None:
+        conf = policy.command_result(conf, action.recording_sid, action.target, 999.0)
+    return conf

@@ -1,0 +1,62 @@
+"""Every /voice request must be signed by SignalWire for the public URL it called."""
+
+import logging
+
+import pytest
+
+from conftest import PUBLIC_URL, SIGNING_KEY, sign
+
+FORM = {"ConferenceSid": "c-1", "FriendlyName": "room-1", "StatusCallbackEvent": "participant-join", "CallSid": "A"}
+
+
+def state_rooms(app):
+    """Rooms the app holds state for."""
+    return app.extensions["quorum.store"].rooms()
+
+
+@pytest.mark.parametrize("header", ["X-SignalWire-Signature", "X-Twilio-Signature"])
+def test_valid_signature_is_accepted_under_either_header(post_signed, app, header):
+    assert post_signed("/voice/conference-status", FORM, header=header).status_code == 200
+    assert state_rooms(app) == ["room-1"]
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"X-SignalWire-Signature": ""},
+    {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", FORM, key="another-key")},
+    {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", {**FORM, "CallSid": "B"})},
+    {"X-SignalWire-Signature": sign("http://localhost:5000/voice/conference-status", FORM)},
+])
+def test_forged_requests_are_refused_and_change_nothing(client, app, headers):
+    response = client.post("/voice/conference-status", data=FORM, headers=headers)
+    assert response.status_code == 403
+    assert state_rooms(app) == []
+
+
+def test_query_string_is_part_of_the_signature(client, app):
+    signed_for = PUBLIC_URL + "/voice/recording-status?room=room-1"
+    form = {"RecordingSid": "r-1", "RecordingStatus": "in-progress"}
+    headers = {"X-SignalWire-Signature": sign(signed_for, form)}
+    assert client.post("/voice/recording-status?room=room-2", data=form, headers=headers).status_code == 403
+    assert client.post("/voice/recording-status?room=room-1", data=form, headers=headers).status_code == 200
+    assert state_rooms(app) == ["room-1"]
+
+
+def test_behind_a_proxy_the_public_https_url_is_what_counts(client):
+    """ngrok or a load balancer hands us http://internal:5000; SignalWire signed https://public."""
+    headers = {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", FORM),
+               "X-Forwarded-Proto": "https", "X-Forwarded-Host": "quorum.example.com"}
+    response = client.post("/voice/conference-status", data=FORM, headers=headers, base_url="http://10.1.2.3:5000")
+    assert response.status_code == 200
+
+
+def test_signature_with_default_port_is_accepted(client):
+    headers = {"X-SignalWire-Signature": sign("https://quorum.example.com:443/voice/conference-status", FORM)}
+    assert client.post("/voice/conference-status", data=FORM, headers=headers).status_code == 200
+
+
+def test_refusal_is_logged_without_secrets(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    client.post("/voice/conference-status", data=FORM, headers={"X-SignalWire-Signature": "bogus"})
+    assert "refused" in caplog.text
+    assert SIGNING_KEY not in caplog.text and "PTtoken" not in caplog.text

@@ -1,0 +1,273 @@
+"""The /voice routes through Flask's test client, with SignalWire's REST API faked over HTTP."""
+
+import time
+import xml.etree.ElementTree as ET
+from email.utils import formatdate
+
+import pytest
+import requests
+import responses
+
+from app import create_app, shutdown
+from conftest import API_BASE, PUBLIC_URL, RECORDING_UPDATE, make_config, recording_updates
+from recording_state import FAILED, GONE, PAUSED, RECORDING
+
+ROOM = "+15550001111"
+CONF = "3b0f9c1e-8a61-4f0e-9d3c-1d2b9c0a7e11"
+REC = "a7d1c2e3-5f60-4b8e-8c9d-0e1f2a3b4c5d"
+UPDATE_PATH = f"/2010-04-01/Accounts/{API_BASE.rsplit('/', 1)[1]}/Conferences/{CONF}/Recordings/{REC}.json"
+
+
+def status_form(event, call=None, at=1_800_000_000, conference=CONF, room=ROOM):
+    """A conference status callback as SignalWire sends it."""
+    form = {"AccountSid": "acct", "ConferenceSid": conference, "FriendlyName": room,
+            "StatusCallbackEvent": event, "Timestamp": formatdate(at, usegmt=True)}
+    if call:
+        form["CallSid"] = call
+    return form
+
+
+@pytest.fixture
+def events(post_signed, app):
+    """Send callbacks and wait for the commands they cause."""
+
+    class Events:
+        def conference(self, event, call=None, **kwargs):
+            response = post_signed("/voice/conference-status", status_form(event, call, **kwargs))
+            assert response.status_code == 200, response.get_json()
+            return response.get_json()["outcome"]
+
+        def recording(self, status, sid=REC, room=ROOM):
+            form = {"AccountSid": "acct", "RecordingSid": sid, "RecordingStatus": status,
+                    "RecordingUrl": f"https://example.signalwire.com/recordings/{sid}"}
+            response = post_signed("/voice/recording-status", form, query={"room": room})
+            assert response.status_code == 200, response.get_json()
+            return response.get_json()["outcome"]
+
+        def settle(self):
+            assert app.extensions["quorum.commands"].wait_idle(10)
+
+        def state(self, room=ROOM):
+            return app.extensions["quorum.store"].get(room)
+
+    return Events()
+
+
+def two_on_the_line(events, at=1_800_000_000):
+    """Start a conference with callers A and B and its recording."""
+    events.conference("conference-start", at=at)
+    events.conference("participant-join", "A", at=at)
+    events.conference("participant-join", "B", at=at + 1)
+    events.recording("in-progress")
+    events.settle()
+
+
+# --- LaML -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("attribute, expected", [
+    ("record", "record-from-start"),
+    ("startConferenceOnEnter", "true"),
+    ("statusCallback", f"{PUBLIC_URL}/voice/conference-status"),
+    ("statusCallbackEvent", "start end join leave"),
+    ("recordingStatusCallback", f"{PUBLIC_URL}/voice/recording-status?room=%2B15550001111"),
+    ("recordingStatusCallbackEvent", "in-progress completed absent"),
+    ("trim", "do-not-trim"),
+])
+def test_inbound_laml_attributes(post_signed, attribute, expected):
+    response = post_signed("/voice/inbound", {"CallSid": "c1", "From": "+15559990000", "To": ROOM})
+    conference = ET.fromstring(response.data).find("./Dial/Conference")
+    assert response.mimetype == "text/xml"
+    assert conference.get(attribute) == expected
+    assert conference.text == ROOM
+
+
+def test_each_dialed_number_gets_its_own_room(post_signed):
+    rooms = {ET.fromstring(post_signed("/voice/inbound", {"CallSid": f"c{i}", "To": to}).data)
+             .find("./Dial/Conference").text for i, to in enumerate(["+15550000001", "+15550000002", "+15550000001"])}
+    assert rooms == {"+15550000001", "+15550000002"}
+
+
+@pytest.mark.parametrize("overrides, attribute, expected", [
+    ({"conference_room": "sales-floor"}, None, "sales-floor"),
+    ({"trim": "trim-silence"}, "trim", "trim-silence"),
+])
+def test_inbound_follows_config(signalwire, overrides, attribute, expected):
+    app = create_app(make_config(validate_signatures=False, **overrides))
+    try:
+        data = app.test_client().post("/voice/inbound", data={"CallSid": "c1", "To": ROOM}).data
+    finally:
+        shutdown(app)
+    conference = ET.fromstring(data).find("./Dial/Conference")
+    assert (conference.get(attribute) if attribute else conference.text) == expected
+
+
+# --- the quorum rule over HTTP ---------------------------------------------------------------
+
+def test_pause_when_below_quorum_and_resume_when_back(events, signalwire):
+    two_on_the_line(events)
+    assert recording_updates(signalwire) == []  # two present: already recording, nothing to send
+    events.conference("participant-leave", "B", at=1_800_000_010)
+    events.settle()
+    events.conference("participant-join", "C", at=1_800_000_020)
+    events.settle()
+    assert recording_updates(signalwire) == [
+        (UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"}),
+        (UPDATE_PATH, {"Status": "in-progress", "PauseBehavior": "skip"}),
+    ]
+    assert events.state().recordings == {REC: RECORDING}
+
+
+def test_recording_that_starts_below_quorum_is_paused_at_once(events, signalwire):
+    events.conference("participant-join", "A")
+    events.conference("participant-join", "B", at=1_800_000_001)
+    events.conference("participant-leave", "B", at=1_800_000_002)
+    assert events.recording("in-progress") == "queued"
+    events.settle()
+    assert recording_updates(signalwire) == [(UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"})]
+
+
+def test_duplicates_and_unknown_leaves_send_nothing(events, signalwire):
+    two_on_the_line(events)
+    for _ in range(3):
+        events.conference("participant-join", "B", at=1_800_000_001)
+        events.recording("in-progress")
+    events.conference("participant-leave", "stranger", at=1_800_000_005)
+    events.settle()
+    assert recording_updates(signalwire) == []
+    assert events.state().present() == ["A", "B"]
+
+
+def test_recording_event_before_any_conference_event_is_kept(events, signalwire):
+    events.recording("in-progress")
+    events.conference("participant-join", "A")
+    events.settle()
+    assert recording_updates(signalwire) == [(UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"})]
+
+
+def test_pause_behavior_from_config(signalwire, post_signed):
+    app = create_app(make_config(pause_behavior="silence", validate_signatures=False))
+    client = app.test_client()
+    try:
+        client.post("/voice/conference-status", data=status_form("participant-join", "A"))
+        client.post("/voice/recording-status?room=%2B15550001111", data={"RecordingSid": REC, "RecordingStatus": "in-progress"})
+        assert app.extensions["quorum.commands"].wait_idle(10)
+    finally:
+        shutdown(app)
+    assert recording_updates(signalwire) == [(UPDATE_PATH, {"Status": "paused", "PauseBehavior": "silence"})]
+
+
+# --- SignalWire errors ----------------------------------------------------------------------
+
+def replace_update(signalwire, *replies):
+    """Make the recording update answer with `replies` in turn (the last one repeats)."""
+    signalwire.remove(responses.POST, RECORDING_UPDATE)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            signalwire.add(responses.POST, RECORDING_UPDATE, body=reply)
+        else:
+            signalwire.add(responses.POST, RECORDING_UPDATE, status=reply,
+                           json={"code": 20000 + reply, "message": "nope", "status": reply})
+
+
+@pytest.mark.parametrize("replies, posts, final", [
+    ((503, 500, 200), 3, PAUSED),
+    ((requests.exceptions.ReadTimeout("slow"), 200), 2, PAUSED),
+    ((requests.exceptions.ConnectionError("reset"), 429, 200), 3, PAUSED),
+    ((404,), 1, GONE),
+    ((400,), 1, FAILED),
+    ((401,), 1, FAILED),
+])
+def test_api_errors(events, signalwire, replies, posts, final):
+    replace_update(signalwire, *replies)
+    events.conference("participant-join", "A")
+    events.recording("in-progress")
+    events.settle()
+    assert len(recording_updates(signalwire)) == posts
+    assert events.state().recordings == {REC: final}
+
+
+def test_gone_recording_is_not_acted_on_again(events, signalwire):
+    replace_update(signalwire, 404)
+    events.conference("participant-join", "A")
+    events.recording("in-progress")
+    events.settle()
+    events.conference("participant-join", "B", at=1_800_000_005)
+    events.conference("participant-leave", "B", at=1_800_000_006)
+    events.settle()
+    assert len(recording_updates(signalwire)) == 1
+
+
+# --- end of a conference --------------------------------------------------------------------
+
+def test_state_is_dropped_after_end_and_completed_and_late_callbacks_cannot_revive_it(events, app):
+    two_on_the_line(events)
+    events.conference("participant-leave", "A", at=1_800_000_050)
+    events.conference("participant-leave", "B", at=1_800_000_051)
+    events.conference("conference-end", at=1_800_000_051)
+    events.settle()
+    assert events.state().ended
+    assert events.recording("completed") == "forgotten"
+    assert events.state() is None
+    assert events.conference("participant-join", "A") == "stale"  # a retried callback, late
+    assert app.extensions["quorum.store"].rooms() == []
+
+
+def test_ended_conference_without_completed_callback_is_swept_after_grace(signalwire):
+    app = create_app(make_config(end_grace_s=0.2, validate_signatures=False))
+    client, store = app.test_client(), app.extensions["quorum.store"]
+    try:
+        client.post("/voice/conference-status", data=status_form("participant-join", "A"))
+        client.post("/voice/recording-status?room=%2B15550001111", data={"RecordingSid": REC, "RecordingStatus": "in-progress"})
+        client.post("/voice/conference-status", data=status_form("conference-end", at=1_800_000_009))
+        assert store.rooms() == [ROOM]  # ended, but its recording has not reported completed yet
+        deadline = time.monotonic() + 5
+        while store.rooms() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.rooms() == []
+    finally:
+        shutdown(app)
+
+
+def test_new_conference_in_same_room_replaces_the_ended_one(events):
+    two_on_the_line(events)
+    events.conference("conference-end", at=1_800_000_030)
+    events.conference("participant-join", "D", at=1_800_000_100, conference="next-conference")
+    assert events.state().conference_sid == "next-conference"
+    assert events.state().present() == ["D"]
+    assert events.conference("participant-leave", "A", at=1_800_000_040) == "stale"
+
+
+# --- input checking ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path, form, query, status, error", [
+    ("/voice/conference-status", {"StatusCallbackEvent": "participant-join"}, None, 400, "missing field: ConferenceSid"),
+    ("/voice/conference-status", {"ConferenceSid": CONF}, None, 400, "missing field: StatusCallbackEvent"),
+    ("/voice/conference-status", {"ConferenceSid": " ", "StatusCallbackEvent": "x"}, None, 400, "missing field: ConferenceSid"),
+    ("/voice/recording-status", {"RecordingStatus": "in-progress"}, {"room": ROOM}, 400, "missing field: RecordingSid"),
+    ("/voice/recording-status", {"RecordingSid": REC}, {"room": ROOM}, 400, "missing field: RecordingStatus"),
+    ("/voice/recording-status", {"RecordingSid": REC, "RecordingStatus": "in-progress"}, None, 400, "missing query parameter: room"),
+    ("/voice/inbound", {"CallSid": "c1"}, None, 400, "missing field: To"),
+])
+def test_bad_input_is_refused_with_the_field_named(post_signed, path, form, query, status, error):
+    response = post_signed(path, form, query=query)
+    assert (response.status_code, response.get_json()) == (status, {"error": error})
+
+
+@pytest.mark.parametrize("event", ["participant-mute", "participant-speech-start", "conference-record-start"])
+def test_unknown_events_are_ignored(post_signed, app, event):
+    response = post_signed("/voice/conference-status", status_form(event, "A"))
+    assert response.status_code == 204
+    assert app.extensions["quorum.store"].rooms() == []
+
+
+def test_unreadable_timestamp_falls_back_to_arrival_time(events, post_signed):
+    form = status_form("participant-join", "A") | {"Timestamp": "not a date"}
+    assert post_signed("/voice/conference-status", form).status_code == 200
+    assert events.state().present() == ["A"]
+
+
+def test_healthz(client, events):
+    events.conference("participant-join", "A")
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "store": "ok", "queue_depth": 0, "conferences": 1}

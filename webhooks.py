@@ -1,0 +1,97 @@
+"""The `/voice/*` routes SignalWire calls: thin views over the controller."""
+
+from __future__ import annotations
+
+import logging
+import time
+from email.utils import parsedate_to_datetime
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+import laml
+import signatures
+from controller import ConferenceEvent, RecordingEvent
+
+log = logging.getLogger("quorum.webhooks")
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave")
+
+
+@bp.before_request
+def require_signature():
+    """Refuse any /voice request not signed with the project's Signing Key."""
+    config = current_app.config["QUORUM"]
+    if not config.validate_signatures:
+        return None
+    url = signatures.public_url_for(config.public_url, request.path, request.query_string)
+    if signatures.is_valid(config.signalwire_signing_key, url, request.form, signatures.signature_from(request.headers)):
+        return None
+    log.warning("refused unsigned or badly signed %s %s from %s", request.method, request.path, request.remote_addr)
+    return _error(403, "invalid or missing X-SignalWire-Signature")
+
+
+@bp.post("/inbound")
+def inbound():
+    """Answer a call with LaML that puts it in its room's recorded conference."""
+    config = current_app.config["QUORUM"]
+    dialed = request.form.get("To", "").strip()
+    if not dialed and config.conference_room == "per-number":
+        return _error(400, "missing field: To")
+    room = laml.choose_room(config.conference_room, dialed)
+    log.info("room=%s call=%s from=%s action=join-conference", room, request.form.get("CallSid"), request.form.get("From"))
+    return Response(laml.conference_laml(room, config.public_url, config.trim), mimetype="text/xml")
+
+
+@bp.post("/conference-status")
+def conference_status():
+    """Apply a conference or participant event."""
+    missing = _missing("ConferenceSid", "StatusCallbackEvent")
+    if missing:
+        return missing
+    kind = request.form["StatusCallbackEvent"]
+    if kind not in CONFERENCE_EVENTS:
+        return "", 204
+    form = request.form
+    event = ConferenceEvent(kind=kind, room=form.get("FriendlyName") or form["ConferenceSid"],
+                            conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None,
+                            at=event_time(form.get("Timestamp")))
+    return jsonify(outcome=current_app.extensions["quorum"].conference_event(event))
+
+
+@bp.post("/recording-status")
+def recording_status():
+    """Apply a recording event; the room is in our own callback URL."""
+    missing = _missing("RecordingSid", "RecordingStatus")
+    if missing:
+        return missing
+    room = request.args.get("room", "").strip()
+    if not room:
+        return _error(400, "missing query parameter: room")
+    event = RecordingEvent(room=room, recording_sid=request.form["RecordingSid"],
+                           status=request.form["RecordingStatus"], at=time.time())
+    return jsonify(outcome=current_app.extensions["quorum"].recording_event(event))
+
+
+def event_time(raw: str | None) -> float:
+    """SignalWire's RFC 2822 Timestamp as epoch seconds; arrival time when absent or unreadable."""
+    if raw:
+        try:
+            return parsedate_to_datetime(raw).timestamp()
+        except (TypeError, ValueError):
+            log.warning("unreadable Timestamp %r; using arrival time", raw[:64])
+    return time.time()
+
+
+def _missing(*fields: str):
+    """A 400 naming the first required form field that is absent or empty, else None."""
+    for name in fields:
+        if not request.form.get(name, "").strip():
+            return _error(400, f"missing field: {name}")
+    return None
+
+
+def _error(status: int, message: str):
+    """A small JSON error body."""
+    return jsonify(error=message), status
