@@ -32,7 +32,8 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
                     "Use this only for local experiments.")
     store = store if store is not None else MemoryStore()
     gateway = SignalWireGateway(client if client is not None else build_client(config), config.pause_behavior)
-    commands = CommandQueue(store, gateway)
+    # The lock outlives one REST call and its timeout, so two processes never command one room at once.
+    commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=3 * config.signalwire_timeout_s + 5)
     controller = RecordingController(store, commands, config.min_participants, config.end_grace_s)
     sweeper = Sweeper(controller, interval=max(0.05, min(30.0, config.end_grace_s / 2)))
     sweeper.start()

@@ -56,8 +56,8 @@ class RecordingController:
         replaced = []
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
-            if conf is None and event.kind in ("participant-leave", "conference-end"):
-                return None  # nothing to leave or end: harmless
+            if conf is None and event.kind == "conference-end":
+                return None  # nothing to end
             current = policy.adopt(conf, event.room, event.conference_sid, event.at, self._minimum)
             if current is None:
                 return conf
@@ -110,6 +110,8 @@ class RecordingController:
 
     def _apply_kind(self, conf: Conference, event: ConferenceEvent) -> Conference:
         """Dispatch one event kind to its pure transition."""
+        if event.kind == "conference-start":
+            return policy.conference_started(conf)
         if event.kind == "conference-end":
             # Our clock, not SignalWire's Timestamp: the grace period is measured against our clock.
             return policy.conference_ended(conf, self._clock())

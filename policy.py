@@ -13,6 +13,9 @@ from recording_state import FAILED, GONE, PAUSED, RECORDING, TIMELINE_LIMIT, Con
 
 # Recording statuses SignalWire reports in recording-status callbacks.
 RECORDING_DONE = ("completed", "absent", "failed")
+# Recording statuses the REST API reports, as our confirmed states.
+API_RECORDING_STATES = {"in-progress": RECORDING, "resumed": RECORDING, "queued": RECORDING, "paused": PAUSED}
+RECOVER = "recover"  # an Action target: read the conference from the REST API first
 
 
 @dataclass(frozen=True)
@@ -20,8 +23,17 @@ class Action:
     """One REST command the conference needs: set `recording_sid` to `target`."""
 
     conference_sid: str
-    recording_sid: str
-    target: str  # RECORDING | PAUSED
+    recording_sid: Optional[str]
+    target: str  # RECORDING | PAUSED | RECOVER
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A conference as the REST API reports it: status, calls on the line, recording statuses."""
+
+    status: str  # init | in-progress | completed
+    present: tuple
+    recordings: dict
 
 
 def wanted_state(present: int, minimum: int) -> str:
@@ -73,6 +85,39 @@ def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, 
     return _rewant(replace(conf, participants=participants, updated_at=max(conf.updated_at, at)), at, minimum)
 
 
+def conference_started(conf: Conference) -> Conference:
+    """A conference seen from its start: nothing about it was missed."""
+    return conf if conf.verified else replace(conf, verified=True)
+
+
+def needs_recovery(conf: Conference) -> bool:
+    """Whether deciding needs a REST read first: state begun mid-conference with something to decide on."""
+    departed = any(not p.present for p in conf.participants.values())
+    return not conf.verified and (bool(conf.recordings) or departed)
+
+
+def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float, minimum: int) -> Optional[Conference]:
+    """Merge what the REST API reports into `conf`; a None snapshot means the conference is gone."""
+    if conf is None:
+        return None
+    if snapshot is None or snapshot.status == "completed":
+        return replace(conference_ended(conf, at), verified=True)
+    newest = max([at] + [p.at for p in conf.participants.values()])
+    participants = {call: Presence(call in snapshot.present, newest)
+                    for call in set(conf.participants) | set(snapshot.present)}
+    merged = replace(conf, participants=participants, verified=True, updated_at=newest)
+    for sid, status in snapshot.recordings.items():
+        state = API_RECORDING_STATES.get(status, GONE)
+        if merged.recordings.get(sid) not in (GONE, state):
+            merged = _confirmed(merged, sid, state, at)
+    return _rewant(merged, at, minimum)
+
+
+def assume_verified(conf: Optional[Conference]) -> Optional[Conference]:
+    """Go on with what the callbacks told us when the REST API refuses to be read."""
+    return None if conf is None else replace(conf, verified=True)
+
+
 def conference_ended(conf: Conference, at: float) -> Conference:
     """Mark the conference over: no more commands are sent for it."""
     if conf.ended:
@@ -112,6 +157,8 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
     """The command that brings one recording to the wanted state, if any is needed."""
     if conf is None or conf.ended or conf.conference_sid is None:
         return None
+    if needs_recovery(conf):
+        return Action(conf.conference_sid, None, RECOVER)
     for sid, confirmed in sorted(conf.recordings.items()):
         if confirmed in (RECORDING, PAUSED) and confirmed != conf.wanted:
             return Action(conf.conference_sid, sid, conf.wanted)

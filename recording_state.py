@@ -7,7 +7,6 @@ it in their URL), and a recording callback may arrive before any conference even
 
 from __future__ import annotations
 
-import copy
 import threading
 import zlib
 from collections import OrderedDict
@@ -49,6 +48,7 @@ class Conference:
     participants: Dict[str, Presence] = field(default_factory=dict)
     recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|GONE|FAILED
     wanted: str = PAUSED
+    verified: bool = False  # seen from its start, or rebuilt from the REST API
     ended: bool = False
     started_at: float = 0.0
     updated_at: float = 0.0
@@ -93,6 +93,12 @@ class StateStore(Protocol):
     def is_retired(self, conference_sid: str) -> bool:
         """Whether `retire` was called for this conference (recently)."""
 
+    def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
+        """A token if this process may act on `name` now (across processes), else None."""
+
+    def unlock(self, name: str, token: str) -> None:
+        """Release a lock taken with `try_lock`."""
+
     def ping(self) -> bool:
         """Whether the store answers."""
 
@@ -116,17 +122,20 @@ class MemoryStore:
 
     def get(self, room: str) -> Optional[Conference]:
         """The conference in `room`, or None."""
-        return copy.deepcopy(self._conferences.get(room))
+        return self._conferences.get(room)
 
     def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
-        """Apply `fn` under the room's lock; never call the API inside `fn`."""
+        """Apply `fn` under the room's lock; never call the API inside `fn`.
+
+        Conferences are shared, not copied: `fn` must return a new one (as `policy` does).
+        """
         with self._lock(room):
-            result = fn(copy.deepcopy(self._conferences.get(room)))
+            result = fn(self._conferences.get(room))
             if result is None:
                 self._conferences.pop(room, None)
             else:
                 self._conferences[room] = result
-            return copy.deepcopy(result)
+            return result
 
     def rooms(self) -> List[str]:
         """Every room with live state."""
@@ -144,6 +153,13 @@ class MemoryStore:
         """Whether the conference was retired."""
         with self._retired_lock:
             return conference_sid in self._retired
+
+    def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
+        """One process only: the command queue already serialises each room."""
+        return "local"
+
+    def unlock(self, name: str, token: str) -> None:
+        """Nothing to release in one process."""
 
     def ping(self) -> bool:
         """Memory always answers."""

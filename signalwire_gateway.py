@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Optional
+from typing import Optional, Tuple
+
 import requests
 from signalwire.rest import Client
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 
 from config import Config
+from policy import Snapshot
 from recording_state import PAUSED, RECORDING
 
 log = logging.getLogger("quorum.signalwire")
@@ -76,6 +78,20 @@ class SignalWireGateway:
             f"conference {conference_sid} recording {recording_sid} -> {API_STATUS[target]}",
             lambda: recording.update(status=API_STATUS[target], pause_behavior=self._pause_behavior),
         )
+
+    def read_conference(self, conference_sid: str) -> Tuple[Outcome, Optional[Snapshot]]:
+        """The conference's status, calls on the line and recordings, read from the REST API."""
+        found = []
+
+        def read():
+            conference = self._client.conferences(conference_sid)
+            status = conference.fetch().status
+            present = tuple(p.call_sid for p in conference.participants.list())
+            recordings = {r.sid: r.status for r in conference.recordings.list()}
+            found.append(Snapshot(status, present, recordings))
+
+        outcome = self._call(f"read conference {conference_sid}", read)
+        return outcome, (found[0] if found else None)
 
     def point_number_at(self, phone_number: str, voice_url: str) -> Outcome:
         """Set the number's voice webhook; GONE when the number is not in this project."""

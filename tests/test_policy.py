@@ -9,8 +9,8 @@ from recording_state import FAILED, GONE, PAUSED, RECORDING, Conference
 
 
 def conference(minimum=2, sid="conf-1", at=100.0):
-    """A fresh conference in room R."""
-    return policy.new_conference("R", sid, at, minimum)
+    """A fresh conference in room R, seen from its start."""
+    return policy.conference_started(policy.new_conference("R", sid, at, minimum))
 
 
 def joined(conf, *calls, at=101.0, minimum=2):
@@ -100,6 +100,41 @@ def test_adopt_ignores_older_and_replaces_with_newer_conference(event_at, expect
     conf = joined(conference(at=100.0), "A")
     adopted = policy.adopt(conf, "R", "conf-2", event_at, 2)
     assert (adopted or conf).conference_sid == expect_sid
+
+
+@pytest.mark.parametrize("events, needs", [
+    ([("A", True)], False),  # a first join before conference-start: a new conference, nothing to read
+    ([("A", True), ("A", False)], True),  # someone left a conference we never saw start
+    ([("rec", None)], True),  # a recording we cannot place without knowing who is on the line
+])
+def test_state_begun_mid_conference_is_recovered_before_deciding(events, needs):
+    conf = policy.new_conference("R", "conf-1", 100.0, 2)
+    for i, (what, joined_now) in enumerate(events):
+        if joined_now is None:
+            conf = policy.recording_status(conf, "rec-1", "in-progress", 101.0 + i)
+        else:
+            conf = policy.participant_event(conf, what, joined_now, 101.0 + i, 2)
+    assert policy.needs_recovery(conf) is needs
+    assert (policy.next_action(conf) == policy.Action("conf-1", None, policy.RECOVER)) is needs
+    assert not policy.needs_recovery(policy.conference_started(conf))
+
+
+def test_recover_merges_the_api_view():
+    conf = policy.participant_event(policy.new_conference("R", "conf-1", 100.0, 2), "X", False, 101.0, 2)
+    snapshot = policy.Snapshot("in-progress", ("A", "B"), {"rec-1": "in-progress", "rec-0": "completed"})
+    recovered = policy.recover(conf, snapshot, 102.0, 2)
+    assert recovered.present() == ["A", "B"] and recovered.wanted == RECORDING and recovered.verified
+    assert recovered.recordings == {"rec-1": RECORDING, "rec-0": GONE}
+    assert policy.next_action(recovered) is None
+    paused = policy.recover(conf, policy.Snapshot("in-progress", ("A",), {"rec-1": "in-progress"}), 102.0, 2)
+    assert policy.next_action(paused) == policy.Action("conf-1", "rec-1", PAUSED)
+
+
+@pytest.mark.parametrize("snapshot", [None, policy.Snapshot("completed", (), {})])
+def test_recover_of_a_finished_conference_ends_it(snapshot):
+    conf = policy.recording_status(policy.new_conference("R", "conf-1", 100.0, 2), "rec-1", "in-progress", 101.0)
+    recovered = policy.recover(conf, snapshot, 102.0, 2)
+    assert recovered.ended and policy.next_action(recovered) is None
 
 
 def test_timeline_logs_each_change_once():

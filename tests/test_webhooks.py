@@ -3,6 +3,7 @@
 import time
 import xml.etree.ElementTree as ET
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -118,6 +119,7 @@ def test_pause_when_below_quorum_and_resume_when_back(events, signalwire):
 
 
 def test_recording_that_starts_below_quorum_is_paused_at_once(events, signalwire):
+    events.conference("conference-start")
     events.conference("participant-join", "A")
     events.conference("participant-join", "B", at=1_800_000_001)
     events.conference("participant-leave", "B", at=1_800_000_002)
@@ -137,17 +139,58 @@ def test_duplicates_and_unknown_leaves_send_nothing(events, signalwire):
     assert events.state().present() == ["A", "B"]
 
 
+def fake_conference_reads(signalwire, present, recording_status="in-progress", status="in-progress"):
+    """Answer the three REST reads that rebuild a conference."""
+    conference = f"{API_BASE}/Conferences/{CONF}"
+    signalwire.add(responses.GET, f"{conference}.json", json={"sid": CONF, "friendly_name": ROOM, "status": status})
+    signalwire.add(responses.GET, f"{conference}/Participants.json", json={
+        "participants": [{"call_sid": call, "conference_sid": CONF} for call in present],
+        "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/p"})
+    signalwire.add(responses.GET, f"{conference}/Recordings.json", json={
+        "recordings": [{"sid": REC, "conference_sid": CONF, "status": recording_status}],
+        "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/r"})
+
+
+def rest_reads(signalwire):
+    """Paths of the GETs sent to SignalWire."""
+    return [urlsplit(c.request.url).path.rsplit("/", 1)[-1] for c in signalwire.calls if c.request.method == "GET"]
+
+
+def test_state_begun_mid_conference_is_rebuilt_from_the_api_once(events, signalwire):
+    """After a restart the first callback is a leave: read the conference once, then decide."""
+    fake_conference_reads(signalwire, present=["A"])
+    events.conference("participant-leave", "B")
+    events.settle()
+    events.conference("participant-join", "C", at=1_800_000_005)
+    events.settle()
+    assert rest_reads(signalwire) == [f"{CONF}.json", "Participants.json", "Recordings.json"]
+    assert recording_updates(signalwire) == [
+        (UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"}),
+        (UPDATE_PATH, {"Status": "in-progress", "PauseBehavior": "skip"}),
+    ]
+    assert events.state().present() == ["A", "C"]
+
+
 def test_recording_event_before_any_conference_event_is_kept(events, signalwire):
+    fake_conference_reads(signalwire, present=["A"])
     events.recording("in-progress")
     events.conference("participant-join", "A")
     events.settle()
     assert recording_updates(signalwire) == [(UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"})]
 
 
+def test_no_rest_reads_for_a_conference_seen_from_its_start(events, signalwire):
+    two_on_the_line(events)
+    events.conference("participant-leave", "B", at=1_800_000_010)
+    events.settle()
+    assert rest_reads(signalwire) == []
+
+
 def test_pause_behavior_from_config(signalwire, post_signed):
     app = create_app(make_config(pause_behavior="silence", validate_signatures=False))
     client = app.test_client()
     try:
+        client.post("/voice/conference-status", data=status_form("conference-start"))
         client.post("/voice/conference-status", data=status_form("participant-join", "A"))
         client.post("/voice/recording-status?room=%2B15550001111", data={"RecordingSid": REC, "RecordingStatus": "in-progress"})
         assert app.extensions["quorum.commands"].wait_idle(10)
@@ -179,6 +222,7 @@ def replace_update(signalwire, *replies):
 ])
 def test_api_errors(events, signalwire, replies, posts, final):
     replace_update(signalwire, *replies)
+    events.conference("conference-start")
     events.conference("participant-join", "A")
     events.recording("in-progress")
     events.settle()
@@ -188,6 +232,7 @@ def test_api_errors(events, signalwire, replies, posts, final):
 
 def test_gone_recording_is_not_acted_on_again(events, signalwire):
     replace_update(signalwire, 404)
+    events.conference("conference-start")
     events.conference("participant-join", "A")
     events.recording("in-progress")
     events.settle()
