@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo run bench
+.PHONY: install system-packages test demo run bench
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,10 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
-test: install
+system-packages:
+	scripts/install-system-packages.sh
+
+test: install system-packages
 	$(PY) -m pytest -q
 
 demo: install

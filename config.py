@@ -43,6 +43,9 @@ class Config:
     log_level: str = "INFO"
     signalwire_timeout_s: float = 5.0
     end_grace_s: float = 300.0
+    redis_url: Optional[str] = None
+    redis_namespace: str = "quorum"
+    reconcile_interval_s: float = 60.0
 
     def __post_init__(self):
         # A trailing slash would double up in every callback URL and break signatures.
@@ -108,6 +111,7 @@ _PARSERS = {
     "min_participants": _parse_number(int),
     "signalwire_timeout_s": _parse_number(float),
     "end_grace_s": _parse_number(float),
+    "reconcile_interval_s": _parse_number(float),
     "log_level": _parse_upper,
 }
 
@@ -125,6 +129,10 @@ def _check(config: Config) -> None:
         raise ConfigError("SIGNALWIRE_TIMEOUT_S", "must be greater than 0")
     if config.end_grace_s < 0:
         raise ConfigError("END_GRACE_S", "must be 0 or more")
+    if config.reconcile_interval_s < 0:
+        raise ConfigError("RECONCILE_INTERVAL_S", "must be 0 (off) or more")
+    if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL", f"must start with redis://, rediss:// or unix://, got {config.redis_url!r}")
     if not config.conference_room:
         raise ConfigError("CONFERENCE_ROOM", f"must be {PER_NUMBER!r} or a room name")
     if config.validate_signatures and not config.signalwire_signing_key:

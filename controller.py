@@ -10,11 +10,9 @@ from typing import Callable, Optional
 
 import policy
 from command_queue import CommandQueue
-from recording_state import Conference, StateStore
+from recording_state import STALE_AFTER_S, Conference, StateStore
 
 log = logging.getLogger("quorum.controller")
-
-STALE_AFTER_S = 12 * 3600  # a conference with no event for this long lost its end callback
 
 
 @dataclass(frozen=True)
@@ -42,11 +40,12 @@ class RecordingController:
     """Applies events to the store and kicks the command queue when the policy wants a change."""
 
     def __init__(self, store: StateStore, commands: CommandQueue, min_participants: int,
-                 end_grace_s: float, clock: Callable[[], float] = time.time):
+                 end_grace_s: float, reconcile_interval_s: float = 0, clock: Callable[[], float] = time.time):
         self._store = store
         self._commands = commands
         self._minimum = min_participants
         self._grace = end_grace_s
+        self._reconcile_interval_s = reconcile_interval_s
         self._clock = clock
 
     def conference_event(self, event: ConferenceEvent) -> str:
@@ -102,6 +101,19 @@ class RecordingController:
             dropped += 1
         return dropped
 
+    def reconcile(self) -> int:
+        """Re-read every live conference from the REST API and fix what differs: the watchdog
+        for lost callbacks and failed commands. One process per interval does it."""
+        if self._store.try_lock("reconciler", max(1.0, 0.9 * self._reconcile_interval_s)) is None:
+            return 0
+        checked = 0
+        for room in self._store.rooms():
+            conf = self._store.mutate(room, policy.unverify)
+            if policy.next_action(conf) is not None:
+                self._commands.kick(room)
+                checked += 1
+        return checked
+
     def _expired(self, conf: Conference, now: float) -> bool:
         """Ended past the grace period, or no event for STALE_AFTER_S."""
         if conf.ended:
@@ -140,20 +152,25 @@ class RecordingController:
         return "applied"
 
 
-class Sweeper(threading.Thread):
-    """Calls `controller.sweep()` every `interval` seconds so ended conferences do not pile up."""
+class Housekeeper(threading.Thread):
+    """Drops expired conferences every `sweep_s` and reconciles every `reconcile_s` (0: never)."""
 
-    def __init__(self, controller: RecordingController, interval: float):
-        super().__init__(name="quorum-sweeper", daemon=True)
+    def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float):
+        super().__init__(name="quorum-housekeeper", daemon=True)
         self._controller = controller
-        self._interval = interval
+        self._sweep_s = sweep_s
+        self._reconcile_s = reconcile_s
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        """Sweep until stopped."""
-        while not self._stopped.wait(self._interval):
+        """Sweep and reconcile until stopped."""
+        next_reconcile = time.monotonic() + self._reconcile_s
+        while not self._stopped.wait(self._sweep_s):
             self._controller.sweep()
+            if self._reconcile_s and time.monotonic() >= next_reconcile:
+                self._controller.reconcile()
+                next_reconcile = time.monotonic() + self._reconcile_s
 
     def stop(self) -> None:
-        """Ask the thread to end after its current sweep."""
+        """Ask the thread to end after its current round."""
         self._stopped.set()

@@ -91,9 +91,20 @@ def conference_started(conf: Conference) -> Conference:
 
 
 def needs_recovery(conf: Conference) -> bool:
-    """Whether deciding needs a REST read first: state begun mid-conference with something to decide on."""
+    """Whether deciding needs a REST read first: state begun mid-conference with something to decide on.
+
+    A recording needs two participants, so a conference that never had two and lost no one
+    has nothing we could have missed.
+    """
     departed = any(not p.present for p in conf.participants.values())
-    return not conf.verified and (bool(conf.recordings) or departed)
+    return not conf.verified and (bool(conf.recordings) or departed or len(conf.participants) >= 2)
+
+
+def unverify(conf: Optional[Conference]) -> Optional[Conference]:
+    """Ask for a fresh REST read of a live conference (the periodic reconciler)."""
+    if conf is None or conf.ended or not conf.verified:
+        return conf
+    return replace(conf, verified=False)
 
 
 def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float, minimum: int) -> Optional[Conference]:

@@ -19,6 +19,7 @@ GONE = "gone"  # completed, absent, or 404 from the API: nothing more to do
 FAILED = "failed"  # the API refused our command (4xx) or retries ran out
 
 TIMELINE_LIMIT = 1000  # a conference that flips all day must not grow without bound
+STALE_AFTER_S = 12 * 3600  # a live conference with no event for this long lost its end callback
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,15 @@ import base64
 import hashlib
 import hmac
 import re
+import shutil
+import socket
+import subprocess
+import time
+import uuid
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+import redis
 import responses
 
 from app import create_app, shutdown
@@ -43,10 +49,45 @@ def signalwire():
         yield fake
 
 
-@pytest.fixture
-def config():
-    """The default test configuration."""
-    return make_config()
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a loopback port for the whole session, stopped at the end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def config(request):
+    """The default test configuration, once with each store."""
+    if request.param == "memory":
+        return make_config()
+    return make_config(redis_url=request.getfixturevalue("redis_url"), redis_namespace=f"t{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture

@@ -51,6 +51,8 @@ def events(post_signed, app):
         def state(self, room=ROOM):
             return app.extensions["quorum.store"].get(room)
 
+        controller = app.extensions["quorum"]
+
     return Events()
 
 
@@ -240,6 +242,29 @@ def test_gone_recording_is_not_acted_on_again(events, signalwire):
     events.conference("participant-leave", "B", at=1_800_000_006)
     events.settle()
     assert len(recording_updates(signalwire)) == 1
+
+
+def test_reconciler_catches_a_lost_leave_callback(events, signalwire, app):
+    two_on_the_line(events)
+    fake_conference_reads(signalwire, present=["A"])  # B hung up; that callback never came
+    assert app.extensions["quorum"].reconcile() == 1
+    events.settle()
+    assert recording_updates(signalwire) == [(UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"})]
+    assert events.state().present() == ["A"]
+
+
+def test_reconciler_retries_a_failed_command(events, signalwire):
+    replace_update(signalwire, 400, 200)
+    events.conference("conference-start")
+    events.conference("participant-join", "A")
+    events.recording("in-progress")
+    events.settle()
+    assert events.state().recordings == {REC: FAILED}
+    fake_conference_reads(signalwire, present=["A"])
+    events.controller.reconcile()
+    events.settle()
+    assert events.state().recordings == {REC: PAUSED}
+    assert len(recording_updates(signalwire)) == 2
 
 
 # --- end of a conference --------------------------------------------------------------------

@@ -1,0 +1,28 @@
+"""Gunicorn settings for Quorum; gunicorn reads this file from the working directory.
+
+    gunicorn 'app:create_app()'                       # one worker, memory store
+    WEB_CONCURRENCY=4 REDIS_URL=redis://... gunicorn 'app:create_app()'
+"""
+
+import os
+
+from dotenv import load_dotenv
+
+load_dotenv()
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Threads, not processes, give concurrency within a worker: handlers wait on Redis, not the CPU.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# SignalWire gives up on a callback after 5 s; a request still running at 30 s is stuck.
+timeout = 30
+graceful_timeout = 20
+
+
+def on_starting(server):
+    """Refuse several workers on the memory store: each would keep its own, split state."""
+    if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
+        raise SystemExit(
+            f"quorum: {server.cfg.workers} gunicorn workers need REDIS_URL (the memory store is per process); "
+            "set REDIS_URL or run one worker")

@@ -1,0 +1,128 @@
+"""The Redis store against a real redis-server: atomic across connections, bounded, lockable."""
+
+import threading
+import time
+import uuid
+
+import pytest
+
+import policy
+from app import create_app, shutdown
+from config import ConfigError
+from conftest import make_config
+from recording_state import STALE_AFTER_S, RECORDING
+from redis_store import RedisStore
+
+
+@pytest.fixture
+def store(redis_url):
+    """A store in a namespace of its own."""
+    return RedisStore.from_url(redis_url, f"t{uuid.uuid4().hex[:8]}", ended_ttl_s=30)
+
+
+def join(call, at):
+    """A mutation: `call` joins room R (creating it if needed)."""
+    def apply(conf):
+        conf = conf or policy.conference_started(policy.new_conference("R", "conf-1", 0.0, 2))
+        return policy.participant_event(conf, call, True, at, 2)
+    return apply
+
+
+def test_round_trip(store):
+    conf = store.mutate("R", join("A", 1.0))
+    assert store.get("R") == conf
+    assert store.rooms() == ["R"]
+
+
+def test_concurrent_mutations_from_separate_connections_lose_nothing(redis_url, store):
+    """Eight 'workers', each with its own connection, add 25 callers each to one room at once."""
+    namespace = store._ns
+    workers = [RedisStore.from_url(redis_url, namespace, 30) for _ in range(8)]
+    start = threading.Barrier(len(workers))
+
+    def work(i, worker):
+        start.wait()
+        for n in range(25):
+            worker.mutate("R", join(f"call-{i}-{n}", 1.0 + n))
+
+    threads = [threading.Thread(target=work, args=(i, w)) for i, w in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(store.get("R").present()) == 200
+
+
+def test_keys_expire(store):
+    store.mutate("R", join("A", 1.0))
+    assert STALE_AFTER_S - 5 < store._redis.ttl(f"{store._ns}:conf:R") <= STALE_AFTER_S
+    store.mutate("R", lambda conf: policy.conference_ended(conf, 2.0))
+    assert 0 < store._redis.ttl(f"{store._ns}:conf:R") <= 31
+
+
+def test_expired_rooms_are_pruned(store):
+    store.mutate("R", join("A", 1.0))
+    store._redis.delete(f"{store._ns}:conf:R")  # as if the key had expired
+    assert store.rooms() == []
+    assert store._redis.smembers(f"{store._ns}:rooms") == set()
+
+
+def test_delete(store):
+    store.mutate("R", join("A", 1.0))
+    assert store.mutate("R", lambda conf: None) is None
+    assert (store.get("R"), store.rooms()) == (None, [])
+
+
+def test_retire(store):
+    assert not store.is_retired("conf-9")
+    store.retire("conf-9")
+    assert store.is_retired("conf-9")
+
+
+def test_lock_is_exclusive_owned_and_expires(store):
+    token = store.try_lock("room:R", 0.3)
+    assert token and store.try_lock("room:R", 0.3) is None
+    store.unlock("room:R", "someone-else")
+    assert store.try_lock("room:R", 0.3) is None
+    store.unlock("room:R", token)
+    second = store.try_lock("room:R", 0.2)
+    assert second
+    time.sleep(0.35)
+    assert store.try_lock("room:R", 0.2)
+
+
+def test_state_survives_an_app_restart(redis_url, signalwire):
+    """A new process on the same Redis carries on where the old one stopped."""
+    config = make_config(redis_url=redis_url, redis_namespace=f"t{uuid.uuid4().hex[:8]}", validate_signatures=False)
+    form = {"ConferenceSid": "conf-1", "FriendlyName": "R", "StatusCallbackEvent": "participant-join"}
+    first = create_app(config)
+    try:
+        first.test_client().post("/voice/conference-status", data={**form, "StatusCallbackEvent": "conference-start"})
+        first.test_client().post("/voice/conference-status", data={**form, "CallSid": "A"})
+    finally:
+        shutdown(first)
+    second = create_app(config)
+    try:
+        second.test_client().post("/voice/conference-status", data={**form, "CallSid": "B"})
+        conf = second.extensions["quorum.store"].get("R")
+    finally:
+        shutdown(second)
+    assert conf.present() == ["A", "B"] and conf.wanted == RECORDING
+
+
+def test_redis_down_answers_503_not_500(signalwire):
+    config = make_config(redis_url="redis://127.0.0.1:1/0", validate_signatures=False)
+    app = create_app(config)
+    try:
+        form = {"ConferenceSid": "c", "FriendlyName": "R", "StatusCallbackEvent": "participant-join", "CallSid": "A"}
+        response = app.test_client().post("/voice/conference-status", data=form)
+        health = app.test_client().get("/healthz")
+    finally:
+        shutdown(app)
+    assert (response.status_code, response.get_json()) == (503, {"error": "state store unavailable"})
+    assert health.status_code == 503 and health.get_json()["store"] == "unreachable"
+
+
+def test_unknown_scheme_is_a_config_error():
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        make_config(redis_url="http://localhost:6379")
