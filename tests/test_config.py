@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,10 @@ def test_start_up_with_a_bad_setting_prints_one_line_and_no_traceback(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["quorum: configuration error: MIN_PARTICIPANTS: must be a number, got 'two'"]
+
+
+@pytest.mark.parametrize("document", [".env.example", "README.md"])
+def test_every_setting_is_documented(document):
+    text = (ROOT / document).read_text()
+    missing = [f.name.upper() for f in fields(Config) if f"{f.name.upper()}=" not in text and f"`{f.name.upper()}`" not in text]
+    assert missing == []
