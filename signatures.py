@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from typing import Mapping, Optional
-
-from signalwire.request_validator import RequestValidator
+from urllib.parse import urlsplit, urlunsplit
 
 SIGNATURE_HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
+DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def public_url_for(public_base: str, path: str, query_string: bytes) -> str:
@@ -26,8 +29,31 @@ def signature_from(headers: Mapping[str, str]) -> Optional[str]:
     return None
 
 
+def compute(signing_key: str, url: str, form: Mapping[str, str]) -> str:
+    """Twilio's scheme: base64 HMAC-SHA1 over the URL followed by each sorted key and its value."""
+    payload = url + "".join(key + form[key] for key in sorted(form))
+    return base64.b64encode(hmac.new(signing_key.encode(), payload.encode(), hashlib.sha1).digest()).decode()
+
+
 def is_valid(signing_key: str, url: str, form: Mapping[str, str], signature: Optional[str]) -> bool:
-    """Twilio-scheme check: base64 HMAC-SHA1 over URL + sorted form params, with and without port."""
+    """Whether `signature` signs `url` and `form`, with or without the scheme's default port.
+
+    SignalWire's signer is not consistent about ":443", so both spellings are accepted
+    (as its own SDK does); the common one is tried first so most requests cost one HMAC.
+    """
     if not signature:
         return False
-    return RequestValidator(signing_key).validate(url, dict(form.items()), signature)
+    params = {key: form[key] for key in form}  # first value of a repeated key, as the SDK reads it
+    return any(hmac.compare_digest(compute(signing_key, candidate, params), signature)
+               for candidate in _port_spellings(url))
+
+
+def _port_spellings(url: str):
+    """The URL as given, then with its default port toggled."""
+    yield url
+    parts = urlsplit(url)
+    default = DEFAULT_PORTS.get(parts.scheme)
+    if parts.port is None and default:
+        yield urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}"))
+    elif parts.port == default:
+        yield urlunsplit(parts._replace(netloc=parts.hostname))

@@ -57,7 +57,7 @@ def conference_status():
     event = ConferenceEvent(kind=kind, room=form.get("FriendlyName") or form["ConferenceSid"],
                             conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None,
                             at=event_time(form.get("Timestamp")))
-    return jsonify(outcome=current_app.extensions["quorum"].conference_event(event))
+    return _outcome(current_app.extensions["quorum"].conference_event(event))
 
 
 @bp.post("/recording-status")
@@ -71,7 +71,7 @@ def recording_status():
         return _error(400, "missing query parameter: room")
     event = RecordingEvent(room=room, recording_sid=request.form["RecordingSid"],
                            status=request.form["RecordingStatus"], at=time.time())
-    return jsonify(outcome=current_app.extensions["quorum"].recording_event(event))
+    return _outcome(current_app.extensions["quorum"].recording_event(event))
 
 
 def event_time(raw: str | None) -> float:
@@ -82,6 +82,11 @@ def event_time(raw: str | None) -> float:
         except (TypeError, ValueError):
             log.warning("unreadable Timestamp %r; using arrival time", raw[:64])
     return time.time()
+
+
+def _outcome(outcome: str) -> Response:
+    """A plain-text answer naming what the callback did (handy in SignalWire's debug log)."""
+    return Response(outcome, mimetype="text/plain")
 
 
 def _missing(*fields: str):
