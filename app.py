@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Optional
 
 import redis
 from flask import Flask, jsonify
 
+import audio_quality
+import conversations_api
+import laml
 import webhooks
+from archive import Archive
 from command_queue import CommandQueue
 from config import Config, ConfigError
 from controller import Housekeeper, RecordingController
+from conversation_processor import ConversationProcessor
+from event_callbacks import EventSender
 from recording_state import MemoryStore, StateStore
 from signalwire_gateway import SignalWireGateway, build_client
 
@@ -33,23 +40,31 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
                     "Use this only for local experiments.")
     store = store if store is not None else build_store(config)
     gateway = SignalWireGateway(client if client is not None else build_client(config), config.pause_behavior)
+    archive = Archive(Path(config.recordings_dir))
+    events = EventSender(config.event_callback_url, config.event_callback_secret) if config.event_callback_url else None
+    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file)
     # The lock outlives one REST call and its timeout, so two processes never command one room at once.
-    commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=3 * config.signalwire_timeout_s + 5)
-    controller = RecordingController(store, commands, config.min_participants, config.end_grace_s,
-                                     config.reconcile_interval_s)
+    commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=3 * config.signalwire_timeout_s + 5,
+                            recording_callback=lambda room: laml.recording_callback_url(config.public_url, room),
+                            on_done=events.announce if events else lambda conf, action: None)
+    controller = RecordingController(store, commands, processor, config.min_participants, config.end_grace_s,
+                                     config.reconcile_interval_s, config.records_caller)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
                               reconcile_s=config.reconcile_interval_s)
     housekeeper.start()
 
     app = Flask(__name__)
     app.config["QUORUM"] = config
-    app.extensions["quorum"] = controller
-    app.extensions["quorum.commands"] = commands
-    app.extensions["quorum.store"] = store
-    app.extensions["quorum.gateway"] = gateway
-    app.extensions["quorum.housekeeper"] = housekeeper
+    app.extensions.update({
+        "quorum": controller, "quorum.commands": commands, "quorum.store": store, "quorum.gateway": gateway,
+        "quorum.housekeeper": housekeeper, "quorum.archive": archive, "quorum.processor": processor,
+        "quorum.events": events,
+    })
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(conversations_api.bp)
     app.register_error_handler(redis.RedisError, _store_unavailable)
+    # The SDK logs every request's URL and form at INFO: noise, and the account in every line.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
     @app.get("/healthz")
     def healthz():
@@ -77,9 +92,12 @@ def _store_unavailable(error: Exception):
 
 
 def shutdown(app: Flask) -> None:
-    """Stop the app's background threads after the commands under way finish."""
+    """Stop the app's background threads after the work under way finishes."""
     app.extensions["quorum.housekeeper"].stop()
     app.extensions["quorum.commands"].shutdown()
+    app.extensions["quorum.processor"].shutdown()
+    if app.extensions["quorum.events"]:
+        app.extensions["quorum.events"].stop()
 
 
 def _config_or_exit() -> Config:

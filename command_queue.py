@@ -12,10 +12,10 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional, Set
+from typing import Callable, Optional, Set, Tuple
 
 import policy
-from recording_state import FAILED, GONE, StateStore
+from recording_state import FAILED, GONE, Conference, StateStore
 from signalwire_gateway import Outcome, SignalWireGateway
 
 log = logging.getLogger("quorum.commands")
@@ -30,12 +30,16 @@ class CommandQueue:
     """Per-room serial execution of pause/resume commands on a small thread pool."""
 
     def __init__(self, store: StateStore, gateway: SignalWireGateway, min_participants: int,
-                 lock_ttl_s: float, workers: int = 32,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+                 lock_ttl_s: float, recording_callback: Callable[[str], str],
+                 on_done: Callable[[Conference, policy.Action], None] = lambda conf, action: None,
+                 workers: int = 32, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
         self._store = store
         self._gateway = gateway
         self._minimum = min_participants
         self._lock_ttl_s = lock_ttl_s
+        self._recording_callback = recording_callback  # room -> the recording-status URL for it
+        self._on_done = on_done  # told of every command that succeeded, with the state after it
         self._clock = clock
         self._sleep = sleep
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quorum-cmd")
@@ -105,26 +109,32 @@ class CommandQueue:
         action = policy.next_action(self._store.get(room))
         if action is None:
             return None
-        snapshot = None
-        if action.target == policy.RECOVER:
-            outcome, snapshot = self._gateway.read_conference(action.conference_sid)
-        else:
-            outcome = self._gateway.set_conference_recording(action.conference_sid, action.recording_sid, action.target)
+        outcome, result = self._send(room, action)
         if outcome is not Outcome.RETRY:
-            self._record(room, action, outcome, snapshot)
+            conf = self._store.mutate(room, self._change(action, outcome, result, self._clock()))
+            recording = result if action.target == policy.CREATE else action.recording_sid
+            log.info("room=%s conference=%s recording=%s call=%s action=%s outcome=%s", room, action.conference_sid,
+                     recording, action.call_sid, action.target, outcome.value)
+            if outcome is Outcome.OK and conf is not None:
+                self._on_done(conf, action)
         return outcome
 
-    def _record(self, room: str, action: policy.Action, outcome: Outcome, snapshot) -> None:
-        """Store what the API said about one command and log the decision."""
-        now = self._clock()
+    def _send(self, room: str, action: policy.Action) -> Tuple[Outcome, object]:
+        """The REST call an action stands for; returns its outcome and what it read or created."""
+        if action.target == policy.RECOVER:
+            return self._gateway.read_conference(action.conference_sid)
+        if action.target == policy.CREATE:
+            return self._gateway.record_call(action.call_sid, self._recording_callback(room))
+        return self._gateway.set_recording(action.conference_sid, action.recording_sid, action.target,
+                                           action.call_sid), None
+
+    def _change(self, action: policy.Action, outcome: Outcome, result, now: float) -> Callable:
+        """The state change that records an action's final outcome."""
         if action.target == policy.RECOVER:
             if outcome is Outcome.REJECTED:
-                change = policy.assume_verified
-            else:
-                change = lambda conf: policy.recover(conf, snapshot, now, self._minimum)  # noqa: E731
-        else:
-            state = {Outcome.OK: action.target, Outcome.GONE: GONE}.get(outcome, FAILED)
-            change = lambda conf: policy.command_result(conf, action.recording_sid, state, now)  # noqa: E731
-        self._store.mutate(room, change)
-        log.info("room=%s conference=%s recording=%s action=%s outcome=%s", room, action.conference_sid,
-                 action.recording_sid, action.target, outcome.value)
+                return policy.assume_verified
+            return lambda conf: policy.recover(conf, result, now, self._minimum)
+        if action.target == policy.CREATE:
+            return lambda conf: policy.recording_created(conf, action.call_sid, result, now)
+        state = {Outcome.OK: action.target, Outcome.GONE: GONE}.get(outcome, FAILED)
+        return lambda conf: policy.command_result(conf, action.recording_sid, state, now)

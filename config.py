@@ -11,6 +11,7 @@ PAUSE_BEHAVIORS = ("skip", "silence")
 TRIM_CHOICES = ("do-not-trim", "trim-silence")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PER_NUMBER = "per-number"
+PARTICIPANT_RECORDING_CHOICES = ("off", "inbound")
 
 
 class ConfigError(ValueError):
@@ -43,9 +44,23 @@ class Config:
     log_level: str = "INFO"
     signalwire_timeout_s: float = 5.0
     end_grace_s: float = 300.0
+    participant_recording: str = "off"
+    record_participants: str = "all"
+    api_token: Optional[str] = None
+    recordings_dir: str = "./recordings"
+    event_callback_url: Optional[str] = None
+    event_callback_secret: Optional[str] = None
     redis_url: Optional[str] = None
     redis_namespace: str = "quorum"
     reconcile_interval_s: float = 60.0
+
+    def records_caller(self, number: str) -> bool:
+        """Whether a caller gets a recording of their own (PARTICIPANT_RECORDING, RECORD_PARTICIPANTS)."""
+        if self.participant_recording == "off":
+            return False
+        if self.record_participants.strip().lower() == "all":
+            return True
+        return number.strip() in {n.strip() for n in self.record_participants.split(",") if n.strip()}
 
     def __post_init__(self):
         # A trailing slash would double up in every callback URL and break signatures.
@@ -121,6 +136,11 @@ def _check(config: Config) -> None:
     _choice("PAUSE_BEHAVIOR", config.pause_behavior, PAUSE_BEHAVIORS)
     _choice("TRIM", config.trim, TRIM_CHOICES)
     _choice("LOG_LEVEL", config.log_level, LOG_LEVELS)
+    _choice("PARTICIPANT_RECORDING", config.participant_recording, PARTICIPANT_RECORDING_CHOICES)
+    if config.event_callback_url:
+        _http_url("EVENT_CALLBACK_URL", config.event_callback_url)
+        if not config.event_callback_secret:
+            raise ConfigError("EVENT_CALLBACK_SECRET", "is required with EVENT_CALLBACK_URL (receivers verify with it)")
     if not 1 <= config.port <= 65535:
         raise ConfigError("PORT", f"must be between 1 and 65535, got {config.port}")
     if config.min_participants < 1:

@@ -1,4 +1,4 @@
-"""Turns parsed webhook events into state changes and queued commands."""
+"""Turns parsed webhook events into state changes, queued commands and conversation processing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import policy
 from command_queue import CommandQueue
-from recording_state import STALE_AFTER_S, Conference, StateStore
+from recording_state import LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore
 
 log = logging.getLogger("quorum.controller")
 
@@ -23,7 +23,7 @@ class ConferenceEvent:
     room: str
     conference_sid: str
     call_sid: Optional[str]
-    at: float
+    at: float  # SignalWire's Timestamp: orders events
 
 
 @dataclass(frozen=True)
@@ -34,35 +34,48 @@ class RecordingEvent:
     recording_sid: str
     status: str
     at: float
+    url: Optional[str] = None
+    duration_s: Optional[float] = None
 
 
 class RecordingController:
-    """Applies events to the store and kicks the command queue when the policy wants a change."""
+    """Applies events to the store; kicks commands when the policy wants a change and
+    conversation processing when a conference is over."""
 
-    def __init__(self, store: StateStore, commands: CommandQueue, min_participants: int,
-                 end_grace_s: float, reconcile_interval_s: float = 0, clock: Callable[[], float] = time.time):
+    def __init__(self, store: StateStore, commands: CommandQueue, processor, min_participants: int,
+                 end_grace_s: float, reconcile_interval_s: float = 0,
+                 records_caller: Callable[[str], bool] = lambda number: False,
+                 clock: Callable[[], float] = time.time):
         self._store = store
         self._commands = commands
+        self._processor = processor  # has .submit(room)
         self._minimum = min_participants
         self._grace = end_grace_s
         self._reconcile_interval_s = reconcile_interval_s
+        self._records_caller = records_caller
         self._clock = clock
+
+    def inbound_call(self, call_sid: str, from_: str, to: str) -> None:
+        """Remember who a call is until it joins its conference (join callbacks do not say)."""
+        self._store.remember_call(call_sid, {"from": from_, "to": to})
 
     def conference_event(self, event: ConferenceEvent) -> str:
         """Apply a conference or participant event; returns what happened, for logs and tests."""
         if self._store.is_retired(event.conference_sid):
             return "stale"
-        replaced = []
+        caller = self._caller(event.call_sid) if event.kind == "participant-join" else None
+        now = self._clock()
+        replaced = set()
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
             if conf is None and event.kind == "conference-end":
                 return None  # nothing to end
-            current = policy.adopt(conf, event.room, event.conference_sid, event.at, self._minimum)
+            current = policy.adopt(conf, event.room, event.conference_sid, event.at, self._minimum, now)
             if current is None:
                 return conf
             if conf is not None and conf.conference_sid not in (None, current.conference_sid):
-                replaced.append(conf.conference_sid)
-            return self._finish_if_done(self._apply_kind(current, event))
+                replaced.add(conf.conference_sid)
+            return self._finish_if_done(self._apply_kind(current, event, now, caller))
 
         result = self._store.mutate(event.room, apply)
         for sid in replaced:
@@ -71,35 +84,39 @@ class RecordingController:
 
     def recording_event(self, event: RecordingEvent) -> str:
         """Apply a recording status callback."""
-
-        conference_sids = []
+        sids = {}
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
             if conf is None:
                 if event.status != "in-progress":
                     return None  # the end of a recording we no longer track
                 conf = policy.new_conference(event.room, None, event.at, self._minimum)
-            conference_sids.append(conf.conference_sid)
-            return self._finish_if_done(policy.recording_status(conf, event.recording_sid, event.status, event.at))
+            sids["conference"] = conf.conference_sid
+            return self._finish_if_done(policy.recording_status(
+                conf, event.recording_sid, event.status, event.at, event.url, event.duration_s))
 
         result = self._store.mutate(event.room, apply)
-        conference_sid = conference_sids[-1] if conference_sids else None
-        return self._after(event.room, result, f"recording={event.recording_sid} {event.status}", conference_sid)
+        return self._after(event.room, result, f"recording={event.recording_sid} {event.status}",
+                           sids.get("conference"))
 
     def sweep(self) -> int:
-        """Drop conferences ended longer than the grace period ago, or silent for too long."""
+        """Hand over conferences ended longer than the grace period ago (or silent for too long),
+        and retry processing that a dead process left unfinished. Returns how many were handed over."""
         now = self._clock()
-        dropped = 0
+        handed = 0
         for room in self._store.rooms():
             conf = self._store.get(room)
-            if conf is None or not self._expired(conf, now):
+            if conf is None:
                 continue
-            self._store.mutate(room, lambda c: None if c is not None and self._expired(c, now) else c)
-            if conf.conference_sid:
-                self._store.retire(conf.conference_sid)
-            log.info("room=%s conference=%s action=drop reason=expired", room, conf.conference_sid)
-            dropped += 1
-        return dropped
+            if conf.status == PROCESSING:
+                self._processor.submit(room)
+            elif self._expired(conf, now):
+                result = self._store.mutate(room, lambda c: self._close(c, now) if c and self._expired(c, now) else c)
+                if result is not None and result.status == PROCESSING:
+                    log.info("room=%s conference=%s action=process reason=grace-expired", room, result.conference_sid)
+                    self._processor.submit(room)
+                    handed += 1
+        return handed
 
     def reconcile(self) -> int:
         """Re-read every live conference from the REST API and fix what differs: the watchdog
@@ -114,35 +131,56 @@ class RecordingController:
                 checked += 1
         return checked
 
+    def _caller(self, call_sid: Optional[str]) -> Optional[Caller]:
+        """Who a joining call is, as the voice webhook told us, and whether to record it on its own."""
+        known = self._store.recall_call(call_sid) if call_sid else None
+        if known is None:
+            return None
+        return Caller(from_=known["from"], to=known["to"], record=self._records_caller(known["from"]))
+
+    def _close(self, conf: Conference, now: float) -> Conference:
+        """End a conference that outlived its grace period and stop waiting for its recordings."""
+        return policy.to_processing(policy.give_up_waiting(policy.conference_ended(conf, now)))
+
     def _expired(self, conf: Conference, now: float) -> bool:
-        """Ended past the grace period, or no event for STALE_AFTER_S."""
+        """Live but ended past the grace period, or with no event for STALE_AFTER_S."""
+        if conf.status != LIVE:
+            return False
         if conf.ended:
             return now - conf.ended_at >= self._grace
         return now - conf.updated_at >= STALE_AFTER_S
 
-    def _apply_kind(self, conf: Conference, event: ConferenceEvent) -> Conference:
-        """Dispatch one event kind to its pure transition."""
+    def _apply_kind(self, conf: Conference, event: ConferenceEvent, now: float,
+                    caller: Optional[Caller]) -> Conference:
+        """Dispatch one event kind to its pure transitions."""
         if event.kind == "conference-start":
             return policy.conference_started(conf)
         if event.kind == "conference-end":
             # Our clock, not SignalWire's Timestamp: the grace period is measured against our clock.
-            return policy.conference_ended(conf, self._clock())
+            return policy.conference_ended(conf, now)
         if event.kind in ("participant-join", "participant-leave") and event.call_sid:
-            return policy.participant_event(conf, event.call_sid, event.kind == "participant-join",
-                                            event.at, self._minimum)
+            joined = event.kind == "participant-join"
+            after = policy.participant_event(conf, event.call_sid, joined, event.at, self._minimum)
+            if after is conf:
+                return conf  # a duplicate or a stale event
+            return policy.connection_event(after, event.call_sid, joined, now, caller)
         return conf
 
-    def _finish_if_done(self, conf: Conference) -> Optional[Conference]:
-        """Drop a conference once it has ended and its recordings have all reported their end."""
-        return None if policy.finished(conf) else conf
+    def _finish_if_done(self, conf: Conference) -> Conference:
+        """Once ended with every recording's end reported, the conference awaits processing."""
+        return policy.to_processing(conf) if policy.finished(conf) else conf
 
     def _after(self, room: str, result: Optional[Conference], what: str, conference_sid: Optional[str]) -> str:
-        """Log the decision, retire finished conferences and queue a command if one is due."""
+        """Log the decision; queue a command or processing if one is due."""
         if result is None:
             if conference_sid:
                 self._store.retire(conference_sid)
             log.info("room=%s conference=%s %s action=forget", room, conference_sid, what)
             return "forgotten"
+        if result.status == PROCESSING:
+            log.info("room=%s conference=%s %s action=process", room, result.conference_sid, what)
+            self._processor.submit(room)
+            return "processing"
         action = policy.next_action(result)
         log.info("room=%s conference=%s %s present=%d wanted=%s action=%s", room, result.conference_sid, what,
                  len(result.present()), result.wanted, action.target if action else "none")
@@ -153,7 +191,7 @@ class RecordingController:
 
 
 class Housekeeper(threading.Thread):
-    """Drops expired conferences every `sweep_s` and reconciles every `reconcile_s` (0: never)."""
+    """Sweeps every `sweep_s` and reconciles every `reconcile_s` (0: never)."""
 
     def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float):
         super().__init__(name="quorum-housekeeper", daemon=True)
@@ -166,10 +204,13 @@ class Housekeeper(threading.Thread):
         """Sweep and reconcile until stopped."""
         next_reconcile = time.monotonic() + self._reconcile_s
         while not self._stopped.wait(self._sweep_s):
-            self._controller.sweep()
-            if self._reconcile_s and time.monotonic() >= next_reconcile:
-                self._controller.reconcile()
-                next_reconcile = time.monotonic() + self._reconcile_s
+            try:
+                self._controller.sweep()
+                if self._reconcile_s and time.monotonic() >= next_reconcile:
+                    self._controller.reconcile()
+                    next_reconcile = time.monotonic() + self._reconcile_s
+            except Exception:  # a store outage must not end housekeeping for good
+                log.exception("housekeeping round failed; trying again in %.0fs", self._sweep_s)
 
     def stop(self) -> None:
         """Ask the thread to end after its current round."""

@@ -9,22 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from recording_state import FAILED, GONE, PAUSED, RECORDING, TIMELINE_LIMIT, Conference, Presence, Transition
+from recording_state import (FAILED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, Caller, Conference,
+                             Presence, RecordingInfo, Transition)
 
 # Recording statuses SignalWire reports in recording-status callbacks.
 RECORDING_DONE = ("completed", "absent", "failed")
 # Recording statuses the REST API reports, as our confirmed states.
 API_RECORDING_STATES = {"in-progress": RECORDING, "resumed": RECORDING, "queued": RECORDING, "paused": PAUSED}
 RECOVER = "recover"  # an Action target: read the conference from the REST API first
+CREATE = "create"  # an Action target: start a participant's own recording of `call_sid`
 
 
 @dataclass(frozen=True)
 class Action:
-    """One REST command the conference needs: set `recording_sid` to `target`."""
+    """One REST command the conference needs: set `recording_sid` to `target` (or RECOVER, CREATE)."""
 
     conference_sid: str
     recording_sid: Optional[str]
-    target: str  # RECORDING | PAUSED | RECOVER
+    target: str  # RECORDING | PAUSED | RECOVER | CREATE
+    call_sid: Optional[str] = None  # the call of a participant's own recording
 
 
 @dataclass(frozen=True)
@@ -54,24 +57,28 @@ def _rewant(conf: Conference, at: float, minimum: int) -> Conference:
     return replace(conf, wanted=wanted, timeline=_log(conf, at, "wanted", wanted))
 
 
-def new_conference(room: str, conference_sid: Optional[str], at: float, minimum: int) -> Conference:
-    """A fresh conference with nobody on the line yet."""
-    return _rewant(Conference(room=room, conference_sid=conference_sid, started_at=at, updated_at=at), at, minimum)
+def new_conference(room: str, conference_sid: Optional[str], at: float, minimum: int,
+                   now: Optional[float] = None) -> Conference:
+    """A fresh conference with nobody on the line yet; `at` is SignalWire's clock, `now` ours."""
+    opened_at = at if now is None else now
+    conf = Conference(room=room, conference_sid=conference_sid, started_at=at, opened_at=opened_at, updated_at=at)
+    return _rewant(conf, at, minimum)
 
 
-def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float, minimum: int) -> Optional[Conference]:
+def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float, minimum: int,
+          now: Optional[float] = None) -> Optional[Conference]:
     """The conference an event for `conference_sid` applies to, or None when the event is stale.
 
     A sid we have not seen replaces an ended conference (the room's next call) or a
     live one whose events are older than it (a lost conference-end).
     """
     if conf is None:
-        return new_conference(room, conference_sid, at, minimum)
+        return new_conference(room, conference_sid, at, minimum, now)
     if conf.conference_sid in (None, conference_sid):
         return replace(conf, conference_sid=conference_sid)
     if at < conf.started_at:
         return None
-    return new_conference(room, conference_sid, at, minimum)
+    return new_conference(room, conference_sid, at, minimum, now)
 
 
 def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, minimum: int) -> Conference:
@@ -83,6 +90,17 @@ def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, 
             return conf
     participants = {**conf.participants, call_sid: Presence(joined, at)}
     return _rewant(replace(conf, participants=participants, updated_at=max(conf.updated_at, at)), at, minimum)
+
+
+def connection_event(conf: Conference, call_sid: str, joined: bool, now: float,
+                     caller: Optional[Caller] = None) -> Conference:
+    """Note when a call joined or left, for the conversation record; `caller` says who it is."""
+    known = conf.callers.get(call_sid) or caller or Caller()
+    if joined:
+        known = replace(known, joined_at=known.joined_at or now, left_at=None)
+    else:
+        known = replace(known, left_at=now)
+    return replace(conf, callers={**conf.callers, call_sid: known})
 
 
 def conference_started(conf: Conference) -> Conference:
@@ -136,7 +154,8 @@ def conference_ended(conf: Conference, at: float) -> Conference:
     return replace(conf, ended=True, ended_at=at, updated_at=max(conf.updated_at, at))
 
 
-def recording_status(conf: Conference, recording_sid: str, status: str, at: float) -> Conference:
+def recording_status(conf: Conference, recording_sid: str, status: str, at: float,
+                     url: Optional[str] = None, duration_s: Optional[float] = None) -> Conference:
     """Apply a recording-status callback; our own confirmed state outranks a late 'in-progress'."""
     known = conf.recordings.get(recording_sid)
     if status == "in-progress":
@@ -144,8 +163,25 @@ def recording_status(conf: Conference, recording_sid: str, status: str, at: floa
             return conf
         return _confirmed(conf, recording_sid, RECORDING, at)
     if status in RECORDING_DONE and known != GONE:
+        info = conf.recording_info.get(recording_sid) or RecordingInfo()
+        info = replace(info, url=url or info.url, duration_s=duration_s if duration_s is not None else info.duration_s)
+        conf = replace(conf, recording_info={**conf.recording_info, recording_sid: info})
         return _confirmed(conf, recording_sid, GONE, at)
     return conf
+
+
+def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: Optional[str],
+                      at: float) -> Optional[Conference]:
+    """A participant's own recording was started (or refused, when `recording_sid` is None)."""
+    if conf is None:
+        return None
+    if recording_sid is None:
+        return replace(conf, unrecordable=conf.unrecordable + (call_sid,))
+    info = replace(conf.recording_info.get(recording_sid) or RecordingInfo(), call_sid=call_sid)
+    conf = replace(conf, recording_info={**conf.recording_info, recording_sid: info})
+    if conf.recordings.get(recording_sid) is not None:
+        return conf  # its in-progress callback got here first
+    return _confirmed(conf, recording_sid, RECORDING, at)
 
 
 def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> Conference:
@@ -170,13 +206,49 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
         return None
     if needs_recovery(conf):
         return Action(conf.conference_sid, None, RECOVER)
+    present = set(conf.present())
     for sid, confirmed in sorted(conf.recordings.items()):
+        owner = _owner(conf, sid)
+        if owner is not None and owner not in present:
+            continue  # the caller hung up: their own recording is ending by itself
         if confirmed in (RECORDING, PAUSED) and confirmed != conf.wanted:
-            return Action(conf.conference_sid, sid, conf.wanted)
+            return Action(conf.conference_sid, sid, conf.wanted, owner)
+    if conf.wanted == RECORDING:
+        for call_sid in _callers_to_record(conf):
+            return Action(conf.conference_sid, None, CREATE, call_sid)
     return None
+
+
+def _owner(conf: Conference, recording_sid: str) -> Optional[str]:
+    """The call a participant recording belongs to; None for the conference recording."""
+    info = conf.recording_info.get(recording_sid)
+    return info.call_sid if info else None
+
+
+def _callers_to_record(conf: Conference) -> list:
+    """Present callers chosen for their own recording that have none running.
+
+    Created only while the quorum is met, so a participant recording never runs while
+    the conference recording is paused.
+    """
+    # A FAILED recording may still be running: starting another would record the caller twice.
+    running = {_owner(conf, sid) for sid, state in conf.recordings.items() if state in (RECORDING, PAUSED, FAILED)}
+    return [call for call in conf.present()
+            if conf.callers.get(call, Caller()).record and call not in running and call not in conf.unrecordable]
 
 
 def finished(conf: Conference) -> bool:
     """Ended, and every recording has reported its end (or been given up on)."""
     return conf.ended and all(state in (GONE, FAILED) for state in conf.recordings.values())
+
+
+def give_up_waiting(conf: Conference) -> Conference:
+    """Mark recordings that never reported their end as failed, so the conversation can be processed."""
+    recordings = {sid: state if state in (GONE, FAILED) else FAILED for sid, state in conf.recordings.items()}
+    return replace(conf, recordings=recordings)
+
+
+def to_processing(conf: Conference) -> Conference:
+    """Hand a finished conference over to conversation processing."""
+    return conf if conf.status == PROCESSING else replace(conf, status=PROCESSING)
 

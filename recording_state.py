@@ -17,6 +17,8 @@ RECORDING = "recording"
 PAUSED = "paused"
 GONE = "gone"  # completed, absent, or 404 from the API: nothing more to do
 FAILED = "failed"  # the API refused our command (4xx) or retries ran out
+LIVE = "live"
+PROCESSING = "processing"
 
 TIMELINE_LIMIT = 1000  # a conference that flips all day must not grow without bound
 STALE_AFTER_S = 12 * 3600  # a live conference with no event for this long lost its end callback
@@ -41,6 +43,26 @@ class Transition:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """One call's connection to the conference, for the conversation record (our clock)."""
+
+    from_: str = ""
+    to: str = ""
+    joined_at: Optional[float] = None
+    left_at: Optional[float] = None
+    record: bool = False  # gets a recording of its own voice (PARTICIPANT_RECORDING)
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    """What a recording's callbacks told us beyond its state."""
+
+    call_sid: Optional[str] = None  # set for a participant's own recording
+    url: Optional[str] = None
+    duration_s: Optional[float] = None
+
+
+@dataclass(frozen=True)
 class Conference:
     """Everything Quorum knows about the live conference in one room."""
 
@@ -48,11 +70,16 @@ class Conference:
     conference_sid: Optional[str] = None
     participants: Dict[str, Presence] = field(default_factory=dict)
     recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|GONE|FAILED
+    recording_info: Dict[str, RecordingInfo] = field(default_factory=dict)
+    callers: Dict[str, Caller] = field(default_factory=dict)
+    unrecordable: tuple = ()  # calls whose own recording SignalWire refused to start
     wanted: str = PAUSED
     verified: bool = False  # seen from its start, or rebuilt from the REST API
     ended: bool = False
-    started_at: float = 0.0
-    updated_at: float = 0.0
+    status: str = LIVE  # LIVE, then PROCESSING once ended and every recording has reported its end
+    started_at: float = 0.0  # SignalWire's clock: orders conferences that share a room
+    opened_at: float = 0.0  # our clock, as are ended_at and the confirmed transitions
+    updated_at: float = 0.0  # newest event, either clock: only compared with STALE_AFTER_S
     ended_at: Optional[float] = None
     timeline: tuple = ()
 
@@ -69,6 +96,9 @@ class Conference:
         """Inverse of `to_dict`."""
         data = dict(data)
         data["participants"] = {k: Presence(**v) for k, v in data["participants"].items()}
+        data["recording_info"] = {k: RecordingInfo(**v) for k, v in data["recording_info"].items()}
+        data["callers"] = {k: Caller(**v) for k, v in data["callers"].items()}
+        data["unrecordable"] = tuple(data["unrecordable"])
         data["timeline"] = tuple(Transition(**t) for t in data["timeline"])
         return cls(**data)
 
@@ -94,6 +124,12 @@ class StateStore(Protocol):
     def is_retired(self, conference_sid: str) -> bool:
         """Whether `retire` was called for this conference (recently)."""
 
+    def remember_call(self, call_sid: str, caller: dict) -> None:
+        """Keep who a call is (from, to) from the voice webhook until it joins its conference."""
+
+    def recall_call(self, call_sid: str) -> Optional[dict]:
+        """What `remember_call` kept, or None."""
+
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
         """A token if this process may act on `name` now (across processes), else None."""
 
@@ -109,13 +145,15 @@ class MemoryStore:
 
     LOCK_STRIPES = 64
     RETIRED_LIMIT = 10_000
+    CALLS_LIMIT = 50_000
 
     def __init__(self):
         self._conferences: Dict[str, Conference] = {}
         # Striped locks: per-room exclusion without a lock table that grows with rooms.
         self._locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
         self._retired: "OrderedDict[str, None]" = OrderedDict()
-        self._retired_lock = threading.Lock()
+        self._sets_lock = threading.Lock()
+        self._calls: "OrderedDict[str, dict]" = OrderedDict()
 
     def _lock(self, room: str) -> threading.Lock:
         """The stripe lock guarding `room`."""
@@ -144,15 +182,22 @@ class MemoryStore:
 
     def retire(self, conference_sid: str) -> None:
         """Remember the sid, forgetting the oldest beyond RETIRED_LIMIT."""
-        with self._retired_lock:
-            self._retired[conference_sid] = None
-            self._retired.move_to_end(conference_sid)
-            while len(self._retired) > self.RETIRED_LIMIT:
-                self._retired.popitem(last=False)
+        with self._sets_lock:
+            _bounded_put(self._retired, conference_sid, None, self.RETIRED_LIMIT)
+
+    def remember_call(self, call_sid: str, caller: dict) -> None:
+        """Keep the caller, forgetting the oldest beyond CALLS_LIMIT."""
+        with self._sets_lock:
+            _bounded_put(self._calls, call_sid, caller, self.CALLS_LIMIT)
+
+    def recall_call(self, call_sid: str) -> Optional[dict]:
+        """The caller kept for `call_sid`, or None."""
+        with self._sets_lock:
+            return self._calls.get(call_sid)
 
     def is_retired(self, conference_sid: str) -> bool:
         """Whether the conference was retired."""
-        with self._retired_lock:
+        with self._sets_lock:
             return conference_sid in self._retired
 
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
@@ -165,3 +210,11 @@ class MemoryStore:
     def ping(self) -> bool:
         """Memory always answers."""
         return True
+
+
+def _bounded_put(items: "OrderedDict", key, value, limit: int) -> None:
+    """Insert as newest and drop the oldest entries beyond `limit`."""
+    items[key] = value
+    items.move_to_end(key)
+    while len(items) > limit:
+        items.popitem(last=False)

@@ -5,6 +5,7 @@ Keys (NS is REDIS_NAMESPACE, default "quorum"):
                        ends, or STALE_AFTER_S after its last event while live.
 - `NS:rooms`           set of rooms that may have state (pruned as their keys expire).
 - `NS:retired:{sid}`   marks an ended ConferenceSid so late callbacks cannot revive it; 24 h.
+- `NS:call:{sid}`      who a call is (from, to), kept by the voice webhook until it joins; 24 h.
 - `NS:lock:{name}`     short-lived locks: `room:{room}` while a REST command for the room is
                        in flight, `reconciler` while one process runs the periodic reconciler.
 """
@@ -96,6 +97,15 @@ class RedisStore:
     def is_retired(self, conference_sid: str) -> bool:
         """Whether the conference was retired in the last day."""
         return bool(self._redis.exists(self._key("retired", conference_sid)))
+
+    def remember_call(self, call_sid: str, caller: dict) -> None:
+        """Keep the caller for a day (no call lasts longer)."""
+        self._redis.set(self._key("call", call_sid), json.dumps(caller), ex=RETIRED_TTL_S)
+
+    def recall_call(self, call_sid: str) -> Optional[dict]:
+        """The caller kept for `call_sid`, or None."""
+        raw = self._redis.get(self._key("call", call_sid))
+        return None if raw is None else json.loads(raw)
 
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
         """Take `name` for `ttl_s` seconds if free; the expiry frees it if this process dies."""

@@ -71,13 +71,26 @@ class SignalWireGateway:
         self._client = client
         self._pause_behavior = pause_behavior
 
-    def set_conference_recording(self, conference_sid: str, recording_sid: str, target: str) -> Outcome:
-        """Pause or resume one conference recording."""
-        recording = self._client.conferences(conference_sid).recordings(recording_sid)
+    def set_recording(self, conference_sid: str, recording_sid: str, target: str,
+                      call_sid: Optional[str] = None) -> Outcome:
+        """Pause or resume the conference recording, or a participant's own (when `call_sid` is given)."""
+        owner = self._client.calls(call_sid) if call_sid else self._client.conferences(conference_sid)
+        recording = owner.recordings(recording_sid)
         return self._call(
-            f"conference {conference_sid} recording {recording_sid} -> {API_STATUS[target]}",
+            f"{'call ' + call_sid if call_sid else 'conference ' + conference_sid} recording {recording_sid} "
+            f"-> {API_STATUS[target]}",
             lambda: recording.update(status=API_STATUS[target], pause_behavior=self._pause_behavior),
         )
+
+    def record_call(self, call_sid: str, callback_url: str) -> Tuple[Outcome, Optional[str]]:
+        """Start a mono recording of the caller's own voice; returns the recording sid."""
+        created = []
+        outcome = self._call(f"record call {call_sid}", lambda: created.append(self._client.calls(call_sid).recordings.create(
+            recording_channels="mono", recording_track="inbound", trim="do-not-trim",
+            recording_status_callback=callback_url, recording_status_callback_method="POST",
+            # twilio 6.54 would send a list as repeated fields; SignalWire wants one space-separated value.
+            recording_status_callback_event="in-progress completed absent")))
+        return outcome, (created[0].sid if created else None)
 
     def read_conference(self, conference_sid: str) -> Tuple[Outcome, Optional[Snapshot]]:
         """The conference's status, calls on the line and recordings, read from the REST API."""

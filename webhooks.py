@@ -40,7 +40,10 @@ def inbound():
     if not dialed and config.conference_room == "per-number":
         return _error(400, "missing field: To")
     room = laml.choose_room(config.conference_room, dialed)
-    log.info("room=%s call=%s from=%s action=join-conference", room, request.form.get("CallSid"), request.form.get("From"))
+    call_sid, caller = request.form.get("CallSid", "").strip(), request.form.get("From", "").strip()
+    if call_sid:
+        current_app.extensions["quorum"].inbound_call(call_sid, caller, dialed)
+    log.info("room=%s call=%s from=%s action=join-conference", room, call_sid, caller)
     return Response(laml.conference_laml(room, config.public_url, config.trim), mimetype="text/xml")
 
 
@@ -70,7 +73,9 @@ def recording_status():
     if not room:
         return _error(400, "missing query parameter: room")
     event = RecordingEvent(room=room, recording_sid=request.form["RecordingSid"],
-                           status=request.form["RecordingStatus"], at=time.time())
+                           status=request.form["RecordingStatus"], at=time.time(),
+                           url=request.form.get("RecordingUrl") or None,
+                           duration_s=_number(request.form.get("RecordingDuration")))
     return _outcome(current_app.extensions["quorum"].recording_event(event))
 
 
@@ -82,6 +87,14 @@ def event_time(raw: str | None) -> float:
         except (TypeError, ValueError):
             log.warning("unreadable Timestamp %r; using arrival time", raw[:64])
     return time.time()
+
+
+def _number(raw: str | None) -> float | None:
+    """A numeric form field, or None when absent or not a number."""
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _outcome(outcome: str) -> Response:

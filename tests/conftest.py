@@ -3,7 +3,10 @@
 import base64
 import hashlib
 import hmac
+import io
 import re
+import tempfile
+import wave
 import shutil
 import socket
 import subprocess
@@ -11,6 +14,7 @@ import time
 import uuid
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import numpy as np
 import pytest
 import redis
 import responses
@@ -23,6 +27,22 @@ SIGNING_KEY = "PSK_test_signing_key"
 PUBLIC_URL = "https://quorum.example.com"
 API_BASE = f"https://example.signalwire.com/2010-04-01/Accounts/{PROJECT}"
 RECORDING_UPDATE = re.compile(rf"{re.escape(API_BASE)}/Conferences/[^/]+/Recordings/[^/]+\.json")
+MEDIA_BASE = "https://example.signalwire.com/recordings/"
+
+
+def wav_bytes(seconds: float = 2.0, rate: int = 8000, seed: int = 0) -> bytes:
+    """A mono 16-bit WAV of a warbling tone in light noise, as a recording download."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    signal = 0.3 * np.sin(2 * np.pi * (220 + 30 * np.sin(2 * np.pi * 3 * t)) * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    samples = np.clip(signal + 0.01 * rng.standard_normal(t.size), -1, 1)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes((samples * 32767).astype("<i2").tobytes())
+    return out.getvalue()
 
 
 def make_config(**overrides) -> Config:
@@ -30,6 +50,7 @@ def make_config(**overrides) -> Config:
     values = dict(
         signalwire_project_id=PROJECT, signalwire_api_token="PTtoken", signalwire_space_url="example.signalwire.com",
         signalwire_signing_key=SIGNING_KEY, public_url=PUBLIC_URL, end_grace_s=60.0,
+        recordings_dir=tempfile.mkdtemp(prefix="quorum-test-recordings-"),
     )
     values.update(overrides)
     return Config(**values)
@@ -46,6 +67,9 @@ def signalwire():
     """SignalWire's REST API at the HTTP level: the SDK really builds and sends its requests."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as fake:
         fake.add(responses.POST, RECORDING_UPDATE, json={"sid": "r", "status": "paused"})
+        fake.add(responses.GET, re.compile(re.escape(MEDIA_BASE) + r"[^/]+\.wav"), body=wav_bytes(),
+                 content_type="audio/x-wav")
+        fake.add(responses.GET, re.compile(re.escape(MEDIA_BASE) + r"[^/]+\.mp3"), status=404)
         yield fake
 
 

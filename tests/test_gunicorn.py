@@ -42,13 +42,13 @@ def test_several_workers_with_redis_serve(redis_url):
     assert body["store"] == "ok"
 
 
-def _wait_for_health(url, seconds=20):
+def _wait_for_health(url, seconds=60):
     """Poll until the server answers /healthz."""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            return requests.get(url, timeout=1).json()
-        except requests.ConnectionError:
+            return requests.get(url, timeout=5).json()
+        except (requests.ConnectionError, requests.Timeout):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)

@@ -10,7 +10,7 @@ import requests
 import responses
 
 from app import create_app, shutdown
-from conftest import API_BASE, PUBLIC_URL, RECORDING_UPDATE, make_config, recording_updates
+from conftest import API_BASE, MEDIA_BASE, PUBLIC_URL, RECORDING_UPDATE, make_config, recording_updates
 from recording_state import FAILED, GONE, PAUSED, RECORDING
 
 ROOM = "+15550001111"
@@ -40,7 +40,7 @@ def events(post_signed, app):
 
         def recording(self, status, sid=REC, room=ROOM):
             form = {"AccountSid": "acct", "RecordingSid": sid, "RecordingStatus": status,
-                    "RecordingUrl": f"https://example.signalwire.com/recordings/{sid}"}
+                    "RecordingUrl": f"{MEDIA_BASE}{sid}"}
             response = post_signed("/voice/recording-status", form, query={"room": room})
             assert response.status_code == 200, response.data
             return response.text
@@ -276,8 +276,10 @@ def test_state_is_dropped_after_end_and_completed_and_late_callbacks_cannot_revi
     events.conference("conference-end", at=1_800_000_051)
     events.settle()
     assert events.state().ended
-    assert events.recording("completed") == "forgotten"
+    assert events.recording("completed") == "processing"
+    assert app.extensions["quorum.processor"].wait_idle(10)
     assert events.state() is None
+    assert app.extensions["quorum.archive"].find(CONF)["status"] == "ready"
     assert events.conference("participant-join", "A") == "stale"  # a retried callback, late
     assert app.extensions["quorum.store"].rooms() == []
 

@@ -1,0 +1,102 @@
+"""The durable conversation archive: `RECORDINGS_DIR/ROOM/YYYY-MM-DD/ID/`.
+
+Each conversation directory holds `conversation.json`, `mix.wav` (and `mix.mp3` when
+SignalWire served one) and one WAV per channel. Every file is written to a temporary name
+and renamed into place, and `conversation.json` is written last, so a crash never leaves a
+directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+# SignalWire sids are UUIDs; anything else in an id position is refused before touching disk.
+CONVERSATION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{7,63}$")
+MEDIA_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,127}\.(wav|mp3)$")
+_UNSAFE = re.compile(r"[^0-9A-Za-z+_.-]")
+
+
+def valid_id(conversation_id: str) -> bool:
+    """Whether `conversation_id` has the shape of a sid (no separators, no dots, bounded length)."""
+    return bool(CONVERSATION_ID.match(conversation_id))
+
+
+def room_dir_name(room: str) -> str:
+    """A room name made safe as one directory name."""
+    name = _UNSAFE.sub("_", room).lstrip(".") or "_"
+    return name[:100]
+
+
+class Archive:
+    """Reads and writes conversations under one root directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def directory_for(self, room: str, started_at: float, conversation_id: str) -> Path:
+        """Where a conversation lives."""
+        if not valid_id(conversation_id):
+            raise ValueError(f"not a conversation id: {conversation_id!r}")
+        day = datetime.fromtimestamp(started_at, timezone.utc).strftime("%Y-%m-%d")
+        return self.root / room_dir_name(room) / day / conversation_id
+
+    def write_file(self, directory: Path, name: str, data: bytes) -> Path:
+        """Write `name` atomically: temp file in the same directory, fsync, rename."""
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, directory / name)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return directory / name
+
+    def save(self, directory: Path, conversation: dict) -> Path:
+        """Write `conversation.json` (last, after the media) to mark the directory complete."""
+        body = json.dumps(conversation, indent=2, sort_keys=True).encode()
+        return self.write_file(directory, "conversation.json", body)
+
+    def find(self, conversation_id: str) -> Optional[dict]:
+        """The archived conversation with this id, or None."""
+        if not valid_id(conversation_id):
+            return None
+        for path in self.root.glob(f"*/*/{conversation_id}/conversation.json"):
+            return _read(path)
+        return None
+
+    def media_path(self, conversation_id: str, name: str) -> Optional[Path]:
+        """The path of one archived media file, only if it is inside the archive and exists."""
+        if not valid_id(conversation_id) or not MEDIA_NAME.match(name):
+            return None
+        for directory in self.root.glob(f"*/*/{conversation_id}"):
+            path = directory / name
+            return path if path.is_file() else None
+        return None
+
+    def all(self) -> List[dict]:
+        """Every archived conversation, newest first."""
+        found = [c for c in (_read(p) for p in self._files()) if c is not None]
+        return sorted(found, key=lambda c: c.get("started_at") or "", reverse=True)
+
+    def _files(self) -> Iterator[Path]:
+        """Every conversation.json under the root."""
+        if self.root.is_dir():
+            yield from self.root.glob("*/*/*/conversation.json")
+
+
+def _read(path: Path) -> Optional[dict]:
+    """A conversation file's JSON, or None if it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

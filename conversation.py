@@ -1,0 +1,114 @@
+"""The conversation record of a conference, built from its state as a pure function.
+
+Shape (times in ms from the conversation's start, which is when Quorum first heard of it):
+
+    {id, room, started_at, ended_at, status: live|processing|ready|failed,
+     audio: {wav_file, mp3_file, duration_ms, snr, rt60},
+     recording_timeline: [{state: recording|paused, start_ms, end_ms}],
+     channels: [{connection_id, call_sid, from, to, start_ms, end_ms, audio: {...}}]}
+
+`status` is `failed` when the conference recording never reported its end (the mix is
+then missing); a missing channel recording leaves that channel's audio empty.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Dict, List, Optional
+
+from recording_state import FAILED, PAUSED, RECORDING, Conference
+
+EMPTY_AUDIO = {"wav_file": None, "mp3_file": None, "duration_ms": None, "snr": None, "rt60": None}
+
+
+def iso(at: Optional[float]) -> Optional[str]:
+    """Epoch seconds as an ISO 8601 UTC string."""
+    return None if at is None else datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def mix_recording(conf: Conference) -> Optional[str]:
+    """The sid of the conference's own (full-mix) recording, the first one it started."""
+    for transition in conf.timeline:
+        sid = transition.recording_sid
+        if transition.kind == "confirmed" and sid and not _is_channel(conf, sid):
+            return sid
+    return next((sid for sid in conf.recordings if not _is_channel(conf, sid)), None)
+
+
+def _is_channel(conf: Conference, recording_sid: str) -> bool:
+    """Whether the recording is a participant's own."""
+    info = conf.recording_info.get(recording_sid)
+    return bool(info and info.call_sid)
+
+
+def recording_timeline(conf: Conference, recording_sid: Optional[str], until: float) -> List[dict]:
+    """Recorded and paused spans of one recording, from its confirmed transitions."""
+    spans, state, since = [], None, None
+    for t in conf.timeline:
+        if t.kind != "confirmed" or t.recording_sid != recording_sid:
+            continue
+        if state in (RECORDING, PAUSED) and t.at > since:
+            spans.append(_span(state, since, t.at, conf.opened_at))
+        state, since = t.state, t.at
+    if state in (RECORDING, PAUSED) and until > since:
+        spans.append(_span(state, since, until, conf.opened_at))
+    return _merge(spans)
+
+
+def _span(state: str, start: float, end: float, origin: float) -> dict:
+    """One timeline span in ms from `origin`."""
+    return {"state": state, "start_ms": _ms(start, origin), "end_ms": _ms(end, origin)}
+
+
+def _merge(spans: List[dict]) -> List[dict]:
+    """Join neighbouring spans of the same state."""
+    merged: List[dict] = []
+    for span in spans:
+        if merged and merged[-1]["state"] == span["state"] and merged[-1]["end_ms"] == span["start_ms"]:
+            merged[-1] = {**merged[-1], "end_ms": span["end_ms"]}
+        else:
+            merged.append(span)
+    return merged
+
+
+def _ms(at: Optional[float], origin: float) -> Optional[int]:
+    """Milliseconds from `origin`, never negative."""
+    return None if at is None else max(0, round((at - origin) * 1000))
+
+
+def channels(conf: Conference, media: Dict[str, dict], until: float) -> List[dict]:
+    """One channel per call that joined, in joining order, with its own recording's audio."""
+    own = {info.call_sid: sid for sid, info in conf.recording_info.items() if info.call_sid}
+    result = []
+    for call_sid, caller in sorted(conf.callers.items(), key=lambda item: (item[1].joined_at or 0, item[0])):
+        if caller.joined_at is None:
+            continue
+        result.append({
+            "connection_id": caller.from_ or call_sid, "call_sid": call_sid, "from": caller.from_, "to": caller.to,
+            "start_ms": _ms(caller.joined_at, conf.opened_at),
+            "end_ms": _ms(caller.left_at if caller.left_at is not None else until, conf.opened_at),
+            "audio": media.get(own.get(call_sid), EMPTY_AUDIO),
+        })
+    return result
+
+
+def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None, status: Optional[str] = None) -> dict:
+    """The conversation record; `media` maps recording sid to its audio entry once processed."""
+    media = media or {}
+    until = conf.ended_at if conf.ended_at is not None else now
+    mix = mix_recording(conf)
+    if status is None:
+        status = conf.status
+    return {
+        "id": conf.conference_sid, "room": conf.room, "status": status,
+        "started_at": iso(conf.opened_at), "ended_at": iso(conf.ended_at),
+        "audio": media.get(mix, EMPTY_AUDIO),
+        "recording_timeline": recording_timeline(conf, mix, until),
+        "channels": channels(conf, media, until),
+    }
+
+
+def final_status(conf: Conference) -> str:
+    """ready, or failed when the conference recording never reported its end."""
+    mix = mix_recording(conf)
+    return "failed" if mix is not None and conf.recordings.get(mix) == FAILED else "ready"

@@ -1,0 +1,182 @@
+"""Turns a finished conference into an archived conversation.
+
+Once a conference has ended and every recording has reported `completed`/`absent` (or
+END_GRACE_S ran out), one process downloads each recording's WAV (and MP3 when SignalWire
+serves one), computes its SNR and RT60, writes the archive, drops the live state and sends
+`conversation.ready`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Dict, Optional, Set
+
+import requests
+
+import conversation
+from archive import Archive
+from event_callbacks import EventSender
+from recording_state import GONE, PROCESSING, Conference, StateStore
+
+log = logging.getLogger("quorum.conversations")
+
+DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_BACKOFF_S = 1.0
+DOWNLOAD_TIMEOUT_S = 30.0
+PROCESS_LOCK_TTL_S = 900  # longer than any download and analysis; frees the room if the process dies
+
+
+class ConversationProcessor:
+    """Processes finished conferences on a small pool; one room at a time, across processes too."""
+
+    def __init__(self, store: StateStore, archive: Archive, events: Optional[EventSender],
+                 analyze: Callable[[Path], object], workers: int = 2, downloads: int = 4,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+        self._store = store
+        self._archive = archive
+        self._events = events
+        self._analyze = analyze  # path -> list of per-channel figures with .snr and .rt60
+        self._clock = clock
+        self._sleep = sleep
+        self._session = requests.Session()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quorum-conv")
+        self._downloads = threading.BoundedSemaphore(downloads)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._active: Set[str] = set()
+
+    def submit(self, room: str) -> None:
+        """Process the room's finished conference soon (no-op if already under way here)."""
+        with self._lock:
+            if room in self._active:
+                return
+            self._active.add(room)
+        self._pool.submit(self._run, room)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until nothing is being processed (tests, shutdown)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._active, timeout)
+
+    def shutdown(self) -> None:
+        """Finish what is under way."""
+        self._pool.shutdown(wait=True)
+
+    def _run(self, room: str) -> None:
+        """Process under the room's processing lock; never let an error escape silently."""
+        try:
+            token = self._store.try_lock(f"process:{room}", PROCESS_LOCK_TTL_S)
+            if token is not None:
+                try:
+                    self._process(room)
+                finally:
+                    self._store.unlock(f"process:{room}", token)
+        except Exception:
+            log.exception("room %s: processing the conversation crashed; the sweeper will retry", room)
+        finally:
+            with self._lock:
+                self._active.discard(room)
+                self._idle.notify_all()
+
+    def _process(self, room: str) -> None:
+        """Download, analyse, archive, forget, announce."""
+        conf = self._store.get(room)
+        if conf is None or conf.status != PROCESSING:
+            return
+        if conf.conference_sid is None:  # recording callbacks only: nothing to name it by
+            self._forget(room, conf)
+            return
+        directory = self._archive.directory_for(room, conf.opened_at, conf.conference_sid)
+        media = self._fetch_all(conf, directory)
+        record = conversation.record(conf, self._clock(), media, conversation.final_status(conf))
+        self._archive.save(directory, record)
+        self._forget(room, conf)
+        log.info("room=%s conference=%s action=archive status=%s dir=%s", room, conf.conference_sid,
+                 record["status"], directory)
+        if self._events:
+            self._events.send("conversation.ready", f"{conf.conference_sid}.ready", record)
+
+    def _forget(self, room: str, conf: Conference) -> None:
+        """Drop the live state of this conference (not of a newer one in the same room)."""
+        self._store.mutate(room, lambda c: None if c is not None and c.conference_sid == conf.conference_sid else c)
+        if conf.conference_sid:
+            self._store.retire(conf.conference_sid)
+
+    def _fetch_all(self, conf: Conference, directory: Path) -> Dict[str, dict]:
+        """Audio entries of every completed recording, keyed by recording sid."""
+        names = _file_names(conf)
+        wanted = {sid: info for sid, info in conf.recording_info.items()
+                  if info.url and conf.recordings.get(sid) == GONE and sid in names}
+        with ThreadPoolExecutor(max_workers=max(1, len(wanted))) as pool:
+            futures = {sid: pool.submit(self._fetch, info.url, directory, names[sid]) for sid, info in wanted.items()}
+            fetched = {sid: future.result() for sid, future in futures.items()}
+        return {sid: audio for sid, audio in fetched.items() if audio is not None}
+
+    def _fetch(self, url: str, directory: Path, stem: str) -> Optional[dict]:
+        """One recording: WAV (required), MP3 (if served), figures; None if the WAV cannot be had."""
+        wav = self._download(url + ".wav")
+        if wav is None:
+            return None
+        wav_path = self._archive.write_file(directory, f"{stem}.wav", wav)
+        mp3 = self._download(url + ".mp3", attempts=1)
+        mp3_name = self._archive.write_file(directory, f"{stem}.mp3", mp3).name if mp3 else None
+        return {"wav_file": wav_path.name, "mp3_file": mp3_name, "duration_ms": _duration_ms(wav),
+                **self._figures(wav_path)}
+
+    def _figures(self, path: Path) -> dict:
+        """SNR and RT60 of a mono recording; None for what cannot be estimated or read."""
+        try:
+            quality = self._analyze(path)[0]
+        except ValueError as error:
+            log.warning("%s: no audio figures (%s)", path.name, error)
+            return {"snr": None, "rt60": None}
+        return {"snr": None if quality.snr is None else round(quality.snr, 1),
+                "rt60": None if quality.rt60 is None else round(quality.rt60, 2)}
+
+    def _download(self, url: str, attempts: int = DOWNLOAD_ATTEMPTS) -> Optional[bytes]:
+        """GET with a timeout, retrying timeouts and 5xx; never logs the URL (it grants access)."""
+        problem = ""
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                self._sleep(DOWNLOAD_BACKOFF_S * 2 ** (attempt - 2))
+            with self._downloads:
+                try:
+                    response = self._session.get(url, timeout=DOWNLOAD_TIMEOUT_S)
+                except requests.RequestException as error:
+                    problem = type(error).__name__
+                    continue
+            if response.status_code == 200:
+                return response.content
+            problem = f"HTTP {response.status_code}"
+            if response.status_code < 500:
+                break  # missing or forbidden: asking again will not help
+        log.warning("recording media (.%s) not downloaded: %s", url.rsplit(".", 1)[-1], problem)
+        return None
+
+
+def _file_names(conf: Conference) -> Dict[str, str]:
+    """Archive file stems: `mix` for the conference recording, `channel-NN` for the others."""
+    names = {}
+    mix = conversation.mix_recording(conf)
+    if mix:
+        names[mix] = "mix"
+    for index, channel in enumerate(conversation.channels(conf, {}, conf.ended_at or 0), start=1):
+        for sid, info in conf.recording_info.items():
+            if info.call_sid == channel["call_sid"]:
+                names[sid] = f"channel-{index:02d}"
+    return names
+
+
+def _duration_ms(wav: bytes) -> Optional[int]:
+    """Length of a WAV in ms, read from its header."""
+    try:
+        with wave.open(io.BytesIO(wav)) as reader:
+            return round(1000 * reader.getnframes() / reader.getframerate())
+    except (wave.Error, EOFError):
+        return None

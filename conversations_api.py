@@ -1,0 +1,114 @@
+"""`GET /api/conversations[/ID]`: live conversations from the store, finished ones from the archive.
+
+Every request needs `Authorization: Bearer API_TOKEN`. With API_TOKEN unset the API is
+off (503): behind ngrok every request looks local, so there is no localhost exception.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import List, Optional
+
+from flask import Blueprint, current_app, jsonify, request
+
+import conversation
+from archive import Archive, valid_id
+from recording_state import StateStore
+
+bp = Blueprint("conversations", __name__, url_prefix="/api")
+
+STATUSES = ("live", "processing", "ready", "failed")
+MAX_PER_PAGE = 100
+MAX_ID_LENGTH = 64
+
+
+def token_matches(expected: Optional[str], header: str) -> bool:
+    """Whether an Authorization header carries the expected bearer token (constant time)."""
+    scheme, _, given = header.partition(" ")
+    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                                                  expected.encode())
+
+
+@bp.before_request
+def require_token():
+    """401 without the right token; 503 when no token is configured."""
+    expected = current_app.config["QUORUM"].api_token
+    if not expected:
+        return _error(503, "the conversations API is off: set API_TOKEN to a long random secret and send it as "
+                           "'Authorization: Bearer <API_TOKEN>'")
+    if not token_matches(expected, request.headers.get("Authorization", "")):
+        response = _error(401, "missing or wrong bearer token")
+        response[0].headers["WWW-Authenticate"] = 'Bearer realm="quorum"'
+        return response
+    return None
+
+
+@bp.get("/conversations")
+def list_conversations():
+    """Newest first, paginated, filtered by `room` and `status`."""
+    status = request.args.get("status")
+    if status is not None and status not in STATUSES:
+        return _error(400, f"status must be one of {', '.join(STATUSES)}")
+    page, per_page = _positive("page", 1), _positive("per_page", 20)
+    if page is None or per_page is None or per_page > MAX_PER_PAGE:
+        return _error(400, f"page and per_page must be whole numbers from 1 (per_page at most {MAX_PER_PAGE})")
+    room = request.args.get("room")
+    found = [c for c in all_conversations(_store(), _archive())
+             if (room is None or c["room"] == room) and (status is None or c["status"] == status)]
+    start = (page - 1) * per_page
+    return jsonify(conversations=found[start:start + per_page], page=page, per_page=per_page, total=len(found),
+                   next_page=page + 1 if start + per_page < len(found) else None)
+
+
+@bp.get("/conversations/<conversation_id>")
+def get_conversation(conversation_id: str):
+    """One conversation by id (the ConferenceSid)."""
+    if len(conversation_id) > MAX_ID_LENGTH:
+        return _error(400, "conversation id too long")
+    found = find_conversation(_store(), _archive(), conversation_id) if valid_id(conversation_id) else None
+    if found is None:
+        return _error(404, "no such conversation")
+    return jsonify(found)
+
+
+def all_conversations(store: StateStore, archive: Archive) -> List[dict]:
+    """Live and processing conversations from the store, then the archive's; newest first."""
+    now = time.time()
+    live = [conversation.record(conf, now) for conf in (store.get(room) for room in store.rooms())
+            if conf is not None and conf.conference_sid]
+    known = {c["id"] for c in live}
+    archived = [c for c in archive.all() if c.get("id") not in known]
+    return sorted(live + archived, key=lambda c: c.get("started_at") or "", reverse=True)
+
+
+def find_conversation(store: StateStore, archive: Archive, conversation_id: str) -> Optional[dict]:
+    """The conversation with this id, live or archived."""
+    for room in store.rooms():
+        conf = store.get(room)
+        if conf is not None and conf.conference_sid == conversation_id:
+            return conversation.record(conf, time.time())
+    return archive.find(conversation_id)
+
+
+def _positive(name: str, default: int) -> Optional[int]:
+    """A positive whole-number query parameter, or None when malformed."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
+def _store() -> StateStore:
+    """The app's state store."""
+    return current_app.extensions["quorum.store"]
+
+
+def _archive() -> Archive:
+    """The app's archive."""
+    return current_app.extensions["quorum.archive"]
+
+
+def _error(status: int, message: str):
+    """A small JSON error."""
+    return jsonify(error=message), status
