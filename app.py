@@ -45,7 +45,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file)
     # The lock outlives one REST call and its timeout, so two processes never command one room at once.
     commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=3 * config.signalwire_timeout_s + 5,
-                            recording_callback=lambda room: laml.recording_callback_url(config.public_url, room),
+                            recording_callback=lambda room, call: laml.recording_callback_url(config.public_url, room, call),
                             on_done=events.announce if events else lambda conf, action: None)
     controller = RecordingController(store, commands, processor, config.min_participants, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller)

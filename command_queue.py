@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Set, Tuple
 
 import policy
-from recording_state import FAILED, GONE, Conference, StateStore
+from recording_state import FAILED, GONE, UNSURE, Conference, StateStore
 from signalwire_gateway import Outcome, SignalWireGateway
 
 log = logging.getLogger("quorum.commands")
@@ -30,7 +30,7 @@ class CommandQueue:
     """Per-room serial execution of pause/resume commands on a small thread pool."""
 
     def __init__(self, store: StateStore, gateway: SignalWireGateway, min_participants: int,
-                 lock_ttl_s: float, recording_callback: Callable[[str], str],
+                 lock_ttl_s: float, recording_callback: Callable[[str, str], str],
                  on_done: Callable[[Conference, policy.Action], None] = lambda conf, action: None,
                  workers: int = 32, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
@@ -38,7 +38,7 @@ class CommandQueue:
         self._gateway = gateway
         self._minimum = min_participants
         self._lock_ttl_s = lock_ttl_s
-        self._recording_callback = recording_callback  # room -> the recording-status URL for it
+        self._recording_callback = recording_callback  # (room, call) -> the recording-status URL
         self._on_done = on_done  # told of every command that succeeded, with the state after it
         self._clock = clock
         self._sleep = sleep
@@ -95,7 +95,7 @@ class CommandQueue:
                 self._sleep(LOCK_POLL_S)
                 continue
             try:
-                outcome = self._act_once(room)
+                outcome = self._act_once(room, last_try=attempts + 1 >= MAX_ATTEMPTS)
             finally:
                 self._store.unlock(f"room:{room}", token)
             if outcome is Outcome.RETRY and attempts + 1 < MAX_ATTEMPTS:
@@ -104,19 +104,18 @@ class CommandQueue:
             else:
                 attempts = 0
 
-    def _act_once(self, room: str) -> Optional[Outcome]:
-        """Under the room's lock: re-read, send the one command due, and record a final outcome."""
+    def _act_once(self, room: str, last_try: bool) -> Optional[Outcome]:
+        """Under the room's lock: re-read, send the one command due, and record what is now known."""
         action = policy.next_action(self._store.get(room))
         if action is None:
             return None
         outcome, result = self._send(room, action)
-        if outcome is not Outcome.RETRY:
-            conf = self._store.mutate(room, self._change(action, outcome, result, self._clock()))
-            recording = result if action.target == policy.CREATE else action.recording_sid
-            log.info("room=%s conference=%s recording=%s call=%s action=%s outcome=%s", room, action.conference_sid,
-                     recording, action.call_sid, action.target, outcome.value)
-            if outcome is Outcome.OK and conf is not None:
-                self._on_done(conf, action)
+        conf = self._store.mutate(room, self._change(action, outcome, result, self._clock(), last_try))
+        recording = result if action.target == policy.CREATE else action.recording_sid
+        log.info("room=%s conference=%s recording=%s call=%s action=%s outcome=%s", room, action.conference_sid,
+                 recording, action.call_sid, action.target, outcome.value)
+        if outcome is Outcome.OK and conf is not None:
+            self._on_done(conf, action)
         return outcome
 
     def _send(self, room: str, action: policy.Action) -> Tuple[Outcome, object]:
@@ -124,17 +123,24 @@ class CommandQueue:
         if action.target == policy.RECOVER:
             return self._gateway.read_conference(action.conference_sid)
         if action.target == policy.CREATE:
-            return self._gateway.record_call(action.call_sid, self._recording_callback(room))
+            return self._gateway.record_call(action.call_sid, self._recording_callback(room, action.call_sid))
         return self._gateway.set_recording(action.conference_sid, action.recording_sid, action.target,
                                            action.call_sid), None
 
-    def _change(self, action: policy.Action, outcome: Outcome, result, now: float) -> Callable:
-        """The state change that records an action's final outcome."""
+    def _change(self, action: policy.Action, outcome: Outcome, result, now: float, last_try: bool) -> Callable:
+        """The state change that records what an action's outcome tells us."""
         if action.target == policy.RECOVER:
-            if outcome is Outcome.REJECTED:
+            if outcome is Outcome.RETRY and not last_try:
+                return lambda conf: conf
+            if outcome is not Outcome.OK:
                 return policy.assume_verified
             return lambda conf: policy.recover(conf, result, now, self._minimum)
         if action.target == policy.CREATE:
+            # Never retried: a create that timed out may have worked, and a second would record the caller
+            # twice. If it did work, its in-progress callback names the call and it is managed from then on.
             return lambda conf: policy.recording_created(conf, action.call_sid, result, now)
-        state = {Outcome.OK: action.target, Outcome.GONE: GONE}.get(outcome, FAILED)
+        if outcome is Outcome.RETRY and not last_try:
+            state = UNSURE  # it may have taken effect: resend whatever is wanted next, even the old state
+        else:
+            state = {Outcome.OK: action.target, Outcome.GONE: GONE}.get(outcome, FAILED)
         return lambda conf: policy.command_result(conf, action.recording_sid, state, now)

@@ -36,6 +36,7 @@ class RecordingEvent:
     at: float
     url: Optional[str] = None
     duration_s: Optional[float] = None
+    call_sid: Optional[str] = None  # set for a participant's own recording (from our callback URL)
 
 
 class RecordingController:
@@ -93,7 +94,7 @@ class RecordingController:
                 conf = policy.new_conference(event.room, None, event.at, self._minimum)
             sids["conference"] = conf.conference_sid
             return self._finish_if_done(policy.recording_status(
-                conf, event.recording_sid, event.status, event.at, event.url, event.duration_s))
+                conf, event.recording_sid, event.status, event.at, event.url, event.duration_s, event.call_sid))
 
         result = self._store.mutate(event.room, apply)
         return self._after(event.room, result, f"recording={event.recording_sid} {event.status}",

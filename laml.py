@@ -12,9 +12,11 @@ STATUS_EVENTS = "start end join leave"
 RECORDING_EVENTS = "in-progress completed absent"
 
 
-def recording_callback_url(public_base: str, room: str) -> str:
-    """Where recording callbacks go, with the room in the query (they carry no ConferenceSid)."""
-    return f"{public_base}/voice/recording-status?{urlencode({'room': room})}"
+def recording_callback_url(public_base: str, room: str, call_sid: str = "") -> str:
+    """Where recording callbacks go, with the room in the query (they carry no ConferenceSid)
+    and, for a participant's own recording, the call it records."""
+    query = {"room": room, **({"call": call_sid} if call_sid else {})}
+    return f"{public_base}/voice/recording-status?{urlencode(query)}"
 
 
 def conference_laml(room: str, public_base: str, trim: str) -> str:

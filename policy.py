@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from recording_state import (FAILED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, Caller, Conference,
-                             Presence, RecordingInfo, Transition)
+from recording_state import (FAILED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
+                             Conference, Presence, RecordingInfo, Transition)
 
 # Recording statuses SignalWire reports in recording-status callbacks.
 RECORDING_DONE = ("completed", "absent", "failed")
@@ -155,8 +155,15 @@ def conference_ended(conf: Conference, at: float) -> Conference:
 
 
 def recording_status(conf: Conference, recording_sid: str, status: str, at: float,
-                     url: Optional[str] = None, duration_s: Optional[float] = None) -> Conference:
-    """Apply a recording-status callback; our own confirmed state outranks a late 'in-progress'."""
+                     url: Optional[str] = None, duration_s: Optional[float] = None,
+                     call_sid: Optional[str] = None) -> Conference:
+    """Apply a recording-status callback; our own confirmed state outranks a late 'in-progress'.
+
+    `call_sid` (from our callback URL) marks a participant's own recording.
+    """
+    if call_sid and _owner(conf, recording_sid) != call_sid:
+        info = replace(conf.recording_info.get(recording_sid) or RecordingInfo(), call_sid=call_sid)
+        conf = replace(conf, recording_info={**conf.recording_info, recording_sid: info})
     known = conf.recordings.get(recording_sid)
     if status == "in-progress":
         if known is not None:
@@ -185,8 +192,10 @@ def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: 
 
 
 def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> Conference:
-    """Record the API-confirmed state of one recording."""
+    """Record the API-confirmed state of one recording (UNSURE is not a state the timeline shows)."""
     recordings = {**conf.recordings, recording_sid: state}
+    if state == UNSURE:
+        return replace(conf, recordings=recordings)
     return replace(
         conf, recordings=recordings, updated_at=max(conf.updated_at, at),
         timeline=_log(conf, at, "confirmed", state, recording_sid),
@@ -211,7 +220,7 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
         owner = _owner(conf, sid)
         if owner is not None and owner not in present:
             continue  # the caller hung up: their own recording is ending by itself
-        if confirmed in (RECORDING, PAUSED) and confirmed != conf.wanted:
+        if confirmed in (RECORDING, PAUSED, UNSURE) and confirmed != conf.wanted:
             return Action(conf.conference_sid, sid, conf.wanted, owner)
     if conf.wanted == RECORDING:
         for call_sid in _callers_to_record(conf):
@@ -232,7 +241,8 @@ def _callers_to_record(conf: Conference) -> list:
     the conference recording is paused.
     """
     # A FAILED recording may still be running: starting another would record the caller twice.
-    running = {_owner(conf, sid) for sid, state in conf.recordings.items() if state in (RECORDING, PAUSED, FAILED)}
+    running = {_owner(conf, sid) for sid, state in conf.recordings.items()
+               if state in (RECORDING, PAUSED, UNSURE, FAILED)}
     return [call for call in conf.present()
             if conf.callers.get(call, Caller()).record and call not in running and call not in conf.unrecordable]
 

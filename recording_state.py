@@ -17,6 +17,7 @@ RECORDING = "recording"
 PAUSED = "paused"
 GONE = "gone"  # completed, absent, or 404 from the API: nothing more to do
 FAILED = "failed"  # the API refused our command (4xx) or retries ran out
+UNSURE = "unsure"  # a command timed out or failed with 5xx: it may or may not have taken effect
 LIVE = "live"
 PROCESSING = "processing"
 
@@ -69,7 +70,7 @@ class Conference:
     room: str
     conference_sid: Optional[str] = None
     participants: Dict[str, Presence] = field(default_factory=dict)
-    recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|GONE|FAILED
+    recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|UNSURE|GONE|FAILED
     recording_info: Dict[str, RecordingInfo] = field(default_factory=dict)
     callers: Dict[str, Caller] = field(default_factory=dict)
     unrecordable: tuple = ()  # calls whose own recording SignalWire refused to start

@@ -75,7 +75,8 @@ def recording_status():
     event = RecordingEvent(room=room, recording_sid=request.form["RecordingSid"],
                            status=request.form["RecordingStatus"], at=time.time(),
                            url=request.form.get("RecordingUrl") or None,
-                           duration_s=_number(request.form.get("RecordingDuration")))
+                           duration_s=_number(request.form.get("RecordingDuration")),
+                           call_sid=request.args.get("call", "").strip() or None)
     return _outcome(current_app.extensions["quorum"].recording_event(event))
 
 

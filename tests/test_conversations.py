@@ -139,7 +139,7 @@ def test_participant_recordings_start_with_the_quorum_and_follow_it(phone, signa
     assert sorted(call for call, _, _ in fake_calls) == ["A", "B"]
     assert fake_calls[0][2] == {
         "RecordingChannels": "mono", "RecordingTrack": "inbound", "Trim": "do-not-trim",
-        "RecordingStatusCallback": "https://quorum.example.com/voice/recording-status?room=%2B15550002222",
+        "RecordingStatusCallback": "https://quorum.example.com/voice/recording-status?room=%2B15550002222&call=A",
         "RecordingStatusCallbackMethod": "POST", "RecordingStatusCallbackEvent": "in-progress completed absent"}
     phone.conference("participant-leave", "B")
     phone.settle()

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import policy
-from recording_state import FAILED, GONE, PAUSED, RECORDING, Conference
+from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Conference
 
 
 def conference(minimum=2, sid="conf-1", at=100.0):
@@ -66,6 +66,15 @@ def test_next_action(present, confirmed, expected):
     assert (action.target if action else None) == expected
     if action:
         assert (action.conference_sid, action.recording_sid) == ("conf-1", "rec-1")
+
+
+@pytest.mark.parametrize("present, target", [(("A",), PAUSED), (("A", "B"), RECORDING)])
+def test_a_command_that_may_have_taken_effect_is_resent_whatever_is_wanted(present, target):
+    """A pause that timed out may have paused: even if the quorum is back, say 'in-progress' again."""
+    conf = policy.recording_status(joined(conference(), *present), "rec-1", "in-progress", 102.0)
+    conf = policy.command_result(conf, "rec-1", UNSURE, 103.0)
+    assert policy.next_action(conf) == policy.Action("conf-1", "rec-1", target)
+    assert [t.state for t in conf.timeline if t.kind == "confirmed"] == [RECORDING]  # unsure is not drawn
 
 
 def test_recording_started_below_threshold_is_paused_at_once():
