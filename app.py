@@ -17,6 +17,7 @@ from flask import Flask, jsonify
 import audio_quality
 import conversations_api
 import laml
+import operations
 import webhooks
 from archive import Archive
 from command_queue import CommandQueue
@@ -24,6 +25,7 @@ from config import Config, ConfigError
 from controller import Housekeeper, RecordingController
 from conversation_processor import ConversationProcessor
 from event_callbacks import EventSender
+from metrics import Metrics
 from recording_state import MemoryStore, StateStore
 from signalwire_gateway import SignalWireGateway, build_client
 
@@ -39,7 +41,9 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
         log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
                     "Use this only for local experiments.")
     store = store if store is not None else build_store(config)
-    gateway = SignalWireGateway(client if client is not None else build_client(config), config.pause_behavior)
+    metrics = Metrics(store, queue_depth=lambda: commands.depth())
+    gateway = SignalWireGateway(client if client is not None else build_client(config), config.pause_behavior,
+                                observe=metrics.observe_rest)
     archive = Archive(Path(config.recordings_dir))
     events = EventSender(config.event_callback_url, config.event_callback_secret) if config.event_callback_url else None
     processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file)
@@ -58,20 +62,14 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     app.extensions.update({
         "quorum": controller, "quorum.commands": commands, "quorum.store": store, "quorum.gateway": gateway,
         "quorum.housekeeper": housekeeper, "quorum.archive": archive, "quorum.processor": processor,
-        "quorum.events": events,
+        "quorum.events": events, "quorum.metrics": metrics,
     })
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(conversations_api.bp)
+    app.register_blueprint(operations.bp)
     app.register_error_handler(redis.RedisError, _store_unavailable)
     # The SDK logs every request's URL and form at INFO: noise, and the account in every line.
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
-
-    @app.get("/healthz")
-    def healthz():
-        """Liveness and a glance at load: store reachable, commands queued, live rooms."""
-        if not store.ping():
-            return jsonify(status="degraded", store="unreachable", queue_depth=commands.depth()), 503
-        return jsonify(status="ok", store="ok", queue_depth=commands.depth(), conferences=len(store.rooms()))
 
     return app
 

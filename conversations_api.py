@@ -6,7 +6,6 @@ off (503): behind ngrok every request looks local, so there is no localhost exce
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import List, Optional
 
@@ -14,6 +13,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 import conversation
 from archive import Archive, valid_id
+from auth import require_bearer
 from recording_state import StateStore
 
 bp = Blueprint("conversations", __name__, url_prefix="/api")
@@ -23,25 +23,10 @@ MAX_PER_PAGE = 100
 MAX_ID_LENGTH = 64
 
 
-def token_matches(expected: Optional[str], header: str) -> bool:
-    """Whether an Authorization header carries the expected bearer token (constant time)."""
-    scheme, _, given = header.partition(" ")
-    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                                                  expected.encode())
-
-
 @bp.before_request
 def require_token():
     """401 without the right token; 503 when no token is configured."""
-    expected = current_app.config["QUORUM"].api_token
-    if not expected:
-        return _error(503, "the conversations API is off: set API_TOKEN to a long random secret and send it as "
-                           "'Authorization: Bearer <API_TOKEN>'")
-    if not token_matches(expected, request.headers.get("Authorization", "")):
-        response = _error(401, "missing or wrong bearer token")
-        response[0].headers["WWW-Authenticate"] = 'Bearer realm="quorum"'
-        return response
-    return None
+    return require_bearer("the conversations API")
 
 
 @bp.get("/conversations")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Optional, Tuple
+import time
+from typing import Callable, Optional, Tuple
 
 import requests
 from signalwire.rest import Client
@@ -67,9 +68,11 @@ def _classify(error: Exception) -> Outcome:
 class SignalWireGateway:
     """REST commands Quorum issues, each returning an `Outcome` instead of raising."""
 
-    def __init__(self, client: Client, pause_behavior: str):
+    def __init__(self, client: Client, pause_behavior: str,
+                 observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None):
         self._client = client
         self._pause_behavior = pause_behavior
+        self._observe = observe  # (command kind, outcome, seconds) of every call, for metrics
 
     def set_recording(self, conference_sid: str, recording_sid: str, target: str,
                       call_sid: Optional[str] = None) -> Outcome:
@@ -77,6 +80,7 @@ class SignalWireGateway:
         owner = self._client.calls(call_sid) if call_sid else self._client.conferences(conference_sid)
         recording = owner.recordings(recording_sid)
         return self._call(
+            "pause" if target == PAUSED else "resume",
             f"{'call ' + call_sid if call_sid else 'conference ' + conference_sid} recording {recording_sid} "
             f"-> {API_STATUS[target]}",
             lambda: recording.update(status=API_STATUS[target], pause_behavior=self._pause_behavior),
@@ -85,7 +89,7 @@ class SignalWireGateway:
     def record_call(self, call_sid: str, callback_url: str) -> Tuple[Outcome, Optional[str]]:
         """Start a mono recording of the caller's own voice; returns the recording sid."""
         created = []
-        outcome = self._call(f"record call {call_sid}", lambda: created.append(self._client.calls(call_sid).recordings.create(
+        outcome = self._call("record-call", f"record call {call_sid}", lambda: created.append(self._client.calls(call_sid).recordings.create(
             recording_channels="mono", recording_track="inbound", trim="do-not-trim",
             recording_status_callback=callback_url, recording_status_callback_method="POST",
             # twilio 6.54 would send a list as repeated fields; SignalWire wants one space-separated value.
@@ -103,30 +107,32 @@ class SignalWireGateway:
             recordings = {r.sid: r.status for r in conference.recordings.list()}
             found.append(Snapshot(status, present, recordings))
 
-        outcome = self._call(f"read conference {conference_sid}", read)
+        outcome = self._call("read-conference", f"read conference {conference_sid}", read)
         return outcome, (found[0] if found else None)
 
     def point_number_at(self, phone_number: str, voice_url: str) -> Outcome:
         """Set the number's voice webhook; GONE when the number is not in this project."""
         found = []
-        outcome = self._call(f"look up {phone_number}", lambda: found.extend(
+        outcome = self._call("find-number", f"look up {phone_number}", lambda: found.extend(
             self._client.incoming_phone_numbers.list(phone_number=phone_number, limit=1)))
         if outcome is not Outcome.OK:
             return outcome
         if not found:
             return Outcome.GONE
-        return self._call(f"point {phone_number} at {voice_url}",
+        return self._call("point-number", f"point {phone_number} at {voice_url}",
                           lambda: found[0].update(voice_url=voice_url, voice_method="POST"))
 
-    def _call(self, what: str, command) -> Outcome:
-        """Run one command, logging its failure without credentials."""
+    def _call(self, kind: str, what: str, command) -> Outcome:
+        """Run one command, timing it and logging its failure without credentials."""
+        started = time.perf_counter()
         try:
             command()
+            outcome = Outcome.OK
         except (TwilioException, requests.RequestException) as error:
             outcome = _classify(error)
             log.warning("%s failed (%s): %s", what, outcome.value, _describe(error))
-            return outcome
-        return Outcome.OK
+        self._observe(kind, outcome.value, time.perf_counter() - started)
+        return outcome
 
 
 def _describe(error: Exception) -> str:

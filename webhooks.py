@@ -32,6 +32,13 @@ def require_signature():
     return _error(403, "invalid or missing X-SignalWire-Signature")
 
 
+@bp.after_request
+def count(response: Response) -> Response:
+    """Count every answered webhook by route and outcome."""
+    current_app.extensions["quorum.metrics"].count_webhook(request.path.rsplit("/", 1)[-1], response.status_code)
+    return response
+
+
 @bp.post("/inbound")
 def inbound():
     """Answer a call with LaML that puts it in its room's recorded conference."""

@@ -1,0 +1,90 @@
+"""Prometheus metrics: webhooks, REST commands, queue depth, conferences and recordings.
+
+Counters and the latency histogram live in the process that counted them. Under gunicorn
+with several workers, set PROMETHEUS_MULTIPROC_DIR to an empty directory writable by every
+worker and `/metrics` adds them up (prometheus-client's multiprocess mode). Conference and
+recording gauges are read from the store at scrape time, so they are global either way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from recording_state import GONE, PAUSED, RECORDING, StateStore
+
+REST_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 6.0, 12.0)
+
+
+class Metrics:
+    """The app's instruments, registered in a registry of its own (one per app)."""
+
+    def __init__(self, store: StateStore, queue_depth: Callable[[], int]):
+        self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry()
+        self.webhooks = Counter("quorum_webhooks", "Webhooks received, by route and outcome.",
+                                ["route", "outcome"], registry=self.registry)
+        self.rest_commands = Counter("quorum_rest_commands", "SignalWire REST calls, by kind and result.",
+                                     ["kind", "result"], registry=self.registry)
+        self.rest_seconds = Histogram("quorum_rest_command_seconds", "SignalWire REST call latency.",
+                                      ["kind"], buckets=REST_BUCKETS, registry=self.registry)
+        self._state = _StateCollector(store, queue_depth)
+        self.registry.register(self._state)
+
+    def observe_rest(self, kind: str, result: str, seconds: float) -> None:
+        """Count and time one REST call (the gateway's observer)."""
+        self.rest_commands.labels(kind, result).inc()
+        self.rest_seconds.labels(kind).observe(seconds)
+
+    def count_webhook(self, route: str, status: int) -> None:
+        """Count one answered webhook by its HTTP status."""
+        self.webhooks.labels(route, _outcome(status)).inc()
+
+    def exposition(self) -> tuple:
+        """(body, content type) of the text exposition format."""
+        if not self._multiprocess:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        merged.register(self._state)
+        return generate_latest(merged), CONTENT_TYPE_LATEST
+
+
+def _outcome(status: int) -> str:
+    """A small label set for HTTP statuses."""
+    if status == 403:
+        return "forbidden"
+    if status == 204:
+        return "ignored"
+    if 200 <= status < 300:
+        return "ok"
+    if 400 <= status < 500:
+        return "bad_request"
+    return "error"
+
+
+class _StateCollector:
+    """Gauges computed from the store and the command queue when scraped."""
+
+    def __init__(self, store: StateStore, queue_depth: Callable[[], int]):
+        self._store = store
+        self._queue_depth = queue_depth
+
+    def collect(self) -> Iterable:
+        """Yield the gauges."""
+        conferences = [c for c in (self._store.get(room) for room in self._store.rooms()) if c is not None]
+        yield GaugeMetricFamily("quorum_command_queue_depth", "Rooms waiting for or under a REST command "
+                                "(this process).", value=self._queue_depth())
+        yield GaugeMetricFamily("quorum_active_conferences", "Conferences not yet ended.",
+                                value=sum(not c.ended for c in conferences))
+        recordings = GaugeMetricFamily("quorum_recordings", "Recordings of live conferences by confirmed state.",
+                                       labels=["state"])
+        states = [state for c in conferences if not c.ended for state in c.recordings.values() if state != GONE]
+        for state in (RECORDING, PAUSED):
+            recordings.add_metric([state], states.count(state))
+        recordings.add_metric(["other"], sum(s not in (RECORDING, PAUSED) for s in states))
+        yield recordings
