@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-packages test demo run bench
+.PHONY: install system-packages test demo run bench bench-audio
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,7 @@ run: install
 
 bench: install
 	$(PY) bench/webhook_bench.py
+
+bench-audio: install
+	bench/audio_quality_setup.sh
+	$(PY) bench/audio_quality_bench.py --quick
