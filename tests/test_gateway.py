@@ -1,0 +1,27 @@
+"""The SDK client as built for production: timeout, emulator URL, proxies read once."""
+
+import pytest
+
+from conftest import make_config
+from signalwire_gateway import build_client
+
+
+def test_client_has_a_timeout_and_the_api_url_override():
+    client = build_client(make_config(signalwire_api_url="http://127.0.0.1:8099/", signalwire_timeout_s=2.5))
+    assert client.http_client.timeout == 2.5
+    assert client.api.base_url == "http://127.0.0.1:8099"
+
+
+@pytest.mark.parametrize("environment, expected", [
+    ({"HTTPS_PROXY": "http://proxy.internal:3128"}, {"https": "http://proxy.internal:3128"}),
+    ({"HTTPS_PROXY": "http://proxy.internal:3128", "NO_PROXY": "example.signalwire.com"}, None),
+    ({}, None),
+])
+def test_proxy_settings_are_read_once_from_the_environment(monkeypatch, environment, expected):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    client = build_client(make_config())
+    assert client.http_client.proxy == expected
+    assert client.http_client.session.trust_env is False  # no per-request environment lookups
