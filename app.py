@@ -7,6 +7,7 @@ serves on PORT, optionally behind an ngrok tunnel.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,7 @@ from flask import Flask, jsonify
 
 import audio_quality
 import conversations_api
+import dashboard
 import laml
 import operations
 import webhooks
@@ -67,6 +69,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(conversations_api.bp)
     app.register_blueprint(operations.bp)
+    app.register_blueprint(dashboard.bp)
     app.register_error_handler(redis.RedisError, _store_unavailable)
     # The SDK logs every request's URL and form at INFO: noise, and the account in every line.
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
@@ -107,9 +110,23 @@ def _config_or_exit() -> Config:
         raise SystemExit(2) from None
 
 
+class RedactTokens(logging.Filter):
+    """Blank `token=` query values in request log lines: the dashboard's sign-in link carries one."""
+
+    PATTERN = re.compile(r"([?&]token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message in place; never drop it."""
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = self.PATTERN.sub(r"\1REDACTED", message), ()
+        return True
+
+
 def main() -> None:
     """Serve on PORT; with USE_NGROK, open a tunnel and point the phone number at it."""
     config = _config_or_exit()
+    logging.getLogger("werkzeug").addFilter(RedactTokens())
     client = build_client(config)
     if config.use_ngrok:
         import ngrok_tunnel

@@ -1,5 +1,6 @@
 """Settings: typed, defaulted, and refused with one clear line naming the setting."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from app import RedactTokens
 from config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +89,13 @@ def test_every_setting_is_documented(document):
     text = (ROOT / document).read_text()
     missing = [f.name.upper() for f in fields(Config) if f"{f.name.upper()}=" not in text and f"`{f.name.upper()}`" not in text]
     assert missing == []
+
+
+@pytest.mark.parametrize("line, shown", [
+    ('"GET /login?token=s3cret HTTP/1.1" 302 -', '"GET /login?token=REDACTED HTTP/1.1" 302 -'),
+    ('"GET /history?page=2&token=abc&room=x HTTP/1.1" 200 -', '"GET /history?page=2&token=REDACTED&room=x HTTP/1.1" 200 -'),
+    ('"POST /voice/inbound HTTP/1.1" 200 -', '"POST /voice/inbound HTTP/1.1" 200 -'),
+])
+def test_request_logs_never_show_the_sign_in_token(line, shown):
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, "%s", (line,), None)
+    assert RedactTokens().filter(record) and record.getMessage() == shown

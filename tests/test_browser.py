@@ -1,0 +1,193 @@
+"""The dashboard in real headless Chromium (Debian's `chromium`, driven by Playwright) against a real
+Quorum server on the SignalWire emulator. Screenshots of each page go to artifacts/screenshots/.
+
+CI installs both (scripts/install-system-packages.sh, requirements.txt); when either is missing these
+tests fail with what to install rather than skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from e2e_support import quorum_stack
+from emulator.scenarios import DEMO_NUMBER, Player, caller_number
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # reported by the `browser` fixture, so the tests fail with a clear message
+    expect = sync_playwright = None
+
+TOKEN = secrets.token_urlsafe(24)
+LIVE_ROOM, DONE_ROOM = DEMO_NUMBER, "+15550199"
+CHROMIUM = "/usr/bin/chromium"
+# Chromium's own background connections are refused here; none of them matter to the page.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+WAIT_MS = 10_000  # several 1.5 s polls plus callback delivery
+FOR_SECONDS = re.compile(r"^for \d+(\.\d)? s$")  # how long the recording has been in its state
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """Quorum (with per-participant channels) on the emulator, two rooms: one to watch live, one to archive."""
+    with quorum_stack(api_token=TOKEN, numbers=(LIVE_ROOM, DONE_ROOM), participant_recording="inbound") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium with a fresh profile (Playwright makes a new user-data-dir per launch)."""
+    if sync_playwright is None:
+        pytest.fail("Playwright is missing: .venv/bin/pip install -r requirements.txt (playwright==1.65.2)")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: apt-get install -y chromium "
+                    "(scripts/install-system-packages.sh does it)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, stack):
+    """A tab in a fresh context (no cookies) on Quorum."""
+    context = browser.new_context(base_url=stack.config.public_url, viewport={"width": 1100, "height": 800})
+    context.set_default_timeout(WAIT_MS)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def finished(stack) -> dict:
+    """A conversation in DONE_ROOM played to its end and archived (host, guest joins, leaves; host leaves)."""
+    Player(stack.emulator).play([("call", "host", DONE_ROOM), ("wait", 0.3), ("call", "guest", DONE_ROOM),
+                                 ("wait", 1.2), ("hangup", "guest"), ("wait", 0.6), ("hangup", "host")])
+    assert stack.settle() and stack.wait_for_empty_store(10)
+    (record,) = [c for c in stack.app.extensions["quorum.archive"].all() if c["room"] == DONE_ROOM]
+    assert record["status"] == "ready"
+    return record
+
+
+def screenshot(page, name: str) -> None:
+    """Save the whole page as artifacts/screenshots/NAME.png."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page) -> None:
+    """Follow the token link; the token must leave the address bar."""
+    page.goto(f"/login?token={TOKEN}")
+    expect(page.get_by_role("heading", name="Live conferences")).to_be_visible()
+    assert page.url.endswith("/") and TOKEN not in page.url
+
+
+def test_nothing_is_shown_without_the_token(page):
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert page.url.endswith("/login")
+    screenshot(page, "login")
+    assert page.request.get("/live.json").status == 401
+    page.get_by_label("API token").fill("not-the-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("That is not the API token.")
+    assert page.request.get("/live.json").status == 401
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Live conferences")).to_be_visible()
+    assert page.request.get("/live.json").status == 200
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert page.request.get("/live.json").status == 401
+
+
+def test_live_page_follows_a_conference_without_reloading(page, stack):
+    sign_in(page)
+    page.evaluate("window.notReloaded = true")  # a reload would wipe it
+    player = Player(stack.emulator)
+    card = page.locator(f'li.card[data-room="{LIVE_ROOM}"]')
+    badge, people = card.locator(".badge"), card.locator(".people li")
+
+    player.play([("call", "host", LIVE_ROOM)])
+    expect(badge).to_have_text("not started")
+    expect(people).to_have_count(1)
+    player.play([("call", "guest", LIVE_ROOM)])
+    expect(badge).to_have_text("recording")
+    expect(people.locator(".number")).to_have_text([caller_number("host"), caller_number("guest")])
+    expect(card.locator("[data-field=for]")).to_have_text(FOR_SECONDS)
+    screenshot(page, "live")
+
+    link = card.get_by_role("link", name=f"Timeline so far in room {LIVE_ROOM}")
+    link.focus()
+    player.play([("hangup", "guest")])
+    expect(badge).to_have_text("paused")
+    expect(people).to_have_count(1)
+    expect(page.locator("#live-summary")).to_have_text(f"1 live conference. {LIVE_ROOM}: paused, 1 on the line.")
+    assert page.evaluate("window.notReloaded") is True
+    assert page.evaluate("document.activeElement.hasAttribute('data-link')")  # the update kept keyboard focus
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "live-phone")
+
+    player.play([("hangup", "host")])
+    expect(card).to_have_count(0)
+    expect(page.get_by_text("No conference is live right now.")).to_be_visible()
+    assert page.evaluate("window.notReloaded") is True
+    assert stack.settle() and stack.wait_for_empty_store(10)
+
+
+def test_conversation_page_draws_the_record(page, finished):
+    sign_in(page)
+    page.goto(f"/conversations/{finished['id']}")
+    expect(page.get_by_role("heading", name=f"Conversation in room {DONE_ROOM}")).to_be_visible()
+    drawn = page.eval_on_selector_all("svg.timeline g.lane", """lanes => lanes.map(lane => ({
+        kind: lane.dataset.kind,
+        spans: [...lane.querySelectorAll('rect.span')].map(
+            r => [r.dataset.state, +r.dataset.startMs, +r.dataset.endMs]),
+        left: [...lane.querySelectorAll('rect.span')].map(r => {
+            const svg = r.ownerSVGElement.getBoundingClientRect(), box = r.getBoundingClientRect();
+            return [(box.left - svg.left) / svg.width, box.width / svg.width];
+        })}))""")
+    assert [lane["spans"] for lane in drawn] == (
+        [[[s["state"], s["start_ms"], s["end_ms"]] for s in finished["recording_timeline"]]]
+        + [[["on the call", c["start_ms"], c["end_ms"]]] for c in finished["channels"]])
+    assert [s["state"] for s in finished["recording_timeline"]][:2] == ["recording", "paused"]
+    assert len(finished["channels"]) == 2  # host and guest, one lane each
+    total = max([s["end_ms"] for s in finished["recording_timeline"]] + [c["end_ms"] for c in finished["channels"]]
+                + [round((datetime.fromisoformat(finished["ended_at"])
+                          - datetime.fromisoformat(finished["started_at"])).total_seconds() * 1000)])
+    for lane in drawn:  # where Chromium actually put each bar
+        for (_, start, end), (left, width) in zip(lane["spans"], lane["left"]):
+            assert abs(left - start / total) < 0.005 and abs(width - (end - start) / total) < 0.005
+
+    players = page.locator("audio")
+    expect(players).to_have_count(3)  # the mix and both channels
+    for index in range(3):
+        page.wait_for_function("a => a.readyState >= 1 && a.duration > 0", arg=players.nth(index).element_handle())
+    mix_s = page.evaluate("a => a.duration", players.first.element_handle())
+    assert abs(mix_s - finished["audio"]["duration_ms"] / 1000) < 0.05
+    expect(page.locator(".recording").first.locator(".readings")).to_contain_text("SNR")
+    screenshot(page, "conversation")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "conversation-phone")
+
+
+def test_history_lists_filters_and_links(page, stack, finished):
+    sign_in(page)
+    page.get_by_role("navigation", name="Dashboard").get_by_role("link", name="History").click()
+    row = page.locator(f'tr[data-id="{finished["id"]}"]')
+    expect(row).to_contain_text(DONE_ROOM)
+    expect(row).to_contain_text("ready")
+    screenshot(page, "history")
+    page.get_by_label("Room").select_option(DONE_ROOM)
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("tbody tr")).to_have_count(1)
+    assert "room=%2B15550199" in page.url
+    row.get_by_role("link").click()
+    expect(page.get_by_role("heading", name=f"Conversation in room {DONE_ROOM}")).to_be_visible()
