@@ -131,10 +131,15 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
         return None
     if snapshot is None or snapshot.status == "completed":
         return replace(conference_ended(conf, at), verified=True)
-    newest = max([at] + [p.at for p in conf.participants.values()])
-    participants = {call: Presence(call in snapshot.present, newest)
-                    for call in set(conf.participants) | set(snapshot.present)}
-    merged = replace(conf, participants=participants, verified=True, updated_at=newest)
+    # Presence is ordered on SignalWire's clock. Stamp what the read says with the newest event time
+    # seen, never our own clock: a callback that happens after the read must still win, even in the
+    # same second (SignalWire's Timestamp has one-second resolution).
+    newest = max((p.at for p in conf.participants.values()), default=0.0)
+    participants = {}
+    for call in set(conf.participants) | set(snapshot.present):
+        seen, on_the_line = conf.participants.get(call), call in snapshot.present
+        participants[call] = seen if seen is not None and seen.present == on_the_line else Presence(on_the_line, newest)
+    merged = replace(conf, participants=participants, verified=True)
     for sid, status in snapshot.recordings.items():
         state = API_RECORDING_STATES.get(status, GONE)
         if merged.recordings.get(sid) not in (GONE, state):

@@ -28,6 +28,15 @@ PUBLIC_URL = "https://quorum.example.com"
 API_BASE = f"https://example.signalwire.com/2010-04-01/Accounts/{PROJECT}"
 RECORDING_UPDATE = re.compile(rf"{re.escape(API_BASE)}/Conferences/[^/]+/Recordings/[^/]+\.json")
 MEDIA_BASE = "https://example.signalwire.com/recordings/"
+# Archives of apps made by make_config; removed when the session ends.
+RECORDINGS_ROOT = tempfile.mkdtemp(prefix="quorum-test-recordings-")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_archives():
+    """Delete every archive the session's apps wrote."""
+    yield
+    shutil.rmtree(RECORDINGS_ROOT, ignore_errors=True)
 
 
 def wav_bytes(seconds: float = 2.0, rate: int = 8000, seed: int = 0) -> bytes:
@@ -50,7 +59,7 @@ def make_config(**overrides) -> Config:
     values = dict(
         signalwire_project_id=PROJECT, signalwire_api_token="PTtoken", signalwire_space_url="example.signalwire.com",
         signalwire_signing_key=SIGNING_KEY, public_url=PUBLIC_URL, end_grace_s=60.0,
-        recordings_dir=tempfile.mkdtemp(prefix="quorum-test-recordings-"),
+        recordings_dir=tempfile.mkdtemp(dir=RECORDINGS_ROOT),
     )
     values.update(overrides)
     return Config(**values)

@@ -139,6 +139,16 @@ def test_recover_merges_the_api_view():
     assert policy.next_action(paused) == policy.Action("conf-1", "rec-1", PAUSED)
 
 
+def test_a_leave_in_the_same_second_as_a_rest_read_still_counts():
+    """The read happens at 101.6 on our clock; the guest leaves at 101 on SignalWire's (same second)."""
+    conf = policy.participant_event(policy.new_conference("R", "conf-1", 100.0, 2), "A", True, 100.0, 2)
+    conf = policy.recording_status(conf, "rec-1", "in-progress", 101.2)
+    recovered = policy.recover(conf, policy.Snapshot("in-progress", ("A", "B"), {"rec-1": "in-progress"}), 101.6, 2)
+    assert recovered.present() == ["A", "B"]
+    left = policy.participant_event(recovered, "B", False, 101.0, 2)
+    assert left.present() == ["A"] and policy.next_action(left) == policy.Action("conf-1", "rec-1", PAUSED)
+
+
 @pytest.mark.parametrize("snapshot", [None, policy.Snapshot("completed", (), {})])
 def test_recover_of_a_finished_conference_ends_it(snapshot):
     conf = policy.recording_status(policy.new_conference("R", "conf-1", 100.0, 2), "rec-1", "in-progress", 101.0)

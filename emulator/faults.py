@@ -1,0 +1,105 @@
+"""Fault injection knobs: each one is off by default and switchable on its own.
+
+Decisions come from seeded per-stream random generators (one stream per conference,
+or per REST path outside any conference), so a scenario that produces its events in
+the same order draws the same faults on every run, whatever the other threads do.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What to break, and how often (probabilities are per callback or per REST request)."""
+
+    seed: int = 0
+    callback_duplicate: float = 0.0  # deliver a second copy of the callback
+    callback_reorder: float = 0.0  # hold the callback back so later ones overtake it
+    callback_reorder_hold_s: float = 0.4
+    callback_delay_s: float = 0.0  # extra latency, uniform in [0, this]; order is kept
+    callback_drop: float = 0.0  # never deliver the callback at all
+    callback_drop_events: frozenset = frozenset()  # never deliver these events (e.g. {"conference-start"})
+    rest_latency_s: float = 0.0  # added to every REST API answer
+    rest_jitter_s: float = 0.0  # extra latency, uniform in [0, this]
+    rest_error: float = 0.0  # answer 500/503 without applying the request
+    rest_timeout: float = 0.0  # hang for rest_hang_s, then answer 504 without applying
+    rest_hang_s: float = 6.0  # longer than a client's read timeout
+    rest_timeout_applies: bool = False  # timed-out requests do take effect: only the answer is late
+
+
+@dataclass(frozen=True)
+class CallbackPlan:
+    """What the injector decided for one callback."""
+
+    drop: bool
+    delay_s: float
+    hold_s: float  # > 0 when the callback is to be overtaken
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class RestPlan:
+    """What the injector decided for one REST request."""
+
+    latency_s: float
+    error: int  # 0, 500 or 503
+    hang_s: float  # > 0 when the request is to time out
+
+
+class FaultInjector:
+    """Draws seeded decisions for callbacks and REST requests and counts what it injected."""
+
+    def __init__(self, faults: Faults):
+        self.faults = faults
+        self._streams: Dict[str, random.Random] = {}
+        self._lock = threading.Lock()
+        self.injected: Counter = Counter()
+
+    def _stream(self, key: str) -> random.Random:
+        """The generator for one stream, created on first use from the seed and the key."""
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = random.Random(f"{self.faults.seed}/{key}")
+        return stream
+
+    def plan_callback(self, key: str, event: str = "") -> CallbackPlan:
+        """Decide the fate of the next callback (of kind `event`) of stream `key`."""
+        f = self.faults
+        with self._lock:
+            rng = self._stream(key)
+            # Draw every number every time so one knob does not shift another's decisions.
+            drop, hold, dup, delay = rng.random(), rng.random(), rng.random(), rng.random()
+            plan = CallbackPlan(drop=drop < f.callback_drop or event in f.callback_drop_events,
+                                delay_s=delay * f.callback_delay_s,
+                                hold_s=f.callback_reorder_hold_s if hold < f.callback_reorder else 0.0,
+                                duplicate=dup < f.callback_duplicate)
+            self._count(callback_drop=plan.drop, callback_reorder=plan.hold_s > 0 and not plan.drop,
+                        callback_duplicate=plan.duplicate and not plan.drop,
+                        callback_delay=plan.delay_s > 0 and not plan.drop)
+            return plan
+
+    def plan_rest(self, key: str) -> RestPlan:
+        """Decide the fate of the next REST request of stream `key`."""
+        f = self.faults
+        with self._lock:
+            rng = self._stream("rest/" + key)
+            error, hang, jitter, which = rng.random(), rng.random(), rng.random(), rng.random()
+            timeout = hang < f.rest_timeout
+            failed = error < f.rest_error and not timeout
+            plan = RestPlan(latency_s=f.rest_latency_s + jitter * f.rest_jitter_s,
+                            error=(503 if which < 0.5 else 500) if failed else 0,
+                            hang_s=f.rest_hang_s if timeout else 0.0)
+            self._count(rest_error=failed, rest_timeout=timeout, rest_latency=plan.latency_s > 0)
+            return plan
+
+    def _count(self, **happened: bool) -> None:
+        """Add one to each fault kind that happened."""
+        for kind, yes in happened.items():
+            if yes:
+                self.injected[kind] += 1

@@ -1,0 +1,185 @@
+"""What the emulator knows about numbers, calls, conferences and recordings.
+
+Plain records guarded by the owning `Simulator`'s lock. Times are wall-clock epoch
+seconds (`time.time()`), the clock SignalWire's Timestamps use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Set
+
+from emulator import audio
+
+RECORDING = "recording"
+PAUSED = "paused"
+
+
+@dataclass
+class Span:
+    """A stretch of a recording: `recording`, or `paused` with the pause's behaviour."""
+
+    state: str
+    start: float
+    end: Optional[float] = None
+    behavior: Optional[str] = None  # skip | silence, for paused spans
+
+    @property
+    def seconds(self) -> float:
+        """Length of a closed span."""
+        return (self.end or self.start) - self.start
+
+    def to_dict(self) -> dict:
+        """A JSON-ready copy."""
+        return {"state": self.state, "start": self.start, "end": self.end, "behavior": self.behavior}
+
+
+@dataclass
+class Timeline:
+    """The recording/paused spans of one recording, honouring each pause's PauseBehavior."""
+
+    spans: List[Span] = field(default_factory=list)
+
+    @property
+    def state(self) -> Optional[str]:
+        """`recording`, `paused`, or None when not started or closed."""
+        if self.spans and self.spans[-1].end is None:
+            return self.spans[-1].state
+        return None
+
+    def start(self, at: float) -> None:
+        """Begin recording."""
+        self.spans.append(Span(RECORDING, at))
+
+    def pause(self, at: float, behavior: str) -> bool:
+        """Pause; False (no change) when not recording."""
+        if self.state != RECORDING:
+            return False
+        self._switch(at, Span(PAUSED, at, behavior=behavior))
+        return True
+
+    def resume(self, at: float) -> bool:
+        """Resume; False (no change) when not paused."""
+        if self.state != PAUSED:
+            return False
+        self._switch(at, Span(RECORDING, at))
+        return True
+
+    def close(self, at: float) -> None:
+        """End the last span."""
+        if self.state is not None:
+            self.spans[-1].end = at
+
+    def _switch(self, at: float, span: Span) -> None:
+        """Close the open span at `at` and open `span`."""
+        self.spans[-1].end = at
+        self.spans.append(span)
+
+    def seconds(self, state: str) -> float:
+        """Total length of closed spans in `state`."""
+        return sum(s.seconds for s in self.spans if s.state == state)
+
+    def media_seconds(self) -> float:
+        """Length of the media: recording spans, plus paused spans kept as silence."""
+        return sum(s.seconds for s in self.spans if s.state == RECORDING or s.behavior == "silence")
+
+    def pieces(self, origin: float) -> List[audio.Piece]:
+        """The media's spans in samples from `origin`; skipped pauses leave nothing."""
+        pieces = []
+        for span in self.spans:
+            if span.state == PAUSED and span.behavior == "skip":
+                continue
+            start, end = _sample(span.start, origin), _sample(span.end or span.start, origin)
+            pieces.append(audio.Piece(start, end, silent=span.state == PAUSED))
+        return pieces
+
+
+def _sample(at: float, origin: float) -> int:
+    """The sample index of time `at` on a clock starting at `origin`."""
+    return round((at - origin) * audio.RATE)
+
+
+@dataclass
+class PhoneNumber:
+    """An IncomingPhoneNumber of the project."""
+
+    sid: str
+    phone_number: str
+    voice_url: str = ""
+    voice_method: str = "POST"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass
+class Call:
+    """One simulated caller's call leg."""
+
+    sid: str
+    from_: str
+    to: str
+    label: str
+    voice_seed: int
+    created_at: float
+    status: str = "ringing"  # ringing | in-progress | completed | failed
+    conference_sid: Optional[str] = None
+    joined_at: Optional[float] = None
+    left_at: Optional[float] = None
+    start_conference_on_enter: bool = True
+    end_conference_on_exit: bool = False
+    muted: bool = False
+    recording_sids: List[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CallbackTarget:
+    """Where and which events to report, as a `<Conference>` or REST request asked."""
+
+    url: str = ""
+    method: str = "POST"
+    events: frozenset = frozenset()
+
+
+@dataclass
+class Conference:
+    """A conference room instance: created by its first caller, ended when the last leaves."""
+
+    sid: str
+    name: str
+    created_at: float
+    record: str  # do-not-record | record-from-start
+    status_callback: CallbackTarget
+    recording_callback: CallbackTarget
+    fault_key: str  # the conference's callbacks share one seeded fault stream
+    status: str = "in-progress"  # in-progress | completed
+    ended_at: Optional[float] = None
+    call_sids: List[str] = field(default_factory=list)  # everyone who ever joined, in order
+    present: Set[str] = field(default_factory=set)
+    recording_sids: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Recording:
+    """A conference or call recording with its timeline."""
+
+    sid: str
+    source: str  # DialConference | StartCallRecordingAPI
+    origin: float  # sample 0 of the voices it hears
+    callback: CallbackTarget
+    conference_sid: Optional[str] = None
+    call_sid: Optional[str] = None
+    channels: int = 1
+    track: str = "both"  # inbound | outbound | both, for call recordings
+    status: str = "in-progress"  # in-progress | paused | completed | absent
+    timeline: Timeline = field(default_factory=Timeline)
+    started_at: float = 0.0
+    ended_at: Optional[float] = None
+
+    @property
+    def finished(self) -> bool:
+        """Completed or absent: no longer updatable."""
+        return self.status in ("completed", "absent")
+
+    def duration(self) -> float:
+        """Seconds of media so far."""
+        return self.timeline.media_seconds()

@@ -1,0 +1,388 @@
+"""The Compatibility REST API subset Quorum uses, plus recording media, as a Flask app.
+
+Served under both `/api/laml/2010-04-01/Accounts/{project}` (SignalWire's documented
+base) and `/2010-04-01/Accounts/{project}` (what the 2.1.1 SDK calls), with or
+without `.json`, HTTP Basic auth, twilio-shaped JSON and SignalWire-style errors.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from flask import Blueprint, Flask, Response, abort, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
+
+from emulator import audio
+from emulator.calls import API_VERSION, NotFound, Simulator, rfc2822
+from emulator.faults import FaultInjector
+from emulator.model import Call, CallbackTarget, Conference, PhoneNumber, Recording
+
+PREFIXES = {"laml": f"/api/laml/{API_VERSION}/Accounts/<project>", "sdk": f"/{API_VERSION}/Accounts/<project>"}
+PAGE_SIZE = 50
+MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+STATUS_CHOICES = ("paused", "in-progress", "stopped")
+PAUSE_BEHAVIORS = ("skip", "silence")
+ERROR_TEXT = {400: "Bad Request", 401: "Authentication Error - invalid username", 404: "Not Found",
+              405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable",
+              504: "Gateway Timeout"}
+
+
+class SidConverter(BaseConverter):
+    """A path segment up to a dot, so `{sid}.json` and `{sid}` both route."""
+
+    regex = r"[^/.]+"
+
+
+@dataclass(frozen=True)
+class RestCall:
+    """One API request as the emulator saw it."""
+
+    at: float
+    method: str
+    path: str
+    form: Dict[str, str]
+    status: int
+    elapsed_s: float  # from arrival to answer, injected latency included
+    injected: str = ""  # "", "error" or "timeout"
+
+
+@dataclass
+class RestLog:
+    """Every API request (media downloads excluded), with counters and an in-flight gauge."""
+
+    calls: List[RestCall] = field(default_factory=list)
+    _in_flight: int = 0
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def counts(self) -> Counter:
+        """Requests by HTTP method: reads are GET, writes POST."""
+        with self._cond:
+            return Counter(call.method for call in self.calls)
+
+    def writes(self) -> List[RestCall]:
+        """The POSTs, in order."""
+        with self._cond:
+            return [call for call in self.calls if call.method == "POST"]
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no request is being served; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def begin(self) -> None:
+        """A request arrived."""
+        with self._cond:
+            self._in_flight += 1
+
+    def end(self, call: Optional[RestCall]) -> None:
+        """A request was answered (`call` is None for requests not logged)."""
+        with self._cond:
+            self._in_flight -= 1
+            if call is not None:
+                self.calls.append(call)
+            self._cond.notify_all()
+
+
+def error(status: int, message: str = "", code: Optional[int] = None) -> Response:
+    """SignalWire's error body: code, message, more_info, status."""
+    code = code or 20000 + status
+    body = jsonify(code=code, message=message or ERROR_TEXT.get(status, "Error"),
+                   more_info=f"https://www.signalwire.com/docs/errors/{code}", status=status)
+    body.status_code = status
+    return body
+
+
+def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInjector, log: RestLog) -> Flask:
+    """The REST API and media server for one project."""
+    app = Flask("emulator.rest_api")
+    app.url_map.converters["sid"] = SidConverter
+    views = _Views(sim, project)
+    bp = Blueprint("api", __name__)
+
+    def route(rule: str, view, methods=("GET",), json_suffix: bool = True) -> None:
+        """Register `rule` and, for API resources, `rule.json`."""
+        bp.add_url_rule(rule, view.__name__, view, methods=list(methods))
+        if json_suffix:
+            bp.add_url_rule(rule + ".json", view.__name__, view, methods=list(methods))
+
+    route("/Conferences/<sid:conference_sid>", views.conference)
+    route("/Conferences/<sid:conference_sid>/Participants", views.participants)
+    route("/Conferences/<sid:conference_sid>/Recordings", views.conference_recordings)
+    route("/Conferences/<sid:conference_sid>/Recordings/<sid:recording_sid>", views.conference_recording,
+          ("GET", "POST"))
+    route("/Calls/<sid:call_sid>/Recordings", views.create_call_recording, ("POST",))
+    route("/Calls/<sid:call_sid>/Recordings/<sid:recording_sid>", views.call_recording, ("GET", "POST"))
+    route("/IncomingPhoneNumbers", views.numbers)
+    route("/IncomingPhoneNumbers/<sid:number_sid>", views.number, ("GET", "POST"))
+    route("/Recordings/<sid:recording_sid>", views.recording_media, json_suffix=False)
+    route("/Recordings/<sid:recording_sid>.<any(json, wav, mp3):ext>", views.recording_media, json_suffix=False)
+
+    @bp.url_value_preprocessor
+    def take_project(endpoint, values):
+        g.project = values.pop("project")
+
+    @bp.before_request
+    def guard():
+        """Auth and injected faults for API calls; media is public (its URL is the secret)."""
+        if _is_media():
+            return None
+        auth = request.authorization
+        if not auth or auth.type != "basic" or auth.username != project or auth.password != token:
+            return error(401, code=20003)
+        if g.project != project:
+            return error(404, f"The requested resource /Accounts/{g.project} was not found", 20404)
+        return _inject(injector.plan_rest(views.fault_key(request.view_args)), injector.faults.rest_timeout_applies)
+
+    @app.before_request
+    def count_in():
+        log.begin()
+        g.logged = False
+        g.arrived = time.time()
+
+    @bp.after_request
+    def remember(response: Response) -> Response:
+        if g.get("late_by"):
+            time.sleep(g.late_by)  # applied, but the client has given up by now
+        if not _is_media():
+            g.logged = True
+            now = time.time()
+            log.end(RestCall(now, request.method, request.path, request.form.to_dict(), response.status_code,
+                             now - g.arrived, g.get("injected", "")))
+        return response
+
+    @app.teardown_request
+    def count_out(_exc):
+        if not g.get("logged"):
+            log.end(None)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.response is not None:
+            return exc.response  # a view's own SignalWire-style error
+        return error(exc.code or 500, exc.description if exc.code != 404 else "")
+
+    for name, prefix in PREFIXES.items():
+        app.register_blueprint(bp, url_prefix=prefix, name=name)
+    return app
+
+
+def _is_media() -> bool:
+    """Whether the request downloads recording media (anything but `.json` under /Recordings)."""
+    args = request.view_args or {}
+    return request.endpoint is not None and request.endpoint.endswith(".recording_media") and args.get("ext") != "json"
+
+
+def _inject(plan, timeout_applies: bool) -> Optional[Response]:
+    """Apply a REST fault plan: latency, then maybe a timeout or a 5xx instead of the answer."""
+    if plan.latency_s:
+        time.sleep(plan.latency_s)
+    if plan.hang_s:
+        g.injected = "timeout"
+        if timeout_applies:
+            g.late_by = plan.hang_s  # served normally, answered too late
+            return None
+        time.sleep(plan.hang_s)  # the client gives up before this answer comes
+        return error(504)
+    if plan.error:
+        g.injected = "error"
+        return error(plan.error)
+    return None
+
+
+class _Views:
+    """The API's handlers and JSON shapes."""
+
+    def __init__(self, sim: Simulator, project: str):
+        self.sim = sim
+        self.project = project
+        self.base = f"/api/laml/{API_VERSION}/Accounts/{project}"
+
+    def fault_key(self, args: Optional[dict]) -> str:
+        """The fault stream of a request: its conference's (so a scenario replays), else its path."""
+        args = args or {}
+        with self.sim.lock:
+            conf = self.sim.conferences.get(args.get("conference_sid", ""))
+            call = self.sim.calls.get(args.get("call_sid", ""))
+            if conf is None and call is not None and call.conference_sid:
+                conf = self.sim.conferences[call.conference_sid]
+            return conf.fault_key if conf is not None else request.path
+
+    # Conferences
+
+    def conference(self, conference_sid: str):
+        """Fetch a conference."""
+        with self.sim.lock:
+            return jsonify(self._conference_json(self._conference(conference_sid)))
+
+    def participants(self, conference_sid: str):
+        """List the participants on the line now."""
+        with self.sim.lock:
+            conf = self._conference(conference_sid)
+            items = [self._participant_json(self.sim.calls[sid], conf) for sid in conf.call_sids
+                     if sid in conf.present]
+            return jsonify(self._page("participants", items))
+
+    def conference_recordings(self, conference_sid: str):
+        """List a conference's recordings, finished ones included."""
+        with self.sim.lock:
+            conf = self._conference(conference_sid)
+            return jsonify(self._page("recordings", [self._recording_json(self.sim.recordings[sid])
+                                                     for sid in conf.recording_sids]))
+
+    def conference_recording(self, conference_sid: str, recording_sid: str):
+        """Fetch, or pause/resume/stop, a conference recording."""
+        return self._recording(recording_sid, conference_sid=conference_sid)
+
+    # Call recordings
+
+    def create_call_recording(self, call_sid: str):
+        """Start recording a call."""
+        form = request.form
+        channels = form.get("RecordingChannels", "mono")
+        track = form.get("RecordingTrack", "both")
+        if channels not in ("mono", "dual") or track not in ("inbound", "outbound", "both"):
+            return error(400, "RecordingChannels must be mono|dual and RecordingTrack inbound|outbound|both", 20001)
+        events = " ".join(form.getlist("RecordingStatusCallbackEvent")) or "completed"
+        target = CallbackTarget(form.get("RecordingStatusCallback", ""),
+                                form.get("RecordingStatusCallbackMethod", "POST").upper(), frozenset(events.split()))
+        try:
+            rec = self.sim.record_call(call_sid, channels, track, target)
+        except NotFound:
+            return error(404, f"The requested resource /Calls/{call_sid} was not found or is not in progress", 20404)
+        with self.sim.lock:
+            response = jsonify(self._recording_json(rec))
+        response.status_code = 201
+        return response
+
+    def call_recording(self, call_sid: str, recording_sid: str):
+        """Fetch, or pause/resume/stop, a call recording."""
+        return self._recording(recording_sid, call_sid=call_sid)
+
+    def _recording(self, recording_sid: str, **owner: str):
+        """Shared fetch/update of a recording that must belong to `owner`."""
+        if request.method == "POST":
+            status = request.form.get("Status", "")
+            behavior = request.form.get("PauseBehavior", "silence")
+            if status not in STATUS_CHOICES or behavior not in PAUSE_BEHAVIORS:
+                return error(400, "Status must be paused|in-progress|stopped and PauseBehavior skip|silence", 20001)
+            try:
+                rec = self.sim.update_recording(recording_sid, status, behavior, **owner)
+            except NotFound:
+                return self._missing_recording(recording_sid)
+        else:
+            rec = self.sim.recordings.get(recording_sid)
+            if rec is None or any(getattr(rec, key) != value for key, value in owner.items()):
+                return self._missing_recording(recording_sid)
+        with self.sim.lock:
+            return jsonify(self._recording_json(rec))
+
+    @staticmethod
+    def _missing_recording(recording_sid: str) -> Response:
+        """404 for unknown, foreign or finished recordings."""
+        return error(404, f"The requested resource /Recordings/{recording_sid} was not found", 20404)
+
+    # Numbers
+
+    def numbers(self):
+        """List the project's numbers, optionally only `PhoneNumber`."""
+        wanted = request.args.get("PhoneNumber")
+        with self.sim.lock:
+            items = [self._number_json(n) for n in self.sim.numbers.values()
+                     if wanted is None or n.phone_number == wanted]
+            return jsonify(self._page("incoming_phone_numbers", items))
+
+    def number(self, number_sid: str):
+        """Fetch a number, or set its VoiceUrl/VoiceMethod."""
+        with self.sim.lock:
+            number = self.sim.numbers.get(number_sid)
+            if number is None:
+                return error(404, f"The requested resource /IncomingPhoneNumbers/{number_sid} was not found", 20404)
+            if request.method == "POST":
+                number.voice_url = request.form.get("VoiceUrl", number.voice_url)
+                number.voice_method = request.form.get("VoiceMethod", number.voice_method).upper()
+                number.updated_at = time.time()
+            return jsonify(self._number_json(number))
+
+    # Media
+
+    def recording_media(self, recording_sid: str, ext: str = "wav"):
+        """A finished recording as WAV or MP3 (no auth), or its metadata as JSON (auth checked)."""
+        if ext == "json":
+            rec = self.sim.recordings.get(recording_sid)
+            if rec is None:
+                return self._missing_recording(recording_sid)
+            with self.sim.lock:
+                return jsonify(self._recording_json(rec))
+        try:
+            wav = audio.wav_bytes(self.sim.media(recording_sid))
+        except NotFound:
+            return self._missing_recording(recording_sid)
+        body = wav if ext == "wav" else audio.mp3_bytes(wav)
+        if body is None:
+            return error(404, "MP3 needs lame or ffmpeg on the emulator's PATH; ask for .wav", 20404)
+        return Response(body, mimetype=MEDIA_TYPES[ext])
+
+    # JSON shapes (call with the simulator's lock held)
+
+    def _conference(self, conference_sid: str) -> Conference:
+        """The conference, or abort with SignalWire's 404."""
+        conf = self.sim.conferences.get(conference_sid)
+        if conf is None:
+            abort(error(404, f"The requested resource /Conferences/{conference_sid} was not found", 20404))
+        return conf
+
+    def _page(self, key: str, items: list) -> dict:
+        """twilio's page envelope: exactly one non-meta key holding the records."""
+        uri = request.path
+        return {key: items, "uri": uri, "first_page_uri": f"{uri}?Page=0&PageSize={PAGE_SIZE}",
+                "next_page_uri": None, "previous_page_uri": None, "page": 0, "page_size": PAGE_SIZE,
+                "start": 0, "end": max(len(items) - 1, 0)}
+
+    def _conference_json(self, conf: Conference) -> dict:
+        """A conference resource."""
+        uri = f"{self.base}/Conferences/{conf.sid}"
+        return {"account_sid": self.project, "api_version": API_VERSION, "sid": conf.sid,
+                "friendly_name": conf.name, "status": conf.status, "region": "us1",
+                "date_created": rfc2822(conf.created_at), "date_updated": rfc2822(conf.ended_at or conf.created_at),
+                "reason_conference_ended": "last-participant-left" if conf.ended_at else None,
+                "call_sid_ending_conference": None, "uri": uri + ".json",
+                "subresource_uris": {"participants": uri + "/Participants.json",
+                                     "recordings": uri + "/Recordings.json"}}
+
+    def _participant_json(self, call: Call, conf: Conference) -> dict:
+        """A participant resource."""
+        return {"account_sid": self.project, "call_sid": call.sid, "conference_sid": conf.sid, "label": None,
+                "date_created": rfc2822(call.joined_at), "date_updated": rfc2822(call.joined_at),
+                "end_conference_on_exit": call.end_conference_on_exit, "muted": call.muted, "hold": False,
+                "coaching": False, "call_sid_to_coach": None,
+                "start_conference_on_enter": call.start_conference_on_enter, "status": "connected",
+                "uri": f"{self.base}/Conferences/{conf.sid}/Participants/{call.sid}.json"}
+
+    def _recording_json(self, rec: Recording) -> dict:
+        """A recording resource; duration is -1 until it is finished."""
+        return {"account_sid": self.project, "api_version": API_VERSION, "sid": rec.sid,
+                "call_sid": rec.call_sid, "conference_sid": rec.conference_sid, "status": rec.status,
+                "source": rec.source, "channels": rec.channels, "track": rec.track if rec.call_sid else None,
+                "duration": str(round(rec.duration())) if rec.finished else "-1",
+                "start_time": rfc2822(rec.started_at), "date_created": rfc2822(rec.started_at),
+                "date_updated": rfc2822(rec.ended_at or rec.started_at), "price": None, "price_unit": "USD",
+                "error_code": None, "encryption_details": None,
+                "uri": f"{self.base}/Recordings/{rec.sid}.json"}
+
+    def _number_json(self, number: PhoneNumber) -> dict:
+        """An IncomingPhoneNumber resource (every field the SDK's patched constructor reads)."""
+        return {"account_sid": self.project, "api_version": API_VERSION, "beta": False, "sid": number.sid,
+                "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
+                "date_created": rfc2822(number.created_at), "date_updated": rfc2822(number.updated_at),
+                "friendly_name": number.phone_number, "phone_number": number.phone_number,
+                "sms_application_sid": None, "sms_fallback_method": "POST", "sms_fallback_url": None,
+                "sms_method": "POST", "sms_url": None, "status_callback": None, "status_callback_method": "POST",
+                "voice_application_sid": None, "voice_caller_id_lookup": False, "voice_fallback_method": "POST",
+                "voice_fallback_url": None, "voice_method": number.voice_method, "voice_url": number.voice_url,
+                "uri": f"{self.base}/IncomingPhoneNumbers/{number.sid}.json"}
+

@@ -1,0 +1,476 @@
+"""The SignalWire emulator on its own: REST API through the real SDK, signed callbacks,
+recordings and their audio, fault knobs, scenario helpers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import time
+import uuid
+import wave
+from email.utils import parsedate_to_datetime
+
+import numpy as np
+import pytest
+import requests
+from signalwire.rest import Client
+from twilio.base.exceptions import TwilioRestException
+from twilio.request_validator import RequestValidator
+
+from e2e_support import Sink
+from emulator import audio
+from emulator.__main__ import parse_faults
+from emulator.faults import FaultInjector, Faults
+from emulator.scenarios import (Player, expected_writes, hang_up_everyone, on_the_line, quorum_spans,
+                                random_session, span_problems)
+from emulator.server import Emulator
+
+ROOM = Sink.ROOM
+
+
+@pytest.fixture
+def sink():
+    with Sink() as running:
+        yield running
+
+
+@pytest.fixture
+def emulator(sink):
+    with Emulator(seed=1) as running:
+        running.add_number(ROOM, sink.base + "/voice")
+        yield running
+
+
+def sdk(emulator: Emulator, token: str = "") -> Client:
+    """The real SignalWire SDK pointed at the emulator, the way Quorum points it."""
+    client = Client(emulator.project, token or emulator.token, signalwire_space_url="emulator.invalid")
+    client.api.base_url = emulator.url
+    return client
+
+
+def two_callers(emulator: Emulator):
+    """Host and guest dial in; returns both calls once the recording has started."""
+    host = emulator.dial(ROOM, "+15551110001", "host")
+    guest = emulator.dial(ROOM, "+15551110002", "guest")
+    assert emulator.settle()
+    return host, guest
+
+
+def hang_up(emulator: Emulator, *calls) -> None:
+    """Hang up the calls and wait for the callbacks."""
+    for call in calls:
+        emulator.hangup(call.sid)
+    assert emulator.settle()
+
+
+def independent_signature(key: str, url: str, form: dict) -> str:
+    """SignalWire's scheme, written out here rather than imported from the emulator."""
+    data = url + "".join(k + form[k] for k in sorted(form))
+    return base64.b64encode(hmac.new(key.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+# REST API through the SDK
+
+
+def test_conference_participants_and_recordings_through_the_sdk(emulator):
+    host, guest = two_callers(emulator)
+    conference = sdk(emulator).conferences(host.conference_sid)
+    fetched = conference.fetch()
+    assert (fetched.friendly_name, fetched.status, fetched.sid) == (ROOM, "in-progress", host.conference_sid)
+    assert sorted(p.call_sid for p in conference.participants.list()) == sorted([host.sid, guest.sid])
+    (recording,) = conference.recordings.list()
+    assert recording.status == "in-progress" and recording.conference_sid == host.conference_sid
+    uuid.UUID(recording.sid)
+    hang_up(emulator, host, guest)
+    assert conference.fetch().status == "completed"
+    assert conference.participants.list() == []
+    (finished,) = conference.recordings.list()
+    assert finished.status == "completed" and int(finished.duration) >= 0
+
+
+def test_recording_pause_is_idempotent_resume_works_and_finished_is_not_found(emulator):
+    host, guest = two_callers(emulator)
+    conference = sdk(emulator).conferences(host.conference_sid)
+    sid = conference.recordings.list()[0].sid
+    for _ in range(2):
+        assert conference.recordings(sid).update(status="paused", pause_behavior="skip").status == "paused"
+    assert [s.state for s in emulator.recording(sid).timeline.spans] == ["recording", "paused"]
+    assert conference.recordings(sid).update(status="in-progress").status == "in-progress"
+    with pytest.raises(TwilioRestException) as unknown:
+        conference.recordings(str(uuid.uuid4())).update(status="paused")
+    assert (unknown.value.status, unknown.value.code) == (404, 20404)
+    hang_up(emulator, host, guest)
+    with pytest.raises(TwilioRestException) as finished:
+        conference.recordings(sid).update(status="paused")
+    assert finished.value.status == 404
+
+
+@pytest.mark.parametrize("form", [{"Status": "bogus"}, {"Status": "paused", "PauseBehavior": "bogus"}, {}])
+def test_bad_recording_update_is_a_400_with_signalwire_error_body(emulator, form):
+    host, guest = two_callers(emulator)
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    url = (f"{emulator.url}/2010-04-01/Accounts/{emulator.project}/Conferences/{host.conference_sid}"
+           f"/Recordings/{sid}.json")
+    response = requests.post(url, data=form, auth=(emulator.project, emulator.token), timeout=5)
+    assert response.status_code == 400
+    assert set(response.json()) == {"code", "message", "more_info", "status"}
+    assert emulator.recording(sid).status == "in-progress"
+
+
+@pytest.mark.parametrize("prefix", ["/api/laml/2010-04-01", "/2010-04-01"])
+@pytest.mark.parametrize("suffix", ["", ".json"])
+def test_both_api_prefixes_with_or_without_json(emulator, prefix, suffix):
+    host, _ = two_callers(emulator)
+    url = f"{emulator.url}{prefix}/Accounts/{emulator.project}/Conferences/{host.conference_sid}{suffix}"
+    response = requests.get(url, auth=(emulator.project, emulator.token), timeout=5)
+    assert response.status_code == 200 and response.json()["sid"] == host.conference_sid
+
+
+@pytest.mark.parametrize("auth", ["wrong token", "wrong project", "none"])
+def test_basic_auth_is_checked(emulator, auth):
+    host, _ = two_callers(emulator)
+    credentials = {"wrong token": (emulator.project, "nope"), "wrong project": (str(uuid.uuid4()), emulator.token),
+                   "none": None}[auth]
+    url = f"{emulator.url}/2010-04-01/Accounts/{emulator.project}/Conferences/{host.conference_sid}.json"
+    response = requests.get(url, auth=credentials, timeout=5)
+    assert response.status_code == 401 and response.json()["code"] == 20003
+
+
+def test_sdk_sees_a_401_as_a_rest_exception(emulator):
+    host, _ = two_callers(emulator)
+    with pytest.raises(TwilioRestException) as refused:
+        sdk(emulator, token="wrong").conferences(host.conference_sid).fetch()
+    assert refused.value.status == 401
+
+
+def test_call_recording_create_update_and_dual_channel_media(emulator, sink):
+    host, guest = two_callers(emulator)
+    calls = sdk(emulator).calls(host.sid)
+    created = calls.recordings.create(recording_channels="dual", recording_track="both",
+                                      recording_status_callback=sink.base + "/call-rec?who=host",
+                                      recording_status_callback_event="in-progress completed")
+    assert created.status == "in-progress" and created.call_sid == host.sid
+    time.sleep(0.2)
+    assert calls.recordings(created.sid).update(status="paused", pause_behavior="silence").status == "paused"
+    hang_up(emulator, host, guest)
+    callbacks = sink.at("/call-rec")
+    assert [c.form["RecordingStatus"] for c in callbacks] == ["in-progress", "completed"]
+    assert all(c.url.endswith("/call-rec?who=host") and c.form["CallSid"] == host.sid for c in callbacks)
+    samples = emulator.audio(created.sid)
+    assert samples.shape[1] == 2 and not np.array_equal(samples[:, 0], samples[:, 1])
+
+
+def test_incoming_phone_numbers_list_and_update_through_the_sdk(emulator, sink):
+    client = sdk(emulator)
+    (number,) = client.incoming_phone_numbers.list(phone_number=ROOM, limit=1)
+    assert number.voice_url == sink.base + "/voice"
+    assert client.incoming_phone_numbers.list(phone_number="+19999999999") == []
+    number.update(voice_url=sink.base + "/voice-two", voice_method="POST")
+    emulator.dial(ROOM, "+15551110001")
+    assert [r.path for r in sink.received][:1] == ["/voice-two"]
+
+
+# Callbacks
+
+
+def test_every_webhook_is_signed_like_signalwire(emulator, sink):
+    hang_up(emulator, *two_callers(emulator))
+    assert len(sink.received) >= 8
+    validator = RequestValidator(emulator.signing_key)
+    for received in sink.received:
+        signature = received.headers["X-Signalwire-Signature"]
+        assert signature == independent_signature(emulator.signing_key, received.url, received.form)
+        assert validator.validate(received.url, received.form, signature)
+
+
+def test_conference_callbacks_go_to_the_first_participants_url_in_order(sink):
+    first_url = {"statusCallback": "{base}/status", "statusCallbackEvent": "start end join leave"}
+    sink.attrs = lambda form: first_url if form["From"] == "+15551110001" else {
+        "statusCallback": "{base}/other", "statusCallbackEvent": "start end join leave"}
+    with Emulator() as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        hang_up(emulator, *two_callers(emulator))
+        received = sink.at("/status")
+        assert sink.at("/other") == []
+        assert [r.form["StatusCallbackEvent"] for r in received] == [
+            "conference-start", "participant-join", "participant-join", "participant-leave", "participant-leave",
+            "conference-end"]
+        for r in received:
+            assert r.form["AccountSid"] == emulator.project and r.form["FriendlyName"] == ROOM
+            uuid.UUID(r.form["ConferenceSid"])
+            assert parsedate_to_datetime(r.form["Timestamp"]).tzinfo is not None
+            assert ("CallSid" in r.form) == r.form["StatusCallbackEvent"].startswith("participant-")
+
+
+def test_only_the_events_asked_for_are_sent(sink):
+    sink.attrs = lambda form: {"statusCallback": "{base}/status", "statusCallbackEvent": "join"}
+    with Emulator() as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        hang_up(emulator, *two_callers(emulator))
+        assert [r.form["StatusCallbackEvent"] for r in sink.at("/status")] == ["participant-join"] * 2
+
+
+def test_recording_callbacks_keep_the_query_string_and_carry_no_conference_sid(emulator, sink):
+    host, guest = two_callers(emulator)
+    time.sleep(0.2)
+    hang_up(emulator, host, guest)
+    received = sink.at("/recording")
+    assert [r.form["RecordingStatus"] for r in received] == ["in-progress", "completed"]
+    for r in received:
+        assert r.url == sink.base + "/recording?room=%2B15550100&x=1"
+        assert "ConferenceSid" not in r.form
+        assert r.form["RecordingSource"] == "DialConference" and r.form["CallSid"] == ""
+    completed = received[-1].form
+    assert int(completed["RecordingDuration"]) == round(emulator.recording(completed["RecordingSid"]).duration())
+    media = requests.get(completed["RecordingUrl"] + ".wav", timeout=5)  # no auth, like SignalWire's
+    assert media.status_code == 200 and media.content[:4] == b"RIFF"
+
+
+def test_record_from_start_waits_for_the_second_caller(emulator):
+    host = emulator.dial(ROOM, "+15551110001")
+    time.sleep(0.3)
+    assert emulator.conferences(ROOM)[0].recording_sids == []
+    guest = emulator.dial(ROOM, "+15551110002")
+    (sid,) = emulator.conferences(ROOM)[0].recording_sids
+    assert emulator.recording(sid).started_at == pytest.approx(guest.joined_at, abs=0.01)
+    hang_up(emulator, host, guest)
+
+
+def test_without_record_from_start_nothing_is_recorded(sink):
+    sink.attrs = lambda form: {"statusCallback": "{base}/status", "statusCallbackEvent": "start end"}
+    with Emulator() as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        hang_up(emulator, *two_callers(emulator))
+        assert emulator.conferences(ROOM)[0].recording_sids == [] and sink.at("/recording") == []
+
+
+@pytest.mark.parametrize("answers, attempts", [([500, 500], 3), ([503, 503, 503, 503], 3), ([404], 1), ([200], 1)])
+def test_failed_callbacks_are_retried_up_to_three_times(sink, answers, attempts):
+    sink.answers["/status"] = list(answers)
+    sink.attrs = lambda form: {"statusCallback": "{base}/status", "statusCallbackEvent": "start"}
+    with Emulator(callback_retry_after_s=0.05) as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        emulator.dial(ROOM, "+15551110001")
+        assert emulator.settle()
+        assert len(sink.at("/status")) == attempts
+        tried = [a for a in emulator.callback_attempts() if a.callback.event == "conference-start"]
+        assert [a.number for a in tried] == list(range(1, attempts + 1))
+
+
+# Recordings and audio
+
+
+@pytest.mark.parametrize("behavior", ["skip", "silence"])
+def test_paused_span_is_dropped_by_skip_and_kept_as_silence(emulator, behavior):
+    host, guest = two_callers(emulator)
+    conference = sdk(emulator).conferences(host.conference_sid)
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    time.sleep(0.3)
+    conference.recordings(sid).update(status="paused", pause_behavior=behavior)
+    time.sleep(0.4)
+    conference.recordings(sid).update(status="in-progress")
+    time.sleep(0.3)
+    hang_up(emulator, host, guest)
+    timeline = emulator.recording(sid).timeline
+    assert [s.state for s in timeline.spans] == ["recording", "paused", "recording"]
+    recorded, paused = timeline.seconds("recording"), timeline.seconds("paused")
+    with wave.open(io.BytesIO(emulator.wav(sid))) as wav:
+        assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (8000, 2, 1)
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    expected = recorded if behavior == "skip" else recorded + paused
+    assert abs(len(samples) / 8000 - expected) < 0.002
+    if behavior == "silence":
+        first, silent, _ = timeline.pieces(emulator.recording(sid).origin)
+        assert silent.silent and not samples[first.end - first.start:][:silent.end - silent.start].any()
+
+
+def test_media_is_not_served_before_the_recording_ends(emulator):
+    two_callers(emulator)
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    assert requests.get(emulator.sim.recording_url(sid) + ".wav", timeout=5).status_code == 404
+
+
+def test_mp3_is_served_when_an_encoder_is_installed_and_refused_otherwise(emulator, monkeypatch):
+    hang_up(emulator, *two_callers(emulator))
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    url = emulator.sim.recording_url(sid) + ".mp3"
+    if audio.mp3_encoder():
+        response = requests.get(url, timeout=30)
+        assert response.headers["Content-Type"] == "audio/mpeg"
+        assert response.content[:3] == b"ID3" or response.content[0] == 0xFF
+    monkeypatch.setattr(audio, "mp3_encoder", lambda: None)
+    refused = requests.get(url, timeout=5)
+    assert refused.status_code == 404 and refused.json()["code"] == 20404
+
+
+def _pitch(samples: np.ndarray) -> float:
+    """Fundamental frequency of voiced audio by autocorrelation over 70-300 Hz."""
+    x = samples - samples.mean()
+    corr = np.correlate(x, x, mode="full")[len(x) - 1:]
+    lags = np.arange(8000 // 300, 8000 // 70)
+    return 8000 / lags[np.argmax(corr[lags])]
+
+
+def test_voices_are_speech_like_distinct_and_repeatable():
+    voices = [audio.Voice(audio.voice_seed(0, caller)) for caller in ("+15551110001", "+15551110002")]
+    for voice in voices:
+        speech = voice.render(0, 8000 * 6)
+        assert np.array_equal(speech, voice.render(0, 8000 * 6))
+        assert np.allclose(speech[4000:6000], voice.render(4000, 2000), atol=1e-5)  # spans render on their own
+        frames = np.sqrt((speech[: len(speech) // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1))
+        assert 0.1 < (frames < 0.01).mean() < 0.9  # pauses between syllables, words and turns
+        loud = np.flatnonzero(frames > frames.max() / 2)[0] * 160
+        assert _pitch(speech[loud:loud + 800]) == pytest.approx(voice.f0, rel=0.15)
+        envelope = np.abs(np.fft.rfft(frames - frames.mean()))
+        rates = np.fft.rfftfreq(len(frames), d=0.02)
+        band = (rates > 2) & (rates < 12)
+        assert rates[band][np.argmax(envelope[band])] == pytest.approx(1 / voice.syllable_s, abs=0.3)  # syllables
+    assert abs(voices[0].f0 - voices[1].f0) > 1
+
+
+@pytest.mark.parametrize("caller", ["+15551110001", "+15551110002"])
+def test_each_callers_room_and_line_noise_are_measurable(caller):
+    from audio_quality import analyze  # Quorum's own blind estimator, as the archive uses it
+
+    voice = audio.Voice(audio.voice_seed(0, caller))
+    quality = analyze((np.clip(voice.render(0, 8000 * 20), -1, 1) * 32767).astype(np.int16), 8000)
+    assert quality.rt60 == pytest.approx(voice.rt60, abs=0.1)
+    assert quality.snr >= 15
+
+
+# Fault knobs
+
+
+def _starts_and_joins(emulator: Emulator, callers: int = 4):
+    """Dial several callers and hang them all up."""
+    calls = [emulator.dial(ROOM, f"+1555111000{i}") for i in range(callers)]
+    hang_up(emulator, *calls)
+
+
+@pytest.mark.parametrize("knob, check", [
+    ({"callback_duplicate": 1.0}, lambda sent, got: len(got) == 2 * len(sent)),
+    ({"callback_drop": 1.0}, lambda sent, got: got == []),
+    ({"callback_delay_s": 0.2}, lambda sent, got: got == sent),
+    ({"callback_reorder": 0.5, "callback_reorder_hold_s": 0.3},
+     lambda sent, got: sorted(got) == sorted(sent) and got != sent),
+])
+def test_callback_knobs(sink, knob, check):
+    with Emulator(faults=Faults(seed=3, **knob)) as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        _starts_and_joins(emulator)
+        sent = [(e.kind, e.label) for e in emulator.sim.events if e.kind in ("joined", "left")]
+        got = [(r.form["StatusCallbackEvent"], r.form["CallSid"]) for r in sink.at("/status")
+               if r.form["StatusCallbackEvent"].startswith("participant-")]
+        calls = {c.sid: c.label for c in emulator.sim.calls.values()}
+        got = [("joined" if kind == "participant-join" else "left", calls[sid]) for kind, sid in got]
+        assert check(sent, got)
+        injected = emulator.injector.injected
+        assert set(injected) == {"callback_" + next(k for k in knob if not k.endswith("hold_s"))
+                                 .removeprefix("callback_").removesuffix("_s")}
+
+
+def test_drop_events_knob_loses_only_those_events(sink):
+    with Emulator(faults=Faults(callback_drop_events=frozenset({"conference-start"}))) as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        hang_up(emulator, *two_callers(emulator))
+        events = [r.form["StatusCallbackEvent"] for r in sink.at("/status")]
+        assert "conference-start" not in events and events.count("participant-join") == 2
+        assert emulator.injector.injected == {"callback_drop": 1}
+
+
+@pytest.mark.parametrize("pairs, expected", [
+    (["callback_duplicate=0.2"], Faults(seed=4, callback_duplicate=0.2)),
+    (["rest_timeout_applies=true", "rest_hang_s=1"], Faults(seed=4, rest_timeout_applies=True, rest_hang_s=1.0)),
+    (["callback_drop_events=conference-start,participant-leave"],
+     Faults(seed=4, callback_drop_events=frozenset({"conference-start", "participant-leave"}))),
+])
+def test_command_line_fault_knobs(pairs, expected):
+    assert parse_faults(pairs, seed=4) == expected
+    with pytest.raises(SystemExit):
+        parse_faults(["no_such_knob=1"], seed=4)
+
+
+def test_rest_latency_knob_delays_answers(sink):
+    with Emulator(faults=Faults(rest_latency_s=0.3)) as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        caller = emulator.dial(ROOM, "+15551110001")
+        started = time.time()
+        sdk(emulator).conferences(caller.conference_sid).fetch()
+        assert time.time() - started >= 0.3
+        assert emulator.rest_log.calls[-1].elapsed_s >= 0.3
+
+
+@pytest.mark.parametrize("applies", [False, True])
+def test_rest_timeout_knob_hangs_and_applies_only_when_told(sink, applies):
+    faults = Faults(rest_timeout=1.0, rest_hang_s=0.5, rest_timeout_applies=applies)
+    with Emulator(faults=faults) as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        host, guest = two_callers(emulator)
+        sid = emulator.conferences(ROOM)[0].recording_sids[0]
+        url = (f"{emulator.url}/2010-04-01/Accounts/{emulator.project}/Conferences/{host.conference_sid}"
+               f"/Recordings/{sid}.json")
+        with pytest.raises(requests.Timeout):
+            requests.post(url, data={"Status": "paused"}, auth=(emulator.project, emulator.token), timeout=0.2)
+        assert emulator.settle()
+        assert emulator.recording(sid).status == ("paused" if applies else "in-progress")
+        assert emulator.rest_log.calls[-1].injected == "timeout"
+
+
+def test_rest_error_knob_answers_5xx_without_applying(sink):
+    with Emulator(faults=Faults(rest_error=1.0)) as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        host, guest = two_callers(emulator)
+        sid = emulator.conferences(ROOM)[0].recording_sids[0]
+        with pytest.raises(TwilioRestException) as failed:
+            sdk(emulator).conferences(host.conference_sid).recordings(sid).update(status="paused")
+        assert failed.value.status in (500, 503)
+        assert emulator.recording(sid).status == "in-progress"
+        assert emulator.rest_log.counts() == {"POST": 1} and emulator.injector.injected["rest_error"] == 1
+
+
+def test_fault_decisions_are_seeded_per_stream():
+    def plans(seed, key):
+        injector = FaultInjector(Faults(seed=seed, callback_duplicate=0.5, callback_reorder=0.5))
+        return [injector.plan_callback(key) for _ in range(50)]
+
+    assert plans(1, "room#1") == plans(1, "room#1")
+    assert plans(1, "room#1") != plans(2, "room#1")
+    assert plans(1, "room#1") != plans(1, "room#2")
+
+
+# Scenario helpers
+
+
+@pytest.mark.parametrize("counts, minimum, spans, writes", [
+    ([1, 2, 1, 2, 3, 2, 1, 0], 2, [(1, 2), (3, 6)], 3),
+    ([1, 2, 1, 2, 3, 2, 1, 0], 3, [(4, 5)], 3),
+    ([1, 2, 3, 2, 1, 0], 1, [(1, 5)], 0),
+    ([1, 0], 2, [], 0),
+])
+def test_expected_spans_and_writes(counts, minimum, spans, writes):
+    changes = list(enumerate(counts))
+    assert quorum_spans(changes, minimum) == spans
+    assert expected_writes(changes, minimum) == writes
+
+
+@pytest.mark.parametrize("actual, expected, ok", [
+    ([(1.0, 2.0)], [(1.1, 2.2)], True),
+    ([(1.0, 2.0)], [(1.5, 2.0)], False),
+    ([(0.0, 0.1), (1.0, 2.0)], [(1.0, 2.0)], True),  # the record-from-start sliver
+    ([(1.0, 2.0), (3.0, 4.0)], [(1.0, 4.0)], False),
+])
+def test_span_comparison(actual, expected, ok):
+    assert (span_problems(actual, expected, 0.25) == []) is ok
+
+
+def test_random_sessions_and_hanging_up_everyone():
+    import random
+
+    steps = random_session(random.Random(5), ROOM, 12, people=3)
+    assert {step[0] for step in steps} <= {"call", "hangup", "wait"}
+    assert on_the_line(steps + hang_up_everyone(steps)) == []
+    with pytest.raises(ValueError):
+        Player(None).play([("dance", "host")])
