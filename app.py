@@ -52,7 +52,8 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     # The lock outlives one REST call and its timeout, so two processes never command one room at once.
     commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=3 * config.signalwire_timeout_s + 5,
                             recording_callback=lambda room, call: laml.recording_callback_url(config.public_url, room, call),
-                            on_done=events.announce if events else lambda conf, action: None)
+                            on_done=events.announce if events else lambda conf, action: None,
+                            workers=config.signalwire_concurrency)
     controller = RecordingController(store, commands, processor, config.min_participants, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),

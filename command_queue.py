@@ -32,7 +32,7 @@ class CommandQueue:
     def __init__(self, store: StateStore, gateway: SignalWireGateway, min_participants: int,
                  lock_ttl_s: float, recording_callback: Callable[[str, str], str],
                  on_done: Callable[[Conference, policy.Action], None] = lambda conf, action: None,
-                 workers: int = 32, clock: Callable[[], float] = time.time,
+                 workers: int = 8, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
         self._store = store
         self._gateway = gateway

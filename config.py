@@ -43,6 +43,7 @@ class Config:
     validate_signatures: bool = True
     log_level: str = "INFO"
     signalwire_timeout_s: float = 5.0
+    signalwire_concurrency: int = 8
     end_grace_s: float = 300.0
     participant_recording: str = "off"
     record_participants: str = "all"
@@ -124,6 +125,7 @@ _PARSERS = {
     "validate_signatures": _parse_bool,
     "port": _parse_number(int),
     "min_participants": _parse_number(int),
+    "signalwire_concurrency": _parse_number(int),
     "signalwire_timeout_s": _parse_number(float),
     "end_grace_s": _parse_number(float),
     "reconcile_interval_s": _parse_number(float),
@@ -145,6 +147,8 @@ def _check(config: Config) -> None:
         raise ConfigError("PORT", f"must be between 1 and 65535, got {config.port}")
     if config.min_participants < 1:
         raise ConfigError("MIN_PARTICIPANTS", f"must be at least 1, got {config.min_participants}")
+    if config.signalwire_concurrency < 1:
+        raise ConfigError("SIGNALWIRE_CONCURRENCY", f"must be at least 1, got {config.signalwire_concurrency}")
     if config.signalwire_timeout_s <= 0:
         raise ConfigError("SIGNALWIRE_TIMEOUT_S", "must be greater than 0")
     if config.end_grace_s < 0:

@@ -57,6 +57,7 @@ def test_typed_values(name, raw, field, value):
     ({"USE_NGROK": "maybe"}, "USE_NGROK"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     ({"SIGNALWIRE_TIMEOUT_S": "0"}, "SIGNALWIRE_TIMEOUT_S"),
+    ({"SIGNALWIRE_CONCURRENCY": "0"}, "SIGNALWIRE_CONCURRENCY"),
     ({"SIGNALWIRE_API_URL": "localhost:8099"}, "SIGNALWIRE_API_URL"),
     ({"END_GRACE_S": "-1"}, "END_GRACE_S"),
 ])
