@@ -9,7 +9,7 @@ recording gauges are read from the store at scrape time, so they are global eith
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -32,6 +32,7 @@ class Metrics:
                                      ["kind", "result"], registry=self.registry)
         self.rest_seconds = Histogram("quorum_rest_command_seconds", "SignalWire REST call latency.",
                                       ["kind"], buckets=REST_BUCKETS, registry=self.registry)
+        self._webhook_children = {}
         self._state = _StateCollector(store, queue_depth)
         self.registry.register(self._state)
 
@@ -40,9 +41,13 @@ class Metrics:
         self.rest_commands.labels(kind, result).inc()
         self.rest_seconds.labels(kind).observe(seconds)
 
-    def count_webhook(self, route: str, status: int) -> None:
-        """Count one answered webhook by its HTTP status."""
-        self.webhooks.labels(route, _outcome(status)).inc()
+    def count_webhook(self, route: str, status: int, outcome: Optional[str] = None) -> None:
+        """Count one answered webhook by its HTTP status (and what it did, for callbacks)."""
+        key = (route, _outcome(status, outcome))
+        child = self._webhook_children.get(key)
+        if child is None:  # labels() costs more than the increment: keep the children
+            child = self._webhook_children[key] = self.webhooks.labels(*key)
+        child.inc()
 
     def exposition(self) -> tuple:
         """(body, content type) of the text exposition format."""
@@ -54,14 +59,12 @@ class Metrics:
         return generate_latest(merged), CONTENT_TYPE_LATEST
 
 
-def _outcome(status: int) -> str:
-    """A small label set for HTTP statuses."""
+def _outcome(status: int, outcome: Optional[str]) -> str:
+    """A small label set: ok, ignored, forbidden, bad_request, error."""
     if status == 403:
         return "forbidden"
-    if status == 204:
-        return "ignored"
     if 200 <= status < 300:
-        return "ok"
+        return "ignored" if outcome == "ignored" else "ok"
     if 400 <= status < 500:
         return "bad_request"
     return "error"

@@ -74,7 +74,9 @@ def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float,
     """
     if conf is None:
         return new_conference(room, conference_sid, at, minimum, now)
-    if conf.conference_sid in (None, conference_sid):
+    if conf.conference_sid == conference_sid:
+        return conf
+    if conf.conference_sid is None:
         return replace(conf, conference_sid=conference_sid)
     if at < conf.started_at:
         return None

@@ -11,6 +11,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Callable, Dict, List, Optional, Protocol
 
 RECORDING = "recording"
@@ -84,9 +85,14 @@ class Conference:
     ended_at: Optional[float] = None
     timeline: tuple = ()
 
+    @cached_property
+    def _on_the_line(self) -> tuple:
+        """Computed once per (immutable) conference: every decision asks for it."""
+        return tuple(sorted(sid for sid, p in self.participants.items() if p.present))
+
     def present(self) -> List[str]:
         """CallSids currently on the line."""
-        return sorted(sid for sid, p in self.participants.items() if p.present)
+        return list(self._on_the_line)
 
     def to_dict(self) -> dict:
         """A JSON-ready copy."""

@@ -35,7 +35,8 @@ def require_signature():
 @bp.after_request
 def count(response: Response) -> Response:
     """Count every answered webhook by route and outcome."""
-    current_app.extensions["quorum.metrics"].count_webhook(request.path.rsplit("/", 1)[-1], response.status_code)
+    current_app.extensions["quorum.metrics"].count_webhook(request.path.rsplit("/", 1)[-1], response.status_code,
+                                                           response.headers.get("X-Quorum-Outcome"))
     return response
 
 
@@ -62,7 +63,7 @@ def conference_status():
         return missing
     kind = request.form["StatusCallbackEvent"]
     if kind not in CONFERENCE_EVENTS:
-        return "", 204
+        return _outcome("ignored")
     form = request.form
     event = ConferenceEvent(kind=kind, room=form.get("FriendlyName") or form["ConferenceSid"],
                             conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None,
@@ -106,8 +107,8 @@ def _number(raw: str | None) -> float | None:
 
 
 def _outcome(outcome: str) -> Response:
-    """A plain-text answer naming what the callback did (handy in SignalWire's debug log)."""
-    return Response(outcome, mimetype="text/plain")
+    """204, naming what the callback did in a header: one write, no body for SignalWire to read."""
+    return Response(status=204, headers={"X-Quorum-Outcome": outcome})
 
 
 def _missing(*fields: str):

@@ -16,7 +16,7 @@ def state_rooms(app):
 
 @pytest.mark.parametrize("header", ["X-SignalWire-Signature", "X-Twilio-Signature"])
 def test_valid_signature_is_accepted_under_either_header(post_signed, app, header):
-    assert post_signed("/voice/conference-status", FORM, header=header).status_code == 200
+    assert post_signed("/voice/conference-status", FORM, header=header).status_code == 204
     assert state_rooms(app) == ["room-1"]
 
 
@@ -38,7 +38,7 @@ def test_query_string_is_part_of_the_signature(client, app):
     form = {"RecordingSid": "r-1", "RecordingStatus": "in-progress"}
     headers = {"X-SignalWire-Signature": sign(signed_for, form)}
     assert client.post("/voice/recording-status?room=room-2", data=form, headers=headers).status_code == 403
-    assert client.post("/voice/recording-status?room=room-1", data=form, headers=headers).status_code == 200
+    assert client.post("/voice/recording-status?room=room-1", data=form, headers=headers).status_code == 204
     assert state_rooms(app) == ["room-1"]
 
 
@@ -47,12 +47,12 @@ def test_behind_a_proxy_the_public_https_url_is_what_counts(client):
     headers = {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", FORM),
                "X-Forwarded-Proto": "https", "X-Forwarded-Host": "quorum.example.com"}
     response = client.post("/voice/conference-status", data=FORM, headers=headers, base_url="http://10.1.2.3:5000")
-    assert response.status_code == 200
+    assert response.status_code == 204
 
 
 def test_signature_with_default_port_is_accepted(client):
     headers = {"X-SignalWire-Signature": sign("https://quorum.example.com:443/voice/conference-status", FORM)}
-    assert client.post("/voice/conference-status", data=FORM, headers=headers).status_code == 200
+    assert client.post("/voice/conference-status", data=FORM, headers=headers).status_code == 204
 
 
 def test_refusal_is_logged_without_secrets(client, caplog):
