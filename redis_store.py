@@ -1,8 +1,8 @@
 """The Redis store: state shared by several workers and hosts, surviving restarts.
 
 Keys (NS is REDIS_NAMESPACE, default "quorum"):
-- `NS:conf:{room}`     JSON of the room's Conference; expires END_GRACE_S after the conference
-                       ends, or STALE_AFTER_S after its last event while live.
+- `NS:conf:{room}`     JSON of the room's Conference; expires END_GRACE_S + 1 h after the
+                       conference ends, or 12 h (STALE_AFTER_S) after its last write otherwise.
 - `NS:rooms`           set of rooms that may have state (pruned as their keys expire).
 - `NS:retired:{sid}`   marks an ended ConferenceSid so late callbacks cannot revive it; 24 h.
 - `NS:call:{sid}`      who a call is (from, to), kept by the voice webhook until it joins; 24 h.
@@ -12,15 +12,31 @@ Keys (NS is REDIS_NAMESPACE, default "quorum"):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import List, Optional
 
 import redis
 
-from recording_state import STALE_AFTER_S, Conference, Mutation
+from recording_state import LIVE, STALE_AFTER_S, Conference, Mutation
 
 RETIRED_TTL_S = 24 * 3600
+
+# Write the conference only if its key still holds what we read (by SHA1; '' for no key).
+_COMPARE_AND_SET = """
+local current = redis.call('get', KEYS[1])
+local seen = current and redis.sha1hex(current) or ''
+if seen ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('del', KEYS[1])
+  redis.call('srem', KEYS[2], ARGV[4])
+else
+  redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  redis.call('sadd', KEYS[2], ARGV[4])
+end
+return 1
+"""
 
 # Delete the lock only if we still own it: a lock that expired and was re-taken is not ours.
 _UNLOCK = """
@@ -35,8 +51,11 @@ class RedisStore:
     def __init__(self, client: redis.Redis, namespace: str = "quorum", ended_ttl_s: float = 300.0):
         self._redis = client
         self._ns = namespace
-        self._ended_ttl_s = max(1, int(ended_ttl_s) + 1)
+        # An ended conference waits END_GRACE_S for its recordings, then the sweeper hands it on;
+        # the hour covers a sweeper that is late, while still bounding what a dead cluster leaves.
+        self._ended_ttl_s = int(ended_ttl_s) + 3600
         self._unlock = client.register_script(_UNLOCK)
+        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
 
     @classmethod
     def from_url(cls, url: str, namespace: str, ended_ttl_s: float) -> "RedisStore":
@@ -53,30 +72,25 @@ class RedisStore:
         return _decode(self._redis.get(self._key("conf", room)))
 
     def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
-        """Apply `fn` atomically; on a concurrent change by another worker, retry with fresh state."""
+        """Apply `fn` atomically: read, compute, then write only if nobody wrote in between
+        (compare-and-set in one Lua call); on a concurrent change, retry with fresh state."""
         key = self._key("conf", room)
-        with self._redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    result = fn(_decode(pipe.get(key)))
-                    pipe.multi()
-                    self._write(pipe, room, key, result)
-                    pipe.execute()
-                    return result
-                except redis.WatchError:
-                    continue
+        while True:
+            raw = self._redis.get(key)
+            current = _decode(raw)
+            result = fn(current)
+            if result is current:
+                return result  # a duplicate or stale event: nothing to write
+            seen = hashlib.sha1(raw).hexdigest() if raw is not None else ""
+            value, ttl = ("", 0) if result is None else (_encode(result), self._ttl(result))
+            if self._compare_and_set(keys=[key, f"{self._ns}:rooms"], args=[seen, value, ttl, room]):
+                return result
 
-    def _write(self, pipe, room: str, key: str, conf: Optional[Conference]) -> None:
-        """Queue the writes that store (or delete) one conference."""
-        rooms = f"{self._ns}:rooms"
-        if conf is None:
-            pipe.delete(key)
-            pipe.srem(rooms, room)
-            return
-        ttl = self._ended_ttl_s if conf.ended else STALE_AFTER_S
-        pipe.set(key, json.dumps(conf.to_dict(), separators=(",", ":")), ex=ttl)
-        pipe.sadd(rooms, room)
+    def _ttl(self, conf: Conference) -> int:
+        """Seconds a conference's key lives: renewed on every write, short once it has ended."""
+        if conf.ended and conf.status == LIVE:
+            return self._ended_ttl_s
+        return STALE_AFTER_S  # live, or being archived (which must outlive any grace period)
 
     def rooms(self) -> List[str]:
         """Rooms with live state; names whose key has expired are pruned from the set."""
@@ -123,6 +137,11 @@ class RedisStore:
             return bool(self._redis.ping())
         except redis.RedisError:
             return False
+
+
+def _encode(conf: Conference) -> str:
+    """A Conference as compact JSON."""
+    return json.dumps(conf.to_dict(), separators=(",", ":"))
 
 
 def _decode(raw: Optional[bytes]) -> Optional[Conference]:

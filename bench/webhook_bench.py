@@ -254,7 +254,8 @@ def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
     if name == "bare":
         server = Server("bare_app:create_app()", 1, {}, ROOT / "bench")
     else:
-        server = Server("app:create_app()", workers, quorum_env(fake, redis_server.url if redis_server else None), ROOT)
+        redis_url = redis_server.url if name.startswith("redis-") else None
+        server = Server("app:create_app()", workers, quorum_env(fake, redis_url), ROOT)
     commands_before = redis_server.commands() if redis_server else 0
     reads_before, writes_before = fake.reads, fake.writes
     with fake.lock:
