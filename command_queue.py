@@ -2,19 +2,18 @@
 
 A webhook only "kicks" its room. A worker then reads the room's state, sends the one
 command it needs, records the result and reads again, until the confirmed state
-matches the wanted state. Kicks that arrive while a room is being worked on only mark
-it dirty, so rapid flip-flops coalesce into the latest wanted state.
+matches the wanted state. Kicks that arrive while a room is being worked on only ask
+for one more pass, so rapid flip-flops coalesce into the latest wanted state.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional, Set, Tuple
+from typing import Callable, Optional, Tuple
 
 import policy
+from keyed_workers import KeyedWorkers
 from recording_state import FAILED, GONE, UNSURE, Conference, StateStore
 from signalwire_gateway import Outcome, SignalWireGateway
 
@@ -42,49 +41,23 @@ class CommandQueue:
         self._on_done = on_done  # told of every command that succeeded, with the state after it
         self._clock = clock
         self._sleep = sleep
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quorum-cmd")
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._active: Set[str] = set()
-        self._dirty: Set[str] = set()
+        self._workers = KeyedWorkers(self._reconcile, workers, "quorum-cmd")
 
     def kick(self, room: str) -> None:
         """Make sure the room is reconciled soon; never blocks on the API."""
-        with self._lock:
-            if room in self._active:
-                self._dirty.add(room)
-                return
-            self._active.add(room)
-        self._pool.submit(self._run, room)
+        self._workers.submit(room)
 
     def depth(self) -> int:
         """Rooms waiting for or under a command."""
-        with self._lock:
-            return len(self._active)
+        return self._workers.depth()
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no room is pending (for tests and shutdown); False on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: not self._active, timeout)
+        return self._workers.wait_idle(timeout)
 
     def shutdown(self) -> None:
         """Stop taking work and let running commands finish."""
-        self._pool.shutdown(wait=True)
-
-    def _run(self, room: str) -> None:
-        """Reconcile until nothing is left to do and no kick came in meanwhile."""
-        while True:
-            with self._lock:
-                self._dirty.discard(room)
-            try:
-                self._reconcile(room)
-            except Exception:  # a worker must never die silently with the room marked active
-                log.exception("room %s: reconcile crashed", room)
-            with self._lock:
-                if room not in self._dirty:
-                    self._active.discard(room)
-                    self._idle.notify_all()
-                    return
+        self._workers.shutdown()
 
     def _reconcile(self, room: str) -> None:
         """Send commands until the room's recordings match the wanted state."""

@@ -15,13 +15,14 @@ import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Optional, Set
+from typing import Callable, Dict, Optional
 
 import requests
 
 import conversation
 from archive import Archive
 from event_callbacks import EventSender
+from keyed_workers import KeyedWorkers
 from recording_state import GONE, PROCESSING, Conference, StateStore
 
 log = logging.getLogger("quorum.conversations")
@@ -45,44 +46,30 @@ class ConversationProcessor:
         self._clock = clock
         self._sleep = sleep
         self._session = requests.Session()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quorum-conv")
         self._downloads = threading.BoundedSemaphore(downloads)
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._active: Set[str] = set()
+        self._workers = KeyedWorkers(self._process_alone, workers, "quorum-conv")
 
     def submit(self, room: str) -> None:
-        """Process the room's finished conference soon (no-op if already under way here)."""
-        with self._lock:
-            if room in self._active:
-                return
-            self._active.add(room)
-        self._pool.submit(self._run, room)
+        """Process the room's finished conference soon."""
+        self._workers.submit(room)
 
     def wait_idle(self, timeout: float) -> bool:
         """Until nothing is being processed (tests, shutdown)."""
-        with self._idle:
-            return self._idle.wait_for(lambda: not self._active, timeout)
+        return self._workers.wait_idle(timeout)
 
     def shutdown(self) -> None:
         """Finish what is under way."""
-        self._pool.shutdown(wait=True)
+        self._workers.shutdown()
 
-    def _run(self, room: str) -> None:
-        """Process under the room's processing lock; never let an error escape silently."""
+    def _process_alone(self, room: str) -> None:
+        """Process under the room's processing lock, so two processes never archive one room."""
+        token = self._store.try_lock(f"process:{room}", PROCESS_LOCK_TTL_S)
+        if token is None:
+            return
         try:
-            token = self._store.try_lock(f"process:{room}", PROCESS_LOCK_TTL_S)
-            if token is not None:
-                try:
-                    self._process(room)
-                finally:
-                    self._store.unlock(f"process:{room}", token)
-        except Exception:
-            log.exception("room %s: processing the conversation crashed; the sweeper will retry", room)
+            self._process(room)
         finally:
-            with self._lock:
-                self._active.discard(room)
-                self._idle.notify_all()
+            self._store.unlock(f"process:{room}", token)
 
     def _process(self, room: str) -> None:
         """Download, analyse, archive, forget, announce."""
