@@ -178,8 +178,8 @@ class Server:
     def __init__(self, app: str, workers: int, env: dict, cwd: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers),
-                    "GUNICORN_THREADS": "16", "LOG_LEVEL": "WARNING"}
+        full_env = {**os.environ, "PUBLIC_URL": self.url, **env, "PORT": str(self.port),
+                    "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": "16", "LOG_LEVEL": "WARNING"}
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         # Both variants use the project's gunicorn.conf.py, so they differ only in the app.
         # A file, not a pipe: a server that logs more than a pipe holds would block on it.

@@ -66,6 +66,7 @@ class Attempt:
     at: float
     status: Optional[int]  # None: transport error or dropped
     error: str = ""
+    elapsed_s: Optional[float] = None  # from sending to the answer, for answered attempts
 
     @property
     def ok(self) -> bool:
@@ -215,7 +216,8 @@ class Dispatcher:
                                        timeout=self._timeouts, allow_redirects=False)
         except requests.RequestException as error:
             return Attempt(callback, item.attempt, item.duplicate, at, None, type(error).__name__)
-        return Attempt(callback, item.attempt, item.duplicate, at, response.status_code)
+        return Attempt(callback, item.attempt, item.duplicate, at, response.status_code,
+                       elapsed_s=time.time() - at)
 
 
 def _retryable(attempt: Attempt) -> bool:

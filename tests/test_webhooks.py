@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import responses
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app import create_app, shutdown
 from conftest import API_BASE, MEDIA_BASE, PUBLIC_URL, RECORDING_UPDATE, make_config, recording_updates
@@ -343,3 +345,14 @@ def test_healthz(client, events):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok", "store": "ok", "queue_depth": 0, "conferences": 1}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/voice/inbound", "/voice/conference-status", "/voice/recording-status"]),
+       form=st.dictionaries(st.sampled_from(["ConferenceSid", "FriendlyName", "StatusCallbackEvent", "CallSid",
+                                             "Timestamp", "RecordingSid", "RecordingStatus", "RecordingUrl",
+                                             "RecordingDuration", "To", "From", "Junk"]),
+                            st.text(max_size=40), max_size=8),
+       query=st.dictionaries(st.sampled_from(["room", "call", "x"]), st.text(max_size=20), max_size=2))
+def test_no_signed_input_makes_a_500(post_signed, signalwire, path, form, query):
+    assert post_signed(path, form, query=query).status_code < 500
