@@ -25,8 +25,8 @@ demo: install
 run: install
 	$(PY) app.py
 
-bench: install
-	$(PY) bench/webhook_bench.py
+bench: install system-packages
+	$(PY) bench/webhook_bench.py --repeat 3
 
 bench-audio: install
 	bench/audio_quality_setup.sh
