@@ -171,8 +171,20 @@ def archived(root: Path, timeout: float = 10.0) -> List[str]:
     mix = record.get("audio") or {}
     print(f"\nQuorum archived conversation {_short(record['id'])}: status {record['status']}, "
           f"{len(record['channels'])} calls, mix.wav {(mix.get('duration_ms') or 0) / 1000:.2f} s "
-          f"downloaded from the emulator, SNR {mix.get('snr')} dB")
+          f"downloaded from the emulator, SNR {_figure(mix.get('snr'), 'dB')}, RT60 {_figure(mix.get('rt60'), 's')}")
+    print("  channels (one per connection; a caller who rejoins gets a second one), seconds from Quorum's first event:")
+    for channel in record["channels"]:
+        print(f"    channel {channel['connection_id']}: on the call {channel['start_ms'] / 1000:.2f}-"
+              f"{channel['end_ms'] / 1000:.2f} s")
+    print("  recording timeline as Quorum confirmed it:")
+    for span in record["recording_timeline"]:
+        print(f"    {span['state']:<9} {span['start_ms'] / 1000:6.2f}-{span['end_ms'] / 1000:6.2f} s")
     return []
+
+
+def _figure(value, unit: str) -> str:
+    """A quality figure, or why there is none."""
+    return "not estimable" if value is None else f"{value} {unit}"
 
 
 def _short(text: str) -> str:
