@@ -49,8 +49,9 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     archive = Archive(Path(config.recordings_dir))
     events = EventSender(config.event_callback_url, config.event_callback_secret) if config.event_callback_url else None
     processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file)
-    # The lock outlives one REST call and its timeout, so two processes never command one room at once.
-    commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=3 * config.signalwire_timeout_s + 5,
+    # The lock outlives the longest action (a read of three requests, each with connect and read timeouts),
+    # so two processes never command one room at once.
+    commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=6 * config.signalwire_timeout_s + 5,
                             recording_callback=lambda room, call: laml.recording_callback_url(config.public_url, room, call),
                             on_done=events.announce if events else lambda conf, action: None,
                             workers=config.signalwire_concurrency)
@@ -72,8 +73,10 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     app.register_blueprint(operations.bp)
     app.register_blueprint(dashboard.bp)
     app.register_error_handler(redis.RedisError, _store_unavailable)
-    # The SDK logs every request's URL and form at INFO: noise, and the account in every line.
-    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    # The SDK logs every request's URL and form at INFO, and urllib3 logs every URL at DEBUG:
+    # noise, the account in every line, and recording media URLs (which need no auth) in the log.
+    for noisy in ("twilio.http_client", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     return app
 
@@ -135,7 +138,10 @@ def main() -> None:
         config = ngrok_tunnel.expose(config, SignalWireGateway(client, config.pause_behavior))
     app = create_app(config, client=client)
     log.info("voice webhook: %s/voice/inbound", config.public_url)
-    app.run(host="0.0.0.0", port=config.port, threaded=True)
+    try:
+        app.run(host="0.0.0.0", port=config.port, threaded=True)
+    finally:
+        shutdown(app)
 
 
 if __name__ == "__main__":

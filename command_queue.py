@@ -101,10 +101,19 @@ class CommandQueue:
                                            action.call_sid), None
 
     def _change(self, action: policy.Action, outcome: Outcome, result, now: float, last_try: bool) -> Callable:
-        """The state change that records what an action's outcome tells us."""
+        """The state change that records what an action's outcome tells us, for that conference only:
+        the room may hold a newer conference by the time the answer comes."""
+        change = self._outcome_change(action, outcome, result, now, last_try)
+        return lambda conf: change(conf) if conf is not None and conf.conference_sid == action.conference_sid else conf
+
+    def _outcome_change(self, action: policy.Action, outcome: Outcome, result, now: float,
+                        last_try: bool) -> Callable:
+        """What an action's outcome changes in its conference."""
         if action.target == policy.RECOVER:
             if outcome is Outcome.RETRY and not last_try:
                 return lambda conf: conf
+            if outcome is Outcome.GONE:
+                return lambda conf: policy.recover(conf, None, now, self._minimum)  # the conference is over
             if outcome is not Outcome.OK:
                 return policy.assume_verified
             return lambda conf: policy.recover(conf, result, now, self._minimum)

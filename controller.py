@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import policy
 from command_queue import CommandQueue
-from recording_state import LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore
+from recording_state import LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, parked_key
 
 log = logging.getLogger("quorum.controller")
 
@@ -66,25 +66,40 @@ class RecordingController:
             return "stale"
         caller = self._caller(event.call_sid) if event.kind == "participant-join" else None
         now = self._clock()
-        replaced = set()
+        displaced = {}
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
+            displaced.clear()  # a retried mutation starts over
             if conf is None and event.kind == "conference-end":
                 return None  # nothing to end
             current = policy.adopt(conf, event.room, event.conference_sid, event.at, self._minimum, now)
             if current is None:
                 return conf
             if conf is not None and conf.conference_sid not in (None, current.conference_sid):
-                replaced.add(conf.conference_sid)
+                displaced["conference"] = conf
             return self._finish_if_done(self._apply_kind(current, event, now, caller))
 
         result = self._store.mutate(event.room, apply)
-        for sid in replaced:
-            self._store.retire(sid)
+        if displaced:
+            self._park(displaced["conference"], now)
         return self._after(event.room, result, f"{event.kind} call={event.call_sid}", event.conference_sid)
 
+    def _park(self, old: Conference, now: float) -> None:
+        """Keep a conference that the room's next one displaced under a key of its own, so its
+        recordings' late callbacks still find it and it is archived like any other."""
+        key = parked_key(old.room, old.conference_sid)
+        ended = old if old.ended else policy.conference_ended(old, now)  # its end callback was lost
+        parked = self._store.mutate(key, lambda current: current or self._finish_if_done(ended))
+        self._store.retire(old.conference_sid)  # its own late conference events are stale now
+        log.info("room=%s conference=%s action=park key=%s", old.room, old.conference_sid, key)
+        if parked is not None and parked.status == PROCESSING:
+            self._processor.submit(key)
+
     def recording_event(self, event: RecordingEvent) -> str:
-        """Apply a recording status callback."""
+        """Apply a recording status callback to the conference that holds the recording."""
+        if self._store.is_retired(event.recording_sid):
+            return "stale"  # its conversation is archived: a late or retried callback
+        key = event.room if event.status == "in-progress" else self._holder(event.room, event.recording_sid)
         sids = {}
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
@@ -96,9 +111,20 @@ class RecordingController:
             return self._finish_if_done(policy.recording_status(
                 conf, event.recording_sid, event.status, event.at, event.url, event.duration_s, event.call_sid))
 
-        result = self._store.mutate(event.room, apply)
-        return self._after(event.room, result, f"recording={event.recording_sid} {event.status}",
-                           sids.get("conference"))
+        result = self._store.mutate(key, apply)
+        return self._after(key, result, f"recording={event.recording_sid} {event.status}", sids.get("conference"))
+
+    def _holder(self, room: str, recording_sid: str) -> str:
+        """The store key of the room's conference (live or parked) that knows this recording."""
+        conf = self._store.get(room)
+        if conf is not None and recording_sid in conf.recordings:
+            return room
+        for key in self._store.rooms():
+            if key.startswith(room + "#"):
+                parked = self._store.get(key)
+                if parked is not None and recording_sid in parked.recordings:
+                    return key
+        return room
 
     def sweep(self) -> int:
         """Hand over conferences ended longer than the grace period ago (or silent for too long),

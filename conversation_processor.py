@@ -49,9 +49,9 @@ class ConversationProcessor:
         self._downloads = threading.BoundedSemaphore(downloads)
         self._workers = KeyedWorkers(self._process_alone, workers, "quorum-conv")
 
-    def submit(self, room: str) -> None:
-        """Process the room's finished conference soon."""
-        self._workers.submit(room)
+    def submit(self, key: str) -> None:
+        """Process the finished conference stored under `key` (a room, or a parked conference) soon."""
+        self._workers.submit(key)
 
     def wait_idle(self, timeout: float) -> bool:
         """Until nothing is being processed (tests, shutdown)."""
@@ -61,39 +61,41 @@ class ConversationProcessor:
         """Finish what is under way."""
         self._workers.shutdown()
 
-    def _process_alone(self, room: str) -> None:
+    def _process_alone(self, key: str) -> None:
         """Process under the room's processing lock, so two processes never archive one room."""
-        token = self._store.try_lock(f"process:{room}", PROCESS_LOCK_TTL_S)
+        token = self._store.try_lock(f"process:{key}", PROCESS_LOCK_TTL_S)
         if token is None:
             return
         try:
-            self._process(room)
+            self._process(key)
         finally:
-            self._store.unlock(f"process:{room}", token)
+            self._store.unlock(f"process:{key}", token)
 
-    def _process(self, room: str) -> None:
+    def _process(self, key: str) -> None:
         """Download, analyse, archive, forget, announce."""
-        conf = self._store.get(room)
+        conf = self._store.get(key)
         if conf is None or conf.status != PROCESSING:
             return
         if conf.conference_sid is None:  # recording callbacks only: nothing to name it by
-            self._forget(room, conf)
+            self._forget(key, conf)
             return
-        directory = self._archive.directory_for(room, conf.opened_at, conf.conference_sid)
+        directory = self._archive.directory_for(conf.room, conf.opened_at, conf.conference_sid)
         media = self._fetch_all(conf, directory)
         record = conversation.record(conf, self._clock(), media, conversation.final_status(conf))
         self._archive.save(directory, record)
-        self._forget(room, conf)
-        log.info("room=%s conference=%s action=archive status=%s dir=%s", room, conf.conference_sid,
+        self._forget(key, conf)
+        log.info("room=%s conference=%s action=archive status=%s dir=%s", conf.room, conf.conference_sid,
                  record["status"], directory)
         if self._events:
             self._events.send("conversation.ready", f"{conf.conference_sid}.ready", record)
 
-    def _forget(self, room: str, conf: Conference) -> None:
-        """Drop the live state of this conference (not of a newer one in the same room)."""
-        self._store.mutate(room, lambda c: None if c is not None and c.conference_sid == conf.conference_sid else c)
-        if conf.conference_sid:
-            self._store.retire(conf.conference_sid)
+    def _forget(self, key: str, conf: Conference) -> None:
+        """Drop the state of this conference (not of a newer one under the same key) and remember
+        its sids, so late callbacks for it or its recordings cannot bring it back."""
+        self._store.mutate(key, lambda c: None if c is not None and c.conference_sid == conf.conference_sid else c)
+        for sid in [conf.conference_sid, *conf.recordings]:
+            if sid:
+                self._store.retire(sid)
 
     def _fetch_all(self, conf: Conference, directory: Path) -> Dict[str, dict]:
         """Audio entries of every completed recording, keyed by recording sid."""

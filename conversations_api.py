@@ -81,7 +81,7 @@ def _positive(name: str, default: int) -> Optional[int]:
     raw = request.args.get(name)
     if raw is None:
         return default
-    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and int(raw) > 0 else None
 
 
 def _store() -> StateStore:

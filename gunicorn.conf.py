@@ -26,3 +26,12 @@ def on_starting(server):
         raise SystemExit(
             f"quorum: {server.cfg.workers} gunicorn workers need REDIS_URL (the memory store is per process); "
             "set REDIS_URL or run one worker")
+
+
+def worker_exit(server, worker):
+    """Let the worker's commands and event callbacks under way finish (and log what is dropped)."""
+    from app import shutdown
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        shutdown(app)

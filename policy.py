@@ -146,6 +146,11 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
         state = API_RECORDING_STATES.get(status, GONE)
         if merged.recordings.get(sid) not in (GONE, state):
             merged = _confirmed(merged, sid, state, at)
+    # The read lists conference recordings only: a participant's own recording whose command failed
+    # is in an unknown state, so send the wanted state to it again.
+    retry = {sid: UNSURE for sid, state in merged.recordings.items() if state == FAILED and _owner(merged, sid)}
+    if retry:
+        merged = replace(merged, recordings={**merged.recordings, **retry})
     return _rewant(merged, at, minimum)
 
 

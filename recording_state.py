@@ -113,6 +113,11 @@ class Conference:
 Mutation = Callable[[Optional[Conference]], Optional[Conference]]
 
 
+def parked_key(room: str, conference_sid: str) -> str:
+    """Where an ended conference waits for its recordings once a newer one has taken its room."""
+    return f"{room}#{conference_sid}"
+
+
 class StateStore(Protocol):
     """What the controller needs from a store; the Redis store implements the same."""
 

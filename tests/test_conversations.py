@@ -32,6 +32,7 @@ class Phone:
         self.app = app
         self.client = app.test_client()
         self.clock = 1_800_000_000
+        self.conference_sid = CONF
 
     def post(self, path, form, query=""):
         url = f"https://quorum.example.com{path}{'?' + query if query else ''}"
@@ -45,7 +46,7 @@ class Phone:
 
     def conference(self, event, call=None):
         self.clock += 1
-        form = {"ConferenceSid": CONF, "FriendlyName": ROOM, "StatusCallbackEvent": event,
+        form = {"ConferenceSid": self.conference_sid, "FriendlyName": ROOM, "StatusCallbackEvent": event,
                 "Timestamp": formatdate(self.clock, usegmt=True)}
         self.post("/voice/conference-status", form | ({"CallSid": call} if call else {}))
 
@@ -306,3 +307,35 @@ def test_live_conversation_is_listed_while_it_runs(tmp_path, signalwire, fake_ca
     assert live["status"] == "live" and live["ended_at"] is None
     assert [c["from"] for c in live["channels"]] == [HOST, GUEST]
     assert live["recording_timeline"][0]["state"] == "recording"
+
+
+def test_next_call_in_the_room_does_not_swallow_the_previous_conversation(phone, tmp_path):
+    """A ends; B starts in the same room before A's recording reports completed."""
+    start_call(phone, ("A", HOST), ("B", GUEST))
+    phone.recording(MIX, "in-progress")
+    for call in ("A", "B"):
+        phone.conference("participant-leave", call)
+    phone.conference("conference-end")
+    phone.settle()
+    previous, phone.conference_sid = CONF, "7e8f9a0b-1c2d-4e3f-8a4b-5c6d7e8f9a0b"
+    start_call(phone, ("C", OTHER))  # the room's next conference
+    assert phone.state().conference_sid == phone.conference_sid and phone.state().recordings == {}
+    parked = phone.app.extensions["quorum.store"].get(f"{ROOM}#{previous}")
+    assert parked.ended and MIX in parked.recordings
+    for sid in parked.recordings:  # A's recordings report completed late: they must still find A
+        phone.recording(sid, "completed")
+    assert phone.app.extensions["quorum.processor"].wait_idle(20)
+    archived = phone.app.extensions["quorum.archive"].find(previous)
+    assert archived["status"] == "ready" and archived["audio"]["wav_file"] == "mix.wav"
+    assert phone.state().recordings == {} and phone.state().present() == ["C"]
+
+
+def test_late_callback_for_an_archived_recording_changes_nothing(phone):
+    start_call(phone, ("A", HOST), ("B", GUEST))
+    phone.recording(MIX, "in-progress")
+    phone.finish()
+    for status in ("in-progress", "completed"):
+        response = phone.post("/voice/recording-status", {"RecordingSid": MIX, "RecordingStatus": status},
+                              query=f"room=%2B{ROOM[1:]}")
+        assert response.headers["X-Quorum-Outcome"] == "stale"
+    assert phone.app.extensions["quorum.store"].rooms() == []

@@ -195,3 +195,12 @@ def _run_commands(conf: Conference) -> Conference:
     while (action := policy.next_action(conf)) is not None:
         conf = policy.command_result(conf, action.recording_sid, action.target, 999.0)
     return conf
+
+
+def test_a_failed_participant_recording_is_commanded_again_after_a_read():
+    """The REST read lists conference recordings only, so a participant's own is re-sent, not trusted."""
+    conf = policy.recording_created(joined(conference(), "A"), "A", "own-1", 101.0)
+    conf = policy.command_result(conf, "own-1", FAILED, 102.0)
+    assert policy.next_action(conf) is None
+    recovered = policy.recover(policy.unverify(conf), policy.Snapshot("in-progress", ("A",), {}), 103.0, 2)
+    assert policy.next_action(recovered) == policy.Action("conf-1", "own-1", PAUSED, "A")

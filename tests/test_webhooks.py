@@ -1,5 +1,6 @@
 """The /voice routes through Flask's test client, with SignalWire's REST API faked over HTTP."""
 
+import json
 import time
 import xml.etree.ElementTree as ET
 from email.utils import formatdate
@@ -356,3 +357,22 @@ def test_healthz(client, events):
        query=st.dictionaries(st.sampled_from(["room", "call", "x"]), st.text(max_size=20), max_size=2))
 def test_no_signed_input_makes_a_500(post_signed, signalwire, path, form, query):
     assert post_signed(path, form, query=query).status_code < 500
+
+
+def test_a_read_answered_after_the_room_moved_on_is_not_applied_to_the_next_conference(events, signalwire, app):
+    """A recovery read of conference A is in flight when A ends and B starts in the same room."""
+    def answer_late(request):
+        events.conference("conference-end", at=1_800_000_020)
+        events.conference("participant-join", "D", at=1_800_000_030, conference="next-conference")
+        return 200, {}, json.dumps({"sid": CONF, "status": "in-progress"})
+
+    conference = f"{API_BASE}/Conferences/{CONF}"
+    signalwire.add_callback(responses.GET, f"{conference}.json", callback=answer_late)
+    signalwire.add(responses.GET, f"{conference}/Participants.json", json={
+        "participants": [{"call_sid": "A"}, {"call_sid": "B"}], "page": 0, "page_size": 50, "next_page_uri": None})
+    signalwire.add(responses.GET, f"{conference}/Recordings.json", json={
+        "recordings": [{"sid": REC, "status": "in-progress"}], "page": 0, "page_size": 50, "next_page_uri": None})
+    events.conference("participant-leave", "X")  # state begun mid-conference: read it first
+    events.settle()
+    assert events.state().conference_sid == "next-conference"
+    assert events.state().present() == ["D"] and events.state().recordings == {}
