@@ -122,9 +122,9 @@ def needs_recovery(conf: Conference) -> bool:
 
 def unverify(conf: Optional[Conference]) -> Optional[Conference]:
     """Ask for a fresh REST read of a live conference (the periodic reconciler)."""
-    if conf is None or conf.ended or not conf.verified:
+    if conf is None or conf.ended or conf.recheck:
         return conf
-    return replace(conf, verified=False)
+    return replace(conf, recheck=True)
 
 
 def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float, minimum: int) -> Optional[Conference]:
@@ -132,7 +132,7 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     if conf is None:
         return None
     if snapshot is None or snapshot.status == "completed":
-        return replace(conference_ended(conf, at), verified=True)
+        return replace(conference_ended(conf, at), verified=True, recheck=False)
     # Presence is ordered on SignalWire's clock. Stamp what the read says with the newest event time
     # seen, never our own clock: a callback that happens after the read must still win, even in the
     # same second (SignalWire's Timestamp has one-second resolution).
@@ -141,7 +141,7 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     for call in set(conf.participants) | set(snapshot.present):
         seen, on_the_line = conf.participants.get(call), call in snapshot.present
         participants[call] = seen if seen is not None and seen.present == on_the_line else Presence(on_the_line, newest)
-    merged = replace(conf, participants=participants, verified=True)
+    merged = replace(conf, participants=participants, verified=True, recheck=False)
     for sid, status in snapshot.recordings.items():
         state = API_RECORDING_STATES.get(status, GONE)
         if merged.recordings.get(sid) not in (GONE, state):
@@ -156,7 +156,7 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
 
 def assume_verified(conf: Optional[Conference]) -> Optional[Conference]:
     """Go on with what the callbacks told us when the REST API refuses to be read."""
-    return None if conf is None else replace(conf, verified=True)
+    return None if conf is None else replace(conf, verified=True, recheck=False)
 
 
 def conference_ended(conf: Conference, at: float) -> Conference:
@@ -237,6 +237,9 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
     if conf.wanted == RECORDING:
         for call_sid in _callers_to_record(conf):
             return Action(conf.conference_sid, None, CREATE, call_sid)
+    if conf.recheck and (conf.recordings or len(conf.participants) >= 2):
+        # Known state's commands go first: a routine re-read must not delay a pause.
+        return Action(conf.conference_sid, None, RECOVER)
     return None
 
 

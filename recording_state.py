@@ -77,6 +77,7 @@ class Conference:
     unrecordable: tuple = ()  # calls whose own recording SignalWire refused to start
     wanted: str = PAUSED
     verified: bool = False  # seen from its start, or rebuilt from the REST API
+    recheck: bool = False  # the reconciler asks for a fresh REST read, after any command due
     ended: bool = False
     status: str = LIVE  # LIVE, then PROCESSING once ended and every recording has reported its end
     started_at: float = 0.0  # SignalWire's clock: orders conferences that share a room

@@ -204,3 +204,13 @@ def test_a_failed_participant_recording_is_commanded_again_after_a_read():
     assert policy.next_action(conf) is None
     recovered = policy.recover(policy.unverify(conf), policy.Snapshot("in-progress", ("A",), {}), 103.0, 2)
     assert policy.next_action(recovered) == policy.Action("conf-1", "own-1", PAUSED, "A")
+
+
+def test_a_routine_re_read_waits_behind_a_due_command():
+    conf = policy.recording_status(joined(conference(), "A", "B"), "rec-1", "in-progress", 102.0)
+    conf = policy.unverify(policy.participant_event(conf, "B", False, 103.0, 2))
+    assert policy.next_action(conf) == policy.Action("conf-1", "rec-1", PAUSED)
+    conf = policy.command_result(conf, "rec-1", PAUSED, 104.0)
+    assert policy.next_action(conf) == policy.Action("conf-1", None, policy.RECOVER)
+    settled = policy.recover(conf, policy.Snapshot("in-progress", ("A",), {"rec-1": "paused"}), 105.0, 2)
+    assert policy.next_action(settled) is None and not settled.recheck
