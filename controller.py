@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 import policy
 from command_queue import CommandQueue
-from recording_state import LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, parked_key
+from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, parked_key,
+                             stored_conferences)
 
 log = logging.getLogger("quorum.controller")
 
@@ -119,11 +120,9 @@ class RecordingController:
         conf = self._store.get(room)
         if conf is not None and recording_sid in conf.recordings:
             return room
-        for key in self._store.rooms():
-            if key.startswith(room + "#"):
-                parked = self._store.get(key)
-                if parked is not None and recording_sid in parked.recordings:
-                    return key
+        for key, parked in stored_conferences(self._store):
+            if key.startswith(room + "#") and recording_sid in parked.recordings:
+                return key
         return room
 
     def sweep(self) -> int:
@@ -131,10 +130,7 @@ class RecordingController:
         and retry processing that a dead process left unfinished. Returns how many were handed over."""
         now = self._clock()
         handed = 0
-        for room in self._store.rooms():
-            conf = self._store.get(room)
-            if conf is None:
-                continue
+        for room, conf in stored_conferences(self._store):
             if conf.status == PROCESSING:
                 self._processor.submit(room)
             elif self._expired(conf, now):

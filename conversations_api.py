@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, jsonify, request
 import conversation
 from archive import Archive, valid_id
 from auth import require_bearer
-from recording_state import StateStore
+from recording_state import StateStore, stored_conferences
 
 bp = Blueprint("conversations", __name__, url_prefix="/api")
 
@@ -60,8 +60,7 @@ def get_conversation(conversation_id: str):
 def all_conversations(store: StateStore, archive: Archive) -> List[dict]:
     """Live and processing conversations from the store, then the archive's; newest first."""
     now = time.time()
-    live = [conversation.record(conf, now) for conf in (store.get(room) for room in store.rooms())
-            if conf is not None and conf.conference_sid]
+    live = [conversation.record(conf, now) for _, conf in stored_conferences(store) if conf.conference_sid]
     known = {c["id"] for c in live}
     archived = [c for c in archive.all() if c.get("id") not in known]
     return sorted(live + archived, key=lambda c: c.get("started_at") or "", reverse=True)
@@ -69,9 +68,8 @@ def all_conversations(store: StateStore, archive: Archive) -> List[dict]:
 
 def find_conversation(store: StateStore, archive: Archive, conversation_id: str) -> Optional[dict]:
     """The conversation with this id, live or archived."""
-    for room in store.rooms():
-        conf = store.get(room)
-        if conf is not None and conf.conference_sid == conversation_id:
+    for _, conf in stored_conferences(store):
+        if conf.conference_sid == conversation_id:
             return conversation.record(conf, time.time())
     return archive.find(conversation_id)
 

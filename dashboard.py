@@ -26,7 +26,7 @@ import conversation
 from archive import Archive, valid_id
 from auth import OFF_MESSAGE, bearer_token, token_matches
 from conversations_api import all_conversations, find_conversation
-from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Caller, Conference, StateStore
+from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Caller, Conference, StateStore, stored_conferences
 
 bp = Blueprint("dashboard", __name__)
 
@@ -186,7 +186,7 @@ def media(conversation_id: str, name: str):
 def _live_data() -> dict:
     """Active conferences (oldest first), a one-line summary for screen readers, and when."""
     now = time.time()
-    conferences = sorted((c for c in (_store().get(room) for room in _store().rooms()) if c and not c.ended),
+    conferences = sorted((c for _, c in stored_conferences(_store()) if not c.ended),
                          key=lambda c: (c.opened_at, c.room))
     items = [{**live_conference(c, now),
               "url": url_for(".conversation_page", conversation_id=c.conference_sid) if c.conference_sid else None}

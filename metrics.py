@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from recording_state import GONE, PAUSED, RECORDING, StateStore
+from recording_state import GONE, PAUSED, RECORDING, StateStore, stored_conferences
 
 REST_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 6.0, 12.0)
 
@@ -79,7 +79,7 @@ class _StateCollector:
 
     def collect(self) -> Iterable:
         """Yield the gauges."""
-        conferences = [c for c in (self._store.get(room) for room in self._store.rooms()) if c is not None]
+        conferences = [conf for _, conf in stored_conferences(self._store)]
         yield GaugeMetricFamily("quorum_command_queue_depth", "Rooms waiting for or under a REST command "
                                 "(this process).", value=self._queue_depth())
         yield GaugeMetricFamily("quorum_active_conferences", "Conferences not yet ended.",

@@ -174,8 +174,7 @@ def recording_status(conf: Conference, recording_sid: str, status: str, at: floa
     `call_sid` (from our callback URL) marks a participant's own recording.
     """
     if call_sid and _owner(conf, recording_sid) != call_sid:
-        info = replace(conf.recording_info.get(recording_sid) or RecordingInfo(), call_sid=call_sid)
-        conf = replace(conf, recording_info={**conf.recording_info, recording_sid: info})
+        conf = _with_info(conf, recording_sid, call_sid=call_sid)
     known = conf.recordings.get(recording_sid)
     if status == "in-progress":
         if known is not None:
@@ -183,10 +182,16 @@ def recording_status(conf: Conference, recording_sid: str, status: str, at: floa
         return _confirmed(conf, recording_sid, RECORDING, at)
     if status in RECORDING_DONE and known != GONE:
         info = conf.recording_info.get(recording_sid) or RecordingInfo()
-        info = replace(info, url=url or info.url, duration_s=duration_s if duration_s is not None else info.duration_s)
-        conf = replace(conf, recording_info={**conf.recording_info, recording_sid: info})
+        conf = _with_info(conf, recording_sid, url=url or info.url,
+                          duration_s=duration_s if duration_s is not None else info.duration_s)
         return _confirmed(conf, recording_sid, GONE, at)
     return conf
+
+
+def _with_info(conf: Conference, recording_sid: str, **changes) -> Conference:
+    """`conf` with some of one recording's RecordingInfo fields changed."""
+    info = replace(conf.recording_info.get(recording_sid) or RecordingInfo(), **changes)
+    return replace(conf, recording_info={**conf.recording_info, recording_sid: info})
 
 
 def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: Optional[str],
@@ -196,8 +201,7 @@ def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: 
         return None
     if recording_sid is None:
         return replace(conf, unrecordable=conf.unrecordable + (call_sid,))
-    info = replace(conf.recording_info.get(recording_sid) or RecordingInfo(), call_sid=call_sid)
-    conf = replace(conf, recording_info={**conf.recording_info, recording_sid: info})
+    conf = _with_info(conf, recording_sid, call_sid=call_sid)
     if conf.recordings.get(recording_sid) is not None:
         return conf  # its in-progress callback got here first
     return _confirmed(conf, recording_sid, RECORDING, at)

@@ -12,7 +12,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Callable, Dict, List, Optional, Protocol
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 RECORDING = "recording"
 PAUSED = "paused"
@@ -112,6 +112,14 @@ class Conference:
 
 
 Mutation = Callable[[Optional[Conference]], Optional[Conference]]
+
+
+def stored_conferences(store: "StateStore") -> Iterator[Tuple[str, Conference]]:
+    """(key, conference) for everything the store holds, skipping keys that vanished meanwhile."""
+    for key in store.rooms():
+        conf = store.get(key)
+        if conf is not None:
+            yield key, conf
 
 
 def parked_key(room: str, conference_sid: str) -> str:
