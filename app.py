@@ -54,9 +54,9 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=6 * config.signalwire_timeout_s + 5,
                             recording_callback=lambda room, call: laml.recording_callback_url(config.public_url, room, call),
                             on_done=events.announce if events else lambda conf, action: None,
-                            workers=config.signalwire_concurrency)
+                            workers=config.signalwire_concurrency, reads_per_s=config.reconcile_max_reads_per_s)
     controller = RecordingController(store, commands, processor, config.min_participants, config.end_grace_s,
-                                     config.reconcile_interval_s, config.records_caller)
+                                     config.reconcile_interval_s, config.records_caller, gateway=gateway)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
                               reconcile_s=config.reconcile_interval_s)
     housekeeper.start()

@@ -4,34 +4,169 @@ A webhook only "kicks" its room. A worker then reads the room's state, sends the
 command it needs, records the result and reads again, until the confirmed state
 matches the wanted state. Kicks that arrive while a room is being worked on only ask
 for one more pass, so rapid flip-flops coalesce into the latest wanted state.
+
+REST reads of a conference go to a separate, lower-priority path (`ReadQueue`) within a
+budget of reads per second shared by every process, so a read never delays a pause.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import threading
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import policy
 from keyed_workers import KeyedWorkers
 from recording_state import FAILED, GONE, UNSURE, Conference, StateStore
-from signalwire_gateway import Outcome, SignalWireGateway
+from signalwire_gateway import READS_PER_CONFERENCE, Outcome, SignalWireGateway
 
 log = logging.getLogger("quorum.commands")
 
-MAX_ATTEMPTS = 5
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 LOCK_POLL_S = 0.05
+URGENT_READ_ATTEMPTS = 5  # then decide on what the callbacks said rather than not at all
+BUDGET_POLL_S = 0.05
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (1, 2, ...): doubling, capped."""
+    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (attempt - 1))
+
+
+class DelayedKicks(threading.Thread):
+    """One thread that calls `kick(key)` once each delay has passed (retries without holding a worker)."""
+
+    def __init__(self, kick: Callable[[str], None], name: str):
+        super().__init__(name=name, daemon=True)
+        self._kick = kick
+        self._due: List[Tuple[float, str]] = []
+        self._firing = 0  # kicks popped but not yet handed over, so `pending` never blinks to 0
+        self._cond = threading.Condition()
+        self._stopped = False
+        self.start()
+
+    def later(self, key: str, delay_s: float) -> None:
+        """Kick `key` after `delay_s` seconds."""
+        with self._cond:
+            heapq.heappush(self._due, (time.monotonic() + delay_s, key))
+            self._cond.notify()
+
+    def pending(self) -> int:
+        """Kicks still to come."""
+        with self._cond:
+            return len(self._due) + self._firing
+
+    def stop(self) -> None:
+        """Drop what is still to come and end the thread."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def run(self) -> None:
+        """Kick each key when it falls due."""
+        with self._cond:
+            while not self._stopped:
+                if not self._due:
+                    self._cond.wait()
+                    continue
+                wait = self._due[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, key = heapq.heappop(self._due)
+                self._firing += 1
+                self._cond.release()
+                try:
+                    self._kick(key)
+                finally:
+                    self._cond.acquire()
+                    self._firing -= 1
+
+
+class ReadQueue:
+    """REST reads of conferences: urgent ones (a decision waits) before routine ones, each room once,
+    at most `reads_per_s` GETs per second across every process sharing the store."""
+
+    def __init__(self, read: Callable[[str], None], store: StateStore, reads_per_s: int, readers: int = 2,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._read = read
+        self._store = store
+        self._reads_per_s = reads_per_s
+        self._sleep = sleep
+        self._heap: List[Tuple[int, int, str]] = []
+        self._queued: Dict[str, int] = {}  # room -> priority it is queued at
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._stopped = False
+        self._threads = [threading.Thread(target=self._serve, name=f"quorum-read-{i}", daemon=True)
+                         for i in range(readers)]
+        for thread in self._threads:
+            thread.start()
+
+    def request(self, room: str, urgent: bool) -> None:
+        """Read `room` soon; a room already queued is queued once, at the higher priority."""
+        priority = 0 if urgent else 1
+        with self._cond:
+            if self._queued.get(room, 2) <= priority:
+                return
+            self._queued[room] = priority
+            heapq.heappush(self._heap, (priority, next(self._seq), room))
+            self._cond.notify()
+
+    def take_budget(self, reads: int) -> None:
+        """Block until `reads` more GETs fit the shared per-second budget."""
+        while not self._stopped and not self._store.take_reads(reads, self._reads_per_s):
+            self._sleep(BUDGET_POLL_S)
+
+    def depth(self) -> int:
+        """Rooms waiting for or under a read."""
+        with self._cond:
+            return len(self._queued) + self._busy
+
+    def stop(self) -> None:
+        """Stop serving once the reads under way finish."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def _next(self) -> Optional[str]:
+        """The next room to read (waiting for one), or None once stopped."""
+        with self._cond:
+            while not self._stopped:
+                while self._heap:
+                    priority, _, room = heapq.heappop(self._heap)
+                    if self._queued.get(room) == priority:  # else a stale, superseded entry
+                        del self._queued[room]
+                        self._busy += 1
+                        return room
+                self._cond.wait()
+            return None
+
+    def _serve(self) -> None:
+        """Read rooms until stopped."""
+        while (room := self._next()) is not None:
+            try:
+                self._read(room)
+            except Exception:  # a reader must never die: the next round asks again
+                log.exception("read of room %s crashed", room)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
 
 
 class CommandQueue:
-    """Per-room serial execution of pause/resume commands on a small thread pool."""
+    """Per-room serial execution of pause/resume commands on a small thread pool, plus the read path."""
 
     def __init__(self, store: StateStore, gateway: SignalWireGateway, min_participants: int,
                  lock_ttl_s: float, recording_callback: Callable[[str, str], str],
                  on_done: Callable[[Conference, policy.Action], None] = lambda conf, action: None,
-                 workers: int = 8, clock: Callable[[], float] = time.time,
+                 workers: int = 8, reads_per_s: int = 5, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
         self._store = store
         self._gateway = gateway
@@ -41,49 +176,76 @@ class CommandQueue:
         self._on_done = on_done  # told of every command that succeeded, with the state after it
         self._clock = clock
         self._sleep = sleep
-        self._workers = KeyedWorkers(self._reconcile, workers, "quorum-cmd")
+        self._attempts: Dict[str, int] = {}  # room -> retryable failures in a row (commands or reads)
+        self._attempts_lock = threading.Lock()
+        self._workers = KeyedWorkers(self._drive, workers, "quorum-cmd")
+        self._later = DelayedKicks(self.kick, "quorum-retry")
+        self.reads = ReadQueue(self._read, store, reads_per_s, sleep=sleep)
 
     def kick(self, room: str) -> None:
-        """Make sure the room is reconciled soon; never blocks on the API."""
+        """Make sure the room is brought to its wanted state soon; never blocks on the API."""
         self._workers.submit(room)
 
+    def read(self, room: str, urgent: bool = False) -> None:
+        """Ask for a REST read of the room's conference on the read path."""
+        self.reads.request(room, urgent)
+
     def depth(self) -> int:
-        """Rooms waiting for or under a command."""
-        return self._workers.depth()
+        """Rooms waiting for or under a command or a read."""
+        return self._workers.depth() + self.reads.depth()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until no room is pending (for tests and shutdown); False on timeout."""
-        return self._workers.wait_idle(timeout)
+        """Block until no command, read or retry is pending (tests and shutdown); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._workers.depth() or self.reads.depth() or self._later.pending():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def shutdown(self) -> None:
         """Stop taking work and let running commands finish."""
+        self._later.stop()
+        self.reads.stop()
         self._workers.shutdown()
 
-    def _reconcile(self, room: str) -> None:
-        """Send commands until the room's recordings match the wanted state."""
-        attempts = 0
-        while policy.next_action(self._store.get(room)) is not None:
+    def _drive(self, room: str) -> None:
+        """Send commands until the room's recordings match the wanted state, or hand over to the read path."""
+        while (action := policy.next_action(self._store.get(room))) is not None:
+            if action.target == policy.RECOVER:
+                self.reads.request(room, action.urgent)
+                return
             token = self._store.try_lock(f"room:{room}", self._lock_ttl_s)
             if token is None:  # another process is acting on this room; look again shortly
                 self._sleep(LOCK_POLL_S)
                 continue
             try:
-                outcome = self._act_once(room, last_try=attempts + 1 >= MAX_ATTEMPTS)
+                outcome = self._act_once(room)
             finally:
                 self._store.unlock(f"room:{room}", token)
-            if outcome is Outcome.RETRY and attempts + 1 < MAX_ATTEMPTS:
-                attempts += 1
-                self._sleep(min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (attempts - 1)))
-            else:
-                attempts = 0
+            if outcome is Outcome.RETRY:
+                self._later.later(room, backoff(self._failed(room)))
+                return  # the retry comes back as a kick: no worker waits through the backoff
+            self._succeeded(room)
 
-    def _act_once(self, room: str, last_try: bool) -> Optional[Outcome]:
+    def _failed(self, room: str) -> int:
+        """Count one more retryable failure for the room; returns the count."""
+        with self._attempts_lock:
+            self._attempts[room] = self._attempts.get(room, 0) + 1
+            return self._attempts[room]
+
+    def _succeeded(self, room: str) -> None:
+        """Reset the room's failure count."""
+        with self._attempts_lock:
+            self._attempts.pop(room, None)
+
+    def _act_once(self, room: str) -> Optional[Outcome]:
         """Under the room's lock: re-read, send the one command due, and record what is now known."""
         action = policy.next_action(self._store.get(room))
-        if action is None:
+        if action is None or action.target == policy.RECOVER:
             return None
         outcome, result = self._send(room, action)
-        conf = self._store.mutate(room, self._change(action, outcome, result, self._clock(), last_try))
+        conf = self._store.mutate(room, _for_conference(action, self._command_change(action, outcome, result)))
         recording = result if action.target == policy.CREATE else action.recording_sid
         log.info("room=%s conference=%s recording=%s call=%s action=%s outcome=%s", room, action.conference_sid,
                  recording, action.call_sid, action.target, outcome.value)
@@ -92,37 +254,64 @@ class CommandQueue:
         return outcome
 
     def _send(self, room: str, action: policy.Action) -> Tuple[Outcome, object]:
-        """The REST call an action stands for; returns its outcome and what it read or created."""
-        if action.target == policy.RECOVER:
-            return self._gateway.read_conference(action.conference_sid)
+        """The REST call a command stands for; returns its outcome and what it created."""
         if action.target == policy.CREATE:
             return self._gateway.record_call(action.call_sid, self._recording_callback(room, action.call_sid))
         return self._gateway.set_recording(action.conference_sid, action.recording_sid, action.target,
                                            action.call_sid), None
 
-    def _change(self, action: policy.Action, outcome: Outcome, result, now: float, last_try: bool) -> Callable:
-        """The state change that records what an action's outcome tells us, for that conference only:
-        the room may hold a newer conference by the time the answer comes."""
-        change = self._outcome_change(action, outcome, result, now, last_try)
-        return lambda conf: change(conf) if conf is not None and conf.conference_sid == action.conference_sid else conf
-
-    def _outcome_change(self, action: policy.Action, outcome: Outcome, result, now: float,
-                        last_try: bool) -> Callable:
-        """What an action's outcome changes in its conference."""
-        if action.target == policy.RECOVER:
-            if outcome is Outcome.RETRY and not last_try:
-                return lambda conf: conf
-            if outcome is Outcome.GONE:
-                return lambda conf: policy.recover(conf, None, now, self._minimum)  # the conference is over
-            if outcome is not Outcome.OK:
-                return policy.assume_verified
-            return lambda conf: policy.recover(conf, result, now, self._minimum)
+    def _command_change(self, action: policy.Action, outcome: Outcome, result) -> Callable:
+        """What a command's outcome changes in its conference."""
+        now = self._clock()
         if action.target == policy.CREATE:
             # Never retried: a create that timed out may have worked, and a second would record the caller
             # twice. If it did work, its in-progress callback names the call and it is managed from then on.
             return lambda conf: policy.recording_created(conf, action.call_sid, result, now)
-        if outcome is Outcome.RETRY and not last_try:
-            state = UNSURE  # it may have taken effect: resend whatever is wanted next, even the old state
-        else:
-            state = {Outcome.OK: action.target, Outcome.GONE: GONE}.get(outcome, FAILED)
-        return lambda conf: policy.command_result(conf, action.recording_sid, state, now)
+        # A retryable failure may or may not have taken effect: the recording is unsure, and whatever is
+        # wanted next is sent again, even the old state. Never given up on while the conference is live.
+        state = {Outcome.OK: action.target, Outcome.GONE: GONE, Outcome.RETRY: UNSURE}.get(outcome, FAILED)
+        return lambda conf: policy.command_result(conf, action.recording_sid, state, now, action.target)
+
+    def _read(self, room: str) -> None:
+        """On the read path: read the room's conference if it still needs it, merge, then kick commands."""
+        conf = self._store.get(room)
+        if conf is None or conf.ended or conf.conference_sid is None or not (policy.needs_recovery(conf)
+                                                                              or conf.recheck):
+            return
+        token = self._store.try_lock(f"read:{room}", self._lock_ttl_s)
+        if token is None:
+            return  # another process is reading it now
+        try:
+            urgent = policy.needs_recovery(conf)
+            self.reads.take_budget(READS_PER_CONFERENCE)
+            conf = self._store.get(room) or conf
+            start = policy.read_start(conf)
+            outcome, snapshot = self._gateway.read_conference(conf.conference_sid)
+            change = self._read_change(room, outcome, snapshot, start, urgent)
+            self._store.mutate(room, _for_conference(policy.Action(conf.conference_sid, None, policy.RECOVER),
+                                                     change))
+        finally:
+            self._store.unlock(f"read:{room}", token)
+        log.info("room=%s conference=%s action=read outcome=%s", room, conf.conference_sid, outcome.value)
+        self.kick(room)
+
+    def _read_change(self, room: str, outcome: Outcome, snapshot, start: policy.ReadStart, urgent: bool) -> Callable:
+        """What a read's outcome changes; a failed read is tried again later."""
+        now = self._clock()
+        if outcome is Outcome.OK:
+            self._succeeded(room)
+            return lambda conf: policy.recover(conf, snapshot, now, self._minimum, start)
+        if outcome is Outcome.GONE:
+            return lambda conf: policy.recover(conf, None, now, self._minimum, start)  # the conference is over
+        if outcome is Outcome.RETRY:
+            attempts = self._failed(room)
+            if not (urgent and attempts >= URGENT_READ_ATTEMPTS):
+                self._later.later(room, backoff(attempts))
+                return lambda conf: conf
+        self._succeeded(room)
+        return policy.assume_verified  # the API will not tell us: go on with what the callbacks said
+
+
+def _for_conference(action: policy.Action, change: Callable) -> Callable:
+    """`change` applied only to the action's own conference: the room may hold a newer one by the answer."""
+    return lambda conf: change(conf) if conf is not None and conf.conference_sid == action.conference_sid else conf

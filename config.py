@@ -12,6 +12,7 @@ TRIM_CHOICES = ("do-not-trim", "trim-silence")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PER_NUMBER = "per-number"
 PARTICIPANT_RECORDING_CHOICES = ("off", "inbound")
+READS_PER_CONFERENCE = 3  # GETs in one conference read: the conference, its participants, its recordings
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,7 @@ class Config:
     redis_url: Optional[str] = None
     redis_namespace: str = "quorum"
     reconcile_interval_s: float = 60.0
+    reconcile_max_reads_per_s: int = 5
 
     def records_caller(self, number: str) -> bool:
         """Whether a caller gets a recording of their own (PARTICIPANT_RECORDING, RECORD_PARTICIPANTS)."""
@@ -129,6 +131,7 @@ _PARSERS = {
     "signalwire_timeout_s": _parse_number(float),
     "end_grace_s": _parse_number(float),
     "reconcile_interval_s": _parse_number(float),
+    "reconcile_max_reads_per_s": _parse_number(int),
     "log_level": _parse_upper,
 }
 
@@ -155,6 +158,9 @@ def _check(config: Config) -> None:
         raise ConfigError("END_GRACE_S", "must be 0 or more")
     if config.reconcile_interval_s < 0:
         raise ConfigError("RECONCILE_INTERVAL_S", "must be 0 (off) or more")
+    if config.reconcile_max_reads_per_s < READS_PER_CONFERENCE:
+        raise ConfigError("RECONCILE_MAX_READS_PER_S",
+                          f"must be at least {READS_PER_CONFERENCE} (one conference read), got {config.reconcile_max_reads_per_s}")
     if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL", f"must start with redis://, rediss:// or unix://, got {config.redis_url!r}")
     if not config.conference_room:

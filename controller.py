@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, Optional, Tuple
 
 import policy
 from command_queue import CommandQueue
+from signalwire_gateway import LiveConference, Outcome, SignalWireGateway
 from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, parked_key,
                              stored_conferences)
 
 log = logging.getLogger("quorum.controller")
+
+QUIET_ROUNDS = 2  # reconcile rounds without a change before a conference is read once, to catch a lost callback
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class RecordingController:
     def __init__(self, store: StateStore, commands: CommandQueue, processor, min_participants: int,
                  end_grace_s: float, reconcile_interval_s: float = 0,
                  records_caller: Callable[[str], bool] = lambda number: False,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, gateway: Optional[SignalWireGateway] = None):
         self._store = store
         self._commands = commands
         self._processor = processor  # has .submit(room)
@@ -55,7 +58,9 @@ class RecordingController:
         self._grace = end_grace_s
         self._reconcile_interval_s = reconcile_interval_s
         self._records_caller = records_caller
+        self._gateway = gateway
         self._clock = clock
+        self._rounds: Dict[str, Tuple[int, int]] = {}  # key -> (version, reconcile rounds it has not changed)
 
     def inbound_call(self, call_sid: str, from_: str, to: str) -> None:
         """Remember who a call is until it joins its conference (join callbacks do not say)."""
@@ -65,7 +70,7 @@ class RecordingController:
         """Apply a conference or participant event; returns what happened, for logs and tests."""
         if self._store.is_retired(event.conference_sid):
             return "stale"
-        caller = self._caller(event.call_sid) if event.kind == "participant-join" else None
+        caller = self._caller(event.call_sid) if event.kind in ("participant-join", "participant-leave") else None
         now = self._clock()
         displaced = {}
 
@@ -101,18 +106,26 @@ class RecordingController:
         if self._store.is_retired(event.recording_sid):
             return "stale"  # its conversation is archived: a late or retried callback
         key = event.room if event.status == "in-progress" else self._holder(event.room, event.recording_sid)
-        sids = {}
+        sids, displaced = {}, {}
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
+            displaced.clear()  # a retried mutation starts over
+            if conf is not None and conf.ended and event.recording_sid not in conf.recordings:
+                # A recording we do not know yet belongs to the room's next conference, never to an ended
+                # one: the ended conference moves aside and a fresh one holds the recording.
+                displaced["conference"] = conf
+                conf = None
             if conf is None:
                 if event.status != "in-progress":
                     return None  # the end of a recording we no longer track
-                conf = policy.new_conference(event.room, None, event.at, self._minimum)
+                conf = policy.new_conference(event.room, None, event.at, self._minimum, self._clock())
             sids["conference"] = conf.conference_sid
             return self._finish_if_done(policy.recording_status(
                 conf, event.recording_sid, event.status, event.at, event.url, event.duration_s, event.call_sid))
 
         result = self._store.mutate(key, apply)
+        if displaced:
+            self._park(displaced["conference"], self._clock())
         return self._after(key, result, f"recording={event.recording_sid} {event.status}", sids.get("conference"))
 
     def _holder(self, room: str, recording_sid: str) -> str:
@@ -142,17 +155,77 @@ class RecordingController:
         return handed
 
     def reconcile(self) -> int:
-        """Re-read every live conference from the REST API and fix what differs: the watchdog
-        for lost callbacks and failed commands. One process per interval does it."""
-        if self._store.try_lock("reconciler", max(1.0, 0.9 * self._reconcile_interval_s)) is None:
+        """The watchdog for lost callbacks and failed commands, one round at a time across processes.
+
+        One paged list of in-progress conferences finds those the store lost (adopted and read) and those
+        it holds but SignalWire does not list twice running (read: their end was probably lost). Beyond
+        that, only conferences that asked for a confirmation, and conferences quiet for QUIET_ROUNDS
+        rounds since they last changed, are read: routine reads, budgeted, behind every command.
+        Returns how many reads were asked for.
+        """
+        token = self._store.try_lock("reconciler", max(1.0, 0.9 * self._reconcile_interval_s))
+        if token is None:
+            return 0  # another process is in a round now
+        try:
+            return self._reconcile_round()
+        finally:
+            self._store.unlock("reconciler", token)
+
+    def _reconcile_round(self) -> int:
+        """One round of `reconcile`, under its lock."""
+        self._commands.reads.take_budget(1)
+        outcome, listed = self._gateway.list_live_conferences()
+        if outcome is not Outcome.OK:
             return 0
-        checked = 0
-        for room in self._store.rooms():
-            conf = self._store.mutate(room, policy.unverify)
-            if policy.next_action(conf) is not None:
-                self._commands.kick(room)
-                checked += 1
-        return checked
+        listed_sids = {live.sid for live in listed}
+        held = {conf.conference_sid: key for key, conf in stored_conferences(self._store) if conf.conference_sid}
+        asked = sum(self._adopt(live) for live in listed if live.sid not in held)
+        for key, conf in stored_conferences(self._store):
+            if self._needs_routine_read(key, conf, listed_sids):
+                self._store.mutate(key, policy.ask_confirmation)
+                self._commands.read(key)
+                asked += 1
+        return asked
+
+    def _adopt(self, live: LiveConference) -> int:
+        """Take on a conference SignalWire lists but the store does not know (state lost): read it now."""
+        if self._store.is_retired(live.sid) or not live.room:
+            return 0
+        now = self._clock()
+        displaced = {}
+
+        def apply(conf: Optional[Conference]) -> Optional[Conference]:
+            displaced.clear()
+            current = policy.adopt(conf, live.room, live.sid, live.created_at, self._minimum, now)
+            if current is None or current.conference_sid != live.sid:
+                return conf  # the room holds a newer conference
+            if conf is not None and conf.conference_sid not in (None, live.sid):
+                displaced["conference"] = conf
+            return current if current.recheck else replace(current, recheck=True)
+
+        adopted = self._store.mutate(live.room, apply)
+        if displaced:
+            self._park(displaced["conference"], now)
+        if adopted is None or adopted.conference_sid != live.sid:
+            return 0
+        log.info("room=%s conference=%s action=adopt", live.room, live.sid)
+        self._commands.read(live.room, urgent=True)
+        return 1
+
+    def _needs_routine_read(self, key: str, conf: Conference, listed: set) -> bool:
+        """Whether the reconciler should read this held conference now (see `reconcile`)."""
+        if conf.ended or conf.conference_sid is None:
+            self._rounds.pop(key, None)
+            return False
+        seen = self._rounds.get(key)
+        rounds = seen[1] + 1 if seen is not None and seen[0] == conf.version else 0
+        self._rounds[key] = (conf.version, rounds)
+        if conf.recheck:
+            return True
+        if conf.read_version == conf.version:
+            return False  # nothing changed since a read confirmed it
+        # Listed but never seen started, or started but no longer listed (a lost end), twice running.
+        return ((conf.conference_sid in listed) != conf.verified and rounds >= 1) or rounds == QUIET_ROUNDS
 
     def _caller(self, call_sid: Optional[str]) -> Optional[Caller]:
         """Who a joining call is, as the voice webhook told us, and whether to record it on its own."""
@@ -183,10 +256,11 @@ class RecordingController:
             return policy.conference_ended(conf, now)
         if event.kind in ("participant-join", "participant-leave") and event.call_sid:
             joined = event.kind == "participant-join"
-            after = policy.participant_event(conf, event.call_sid, joined, event.at, self._minimum)
+            after = policy.participant_event(conf, event.call_sid, joined, event.at, self._minimum,
+                                             known=caller is not None)
             if after is conf:
                 return conf  # a duplicate or a stale event
-            return policy.connection_event(after, event.call_sid, joined, now, caller)
+            return policy.connection_event(after, event.call_sid, joined, now, caller if joined else None)
         return conf
 
     def _finish_if_done(self, conf: Conference) -> Conference:

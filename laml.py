@@ -9,7 +9,9 @@ from signalwire.voice_response import Dial, VoiceResponse
 from config import PER_NUMBER
 
 STATUS_EVENTS = "start end join leave"
-RECORDING_EVENTS = "in-progress completed absent"
+# <Conference recordingStatusCallbackEvent>: documented values in-progress, completed, failed (default
+# "completed failed"); `absent` is for call recordings only. in-progress tells us the recording's sid.
+RECORDING_EVENTS = "in-progress completed failed"
 
 
 def recording_callback_url(public_base: str, room: str, call_sid: str = "") -> str:

@@ -6,16 +6,19 @@ one, so the rules can be tested without Flask, threads or SignalWire.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from recording_state import (FAILED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
                              Conference, Presence, RecordingInfo, Transition)
 
-# Recording statuses SignalWire reports in recording-status callbacks.
+# Recording statuses SignalWire reports in recording-status callbacks: `failed` for a conference recording,
+# `absent` for a call recording (Compatibility API, recordingStatusCallbackEvent).
 RECORDING_DONE = ("completed", "absent", "failed")
-# Recording statuses the REST API reports, as our confirmed states.
-API_RECORDING_STATES = {"in-progress": RECORDING, "resumed": RECORDING, "queued": RECORDING, "paused": PAUSED}
+# Recording statuses the REST API reports, as our confirmed states. `queued` is not one: SignalWire's own
+# update example answers `queued` with end_time set, so it says nothing about recording; we resend instead.
+API_RECORDING_STATES = {"in-progress": RECORDING, "resumed": RECORDING, "paused": PAUSED,
+                        "completed": GONE, "absent": GONE, "stopped": GONE, "failed": GONE}
 RECOVER = "recover"  # an Action target: read the conference from the REST API first
 CREATE = "create"  # an Action target: start a participant's own recording of `call_sid`
 
@@ -28,6 +31,7 @@ class Action:
     recording_sid: Optional[str]
     target: str  # RECORDING | PAUSED | RECOVER | CREATE
     call_sid: Optional[str] = None  # the call of a participant's own recording
+    urgent: bool = field(default=False, compare=False)  # a RECOVER that decisions wait for
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,24 @@ class Snapshot:
     status: str  # init | in-progress | completed
     present: tuple
     recordings: dict
+
+
+@dataclass(frozen=True)
+class ReadStart:
+    """What a REST read must know of the state it began from to merge without losing a callback."""
+
+    version: int  # the conference's version when the read was sent
+    stamp: float  # the newest SignalWire Timestamp seen by then: the read reflects SignalWire at or after it
+
+
+def read_start(conf: Conference) -> ReadStart:
+    """Where a read of `conf` begins."""
+    return ReadStart(conf.version, _newest(conf))
+
+
+def _newest(conf: Conference) -> float:
+    """The newest SignalWire Timestamp of any participant event."""
+    return max((p.at for p in conf.participants.values()), default=0.0)
 
 
 def wanted_state(present: int, minimum: int) -> str:
@@ -83,15 +105,24 @@ def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float,
     return new_conference(room, conference_sid, at, minimum, now)
 
 
-def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, minimum: int) -> Conference:
-    """Apply a join or leave; duplicates and events older than the call's newest are no-ops."""
+def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, minimum: int,
+                      known: bool = False) -> Conference:
+    """Apply a join or leave; duplicates and events older than the call's newest are no-ops.
+
+    SignalWire's Timestamp has one-second resolution and no sequence number: a conflicting event in the
+    same second as the call's newest is applied in arrival order, and a confirmation read is asked for.
+    """
     seen = conf.participants.get(call_sid)
+    tie = False
     if seen is not None:
-        stale = at < seen.at or (at == seen.at and not seen.present)  # a leave wins a tie
-        if stale or seen.present == joined:
+        if at < seen.at or seen.present == joined:
             return conf
-    participants = {**conf.participants, call_sid: Presence(joined, at)}
-    return _rewant(replace(conf, participants=participants, updated_at=max(conf.updated_at, at)), at, minimum)
+        tie = at == seen.at
+    known = known or (seen is not None and seen.known)
+    participants = {**conf.participants, call_sid: Presence(joined, at, conf.version + 1, known)}
+    changed = replace(conf, participants=participants, updated_at=max(conf.updated_at, at),
+                      recheck=conf.recheck or tie)
+    return _rewant(changed, at, minimum)
 
 
 def connection_event(conf: Conference, call_sid: str, joined: bool, now: float,
@@ -106,44 +137,58 @@ def connection_event(conf: Conference, call_sid: str, joined: bool, now: float,
 
 
 def conference_started(conf: Conference) -> Conference:
-    """A conference seen from its start: nothing about it was missed."""
+    """SignalWire started the conference (it does once two are in): trust the callbacks from here."""
     return conf if conf.verified else replace(conf, verified=True)
 
 
 def needs_recovery(conf: Conference) -> bool:
     """Whether deciding needs a REST read first: state begun mid-conference with something to decide on.
 
-    A recording needs two participants, so a conference that never had two and lost no one
-    has nothing we could have missed.
+    Calls that came through our voice webhook are known, so a conference of known calls is trusted as
+    its callbacks arrive, before `conference-start` (which SignalWire sends after the second join). A
+    recording needs two participants, so a conference that never had two and lost no one has nothing
+    we could have missed.
     """
+    if conf.verified or (conf.participants and all(p.known for p in conf.participants.values())):
+        return False
     departed = any(not p.present for p in conf.participants.values())
-    return not conf.verified and (bool(conf.recordings) or departed or len(conf.participants) >= 2)
+    return bool(conf.recordings) or departed or len(conf.participants) >= 2
 
 
-def unverify(conf: Optional[Conference]) -> Optional[Conference]:
-    """Ask for a fresh REST read of a live conference (the periodic reconciler)."""
+def ask_confirmation(conf: Optional[Conference]) -> Optional[Conference]:
+    """Ask for a confirmation REST read of a live conference."""
     if conf is None or conf.ended or conf.recheck:
         return conf
     return replace(conf, recheck=True)
 
 
-def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float, minimum: int) -> Optional[Conference]:
-    """Merge what the REST API reports into `conf`; a None snapshot means the conference is gone."""
+
+def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float, minimum: int,
+            start: Optional[ReadStart] = None) -> Optional[Conference]:
+    """Merge what a REST read reports into `conf`; a None snapshot means the conference is gone.
+
+    `start` is where the read began (default: `conf` itself). Anything a callback or command changed after
+    that is newer than the read and kept; the rest takes the read's word, stamped with the newest
+    Timestamp seen when the read began, so a later callback (even in the same second) still wins.
+    """
     if conf is None:
         return None
+    start = start or read_start(conf)
     if snapshot is None or snapshot.status == "completed":
-        return replace(conference_ended(conf, at), verified=True, recheck=False)
-    # Presence is ordered on SignalWire's clock. Stamp what the read says with the newest event time
-    # seen, never our own clock: a callback that happens after the read must still win, even in the
-    # same second (SignalWire's Timestamp has one-second resolution).
-    newest = max((p.at for p in conf.participants.values()), default=0.0)
-    participants = {}
+        return replace(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1)
+    participants = dict(conf.participants)
     for call in set(conf.participants) | set(snapshot.present):
         seen, on_the_line = conf.participants.get(call), call in snapshot.present
-        participants[call] = seen if seen is not None and seen.present == on_the_line else Presence(on_the_line, newest)
-    merged = replace(conf, participants=participants, verified=True, recheck=False)
+        if seen is not None and (seen.version > start.version or seen.present == on_the_line):
+            participants[call] = replace(seen, known=True) if seen.present == on_the_line else seen
+        else:
+            participants[call] = Presence(on_the_line, max(start.stamp, seen.at if seen else 0.0),
+                                          conf.version + 1, True)
+    merged = replace(conf, participants=participants, verified=True, recheck=False, read_version=conf.version + 1)
     for sid, status in snapshot.recordings.items():
-        state = API_RECORDING_STATES.get(status, GONE)
+        if conf.recording_versions.get(sid, 0) > start.version:
+            continue  # a callback or command result newer than the read
+        state = API_RECORDING_STATES.get(status, UNSURE)
         if merged.recordings.get(sid) not in (GONE, state):
             merged = _confirmed(merged, sid, state, at)
     # The read lists conference recordings only: a participant's own recording whose command failed
@@ -210,18 +255,28 @@ def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: 
 def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> Conference:
     """Record the API-confirmed state of one recording (UNSURE is not a state the timeline shows)."""
     recordings = {**conf.recordings, recording_sid: state}
+    versions = {**conf.recording_versions, recording_sid: conf.version + 1}
+    refused = {sid: target for sid, target in conf.refused.items() if sid != recording_sid}
     if state == UNSURE:
-        return replace(conf, recordings=recordings)
+        return replace(conf, recordings=recordings, recording_versions=versions, refused=refused)
     return replace(
-        conf, recordings=recordings, updated_at=max(conf.updated_at, at),
-        timeline=_log(conf, at, "confirmed", state, recording_sid),
+        conf, recordings=recordings, recording_versions=versions, refused=refused,
+        updated_at=max(conf.updated_at, at), timeline=_log(conf, at, "confirmed", state, recording_sid),
     )
 
 
-def command_result(conf: Optional[Conference], recording_sid: str, state: str, at: float) -> Optional[Conference]:
-    """Record the outcome of a REST command unless the recording has finished meanwhile."""
+def command_result(conf: Optional[Conference], recording_sid: str, state: str, at: float,
+                   target: Optional[str] = None) -> Optional[Conference]:
+    """Record the outcome of a REST command unless the recording has finished meanwhile.
+
+    FAILED (the API refused `target`) keeps the recording's last confirmed state, remembers the refusal
+    so the same command is not sent again, and lets the next change of the wanted state command it anew.
+    """
     if conf is None or conf.recordings.get(recording_sid) in (None, GONE):
         return conf
+    if state == FAILED:
+        refused = {**conf.refused, recording_sid: target or conf.wanted}
+        return replace(conf, recordings={**conf.recordings, recording_sid: FAILED}, refused=refused)
     return _confirmed(conf, recording_sid, state, at)
 
 
@@ -230,13 +285,13 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
     if conf is None or conf.ended or conf.conference_sid is None:
         return None
     if needs_recovery(conf):
-        return Action(conf.conference_sid, None, RECOVER)
+        return Action(conf.conference_sid, None, RECOVER, urgent=True)
     present = set(conf.present())
     for sid, confirmed in sorted(conf.recordings.items()):
         owner = _owner(conf, sid)
         if owner is not None and owner not in present:
             continue  # the caller hung up: their own recording is ending by itself
-        if confirmed in (RECORDING, PAUSED, UNSURE) and confirmed != conf.wanted:
+        if _due(conf, sid, confirmed):
             return Action(conf.conference_sid, sid, conf.wanted, owner)
     if conf.wanted == RECORDING:
         for call_sid in _callers_to_record(conf):
@@ -245,6 +300,13 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
         # Known state's commands go first: a routine re-read must not delay a pause.
         return Action(conf.conference_sid, None, RECOVER)
     return None
+
+
+def _due(conf: Conference, recording_sid: str, confirmed: str) -> bool:
+    """Whether the recording needs a command: not in the wanted state, and not refused that very target."""
+    if confirmed == FAILED:
+        return conf.refused.get(recording_sid, conf.wanted) != conf.wanted
+    return confirmed in (RECORDING, PAUSED, UNSURE) and confirmed != conf.wanted
 
 
 def _owner(conf: Conference, recording_sid: str) -> Optional[str]:

@@ -8,16 +8,17 @@ it in their URL), and a recording callback may arrive before any conference even
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 RECORDING = "recording"
 PAUSED = "paused"
 GONE = "gone"  # completed, absent, or 404 from the API: nothing more to do
-FAILED = "failed"  # the API refused our command (4xx) or retries ran out
+FAILED = "failed"  # the API refused our command (4xx), or the recording never reported its end
 UNSURE = "unsure"  # a command timed out or failed with 5xx: it may or may not have taken effect
 LIVE = "live"
 PROCESSING = "processing"
@@ -31,7 +32,9 @@ class Presence:
     """Whether a call is on the line, as of the newest event seen for it."""
 
     present: bool
-    at: float
+    at: float  # SignalWire's clock
+    version: int = 0  # the conference version that set it: a REST read begun before it must not undo it
+    known: bool = False  # the call came through /voice/inbound, or a REST read listed it
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,16 @@ class Conference:
     conference_sid: Optional[str] = None
     participants: Dict[str, Presence] = field(default_factory=dict)
     recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|UNSURE|GONE|FAILED
+    recording_versions: Dict[str, int] = field(default_factory=dict)  # sid -> version that last set its state
+    refused: Dict[str, str] = field(default_factory=dict)  # sid -> the target the API refused (4xx)
     recording_info: Dict[str, RecordingInfo] = field(default_factory=dict)
     callers: Dict[str, Caller] = field(default_factory=dict)
     unrecordable: tuple = ()  # calls whose own recording SignalWire refused to start
     wanted: str = PAUSED
-    verified: bool = False  # seen from its start, or rebuilt from the REST API
-    recheck: bool = False  # the reconciler asks for a fresh REST read, after any command due
+    verified: bool = False  # its state is trusted: conference-start seen, or rebuilt from the REST API
+    recheck: bool = False  # a confirmation REST read is wanted, after any command due
+    version: int = 0  # bumped by the store on every change
+    read_version: int = 0  # the version a REST read last confirmed
     ended: bool = False
     status: str = LIVE  # LIVE, then PROCESSING once ended and every recording has reported its end
     started_at: float = 0.0  # SignalWire's clock: orders conferences that share a room
@@ -112,6 +119,14 @@ class Conference:
 
 
 Mutation = Callable[[Optional[Conference]], Optional[Conference]]
+
+
+def bump(current: Optional[Conference], result: Optional[Conference]) -> Optional[Conference]:
+    """The mutation's result with the next version: every change, by any process, gets a new one."""
+    if result is None or result is current:
+        return result
+    base = current.version if current is not None else result.version
+    return replace(result, version=base + 1)
 
 
 def stored_conferences(store: "StateStore") -> Iterator[Tuple[str, Conference]]:
@@ -157,6 +172,9 @@ class StateStore(Protocol):
     def unlock(self, name: str, token: str) -> None:
         """Release a lock taken with `try_lock`."""
 
+    def take_reads(self, count: int, per_second: int) -> bool:
+        """Whether `count` more REST reads fit this second's budget, shared by every process."""
+
     def ping(self) -> bool:
         """Whether the store answers."""
 
@@ -175,6 +193,7 @@ class MemoryStore:
         self._retired: "OrderedDict[str, None]" = OrderedDict()
         self._sets_lock = threading.Lock()
         self._calls: "OrderedDict[str, dict]" = OrderedDict()
+        self._read_window = [0, 0]  # [second, reads taken in it]
 
     def _lock(self, room: str) -> threading.Lock:
         """The stripe lock guarding `room`."""
@@ -190,7 +209,8 @@ class MemoryStore:
         Conferences are shared, not copied: `fn` must return a new one (as `policy` does).
         """
         with self._lock(room):
-            result = fn(self._conferences.get(room))
+            current = self._conferences.get(room)
+            result = bump(current, fn(current))
             if result is None:
                 self._conferences.pop(room, None)
             else:
@@ -220,6 +240,17 @@ class MemoryStore:
         """Whether the conference was retired."""
         with self._sets_lock:
             return conference_sid in self._retired
+
+    def take_reads(self, count: int, per_second: int) -> bool:
+        """A fixed one-second window of this process's reads (it is the only process)."""
+        with self._sets_lock:
+            second = int(time.time())
+            if self._read_window[0] != second:
+                self._read_window = [second, 0]
+            if self._read_window[1] + count > per_second:
+                return False
+            self._read_window[1] += count
+            return True
 
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
         """One process only: the command queue already serialises each room."""

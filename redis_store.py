@@ -6,6 +6,7 @@ Keys (NS is REDIS_NAMESPACE, default "quorum"):
 - `NS:rooms`           set of rooms that may have state (pruned as their keys expire).
 - `NS:retired:{sid}`   marks an ended ConferenceSid so late callbacks cannot revive it; 24 h.
 - `NS:call:{sid}`      who a call is (from, to), kept by the voice webhook until it joins; 24 h.
+- `NS:reads:{second}`  REST reads taken in that second, across processes (RECONCILE_MAX_READS_PER_S); 2 s.
 - `NS:lock:{name}`     short-lived locks: `room:{room}` while a REST command for the room is
                        in flight, `reconciler` while one process runs the periodic reconciler.
 """
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from typing import List, Optional
 
 import redis
 
-from recording_state import LIVE, STALE_AFTER_S, Conference, Mutation
+from recording_state import LIVE, STALE_AFTER_S, Conference, Mutation, bump
 
 RETIRED_TTL_S = 24 * 3600
 
@@ -35,6 +37,15 @@ else
   redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
   redis.call('sadd', KEYS[2], ARGV[4])
 end
+return 1
+"""
+
+# Count reads in this second's window unless that would pass the budget.
+_TAKE_READS = """
+local taken = tonumber(redis.call('get', KEYS[1]) or '0')
+if taken + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
+redis.call('incrby', KEYS[1], ARGV[1])
+redis.call('expire', KEYS[1], 2)
 return 1
 """
 
@@ -56,6 +67,7 @@ class RedisStore:
         self._ended_ttl_s = int(ended_ttl_s) + 3600
         self._unlock = client.register_script(_UNLOCK)
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+        self._take_reads = client.register_script(_TAKE_READS)
 
     @classmethod
     def from_url(cls, url: str, namespace: str, ended_ttl_s: float) -> "RedisStore":
@@ -78,7 +90,7 @@ class RedisStore:
         while True:
             raw = self._redis.get(key)
             current = _decode(raw)
-            result = fn(current)
+            result = bump(current, fn(current))
             if result is current:
                 return result  # a duplicate or stale event: nothing to write
             seen = hashlib.sha1(raw).hexdigest() if raw is not None else ""
@@ -120,6 +132,10 @@ class RedisStore:
         """The caller kept for `call_sid`, or None."""
         raw = self._redis.get(self._key("call", call_sid))
         return None if raw is None else json.loads(raw)
+
+    def take_reads(self, count: int, per_second: int) -> bool:
+        """A fixed one-second window counted in Redis, so every process shares one budget."""
+        return bool(self._take_reads(keys=[self._key("reads", str(int(time.time())))], args=[count, per_second]))
 
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
         """Take `name` for `ttl_s` seconds if free; the expiry frees it if this process dies."""

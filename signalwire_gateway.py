@@ -5,7 +5,10 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from typing import Callable, Optional, Tuple
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Callable, List, Optional, Tuple
 
 import requests
 from requests.utils import get_environ_proxies
@@ -13,20 +16,40 @@ from signalwire.rest import Client
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 
-from config import Config
+from config import READS_PER_CONFERENCE, Config
 from policy import Snapshot
 from recording_state import PAUSED, RECORDING
 
 log = logging.getLogger("quorum.signalwire")
 
 API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
+LIVE_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class LiveConference:
+    """One entry of the in-progress conference list."""
+
+    sid: str
+    room: str  # its FriendlyName
+    created_at: float  # SignalWire's clock
+
+
+def _epoch(value) -> float:
+    """A date the SDK parsed (datetime) or left as text, as epoch seconds; 0 when unknown."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    try:
+        return parsedate_to_datetime(value).timestamp() if value else 0.0
+    except (TypeError, ValueError):
+        return 0.0
 
 
 class Outcome(enum.Enum):
     """How a REST command ended, as far as the caller needs to know."""
 
     OK = "ok"
-    GONE = "gone"  # 404: the recording (or conference) is over
+    GONE = "gone"  # 404, or 422 for an update: the recording (or conference) is over
     RETRY = "retry"  # timeout, connection error, 429 or 5xx: worth another try
     REJECTED = "rejected"  # any other 4xx: retrying would not help
 
@@ -64,7 +87,7 @@ def _classify(error: Exception) -> Outcome:
     status = _status(error)
     if status is None:
         return Outcome.RETRY  # timeouts and connection errors
-    if status == 404:
+    if status in (404, 422):  # the Compatibility API answers 422 to an update of a finished recording
         return Outcome.GONE
     if status == 429 or status >= 500:
         return Outcome.RETRY
@@ -89,8 +112,12 @@ class SignalWireGateway:
             "pause" if target == PAUSED else "resume",
             f"{'call ' + call_sid if call_sid else 'conference ' + conference_sid} recording {recording_sid} "
             f"-> {API_STATUS[target]}",
-            lambda: recording.update(status=API_STATUS[target], pause_behavior=self._pause_behavior),
+            lambda: recording.update(status=API_STATUS[target], **self._pause_args(target)),
         )
+
+    def _pause_args(self, target: str) -> dict:
+        """PauseBehavior belongs to Status=paused only (Update a Conference Recording)."""
+        return {"pause_behavior": self._pause_behavior} if target == PAUSED else {}
 
     def record_call(self, call_sid: str, callback_url: str) -> Tuple[Outcome, Optional[str]]:
         """Start a mono recording of the caller's own voice; returns the recording sid."""
@@ -109,12 +136,22 @@ class SignalWireGateway:
         def read():
             conference = self._client.conferences(conference_sid)
             status = conference.fetch().status
-            present = tuple(p.call_sid for p in conference.participants.list())
+            # A participant that has left may still be listed, with status `completed`.
+            present = tuple(p.call_sid for p in conference.participants.list()
+                            if getattr(p, "status", "in-progress") in (None, "in-progress"))
             recordings = {r.sid: r.status for r in conference.recordings.list()}
             found.append(Snapshot(status, present, recordings))
 
         outcome = self._call("read-conference", f"read conference {conference_sid}", read)
         return outcome, (found[0] if found else None)
+
+    def list_live_conferences(self) -> Tuple[Outcome, List[LiveConference]]:
+        """Every in-progress conference of the project (paged); how many pages it took is `pages`."""
+        found: List[LiveConference] = []
+        outcome = self._call("list-conferences", "list in-progress conferences", lambda: found.extend(
+            LiveConference(c.sid, c.friendly_name or "", _epoch(c.date_created))
+            for c in self._client.conferences.stream(status="in-progress", page_size=LIVE_PAGE_SIZE)))
+        return outcome, found
 
     def point_number_at(self, phone_number: str, voice_url: str) -> Outcome:
         """Set the number's voice webhook; GONE when the number is not in this project."""

@@ -45,9 +45,14 @@ def test_late_join_after_its_leave_is_ignored():
     assert late_join.present() == ["A"] and late_join.wanted == PAUSED
 
 
-def test_leave_wins_a_same_second_tie():
-    conf = policy.participant_event(joined(conference(), "A", "B", at=101.0), "B", False, 101.0, 2)
-    assert policy.participant_event(conf, "B", True, 101.0, 2).present() == ["A"]
+def test_a_same_second_conflict_follows_arrival_order_and_asks_for_a_confirmation_read():
+    """SignalWire's Timestamp has one-second resolution: a leave and rejoin in one second cannot be ordered."""
+    conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "B", False, 101.0, 2)
+    rejoined = policy.participant_event(conf, "B", True, 101.0, 2)
+    assert rejoined.present() == ["A", "B"] and rejoined.wanted == RECORDING
+    assert rejoined.recheck and not conf.recheck
+    duplicate = policy.participant_event(rejoined, "B", True, 101.0, 2)
+    assert duplicate is rejoined  # a duplicate is still a no-op
 
 
 @pytest.mark.parametrize("present, confirmed, expected", [
@@ -202,13 +207,13 @@ def test_a_failed_participant_recording_is_commanded_again_after_a_read():
     conf = policy.recording_created(joined(conference(), "A"), "A", "own-1", 101.0)
     conf = policy.command_result(conf, "own-1", FAILED, 102.0)
     assert policy.next_action(conf) is None
-    recovered = policy.recover(policy.unverify(conf), policy.Snapshot("in-progress", ("A",), {}), 103.0, 2)
+    recovered = policy.recover(policy.ask_confirmation(conf), policy.Snapshot("in-progress", ("A",), {}), 103.0, 2)
     assert policy.next_action(recovered) == policy.Action("conf-1", "own-1", PAUSED, "A")
 
 
 def test_a_routine_re_read_waits_behind_a_due_command():
     conf = policy.recording_status(joined(conference(), "A", "B"), "rec-1", "in-progress", 102.0)
-    conf = policy.unverify(policy.participant_event(conf, "B", False, 103.0, 2))
+    conf = policy.ask_confirmation(policy.participant_event(conf, "B", False, 103.0, 2))
     assert policy.next_action(conf) == policy.Action("conf-1", "rec-1", PAUSED)
     conf = policy.command_result(conf, "rec-1", PAUSED, 104.0)
     assert policy.next_action(conf) == policy.Action("conf-1", None, policy.RECOVER)

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import create_app, shutdown
+from controller import QUIET_ROUNDS
 from conftest import API_BASE, MEDIA_BASE, PUBLIC_URL, RECORDING_UPDATE, make_config, recording_updates
 from recording_state import FAILED, GONE, PAUSED, RECORDING
 
@@ -76,7 +77,7 @@ def two_on_the_line(events, at=1_800_000_000):
     ("statusCallback", f"{PUBLIC_URL}/voice/conference-status"),
     ("statusCallbackEvent", "start end join leave"),
     ("recordingStatusCallback", f"{PUBLIC_URL}/voice/recording-status?room=%2B15550001111"),
-    ("recordingStatusCallbackEvent", "in-progress completed absent"),
+    ("recordingStatusCallbackEvent", "in-progress completed failed"),
     ("trim", "do-not-trim"),
 ])
 def test_inbound_laml_attributes(post_signed, attribute, expected):
@@ -118,7 +119,7 @@ def test_pause_when_below_quorum_and_resume_when_back(events, signalwire):
     events.settle()
     assert recording_updates(signalwire) == [
         (UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"}),
-        (UPDATE_PATH, {"Status": "in-progress", "PauseBehavior": "skip"}),
+        (UPDATE_PATH, {"Status": "in-progress"}),
     ]
     assert events.state().recordings == {REC: RECORDING}
 
@@ -154,6 +155,14 @@ def fake_conference_reads(signalwire, present, recording_status="in-progress", s
     signalwire.add(responses.GET, f"{conference}/Recordings.json", json={
         "recordings": [{"sid": REC, "conference_sid": CONF, "status": recording_status}],
         "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/r"})
+    signalwire.add(responses.GET, f"{API_BASE}/Conferences.json", json={
+        "conferences": [{"sid": CONF, "friendly_name": ROOM, "status": status}] if status == "in-progress" else [],
+        "page": 0, "page_size": 100, "next_page_uri": None, "uri": "/c"})
+
+
+def reconcile_until_quiet(controller):
+    """Reconcile rounds until a quiet conference is read: the answers of each round."""
+    return [controller.reconcile() for _ in range(QUIET_ROUNDS + 1)]
 
 
 def rest_reads(signalwire):
@@ -171,7 +180,7 @@ def test_state_begun_mid_conference_is_rebuilt_from_the_api_once(events, signalw
     assert rest_reads(signalwire) == [f"{CONF}.json", "Participants.json", "Recordings.json"]
     assert recording_updates(signalwire) == [
         (UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"}),
-        (UPDATE_PATH, {"Status": "in-progress", "PauseBehavior": "skip"}),
+        (UPDATE_PATH, {"Status": "in-progress"}),
     ]
     assert events.state().present() == ["A", "C"]
 
@@ -250,7 +259,7 @@ def test_gone_recording_is_not_acted_on_again(events, signalwire):
 def test_reconciler_catches_a_lost_leave_callback(events, signalwire, app):
     two_on_the_line(events)
     fake_conference_reads(signalwire, present=["A"])  # B hung up; that callback never came
-    assert app.extensions["quorum"].reconcile() == 1
+    assert reconcile_until_quiet(app.extensions["quorum"]) == [0] * QUIET_ROUNDS + [1]
     events.settle()
     assert recording_updates(signalwire) == [(UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"})]
     assert events.state().present() == ["A"]
@@ -264,7 +273,7 @@ def test_reconciler_retries_a_failed_command(events, signalwire):
     events.settle()
     assert events.state().recordings == {REC: FAILED}
     fake_conference_reads(signalwire, present=["A"])
-    events.controller.reconcile()
+    reconcile_until_quiet(events.controller)
     events.settle()
     assert events.state().recordings == {REC: PAUSED}
     assert len(recording_updates(signalwire)) == 2
