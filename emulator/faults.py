@@ -34,6 +34,25 @@ class Faults:
 
 
 @dataclass(frozen=True)
+class Behaviour:
+    """SignalWire behaviour the documentation leaves open: each choice switchable so tests cover both."""
+
+    # <Conference> noun, statusCallbackEvent table: "end: ... when the last participant ... leaves";
+    # silent on whether a conference that never started (a lone caller) sends conference-end.
+    # True: the lone caller was "the last participant", so the documented end applies.
+    unstarted_conference_end: bool = True
+    # <Conference> recordingStatusCallbackEvent table documents only in-progress, completed, failed;
+    # silent on a conference recording that ends with no media. "completed" (duration 0), or "failed".
+    empty_conference_recording: str = "completed"
+    # OpenAPI list_all_participants: "List all active Participants", yet ParticipantStatus has
+    # `completed`; silent on whether departed participants stay listed. False: only active ones.
+    departed_participants_listed: bool = False
+    # SignalWire's update-recording example answers "status": "queued" with end_time and duration
+    # filled; silent on when. True: every update answers like the example (the documented shape).
+    update_answers_queued: bool = True
+
+
+@dataclass(frozen=True)
 class CallbackPlan:
     """What the injector decided for one callback."""
 

@@ -91,21 +91,23 @@ def test_conference_participants_and_recordings_through_the_sdk(emulator):
     assert finished.status == "completed" and int(finished.duration) >= 0
 
 
-def test_recording_pause_is_idempotent_resume_works_and_finished_is_not_found(emulator):
+def test_recording_pause_is_idempotent_resume_works_unknown_is_404_and_finished_is_422(emulator):
     host, guest = two_callers(emulator)
     conference = sdk(emulator).conferences(host.conference_sid)
     sid = conference.recordings.list()[0].sid
     for _ in range(2):
-        assert conference.recordings(sid).update(status="paused", pause_behavior="skip").status == "paused"
+        conference.recordings(sid).update(status="paused", pause_behavior="skip")
+        assert conference.recordings(sid).fetch().status == "paused"
     assert [s.state for s in emulator.recording(sid).timeline.spans] == ["recording", "paused"]
-    assert conference.recordings(sid).update(status="in-progress").status == "in-progress"
+    conference.recordings(sid).update(status="in-progress")
+    assert conference.recordings(sid).fetch().status == "in-progress"
     with pytest.raises(TwilioRestException) as unknown:
         conference.recordings(str(uuid.uuid4())).update(status="paused")
     assert (unknown.value.status, unknown.value.code) == (404, 20404)
     hang_up(emulator, host, guest)
     with pytest.raises(TwilioRestException) as finished:
         conference.recordings(sid).update(status="paused")
-    assert finished.value.status == 404
+    assert finished.value.status == 422
 
 
 @pytest.mark.parametrize("form", [{"Status": "bogus"}, {"Status": "paused", "PauseBehavior": "bogus"}, {}])
@@ -154,7 +156,8 @@ def test_call_recording_create_update_and_dual_channel_media(emulator, sink):
                                       recording_status_callback_event="in-progress completed")
     assert created.status == "in-progress" and created.call_sid == host.sid
     time.sleep(0.2)
-    assert calls.recordings(created.sid).update(status="paused", pause_behavior="silence").status == "paused"
+    calls.recordings(created.sid).update(status="paused", pause_behavior="silence")
+    assert calls.recordings(created.sid).fetch().status == "paused"
     hang_up(emulator, host, guest)
     callbacks = sink.at("/call-rec")
     assert [c.form["RecordingStatus"] for c in callbacks] == ["in-progress", "completed"]
@@ -196,7 +199,7 @@ def test_conference_callbacks_go_to_the_first_participants_url_in_order(sink):
         received = sink.at("/status")
         assert sink.at("/other") == []
         assert [r.form["StatusCallbackEvent"] for r in received] == [
-            "conference-start", "participant-join", "participant-join", "participant-leave", "participant-leave",
+            "participant-join", "participant-join", "conference-start", "participant-leave", "participant-leave",
             "conference-end"]
         for r in received:
             assert r.form["AccountSid"] == emulator.project and r.form["FriendlyName"] == ROOM
@@ -222,7 +225,7 @@ def test_recording_callbacks_keep_the_query_string_and_carry_no_conference_sid(e
     for r in received:
         assert r.url == sink.base + "/recording?room=%2B15550100&x=1"
         assert "ConferenceSid" not in r.form
-        assert r.form["RecordingSource"] == "DialConference" and r.form["CallSid"] == ""
+        assert r.form["RecordingSource"] == "Conference" and r.form["CallSid"] == ""
     completed = received[-1].form
     assert int(completed["RecordingDuration"]) == round(emulator.recording(completed["RecordingSid"]).duration())
     media = requests.get(completed["RecordingUrl"] + ".wav", timeout=5)  # no auth, like SignalWire's
@@ -253,8 +256,7 @@ def test_failed_callbacks_are_retried_up_to_three_times(sink, answers, attempts)
     sink.attrs = lambda form: {"statusCallback": "{base}/status", "statusCallbackEvent": "start"}
     with Emulator(callback_retry_after_s=0.05) as emulator:
         emulator.add_number(ROOM, sink.base + "/voice")
-        emulator.dial(ROOM, "+15551110001")
-        assert emulator.settle()
+        two_callers(emulator)
         assert len(sink.at("/status")) == attempts
         tried = [a for a in emulator.callback_attempts() if a.callback.event == "conference-start"]
         assert [a.number for a in tried] == list(range(1, attempts + 1))
