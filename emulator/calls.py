@@ -345,8 +345,11 @@ class Simulator:
             return
         rec.timeline.close(now)
         rec.ended_at = now
-        rec.status = "completed" if rec.duration() > 0 else self._empty_status(rec)
-        self._recording_callback(rec, rec.status)
+        reported = "completed" if rec.duration() > 0 else self._empty_status(rec)
+        # OpenAPI RecordingStatus has no `failed`: the resource of a failed recording reads `absent`.
+        rec.failed = reported == "failed"
+        rec.status = "absent" if rec.failed else reported
+        self._recording_callback(rec, reported)
         self._emit("recording-completed", self._room_of(rec), detail=rec.sid)
 
     def _empty_status(self, rec: Recording) -> str:
@@ -396,7 +399,7 @@ class Simulator:
         with self.lock:
             rec = self.recordings.get(recording_sid)
             # "failed: The recording is not accessible because of a failure."
-            if rec is None or rec.deleted or not rec.finished or rec.status == "failed":
+            if rec is None or rec.deleted or not rec.finished or rec.failed:
                 raise NotFound(recording_sid)
             pieces = rec.timeline.pieces(rec.origin)
             tracks = self._tracks(rec)

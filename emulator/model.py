@@ -176,11 +176,12 @@ class Recording:
     channels: int = 1
     track: str = "both"  # inbound | outbound | both, for call recordings
     trim: str = "do-not-trim"
-    status: str = "in-progress"  # in-progress | paused | completed | absent | failed
+    status: str = "in-progress"  # OpenAPI RecordingStatus: in-progress | paused | completed | absent
     timeline: Timeline = field(default_factory=Timeline)
     started_at: float = 0.0
     ended_at: Optional[float] = None
     deleted: bool = False  # DELETE /Recordings/{R}: gone from the API, media 404
+    failed: bool = False  # reported `failed`: "not accessible because of a failure", media 404
 
     @property
     def finished(self) -> bool:
