@@ -43,8 +43,9 @@ class Event:
     """Something the emulator did, for live output and assertions."""
 
     at: float
-    kind: str  # joined left conference-start conference-end recording-started recording-paused
-    #            recording-resumed recording-completed call-failed
+    kind: str  # joined left held unheld conference-start conference-end announced announce-failed
+    #            recording-started recording-paused recording-resumed recording-completed recording-deleted
+    #            call-failed
     room: str
     label: str = ""
     present: int = 0
@@ -137,16 +138,19 @@ class Simulator:
         """POST the number's voice webhook, signed; (LaML, "") or (None, why it failed)."""
         params = {"AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
                   "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": API_VERSION}
-        callback = Callback(number.voice_url, params, call.sid, "voice", number.voice_method)
-        url, form, headers = signed_request(self._key, number.voice_method, number.voice_url, params)
+        return self._request_laml(Callback(number.voice_url, params, call.sid, "voice", number.voice_method))
+
+    def _request_laml(self, callback: Callback) -> Tuple[Optional[str], str]:
+        """Fetch LaML once, signed like every webhook; (LaML, "") or (None, why it failed)."""
+        url, form, headers = signed_request(self._key, callback.method, callback.url, callback.params)
         try:
-            response = requests.request(number.voice_method, url, data=form, headers=headers, timeout=VOICE_TIMEOUTS)
+            response = requests.request(callback.method, url, data=form, headers=headers, timeout=VOICE_TIMEOUTS)
         except requests.RequestException as error:
             self._dispatcher.log_attempt(callback, None, type(error).__name__)
-            return None, f"voice webhook: {type(error).__name__}"
+            return None, f"{callback.event} webhook: {type(error).__name__}"
         self._dispatcher.log_attempt(callback, response.status_code)
         if response.status_code != 200:
-            return None, f"voice webhook answered {response.status_code}"
+            return None, f"{callback.event} webhook answered {response.status_code}"
         return response.text, ""
 
     def hangup(self, call_sid: str) -> None:
@@ -158,6 +162,31 @@ class Simulator:
             call.status = "completed"
             if call.conference_sid is not None and call.left_at is None:
                 self._leave(call, time.time())
+
+    def hold(self, call_sid: str, on: bool, conference_sid: str = "") -> Call:
+        """Put a participant on hold or take them off it (REST `Hold=true|false`).
+
+        <Conference> statusCallbackEvent table: "hold: When a participant has been put on hold or
+        put out of hold"; StatusCallbackEvent values participant-hold and participant-unhold.
+        """
+        with self.lock:
+            call = self.participant(call_sid, conference_sid)
+            if call.left_at is not None:
+                raise Unprocessable(call_sid)
+            if call.hold != on:
+                now = time.time()
+                call.hold, call.updated_at = on, now
+                conf = self.conferences[call.conference_sid]
+                self._conference_callback(conf, "hold" if on else "unhold", now, call)
+                self._emit("held" if on else "unheld", conf.name, call.label, len(conf.present))
+            return call
+
+    def participant(self, call_sid: str, conference_sid: str = "") -> Call:
+        """A call that joined the conference named (any, when empty); else NotFound."""
+        call = self.calls.get(call_sid)
+        if call is None or call.conference_sid is None or conference_sid not in ("", call.conference_sid):
+            raise NotFound(call_sid)
+        return call
 
     def _fail(self, call: Call, why: str) -> Call:
         """Mark a call failed and say why."""
@@ -221,6 +250,48 @@ class Simulator:
         self.conferences[conf.sid] = conf
         self._live[name] = conf.sid
         return conf
+
+    def live_conference(self, conference_sid: str) -> Conference:
+        """A conference that can still be updated: NotFound when unknown, Unprocessable when over."""
+        conf = self.conferences.get(conference_sid)
+        if conf is None:
+            raise NotFound(conference_sid)
+        if conf.status == "completed":
+            raise Unprocessable(conference_sid)
+        return conf
+
+    def end_conference(self, conference_sid: str) -> Conference:
+        """REST `Status=completed` (UpdateConferenceRequest: "Only 'completed' is allowed to end the
+        conference"): everyone drops out, as when an endConferenceOnExit participant leaves."""
+        with self.lock:
+            conf = self.live_conference(conference_sid)
+            now = time.time()
+            for sid in sorted(conf.present):
+                self.calls[sid].status = "completed"
+                self._depart(conf, self.calls[sid], now)
+            self._end(conf, now)
+            return conf
+
+    def announce(self, conference_sid: str, url: str, method: str) -> None:
+        """REST `AnnounceUrl`: fetch LaML from it (signed) and play it to the room; records `announced`.
+
+        The docs are silent on the request's parameters: the conference's own (AccountSid,
+        ConferenceSid, FriendlyName) are sent.
+        """
+        with self.lock:
+            conf = self.live_conference(conference_sid)
+            params = {"AccountSid": self.account_sid, "ConferenceSid": conf.sid, "FriendlyName": conf.name}
+        laml, why = self._request_laml(Callback(url, params, conf.sid, "announce", method))
+        with self.lock:
+            if laml is None:
+                self._emit("announce-failed", conf.name, detail=why)
+                return
+            try:
+                said = _said(laml)
+            except ElementTree.ParseError:
+                self._emit("announce-failed", conf.name, detail="AnnounceUrl answered something that is not LaML")
+                return
+            self._emit("announced", conf.name, present=len(conf.present), detail=said)
 
     def _leave(self, call: Call, now: float) -> None:
         """Take a call out of its conference; the conference ends when nobody is left."""
@@ -339,6 +410,19 @@ class Simulator:
             raise NotFound(recording_sid)
         return rec
 
+    def delete_recording(self, recording_sid: str, conference_sid: str = "") -> None:
+        """REST DELETE: the recording is gone from the API and its media from then on.
+
+        The docs are silent on deleting a recording still running: that is refused (400, "cannot be
+        processed"), as its end would have nothing to report to.
+        """
+        with self.lock:
+            rec = self.owned_recording(recording_sid, conference_sid=conference_sid)
+            if not rec.finished:
+                raise Unprocessable(recording_sid)
+            rec.deleted = True
+            self._emit("recording-deleted", self._room_of(rec), detail=rec.sid)
+
     def _finish(self, rec: Recording, now: float) -> None:
         """Close a recording: completed with its media, else as documented for an empty one."""
         if rec.finished:
@@ -438,6 +522,12 @@ def _conference_verb(laml: str) -> Optional[Dict[str, str]]:
         for conference in dial.iter("Conference"):
             return {**conference.attrib, "name": (conference.text or "").strip()}
     return None
+
+
+def _said(laml: str) -> str:
+    """The text of every <Say> in a LaML document, joined by spaces."""
+    root = ElementTree.fromstring(laml)
+    return " ".join((say.text or "").strip() for say in root.iter("Say"))
 
 
 def _recording_target(attrs: Dict[str, str]) -> CallbackTarget:

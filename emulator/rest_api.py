@@ -114,15 +114,17 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
             bp.add_url_rule(rule + ".json", view.__name__, view, methods=list(methods))
 
     route("/Conferences", views.conferences)
-    route("/Conferences/<sid:conference_sid>", views.conference)
+    route("/Conferences/<sid:conference_sid>", views.conference, ("GET", "POST"))
     route("/Conferences/<sid:conference_sid>/Participants", views.participants)
+    route("/Conferences/<sid:conference_sid>/Participants/<sid:call_sid>", views.participant, ("GET", "POST"))
     route("/Conferences/<sid:conference_sid>/Recordings", views.conference_recordings)
     route("/Conferences/<sid:conference_sid>/Recordings/<sid:recording_sid>", views.conference_recording,
-          ("GET", "POST"))
+          ("GET", "POST", "DELETE"))
     route("/Calls/<sid:call_sid>/Recordings", views.create_call_recording, ("POST",))
     route("/Calls/<sid:call_sid>/Recordings/<sid:recording_sid>", views.call_recording, ("GET", "POST"))
     route("/IncomingPhoneNumbers", views.numbers)
     route("/IncomingPhoneNumbers/<sid:number_sid>", views.number, ("GET", "POST"))
+    route("/Recordings/<sid:recording_sid>", views.delete_recording, ("DELETE",))
     route("/Recordings/<sid:recording_sid>", views.recording_media, json_suffix=False)
     route("/Recordings/<sid:recording_sid>.<any(json, wav, mp3):ext>", views.recording_media, json_suffix=False)
 
@@ -178,7 +180,8 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
 def _is_media() -> bool:
     """Whether the request downloads recording media (anything but `.json` under /Recordings)."""
     args = request.view_args or {}
-    return request.endpoint is not None and request.endpoint.endswith(".recording_media") and args.get("ext") != "json"
+    return (request.endpoint is not None and request.endpoint.endswith(".recording_media")
+            and args.get("ext") != "json")
 
 
 def _inject(plan, timeout_applies: bool) -> Optional[Response]:
@@ -229,9 +232,31 @@ class _Views:
         return self._page("conferences", items)
 
     def conference(self, conference_sid: str):
-        """Fetch a conference."""
+        """Fetch, or update (UpdateConferenceRequest: Status=completed, AnnounceUrl/AnnounceMethod), a conference."""
+        if request.method == "POST":
+            failed = self._update_conference(conference_sid)
+            if failed is not None:
+                return failed
         with self.sim.lock:
             return jsonify(self._conference_json(self._conference(conference_sid)))
+
+    def _update_conference(self, conference_sid: str) -> Optional[Response]:
+        """Apply an Update Conference request; an error response, or None when applied."""
+        status, url = request.form.get("Status"), request.form.get("AnnounceUrl")
+        method = request.form.get("AnnounceMethod", "POST").upper()  # "Default is `POST`"
+        if status not in (None, "completed") or method not in ("GET", "POST"):
+            return error(400, "Status must be completed and AnnounceMethod GET|POST", 20001)
+        try:
+            if url:
+                self.sim.announce(conference_sid, url, method)
+            if status == "completed":
+                self.sim.end_conference(conference_sid)
+        except NotFound:
+            return error(404, f"The requested resource /Conferences/{conference_sid} was not found", 20404)
+        except Unprocessable:
+            # The docs list 422 for this update; silent on which cases: a completed conference is one.
+            return _unprocessable(f"Conference {conference_sid} is completed")
+        return None
 
     def participants(self, conference_sid: str):
         """List the participants: active ones, plus departed ones when the Behaviour says so."""
@@ -242,6 +267,29 @@ class _Views:
                      if listed or sid in conf.present]
         return self._page("participants", items)
 
+    def participant(self, conference_sid: str, call_sid: str):
+        """Fetch a participant, or put them on hold / take them off it (`Hold=true|false`)."""
+        hold = request.form.get("Hold") if request.method == "POST" else None
+        if hold is not None and hold.lower() not in ("true", "false"):
+            return error(400, "Hold must be true or false", 20001)
+        try:
+            call = (self.sim.hold(call_sid, hold.lower() == "true", conference_sid) if hold is not None
+                    else self._listed_participant(call_sid, conference_sid))
+        except NotFound:
+            return error(404, f"The requested resource /Participants/{call_sid} was not found", 20404)
+        except Unprocessable:
+            return _unprocessable(f"Participant {call_sid} has left the conference")
+        with self.sim.lock:
+            return jsonify(self._participant_json(call, self.sim.conferences[call.conference_sid]))
+
+    def _listed_participant(self, call_sid: str, conference_sid: str) -> Call:
+        """A participant the list would show (active, or departed when the Behaviour lists those)."""
+        with self.sim.lock:
+            call = self.sim.participant(call_sid, conference_sid)
+            if call.left_at is not None and not self.sim.behaviour.departed_participants_listed:
+                raise NotFound(call_sid)
+            return call
+
     def conference_recordings(self, conference_sid: str):
         """List a conference's recordings, finished ones included, deleted ones not."""
         with self.sim.lock:
@@ -251,8 +299,24 @@ class _Views:
         return self._page("recordings", items)
 
     def conference_recording(self, conference_sid: str, recording_sid: str):
-        """Fetch, or pause/resume/stop, a conference recording."""
+        """Fetch, pause/resume/stop, or delete a conference recording."""
+        if request.method == "DELETE":
+            return self._delete_recording(recording_sid, conference_sid)
         return self._recording(recording_sid, conference_sid=conference_sid)
+
+    def delete_recording(self, recording_sid: str):
+        """DELETE /Recordings/{R}: "If successful, a 204 response with no body will be returned"."""
+        return self._delete_recording(recording_sid)
+
+    def _delete_recording(self, recording_sid: str, conference_sid: str = ""):
+        """204 once deleted; 404 unknown; 400 while it is still running (the delete documents no 422)."""
+        try:
+            self.sim.delete_recording(recording_sid, conference_sid)
+        except NotFound:
+            return self._missing_recording(recording_sid)
+        except Unprocessable:
+            return error(400, f"Recording {recording_sid} is still in progress", 20001)
+        return Response(status=204)
 
     # Call recordings
 
@@ -294,11 +358,8 @@ class _Views:
         except NotFound:
             return self._missing_recording(recording_sid)
         except Unprocessable:
-            # OpenAPI update_conference_recording 422: CompatibilityErrorStringArrayResponse {errors: [...]}.
-            body = jsonify(errors=[f"Recording {recording_sid} is {self.sim.recordings[recording_sid].status} "
-                                   "and can no longer be updated"])
-            body.status_code = 422
-            return body
+            return _unprocessable(f"Recording {recording_sid} is {self.sim.recordings[recording_sid].status} "
+                                  "and can no longer be updated")
         with self.sim.lock:
             answer = self._recording_json(rec)
         return jsonify(self._as_update_answer(answer, rec))
@@ -439,6 +500,13 @@ class _Views:
                 "voice_application_sid": None, "voice_caller_id_lookup": False, "voice_fallback_method": "POST",
                 "voice_fallback_url": None, "voice_method": number.voice_method, "voice_url": number.voice_url,
                 "uri": f"{self.base}/IncomingPhoneNumbers/{number.sid}.json"}
+
+
+def _unprocessable(message: str) -> Response:
+    """422 with OpenAPI's CompatibilityErrorStringArrayResponse body: {"errors": [...]}."""
+    body = jsonify(errors=[message])
+    body.status_code = 422
+    return body
 
 
 def _page_uri(page: int, size: int) -> str:

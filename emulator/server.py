@@ -101,6 +101,10 @@ class Emulator:
         """Hang up a call."""
         self.sim.hangup(call_sid)
 
+    def hold(self, call_sid: str, on: bool = True) -> None:
+        """Put a participant on hold (or, with on=False, take them off it), as the REST update would."""
+        self.sim.hold(call_sid, on)
+
     def settle(self, timeout: float = 10.0) -> bool:
         """Wait until every callback is delivered (or given up) and no REST request is in flight."""
         deadline = time.time() + timeout
