@@ -506,6 +506,125 @@ def test_conferences_list_filters_by_status_and_the_sdk_pages_through_it(sink):
         hang_up(emulator, lone, *live)
 
 
+# Update Conference, recording deletion, participant hold
+
+
+def api_post(emulator: Emulator, path: str, **form) -> requests.Response:
+    """POST a form to an API path under SignalWire's documented base."""
+    url = f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}{path}"
+    return requests.post(url, data=form, auth=(emulator.project, emulator.token), timeout=5)
+
+
+def test_update_conference_status_completed_ends_it_for_everyone(sink):
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        ended = sdk(emulator).conferences(host.conference_sid).update(status="completed")
+        assert emulator.settle()
+        assert ended.status == "completed" and (host.status, guest.status) == ("completed", "completed")
+        assert status_events(sink)[-3:] == ["participant-leave", "participant-leave", "conference-end"]
+        assert [r.form["RecordingStatus"] for r in sink.at("/recording")][-1] == "completed"
+        again = api_post(emulator, f"/Conferences/{host.conference_sid}.json", Status="completed")
+        assert again.status_code == 422 and isinstance(again.json()["errors"], list)
+        assert api_post(emulator, f"/Conferences/{uuid.uuid4()}.json", Status="completed").status_code == 404
+        assert api_post(emulator, f"/Conferences/{host.conference_sid}.json", Status="init").status_code == 400
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_announce_url_is_fetched_signed_and_its_say_is_recorded(sink, method):
+    sink.laml["/announce"] = "<Response><Say>The meeting ends in five minutes.</Say><Pause/></Response>"
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        sdk(emulator).conferences(host.conference_sid).update(announce_url=sink.base + "/announce?x=1",
+                                                              announce_method=method)
+        (fetched,) = sink.at("/announce")
+        signature = fetched.headers["X-Signalwire-Signature"]
+        assert RequestValidator(emulator.signing_key).validate(fetched.url, fetched.form, signature)
+        assert fetched.url.startswith(sink.base + "/announce?x=1")
+        (announced,) = [e for e in emulator.sim.events if e.kind.startswith("announce")]
+        assert (announced.kind, announced.room, announced.present) == ("announced", ROOM, 2)
+        assert announced.detail == "The meeting ends in five minutes."
+        hang_up(emulator, host, guest)
+
+
+def test_an_announce_url_that_fails_is_recorded_as_such(sink):
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        assert api_post(emulator, f"/Conferences/{host.conference_sid}.json",
+                        AnnounceUrl=sink.base + "/nothing-here").status_code == 200
+        (failed,) = [e for e in emulator.sim.events if e.kind.startswith("announce")]
+        assert failed.kind == "announce-failed" and "204" in failed.detail
+        hang_up(emulator, host, guest)
+
+
+def test_deleted_recording_answers_204_then_its_media_and_resource_404(emulator):
+    hang_up(emulator, *two_callers(emulator))
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    media = emulator.sim.recording_url(sid) + ".wav"
+    assert requests.get(media, timeout=5).status_code == 200
+    deleted = requests.delete(f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}/Recordings/{sid}",
+                              auth=(emulator.project, emulator.token), timeout=5)
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert requests.get(media, timeout=5).status_code == 404
+    assert api_get(emulator, f"/Recordings/{sid}.json").status_code == 404
+    conference_sid = emulator.conferences(ROOM)[0].sid
+    assert api_get(emulator, f"/Conferences/{conference_sid}/Recordings.json").json()["recordings"] == []
+
+
+def test_conference_recording_delete_through_the_sdk_and_running_ones_are_refused(emulator):
+    host, guest = two_callers(emulator)
+    recordings = sdk(emulator).conferences(host.conference_sid).recordings
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    with pytest.raises(TwilioRestException) as running:
+        recordings(sid).delete()
+    assert running.value.status == 400
+    hang_up(emulator, host, guest)
+    assert recordings(sid).delete() is True
+    with pytest.raises(TwilioRestException) as gone:
+        recordings(sid).delete()
+    assert gone.value.status == 404
+
+
+def test_hold_and_unhold_send_callbacks_with_hold_flag(sink):
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        participant = sdk(emulator).conferences(host.conference_sid).participants(guest.sid)
+        assert participant.update(hold=True).hold is True
+        assert participant.fetch().hold is True
+        participant.update(hold=True)  # already on hold: no second callback
+        assert participant.update(hold=False).hold is False
+        assert emulator.settle()
+        held = [r.form for r in sink.at("/status") if r.form["StatusCallbackEvent"].endswith("hold")]
+        assert [(f["StatusCallbackEvent"], f["Hold"], f["CallSid"]) for f in held] == [
+            ("participant-hold", "true", guest.sid), ("participant-unhold", "false", guest.sid)]
+        assert all(set(f) == PARTICIPANT_CALLBACK_FIELDS for f in held)
+        assert api_post(emulator, f"/Conferences/{host.conference_sid}/Participants/{guest.sid}.json",
+                        Hold="maybe").status_code == 400
+        hang_up(emulator, guest)
+        assert api_post(emulator, f"/Conferences/{host.conference_sid}/Participants/{guest.sid}.json",
+                        Hold="true").status_code == 422
+        hang_up(emulator, host)
+
+
+def test_hold_events_are_sent_only_when_asked_for(sink):
+    attrs = {**EVERY_EVENT, "statusCallbackEvent": "start end join leave"}
+    with started_emulator(sink, attrs=attrs) as emulator:
+        host, guest = two_callers(emulator)
+        emulator.hold(guest.sid)
+        emulator.hold(guest.sid, on=False)
+        hang_up(emulator, host, guest)
+        assert not any(event.endswith("hold") for event in status_events(sink))
+
+
+def test_hold_and_unhold_scenario_steps(sink):
+    with started_emulator(sink) as emulator:
+        player = Player(emulator)
+        player.play([("call", "host", ROOM), ("call", "guest", ROOM), ("hold", "guest"), ("unhold", "guest"),
+                     ("hangup", "guest"), ("hangup", "host")])
+        assert emulator.settle()
+        assert [e.kind for e in emulator.sim.events if e.kind in ("held", "unheld")] == ["held", "unheld"]
+        assert "participant-hold" in status_events(sink) and "participant-unhold" in status_events(sink)
+
+
 # Recordings and audio
 
 
