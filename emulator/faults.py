@@ -3,6 +3,8 @@
 Decisions come from seeded per-stream random generators (one stream per conference,
 or per REST path outside any conference), so a scenario that produces its events in
 the same order draws the same faults on every run, whatever the other threads do.
+
+`Behaviour` is not a fault: it picks SignalWire's behaviour where the documentation is silent.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ class Behaviour:
     # SignalWire's update-recording example answers "status": "queued" with end_time and duration
     # filled; silent on when. True: every update answers like the example (the documented shape).
     update_answers_queued: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse a value that is neither documented possibility."""
+        if self.empty_conference_recording not in ("completed", "failed"):
+            raise ValueError("empty_conference_recording must be completed or failed")
 
 
 @dataclass(frozen=True)

@@ -180,8 +180,7 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
 def _is_media() -> bool:
     """Whether the request downloads recording media (anything but `.json` under /Recordings)."""
     args = request.view_args or {}
-    return (request.endpoint is not None and request.endpoint.endswith(".recording_media")
-            and args.get("ext") != "json")
+    return request.endpoint is not None and request.endpoint.endswith(".recording_media") and args.get("ext") != "json"
 
 
 def _inject(plan, timeout_applies: bool) -> Optional[Response]:

@@ -23,7 +23,7 @@ from twilio.request_validator import RequestValidator
 
 from e2e_support import Sink
 from emulator import audio, calls as calls_module
-from emulator.__main__ import parse_faults
+from emulator.__main__ import parse_behaviour, parse_faults
 from emulator.faults import Behaviour, FaultInjector, Faults
 from emulator.scenarios import (Player, expected_writes, hang_up_everyone, on_the_line, quorum_spans,
                                 random_session, span_problems)
@@ -756,6 +756,13 @@ def test_command_line_fault_knobs(pairs, expected):
     assert parse_faults(pairs, seed=4) == expected
     with pytest.raises(SystemExit):
         parse_faults(["no_such_knob=1"], seed=4)
+
+
+def test_command_line_behaviour_knobs():
+    assert parse_behaviour(["unstarted_conference_end=false", "empty_conference_recording=failed"]) == Behaviour(
+        unstarted_conference_end=False, empty_conference_recording="failed")
+    with pytest.raises(SystemExit):
+        parse_behaviour(["no_such_knob=1"])
 
 
 def test_rest_latency_knob_delays_answers(sink):
