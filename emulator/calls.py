@@ -164,11 +164,9 @@ class Simulator:
                 self._leave(call, time.time())
 
     def hold(self, call_sid: str, on: bool, conference_sid: str = "") -> Call:
-        """Put a participant on hold or take them off it (REST `Hold=true|false`).
-
-        <Conference> statusCallbackEvent table: "hold: When a participant has been put on hold or
-        put out of hold"; StatusCallbackEvent values participant-hold and participant-unhold.
-        """
+        """Put a participant on hold or take them off it (REST `Hold=true|false`)."""
+        # <Conference> statusCallbackEvent table: "hold: When a participant has been put on hold or
+        # put out of hold"; StatusCallbackEvent values participant-hold and participant-unhold.
         with self.lock:
             call = self.participant(call_sid, conference_sid)
             if call.left_at is not None:
@@ -214,13 +212,11 @@ class Simulator:
         self._maybe_start(conf, now, call)
 
     def _maybe_start(self, conf: Conference, now: float, call: Call) -> None:
-        """Start the conference once the documented condition holds (after the join that met it).
-
-        <Conference> noun, statusCallbackEvent table: "start: The conference has started as long as
-        there are at least two people in the conference room and one of the participant's
-        startConferenceOnEnter is set to true". The docs are silent on ordering within the second:
-        the second join and the start share one-second Timestamps anyway.
-        """
+        """Start the conference once the documented condition holds (after the join that met it)."""
+        # <Conference> noun, statusCallbackEvent table: "start: The conference has started as long as
+        # there are at least two people in the conference room and one of the participant's
+        # startConferenceOnEnter is set to true". The docs are silent on ordering within the second:
+        # the second join and the start share one-second Timestamps anyway.
         if conf.status != "init" or len(conf.present) < 2:
             return
         if not any(self.calls[sid].start_conference_on_enter for sid in conf.present):
@@ -261,8 +257,8 @@ class Simulator:
         return conf
 
     def end_conference(self, conference_sid: str) -> Conference:
-        """REST `Status=completed` (UpdateConferenceRequest: "Only 'completed' is allowed to end the
-        conference"): everyone drops out, as when an endConferenceOnExit participant leaves."""
+        """REST `Status=completed`: everyone drops out, as when an endConferenceOnExit participant leaves."""
+        # UpdateConferenceRequest: "Only 'completed' is allowed to end the conference."
         with self.lock:
             conf = self.live_conference(conference_sid)
             now = time.time()
@@ -273,11 +269,9 @@ class Simulator:
             return conf
 
     def announce(self, conference_sid: str, url: str, method: str) -> None:
-        """REST `AnnounceUrl`: fetch LaML from it (signed) and play it to the room; records `announced`.
-
-        The docs are silent on the request's parameters: the conference's own (AccountSid,
-        ConferenceSid, FriendlyName) are sent.
-        """
+        """REST `AnnounceUrl`: fetch LaML from it (signed) and play it to the room; records `announced`."""
+        # The docs are silent on the request's parameters: the conference's own (AccountSid,
+        # ConferenceSid, FriendlyName) are sent.
         with self.lock:
             conf = self.live_conference(conference_sid)
             params = {"AccountSid": self.account_sid, "ConferenceSid": conf.sid, "FriendlyName": conf.name}
@@ -328,12 +322,10 @@ class Simulator:
             self._finish(self.recordings[sid], now)
 
     def _conference_callback(self, conf: Conference, event: str, now: float, call: Optional[Call] = None) -> None:
-        """Send a conference status callback if the first participant asked for this event.
-
-        <Conference> noun, "Request parameters for the statusCallback URL": AccountSid, CallSid,
-        ConferenceSid, FriendlyName, Muted, Hold, StartConferenceOnEnter, EndConferenceOnExit,
-        StatusCallbackEvent, Timestamp ("in RFC 2822 format"). No SequenceNumber is documented.
-        """
+        """Send a conference status callback if the first participant asked for this event."""
+        # <Conference> noun, "Request parameters for the statusCallback URL": AccountSid, CallSid,
+        # ConferenceSid, FriendlyName, Muted, Hold, StartConferenceOnEnter, EndConferenceOnExit,
+        # StatusCallbackEvent, Timestamp ("in RFC 2822 format"). No SequenceNumber is documented.
         target = conf.status_callback
         # statusCallbackEvent table: `hold` covers "put on hold or put out of hold".
         asked = "hold" if event == "unhold" else event
@@ -411,11 +403,9 @@ class Simulator:
         return rec
 
     def delete_recording(self, recording_sid: str, conference_sid: str = "") -> None:
-        """REST DELETE: the recording is gone from the API and its media from then on.
-
-        The docs are silent on deleting a recording still running: that is refused (400, "cannot be
-        processed"), as its end would have nothing to report to.
-        """
+        """REST DELETE: the recording is gone from the API and its media from then on."""
+        # The docs are silent on deleting a recording still running: that is refused (400, "cannot be
+        # processed"), as its end would have nothing to report to.
         with self.lock:
             rec = self.owned_recording(recording_sid, conference_sid=conference_sid)
             if not rec.finished:
@@ -446,12 +436,10 @@ class Simulator:
         return self.behaviour.empty_conference_recording
 
     def _recording_callback(self, rec: Recording, status: str) -> None:
-        """Send a recording status callback to the URL exactly as given, if that event was asked for.
-
-        OpenAPI RecordingStatusCallbackPayload: AccountSid, CallSid, RecordingSid, RecordingUrl,
-        RecordingStatus, RecordingDuration, RecordingChannels, RecordingSource, and nothing else
-        (no ConferenceSid, no RecordingStartTime).
-        """
+        """Send a recording status callback to the URL exactly as given, if that event was asked for."""
+        # OpenAPI RecordingStatusCallbackPayload: AccountSid, CallSid, RecordingSid, RecordingUrl,
+        # RecordingStatus, RecordingDuration, RecordingChannels, RecordingSource, and nothing else
+        # (no ConferenceSid, no RecordingStartTime).
         target = rec.callback
         if not target.url or status not in target.events:
             return

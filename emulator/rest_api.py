@@ -31,8 +31,8 @@ MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 STATUS_CHOICES = ("paused", "in-progress", "stopped")
 PAUSE_BEHAVIORS = ("skip", "silence")
 ERROR_TEXT = {400: "Bad Request", 401: "Authentication Error - invalid username", 404: "Not Found",
-              405: "Method Not Allowed", 422: "Unprocessable Entity", 500: "Internal Server Error", 503: "Service Unavailable",
-              504: "Gateway Timeout"}
+              405: "Method Not Allowed", 422: "Unprocessable Entity", 500: "Internal Server Error",
+              503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 class SidConverter(BaseConverter):
@@ -231,7 +231,7 @@ class _Views:
         return self._page("conferences", items)
 
     def conference(self, conference_sid: str):
-        """Fetch, or update (UpdateConferenceRequest: Status=completed, AnnounceUrl/AnnounceMethod), a conference."""
+        """Fetch, or update (Status=completed, AnnounceUrl/AnnounceMethod), a conference."""
         if request.method == "POST":
             failed = self._update_conference(conference_sid)
             if failed is not None:
@@ -373,8 +373,8 @@ class _Views:
             return jsonify(self._recording_json(rec))
 
     def _as_update_answer(self, answer: dict, rec: Recording) -> dict:
-        """An update's answer: like SignalWire's example ("status": "queued", end_time and duration
-        filled) when Behaviour.update_answers_queued, else the recording as it now is."""
+        """An update's answer: like SignalWire's example when Behaviour.update_answers_queued, else as it is."""
+        # The example answers "status": "queued" with end_time and duration filled.
         if not self.sim.behaviour.update_answers_queued:
             return answer
         return {**answer, "status": "queued", "end_time": rfc2822(time.time()), "duration": round(rec.duration())}
@@ -432,12 +432,9 @@ class _Views:
 
     @staticmethod
     def _page(key: str, items: list) -> Response:
-        """One page of `items` (Page, PageSize) in the OpenAPI *ListResponse envelope.
-
-        The envelope's uri, first_page_uri, next_page_uri and previous_page_uri keep the request's
-        other query parameters (filters), so twilio 6.54's `.list()`/`.stream()` follows
-        next_page_uri through every page.
-        """
+        """One page of `items` (Page, PageSize) in the OpenAPI *ListResponse envelope."""
+        # The page URIs keep the request's other query parameters (filters), so twilio 6.54's
+        # `.list()`/`.stream()` follows next_page_uri through every page.
         try:
             page = max(int(request.args.get("Page", 0)), 0)
             size = min(max(int(request.args.get("PageSize", PAGE_SIZE)), 1), MAX_PAGE_SIZE)
@@ -471,8 +468,8 @@ class _Views:
                 "uri": f"{self.base}/Conferences/{conf.sid}/Participants/{call.sid}.json"}
 
     def _recording_json(self, rec: Recording) -> dict:
-        """A recording: the OpenAPI ConferenceRecording/CallRecordingResponse fields (duration an
-        integer, -1 until it is finished; channels a string)."""
+        """A recording: the OpenAPI ConferenceRecording/CallRecordingResponse fields."""
+        # duration is an integer there (-1 until finished here), channels a string ('1' | '2').
         owner = f"Conferences/{rec.conference_sid}" if rec.conference_sid else f"Calls/{rec.call_sid}"
         return {"account_sid": self.project, "api_version": API_VERSION, "sid": rec.sid,
                 "call_sid": rec.call_sid, "conference_sid": rec.conference_sid, "status": rec.status,

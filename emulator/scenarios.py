@@ -89,8 +89,7 @@ def random_session(rng: random.Random, to: str, steps: int, people: int = 4,
 
 
 class Player:
-    """Plays steps against an emulator (anything with `dial(to, from_, label)`, `hangup(sid)` and, for
-    hold steps, `hold(sid, on)`)."""
+    """Plays steps against an emulator (anything with `dial(to, from_, label)`, `hangup(sid)`, `hold(sid, on)`)."""
 
     def __init__(self, emulator, on_step: Optional[Callable[[Step], None]] = None):
         self._emulator = emulator
