@@ -388,10 +388,12 @@ class Simulator:
                 rec.status = "paused"
                 self._emit("recording-paused", room, detail=f"{rec.sid} PauseBehavior={behavior}")
             elif status == "in-progress" and rec.timeline.resume(now):
-                rec.status = "in-progress"
+                rec.status = self.behaviour.resumed_status
                 self._emit("recording-resumed", room, detail=rec.sid)
             elif status == "stopped":
                 self._finish(rec, now)
+                if rec.status == "completed":
+                    rec.status = self.behaviour.stopped_status
             return rec
 
     def owned_recording(self, recording_sid: str, *, conference_sid: str = "", call_sid: str = "") -> Recording:

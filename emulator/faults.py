@@ -52,11 +52,20 @@ class Behaviour:
     # SignalWire's update-recording example answers "status": "queued" with end_time and duration
     # filled; silent on when. True: every update answers like the example (the documented shape).
     update_answers_queued: bool = True
+    # OpenAPI RecordingStatus lists both in-progress and resumed; silent on which a recording resumed
+    # with Status=in-progress reads. "in-progress": the status that was asked for.
+    resumed_status: str = "in-progress"
+    # RecordingStatus lists both stopped and completed; silent on which a recording stopped over REST
+    # reads once over. "completed": what its recording callback reports.
+    stopped_status: str = "completed"
 
     def __post_init__(self) -> None:
         """Refuse a value that is neither documented possibility."""
-        if self.empty_conference_recording not in ("completed", "failed"):
-            raise ValueError("empty_conference_recording must be completed or failed")
+        for name, allowed in (("empty_conference_recording", ("completed", "failed")),
+                              ("resumed_status", ("in-progress", "resumed")),
+                              ("stopped_status", ("completed", "stopped"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)

@@ -441,6 +441,43 @@ def test_update_answer_knob_says_queued_like_the_doc_example(sink, queued):
         hang_up(emulator, host, guest)
 
 
+@pytest.mark.parametrize("resumed", ["in-progress", "resumed"])
+def test_resumed_status_knob(sink, resumed):
+    with started_emulator(sink, Behaviour(resumed_status=resumed)) as emulator:
+        host, guest = two_callers(emulator)
+        sid = emulator.conferences(ROOM)[0].recording_sids[0]
+        recording = sdk(emulator).conferences(host.conference_sid).recordings(sid)
+        recording.update(status="paused")
+        recording.update(status="in-progress")
+        assert recording.fetch().status == resumed
+        recording.update(status="paused")  # a resumed recording can be paused again
+        assert recording.fetch().status == "paused"
+        hang_up(emulator, host, guest)
+
+
+@pytest.mark.parametrize("stopped", ["completed", "stopped"])
+def test_stopped_status_knob(sink, stopped):
+    with started_emulator(sink, Behaviour(stopped_status=stopped)) as emulator:
+        host, guest = two_callers(emulator)
+        sid = emulator.conferences(ROOM)[0].recording_sids[0]
+        recording = sdk(emulator).conferences(host.conference_sid).recordings(sid)
+        time.sleep(0.1)
+        recording.update(status="stopped")
+        assert emulator.settle()
+        assert recording.fetch().status == stopped
+        assert [r.form["RecordingStatus"] for r in sink.at("/recording")] == ["in-progress", "completed"]
+        with pytest.raises(TwilioRestException) as finished:
+            recording.update(status="in-progress")
+        assert finished.value.status == 422
+        hang_up(emulator, host, guest)
+
+
+def test_behaviour_refuses_undocumented_values():
+    for knob in ("empty_conference_recording", "resumed_status", "stopped_status"):
+        with pytest.raises(ValueError):
+            Behaviour(**{knob: "bogus"})
+
+
 def test_pause_behavior_applies_to_paused_only(emulator):
     host, guest = two_callers(emulator)
     sid = emulator.conferences(ROOM)[0].recording_sids[0]
