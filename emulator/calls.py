@@ -35,7 +35,7 @@ class NotFound(LookupError):
 
 
 class Unprocessable(ValueError):
-    """The resource exists but cannot take this update (a finished recording): the REST API answers 422."""
+    """It exists but cannot take this request (finished recording, completed conference, departed caller)."""
 
 
 @dataclass(frozen=True)
