@@ -6,8 +6,8 @@ callers and conferences that send signed callbacks, real recordings, fault knobs
         Player(emulator).play(DEMO)
 """
 
-from emulator.faults import Faults
+from emulator.faults import Behaviour, Faults
 from emulator.scenarios import DEMO, Player
 from emulator.server import Emulator
 
-__all__ = ["DEMO", "Emulator", "Faults", "Player"]
+__all__ = ["DEMO", "Behaviour", "Emulator", "Faults", "Player"]

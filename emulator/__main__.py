@@ -14,25 +14,35 @@ import threading
 from typing import List, Optional
 
 from emulator.demo import EventPrinter
-from emulator.faults import Faults
+from emulator.faults import Behaviour, Faults
 from emulator.scenarios import SCENARIOS, Player
 from emulator.server import Emulator
 
 
-CONVERTERS = {"float": float, "bool": lambda raw: raw.lower() in ("1", "true", "yes"),
+CONVERTERS = {"float": float, "bool": lambda raw: raw.lower() in ("1", "true", "yes"), "str": str,
               "frozenset": lambda raw: frozenset(raw.split(","))}
 
 
 def parse_faults(pairs: List[str], seed: int) -> Faults:
     """`name=value` pairs into Faults, each value converted to its field's type."""
-    types = {f.name: f.type for f in dataclasses.fields(Faults) if f.name != "seed"}
+    return Faults(seed=seed, **_knobs(Faults, pairs, "fault"))
+
+
+def parse_behaviour(pairs: List[str]) -> Behaviour:
+    """`name=value` pairs into Behaviour (choices where SignalWire's docs are silent)."""
+    return Behaviour(**_knobs(Behaviour, pairs, "behaviour"))
+
+
+def _knobs(kind, pairs: List[str], what: str) -> dict:
+    """`name=value` pairs as keyword arguments of dataclass `kind` (its seed excluded)."""
+    types = {f.name: f.type for f in dataclasses.fields(kind) if f.name != "seed"}
     values = {}
     for pair in pairs:
         name, _, raw = pair.partition("=")
         if name not in types:
-            raise SystemExit(f"unknown fault {name!r}; choose from {', '.join(sorted(types))}")
+            raise SystemExit(f"unknown {what} {name!r}; choose from {', '.join(sorted(types))}")
         values[name] = CONVERTERS[types[name]](raw)
-    return Faults(seed=seed, **values)
+    return values
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -48,10 +58,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--fault", action="append", default=[], metavar="KNOB=VALUE",
                         help="e.g. callback_duplicate=0.2, rest_latency_s=0.1, "
                              "callback_drop_events=conference-start (see emulator/faults.py)")
+    parser.add_argument("--behaviour", action="append", default=[], metavar="KNOB=VALUE",
+                        help="where SignalWire's docs are silent, e.g. unstarted_conference_end=false, "
+                             "empty_conference_recording=failed (see Behaviour in emulator/faults.py)")
     parser.add_argument("--play", choices=sorted(SCENARIOS), help="play a scenario once the server is up")
     args = parser.parse_args(argv)
     emulator = Emulator(project=args.project, token=args.token, signing_key=args.signing_key,
-                        faults=parse_faults(args.fault, args.seed), seed=args.seed, host=args.host, port=args.port)
+                        faults=parse_faults(args.fault, args.seed), seed=args.seed, host=args.host, port=args.port,
+                        behaviour=parse_behaviour(args.behaviour))
     with emulator:
         for pair in args.number:
             number, _, voice_url = pair.partition("=")

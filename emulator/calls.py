@@ -17,16 +17,25 @@ import requests
 
 from emulator import audio
 from emulator.callbacks import Callback, Dispatcher, signed_request
+from emulator.faults import Behaviour
 from emulator.model import Call, CallbackTarget, Conference, PhoneNumber, Recording
 
 API_VERSION = "2010-04-01"
 CONFERENCE_EVENTS = {"start": "conference-start", "end": "conference-end",
-                     "join": "participant-join", "leave": "participant-leave"}
+                     "join": "participant-join", "leave": "participant-leave",
+                     "hold": "participant-hold", "unhold": "participant-unhold"}
+# <Conference> noun, recordingStatusCallbackEvent table: in-progress, completed, failed; the
+# recordingStatusCallbackEvent attribute's default is "completed failed". `absent` is not among them.
+CONFERENCE_RECORDING_EVENTS = frozenset({"in-progress", "completed", "failed"})
 VOICE_TIMEOUTS = (2.0, 5.0)
 
 
 class NotFound(LookupError):
-    """No such resource (or no longer updatable): the REST API answers 404."""
+    """No such resource: the REST API answers 404."""
+
+
+class Unprocessable(ValueError):
+    """It exists but cannot take this request (finished recording, completed conference, departed caller)."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +43,9 @@ class Event:
     """Something the emulator did, for live output and assertions."""
 
     at: float
-    kind: str  # joined left conference-start conference-end recording-started recording-paused
-    #            recording-resumed recording-completed call-failed
+    kind: str  # joined left held unheld conference-start conference-end announced announce-failed
+    #            recording-started recording-paused recording-resumed recording-completed recording-deleted
+    #            call-failed
     room: str
     label: str = ""
     present: int = 0
@@ -66,8 +76,9 @@ class Simulator:
     """Numbers, calls, conferences and recordings of one project, driven in wall-clock time."""
 
     def __init__(self, account_sid: str, signing_key: str, dispatcher: Dispatcher, media_base: Callable[[], str],
-                 seed: int = 0):
+                 seed: int = 0, behaviour: Behaviour = Behaviour()):
         self.account_sid = account_sid
+        self.behaviour = behaviour
         self._key = signing_key
         self._dispatcher = dispatcher
         self._media_base = media_base
@@ -127,16 +138,19 @@ class Simulator:
         """POST the number's voice webhook, signed; (LaML, "") or (None, why it failed)."""
         params = {"AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
                   "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": API_VERSION}
-        callback = Callback(number.voice_url, params, call.sid, "voice", number.voice_method)
-        url, form, headers = signed_request(self._key, number.voice_method, number.voice_url, params)
+        return self._request_laml(Callback(number.voice_url, params, call.sid, "voice", number.voice_method))
+
+    def _request_laml(self, callback: Callback) -> Tuple[Optional[str], str]:
+        """Fetch LaML once, signed like every webhook; (LaML, "") or (None, why it failed)."""
+        url, form, headers = signed_request(self._key, callback.method, callback.url, callback.params)
         try:
-            response = requests.request(number.voice_method, url, data=form, headers=headers, timeout=VOICE_TIMEOUTS)
+            response = requests.request(callback.method, url, data=form, headers=headers, timeout=VOICE_TIMEOUTS)
         except requests.RequestException as error:
             self._dispatcher.log_attempt(callback, None, type(error).__name__)
-            return None, f"voice webhook: {type(error).__name__}"
+            return None, f"{callback.event} webhook: {type(error).__name__}"
         self._dispatcher.log_attempt(callback, response.status_code)
         if response.status_code != 200:
-            return None, f"voice webhook answered {response.status_code}"
+            return None, f"{callback.event} webhook answered {response.status_code}"
         return response.text, ""
 
     def hangup(self, call_sid: str) -> None:
@@ -149,6 +163,29 @@ class Simulator:
             if call.conference_sid is not None and call.left_at is None:
                 self._leave(call, time.time())
 
+    def hold(self, call_sid: str, on: bool, conference_sid: str = "") -> Call:
+        """Put a participant on hold or take them off it (REST `Hold=true|false`)."""
+        # <Conference> statusCallbackEvent table: "hold: When a participant has been put on hold or
+        # put out of hold"; StatusCallbackEvent values participant-hold and participant-unhold.
+        with self.lock:
+            call = self.participant(call_sid, conference_sid)
+            if call.left_at is not None:
+                raise Unprocessable(call_sid)
+            if call.hold != on:
+                now = time.time()
+                call.hold, call.updated_at = on, now
+                conf = self.conferences[call.conference_sid]
+                self._conference_callback(conf, "hold" if on else "unhold", now, call)
+                self._emit("held" if on else "unheld", conf.name, call.label, len(conf.present))
+            return call
+
+    def participant(self, call_sid: str, conference_sid: str = "") -> Call:
+        """A call that joined the conference named (any, when empty); else NotFound."""
+        call = self.calls.get(call_sid)
+        if call is None or call.conference_sid is None or conference_sid not in ("", call.conference_sid):
+            raise NotFound(call_sid)
+        return call
+
     def _fail(self, call: Call, why: str) -> Call:
         """Mark a call failed and say why."""
         with self.lock:
@@ -159,7 +196,7 @@ class Simulator:
     # Conferences
 
     def _join(self, call: Call, attrs: Dict[str, str]) -> None:
-        """Put a call in its room's live conference, creating and starting it if need be."""
+        """Put a call in its room's live conference, creating it if need be, and start it once it may."""
         now = time.time()
         conf = self._live_conference(attrs, now)
         call.status = "in-progress"
@@ -172,7 +209,25 @@ class Simulator:
         conf.present.add(call.sid)
         self._conference_callback(conf, "join", now, call)
         self._emit("joined", conf.name, call.label, len(conf.present))
-        if conf.record == "record-from-start" and not conf.recording_sids and len(conf.present) >= 2:
+        self._maybe_start(conf, now, call)
+
+    def _maybe_start(self, conf: Conference, now: float, call: Call) -> None:
+        """Start the conference once the documented condition holds (after the join that met it)."""
+        # <Conference> noun, statusCallbackEvent table: "start: The conference has started as long as
+        # there are at least two people in the conference room and one of the participant's
+        # startConferenceOnEnter is set to true". The docs are silent on ordering within the second:
+        # the second join and the start share one-second Timestamps anyway.
+        if conf.status != "init" or len(conf.present) < 2:
+            return
+        if not any(self.calls[sid].start_conference_on_enter for sid in conf.present):
+            return  # startConferenceOnEnter: "... hear background music and stay muted until" one joins
+        conf.status = "in-progress"
+        conf.started_at = now
+        self._conference_callback(conf, "start", now)
+        self._emit("conference-start", conf.name, call.label, len(conf.present))
+        # record attribute: "record-from-start will begin recording the conference call once the
+        # first two participants join in on the call. Wait music is not recorded."
+        if conf.record == "record-from-start":
             self._start_recording(conf, now)
 
     def _live_conference(self, attrs: Dict[str, str], now: float) -> Conference:
@@ -186,13 +241,51 @@ class Simulator:
         conf = Conference(
             sid=new_sid(), name=name, created_at=now, record=attrs.get("record", "do-not-record"),
             status_callback=_target(attrs, "statusCallback", set()),
-            recording_callback=_target(attrs, "recordingStatusCallback", {"completed"}),
-            fault_key=f"{name}#{generation}")
+            recording_callback=_recording_target(attrs), fault_key=f"{name}#{generation}",
+            trim=attrs.get("trim", "trim-silence"))
         self.conferences[conf.sid] = conf
         self._live[name] = conf.sid
-        self._conference_callback(conf, "start", now)
-        self._emit("conference-start", name)
         return conf
+
+    def live_conference(self, conference_sid: str) -> Conference:
+        """A conference that can still be updated: NotFound when unknown, Unprocessable when over."""
+        conf = self.conferences.get(conference_sid)
+        if conf is None:
+            raise NotFound(conference_sid)
+        if conf.status == "completed":
+            raise Unprocessable(conference_sid)
+        return conf
+
+    def end_conference(self, conference_sid: str) -> Conference:
+        """REST `Status=completed`: everyone drops out, as when an endConferenceOnExit participant leaves."""
+        # UpdateConferenceRequest: "Only 'completed' is allowed to end the conference."
+        with self.lock:
+            conf = self.live_conference(conference_sid)
+            now = time.time()
+            for sid in sorted(conf.present):
+                self.calls[sid].status = "completed"
+                self._depart(conf, self.calls[sid], now)
+            self._end(conf, now)
+            return conf
+
+    def announce(self, conference_sid: str, url: str, method: str) -> None:
+        """REST `AnnounceUrl`: fetch LaML from it (signed) and play it to the room; records `announced`."""
+        # The docs are silent on the request's parameters: the conference's own (AccountSid,
+        # ConferenceSid, FriendlyName) are sent.
+        with self.lock:
+            conf = self.live_conference(conference_sid)
+            params = {"AccountSid": self.account_sid, "ConferenceSid": conf.sid, "FriendlyName": conf.name}
+        laml, why = self._request_laml(Callback(url, params, conf.sid, "announce", method))
+        with self.lock:
+            if laml is None:
+                self._emit("announce-failed", conf.name, detail=why)
+                return
+            try:
+                said = _said(laml)
+            except ElementTree.ParseError:
+                self._emit("announce-failed", conf.name, detail="AnnounceUrl answered something that is not LaML")
+                return
+            self._emit("announced", conf.name, present=len(conf.present), detail=said)
 
     def _leave(self, call: Call, now: float) -> None:
         """Take a call out of its conference; the conference ends when nobody is left."""
@@ -203,59 +296,65 @@ class Simulator:
                 self.calls[sid].status = "completed"
                 self._depart(conf, self.calls[sid], now)
         if not conf.present:
-            self._end(conf, now, call)
+            self._end(conf, now)
 
     def _depart(self, conf: Conference, call: Call, now: float) -> None:
         """One participant leaves: report it, then finish the call's own recordings (as SignalWire does)."""
-        call.left_at = now
+        call.left_at = call.updated_at = now
         conf.present.discard(call.sid)
         self._conference_callback(conf, "leave", now, call)
         self._emit("left", conf.name, call.label, len(conf.present))
         for sid in call.recording_sids:
             self._finish(self.recordings[sid], now)
 
-    def _end(self, conf: Conference, now: float, last: Call) -> None:
+    def _end(self, conf: Conference, now: float) -> None:
         """End the conference and finish its recordings."""
+        started = conf.started_at is not None
         conf.status = "completed"
         conf.ended_at = now
         self._live.pop(conf.name, None)
-        reason = ("participant-with-end-conference-on-exit-left" if last.end_conference_on_exit
-                  else "last-participant-left")
-        self._conference_callback(conf, "end", now, extra={"ReasonConferenceEnded": reason,
-                                                            "CallSidEndingConference": last.sid})
+        # statusCallbackEvent table, "end: ... when the last participant ... leaves"; silent on a
+        # conference that never started: Behaviour.unstarted_conference_end decides.
+        if started or self.behaviour.unstarted_conference_end:
+            self._conference_callback(conf, "end", now)
         self._emit("conference-end", conf.name)
         for sid in conf.recording_sids:
             self._finish(self.recordings[sid], now)
 
-    def _conference_callback(self, conf: Conference, event: str, now: float, call: Optional[Call] = None,
-                             extra: Optional[Dict[str, str]] = None) -> None:
+    def _conference_callback(self, conf: Conference, event: str, now: float, call: Optional[Call] = None) -> None:
         """Send a conference status callback if the first participant asked for this event."""
+        # <Conference> noun, "Request parameters for the statusCallback URL": AccountSid, CallSid,
+        # ConferenceSid, FriendlyName, Muted, Hold, StartConferenceOnEnter, EndConferenceOnExit,
+        # StatusCallbackEvent, Timestamp ("in RFC 2822 format"). No SequenceNumber is documented.
         target = conf.status_callback
-        if not target.url or event not in target.events:
+        # statusCallbackEvent table: `hold` covers "put on hold or put out of hold".
+        asked = "hold" if event == "unhold" else event
+        if not target.url or asked not in target.events:
             return
         params = {"AccountSid": self.account_sid, "ConferenceSid": conf.sid, "FriendlyName": conf.name,
                   "StatusCallbackEvent": CONFERENCE_EVENTS[event], "Timestamp": rfc2822(now)}
         if call is not None:
-            params.update(CallSid=call.sid, Muted=_flag(call.muted), Hold="false",
+            params.update(CallSid=call.sid, Muted=_flag(call.muted), Hold=_flag(call.hold),
                           StartConferenceOnEnter=_flag(call.start_conference_on_enter),
                           EndConferenceOnExit=_flag(call.end_conference_on_exit))
-        params.update(extra or {})
         self._dispatcher.send(Callback(target.url, params, conf.sid, CONFERENCE_EVENTS[event], target.method,
                                        conf.fault_key))
 
     # Recordings
 
     def _start_recording(self, conf: Conference, now: float) -> None:
-        """record-from-start: the conference recording begins with the second participant."""
-        rec = Recording(new_sid(), "DialConference", conf.created_at, conf.recording_callback,
-                        conference_sid=conf.sid, started_at=now)
+        """record-from-start: the conference recording begins when the conference starts."""
+        # OpenAPI ConferenceRecordingSource: Conference | StartConferenceRecording.
+        rec = Recording(new_sid(), "Conference", conf.created_at, conf.recording_callback,
+                        conference_sid=conf.sid, started_at=now, trim=conf.trim)
         rec.timeline.start(now)
         self.recordings[rec.sid] = rec
         conf.recording_sids.append(rec.sid)
         self._recording_callback(rec, "in-progress")
         self._emit("recording-started", conf.name, present=len(conf.present), detail=rec.sid)
 
-    def record_call(self, call_sid: str, channels: str, track: str, callback: CallbackTarget) -> Recording:
+    def record_call(self, call_sid: str, channels: str, track: str, callback: CallbackTarget,
+                    trim: str = "do-not-trim") -> Recording:
         """Start recording one call (REST `POST /Calls/{CallSid}/Recordings`)."""
         with self.lock:
             call = self.calls.get(call_sid)
@@ -263,8 +362,9 @@ class Simulator:
                 raise NotFound(call_sid)
             now = time.time()
             conf = self.conferences[call.conference_sid]
-            rec = Recording(new_sid(), "StartCallRecordingAPI", conf.created_at, callback, call_sid=call_sid,
-                            channels=2 if channels == "dual" else 1, track=track, started_at=now)
+            # OpenAPI RecordingSource enum spells it StartCallRecordingApi.
+            rec = Recording(new_sid(), "StartCallRecordingApi", conf.created_at, callback, call_sid=call_sid,
+                            channels=2 if channels == "dual" else 1, track=track, started_at=now, trim=trim)
             rec.timeline.start(now)
             self.recordings[rec.sid] = rec
             call.recording_sids.append(rec.sid)
@@ -274,44 +374,81 @@ class Simulator:
 
     def update_recording(self, recording_sid: str, status: str, behavior: str, *, conference_sid: str = "",
                          call_sid: str = "") -> Recording:
-        """Pause, resume or stop a recording; finished or unknown ones are not found."""
+        """Pause, resume or stop a recording: unknown ones are not found, finished ones unprocessable."""
         with self.lock:
-            rec = self.recordings.get(recording_sid)
-            if (rec is None or rec.finished or (conference_sid and rec.conference_sid != conference_sid)
-                    or (call_sid and rec.call_sid != call_sid)):
-                raise NotFound(recording_sid)
+            rec = self.owned_recording(recording_sid, conference_sid=conference_sid, call_sid=call_sid)
+            if rec.finished:
+                # OpenAPI update_conference_recording documents 404 and 422; a recording that exists
+                # but is over is "could not be processed due to validation errors".
+                raise Unprocessable(recording_sid)
             now = time.time()
             room = self._room_of(rec)
+            # UpdateConferenceRecordingRequest: PauseBehavior is "What to do while recording is paused".
             if status == "paused" and rec.timeline.pause(now, behavior):
                 rec.status = "paused"
                 self._emit("recording-paused", room, detail=f"{rec.sid} PauseBehavior={behavior}")
             elif status == "in-progress" and rec.timeline.resume(now):
-                rec.status = "in-progress"
+                rec.status = self.behaviour.resumed_status
                 self._emit("recording-resumed", room, detail=rec.sid)
             elif status == "stopped":
                 self._finish(rec, now)
+                if rec.status == "completed":
+                    rec.status = self.behaviour.stopped_status
             return rec
 
+    def owned_recording(self, recording_sid: str, *, conference_sid: str = "", call_sid: str = "") -> Recording:
+        """A live (not deleted) recording that belongs to the conference or call named; else NotFound."""
+        rec = self.recordings.get(recording_sid)
+        if (rec is None or rec.deleted or (conference_sid and rec.conference_sid != conference_sid)
+                or (call_sid and rec.call_sid != call_sid)):
+            raise NotFound(recording_sid)
+        return rec
+
+    def delete_recording(self, recording_sid: str, conference_sid: str = "") -> None:
+        """REST DELETE: the recording is gone from the API and its media from then on."""
+        # The docs are silent on deleting a recording still running: that is refused (400, "cannot be
+        # processed"), as its end would have nothing to report to.
+        with self.lock:
+            rec = self.owned_recording(recording_sid, conference_sid=conference_sid)
+            if not rec.finished:
+                raise Unprocessable(recording_sid)
+            rec.deleted = True
+            self._emit("recording-deleted", self._room_of(rec), detail=rec.sid)
+
     def _finish(self, rec: Recording, now: float) -> None:
-        """Close a recording: completed with its media, or absent when it holds nothing."""
+        """Close a recording: completed with its media, else as documented for an empty one."""
         if rec.finished:
             return
         rec.timeline.close(now)
         rec.ended_at = now
-        rec.status = "completed" if rec.duration() > 0 else "absent"
-        self._recording_callback(rec, rec.status)
+        reported = "completed" if rec.duration() > 0 else self._empty_status(rec)
+        # OpenAPI RecordingStatus has no `failed`: the resource of a failed recording reads `absent`.
+        rec.failed = reported == "failed"
+        rec.status = "absent" if rec.failed else reported
+        self._recording_callback(rec, reported)
         self._emit("recording-completed", self._room_of(rec), detail=rec.sid)
+
+    def _empty_status(self, rec: Recording) -> str:
+        """The final status of a recording without media."""
+        if rec.call_sid is not None:
+            # CreateCallRecordingRequest, RecordingStatusCallbackEvent: "Valid values: completed,
+            # in-progress, absent"; RecordingStatusCallbackPayload: "absent: Recording was too short".
+            return "absent"
+        # <Conference> recordingStatusCallbackEvent table has no `absent`; silent on empty media.
+        return self.behaviour.empty_conference_recording
 
     def _recording_callback(self, rec: Recording, status: str) -> None:
         """Send a recording status callback to the URL exactly as given, if that event was asked for."""
+        # OpenAPI RecordingStatusCallbackPayload: AccountSid, CallSid, RecordingSid, RecordingUrl,
+        # RecordingStatus, RecordingDuration, RecordingChannels, RecordingSource, and nothing else
+        # (no ConferenceSid, no RecordingStartTime).
         target = rec.callback
         if not target.url or status not in target.events:
             return
         params = {"AccountSid": self.account_sid, "CallSid": rec.call_sid or "", "RecordingSid": rec.sid,
                   "RecordingUrl": self.recording_url(rec.sid), "RecordingStatus": status,
                   "RecordingDuration": str(round(rec.duration())) if rec.finished else "0",
-                  "RecordingChannels": str(rec.channels), "RecordingSource": rec.source,
-                  "RecordingStartTime": rfc2822(rec.started_at)}
+                  "RecordingChannels": str(rec.channels), "RecordingSource": rec.source}
         conf = self._conference_of(rec)
         self._dispatcher.send(Callback(target.url, params, conf.sid, f"recording:{status}", target.method,
                                        conf.fault_key))
@@ -335,7 +472,8 @@ class Simulator:
         """A finished recording's audio, shaped (frames, channels); NotFound before it finishes."""
         with self.lock:
             rec = self.recordings.get(recording_sid)
-            if rec is None or not rec.finished:
+            # "failed: The recording is not accessible because of a failure."
+            if rec is None or rec.deleted or not rec.finished or rec.failed:
                 raise NotFound(recording_sid)
             pieces = rec.timeline.pieces(rec.origin)
             tracks = self._tracks(rec)
@@ -374,6 +512,18 @@ def _conference_verb(laml: str) -> Optional[Dict[str, str]]:
         for conference in dial.iter("Conference"):
             return {**conference.attrib, "name": (conference.text or "").strip()}
     return None
+
+
+def _said(laml: str) -> str:
+    """The text of every <Say> in a LaML document, joined by spaces."""
+    root = ElementTree.fromstring(laml)
+    return " ".join((say.text or "").strip() for say in root.iter("Say"))
+
+
+def _recording_target(attrs: Dict[str, str]) -> CallbackTarget:
+    """The conference recording's callback: documented events only, default "completed failed"."""
+    target = _target(attrs, "recordingStatusCallback", {"completed", "failed"})
+    return CallbackTarget(target.url, target.method, target.events & CONFERENCE_RECORDING_EVENTS)
 
 
 def _target(attrs: Dict[str, str], prefix: str, default_events: set) -> CallbackTarget:

@@ -3,6 +3,8 @@
 Decisions come from seeded per-stream random generators (one stream per conference,
 or per REST path outside any conference), so a scenario that produces its events in
 the same order draws the same faults on every run, whatever the other threads do.
+
+`Behaviour` is not a fault: it picks SignalWire's behaviour where the documentation is silent.
 """
 
 from __future__ import annotations
@@ -31,6 +33,39 @@ class Faults:
     rest_timeout: float = 0.0  # hang for rest_hang_s, then answer 504 without applying
     rest_hang_s: float = 6.0  # longer than a client's read timeout
     rest_timeout_applies: bool = False  # timed-out requests do take effect: only the answer is late
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """SignalWire behaviour the documentation leaves open: each choice switchable so tests cover both."""
+
+    # <Conference> noun, statusCallbackEvent table: "end: ... when the last participant ... leaves";
+    # silent on whether a conference that never started (a lone caller) sends conference-end.
+    # True: the lone caller was "the last participant", so the documented end applies.
+    unstarted_conference_end: bool = True
+    # <Conference> recordingStatusCallbackEvent table documents only in-progress, completed, failed;
+    # silent on a conference recording that ends with no media. "completed" (duration 0), or "failed".
+    empty_conference_recording: str = "completed"
+    # OpenAPI list_all_participants: "List all active Participants", yet ParticipantStatus has
+    # `completed`; silent on whether departed participants stay listed. False: only active ones.
+    departed_participants_listed: bool = False
+    # SignalWire's update-recording example answers "status": "queued" with end_time and duration
+    # filled; silent on when. True: every update answers like the example (the documented shape).
+    update_answers_queued: bool = True
+    # OpenAPI RecordingStatus lists both in-progress and resumed; silent on which a recording resumed
+    # with Status=in-progress reads. "in-progress": the status that was asked for.
+    resumed_status: str = "in-progress"
+    # RecordingStatus lists both stopped and completed; silent on which a recording stopped over REST
+    # reads once over. "completed": what its recording callback reports.
+    stopped_status: str = "completed"
+
+    def __post_init__(self) -> None:
+        """Refuse a value that is neither documented possibility."""
+        for name, allowed in (("empty_conference_recording", ("completed", "failed")),
+                              ("resumed_status", ("in-progress", "resumed")),
+                              ("stopped_status", ("completed", "stopped"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,8 @@ class Call:
     start_conference_on_enter: bool = True
     end_conference_on_exit: bool = False
     muted: bool = False
+    hold: bool = False
+    updated_at: Optional[float] = None  # last hold change or leave, the participant's date_updated
     recording_sids: List[str] = field(default_factory=list)
 
 
@@ -151,7 +153,10 @@ class Conference:
     status_callback: CallbackTarget
     recording_callback: CallbackTarget
     fault_key: str  # the conference's callbacks share one seeded fault stream
-    status: str = "in-progress"  # in-progress | completed
+    trim: str = "trim-silence"
+    # OpenAPI ConferenceStatus: init | in-progress | completed; init until conference-start.
+    status: str = "init"
+    started_at: Optional[float] = None
     ended_at: Optional[float] = None
     call_sids: List[str] = field(default_factory=list)  # everyone who ever joined, in order
     present: Set[str] = field(default_factory=set)
@@ -163,22 +168,25 @@ class Recording:
     """A conference or call recording with its timeline."""
 
     sid: str
-    source: str  # DialConference | StartCallRecordingAPI
+    source: str  # OpenAPI RecordingSource: Conference | StartCallRecordingApi
     origin: float  # sample 0 of the voices it hears
     callback: CallbackTarget
     conference_sid: Optional[str] = None
     call_sid: Optional[str] = None
     channels: int = 1
     track: str = "both"  # inbound | outbound | both, for call recordings
-    status: str = "in-progress"  # in-progress | paused | completed | absent
+    trim: str = "do-not-trim"
+    status: str = "in-progress"  # OpenAPI RecordingStatus: in-progress | paused | completed | absent
     timeline: Timeline = field(default_factory=Timeline)
     started_at: float = 0.0
     ended_at: Optional[float] = None
+    deleted: bool = False  # DELETE /Recordings/{R}: gone from the API, media 404
+    failed: bool = False  # reported `failed`: "not accessible because of a failure", media 404
 
     @property
     def finished(self) -> bool:
-        """Completed or absent: no longer updatable."""
-        return self.status in ("completed", "absent")
+        """Ended (completed, absent or failed): no longer updatable."""
+        return self.ended_at is not None
 
     def duration(self) -> float:
         """Seconds of media so far."""

@@ -12,24 +12,27 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, abort, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from emulator import audio
-from emulator.calls import API_VERSION, NotFound, Simulator, rfc2822
+from emulator.calls import API_VERSION, NotFound, Simulator, Unprocessable, rfc2822
 from emulator.faults import FaultInjector
 from emulator.model import Call, CallbackTarget, Conference, PhoneNumber, Recording
 
 PREFIXES = {"laml": f"/api/laml/{API_VERSION}/Accounts/<project>", "sdk": f"/{API_VERSION}/Accounts/<project>"}
-PAGE_SIZE = 50
+PAGE_SIZE = 50  # OpenAPI list parameters: "PageSize ... The default is 50, and the maximum is 1000."
+MAX_PAGE_SIZE = 1000
+CONFERENCE_STATUSES = ("init", "in-progress", "completed")
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 STATUS_CHOICES = ("paused", "in-progress", "stopped")
 PAUSE_BEHAVIORS = ("skip", "silence")
 ERROR_TEXT = {400: "Bad Request", 401: "Authentication Error - invalid username", 404: "Not Found",
-              405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable",
-              504: "Gateway Timeout"}
+              405: "Method Not Allowed", 422: "Unprocessable Entity", 500: "Internal Server Error",
+              503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 class SidConverter(BaseConverter):
@@ -110,15 +113,18 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
         if json_suffix:
             bp.add_url_rule(rule + ".json", view.__name__, view, methods=list(methods))
 
-    route("/Conferences/<sid:conference_sid>", views.conference)
+    route("/Conferences", views.conferences)
+    route("/Conferences/<sid:conference_sid>", views.conference, ("GET", "POST"))
     route("/Conferences/<sid:conference_sid>/Participants", views.participants)
+    route("/Conferences/<sid:conference_sid>/Participants/<sid:call_sid>", views.participant, ("GET", "POST"))
     route("/Conferences/<sid:conference_sid>/Recordings", views.conference_recordings)
     route("/Conferences/<sid:conference_sid>/Recordings/<sid:recording_sid>", views.conference_recording,
-          ("GET", "POST"))
+          ("GET", "POST", "DELETE"))
     route("/Calls/<sid:call_sid>/Recordings", views.create_call_recording, ("POST",))
     route("/Calls/<sid:call_sid>/Recordings/<sid:recording_sid>", views.call_recording, ("GET", "POST"))
     route("/IncomingPhoneNumbers", views.numbers)
     route("/IncomingPhoneNumbers/<sid:number_sid>", views.number, ("GET", "POST"))
+    route("/Recordings/<sid:recording_sid>", views.delete_recording, ("DELETE",))
     route("/Recordings/<sid:recording_sid>", views.recording_media, json_suffix=False)
     route("/Recordings/<sid:recording_sid>.<any(json, wav, mp3):ext>", views.recording_media, json_suffix=False)
 
@@ -214,29 +220,102 @@ class _Views:
 
     # Conferences
 
+    def conferences(self):
+        """List conferences, filtered by `Status` and `FriendlyName` (OpenAPI list_all_conferences)."""
+        status, name = request.args.get("Status"), request.args.get("FriendlyName")
+        if status is not None and status not in CONFERENCE_STATUSES:
+            return error(400, "Status must be init|in-progress|completed", 20001)
+        with self.sim.lock:
+            items = [self._conference_json(c) for c in self.sim.conferences.values()
+                     if (status is None or c.status == status) and (name is None or c.name == name)]
+        return self._page("conferences", items)
+
     def conference(self, conference_sid: str):
-        """Fetch a conference."""
+        """Fetch, or update (Status=completed, AnnounceUrl/AnnounceMethod), a conference."""
+        if request.method == "POST":
+            failed = self._update_conference(conference_sid)
+            if failed is not None:
+                return failed
         with self.sim.lock:
             return jsonify(self._conference_json(self._conference(conference_sid)))
 
+    def _update_conference(self, conference_sid: str) -> Optional[Response]:
+        """Apply an Update Conference request; an error response, or None when applied."""
+        status, url = request.form.get("Status"), request.form.get("AnnounceUrl")
+        method = request.form.get("AnnounceMethod", "POST").upper()  # "Default is `POST`"
+        if status not in (None, "completed") or method not in ("GET", "POST"):
+            return error(400, "Status must be completed and AnnounceMethod GET|POST", 20001)
+        try:
+            if url:
+                self.sim.announce(conference_sid, url, method)
+            if status == "completed":
+                self.sim.end_conference(conference_sid)
+        except NotFound:
+            return error(404, f"The requested resource /Conferences/{conference_sid} was not found", 20404)
+        except Unprocessable:
+            # The docs list 422 for this update; silent on which cases: a completed conference is one.
+            return _unprocessable(f"Conference {conference_sid} is completed")
+        return None
+
     def participants(self, conference_sid: str):
-        """List the participants on the line now."""
+        """List the participants: active ones, plus departed ones when the Behaviour says so."""
+        listed = self.sim.behaviour.departed_participants_listed
         with self.sim.lock:
             conf = self._conference(conference_sid)
             items = [self._participant_json(self.sim.calls[sid], conf) for sid in conf.call_sids
-                     if sid in conf.present]
-            return jsonify(self._page("participants", items))
+                     if listed or sid in conf.present]
+        return self._page("participants", items)
+
+    def participant(self, conference_sid: str, call_sid: str):
+        """Fetch a participant, or put them on hold / take them off it (`Hold=true|false`)."""
+        hold = request.form.get("Hold") if request.method == "POST" else None
+        if hold is not None and hold.lower() not in ("true", "false"):
+            return error(400, "Hold must be true or false", 20001)
+        try:
+            call = (self.sim.hold(call_sid, hold.lower() == "true", conference_sid) if hold is not None
+                    else self._listed_participant(call_sid, conference_sid))
+        except NotFound:
+            return error(404, f"The requested resource /Participants/{call_sid} was not found", 20404)
+        except Unprocessable:
+            return _unprocessable(f"Participant {call_sid} has left the conference")
+        with self.sim.lock:
+            return jsonify(self._participant_json(call, self.sim.conferences[call.conference_sid]))
+
+    def _listed_participant(self, call_sid: str, conference_sid: str) -> Call:
+        """A participant the list would show (active, or departed when the Behaviour lists those)."""
+        with self.sim.lock:
+            call = self.sim.participant(call_sid, conference_sid)
+            if call.left_at is not None and not self.sim.behaviour.departed_participants_listed:
+                raise NotFound(call_sid)
+            return call
 
     def conference_recordings(self, conference_sid: str):
-        """List a conference's recordings, finished ones included."""
+        """List a conference's recordings, finished ones included, deleted ones not."""
         with self.sim.lock:
             conf = self._conference(conference_sid)
-            return jsonify(self._page("recordings", [self._recording_json(self.sim.recordings[sid])
-                                                     for sid in conf.recording_sids]))
+            items = [self._recording_json(self.sim.recordings[sid]) for sid in conf.recording_sids
+                     if not self.sim.recordings[sid].deleted]
+        return self._page("recordings", items)
 
     def conference_recording(self, conference_sid: str, recording_sid: str):
-        """Fetch, or pause/resume/stop, a conference recording."""
+        """Fetch, pause/resume/stop, or delete a conference recording."""
+        if request.method == "DELETE":
+            return self._delete_recording(recording_sid, conference_sid)
         return self._recording(recording_sid, conference_sid=conference_sid)
+
+    def delete_recording(self, recording_sid: str):
+        """DELETE /Recordings/{R}: "If successful, a 204 response with no body will be returned"."""
+        return self._delete_recording(recording_sid)
+
+    def _delete_recording(self, recording_sid: str, conference_sid: str = ""):
+        """204 once deleted; 404 unknown; 400 while it is still running (the delete documents no 422)."""
+        try:
+            self.sim.delete_recording(recording_sid, conference_sid)
+        except NotFound:
+            return self._missing_recording(recording_sid)
+        except Unprocessable:
+            return error(400, f"Recording {recording_sid} is still in progress", 20001)
+        return Response(status=204)
 
     # Call recordings
 
@@ -247,11 +326,13 @@ class _Views:
         track = form.get("RecordingTrack", "both")
         if channels not in ("mono", "dual") or track not in ("inbound", "outbound", "both"):
             return error(400, "RecordingChannels must be mono|dual and RecordingTrack inbound|outbound|both", 20001)
+        # CreateCallRecordingRequest: RecordingStatusCallbackEvent "Default is `completed`", Trim
+        # "Default is `do-not-trim`".
         events = " ".join(form.getlist("RecordingStatusCallbackEvent")) or "completed"
         target = CallbackTarget(form.get("RecordingStatusCallback", ""),
                                 form.get("RecordingStatusCallbackMethod", "POST").upper(), frozenset(events.split()))
         try:
-            rec = self.sim.record_call(call_sid, channels, track, target)
+            rec = self.sim.record_call(call_sid, channels, track, target, form.get("Trim", "do-not-trim"))
         except NotFound:
             return error(404, f"The requested resource /Calls/{call_sid} was not found or is not in progress", 20404)
         with self.sim.lock:
@@ -265,25 +346,42 @@ class _Views:
 
     def _recording(self, recording_sid: str, **owner: str):
         """Shared fetch/update of a recording that must belong to `owner`."""
-        if request.method == "POST":
-            status = request.form.get("Status", "")
-            behavior = request.form.get("PauseBehavior", "silence")
-            if status not in STATUS_CHOICES or behavior not in PAUSE_BEHAVIORS:
-                return error(400, "Status must be paused|in-progress|stopped and PauseBehavior skip|silence", 20001)
+        if request.method == "GET":
+            return self._fetch_recording(recording_sid, **owner)
+        status = request.form.get("Status", "")
+        behavior = request.form.get("PauseBehavior", "silence")
+        if status not in STATUS_CHOICES or behavior not in PAUSE_BEHAVIORS:
+            return error(400, "Status must be paused|in-progress|stopped and PauseBehavior skip|silence", 20001)
+        try:
+            rec = self.sim.update_recording(recording_sid, status, behavior, **owner)
+        except NotFound:
+            return self._missing_recording(recording_sid)
+        except Unprocessable:
+            return _unprocessable(f"Recording {recording_sid} is {self.sim.recordings[recording_sid].status} "
+                                  "and can no longer be updated")
+        with self.sim.lock:
+            answer = self._recording_json(rec)
+        return jsonify(self._as_update_answer(answer, rec))
+
+    def _fetch_recording(self, recording_sid: str, **owner: str):
+        """A recording's resource, 404 when unknown, foreign or deleted."""
+        with self.sim.lock:
             try:
-                rec = self.sim.update_recording(recording_sid, status, behavior, **owner)
+                rec = self.sim.owned_recording(recording_sid, **owner)
             except NotFound:
                 return self._missing_recording(recording_sid)
-        else:
-            rec = self.sim.recordings.get(recording_sid)
-            if rec is None or any(getattr(rec, key) != value for key, value in owner.items()):
-                return self._missing_recording(recording_sid)
-        with self.sim.lock:
             return jsonify(self._recording_json(rec))
+
+    def _as_update_answer(self, answer: dict, rec: Recording) -> dict:
+        """An update's answer: like SignalWire's example when Behaviour.update_answers_queued, else as it is."""
+        # The example answers "status": "queued" with end_time and duration filled.
+        if not self.sim.behaviour.update_answers_queued:
+            return answer
+        return {**answer, "status": "queued", "end_time": rfc2822(time.time()), "duration": round(rec.duration())}
 
     @staticmethod
     def _missing_recording(recording_sid: str) -> Response:
-        """404 for unknown, foreign or finished recordings."""
+        """404 for unknown, foreign or deleted recordings."""
         return error(404, f"The requested resource /Recordings/{recording_sid} was not found", 20404)
 
     # Numbers
@@ -294,7 +392,7 @@ class _Views:
         with self.sim.lock:
             items = [self._number_json(n) for n in self.sim.numbers.values()
                      if wanted is None or n.phone_number == wanted]
-            return jsonify(self._page("incoming_phone_numbers", items))
+        return self._page("incoming_phone_numbers", items)
 
     def number(self, number_sid: str):
         """Fetch a number, or set its VoiceUrl/VoiceMethod."""
@@ -313,11 +411,7 @@ class _Views:
     def recording_media(self, recording_sid: str, ext: str = "wav"):
         """A finished recording as WAV or MP3 (no auth), or its metadata as JSON (auth checked)."""
         if ext == "json":
-            rec = self.sim.recordings.get(recording_sid)
-            if rec is None:
-                return self._missing_recording(recording_sid)
-            with self.sim.lock:
-                return jsonify(self._recording_json(rec))
+            return self._fetch_recording(recording_sid)
         try:
             wav = audio.wav_bytes(self.sim.media(recording_sid))
         except NotFound:
@@ -336,47 +430,64 @@ class _Views:
             abort(error(404, f"The requested resource /Conferences/{conference_sid} was not found", 20404))
         return conf
 
-    def _page(self, key: str, items: list) -> dict:
-        """twilio's page envelope: exactly one non-meta key holding the records."""
-        uri = request.path
-        return {key: items, "uri": uri, "first_page_uri": f"{uri}?Page=0&PageSize={PAGE_SIZE}",
-                "next_page_uri": None, "previous_page_uri": None, "page": 0, "page_size": PAGE_SIZE,
-                "start": 0, "end": max(len(items) - 1, 0)}
+    @staticmethod
+    def _page(key: str, items: list) -> Response:
+        """One page of `items` (Page, PageSize) in the OpenAPI *ListResponse envelope."""
+        # The page URIs keep the request's other query parameters (filters), so twilio 6.54's
+        # `.list()`/`.stream()` follows next_page_uri through every page.
+        try:
+            page = max(int(request.args.get("Page", 0)), 0)
+            size = min(max(int(request.args.get("PageSize", PAGE_SIZE)), 1), MAX_PAGE_SIZE)
+        except ValueError:
+            return error(400, "Page and PageSize must be integers", 20001)
+        start = page * size
+        chunk = items[start:start + size]
+        return jsonify({key: chunk, "uri": _page_uri(page, size), "first_page_uri": _page_uri(0, size),
+                        "next_page_uri": _page_uri(page + 1, size) if start + size < len(items) else None,
+                        "previous_page_uri": _page_uri(page - 1, size) if page > 0 else None,
+                        "page": page, "page_size": size, "start": start, "end": start + max(len(chunk) - 1, 0)})
 
     def _conference_json(self, conf: Conference) -> dict:
-        """A conference resource."""
+        """A conference resource: exactly the OpenAPI Conference schema's fields."""
         uri = f"{self.base}/Conferences/{conf.sid}"
+        updated = conf.ended_at or conf.started_at or conf.created_at
         return {"account_sid": self.project, "api_version": API_VERSION, "sid": conf.sid,
                 "friendly_name": conf.name, "status": conf.status, "region": "us1",
-                "date_created": rfc2822(conf.created_at), "date_updated": rfc2822(conf.ended_at or conf.created_at),
-                "reason_conference_ended": "last-participant-left" if conf.ended_at else None,
-                "call_sid_ending_conference": None, "uri": uri + ".json",
+                "date_created": rfc2822(conf.created_at), "date_updated": rfc2822(updated), "uri": uri + ".json",
                 "subresource_uris": {"participants": uri + "/Participants.json",
                                      "recordings": uri + "/Recordings.json"}}
 
     def _participant_json(self, call: Call, conf: Conference) -> dict:
-        """A participant resource."""
-        return {"account_sid": self.project, "call_sid": call.sid, "conference_sid": conf.sid, "label": None,
-                "date_created": rfc2822(call.joined_at), "date_updated": rfc2822(call.joined_at),
-                "end_conference_on_exit": call.end_conference_on_exit, "muted": call.muted, "hold": False,
+        """A participant resource: the OpenAPI ConferenceParticipant schema (status in-progress|completed)."""
+        return {"account_sid": self.project, "call_sid": call.sid, "conference_sid": conf.sid,
+                "date_created": rfc2822(call.joined_at), "date_updated": rfc2822(call.updated_at or call.joined_at),
+                "end_conference_on_exit": call.end_conference_on_exit, "muted": call.muted, "hold": call.hold,
                 "coaching": False, "call_sid_to_coach": None,
-                "start_conference_on_enter": call.start_conference_on_enter, "status": "connected",
+                "start_conference_on_enter": call.start_conference_on_enter,
+                "status": "completed" if call.left_at is not None else "in-progress",
                 "uri": f"{self.base}/Conferences/{conf.sid}/Participants/{call.sid}.json"}
 
     def _recording_json(self, rec: Recording) -> dict:
-        """A recording resource; duration is -1 until it is finished."""
+        """A recording: the OpenAPI ConferenceRecording/CallRecordingResponse fields."""
+        # duration is an integer there (-1 until finished here), channels a string ('1' | '2').
+        owner = f"Conferences/{rec.conference_sid}" if rec.conference_sid else f"Calls/{rec.call_sid}"
         return {"account_sid": self.project, "api_version": API_VERSION, "sid": rec.sid,
                 "call_sid": rec.call_sid, "conference_sid": rec.conference_sid, "status": rec.status,
-                "source": rec.source, "channels": rec.channels, "track": rec.track if rec.call_sid else None,
-                "duration": str(round(rec.duration())) if rec.finished else "-1",
-                "start_time": rfc2822(rec.started_at), "date_created": rfc2822(rec.started_at),
-                "date_updated": rfc2822(rec.ended_at or rec.started_at), "price": None, "price_unit": "USD",
-                "error_code": None, "encryption_details": None,
-                "uri": f"{self.base}/Recordings/{rec.sid}.json"}
+                "source": rec.source, "channel": str(rec.channels), "channels": str(rec.channels),
+                "duration": round(rec.duration()) if rec.finished else -1,
+                "start_time": rfc2822(rec.started_at), "end_time": rfc2822(rec.ended_at) if rec.finished else None,
+                "date_created": rfc2822(rec.started_at), "date_updated": rfc2822(rec.ended_at or rec.started_at),
+                "price": None, "price_unit": "USD", "error_code": None, "encryption_details": None, "trim": rec.trim,
+                "uri": f"{self.base}/{owner}/Recordings/{rec.sid}.json",
+                "subresource_uris": {"transcriptions": f"{self.base}/Recordings/{rec.sid}/Transcriptions.json"}}
 
     def _number_json(self, number: PhoneNumber) -> dict:
-        """An IncomingPhoneNumber resource (every field the SDK's patched constructor reads)."""
-        return {"account_sid": self.project, "api_version": API_VERSION, "beta": False, "sid": number.sid,
+        """An IncomingPhoneNumber: the OpenAPI schema's fields (every one the SDK's constructor reads)."""
+        return {"account_id": self.project, "account_sid": self.project, "address_requirements": "none",
+                "address_sid": None, "country_code": "US", "emergency_address_sid": None,
+                "emergency_status": "Inactive", "identity_sid": None, "origin": "signalwire", "trunk_sid": None,
+                "verification_status": "Unverified",
+                "api_version": API_VERSION, "beta": False, "sid": number.sid,
                 "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
                 "date_created": rfc2822(number.created_at), "date_updated": rfc2822(number.updated_at),
                 "friendly_name": number.phone_number, "phone_number": number.phone_number,
@@ -386,3 +497,15 @@ class _Views:
                 "voice_fallback_url": None, "voice_method": number.voice_method, "voice_url": number.voice_url,
                 "uri": f"{self.base}/IncomingPhoneNumbers/{number.sid}.json"}
 
+
+def _unprocessable(message: str) -> Response:
+    """422 with OpenAPI's CompatibilityErrorStringArrayResponse body: {"errors": [...]}."""
+    body = jsonify(errors=[message])
+    body.status_code = 422
+    return body
+
+
+def _page_uri(page: int, size: int) -> str:
+    """The request's path and filters with Page and PageSize replaced."""
+    args = [(k, v) for k, v in request.args.items(multi=True) if k not in ("Page", "PageSize", "PageToken")]
+    return f"{request.path}?{urlencode(args + [('Page', page), ('PageSize', size)])}"

@@ -3,6 +3,8 @@
 A scenario is a list of steps:
     ("call", LABEL, TO)   LABEL dials TO (a new call each time, so a rejoin is a new CallSid)
     ("hangup", LABEL)     LABEL's current call hangs up
+    ("hold", LABEL)       LABEL's current call is put on hold
+    ("unhold", LABEL)     ... and taken off hold
     ("wait", SECONDS)     real time passes
 Labels name people; each label always dials from the same number, so it keeps its voice.
 """
@@ -87,7 +89,7 @@ def random_session(rng: random.Random, to: str, steps: int, people: int = 4,
 
 
 class Player:
-    """Plays steps against an emulator (anything with `dial(to, from_, label)` and `hangup(sid)`)."""
+    """Plays steps against an emulator (anything with `dial(to, from_, label)`, `hangup(sid)`, `hold(sid, on)`)."""
 
     def __init__(self, emulator, on_step: Optional[Callable[[Step], None]] = None):
         self._emulator = emulator
@@ -104,6 +106,8 @@ class Player:
                 self.calls[step[1]] = self._emulator.dial(step[2], caller_number(step[1]), step[1])
             elif kind == "hangup":
                 self._emulator.hangup(self.calls[step[1]].sid)
+            elif kind in ("hold", "unhold"):
+                self._emulator.hold(self.calls[step[1]].sid, kind == "hold")
             elif kind == "wait":
                 time.sleep(step[1])
             else:

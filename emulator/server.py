@@ -16,7 +16,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from emulator import audio
 from emulator.callbacks import Attempt, Dispatcher
 from emulator.calls import Simulator
-from emulator.faults import FaultInjector, Faults
+from emulator.faults import Behaviour, FaultInjector, Faults
 from emulator.model import Call, Conference, PhoneNumber, Recording
 from emulator.rest_api import RestLog, create_rest_app
 
@@ -40,7 +40,7 @@ class Emulator:
     def __init__(self, *, project: Optional[str] = None, token: Optional[str] = None,
                  signing_key: Optional[str] = None, faults: Faults = Faults(), seed: int = 0,
                  host: str = "127.0.0.1", port: int = 0, callback_timeouts: tuple = (2.0, 5.0),
-                 callback_retry_after_s: float = 0.25):
+                 callback_retry_after_s: float = 0.25, behaviour: Behaviour = Behaviour()):
         made = throwaway_credentials()
         self.project = project or made["project"]
         self.token = token or made["token"]
@@ -48,7 +48,7 @@ class Emulator:
         self.injector = FaultInjector(faults)
         self.dispatcher = Dispatcher(self.signing_key, self.injector, *callback_timeouts,
                                      retry_after_s=callback_retry_after_s)
-        self.sim = Simulator(self.project, self.signing_key, self.dispatcher, lambda: self.url, seed)
+        self.sim = Simulator(self.project, self.signing_key, self.dispatcher, lambda: self.url, seed, behaviour)
         self.rest_log = RestLog()
         self.app = create_rest_app(self.sim, self.project, self.token, self.injector, self.rest_log)
         self._host, self._port = host, port
@@ -100,6 +100,10 @@ class Emulator:
     def hangup(self, call_sid: str) -> None:
         """Hang up a call."""
         self.sim.hangup(call_sid)
+
+    def hold(self, call_sid: str, on: bool = True) -> None:
+        """Put a participant on hold (or, with on=False, take them off it), as the REST update would."""
+        self.sim.hold(call_sid, on)
 
     def settle(self, timeout: float = 10.0) -> bool:
         """Wait until every callback is delivered (or given up) and no REST request is in flight."""

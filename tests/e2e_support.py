@@ -57,7 +57,8 @@ class Sink:
     """A stand-in for Quorum: answers the voice webhook with `<Conference>` LaML, records every request.
 
     `attrs(form)` gives the `<Conference>` attributes for a call ("{base}" becomes the sink's
-    URL); `answers[path]` lists the statuses to answer in turn before falling back to 204.
+    URL); `answers[path]` lists the statuses to answer in turn before falling back to 204;
+    `laml[path]` is a LaML document to answer there (200), e.g. for an AnnounceUrl.
     """
 
     ROOM = DEMO_NUMBER
@@ -65,6 +66,7 @@ class Sink:
     def __init__(self, attrs=None):
         self.attrs = attrs or (lambda form: self.default_attrs())
         self.answers: dict = {}
+        self.laml: dict = {}
         self.received: List[Received] = []
         self._lock = threading.Lock()
         app = Flask("sink")
@@ -106,6 +108,8 @@ class Sink:
             attrs = {k: escape(v.replace("{base}", self.base)) for k, v in self.attrs(request.form).items()}
             body = " ".join(f'{k}="{v}"' for k, v in attrs.items())
             return f"<Response><Dial><Conference {body}>{self.ROOM}</Conference></Dial></Response>", 200
+        if request.path in self.laml:
+            return self.laml[request.path], 200
         return "", status
 
 

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import io
 import time
+import types
 import uuid
 import wave
 from email.utils import parsedate_to_datetime
@@ -21,9 +22,9 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
 from e2e_support import Sink
-from emulator import audio
-from emulator.__main__ import parse_faults
-from emulator.faults import FaultInjector, Faults
+from emulator import audio, calls as calls_module
+from emulator.__main__ import parse_behaviour, parse_faults
+from emulator.faults import Behaviour, FaultInjector, Faults
 from emulator.scenarios import (Player, expected_writes, hang_up_everyone, on_the_line, quorum_spans,
                                 random_session, span_problems)
 from emulator.server import Emulator
@@ -91,21 +92,23 @@ def test_conference_participants_and_recordings_through_the_sdk(emulator):
     assert finished.status == "completed" and int(finished.duration) >= 0
 
 
-def test_recording_pause_is_idempotent_resume_works_and_finished_is_not_found(emulator):
+def test_recording_pause_is_idempotent_resume_works_unknown_is_404_and_finished_is_422(emulator):
     host, guest = two_callers(emulator)
     conference = sdk(emulator).conferences(host.conference_sid)
     sid = conference.recordings.list()[0].sid
     for _ in range(2):
-        assert conference.recordings(sid).update(status="paused", pause_behavior="skip").status == "paused"
+        conference.recordings(sid).update(status="paused", pause_behavior="skip")
+        assert conference.recordings(sid).fetch().status == "paused"
     assert [s.state for s in emulator.recording(sid).timeline.spans] == ["recording", "paused"]
-    assert conference.recordings(sid).update(status="in-progress").status == "in-progress"
+    conference.recordings(sid).update(status="in-progress")
+    assert conference.recordings(sid).fetch().status == "in-progress"
     with pytest.raises(TwilioRestException) as unknown:
         conference.recordings(str(uuid.uuid4())).update(status="paused")
     assert (unknown.value.status, unknown.value.code) == (404, 20404)
     hang_up(emulator, host, guest)
     with pytest.raises(TwilioRestException) as finished:
         conference.recordings(sid).update(status="paused")
-    assert finished.value.status == 404
+    assert finished.value.status == 422
 
 
 @pytest.mark.parametrize("form", [{"Status": "bogus"}, {"Status": "paused", "PauseBehavior": "bogus"}, {}])
@@ -154,7 +157,8 @@ def test_call_recording_create_update_and_dual_channel_media(emulator, sink):
                                       recording_status_callback_event="in-progress completed")
     assert created.status == "in-progress" and created.call_sid == host.sid
     time.sleep(0.2)
-    assert calls.recordings(created.sid).update(status="paused", pause_behavior="silence").status == "paused"
+    calls.recordings(created.sid).update(status="paused", pause_behavior="silence")
+    assert calls.recordings(created.sid).fetch().status == "paused"
     hang_up(emulator, host, guest)
     callbacks = sink.at("/call-rec")
     assert [c.form["RecordingStatus"] for c in callbacks] == ["in-progress", "completed"]
@@ -196,7 +200,7 @@ def test_conference_callbacks_go_to_the_first_participants_url_in_order(sink):
         received = sink.at("/status")
         assert sink.at("/other") == []
         assert [r.form["StatusCallbackEvent"] for r in received] == [
-            "conference-start", "participant-join", "participant-join", "participant-leave", "participant-leave",
+            "participant-join", "participant-join", "conference-start", "participant-leave", "participant-leave",
             "conference-end"]
         for r in received:
             assert r.form["AccountSid"] == emulator.project and r.form["FriendlyName"] == ROOM
@@ -222,7 +226,7 @@ def test_recording_callbacks_keep_the_query_string_and_carry_no_conference_sid(e
     for r in received:
         assert r.url == sink.base + "/recording?room=%2B15550100&x=1"
         assert "ConferenceSid" not in r.form
-        assert r.form["RecordingSource"] == "DialConference" and r.form["CallSid"] == ""
+        assert r.form["RecordingSource"] == "Conference" and r.form["CallSid"] == ""
     completed = received[-1].form
     assert int(completed["RecordingDuration"]) == round(emulator.recording(completed["RecordingSid"]).duration())
     media = requests.get(completed["RecordingUrl"] + ".wav", timeout=5)  # no auth, like SignalWire's
@@ -253,11 +257,409 @@ def test_failed_callbacks_are_retried_up_to_three_times(sink, answers, attempts)
     sink.attrs = lambda form: {"statusCallback": "{base}/status", "statusCallbackEvent": "start"}
     with Emulator(callback_retry_after_s=0.05) as emulator:
         emulator.add_number(ROOM, sink.base + "/voice")
-        emulator.dial(ROOM, "+15551110001")
-        assert emulator.settle()
+        two_callers(emulator)
         assert len(sink.at("/status")) == attempts
         tried = [a for a in emulator.callback_attempts() if a.callback.event == "conference-start"]
         assert [a.number for a in tried] == list(range(1, attempts + 1))
+
+
+# Documented behaviour (SignalWire's <Conference> noun page and the Compatibility OpenAPI)
+
+EVERY_EVENT = {"statusCallback": "{base}/status", "statusCallbackEvent": "start end join leave hold",
+               "record": "record-from-start", "recordingStatusCallback": "{base}/recording",
+               "recordingStatusCallbackEvent": "in-progress completed failed absent"}
+PARTICIPANT_CALLBACK_FIELDS = {"AccountSid", "CallSid", "ConferenceSid", "FriendlyName", "Timestamp", "Muted", "Hold",
+                               "StartConferenceOnEnter", "EndConferenceOnExit", "StatusCallbackEvent"}
+CONFERENCE_CALLBACK_FIELDS = {"AccountSid", "ConferenceSid", "FriendlyName", "Timestamp", "StatusCallbackEvent"}
+RECORDING_CALLBACK_FIELDS = {"AccountSid", "CallSid", "RecordingSid", "RecordingUrl", "RecordingStatus",
+                             "RecordingDuration", "RecordingChannels", "RecordingSource"}
+CONFERENCE_FIELDS = {"sid", "account_sid", "date_created", "date_updated", "friendly_name", "status", "api_version",
+                     "region", "uri", "subresource_uris"}
+PARTICIPANT_FIELDS = {"account_sid", "call_sid", "call_sid_to_coach", "coaching", "conference_sid", "date_created",
+                      "status", "date_updated", "end_conference_on_exit", "muted", "hold", "start_conference_on_enter",
+                      "uri"}
+RECORDING_FIELDS = {"sid", "account_sid", "api_version", "call_sid", "conference_sid", "channel", "channels",
+                    "date_created", "date_updated", "start_time", "end_time", "duration", "price", "price_unit",
+                    "source", "status", "error_code", "uri", "subresource_uris", "encryption_details", "trim"}
+NUMBER_FIELDS = {"account_id", "account_sid", "address_requirements", "address_sid", "api_version", "beta",
+                 "capabilities", "country_code", "date_created", "date_updated", "emergency_address_sid",
+                 "emergency_status", "friendly_name", "identity_sid", "origin", "phone_number", "sid",
+                 "sms_application_sid", "sms_fallback_method", "sms_fallback_url", "sms_method", "sms_url",
+                 "status_callback", "status_callback_method", "trunk_sid", "uri", "voice_application_sid",
+                 "voice_caller_id_lookup", "voice_fallback_method", "voice_fallback_url", "voice_method", "voice_url"}
+
+
+def started_emulator(sink, behaviour: Behaviour = Behaviour(), attrs: dict = EVERY_EVENT) -> Emulator:
+    """An emulator (to use as a context manager) whose calls get `attrs`."""
+    sink.attrs = lambda form: attrs
+    emulator = Emulator(behaviour=behaviour).start()
+    emulator.add_number(ROOM, sink.base + "/voice")
+    return emulator
+
+
+def api_get(emulator: Emulator, path: str, **params) -> requests.Response:
+    """GET an API path under SignalWire's documented base."""
+    url = f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}{path}"
+    return requests.get(url, params=params, auth=(emulator.project, emulator.token), timeout=5)
+
+
+def status_events(sink) -> list:
+    """The StatusCallbackEvent of every conference callback, in arrival order."""
+    return [r.form["StatusCallbackEvent"] for r in sink.at("/status")]
+
+
+def frozen_clock(monkeypatch) -> None:
+    """Stop the simulator's clock, so a recording that starts and ends now holds no media."""
+    now = time.time()
+    monkeypatch.setattr(calls_module, "time", types.SimpleNamespace(time=lambda: now))
+
+
+def test_a_lone_caller_joins_but_the_conference_neither_starts_nor_records(sink):
+    with started_emulator(sink) as emulator:
+        host = emulator.dial(ROOM, "+15551110001")
+        assert emulator.settle()
+        assert status_events(sink) == ["participant-join"]
+        assert api_get(emulator, f"/Conferences/{host.conference_sid}.json").json()["status"] == "init"
+        assert emulator.conferences(ROOM)[0].recording_sids == [] and sink.at("/recording") == []
+
+
+def test_the_documented_order_is_join_join_start_and_recording_begins_at_start(sink):
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        assert status_events(sink) == ["participant-join", "participant-join", "conference-start"]
+        conf = emulator.conferences(ROOM)[0]
+        assert api_get(emulator, f"/Conferences/{conf.sid}.json").json()["status"] == "in-progress"
+        assert emulator.recording(conf.recording_sids[0]).started_at == conf.started_at
+        assert [r.form["RecordingStatus"] for r in sink.at("/recording")] == ["in-progress"]
+        hang_up(emulator, host, guest)
+
+
+def test_callers_without_start_conference_on_enter_wait_for_one_with_it(sink):
+    waiting = {**EVERY_EVENT, "startConferenceOnEnter": "false"}
+    sink.attrs = lambda form: EVERY_EVENT if form["From"] == "+15551110003" else waiting
+    with Emulator() as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        first, second = two_callers(emulator)
+        assert "conference-start" not in status_events(sink) and emulator.conferences(ROOM)[0].status == "init"
+        assert emulator.conferences(ROOM)[0].recording_sids == []
+        moderator = emulator.dial(ROOM, "+15551110003")
+        assert emulator.settle()
+        assert status_events(sink)[-2:] == ["participant-join", "conference-start"]
+        assert len(emulator.conferences(ROOM)[0].recording_sids) == 1
+        hang_up(emulator, first, second, moderator)
+
+
+@pytest.mark.parametrize("sends_end", [True, False])
+def test_unstarted_conference_end_knob(sink, sends_end):
+    with started_emulator(sink, Behaviour(unstarted_conference_end=sends_end)) as emulator:
+        host = emulator.dial(ROOM, "+15551110001")
+        hang_up(emulator, host)
+        expected = ["participant-join", "participant-leave"] + (["conference-end"] if sends_end else [])
+        assert status_events(sink) == expected
+        assert api_get(emulator, f"/Conferences/{host.conference_sid}.json").json()["status"] == "completed"
+
+
+def test_conference_and_participant_callbacks_carry_the_documented_fields_only(sink):
+    with started_emulator(sink) as emulator:
+        hang_up(emulator, *two_callers(emulator))
+        for received in sink.at("/status"):
+            event = received.form["StatusCallbackEvent"]
+            fields = PARTICIPANT_CALLBACK_FIELDS if event.startswith("participant-") else CONFERENCE_CALLBACK_FIELDS
+            assert set(received.form) == fields, event
+            assert received.form["Timestamp"].endswith("+0000") and "." not in received.form["Timestamp"]
+
+
+def test_conference_recording_events_default_to_completed_failed(sink):
+    attrs = {key: value for key, value in EVERY_EVENT.items() if key != "recordingStatusCallbackEvent"}
+    with started_emulator(sink, attrs=attrs) as emulator:
+        time.sleep(0.1)
+        hang_up(emulator, *two_callers(emulator))
+        (completed,) = sink.at("/recording")
+        assert completed.form["RecordingStatus"] == "completed"
+        assert set(completed.form) == RECORDING_CALLBACK_FIELDS
+
+
+@pytest.mark.parametrize("empty", ["completed", "failed"])
+def test_empty_conference_recording_knob_and_absent_is_never_sent(sink, monkeypatch, empty):
+    frozen_clock(monkeypatch)
+    with started_emulator(sink, Behaviour(empty_conference_recording=empty)) as emulator:
+        host, guest = two_callers(emulator)
+        hang_up(emulator, host, guest)
+        received = [r.form for r in sink.at("/recording")]
+        assert [form["RecordingStatus"] for form in received] == ["in-progress", empty]
+        assert received[-1]["RecordingDuration"] == "0"
+        media = requests.get(received[-1]["RecordingUrl"] + ".wav", timeout=5)
+        assert media.status_code == (200 if empty == "completed" else 404)
+        (listed,) = sdk(emulator).conferences(host.conference_sid).recordings.list()
+        assert listed.status == ("completed" if empty == "completed" else "absent")
+
+
+def test_call_recordings_can_still_report_absent(sink, monkeypatch):
+    frozen_clock(monkeypatch)
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        sdk(emulator).calls(host.sid).recordings.create(recording_status_callback=sink.base + "/call-rec",
+                                                        recording_status_callback_event="completed absent")
+        hang_up(emulator, host, guest)
+        (absent,) = sink.at("/call-rec")
+        assert absent.form["RecordingStatus"] == "absent" and absent.form["RecordingSource"] == "StartCallRecordingApi"
+
+
+@pytest.mark.parametrize("departed_listed", [False, True])
+def test_participants_have_the_documented_fields_and_departed_ones_follow_the_knob(sink, departed_listed):
+    with started_emulator(sink, Behaviour(departed_participants_listed=departed_listed)) as emulator:
+        host, guest = two_callers(emulator)
+        third = emulator.dial(ROOM, "+15551110003")
+        hang_up(emulator, guest)
+        items = api_get(emulator, f"/Conferences/{host.conference_sid}/Participants.json").json()["participants"]
+        assert all(set(item) == PARTICIPANT_FIELDS for item in items)
+        statuses = {item["call_sid"]: item["status"] for item in items}
+        expected = {host.sid: "in-progress", third.sid: "in-progress"}
+        assert statuses == ({**expected, guest.sid: "completed"} if departed_listed else expected)
+        item = items[0]
+        assert (item["conference_sid"], item["hold"], item["muted"], item["coaching"]) == (
+            host.conference_sid, False, False, False)
+        assert item["start_conference_on_enter"] is True and item["end_conference_on_exit"] is False
+        parsedate_to_datetime(item["date_created"])
+        hang_up(emulator, host, third)
+
+
+@pytest.mark.parametrize("queued", [True, False])
+def test_update_answer_knob_says_queued_like_the_doc_example(sink, queued):
+    with started_emulator(sink, Behaviour(update_answers_queued=queued)) as emulator:
+        host, guest = two_callers(emulator)
+        sid = emulator.conferences(ROOM)[0].recording_sids[0]
+        path = f"/Conferences/{host.conference_sid}/Recordings/{sid}.json"
+        answer = requests.post(f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}{path}",
+                               data={"Status": "paused", "PauseBehavior": "skip"},
+                               auth=(emulator.project, emulator.token), timeout=5).json()
+        if queued:
+            assert answer["status"] == "queued" and answer["end_time"] is not None and answer["duration"] >= 0
+        else:
+            assert (answer["status"], answer["end_time"], answer["duration"]) == ("paused", None, -1)
+        assert sdk(emulator).conferences(host.conference_sid).recordings(sid).fetch().status == "paused"
+        hang_up(emulator, host, guest)
+
+
+@pytest.mark.parametrize("resumed", ["in-progress", "resumed"])
+def test_resumed_status_knob(sink, resumed):
+    with started_emulator(sink, Behaviour(resumed_status=resumed)) as emulator:
+        host, guest = two_callers(emulator)
+        sid = emulator.conferences(ROOM)[0].recording_sids[0]
+        recording = sdk(emulator).conferences(host.conference_sid).recordings(sid)
+        recording.update(status="paused")
+        recording.update(status="in-progress")
+        assert recording.fetch().status == resumed
+        recording.update(status="paused")  # a resumed recording can be paused again
+        assert recording.fetch().status == "paused"
+        hang_up(emulator, host, guest)
+
+
+@pytest.mark.parametrize("stopped", ["completed", "stopped"])
+def test_stopped_status_knob(sink, stopped):
+    with started_emulator(sink, Behaviour(stopped_status=stopped)) as emulator:
+        host, guest = two_callers(emulator)
+        sid = emulator.conferences(ROOM)[0].recording_sids[0]
+        recording = sdk(emulator).conferences(host.conference_sid).recordings(sid)
+        time.sleep(0.1)
+        recording.update(status="stopped")
+        assert emulator.settle()
+        assert recording.fetch().status == stopped
+        assert [r.form["RecordingStatus"] for r in sink.at("/recording")] == ["in-progress", "completed"]
+        with pytest.raises(TwilioRestException) as finished:
+            recording.update(status="in-progress")
+        assert finished.value.status == 422
+        hang_up(emulator, host, guest)
+
+
+def test_behaviour_refuses_undocumented_values():
+    for knob in ("empty_conference_recording", "resumed_status", "stopped_status"):
+        with pytest.raises(ValueError):
+            Behaviour(**{knob: "bogus"})
+
+
+def test_pause_behavior_applies_to_paused_only(emulator):
+    host, guest = two_callers(emulator)
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    recording = sdk(emulator).conferences(host.conference_sid).recordings(sid)
+    recording.update(status="in-progress", pause_behavior="skip")
+    recording.update(status="paused")
+    (_, paused) = emulator.recording(sid).timeline.spans
+    assert paused.behavior == "silence"  # UpdateConferenceRecordingRequest: "Default is `silence`"
+    hang_up(emulator, host, guest)
+
+
+def test_unknown_call_recording_is_404_and_finished_one_is_422(emulator):
+    host, guest = two_callers(emulator)
+    calls = sdk(emulator).calls(host.sid)
+    created = calls.recordings.create()
+    with pytest.raises(TwilioRestException) as unknown:
+        calls.recordings(str(uuid.uuid4())).update(status="paused")
+    assert unknown.value.status == 404
+    hang_up(emulator, host, guest)
+    url = f"{emulator.url}/2010-04-01/Accounts/{emulator.project}/Calls/{host.sid}/Recordings/{created.sid}.json"
+    finished = requests.post(url, data={"Status": "paused"}, auth=(emulator.project, emulator.token), timeout=5)
+    assert finished.status_code == 422 and isinstance(finished.json()["errors"], list)
+
+
+def test_resources_have_the_openapi_fields_and_types(emulator):
+    host, guest = two_callers(emulator)
+    conference = api_get(emulator, f"/Conferences/{host.conference_sid}.json").json()
+    assert set(conference) == CONFERENCE_FIELDS
+    (recording,) = api_get(emulator, f"/Conferences/{host.conference_sid}/Recordings.json").json()["recordings"]
+    assert set(recording) == RECORDING_FIELDS
+    assert (recording["source"], recording["channels"], recording["duration"]) == ("Conference", "1", -1)
+    assert recording["trim"] == "trim-silence"  # <Conference trim> "default: trim-silence"
+    call_recording = sdk(emulator).calls(host.sid).recordings.create()
+    fetched = api_get(emulator, f"/Calls/{host.sid}/Recordings/{call_recording.sid}.json").json()
+    assert set(fetched) == RECORDING_FIELDS and fetched["trim"] == "do-not-trim"
+    (number,) = api_get(emulator, "/IncomingPhoneNumbers.json", PhoneNumber=ROOM).json()["incoming_phone_numbers"]
+    assert NUMBER_FIELDS <= set(number)
+    hang_up(emulator, host, guest)
+    (finished,) = api_get(emulator, f"/Conferences/{host.conference_sid}/Recordings.json").json()["recordings"]
+    assert isinstance(finished["duration"], int) and finished["end_time"] is not None
+
+
+def test_conferences_list_filters_by_status_and_the_sdk_pages_through_it(sink):
+    with started_emulator(sink) as emulator:
+        for room in ("+15550001", "+15550002", "+15550003"):
+            sink.ROOM = room
+            hang_up(emulator, emulator.dial(ROOM, "+15551110001"))
+        sink.ROOM = "+15550004"
+        lone = emulator.dial(ROOM, "+15551110001")
+        sink.ROOM = "+15550005"
+        live = two_callers(emulator)
+        client = sdk(emulator)
+        assert [c.sid for c in client.conferences.list(status="in-progress")] == [live[0].conference_sid]
+        assert [c.sid for c in client.conferences.list(status="init")] == [lone.conference_sid]
+        assert len(list(client.conferences.stream(status="completed", page_size=2))) == 3
+        assert len(client.conferences.list(page_size=2)) == 5
+        pages = [c.path for c in emulator.rest_log.calls if c.path.endswith("/Conferences.json")]
+        assert len(pages) >= 3 + 3  # 2 + 1 completed, then 2 + 2 + 1 of all, each a request
+        raw = api_get(emulator, "/Conferences", Status="in-progress", PageSize=1).json()
+        assert raw["next_page_uri"] is None and raw["first_page_uri"].endswith("Status=in-progress&Page=0&PageSize=1")
+        bad = api_get(emulator, "/Conferences", Status="bogus")
+        assert bad.status_code == 400
+        hang_up(emulator, lone, *live)
+
+
+# Update Conference, recording deletion, participant hold
+
+
+def api_post(emulator: Emulator, path: str, **form) -> requests.Response:
+    """POST a form to an API path under SignalWire's documented base."""
+    url = f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}{path}"
+    return requests.post(url, data=form, auth=(emulator.project, emulator.token), timeout=5)
+
+
+def test_update_conference_status_completed_ends_it_for_everyone(sink):
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        ended = sdk(emulator).conferences(host.conference_sid).update(status="completed")
+        assert emulator.settle()
+        assert ended.status == "completed" and (host.status, guest.status) == ("completed", "completed")
+        assert status_events(sink)[-3:] == ["participant-leave", "participant-leave", "conference-end"]
+        assert [r.form["RecordingStatus"] for r in sink.at("/recording")][-1] == "completed"
+        again = api_post(emulator, f"/Conferences/{host.conference_sid}.json", Status="completed")
+        assert again.status_code == 422 and isinstance(again.json()["errors"], list)
+        assert api_post(emulator, f"/Conferences/{uuid.uuid4()}.json", Status="completed").status_code == 404
+        assert api_post(emulator, f"/Conferences/{host.conference_sid}.json", Status="init").status_code == 400
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_announce_url_is_fetched_signed_and_its_say_is_recorded(sink, method):
+    sink.laml["/announce"] = "<Response><Say>The meeting ends in five minutes.</Say><Pause/></Response>"
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        sdk(emulator).conferences(host.conference_sid).update(announce_url=sink.base + "/announce?x=1",
+                                                              announce_method=method)
+        (fetched,) = sink.at("/announce")
+        signature = fetched.headers["X-Signalwire-Signature"]
+        assert RequestValidator(emulator.signing_key).validate(fetched.url, fetched.form, signature)
+        assert fetched.url.startswith(sink.base + "/announce?x=1")
+        (announced,) = [e for e in emulator.sim.events if e.kind.startswith("announce")]
+        assert (announced.kind, announced.room, announced.present) == ("announced", ROOM, 2)
+        assert announced.detail == "The meeting ends in five minutes."
+        hang_up(emulator, host, guest)
+
+
+def test_an_announce_url_that_fails_is_recorded_as_such(sink):
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        assert api_post(emulator, f"/Conferences/{host.conference_sid}.json",
+                        AnnounceUrl=sink.base + "/nothing-here").status_code == 200
+        (failed,) = [e for e in emulator.sim.events if e.kind.startswith("announce")]
+        assert failed.kind == "announce-failed" and "204" in failed.detail
+        hang_up(emulator, host, guest)
+
+
+def test_deleted_recording_answers_204_then_its_media_and_resource_404(emulator):
+    hang_up(emulator, *two_callers(emulator))
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    media = emulator.sim.recording_url(sid) + ".wav"
+    assert requests.get(media, timeout=5).status_code == 200
+    deleted = requests.delete(f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}/Recordings/{sid}",
+                              auth=(emulator.project, emulator.token), timeout=5)
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert requests.get(media, timeout=5).status_code == 404
+    assert api_get(emulator, f"/Recordings/{sid}.json").status_code == 404
+    conference_sid = emulator.conferences(ROOM)[0].sid
+    assert api_get(emulator, f"/Conferences/{conference_sid}/Recordings.json").json()["recordings"] == []
+
+
+def test_conference_recording_delete_through_the_sdk_and_running_ones_are_refused(emulator):
+    host, guest = two_callers(emulator)
+    recordings = sdk(emulator).conferences(host.conference_sid).recordings
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    with pytest.raises(TwilioRestException) as running:
+        recordings(sid).delete()
+    assert running.value.status == 400
+    hang_up(emulator, host, guest)
+    assert recordings(sid).delete() is True
+    with pytest.raises(TwilioRestException) as gone:
+        recordings(sid).delete()
+    assert gone.value.status == 404
+
+
+def test_hold_and_unhold_send_callbacks_with_hold_flag(sink):
+    with started_emulator(sink) as emulator:
+        host, guest = two_callers(emulator)
+        participant = sdk(emulator).conferences(host.conference_sid).participants(guest.sid)
+        assert participant.update(hold=True).hold is True
+        assert participant.fetch().hold is True
+        participant.update(hold=True)  # already on hold: no second callback
+        assert participant.update(hold=False).hold is False
+        assert emulator.settle()
+        held = [r.form for r in sink.at("/status") if r.form["StatusCallbackEvent"].endswith("hold")]
+        assert [(f["StatusCallbackEvent"], f["Hold"], f["CallSid"]) for f in held] == [
+            ("participant-hold", "true", guest.sid), ("participant-unhold", "false", guest.sid)]
+        assert all(set(f) == PARTICIPANT_CALLBACK_FIELDS for f in held)
+        assert api_post(emulator, f"/Conferences/{host.conference_sid}/Participants/{guest.sid}.json",
+                        Hold="maybe").status_code == 400
+        hang_up(emulator, guest)
+        assert api_post(emulator, f"/Conferences/{host.conference_sid}/Participants/{guest.sid}.json",
+                        Hold="true").status_code == 422
+        hang_up(emulator, host)
+
+
+def test_hold_events_are_sent_only_when_asked_for(sink):
+    attrs = {**EVERY_EVENT, "statusCallbackEvent": "start end join leave"}
+    with started_emulator(sink, attrs=attrs) as emulator:
+        host, guest = two_callers(emulator)
+        emulator.hold(guest.sid)
+        emulator.hold(guest.sid, on=False)
+        hang_up(emulator, host, guest)
+        assert not any(event.endswith("hold") for event in status_events(sink))
+
+
+def test_hold_and_unhold_scenario_steps(sink):
+    with started_emulator(sink) as emulator:
+        player = Player(emulator)
+        player.play([("call", "host", ROOM), ("call", "guest", ROOM), ("hold", "guest"), ("unhold", "guest"),
+                     ("hangup", "guest"), ("hangup", "host")])
+        assert emulator.settle()
+        assert [e.kind for e in emulator.sim.events if e.kind in ("held", "unheld")] == ["held", "unheld"]
+        assert "participant-hold" in status_events(sink) and "participant-unhold" in status_events(sink)
 
 
 # Recordings and audio
@@ -391,6 +793,13 @@ def test_command_line_fault_knobs(pairs, expected):
     assert parse_faults(pairs, seed=4) == expected
     with pytest.raises(SystemExit):
         parse_faults(["no_such_knob=1"], seed=4)
+
+
+def test_command_line_behaviour_knobs():
+    assert parse_behaviour(["unstarted_conference_end=false", "empty_conference_recording=failed"]) == Behaviour(
+        unstarted_conference_end=False, empty_conference_recording="failed")
+    with pytest.raises(SystemExit):
+        parse_behaviour(["no_such_knob=1"])
 
 
 def test_rest_latency_knob_delays_answers(sink):

@@ -98,7 +98,7 @@ def test_participant_recordings_run_only_while_the_conference_recording_does():
         assert {r.call_sid for r in own} == overlapping  # everyone heard during a quorum, once each
         for rec in own:
             call = calls[rec.call_sid]
-            assert (rec.source, rec.track, rec.channels, rec.status) == ("StartCallRecordingAPI", "inbound", 1,
+            assert (rec.source, rec.track, rec.channels, rec.status) == ("StartCallRecordingApi", "inbound", 1,
                                                                          "completed")
             expected = _within(quorum, call.joined_at, call.left_at)
             assert span_problems(recorded_spans(rec), expected, TOLERANCE_S) == []
