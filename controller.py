@@ -298,16 +298,19 @@ class Housekeeper(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        """Sweep and reconcile until stopped."""
-        next_reconcile = time.monotonic() + self._reconcile_s
-        while not self._stopped.wait(self._sweep_s):
+        """Sweep and reconcile until stopped, each at its own period."""
+        next_sweep = time.monotonic() + self._sweep_s
+        next_reconcile = time.monotonic() + self._reconcile_s if self._reconcile_s else float("inf")
+        while not self._stopped.wait(max(0.0, min(next_sweep, next_reconcile) - time.monotonic())):
             try:
-                self._controller.sweep()
-                if self._reconcile_s and time.monotonic() >= next_reconcile:
-                    self._controller.reconcile()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + self._sweep_s
+                    self._controller.sweep()
+                if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + self._reconcile_s
+                    self._controller.reconcile()
             except Exception:  # a store outage must not end housekeeping for good
-                log.exception("housekeeping round failed; trying again in %.0fs", self._sweep_s)
+                log.exception("housekeeping round failed; trying again")
 
     def stop(self) -> None:
         """Ask the thread to end after its current round."""
