@@ -53,7 +53,7 @@ MAX_ON_LINE = 4
 GAP_S = (0.2, 1.2)  # between two joins/leaves of one room
 REJOIN_CHANCE = 0.08  # a leave followed by the same person's rejoin within a second
 REJOIN_GAP_S = (0.2, 0.9)
-JOIN_CHANCE = {0: 1.0, 1: 0.75, 2: 0.5, 3: 0.35, 4: 0.0}  # by callers on the line: hovers around 2
+JOIN_CHANCE = {0: 1.0, 1: 0.75, 2: 0.5, 3: 0.35, MAX_ON_LINE: 0.0}  # by callers on the line: hovers around 2
 CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave")
 RESULTS = ROOT / "bench" / "results"
 STARTUP_TIMEOUT_S = 30.0
@@ -343,6 +343,7 @@ def summarize(name: str, emulator: Emulator, calls: Dict[str, list], end: float,
             "rest_reads_per_event": round(reads / max(1, delivered), 3),
             "rest_writes_per_event": round(writes / max(1, delivered), 3),
             "callbacks_delivered": delivered, "callbacks_not_2xx": refused, "log": str(log_path),
+            "origin_epoch": origin,  # stretches are in seconds from here: add it to find them in the log
             "wrong_by_conference_s": per_room,
             "wrong_stretches": [dict(asdict(w), room=room, start=round(w.start - origin, 3),
                                      end=round(w.end - origin, 3)) for room, r in rooms.items() for w in r["wrong"]]}
@@ -373,7 +374,8 @@ def print_report(params: dict, rows: List[dict]) -> None:
     for row in rows:
         longest = sorted(row["wrong_stretches"], key=lambda w: w["start"] - w["end"])[:8]
         print(f"\n{row['implementation']}: {len(row['wrong_stretches'])} wrong stretches, "
-              f"{row['callbacks_not_2xx']} callback attempts not answered 2xx; log {row['log']}; longest:")
+              f"{row['callbacks_not_2xx']} callback attempts not answered 2xx; log {row['log']}; longest "
+              f"(seconds from the first join, {time.strftime('%H:%M:%S', time.gmtime(row['origin_epoch']))} UTC):")
         for w in longest:
             print(f"  {w['room']}  {w['start']:8.2f}-{w['end']:8.2f}s  {w['end'] - w['start']:5.2f}s  {w['kind']:<6} "
                   f"({w['on_line']} on the line)")
