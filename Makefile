@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-packages test demo run bench bench-audio
+.PHONY: install system-packages test demo run bench bench-churn bench-audio
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ run: install
 
 bench: install system-packages
 	$(PY) bench/webhook_bench.py --repeat 3
+
+bench-churn: install
+	$(PY) bench/churn_bench.py --json bench/results/churn.json
 
 bench-audio: install
 	bench/audio_quality_setup.sh

@@ -1,0 +1,414 @@
+"""Churn benchmark: how long each implementation's recording disagrees with the quorum rule.
+
+Concurrent conferences (one room per dialed number) are played through the bundled SignalWire
+emulator: in each room a caller joins or leaves every 0.2-1.2 s (seeded), rooms drop to one or
+no caller and climb to three or four, and now and then someone leaves and rejoins within a
+second. The emulator answers REST calls after 80 ms. The same scenario is played against:
+
+    quorum   this repo's `python app.py` (or `--quorum-dir`'s), RECONCILE_INTERVAL_S=1
+    seed     bench/seed_app.py, SignalWire's guide: list participants on every join/leave
+
+Ground truth is the emulator's own record (each call's joined_at/left_at, each recording's
+spans). Wrong seconds: the recording disagrees with the rule (record while MIN_PARTICIPANTS or
+more are on the line) beyond the grace after each change of the rule, split into recorded
+below quorum and paused (or not recorded at all) at quorum. A lone caller before anyone joins
+has no recording on SignalWire, which is right. REST reads and writes come from the emulator's
+request log, per conference callback delivered.
+
+    python bench/churn_bench.py [--quick] [--seconds 250] [--conferences 16] [--grace-ms 400]
+                                [--implementations quorum,seed] [--quorum-dir DIR] [--quorum-env NAME=VALUE]
+                                [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from emulator.faults import Faults  # noqa: E402
+from emulator.scenarios import caller_number  # noqa: E402
+from emulator.server import Emulator  # noqa: E402
+
+MIN_PARTICIPANTS = 2
+PEOPLE = 5  # callers in each room's pool
+MAX_ON_LINE = 4
+GAP_S = (0.2, 1.2)  # between two joins/leaves of one room
+REJOIN_CHANCE = 0.08  # a leave followed by the same person's rejoin within a second
+REJOIN_GAP_S = (0.2, 0.9)
+JOIN_CHANCE = {0: 1.0, 1: 0.75, 2: 0.5, 3: 0.35, MAX_ON_LINE: 0.0}  # by callers on the line: hovers around 2
+CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave")
+RESULTS = ROOT / "bench" / "results"
+STARTUP_TIMEOUT_S = 30.0
+SETTLE_S = 3.0  # after the last hang-up: late commands land, then REST counting stops
+
+
+# The scenario
+
+
+@dataclass(frozen=True)
+class Step:
+    """One caller dialing in or hanging up, `at` seconds after the run starts."""
+
+    at: float
+    kind: str  # call | hangup
+    label: str
+
+
+def room_schedule(rng: random.Random, room: int, seconds: float) -> List[Step]:
+    """One room's joins and leaves for `seconds`, then everyone left hangs up, one at a time."""
+    labels = [f"r{room:02d}c{k}" for k in range(PEOPLE)]
+    on: List[str] = []
+    steps: List[Step] = []
+    at = rng.uniform(0, GAP_S[1])  # rooms do not all move in step
+    while at < seconds or on:
+        if at >= seconds:
+            who = on.pop(0)
+            steps.append(Step(at, "hangup", who))
+        elif on and rng.random() < REJOIN_CHANCE:
+            who = rng.choice(on)
+            steps.append(Step(at, "hangup", who))
+            at += rng.uniform(*REJOIN_GAP_S)
+            steps.append(Step(at, "call", who))
+        elif rng.random() < JOIN_CHANCE[len(on)]:
+            who = rng.choice([label for label in labels if label not in on])
+            on.append(who)
+            steps.append(Step(at, "call", who))
+        else:
+            who = on.pop(rng.randrange(len(on)))
+            steps.append(Step(at, "hangup", who))
+        at += rng.uniform(*GAP_S)
+    return steps
+
+
+def scenario(seed: int, conferences: int, seconds: float) -> Dict[str, List[Step]]:
+    """Every room's schedule, keyed by the room's number; the same for the same arguments."""
+    return {f"+1555020{n:04d}": room_schedule(random.Random(f"{seed}/{n}"), n, seconds) for n in range(conferences)}
+
+
+def play(emulator: Emulator, schedule: Dict[str, List[Step]]) -> Dict[str, list]:
+    """Play every room on its own thread against absolute times; returns each room's calls."""
+    calls: Dict[str, list] = {room: [] for room in schedule}
+    start = time.time() + 0.5
+
+    def run(room: str) -> None:
+        latest = {}
+        for step in schedule[room]:
+            time.sleep(max(0.0, start + step.at - time.time()))
+            if step.kind == "call":
+                latest[step.label] = emulator.dial(room, caller_number(step.label), step.label)
+                calls[room].append(latest[step.label])
+            else:
+                emulator.hangup(latest[step.label].sid)
+
+    threads = [threading.Thread(target=run, args=(room,), name=f"churn-{room}") for room in schedule]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return calls
+
+
+# The measurement (pure: times in seconds on one clock)
+
+
+@dataclass(frozen=True)
+class Wrong:
+    """A stretch of time when the recording disagreed with the rule beyond the grace."""
+
+    start: float
+    end: float
+    kind: str  # below (recorded below quorum) | paused (paused or not recording at quorum)
+    on_line: int
+
+
+def presence(calls: Sequence[Tuple[float, Optional[float]]], end: float) -> List[Tuple[float, int]]:
+    """(time, callers on the line) after each join or leave; calls still on the line leave at `end`."""
+    changes = sorted([(joined, 1) for joined, _ in calls] + [(left if left is not None else end, -1)
+                                                             for _, left in calls])
+    out, count = [], 0
+    for at, delta in changes:
+        count += delta
+        out.append((at, count))
+    return out
+
+
+def policy_changes(changes: Sequence[Tuple[float, int]], minimum: int) -> List[float]:
+    """When the rule's answer (record or not) flips; it starts as 'not recording'."""
+    flips, wanted = [], False
+    for at, count in changes:
+        if (count >= minimum) != wanted:
+            wanted = not wanted
+            flips.append(at)
+    return flips
+
+
+def wrong_stretches(changes: Sequence[Tuple[float, int]], recorded: Sequence[Tuple[float, float]],
+                    minimum: int, grace_s: float) -> List[Wrong]:
+    """Where `recorded` spans disagree with the rule, more than `grace_s` after its last change."""
+    if not changes:
+        return []
+    times = [at for at, _ in changes]
+    flips = policy_changes(changes, minimum)
+    edges = sorted(set(times + [t for span in recorded for t in span] + [f + grace_s for f in flips]))
+    edges = [t for t in edges if times[0] <= t <= times[-1]]
+    out: List[Wrong] = []
+    for a, b in zip(edges, edges[1:]):
+        mid = (a + b) / 2
+        count = changes[bisect.bisect_right(times, mid) - 1][1]
+        last_flip = flips[bisect.bisect_right(flips, mid) - 1] if flips and flips[0] <= mid else None
+        if last_flip is not None and mid - last_flip < grace_s:
+            continue
+        is_recorded = any(s <= mid < e for s, e in recorded)
+        if is_recorded == (count >= minimum):
+            continue
+        kind = "below" if is_recorded else "paused"
+        if out and out[-1].end == a and out[-1].kind == kind and out[-1].on_line == count:
+            out[-1] = Wrong(out[-1].start, b, kind, count)
+        else:
+            out.append(Wrong(a, b, kind, count))
+    return out
+
+
+def seconds_of(stretches: Sequence[Wrong], kind: Optional[str] = None) -> float:
+    """Total length of the stretches (of one kind)."""
+    return sum(w.end - w.start for w in stretches if kind is None or w.kind == kind)
+
+
+def on_line_seconds(changes: Sequence[Tuple[float, int]]) -> float:
+    """Time with at least one caller on the line."""
+    return sum(b[0] - a[0] for a, b in zip(changes, changes[1:]) if a[1] > 0)
+
+
+# Reading the emulator
+
+
+def recorded_spans(emulator: Emulator, conference_sids: set, end: float) -> List[Tuple[float, float]]:
+    """Every `recording` span of these conferences' recordings; an open one runs to `end`."""
+    spans = []
+    for conf in emulator.conferences():
+        if conf.sid in conference_sids:
+            for sid in conf.recording_sids:
+                spans += [(s.start, s.end if s.end is not None else end)
+                          for s in emulator.recording(sid).timeline.spans if s.state == "recording"]
+    return spans
+
+
+def measure_room(emulator: Emulator, calls: list, end: float, grace_s: float) -> dict:
+    """One room's presence, recording and wrong stretches, from the emulator's own times."""
+    joined = [c for c in calls if c.joined_at is not None]
+    changes = presence([(c.joined_at, c.left_at) for c in joined], end)
+    spans = recorded_spans(emulator, {c.conference_sid for c in joined}, end)
+    return {"changes": changes, "spans": spans, "wrong": wrong_stretches(changes, spans, MIN_PARTICIPANTS, grace_s)}
+
+
+def rest_counts(emulator: Emulator, until: float) -> Tuple[int, int]:
+    """(GETs, POSTs) the emulator's REST API answered up to `until`."""
+    calls = [c for c in emulator.rest_log.calls if c.at <= until]
+    return sum(c.method == "GET" for c in calls), sum(c.method == "POST" for c in calls)
+
+
+def callbacks_delivered(emulator: Emulator) -> Tuple[int, int]:
+    """(conference callbacks answered 2xx, conference callback attempts answered otherwise)."""
+    attempts = [a for a in emulator.callback_attempts() if a.callback.event in CONFERENCE_EVENTS and a.number > 0]
+    return sum(a.ok for a in attempts), sum(not a.ok for a in attempts)
+
+
+# Implementations under test
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def quorum_env(emulator: Emulator, port: int, archive: str) -> dict:
+    """Every setting Quorum reads, so a developer's `.env` cannot leak in; defaults except the reconciler."""
+    return {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
+            "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
+            "SIGNALWIRE_API_URL": emulator.url, "SIGNALWIRE_PHONE_NUMBER": "", "PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "PORT": str(port), "USE_NGROK": "false", "NGROK_AUTHTOKEN": "", "LOG_LEVEL": "INFO",
+            "MIN_PARTICIPANTS": str(MIN_PARTICIPANTS), "PAUSE_BEHAVIOR": "skip", "CONFERENCE_ROOM": "per-number",
+            "VALIDATE_SIGNATURES": "true", "RECORDINGS_DIR": archive, "PARTICIPANT_RECORDING": "off",
+            "REDIS_URL": "", "EVENT_CALLBACK_URL": "", "API_TOKEN": "", "RECONCILE_INTERVAL_S": "1"}
+
+
+def seed_env(emulator: Emulator, port: int, archive: str) -> dict:
+    """The guide's script needs only the credentials, its public URL and the port."""
+    return {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
+            "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_API_URL": emulator.url,
+            "PUBLIC_URL": f"http://127.0.0.1:{port}", "PORT": str(port)}
+
+
+def implementation(name: str, args):
+    """(command, working directory, env builder, extra settings) of an implementation."""
+    if name == "quorum":
+        extra = dict(setting.split("=", 1) for setting in args.quorum_env)
+        return [sys.executable, "app.py"], Path(args.quorum_dir).resolve(), quorum_env, extra
+    if name == "seed":
+        return [sys.executable, str(ROOT / "bench" / "seed_app.py")], ROOT / "bench", seed_env, {}
+    raise SystemExit(f"unknown implementation {name!r} (quorum, seed)")
+
+
+@contextlib.contextmanager
+def served(name: str, args, emulator: Emulator, log_path: Path) -> Iterator[str]:
+    """Run an implementation as a subprocess on a free port; yields its base URL; always stopped."""
+    command, cwd, make_env, extra = implementation(name, args)
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="churn-archive-") as archive, open(log_path, "w") as log:
+        env = {**os.environ, **make_env(emulator, port, archive), **extra, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_up(url, process)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_up(url: str, process: subprocess.Popen) -> None:
+    """Until the server answers HTTP at all (any status), or fail if it exits or never does."""
+    deadline = time.time() + STARTUP_TIMEOUT_S
+    while time.time() < deadline and process.poll() is None:
+        try:
+            requests.get(url + "/", timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{process.args} did not start (exit code {process.poll()}); see its log")
+
+
+# One run
+
+
+def run(name: str, schedule: Dict[str, List[Step]], args) -> dict:
+    """Play the scenario against one implementation; its figures and wrong stretches."""
+    log_path = RESULTS / f"churn-{name}.log"
+    emulator, calls, end = play_against(name, schedule, args, log_path)
+    return summarize(name, emulator, calls, end, args, log_path)
+
+
+def play_against(name: str, schedule: Dict[str, List[Step]], args, log_path: Path):
+    """(the stopped emulator, each room's calls, time of the last hang-up) after one run on a fresh emulator."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    faults = Faults(seed=args.seed, rest_latency_s=args.latency_ms / 1000)
+    with Emulator(faults=faults, seed=args.seed) as emulator:
+        with served(name, args, emulator, log_path) as url:
+            for room in schedule:
+                emulator.add_number(room, f"{url}/voice/inbound")
+            calls = play(emulator, schedule)
+            end = time.time()
+            emulator.settle(SETTLE_S)
+            time.sleep(max(0.0, end + SETTLE_S - time.time()))
+    return emulator, calls, end
+
+
+def summarize(name: str, emulator: Emulator, calls: Dict[str, list], end: float, args, log_path: Path) -> dict:
+    """The row of figures for one implementation, plus each room's wrong stretches."""
+    rooms = {room: measure_room(emulator, room_calls, end, args.grace_ms / 1000) for room, room_calls in calls.items()}
+    wrong = [w for r in rooms.values() for w in r["wrong"]]
+    reads, writes = rest_counts(emulator, end + SETTLE_S)
+    delivered, refused = callbacks_delivered(emulator)
+    per_room = {room: round(seconds_of(r["wrong"]), 2) for room, r in rooms.items()}
+    origin = rooms_start(rooms)
+    return {"implementation": name, "wrong_s": round(seconds_of(wrong), 2),
+            "recorded_below_quorum_s": round(seconds_of(wrong, "below"), 2),
+            "paused_at_quorum_s": round(seconds_of(wrong, "paused"), 2),
+            "worst_conference_s": max(per_room.values(), default=0.0),
+            "conference_s": round(sum(on_line_seconds(r["changes"]) for r in rooms.values()), 1),
+            "rest_reads_per_event": round(reads / max(1, delivered), 3),
+            "rest_writes_per_event": round(writes / max(1, delivered), 3),
+            "callbacks_delivered": delivered, "callbacks_not_2xx": refused, "log": str(log_path),
+            "origin_epoch": origin,  # stretches are in seconds from here: add it to find them in the log
+            "wrong_by_conference_s": per_room,
+            "wrong_stretches": [dict(asdict(w), room=room, start=round(w.start - origin, 3),
+                                     end=round(w.end - origin, 3)) for room, r in rooms.items() for w in r["wrong"]]}
+
+
+def rooms_start(rooms: dict) -> float:
+    """The first join of the run: stretches are reported in seconds from it."""
+    return min((r["changes"][0][0] for r in rooms.values() if r["changes"]), default=0.0)
+
+
+# Output
+
+
+COLUMNS = (("implementation", "implementation"), ("wrong s", "wrong_s"),
+           ("recorded below quorum s", "recorded_below_quorum_s"), ("paused at quorum s", "paused_at_quorum_s"),
+           ("worst conference s", "worst_conference_s"), ("conference s", "conference_s"),
+           ("REST reads/event", "rest_reads_per_event"), ("REST writes/event", "rest_writes_per_event"),
+           ("callbacks delivered", "callbacks_delivered"))
+
+
+def print_report(params: dict, rows: List[dict]) -> None:
+    """The scenario, one table row per implementation, then the longest wrong stretches of each."""
+    print(", ".join(f"{k}={v}" for k, v in params.items()))
+    print("| " + " | ".join(title for title, _ in COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for row in rows:
+        print("| " + " | ".join(str(row[key]) for _, key in COLUMNS) + " |")
+    for row in rows:
+        longest = sorted(row["wrong_stretches"], key=lambda w: w["start"] - w["end"])[:8]
+        print(f"\n{row['implementation']}: {len(row['wrong_stretches'])} wrong stretches, "
+              f"{row['callbacks_not_2xx']} callback attempts not answered 2xx; log {row['log']}; longest "
+              f"(seconds from the first join, {time.strftime('%H:%M:%S', time.gmtime(row['origin_epoch']))} UTC):")
+        for w in longest:
+            print(f"  {w['room']}  {w['start']:8.2f}-{w['end']:8.2f}s  {w['end'] - w['start']:5.2f}s  {w['kind']:<6} "
+                  f"({w['on_line']} on the line)")
+
+
+def main() -> int:
+    """Play the scenario against each implementation in turn and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--conferences", type=int, default=16, help="concurrent rooms")
+    parser.add_argument("--seconds", type=float, default=250, help="churn time of each room")
+    parser.add_argument("--quick", action="store_true", help="30 s of churn instead")
+    parser.add_argument("--grace-ms", type=float, default=400, help="allowed lag after each change of the rule")
+    parser.add_argument("--latency-ms", type=float, default=80, help="the emulator's REST answer time")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--implementations", default="quorum,seed")
+    parser.add_argument("--quorum-dir", default=str(ROOT), help="a Quorum checkout to run (default: this one)")
+    parser.add_argument("--quorum-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a further Quorum setting (repeatable), e.g. END_GRACE_S=2")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds = 30
+    schedule = scenario(args.seed, args.conferences, args.seconds)
+    params = {"conferences": args.conferences, "seconds": args.seconds, "seed": args.seed,
+              "joins_and_leaves": sum(len(s) for s in schedule.values()), "min_participants": MIN_PARTICIPANTS,
+              "grace_ms": args.grace_ms, "rest_latency_ms": args.latency_ms, "reconcile_interval_s": 1,
+              "quorum_dir": str(Path(args.quorum_dir).resolve()), "quorum_env": " ".join(args.quorum_env) or "-"}
+    rows = [run(name, schedule, args) for name in args.implementations.split(",")]
+    print_report(params, rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"scenario": params, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
