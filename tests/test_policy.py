@@ -219,3 +219,16 @@ def test_a_routine_re_read_waits_behind_a_due_command():
     assert policy.next_action(conf) == policy.Action("conf-1", None, policy.RECOVER)
     settled = policy.recover(conf, policy.Snapshot("in-progress", ("A",), {"rec-1": "paused"}), 105.0, 2)
     assert policy.next_action(settled) is None and not settled.recheck
+
+
+def test_a_first_join_and_its_leave_in_one_second_need_no_confirmation():
+    conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "C", True, 101.0, 2)
+    left = policy.participant_event(conf, "C", False, 101.0, 2)
+    assert left.present() == ["A", "B"] and not left.recheck
+
+
+def test_a_later_same_state_event_makes_a_same_second_conflict_visible():
+    """join@100, then (rejoin story) join@101 arrives before leave@101: the leave is a tie, not news."""
+    conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "B", True, 101.0, 2)
+    left = policy.participant_event(conf, "B", False, 101.0, 2)
+    assert left.present() == ["A"] and left.recheck
