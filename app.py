@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import redis
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 
 import audio_quality
 import conversations_api
@@ -32,6 +32,9 @@ from recording_state import MemoryStore, StateStore
 from signalwire_gateway import SignalWireGateway, build_client
 
 log = logging.getLogger("quorum")
+
+# SignalWire's callbacks are a few KB; nothing Quorum accepts comes near this.
+MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(config: Optional[Config] = None, *, client=None, store: Optional[StateStore] = None) -> Flask:
@@ -63,6 +66,9 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
 
     app = Flask(__name__)
     app.config["QUORUM"] = config
+    # Werkzeug caps urlencoded bodies only through this: without it a form is read whole before any check.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.before_request(_refuse_oversized_body)
     app.extensions.update({
         "quorum": controller, "quorum.commands": commands, "quorum.store": store, "quorum.gateway": gateway,
         "quorum.housekeeper": housekeeper, "quorum.archive": archive, "quorum.processor": processor,
@@ -88,6 +94,18 @@ def build_store(config: Config) -> StateStore:
 
         return RedisStore.from_url(config.redis_url, config.redis_namespace, config.end_grace_s)
     return MemoryStore()
+
+
+def _refuse_oversized_body():
+    """413 on a body over the cap, before anything reads it whole (a declared length is never read)."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return Response(status=413, headers={"Connection": "close"})
+    if request.content_length is None and "wsgi.input_terminated" in request.environ:
+        # A chunked body: Werkzeug's limited stream silently truncates at the cap, so read up to it
+        # (kept for the form parser) and let one more byte raise the 413.
+        request.get_data(cache=True)
+        request.stream.read(1)
+    return None
 
 
 def _store_unavailable(error: Exception):

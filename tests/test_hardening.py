@@ -1,0 +1,116 @@
+"""Issue 11, "Hardening": each item reproduced against a real server or the app, then refused."""
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import PROJECT, PUBLIC_URL, free_port, sign
+
+ROOT = Path(__file__).resolve().parents[1]
+MB = 1024 * 1024
+
+
+def server_env(tmp_path, **extra):
+    """A clean environment with valid settings for `python app.py` (no .env is read)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WEB_CONCURRENCY", "LOG_LEVEL")}
+    env.update(SIGNALWIRE_PROJECT_ID=PROJECT, SIGNALWIRE_API_TOKEN="t", SIGNALWIRE_SPACE_URL="x.signalwire.com",
+               SIGNALWIRE_SIGNING_KEY="k", PUBLIC_URL=PUBLIC_URL, RECORDINGS_DIR=str(tmp_path / "recordings"),
+               RECONCILE_INTERVAL_S="0", **extra)
+    return env
+
+
+@contextlib.contextmanager
+def served(command, tmp_path, **extra):
+    """Run a Quorum server process on a free loopback port; yields (port, process, log path)."""
+    port = free_port()
+    log_path = tmp_path / f"server-{port}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env=server_env(tmp_path, PORT=str(port), **extra))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+        yield port, process, log_path
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set size (VmHWM) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def raw_post(port: int, path: str, headers: dict, body_chunks=(), timeout: float = 10.0) -> bytes:
+    """Send a request by hand (a declared length it may never send, or chunked), return the status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(head.encode() + b"\r\n")
+        with contextlib.suppress(OSError):  # the server may answer and close before the rest is sent
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+# --- 1. unbounded bodies ----------------------------------------------------------------------
+
+FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_oversized_declared_body_is_refused_before_it_is_read(tmp_path):
+    """100 MB announced, nothing sent: the answer is 413 at once, not a wait for the body."""
+    with served([sys.executable, "app.py"], tmp_path) as (port, process, _):
+        status = raw_post(port, "/voice/conference-status", {**FORM_TYPE, "Content-Length": str(100 * MB)},
+                          timeout=5)
+    assert b" 413 " in status
+
+
+def test_oversized_chunked_body_leaves_memory_flat(tmp_path):
+    """100 MB of urlencoded form, streamed without a length: 413, and the worker does not grow."""
+    chunk = b"Junk=" + b"x" * (MB - 5)
+
+    def chunks():
+        for _ in range(100):
+            yield b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+        yield b"0\r\n\r\n"
+
+    with served([sys.executable, "app.py"], tmp_path) as (port, process, _):
+        requests.post(f"http://127.0.0.1:{port}/voice/conference-status", data={"Junk": "x"}, timeout=5)  # warm up
+        before = peak_rss_mb(process.pid)
+        status = raw_post(port, "/voice/conference-status", {**FORM_TYPE, "Transfer-Encoding": "chunked"}, chunks())
+        after = peak_rss_mb(process.pid)
+    print(f"peak RSS before {before:.0f} MiB, after a 100 MB chunked POST {after:.0f} MiB")
+    assert b" 413 " in status
+    assert after - before < 40  # was 264 MiB: the whole body read as one form
+
+
+def test_body_cap_applies_to_every_route(client):
+    for path in ("/voice/conference-status", "/login", "/logout"):
+        response = client.post(path, data=b"a=" + b"x" * (64 * 1024), headers=FORM_TYPE)
+        assert response.status_code == 413, path
+
+
+# --- 2. non-ASCII signature header ------------------------------------------------------------
+
+@pytest.mark.parametrize("signature", ["é", "\u00ff" * 28, "ab\u00e9="])
+def test_non_ascii_signature_is_refused_with_403(client, signature):
+    form = {"ConferenceSid": "x", "StatusCallbackEvent": "participant-join"}
+    environ = {"HTTP_X_SIGNALWIRE_SIGNATURE": signature}  # WSGI headers are latin-1 text
+    response = client.post("/voice/conference-status", data=form, environ_overrides=environ)
+    assert response.status_code == 403
