@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from typing import Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
+from input_checks import valid_room
+
 PAUSE_BEHAVIORS = ("skip", "silence")
 TRIM_CHOICES = ("do-not-trim", "trim-silence")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -157,8 +159,9 @@ def _check(config: Config) -> None:
         raise ConfigError("RECONCILE_INTERVAL_S", "must be 0 (off) or more")
     if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL", f"must start with redis://, rediss:// or unix://, got {config.redis_url!r}")
-    if not config.conference_room:
-        raise ConfigError("CONFERENCE_ROOM", f"must be {PER_NUMBER!r} or a room name")
+    if config.conference_room != PER_NUMBER and not valid_room(config.conference_room):
+        raise ConfigError("CONFERENCE_ROOM", f"must be {PER_NUMBER!r} or a room name of 1-64 letters, digits, "
+                                             f"'_', '.', '+' or '-', got {config.conference_room!r}")
     if config.validate_signatures and not config.signalwire_signing_key:
         raise ConfigError(
             "SIGNALWIRE_SIGNING_KEY",

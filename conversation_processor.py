@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional
 import requests
 
 import conversation
-from archive import Archive
+from archive import Archive, valid_id
 from event_callbacks import EventSender
 from keyed_workers import KeyedWorkers
 from recording_state import GONE, PROCESSING, Conference, StateStore
@@ -77,6 +77,11 @@ class ConversationProcessor:
         if conf is None or conf.status != PROCESSING:
             return
         if conf.conference_sid is None:  # recording callbacks only: nothing to name it by
+            self._forget(key, conf)
+            return
+        if not valid_id(conf.conference_sid):
+            # Stored before the edge checked ids: it can never name a directory, so retrying is pointless.
+            log.error("room=%s action=drop reason=conference id unusable as an archive name", conf.room)
             self._forget(key, conf)
             return
         directory = self._archive.directory_for(conf.room, conf.opened_at, conf.conference_sid)

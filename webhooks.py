@@ -8,6 +8,7 @@ from email.utils import parsedate_to_datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+import input_checks
 import laml
 import signatures
 from controller import ConferenceEvent, RecordingEvent
@@ -32,6 +33,16 @@ def require_signature():
     return _error(403, "invalid or missing X-SignalWire-Signature")
 
 
+@bp.before_request
+def require_well_formed_ids():
+    """Refuse ids and room names that could reach a REST path, a Redis key or the disk malformed."""
+    invalid = input_checks.first_invalid(request.form, request.args)
+    if invalid:
+        log.warning("refused %s %s: invalid %s", request.method, request.path, invalid)
+        return _error(400, f"invalid field: {invalid}")
+    return None
+
+
 @bp.after_request
 def count(response: Response) -> Response:
     """Count every answered webhook by route and outcome."""
@@ -48,6 +59,8 @@ def inbound():
     if not dialed and config.conference_room == "per-number":
         return _error(400, "missing field: To")
     room = laml.choose_room(config.conference_room, dialed)
+    if not input_checks.valid_room(room):
+        return _error(400, "invalid field: To")
     call_sid, caller = request.form.get("CallSid", "").strip(), request.form.get("From", "").strip()
     if call_sid:
         current_app.extensions["quorum"].inbound_call(call_sid, caller, dialed)

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import PROJECT, PUBLIC_URL, free_port, sign
+from app import create_app, shutdown
+from archive import Archive
+from conftest import PROJECT, PUBLIC_URL, conference_form, free_port, make_config, sid, sign
+from conversation_processor import ConversationProcessor
+from recording_state import PROCESSING, Conference, MemoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -114,3 +118,72 @@ def test_non_ascii_signature_is_refused_with_403(client, signature):
     environ = {"HTTP_X_SIGNALWIRE_SIGNATURE": signature}  # WSGI headers are latin-1 text
     response = client.post("/voice/conference-status", data=form, environ_overrides=environ)
     assert response.status_code == 403
+
+
+# --- 3. ids spliced into REST paths -----------------------------------------------------------
+
+ROOM = "+15550003333"
+CONF = sid("conf")
+TRAVERSAL = "CFx/../../Calls/OTHER"
+
+
+@pytest.fixture
+def open_app(signalwire):
+    """An app with VALIDATE_SIGNATURES=false: the edge checks are all that stands in the way."""
+    application = create_app(make_config(validate_signatures=False))
+    yield application
+    shutdown(application)
+
+
+@pytest.mark.parametrize("path, form, query, field", [
+    ("/voice/conference-status", conference_form("participant-join", TRAVERSAL, ROOM, sid("A")), "", "ConferenceSid"),
+    ("/voice/conference-status", conference_form("participant-join", CONF, ROOM, "CAx/../OTHER"), "", "CallSid"),
+    ("/voice/conference-status", conference_form("participant-join", CONF, "room/../x", sid("A")), "", "FriendlyName"),
+    ("/voice/conference-status", conference_form("participant-join", CONF, "r" * 65, sid("A")), "", "FriendlyName"),
+    ("/voice/recording-status", {"RecordingSid": "RE/../../Calls/x", "RecordingStatus": "in-progress"},
+     "room=%2B15550003333", "RecordingSid"),
+    ("/voice/recording-status", {"RecordingSid": sid("rec"), "RecordingStatus": "in-progress"},
+     "room=a%2F..%2Fb", "room"),
+    ("/voice/recording-status", {"RecordingSid": sid("rec"), "RecordingStatus": "in-progress"},
+     "room=%2B15550003333&call=CA%2F..%2Fx", "call"),
+    ("/voice/inbound", {"CallSid": "CA/../x", "To": ROOM}, "", "CallSid"),
+    ("/voice/inbound", {"CallSid": sid("A"), "To": "sip:x/../y@example.com"}, "", "To"),
+])
+def test_malformed_ids_are_refused_at_the_edge(open_app, signalwire, path, form, query, field):
+    response = open_app.test_client().post(path + (f"?{query}" if query else ""), data=form)
+    assert (response.status_code, response.get_json()) == (400, {"error": f"invalid field: {field}"})
+    assert open_app.extensions["quorum.commands"].wait_idle(5)
+    assert len(signalwire.calls) == 0 and open_app.extensions["quorum.store"].rooms() == []
+
+
+def test_a_signed_traversal_sends_nothing_to_signalwire(post_signed, app, signalwire):
+    form = conference_form("participant-leave", TRAVERSAL, ROOM, sid("A"))
+    assert post_signed("/voice/conference-status", form).status_code == 400
+    assert app.extensions["quorum.commands"].wait_idle(5)
+    assert len(signalwire.calls) == 0
+
+
+@pytest.mark.parametrize("conference, call", [
+    ("3b0f9c1e-8a61-4f0e-9d3c-1d2b9c0a7e11", "A3B0F9C1-8A61-4F0E-9D3C-1D2B9C0A7E11"),
+    ("CF" + "0123456789abcdef" * 2, "CA" + "fedcba9876543210" * 2),
+])
+def test_uuid_and_twilio_style_sids_are_accepted(open_app, conference, call):
+    form = conference_form("participant-join", conference, ROOM, call)
+    assert open_app.test_client().post("/voice/conference-status", data=form).status_code == 204
+    assert open_app.extensions["quorum.store"].get(ROOM).present() == [call]
+
+
+def test_a_stored_bad_id_does_not_fail_the_archiver_on_every_sweep(tmp_path, caplog):
+    """State written before the edge checked ids (Redis outlives upgrades): dropped once, with one error line."""
+    store = MemoryStore()
+    store.mutate(ROOM, lambda _: Conference(room=ROOM, conference_sid="CF_bad", ended=True, status=PROCESSING))
+    processor = ConversationProcessor(store, Archive(tmp_path), None, lambda path: [])
+    try:
+        for _ in range(3):  # three sweeps
+            processor.submit(ROOM)
+            assert processor.wait_idle(5)
+    finally:
+        processor.shutdown()
+    assert store.get(ROOM) is None
+    assert not [r for r in caplog.records if r.exc_info]
+    assert "CF_bad" not in caplog.text  # an id that failed the check is not echoed into the log either
