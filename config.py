@@ -56,6 +56,7 @@ class Config:
     redis_url: Optional[str] = None
     redis_namespace: str = "quorum"
     reconcile_interval_s: float = 60.0
+    event_max_age_s: float = 900.0
 
     def records_caller(self, number: str) -> bool:
         """Whether a caller gets a recording of their own (PARTICIPANT_RECORDING, RECORD_PARTICIPANTS)."""
@@ -131,6 +132,7 @@ _PARSERS = {
     "signalwire_timeout_s": _parse_number(float),
     "end_grace_s": _parse_number(float),
     "reconcile_interval_s": _parse_number(float),
+    "event_max_age_s": _parse_number(float),
     "log_level": _parse_upper,
 }
 
@@ -157,6 +159,8 @@ def _check(config: Config) -> None:
         raise ConfigError("END_GRACE_S", "must be 0 or more")
     if config.reconcile_interval_s < 0:
         raise ConfigError("RECONCILE_INTERVAL_S", "must be 0 (off) or more")
+    if config.event_max_age_s <= 0:
+        raise ConfigError("EVENT_MAX_AGE_S", "must be greater than 0 (seconds a conference event may be late)")
     if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL", f"must start with redis://, rediss:// or unix://, got {config.redis_url!r}")
     if config.conference_room != PER_NUMBER and not valid_room(config.conference_room):

@@ -6,6 +6,7 @@ Pure functions: the /voice routes refuse anything else with 400.
 from __future__ import annotations
 
 import re
+from email.utils import parsedate_to_datetime
 from typing import Mapping, Optional
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -38,3 +39,19 @@ def first_invalid(form: Mapping[str, str], query: Mapping[str, str]) -> Optional
         if value and not (valid_room(value) if kind == "room" else valid_sid(kind, value)):
             return name
     return None
+
+
+def event_time(raw: str) -> Optional[float]:
+    """SignalWire's RFC 2822 Timestamp as epoch seconds, or None when it cannot be read."""
+    try:
+        return parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def too_old(at: float, now: float, max_age_s: float) -> bool:
+    """Whether an event stamped `at` is older than the freshness window: a replay, or too late to trust.
+
+    Events from the future are not refused: the signature covers the Timestamp, so only SignalWire can set it.
+    """
+    return now - at > max_age_s

@@ -187,3 +187,47 @@ def test_a_stored_bad_id_does_not_fail_the_archiver_on_every_sweep(tmp_path, cap
     assert store.get(ROOM) is None
     assert not [r for r in caplog.records if r.exc_info]
     assert "CF_bad" not in caplog.text  # an id that failed the check is not echoed into the log either
+
+
+# --- 4. signature replay by moving bytes between keys -----------------------------------------
+
+def test_a_shifted_timestamp_key_keeps_the_signature_but_is_refused(client, app):
+    """`Timestamp=<date>` and `T=imestamp<date>` sign the same bytes: without Timestamp the event is refused."""
+    original = conference_form("participant-join", CONF, ROOM, sid("A"), at=time.time() - 3600)
+    signature = sign(PUBLIC_URL + "/voice/conference-status", original)
+    shifted = {k: v for k, v in original.items() if k != "Timestamp"} | {"T": "imestamp" + original["Timestamp"]}
+    assert sign(PUBLIC_URL + "/voice/conference-status", shifted) == signature
+    response = client.post("/voice/conference-status", data=shifted, headers={"X-SignalWire-Signature": signature})
+    assert (response.status_code, response.get_json()) == (400, {"error": "missing field: Timestamp"})
+    assert app.extensions["quorum.store"].rooms() == []
+
+
+@pytest.mark.parametrize("event", ["conference-start", "conference-end", "participant-join", "participant-leave"])
+def test_events_older_than_the_window_are_refused_and_logged(post_signed, app, caplog, event):
+    form = conference_form(event, CONF, ROOM, sid("A") if event.startswith("participant") else None,
+                           at=time.time() - 16 * 60)
+    response = post_signed("/voice/conference-status", form)
+    assert (response.status_code, response.get_json()) == (400, {"error": "stale event: Timestamp older than 900 s"})
+    assert app.extensions["quorum.store"].rooms() == []
+    assert "stale" in caplog.text
+
+
+def test_an_unreadable_timestamp_is_refused(post_signed, app):
+    form = conference_form("participant-join", CONF, ROOM, sid("A")) | {"Timestamp": "not a date"}
+    response = post_signed("/voice/conference-status", form)
+    assert (response.status_code, response.get_json()) == (400, {"error": "invalid field: Timestamp"})
+
+
+def test_recent_events_and_unknown_extra_keys_are_accepted(post_signed, app):
+    form = conference_form("participant-join", CONF, ROOM, sid("A"), at=time.time() - 14 * 60) | {"NewField": "x"}
+    assert post_signed("/voice/conference-status", form).status_code == 204
+    assert app.extensions["quorum.store"].get(ROOM).present() == [sid("A")]
+
+
+def test_the_freshness_window_is_configurable(signalwire):
+    application = create_app(make_config(validate_signatures=False, event_max_age_s=60))
+    try:
+        old = conference_form("participant-join", CONF, ROOM, sid("A"), at=time.time() - 120)
+        assert application.test_client().post("/voice/conference-status", data=old).status_code == 400
+    finally:
+        shutdown(application)

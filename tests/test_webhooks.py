@@ -337,12 +337,6 @@ def test_unknown_events_are_ignored(post_signed, app, event):
     assert app.extensions["quorum.store"].rooms() == []
 
 
-def test_unreadable_timestamp_falls_back_to_arrival_time(events, post_signed):
-    form = status_form("participant-join", A) | {"Timestamp": "not a date"}
-    assert post_signed("/voice/conference-status", form).status_code == 204
-    assert events.state().present() == [A]
-
-
 def test_healthz(client, events):
     events.conference("participant-join", A)
     response = client.get("/healthz")
