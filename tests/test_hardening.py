@@ -231,3 +231,29 @@ def test_the_freshness_window_is_configurable(signalwire):
         assert application.test_client().post("/voice/conference-status", data=old).status_code == 400
     finally:
         shutdown(application)
+
+
+# --- 9. durability: directory entries -----------------------------------------------------------
+
+def test_archive_fsyncs_the_directory_after_each_rename(tmp_path, monkeypatch):
+    """A rename is durable only once its directory is fsynced; new parent directories need the same."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", str(Path(dst).parent)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    archive = Archive(tmp_path / "archive")
+    directory = archive.directory_for(ROOM, 1_800_000_000, CONF)
+    archive.save(directory, {"id": CONF})
+    renamed = events.index(("rename", str(directory)))
+    assert ("fsync", str(directory)) in events[renamed:]
+    for parent in (directory.parent, directory.parent.parent, tmp_path / "archive"):
+        assert ("fsync", str(parent)) in events, parent
