@@ -257,3 +257,37 @@ def test_archive_fsyncs_the_directory_after_each_rename(tmp_path, monkeypatch):
     assert ("fsync", str(directory)) in events[renamed:]
     for parent in (directory.parent, directory.parent.parent, tmp_path / "archive"):
         assert ("fsync", str(parent)) in events, parent
+
+
+# --- 6. /healthz reads no conference -----------------------------------------------------------
+
+def redis_output_bytes(client) -> int:
+    """Bytes Redis has sent to all clients so far."""
+    return client.info("stats")["total_net_output_bytes"]
+
+
+def test_healthz_counts_conferences_without_loading_them(redis_url, signalwire):
+    import redis
+
+    from recording_state import Transition
+
+    config = make_config(redis_url=redis_url, redis_namespace=f"h{time.monotonic_ns()}")
+    application = create_app(config)
+    store, probe = application.extensions["quorum.store"], redis.Redis.from_url(redis_url)
+    timeline = tuple(Transition(1_800_000_000 + i, "wanted", "paused") for i in range(1000))  # ~90 KB of JSON
+    try:
+        for n in range(41):
+            store.mutate(f"+1555000{n:04d}", lambda _, n=n: Conference(room=f"+1555000{n:04d}",
+                                                                       conference_sid=sid(f"c{n}"), timeline=timeline))
+        client = application.test_client()
+        client.get("/healthz")
+        first = redis_output_bytes(probe)
+        before = redis_output_bytes(probe)
+        info_reply = before - first  # each measurement is itself an INFO reply
+        bodies = [client.get("/healthz").get_json() for _ in range(10)]
+        per_call = (redis_output_bytes(probe) - before - info_reply) / 10
+    finally:
+        shutdown(application)
+    print(f"Redis bytes sent per /healthz with 41 conferences of ~90 KB: {per_call:.0f}")
+    assert bodies[-1]["conferences"] == 41
+    assert per_call < 1000
