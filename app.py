@@ -25,8 +25,9 @@ from archive import Archive
 from command_queue import CommandQueue
 from config import Config, ConfigError
 from controller import Housekeeper, RecordingController
-from conversation_processor import ConversationProcessor
+from conversation_processor import DOWNLOAD_TIMEOUT_S, ConversationProcessor
 from event_callbacks import EventSender
+from media_download import MediaSource, allowed_origins
 from metrics import Metrics
 from recording_state import MemoryStore, StateStore
 from signalwire_gateway import SignalWireGateway, build_client
@@ -51,7 +52,9 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
                                 observe=metrics.observe_rest)
     archive = Archive(Path(config.recordings_dir))
     events = EventSender(config.event_callback_url, config.event_callback_secret) if config.event_callback_url else None
-    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file)
+    media = MediaSource(allowed_origins(config.signalwire_space_url, config.signalwire_api_url),
+                        max_bytes=config.max_recording_mb * 1024 * 1024, timeout_s=DOWNLOAD_TIMEOUT_S)
+    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media)
     # The lock outlives the longest action (a read of three requests, each with connect and read timeouts),
     # so two processes never command one room at once.
     commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=6 * config.signalwire_timeout_s + 5,

@@ -57,6 +57,7 @@ class Config:
     redis_namespace: str = "quorum"
     reconcile_interval_s: float = 60.0
     event_max_age_s: float = 900.0
+    max_recording_mb: int = 240
 
     def records_caller(self, number: str) -> bool:
         """Whether a caller gets a recording of their own (PARTICIPANT_RECORDING, RECORD_PARTICIPANTS)."""
@@ -133,6 +134,7 @@ _PARSERS = {
     "end_grace_s": _parse_number(float),
     "reconcile_interval_s": _parse_number(float),
     "event_max_age_s": _parse_number(float),
+    "max_recording_mb": _parse_number(int),
     "log_level": _parse_upper,
 }
 
@@ -161,6 +163,8 @@ def _check(config: Config) -> None:
         raise ConfigError("RECONCILE_INTERVAL_S", "must be 0 (off) or more")
     if config.event_max_age_s <= 0:
         raise ConfigError("EVENT_MAX_AGE_S", "must be greater than 0 (seconds a conference event may be late)")
+    if config.max_recording_mb < 1:
+        raise ConfigError("MAX_RECORDING_MB", f"must be at least 1, got {config.max_recording_mb}")
     if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL", f"must start with redis://, rediss:// or unix://, got {config.redis_url!r}")
     if config.conference_room != PER_NUMBER and not valid_room(config.conference_room):

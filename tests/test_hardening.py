@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from app import create_app, shutdown
 from archive import Archive
 from conftest import PROJECT, PUBLIC_URL, conference_form, free_port, make_config, sid, sign
 from conversation_processor import ConversationProcessor
+from media_download import MediaSource, allowed_origins
 from recording_state import PROCESSING, Conference, MemoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +179,8 @@ def test_a_stored_bad_id_does_not_fail_the_archiver_on_every_sweep(tmp_path, cap
     """State written before the edge checked ids (Redis outlives upgrades): dropped once, with one error line."""
     store = MemoryStore()
     store.mutate(ROOM, lambda _: Conference(room=ROOM, conference_sid="CF_bad", ended=True, status=PROCESSING))
-    processor = ConversationProcessor(store, Archive(tmp_path), None, lambda path: [])
+    processor = ConversationProcessor(store, Archive(tmp_path), None, lambda path: [],
+                                      MediaSource(allowed_origins("x.signalwire.com", None), MB, 5))
     try:
         for _ in range(3):  # three sweeps
             processor.submit(ROOM)
@@ -291,3 +294,144 @@ def test_healthz_counts_conferences_without_loading_them(redis_url, signalwire):
     print(f"Redis bytes sent per /healthz with 41 conferences of ~90 KB: {per_call:.0f}")
     assert bodies[-1]["conferences"] == 41
     assert per_call < 1000
+
+
+# --- 5. downloads trust the callback -------------------------------------------------------------
+
+class MediaServer:
+    """A real HTTP server on 127.0.0.1 serving recordings as SignalWire does, streamed, and noting every hit."""
+
+    def __init__(self, routes, host: str = "127.0.0.1"):
+        from werkzeug.serving import make_server
+
+        self.routes, self.hits, self.host = routes, [], host
+        self._server = make_server(host, 0, self, threaded=True)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+
+    def url(self, path: str) -> str:
+        """An http URL of `path` on this server."""
+        return f"http://{self.host}:{self.port}{path}"
+
+    def __call__(self, environ, start_response):
+        self.hits.append(environ["PATH_INFO"])
+        status, headers, body = self.routes.get(environ["PATH_INFO"], ("404 Not Found", [], [b""]))
+        start_response(status, headers)
+        return body() if callable(body) else body
+
+
+def wav_stream(megabytes: int):
+    """A WAV header and `megabytes` MiB of silence, produced 64 KiB at a time (never whole in memory)."""
+    import struct
+
+    size = megabytes * MB
+    header = (b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+              + b"data" + struct.pack("<I", size))
+
+    def body():
+        yield header
+        block = bytes(64 * 1024)
+        for _ in range(size // len(block)):
+            yield block
+
+    return body
+
+
+def processed(application, url: str):
+    """Hand the processor a finished conference whose recording is at `url`; wait; the archived record."""
+    from recording_state import GONE, RecordingInfo
+
+    rec = sid("rec")
+    conf = Conference(room=ROOM, conference_sid=CONF, ended=True, status=PROCESSING, opened_at=time.time(),
+                      recordings={rec: GONE}, recording_info={rec: RecordingInfo(url=url)})
+    application.extensions["quorum.store"].mutate(ROOM, lambda _: conf)
+    application.extensions["quorum.processor"].submit(ROOM)
+    assert application.extensions["quorum.processor"].wait_idle(60)
+    return application.extensions["quorum.archive"].find(CONF)
+
+
+@contextlib.contextmanager
+def media_app(server, **settings):
+    """An app whose SignalWire (REST and media) is the local server, as with the bundled emulator."""
+    application = create_app(make_config(signalwire_api_url=server.url(""), **settings))
+    try:
+        yield application
+    finally:
+        shutdown(application)
+
+
+def test_media_is_fetched_only_from_signalwire(tmp_path):
+    """A forged callback's RecordingUrl on another host (an internal service on 127.0.0.2) is never requested."""
+    internal = MediaServer({"/internal.wav": ("200 OK", [], [b"secret"])}, host="127.0.0.2")
+    with MediaServer({}) as server, internal, media_app(server) as application:
+        record = processed(application, internal.url("/internal"))
+    assert internal.hits == []
+    assert record["audio"]["wav_file"] is None
+
+
+def test_plain_http_is_refused_on_the_signalwire_space(signalwire):
+    """Without SIGNALWIRE_API_URL only https://SPACE is trusted; http://SPACE is not."""
+    signalwire.add(responses_get(), "http://example.signalwire.com/recordings/x.wav", body=b"RIFF")
+    application = create_app(make_config())
+    try:
+        record = processed(application, "http://example.signalwire.com/recordings/x")
+    finally:
+        shutdown(application)
+    assert not [c for c in signalwire.calls if c.request.url.startswith("http://example")]
+    assert record["audio"]["wav_file"] is None
+
+
+def responses_get():
+    """The GET method constant of `responses` (imported late: only this test needs it)."""
+    import responses
+
+    return responses.GET
+
+
+def test_redirects_to_another_host_are_not_followed():
+    elsewhere = MediaServer({"/elsewhere.wav": ("200 OK", [], [b"RIFF"])}, host="127.0.0.2")
+    with MediaServer({}) as server, elsewhere:
+        server.routes["/rec.wav"] = ("302 Found", [("Location", elsewhere.url("/elsewhere.wav"))], [b""])
+        with media_app(server) as application:
+            record = processed(application, server.url("/rec"))
+    assert server.hits[0] == "/rec.wav" and elsewhere.hits == []
+    assert record["audio"]["wav_file"] is None
+
+
+def test_a_recording_over_the_size_cap_is_not_archived(tmp_path):
+    with MediaServer({"/big.wav": ("200 OK", [], wav_stream(3))}) as server, \
+            media_app(server, max_recording_mb=1) as application:
+        record = processed(application, server.url("/big"))
+        directory = application.extensions["quorum.archive"].directory_for(ROOM, time.time(), CONF)
+    assert record["audio"]["wav_file"] is None
+    assert [p.name for p in directory.iterdir()] == ["conversation.json"]  # no temp file left behind
+
+
+def test_download_memory_is_flat_in_the_files_length(tmp_path):
+    """20 and 200 MiB streamed from a real server to disk: the same small peak of Python allocations."""
+    import tracemalloc
+
+    import media_download
+
+    peaks = {}
+    for size in (20, 200):
+        with MediaServer({"/long.wav": ("200 OK", [], wav_stream(size))}) as server:
+            source = media_download.MediaSource(media_download.allowed_origins("x.signalwire.com", server.url("")),
+                                                max_bytes=400 * MB, timeout_s=30)
+            tracemalloc.start()
+            try:
+                with open(tmp_path / "long.wav", "wb") as out:
+                    source.download(requests.Session(), server.url("/long.wav"), out)
+                peaks[size] = tracemalloc.get_traced_memory()[1] / MB
+            finally:
+                tracemalloc.stop()
+        assert (tmp_path / "long.wav").stat().st_size == size * MB + 44
+    print(f"peak Python allocation while downloading: 20 MiB file {peaks[20]:.1f} MiB, 200 MiB file {peaks[200]:.1f} MiB")
+    assert peaks[200] < 16 and peaks[200] - peaks[20] < 4  # was 403 MiB for 200 MiB: the body held twice
