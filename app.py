@@ -20,6 +20,7 @@ import conversations_api
 import dashboard
 import laml
 import operations
+import request_logs
 import webhooks
 from archive import Archive
 from command_queue import CommandQueue
@@ -43,6 +44,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     if config is None:
         config = _config_or_exit()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    request_logs.configure_werkzeug(config.log_level)
     if not config.validate_signatures:
         log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
                     "Use this only for local experiments.")
@@ -135,23 +137,9 @@ def _config_or_exit() -> Config:
         raise SystemExit(2) from None
 
 
-class RedactTokens(logging.Filter):
-    """Blank `token=` query values in request log lines: the dashboard's sign-in link carries one."""
-
-    PATTERN = re.compile(r"([?&]token=)[^&\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message in place; never drop it."""
-        message = record.getMessage()
-        if "token=" in message:
-            record.msg, record.args = self.PATTERN.sub(r"\1REDACTED", message), ()
-        return True
-
-
 def main() -> None:
     """Serve on PORT; with USE_NGROK, open a tunnel and point the phone number at it."""
     config = _config_or_exit()
-    logging.getLogger("werkzeug").addFilter(RedactTokens())
     client = build_client(config)
     if config.use_ngrok:
         import ngrok_tunnel

@@ -435,3 +435,41 @@ def test_download_memory_is_flat_in_the_files_length(tmp_path):
         assert (tmp_path / "long.wav").stat().st_size == size * MB + 44
     print(f"peak Python allocation while downloading: 20 MiB file {peaks[20]:.1f} MiB, 200 MiB file {peaks[200]:.1f} MiB")
     assert peaks[200] < 16 and peaks[200] - peaks[20] < 4  # was 403 MiB for 200 MiB: the body held twice
+
+
+# --- 8. logging ----------------------------------------------------------------------------------
+
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+def hit(port: int) -> None:
+    """A few requests whose log lines would show: a 200, a 404, and a sign-in link's token."""
+    for path in ("/healthz", "/nowhere", "/login?token=sekrit-token&next=/"):
+        requests.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+
+
+def test_log_level_warning_silences_request_lines(tmp_path):
+    with served([sys.executable, "app.py"], tmp_path, LOG_LEVEL="WARNING") as (port, _, log_path):
+        hit(port)
+    text = log_path.read_text()
+    assert "GET /healthz" not in text and "GET /nowhere" not in text
+
+
+def test_request_lines_have_no_colour_codes_in_a_file_and_no_token(tmp_path):
+    with served([sys.executable, "app.py"], tmp_path, LOG_LEVEL="INFO") as (port, _, log_path):
+        hit(port)
+    text = log_path.read_text()
+    assert "GET /nowhere" in text  # INFO still logs requests
+    assert "\x1b[" not in text
+    assert "sekrit-token" not in text and "token=REDACTED" in text
+
+
+@pytest.mark.parametrize("level, logged", [("INFO", True), ("WARNING", False)])
+def test_gunicorn_access_log_is_redacted_and_follows_log_level(tmp_path, level, logged):
+    command = [GUNICORN, "--access-logfile", "-", "app:create_app()"]
+    with served(command, tmp_path, LOG_LEVEL=level) as (port, _, log_path):
+        hit(port)
+        time.sleep(0.5)  # gunicorn writes its access log after the response
+    text = log_path.read_text()
+    assert "sekrit-token" not in text
+    assert ("token=REDACTED" in text) == logged and ("GET /nowhere" in text) == logged
