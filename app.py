@@ -27,7 +27,7 @@ from command_queue import CommandQueue
 from config import Config, ConfigError
 from controller import Housekeeper, RecordingController
 from conversation_processor import DOWNLOAD_TIMEOUT_S, ConversationProcessor
-from event_callbacks import EventSender
+from event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
 from media_download import MediaSource, allowed_origins
 from metrics import Metrics
 from recording_state import MemoryStore, StateStore
@@ -53,7 +53,9 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     gateway = SignalWireGateway(client if client is not None else build_client(config), config.pause_behavior,
                                 observe=metrics.observe_rest)
     archive = Archive(Path(config.recordings_dir))
-    events = EventSender(config.event_callback_url, config.event_callback_secret) if config.event_callback_url else None
+    events = EventSender(config.event_callback_url, config.event_callback_secret, build_outbox(config),
+                         workers=config.event_callback_concurrency,
+                         max_queued=config.event_queue_max) if config.event_callback_url else None
     media = MediaSource(allowed_origins(config.signalwire_space_url, config.signalwire_api_url),
                         max_bytes=config.max_recording_mb * 1024 * 1024, timeout_s=DOWNLOAD_TIMEOUT_S)
     processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media)
@@ -99,6 +101,13 @@ def build_store(config: Config) -> StateStore:
 
         return RedisStore.from_url(config.redis_url, config.redis_namespace, config.end_grace_s)
     return MemoryStore()
+
+
+def build_outbox(config: Config) -> Outbox:
+    """Where undelivered event callbacks outlive a restart: Redis when shared, else files in the archive root."""
+    if config.redis_url:
+        return RedisOutbox(redis.Redis.from_url(config.redis_url), f"{config.redis_namespace}:events")
+    return FileOutbox(Path(config.recordings_dir) / ".outbox")
 
 
 def _refuse_oversized_body():

@@ -53,6 +53,8 @@ class Config:
     recordings_dir: str = "./recordings"
     event_callback_url: Optional[str] = None
     event_callback_secret: Optional[str] = None
+    event_callback_concurrency: int = 4
+    event_queue_max: int = 1000
     redis_url: Optional[str] = None
     redis_namespace: str = "quorum"
     reconcile_interval_s: float = 60.0
@@ -135,6 +137,8 @@ _PARSERS = {
     "reconcile_interval_s": _parse_number(float),
     "event_max_age_s": _parse_number(float),
     "max_recording_mb": _parse_number(int),
+    "event_callback_concurrency": _parse_number(int),
+    "event_queue_max": _parse_number(int),
     "log_level": _parse_upper,
 }
 
@@ -163,6 +167,10 @@ def _check(config: Config) -> None:
         raise ConfigError("RECONCILE_INTERVAL_S", "must be 0 (off) or more")
     if config.event_max_age_s <= 0:
         raise ConfigError("EVENT_MAX_AGE_S", "must be greater than 0 (seconds a conference event may be late)")
+    if config.event_callback_concurrency < 1:
+        raise ConfigError("EVENT_CALLBACK_CONCURRENCY", f"must be at least 1, got {config.event_callback_concurrency}")
+    if config.event_queue_max < 1:
+        raise ConfigError("EVENT_QUEUE_MAX", f"must be at least 1, got {config.event_queue_max}")
     if config.max_recording_mb < 1:
         raise ConfigError("MAX_RECORDING_MB", f"must be at least 1, got {config.max_recording_mb}")
     if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):

@@ -1,6 +1,7 @@
 """Issue 11, "Hardening": each item reproduced against a real server or the app, then refused."""
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -473,3 +474,103 @@ def test_gunicorn_access_log_is_redacted_and_follows_log_level(tmp_path, level, 
     text = log_path.read_text()
     assert "sekrit-token" not in text
     assert ("token=REDACTED" in text) == logged and ("GET /nowhere" in text) == logged
+
+
+# --- 7. event delivery ----------------------------------------------------------------------------
+
+class SilentReceiver:
+    """Accepts connections and never answers, counting them: a receiver that hangs."""
+
+    def __init__(self):
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/hook"
+        self.accepted = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self._sock.accept()[0])
+
+    def close(self):
+        self._sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+class Receiver:
+    """The user's server: a real HTTP server on 127.0.0.1 keeping each event's id."""
+
+    def __init__(self):
+        from werkzeug.serving import make_server
+
+        self.ids = []
+        self._server = make_server("127.0.0.1", 0, self, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/hook"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def __call__(self, environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        self.ids.append(json.loads(environ["wsgi.input"].read(length))["id"])
+        start_response("204 No Content", [])
+        return [b""]
+
+    def close(self):
+        self._server.shutdown()
+
+
+def test_events_are_delivered_concurrently_to_a_receiver_that_hangs(tmp_path):
+    """30 events against a receiver that never answers (0.5 s timeout): one thread managed 6 attempts in 3 s."""
+    from event_callbacks import EventSender, FileOutbox
+
+    receiver = SilentReceiver()
+    sender = EventSender(receiver.url, "secret", FileOutbox(tmp_path / "outbox"), timeout_s=0.5)
+    try:
+        for n in range(30):
+            sender.send("recording.paused", f"event-{n}", {"n": n})
+        time.sleep(3)
+        attempts = len(receiver.accepted)
+    finally:
+        sender.stop()
+        receiver.close()
+    print(f"delivery attempts in 3 s against a hanging receiver: {attempts}")
+    assert attempts >= 16
+
+
+def test_a_full_queue_drops_the_oldest_and_logs_how_many(tmp_path, caplog):
+    from event_callbacks import EventSender, FileOutbox
+
+    sender = EventSender(f"http://127.0.0.1:{free_port()}/hook", "secret", FileOutbox(tmp_path / "outbox"),
+                         max_queued=5, first_backoff_s=30)
+    try:
+        for n in range(8):
+            sender.send("recording.paused", f"event-{n}", {"n": n})
+        pending = sender.pending_ids()
+    finally:
+        sender.stop()
+    assert pending == [f"event-{n}" for n in range(3, 8)]
+    assert "dropped 1 oldest, 3 since start" in caplog.text
+
+
+@pytest.mark.parametrize("store", ["file", "redis"])
+def test_undelivered_events_survive_a_restart(tmp_path, signalwire, request, store):
+    """Queued while the receiver is down, the app restarts, the receiver comes back: every event arrives once."""
+    signalwire.add_passthru("http://127.0.0.1")
+    settings = dict(recordings_dir=str(tmp_path), event_callback_secret="secret")
+    if store == "redis":
+        settings.update(redis_url=request.getfixturevalue("redis_url"), redis_namespace=f"e{time.monotonic_ns()}")
+    first = create_app(make_config(event_callback_url=f"http://127.0.0.1:{free_port()}/hook", **settings))
+    for n in range(3):
+        first.extensions["quorum.events"].send("recording.paused", f"event-{n}", {"n": n})
+    shutdown(first)
+    receiver = Receiver()
+    second = create_app(make_config(event_callback_url=receiver.url, **settings))
+    try:
+        assert second.extensions["quorum.events"].wait_idle(10)
+        assert second.extensions["quorum.events"].pending_ids() == []
+    finally:
+        shutdown(second)
+        receiver.close()
+    assert sorted(receiver.ids) == ["event-0", "event-1", "event-2"]
