@@ -574,3 +574,12 @@ def test_undelivered_events_survive_a_restart(tmp_path, signalwire, request, sto
         shutdown(second)
         receiver.close()
     assert sorted(receiver.ids) == ["event-0", "event-1", "event-2"]
+
+
+# --- fuzzing found: a malformed multipart field name --------------------------------------------
+
+def test_a_multipart_field_without_a_name_is_a_403_not_a_500(client):
+    body = b'--x\r\nContent-Disposition: form-data; name="\n"\r\n\r\nv\r\n--x--\r\n'
+    response = client.post("/voice/inbound", data=body, headers={"X-SignalWire-Signature": "0",
+                                                                 "Content-Type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 403
