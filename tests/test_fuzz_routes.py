@@ -28,14 +28,19 @@ values = st.one_of(
     st.builds(lambda: str(uuid.uuid4())),
     st.builds(lambda: formatdate(time.time(), usegmt=True)),
 )
-sids = st.one_of(st.builds(lambda: str(uuid.uuid4())), st.text(max_size=40))
-# A callback as SignalWire sends it, each field kept or fuzzed, so the routes' deeper paths are reached too.
-callbacks = st.fixed_dictionaries({}, optional={
-    "ConferenceSid": sids, "CallSid": sids, "RecordingSid": sids, "FriendlyName": st.sampled_from(["+15550001111", "r"]),
-    "StatusCallbackEvent": st.sampled_from(EVENTS), "Timestamp": values, "RecordingStatus": values,
-    "RecordingUrl": values, "RecordingDuration": values, "To": values, "From": values})
-forms = st.one_of(callbacks, st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=12)), values,
-                                             max_size=8))
+sids = st.one_of(st.builds(lambda: str(uuid.uuid4())), st.sampled_from(["CF" + "a" * 32, "CA" + "b" * 32]),
+                 st.text(max_size=40))
+fresh = st.builds(lambda: formatdate(time.time(), usegmt=True))
+optional = {"CallSid": sids, "FriendlyName": st.sampled_from(["+15550001111", "r"]) | values, "RecordingUrl": values,
+            "RecordingDuration": values, "To": values, "From": values, "Junk": values}
+# Callbacks as SignalWire sends them, some fields fuzzed, so the routes' deeper paths are reached too.
+conference_callbacks = st.fixed_dictionaries({"ConferenceSid": sids, "StatusCallbackEvent": st.sampled_from(EVENTS),
+                                              "Timestamp": fresh | values}, optional=optional)
+recording_callbacks = st.fixed_dictionaries({"RecordingSid": sids, "RecordingStatus": st.sampled_from(
+    ["in-progress", "completed"]) | values}, optional=optional)
+random_forms = st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=12)), values, max_size=8)
+FORMS = {"/voice/conference-status": conference_callbacks | random_forms,
+         "/voice/recording-status": recording_callbacks | random_forms}
 headers = st.fixed_dictionaries({}, optional={
     "Authorization": st.one_of(st.just(f"Bearer {TOKEN}"), st.text(max_size=30).map(lambda t: f"Bearer {t}"),
                                st.text(max_size=30)),
@@ -71,14 +76,16 @@ def route_paths(app):
     return sorted({rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"})
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
-@given(data=st.data(), method=st.one_of(st.just("POST"), st.just("GET"), st.sampled_from(METHODS)), form=forms,
-       query=st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=8)), values, max_size=4),
+@given(data=st.data(), method=st.sampled_from(["POST"] * 8 + METHODS),
+       query=st.one_of(st.fixed_dictionaries({"room": st.just("+15550001111")}, optional={"call": sids}),
+                       st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=8)), values, max_size=4)),
        request_headers=headers)
-def test_no_route_answers_500_or_logs_a_traceback(fuzz_app, caplog, data, method, form, query, request_headers):
+def test_no_route_answers_500_or_logs_a_traceback(fuzz_app, caplog, data, method, query, request_headers):
     paths = route_paths(fuzz_app)
     rule = data.draw(st.one_of(st.sampled_from([p for p in paths if p.startswith("/voice/")]), st.sampled_from(paths)))
+    form = data.draw(FORMS.get(rule, random_forms))
     path = rule
     while "<" in path:
         start, end = path.index("<"), path.index(">")
