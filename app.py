@@ -13,25 +13,30 @@ from pathlib import Path
 from typing import Optional
 
 import redis
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 
 import audio_quality
 import conversations_api
 import dashboard
 import laml
 import operations
+import request_logs
 import webhooks
 from archive import Archive
 from command_queue import CommandQueue
 from config import Config, ConfigError
 from controller import Housekeeper, RecordingController
-from conversation_processor import ConversationProcessor
-from event_callbacks import EventSender
+from conversation_processor import DOWNLOAD_TIMEOUT_S, ConversationProcessor
+from event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
+from media_download import MediaSource, allowed_origins
 from metrics import Metrics
 from recording_state import MemoryStore, StateStore
 from signalwire_gateway import SignalWireGateway, build_client
 
 log = logging.getLogger("quorum")
+
+# SignalWire's callbacks are a few KB; nothing Quorum accepts comes near this.
+MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(config: Optional[Config] = None, *, client=None, store: Optional[StateStore] = None) -> Flask:
@@ -39,6 +44,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     if config is None:
         config = _config_or_exit()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    request_logs.configure_werkzeug(config.log_level)
     if not config.validate_signatures:
         log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
                     "Use this only for local experiments.")
@@ -47,8 +53,12 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     gateway = SignalWireGateway(client if client is not None else build_client(config), config.pause_behavior,
                                 observe=metrics.observe_rest)
     archive = Archive(Path(config.recordings_dir))
-    events = EventSender(config.event_callback_url, config.event_callback_secret) if config.event_callback_url else None
-    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file)
+    events = EventSender(config.event_callback_url, config.event_callback_secret, build_outbox(config),
+                         workers=config.event_callback_concurrency,
+                         max_queued=config.event_queue_max) if config.event_callback_url else None
+    media = MediaSource(allowed_origins(config.signalwire_space_url, config.signalwire_api_url),
+                        max_bytes=config.max_recording_mb * 1024 * 1024, timeout_s=DOWNLOAD_TIMEOUT_S)
+    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media)
     # The lock outlives the longest action (a read of three requests, each with connect and read timeouts),
     # so two processes never command one room at once.
     commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=6 * config.signalwire_timeout_s + 5,
@@ -63,6 +73,9 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
 
     app = Flask(__name__)
     app.config["QUORUM"] = config
+    # Werkzeug caps urlencoded bodies only through this: without it a form is read whole before any check.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.before_request(_refuse_oversized_body)
     app.extensions.update({
         "quorum": controller, "quorum.commands": commands, "quorum.store": store, "quorum.gateway": gateway,
         "quorum.housekeeper": housekeeper, "quorum.archive": archive, "quorum.processor": processor,
@@ -90,6 +103,25 @@ def build_store(config: Config) -> StateStore:
     return MemoryStore()
 
 
+def build_outbox(config: Config) -> Outbox:
+    """Where undelivered event callbacks outlive a restart: Redis when shared, else files in the archive root."""
+    if config.redis_url:
+        return RedisOutbox(redis.Redis.from_url(config.redis_url), f"{config.redis_namespace}:events")
+    return FileOutbox(Path(config.recordings_dir) / ".outbox")
+
+
+def _refuse_oversized_body():
+    """413 on a body over the cap, before anything reads it whole (a declared length is never read)."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return Response(status=413, headers={"Connection": "close"})
+    if request.content_length is None and "wsgi.input_terminated" in request.environ:
+        # A chunked body: Werkzeug's limited stream silently truncates at the cap, so read up to it
+        # (kept for the form parser) and let one more byte raise the 413.
+        request.get_data(cache=True)
+        request.stream.read(1)
+    return None
+
+
 def _store_unavailable(error: Exception):
     """Redis is down: answer 503 so SignalWire retries, without a traceback per request."""
     log.error("state store unavailable: %s", type(error).__name__)
@@ -114,23 +146,9 @@ def _config_or_exit() -> Config:
         raise SystemExit(2) from None
 
 
-class RedactTokens(logging.Filter):
-    """Blank `token=` query values in request log lines: the dashboard's sign-in link carries one."""
-
-    PATTERN = re.compile(r"([?&]token=)[^&\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message in place; never drop it."""
-        message = record.getMessage()
-        if "token=" in message:
-            record.msg, record.args = self.PATTERN.sub(r"\1REDACTED", message), ()
-        return True
-
-
 def main() -> None:
     """Serve on PORT; with USE_NGROK, open a tunnel and point the phone number at it."""
     config = _config_or_exit()
-    logging.getLogger("werkzeug").addFilter(RedactTokens())
     client = build_client(config)
     if config.use_ngrok:
         import ngrok_tunnel

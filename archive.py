@@ -14,7 +14,7 @@ import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import BinaryIO, Callable, Iterator, List, Optional
 
 # SignalWire sids are UUIDs; anything else in an id position is refused before touching disk.
 CONVERSATION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{7,63}$")
@@ -33,6 +33,26 @@ def room_dir_name(room: str) -> str:
     return name[:100]
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make the directory's entries (a rename, a new subdirectory) survive a power cut."""
+    handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def make_dirs_durably(directory: Path) -> None:
+    """mkdir -p, fsyncing the parent of each directory it creates so the new entries are on disk too."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+        fsync_dir(created.parent)
+
+
 class Archive:
     """Reads and writes conversations under one root directory."""
 
@@ -47,18 +67,26 @@ class Archive:
         return self.root / room_dir_name(room) / day / conversation_id
 
     def write_file(self, directory: Path, name: str, data: bytes) -> Path:
-        """Write `name` atomically: temp file in the same directory, fsync, rename."""
-        directory.mkdir(parents=True, exist_ok=True)
+        """Write `name` atomically from bytes in memory."""
+        return self.write_stream(directory, name, lambda out: out.write(data))
+
+    def write_stream(self, directory: Path, name: str, fill: Callable[[BinaryIO], object]) -> Path:
+        """Write `name` atomically as `fill` writes it: temp file, fsync, rename, fsync the directory.
+
+        If `fill` raises, the temp file is removed and nothing appears under `name`.
+        """
+        make_dirs_durably(directory)
         handle, temp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
         try:
             with os.fdopen(handle, "wb") as out:
-                out.write(data)
+                fill(out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, directory / name)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+        fsync_dir(directory)
         return directory / name
 
     def save(self, directory: Path, conversation: dict) -> Path:

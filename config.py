@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from typing import Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
+from input_checks import valid_room
+
 PAUSE_BEHAVIORS = ("skip", "silence")
 TRIM_CHOICES = ("do-not-trim", "trim-silence")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -52,10 +54,14 @@ class Config:
     recordings_dir: str = "./recordings"
     event_callback_url: Optional[str] = None
     event_callback_secret: Optional[str] = None
+    event_callback_concurrency: int = 4
+    event_queue_max: int = 1000
     redis_url: Optional[str] = None
     redis_namespace: str = "quorum"
     reconcile_interval_s: float = 60.0
     reconcile_max_reads_per_s: int = 5
+    event_max_age_s: float = 900.0
+    max_recording_mb: int = 240
 
     def records_caller(self, number: str) -> bool:
         """Whether a caller gets a recording of their own (PARTICIPANT_RECORDING, RECORD_PARTICIPANTS)."""
@@ -132,6 +138,10 @@ _PARSERS = {
     "end_grace_s": _parse_number(float),
     "reconcile_interval_s": _parse_number(float),
     "reconcile_max_reads_per_s": _parse_number(int),
+    "event_max_age_s": _parse_number(float),
+    "max_recording_mb": _parse_number(int),
+    "event_callback_concurrency": _parse_number(int),
+    "event_queue_max": _parse_number(int),
     "log_level": _parse_upper,
 }
 
@@ -161,10 +171,19 @@ def _check(config: Config) -> None:
     if config.reconcile_max_reads_per_s < READS_PER_CONFERENCE:
         raise ConfigError("RECONCILE_MAX_READS_PER_S",
                           f"must be at least {READS_PER_CONFERENCE} (one conference read), got {config.reconcile_max_reads_per_s}")
+    if config.event_max_age_s <= 0:
+        raise ConfigError("EVENT_MAX_AGE_S", "must be greater than 0 (seconds a conference event may be late)")
+    if config.event_callback_concurrency < 1:
+        raise ConfigError("EVENT_CALLBACK_CONCURRENCY", f"must be at least 1, got {config.event_callback_concurrency}")
+    if config.event_queue_max < 1:
+        raise ConfigError("EVENT_QUEUE_MAX", f"must be at least 1, got {config.event_queue_max}")
+    if config.max_recording_mb < 1:
+        raise ConfigError("MAX_RECORDING_MB", f"must be at least 1, got {config.max_recording_mb}")
     if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL", f"must start with redis://, rediss:// or unix://, got {config.redis_url!r}")
-    if not config.conference_room:
-        raise ConfigError("CONFERENCE_ROOM", f"must be {PER_NUMBER!r} or a room name")
+    if config.conference_room != PER_NUMBER and not valid_room(config.conference_room):
+        raise ConfigError("CONFERENCE_ROOM", f"must be {PER_NUMBER!r} or a room name of 1-64 letters, digits, "
+                                             f"'_', '.', '+' or '-', got {config.conference_room!r}")
     if config.validate_signatures and not config.signalwire_signing_key:
         raise ConfigError(
             "SIGNALWIRE_SIGNING_KEY",

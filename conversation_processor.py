@@ -8,7 +8,6 @@ serves one), computes its SNR and RT60, writes the archive, drops the live state
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -20,9 +19,10 @@ from typing import Callable, Dict, Optional
 import requests
 
 import conversation
-from archive import Archive
+from archive import Archive, valid_id
 from event_callbacks import EventSender
 from keyed_workers import KeyedWorkers
+from media_download import DownloadFailed, MediaSource
 from recording_state import GONE, PROCESSING, Conference, StateStore
 
 log = logging.getLogger("quorum.conversations")
@@ -37,12 +37,13 @@ class ConversationProcessor:
     """Processes finished conferences on a small pool; one room at a time, across processes too."""
 
     def __init__(self, store: StateStore, archive: Archive, events: Optional[EventSender],
-                 analyze: Callable[[Path], object], workers: int = 2, downloads: int = 4,
+                 analyze: Callable[[Path], object], media: MediaSource, workers: int = 2, downloads: int = 4,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self._store = store
         self._archive = archive
         self._events = events
         self._analyze = analyze  # path -> list of per-channel figures with .snr and .rt60
+        self._media = media
         self._clock = clock
         self._sleep = sleep
         self._session = requests.Session()
@@ -79,6 +80,11 @@ class ConversationProcessor:
         if conf.conference_sid is None:  # recording callbacks only: nothing to name it by
             self._forget(key, conf)
             return
+        if not valid_id(conf.conference_sid):
+            # Stored before the edge checked ids: it can never name a directory, so retrying is pointless.
+            log.error("room=%s action=drop reason=conference id unusable as an archive name", conf.room)
+            self._forget(key, conf)
+            return
         directory = self._archive.directory_for(conf.room, conf.opened_at, conf.conference_sid)
         media = self._fetch_all(conf, directory)
         record = conversation.record(conf, self._clock(), media, conversation.final_status(conf))
@@ -109,14 +115,12 @@ class ConversationProcessor:
 
     def _fetch(self, url: str, directory: Path, stem: str) -> Optional[dict]:
         """One recording: WAV (required), MP3 (if served), figures; None if the WAV cannot be had."""
-        wav = self._download(url + ".wav")
-        if wav is None:
+        wav_path = self._download(url + ".wav", directory, f"{stem}.wav")
+        if wav_path is None:
             return None
-        wav_path = self._archive.write_file(directory, f"{stem}.wav", wav)
-        mp3 = self._download(url + ".mp3", attempts=1)
-        mp3_name = self._archive.write_file(directory, f"{stem}.mp3", mp3).name if mp3 else None
-        return {"wav_file": wav_path.name, "mp3_file": mp3_name, "duration_ms": _duration_ms(wav),
-                **self._figures(wav_path)}
+        mp3_path = self._download(url + ".mp3", directory, f"{stem}.mp3", attempts=1)
+        return {"wav_file": wav_path.name, "mp3_file": mp3_path.name if mp3_path else None,
+                "duration_ms": _duration_ms(wav_path), **self._figures(wav_path)}
 
     def _figures(self, path: Path) -> dict:
         """SNR and RT60 of a mono recording; None for what cannot be estimated or read."""
@@ -128,23 +132,20 @@ class ConversationProcessor:
         return {"snr": None if quality.snr is None else round(quality.snr, 1),
                 "rt60": None if quality.rt60 is None else round(quality.rt60, 2)}
 
-    def _download(self, url: str, attempts: int = DOWNLOAD_ATTEMPTS) -> Optional[bytes]:
-        """GET with a timeout, retrying timeouts and 5xx; never logs the URL (it grants access)."""
+    def _download(self, url: str, directory: Path, name: str, attempts: int = DOWNLOAD_ATTEMPTS) -> Optional[Path]:
+        """Stream into the archive, retrying timeouts and 5xx; never logs the URL (it grants access)."""
         problem = ""
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 self._sleep(DOWNLOAD_BACKOFF_S * 2 ** (attempt - 2))
             with self._downloads:
                 try:
-                    response = self._session.get(url, timeout=DOWNLOAD_TIMEOUT_S)
-                except requests.RequestException as error:
-                    problem = type(error).__name__
-                    continue
-            if response.status_code == 200:
-                return response.content
-            problem = f"HTTP {response.status_code}"
-            if response.status_code < 500:
-                break  # missing or forbidden: asking again will not help
+                    return self._archive.write_stream(
+                        directory, name, lambda out: self._media.download(self._session, url, out))
+                except DownloadFailed as failure:
+                    problem = failure.problem
+                    if not failure.retry:
+                        break  # missing, forbidden, too large or not SignalWire's: asking again will not help
         log.warning("recording media (.%s) not downloaded: %s", url.rsplit(".", 1)[-1], problem)
         return None
 
@@ -162,10 +163,10 @@ def _file_names(conf: Conference) -> Dict[str, str]:
     return names
 
 
-def _duration_ms(wav: bytes) -> Optional[int]:
+def _duration_ms(wav: Path) -> Optional[int]:
     """Length of a WAV in ms, read from its header."""
     try:
-        with wave.open(io.BytesIO(wav)) as reader:
+        with wave.open(str(wav)) as reader:
             return round(1000 * reader.getnframes() / reader.getframerate())
     except (wave.Error, EOFError):
         return None

@@ -7,6 +7,9 @@
 import os
 
 from dotenv import load_dotenv
+from gunicorn.glogging import Logger
+
+from request_logs import RedactTokens
 
 load_dotenv()
 
@@ -18,6 +21,22 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # SignalWire gives up on a callback after 5 s; a request still running at 30 s is stuck.
 timeout = 30
 graceful_timeout = 20
+# LOG_LEVEL governs gunicorn's own log and its access log (written only with --access-logfile).
+loglevel = os.environ.get("LOG_LEVEL", "INFO").strip().lower() or "info"
+
+
+class QuorumLogger(Logger):
+    """gunicorn's logger, with the access log at LOG_LEVEL and the dashboard's `?token=` blanked."""
+
+    def setup(self, cfg):
+        """gunicorn's set-up, then our level and filter (setup runs again on reload: add the filter once)."""
+        super().setup(cfg)
+        self.access_log.setLevel(self.error_log.level)
+        if not any(isinstance(f, RedactTokens) for f in self.access_log.filters):
+            self.access_log.addFilter(RedactTokens())
+
+
+logger_class = QuorumLogger
 
 
 def on_starting(server):

@@ -11,11 +11,11 @@ bp = Blueprint("operations", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    """Liveness and a glance at load: store reachable, commands queued, live rooms."""
+    """Liveness and a glance at load: store reachable, commands queued, live rooms (counted, never loaded)."""
     store, commands = current_app.extensions["quorum.store"], current_app.extensions["quorum.commands"]
     if not store.ping():
         return jsonify(status="degraded", store="unreachable", queue_depth=commands.depth()), 503
-    return jsonify(status="ok", store="ok", queue_depth=commands.depth(), conferences=len(store.rooms()))
+    return jsonify(status="ok", store="ok", queue_depth=commands.depth(), conferences=store.count_rooms())
 
 
 @bp.get("/metrics")

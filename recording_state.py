@@ -155,6 +155,9 @@ class StateStore(Protocol):
     def rooms(self) -> List[str]:
         """Every room with live state."""
 
+    def count_rooms(self) -> int:
+        """How many rooms have state, without loading any (for /healthz)."""
+
     def retire(self, conference_sid: str) -> None:
         """Remember that a conference is over so late callbacks cannot revive it."""
 
@@ -221,6 +224,10 @@ class MemoryStore:
     def rooms(self) -> List[str]:
         """Every room with live state."""
         return list(self._conferences)
+
+    def count_rooms(self) -> int:
+        """How many rooms have state."""
+        return len(self._conferences)
 
     def retire(self, conference_sid: str) -> None:
         """Remember the sid, forgetting the oldest beyond RETIRED_LIMIT."""

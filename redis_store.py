@@ -116,6 +116,10 @@ class RedisStore:
             self._redis.srem(rooms_key, *gone)
         return [name for name, value in zip(names, exists) if value is not None]
 
+    def count_rooms(self) -> int:
+        """Rooms in the set (one SCARD): may still count a key that expired since `rooms` last pruned it."""
+        return self._redis.scard(f"{self._ns}:rooms")
+
     def retire(self, conference_sid: str) -> None:
         """Remember an ended conference for a day."""
         self._redis.set(self._key("retired", conference_sid), 1, ex=RETIRED_TTL_S)

@@ -43,8 +43,12 @@ def is_valid(signing_key: str, url: str, form: Mapping[str, str], signature: Opt
     """
     if not signature:
         return False
-    params = {key: form[key] for key in form}  # first value of a repeated key, as the SDK reads it
-    return any(hmac.compare_digest(compute(signing_key, candidate, params), signature)
+    # First value of a repeated key, as the SDK reads it. A malformed multipart body can yield a None
+    # key, which no signer covers and `sorted` cannot order.
+    params = {key: form[key] for key in form if isinstance(key, str)}
+    # compare_digest refuses non-ASCII text with a TypeError; as bytes any header is merely wrong.
+    given = signature.encode("utf-8", "surrogateescape")
+    return any(hmac.compare_digest(compute(signing_key, candidate, params).encode(), given)
                for candidate in _port_spellings(url))
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from email.utils import parsedate_to_datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+import input_checks
 import laml
 import signatures
 from controller import ConferenceEvent, RecordingEvent
@@ -32,6 +32,16 @@ def require_signature():
     return _error(403, "invalid or missing X-SignalWire-Signature")
 
 
+@bp.before_request
+def require_well_formed_ids():
+    """Refuse ids and room names that could reach a REST path, a Redis key or the disk malformed."""
+    invalid = input_checks.first_invalid(request.form, request.args)
+    if invalid:
+        log.warning("refused %s %s: invalid %s", request.method, request.path, invalid)
+        return _error(400, f"invalid field: {invalid}")
+    return None
+
+
 @bp.after_request
 def count(response: Response) -> Response:
     """Count every answered webhook by route and outcome."""
@@ -48,6 +58,8 @@ def inbound():
     if not dialed and config.conference_room == "per-number":
         return _error(400, "missing field: To")
     room = laml.choose_room(config.conference_room, dialed)
+    if not input_checks.valid_room(room):
+        return _error(400, "invalid field: To")
     call_sid, caller = request.form.get("CallSid", "").strip(), request.form.get("From", "").strip()
     if call_sid:
         current_app.extensions["quorum"].inbound_call(call_sid, caller, dialed)
@@ -64,10 +76,22 @@ def conference_status():
     kind = request.form["StatusCallbackEvent"]
     if kind not in CONFERENCE_EVENTS:
         return _outcome("ignored")
+    # Required: the signed payload has no delimiters, so a Timestamp key shifted into another key keeps a
+    # valid signature; present, it can only carry the date it was signed with, and that must be recent.
+    missing = _missing("Timestamp")
+    if missing:
+        return missing
     form = request.form
+    at = input_checks.event_time(form["Timestamp"])
+    if at is None:
+        return _error(400, "invalid field: Timestamp")
+    max_age_s = current_app.config["QUORUM"].event_max_age_s
+    if input_checks.too_old(at, time.time(), max_age_s):
+        log.warning("refused stale %s conference=%s call=%s: Timestamp %.0f s old, window %.0f s", kind,
+                    form["ConferenceSid"], form.get("CallSid", ""), time.time() - at, max_age_s)
+        return _error(400, f"stale event: Timestamp older than {max_age_s:.0f} s")
     event = ConferenceEvent(kind=kind, room=form.get("FriendlyName") or form["ConferenceSid"],
-                            conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None,
-                            at=event_time(form.get("Timestamp")))
+                            conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None, at=at)
     return _outcome(current_app.extensions["quorum"].conference_event(event))
 
 
@@ -86,16 +110,6 @@ def recording_status():
                            duration_s=_number(request.form.get("RecordingDuration")),
                            call_sid=request.args.get("call", "").strip() or None)
     return _outcome(current_app.extensions["quorum"].recording_event(event))
-
-
-def event_time(raw: str | None) -> float:
-    """SignalWire's RFC 2822 Timestamp as epoch seconds; arrival time when absent or unreadable."""
-    if raw:
-        try:
-            return parsedate_to_datetime(raw).timestamp()
-        except (TypeError, ValueError):
-            log.warning("unreadable Timestamp %r; using arrival time", raw[:64])
-    return time.time()
 
 
 def _number(raw: str | None) -> float | None:

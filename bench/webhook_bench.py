@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,9 +108,14 @@ class _FakeHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def bench_sid(label: str) -> str:
+    """A UUID sid named by `label`: Quorum refuses ids that are not sid-shaped."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, label))
+
+
 def conference_events(n: int, churn: int) -> list:
     """The callbacks of conference `n`: (path, query, form); ends paused for odd `n`, recording for even."""
-    room, conf, rec = f"+1555{n:07d}", f"bench-conf-{n}", f"bench-rec-{n}"
+    room, conf, rec = f"+1555{n:07d}", bench_sid(f"conf-{n}"), bench_sid(f"rec-{n}")
     at = iter(range(1_800_000_000, 1_800_100_000))
 
     def status(event, call=None):
@@ -117,15 +123,15 @@ def conference_events(n: int, churn: int) -> list:
                 "Timestamp": formatdate(next(at), usegmt=True)}
         return ("/voice/conference-status", "", form | ({"CallSid": call} if call else {}))
 
-    events = [status("conference-start"), status("participant-join", f"{n}-host"),
-              status("participant-join", f"{n}-guest-0"),
+    events = [status("conference-start"), status("participant-join", bench_sid(f"{n}-host")),
+              status("participant-join", bench_sid(f"{n}-guest-0")),
               ("/voice/recording-status", urlencode({"room": room}),
                {"AccountSid": PROJECT, "RecordingSid": rec, "RecordingStatus": "in-progress"})]
     for cycle in range(churn):
-        events.append(status("participant-leave", f"{n}-guest-{cycle}"))
-        events.append(status("participant-join", f"{n}-guest-{cycle + 1}"))
+        events.append(status("participant-leave", bench_sid(f"{n}-guest-{cycle}")))
+        events.append(status("participant-join", bench_sid(f"{n}-guest-{cycle + 1}")))
     if n % 2:
-        events.append(status("participant-leave", f"{n}-guest-{churn}"))
+        events.append(status("participant-leave", bench_sid(f"{n}-guest-{churn}")))
     return events
 
 
@@ -271,7 +277,7 @@ def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
     events = len(latencies)
     latencies.sort()
     wrong = 0 if name == "bare" else sum(
-        fake.status.get(f"bench-rec-{n}", "in-progress") != expected_status(n) for n in range(args.conferences))
+        fake.status.get(bench_sid(f"rec-{n}"), "in-progress") != expected_status(n) for n in range(args.conferences))
     return {
         "variant": name, "events": events, "seconds": round(seconds, 2), "events_per_s": round(events / seconds),
         "server_cpu_ms_per_event": round(1000 * cpu / events, 2),

@@ -7,6 +7,7 @@ import io
 import re
 import tempfile
 import wave
+from email.utils import formatdate
 import shutil
 import socket
 import subprocess
@@ -52,6 +53,23 @@ def wav_bytes(seconds: float = 2.0, rate: int = 8000, seed: int = 0) -> bytes:
         writer.setframerate(rate)
         writer.writeframes((samples * 32767).astype("<i2").tobytes())
     return out.getvalue()
+
+
+def sid(label: str) -> str:
+    """A fake SignalWire sid (a UUID) named by a short label; labels sort as their sids do."""
+    digits = label.encode().hex().ljust(32, "0")
+    if len(digits) > 32:
+        raise ValueError(f"sid label too long: {label!r}")
+    return str(uuid.UUID(digits))
+
+
+def conference_form(event: str, conference: str, room: str, call: str | None = None, at: float | None = None) -> dict:
+    """A conference status callback as SignalWire sends it, Timestamp included (default: now)."""
+    form = {"AccountSid": PROJECT, "ConferenceSid": conference, "FriendlyName": room, "StatusCallbackEvent": event,
+            "Timestamp": formatdate(time.time() if at is None else at, usegmt=True)}
+    if call:
+        form["CallSid"] = call
+    return form
 
 
 def make_config(**overrides) -> Config:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app import RedactTokens
+from request_logs import RedactTokens
 from config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,10 @@ def test_defaults():
     ("SIGNALWIRE_TIMEOUT_S", "2.5", "signalwire_timeout_s", 2.5),
     ("CONFERENCE_ROOM", "support", "conference_room", "support"),
     ("SIGNALWIRE_API_URL", "http://127.0.0.1:8099", "signalwire_api_url", "http://127.0.0.1:8099"),
+    ("EVENT_MAX_AGE_S", "60", "event_max_age_s", 60.0),
+    ("MAX_RECORDING_MB", "500", "max_recording_mb", 500),
+    ("EVENT_CALLBACK_CONCURRENCY", "2", "event_callback_concurrency", 2),
+    ("EVENT_QUEUE_MAX", "10", "event_queue_max", 10),
 ])
 def test_typed_values(name, raw, field, value):
     assert getattr(Config.from_env({**VALID, name: raw}), field) == value
@@ -60,6 +64,11 @@ def test_typed_values(name, raw, field, value):
     ({"SIGNALWIRE_CONCURRENCY": "0"}, "SIGNALWIRE_CONCURRENCY"),
     ({"SIGNALWIRE_API_URL": "localhost:8099"}, "SIGNALWIRE_API_URL"),
     ({"END_GRACE_S": "-1"}, "END_GRACE_S"),
+    ({"CONFERENCE_ROOM": "a/../b"}, "CONFERENCE_ROOM"),
+    ({"EVENT_MAX_AGE_S": "0"}, "EVENT_MAX_AGE_S"),
+    ({"MAX_RECORDING_MB": "0"}, "MAX_RECORDING_MB"),
+    ({"EVENT_CALLBACK_CONCURRENCY": "0"}, "EVENT_CALLBACK_CONCURRENCY"),
+    ({"EVENT_QUEUE_MAX": "0"}, "EVENT_QUEUE_MAX"),
 ])
 def test_bad_settings_name_the_setting(changes, setting):
     with pytest.raises(ConfigError) as error:

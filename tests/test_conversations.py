@@ -12,7 +12,7 @@ import pytest
 import responses
 
 from app import create_app, shutdown
-from conftest import API_BASE, MEDIA_BASE, make_config, sign
+from conftest import API_BASE, MEDIA_BASE, make_config, sid, sign
 from recording_state import PAUSED, RECORDING
 
 ROOM = "+15550002222"
@@ -23,6 +23,7 @@ EVENTS_URL = "https://hooks.example.com/quorum"
 CALL_RECORDINGS = re.compile(rf"{re.escape(API_BASE)}/Calls/([^/]+)/Recordings\.json")
 CALL_RECORDING_UPDATE = re.compile(rf"{re.escape(API_BASE)}/Calls/([^/]+)/Recordings/([^/]+)\.json")
 TOKEN = "s3cret-api-token"
+A, B, C = sid("A"), sid("B"), sid("C")
 
 
 class Phone:
@@ -79,9 +80,9 @@ def fake_calls(signalwire):
 
     def create(request):
         call = CALL_RECORDINGS.match(request.url).group(1)
-        sid = f"{call}-rec-{len(created)}"
-        created.append((call, sid, {k: v[0] for k, v in parse_qs(request.body).items()}))
-        return 201, {}, json.dumps({"sid": sid, "call_sid": call, "status": "in-progress"})
+        recording_sid = sid(f"rec-{len(created)}")
+        created.append((call, recording_sid, {k: v[0] for k, v in parse_qs(request.body).items()}))
+        return 201, {}, json.dumps({"sid": recording_sid, "call_sid": call, "status": "in-progress"})
 
     signalwire.add_callback(responses.POST, CALL_RECORDINGS, callback=create)
     signalwire.add(responses.POST, CALL_RECORDING_UPDATE, json={"status": "paused"})
@@ -132,40 +133,40 @@ def start_call(phone, *callers):
 
 
 def test_participant_recordings_start_with_the_quorum_and_follow_it(phone, signalwire, fake_calls):
-    start_call(phone, ("A", HOST))
+    start_call(phone, (A, HOST))
     assert fake_calls == []  # alone: nothing may be recorded
-    start_call(phone, ("B", GUEST))
+    start_call(phone, (B, GUEST))
     phone.recording(MIX, "in-progress")
     phone.settle()
-    assert sorted(call for call, _, _ in fake_calls) == ["A", "B"]
+    assert sorted(call for call, _, _ in fake_calls) == [A, B]
     assert fake_calls[0][2] == {
         "RecordingChannels": "mono", "RecordingTrack": "inbound", "Trim": "do-not-trim",
-        "RecordingStatusCallback": "https://quorum.example.com/voice/recording-status?room=%2B15550002222&call=A",
+        "RecordingStatusCallback": "https://quorum.example.com/voice/recording-status?room=%2B15550002222&call=" + A,
         "RecordingStatusCallbackMethod": "POST", "RecordingStatusCallbackEvent": "in-progress completed absent"}
-    phone.conference("participant-leave", "B")
+    phone.conference("participant-leave", B)
     phone.settle()
-    a_recording = next(sid for call, sid, _ in fake_calls if call == "A")
+    a_recording = next(sid for call, sid, _ in fake_calls if call == A)
     assert updates(signalwire, CALL_RECORDING_UPDATE) == [
-        (f"Calls/A/Recordings/{a_recording}.json", {"Status": "paused", "PauseBehavior": "skip"})]
+        (f"Calls/{A}/Recordings/{a_recording}.json", {"Status": "paused", "PauseBehavior": "skip"})]
     assert phone.state().recordings[MIX] == PAUSED and phone.state().recordings[a_recording] == PAUSED
-    phone.dial("C", OTHER)
-    phone.conference("participant-join", "C")
+    phone.dial(C, OTHER)
+    phone.conference("participant-join", C)
     phone.settle()
     assert phone.state().recordings[MIX] == RECORDING and phone.state().recordings[a_recording] == RECORDING
-    assert [call for call, _, _ in fake_calls] == ["A", "B", "C"]
+    assert [call for call, _, _ in fake_calls] == [A, B, C]
 
 
 @pytest.mark.parametrize("phone", [{"record_participants": f"{HOST}, +15559999999"}], indirect=True)
 def test_only_listed_numbers_get_their_own_recording(phone, fake_calls):
-    start_call(phone, ("A", HOST), ("B", GUEST), ("C", OTHER))
-    assert [call for call, _, _ in fake_calls] == ["A"]
+    start_call(phone, (A, HOST), (B, GUEST), (C, OTHER))
+    assert [call for call, _, _ in fake_calls] == [A]
 
 
 def test_rejoin_gives_a_second_channel_with_the_same_connection_id(phone, tmp_path):
-    start_call(phone, ("A", HOST), ("B", GUEST))
+    start_call(phone, (A, HOST), (B, GUEST))
     phone.recording(MIX, "in-progress")
-    phone.conference("participant-leave", "B")
-    start_call(phone, ("B2", GUEST))
+    phone.conference("participant-leave", B)
+    start_call(phone, (sid("B2"), GUEST))
     phone.finish()
     conversation = phone.app.extensions["quorum.archive"].find(CONF)
     channels = conversation["channels"]
@@ -175,7 +176,7 @@ def test_rejoin_gives_a_second_channel_with_the_same_connection_id(phone, tmp_pa
 
 
 def test_finished_conversation_is_archived_with_audio_and_figures(phone, tmp_path):
-    start_call(phone, ("A", HOST), ("B", GUEST))
+    start_call(phone, (A, HOST), (B, GUEST))
     phone.recording(MIX, "in-progress")
     phone.settle()
     phone.finish()
@@ -194,9 +195,9 @@ def test_finished_conversation_is_archived_with_audio_and_figures(phone, tmp_pat
 
 
 def test_event_callbacks_are_signed_and_carry_ids(phone, received):
-    start_call(phone, ("A", HOST), ("B", GUEST))
+    start_call(phone, (A, HOST), (B, GUEST))
     phone.recording(MIX, "in-progress")
-    phone.conference("participant-leave", "B")
+    phone.conference("participant-leave", B)
     phone.settle()
     phone.finish()
     assert phone.app.extensions["quorum.events"].wait_idle(10)
@@ -235,7 +236,7 @@ def test_event_callbacks_are_retried_until_accepted(tmp_path, signalwire):
 def api(tmp_path, signalwire, fake_calls):
     """A phone with one archived conversation and one live one."""
     app_phone = make_phone(tmp_path)
-    start_call(app_phone, ("A", HOST), ("B", GUEST))
+    start_call(app_phone, (A, HOST), (B, GUEST))
     app_phone.recording(MIX, "in-progress")
     app_phone.finish()
     yield app_phone
@@ -299,7 +300,7 @@ def test_archive_survives_a_restart(api, tmp_path, signalwire):
 def test_live_conversation_is_listed_while_it_runs(tmp_path, signalwire, fake_calls):
     phone = make_phone(tmp_path)
     try:
-        start_call(phone, ("A", HOST), ("B", GUEST))
+        start_call(phone, (A, HOST), (B, GUEST))
         phone.recording(MIX, "in-progress")
         live = get(phone, f"/api/conversations/{CONF}").get_json()
     finally:
@@ -311,14 +312,14 @@ def test_live_conversation_is_listed_while_it_runs(tmp_path, signalwire, fake_ca
 
 def test_next_call_in_the_room_does_not_swallow_the_previous_conversation(phone, tmp_path):
     """A ends; B starts in the same room before A's recording reports completed."""
-    start_call(phone, ("A", HOST), ("B", GUEST))
+    start_call(phone, (A, HOST), (B, GUEST))
     phone.recording(MIX, "in-progress")
-    for call in ("A", "B"):
+    for call in (A, B):
         phone.conference("participant-leave", call)
     phone.conference("conference-end")
     phone.settle()
     previous, phone.conference_sid = CONF, "7e8f9a0b-1c2d-4e3f-8a4b-5c6d7e8f9a0b"
-    start_call(phone, ("C", OTHER))  # the room's next conference
+    start_call(phone, (C, OTHER))  # the room's next conference
     assert phone.state().conference_sid == phone.conference_sid and phone.state().recordings == {}
     parked = phone.app.extensions["quorum.store"].get(f"{ROOM}#{previous}")
     assert parked.ended and MIX in parked.recordings
@@ -327,11 +328,11 @@ def test_next_call_in_the_room_does_not_swallow_the_previous_conversation(phone,
     assert phone.app.extensions["quorum.processor"].wait_idle(20)
     archived = phone.app.extensions["quorum.archive"].find(previous)
     assert archived["status"] == "ready" and archived["audio"]["wav_file"] == "mix.wav"
-    assert phone.state().recordings == {} and phone.state().present() == ["C"]
+    assert phone.state().recordings == {} and phone.state().present() == [C]
 
 
 def test_late_callback_for_an_archived_recording_changes_nothing(phone):
-    start_call(phone, ("A", HOST), ("B", GUEST))
+    start_call(phone, (A, HOST), (B, GUEST))
     phone.recording(MIX, "in-progress")
     phone.finish()
     for status in ("in-progress", "completed"):

@@ -1,6 +1,7 @@
 """The dashboard through Flask's test client: auth matrix, pages with the right data, media, and
 the pure view-data functions (timeline geometry, plain-words readings, pagination)."""
 
+from email.utils import formatdate
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from itsdangerous import TimestampSigner
 
 import dashboard
 from app import create_app, shutdown
-from conftest import make_config, wav_bytes
+from conftest import make_config, sid, wav_bytes
 from conversation import EMPTY_AUDIO, iso
 from recording_state import PAUSED, RECORDING, Caller, Conference, Presence, Transition
 
@@ -17,6 +18,7 @@ TOKEN = "dash-0123456789-abcdefghij"
 ROOM, OTHER_ROOM = "+15550003333", "+15550004444"
 CONF = "5d6e7f80-1a2b-4c3d-8e9f-a0b1c2d3e4f5"
 MIX = "0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9"
+CA1, CA2 = sid("CA1"), sid("CA2")
 HOST, GUEST = "+15551110001", "+15551110002"
 T0 = 1_800_000_000.0
 PAGES = ["/", "/history", f"/conversations/{CONF}"]
@@ -46,10 +48,10 @@ def record(conversation_id=CONF, room=ROOM, started=T0, **changes):
             "recording_timeline": [{"state": RECORDING, "start_ms": 2000, "end_ms": 6000},
                                    {"state": PAUSED, "start_ms": 6000, "end_ms": 9000},
                                    {"state": RECORDING, "start_ms": 9000, "end_ms": 12000}],
-            "channels": [{"connection_id": HOST, "call_sid": "CA1", "from": HOST, "to": room, "start_ms": 0,
+            "channels": [{"connection_id": HOST, "call_sid": CA1, "from": HOST, "to": room, "start_ms": 0,
                           "end_ms": 12000, "audio": {"wav_file": "channel-01.wav", "mp3_file": None,
                                                      "duration_ms": 7000, "snr": 8.5, "rt60": None}},
-                         {"connection_id": GUEST, "call_sid": "CA2", "from": GUEST, "to": room, "start_ms": 2000,
+                         {"connection_id": GUEST, "call_sid": CA2, "from": GUEST, "to": room, "start_ms": 2000,
                           "end_ms": 12000, "audio": EMPTY_AUDIO}],
             **changes}
 
@@ -197,9 +199,9 @@ def callback(client, path, **form):
 
 def test_live_page_follows_a_conference_from_recording_to_paused(app, operator):
     phone, commands = app.test_client(), app.extensions["quorum.commands"]
-    conference = {"ConferenceSid": CONF, "FriendlyName": ROOM}
+    conference = {"ConferenceSid": CONF, "FriendlyName": ROOM, "Timestamp": formatdate(usegmt=True)}
     callback(phone, "/voice/conference-status", **conference, StatusCallbackEvent="conference-start")
-    for call, number in (("CA1", HOST), ("CA2", GUEST)):
+    for call, number in ((CA1, HOST), (CA2, GUEST)):
         callback(phone, "/voice/inbound", CallSid=call, From=number, To=ROOM)
         callback(phone, "/voice/conference-status", **conference, StatusCallbackEvent="participant-join", CallSid=call)
     callback(phone, f"/voice/recording-status?room=%2B{ROOM[1:]}", RecordingSid=MIX, RecordingStatus="in-progress")
@@ -212,7 +214,7 @@ def test_live_page_follows_a_conference_from_recording_to_paused(app, operator):
     page = operator.get("/").get_data(as_text=True)
     assert f'data-room="{ROOM}" data-state="recording"' in page and GUEST in page
 
-    callback(phone, "/voice/conference-status", **conference, StatusCallbackEvent="participant-leave", CallSid="CA2")
+    callback(phone, "/voice/conference-status", **conference, StatusCallbackEvent="participant-leave", CallSid=CA2)
     assert commands.wait_idle(10)  # Quorum pauses the recording through the (faked) REST API
     data = operator.get("/live.json").get_json()
     (live,) = data["conferences"]
@@ -323,8 +325,8 @@ def live_conference(now):
     """Host since 0 s, guest 10–40 s, recording confirmed at 20 s and paused at 40 s (T0-based)."""
     return Conference(
         room=ROOM, conference_sid=CONF, opened_at=T0,
-        participants={"CA1": Presence(True, T0), "CA2": Presence(False, T0 + 40)},
-        callers={"CA1": Caller(from_=HOST, joined_at=T0), "CA2": Caller(from_=GUEST, joined_at=T0 + 10,
+        participants={CA1: Presence(True, T0), CA2: Presence(False, T0 + 40)},
+        callers={CA1: Caller(from_=HOST, joined_at=T0), CA2: Caller(from_=GUEST, joined_at=T0 + 10,
                                                                          left_at=T0 + 40)},
         recordings={MIX: PAUSED}, wanted=PAUSED,
         timeline=(Transition(T0 + 20, "confirmed", RECORDING, MIX), Transition(T0 + 40, "wanted", PAUSED),
@@ -339,8 +341,8 @@ def test_live_conference_reports_the_mix_state_and_since_when():
 
 
 def test_live_conference_before_the_recording_starts():
-    alone = Conference(room=ROOM, opened_at=T0, participants={"CA1": Presence(True, T0)},
-                       callers={"CA1": Caller(from_=HOST, joined_at=T0)})
+    alone = Conference(room=ROOM, opened_at=T0, participants={CA1: Presence(True, T0)},
+                       callers={CA1: Caller(from_=HOST, joined_at=T0)})
     view = dashboard.live_conference(alone, T0 + 3)
     assert (view["state_words"], view["for"], view["id"]) == ("not started", "for 3.0 s", None)
 

@@ -4,10 +4,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app, shutdown
-from conftest import make_config
+from conftest import conference_form, make_config, sid
 
 TOKEN = "metrics-token"
-FORM = {"ConferenceSid": "c-1", "FriendlyName": "R", "StatusCallbackEvent": "participant-join", "CallSid": "A"}
+FORM = conference_form("participant-join", sid("c-1"), "R", sid("A"))
 
 
 @pytest.fixture
@@ -30,8 +30,8 @@ def test_counters_and_gauges_move(app):
     before = scrape(app)
     client.post("/voice/conference-status", data={**FORM, "StatusCallbackEvent": "conference-start"})
     client.post("/voice/conference-status", data=FORM)
-    client.post("/voice/conference-status", data={**FORM, "CallSid": "B"})
-    client.post("/voice/recording-status?room=R", data={"RecordingSid": "rec", "RecordingStatus": "in-progress"})
+    client.post("/voice/conference-status", data={**FORM, "CallSid": sid("B")})
+    client.post("/voice/recording-status?room=R", data={"RecordingSid": sid("rec"), "RecordingStatus": "in-progress"})
     client.post("/voice/conference-status", data={**FORM, "StatusCallbackEvent": "participant-leave"})
     client.post("/voice/conference-status", data={"FriendlyName": "R"})  # 400
     assert app.extensions["quorum.commands"].wait_idle(10)

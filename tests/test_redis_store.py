@@ -9,7 +9,7 @@ import pytest
 import policy
 from app import create_app, shutdown
 from config import ConfigError
-from conftest import make_config
+from conftest import conference_form, make_config, sid
 from recording_state import STALE_AFTER_S, RECORDING
 from redis_store import RedisStore
 
@@ -94,27 +94,27 @@ def test_lock_is_exclusive_owned_and_expires(store):
 def test_state_survives_an_app_restart(redis_url, signalwire):
     """A new process on the same Redis carries on where the old one stopped."""
     config = make_config(redis_url=redis_url, redis_namespace=f"t{uuid.uuid4().hex[:8]}", validate_signatures=False)
-    form = {"ConferenceSid": "conf-1", "FriendlyName": "R", "StatusCallbackEvent": "participant-join"}
+    form = conference_form("participant-join", sid("conf-1"), "R")
     first = create_app(config)
     try:
         first.test_client().post("/voice/conference-status", data={**form, "StatusCallbackEvent": "conference-start"})
-        first.test_client().post("/voice/conference-status", data={**form, "CallSid": "A"})
+        first.test_client().post("/voice/conference-status", data={**form, "CallSid": sid("A")})
     finally:
         shutdown(first)
     second = create_app(config)
     try:
-        second.test_client().post("/voice/conference-status", data={**form, "CallSid": "B"})
+        second.test_client().post("/voice/conference-status", data={**form, "CallSid": sid("B")})
         conf = second.extensions["quorum.store"].get("R")
     finally:
         shutdown(second)
-    assert conf.present() == ["A", "B"] and conf.wanted == RECORDING
+    assert conf.present() == [sid("A"), sid("B")] and conf.wanted == RECORDING
 
 
 def test_redis_down_answers_503_not_500(signalwire):
     config = make_config(redis_url="redis://127.0.0.1:1/0", validate_signatures=False)
     app = create_app(config)
     try:
-        form = {"ConferenceSid": "c", "FriendlyName": "R", "StatusCallbackEvent": "participant-join", "CallSid": "A"}
+        form = conference_form("participant-join", sid("c"), "R", sid("A"))
         response = app.test_client().post("/voice/conference-status", data=form)
         health = app.test_client().get("/healthz")
     finally:

@@ -4,9 +4,9 @@ import logging
 
 import pytest
 
-from conftest import PUBLIC_URL, SIGNING_KEY, sign
+from conftest import PUBLIC_URL, SIGNING_KEY, conference_form, sid, sign
 
-FORM = {"ConferenceSid": "c-1", "FriendlyName": "room-1", "StatusCallbackEvent": "participant-join", "CallSid": "A"}
+FORM = conference_form("participant-join", sid("c-1"), "room-1", sid("A"))
 
 
 def state_rooms(app):
@@ -24,7 +24,7 @@ def test_valid_signature_is_accepted_under_either_header(post_signed, app, heade
     {},
     {"X-SignalWire-Signature": ""},
     {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", FORM, key="another-key")},
-    {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", {**FORM, "CallSid": "B"})},
+    {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", {**FORM, "CallSid": sid("B")})},
     {"X-SignalWire-Signature": sign("http://localhost:5000/voice/conference-status", FORM)},
 ])
 def test_forged_requests_are_refused_and_change_nothing(client, app, headers):
@@ -35,7 +35,7 @@ def test_forged_requests_are_refused_and_change_nothing(client, app, headers):
 
 def test_query_string_is_part_of_the_signature(client, app):
     signed_for = PUBLIC_URL + "/voice/recording-status?room=room-1"
-    form = {"RecordingSid": "r-1", "RecordingStatus": "in-progress"}
+    form = {"RecordingSid": sid("r-1"), "RecordingStatus": "in-progress"}
     headers = {"X-SignalWire-Signature": sign(signed_for, form)}
     assert client.post("/voice/recording-status?room=room-2", data=form, headers=headers).status_code == 403
     assert client.post("/voice/recording-status?room=room-1", data=form, headers=headers).status_code == 204
