@@ -99,9 +99,9 @@ class ReadQueue:
         self._sleep = sleep
         self._heap: List[Tuple[int, int, str]] = []
         self._queued: Dict[str, int] = {}  # room -> priority it is queued at
+        self._reading: Dict[str, int] = {}  # room under a read -> priority to queue it again at (2: none)
         self._seq = itertools.count()
         self._cond = threading.Condition()
-        self._busy = 0
         self._stopped = False
         self._threads = [threading.Thread(target=self._serve, name=f"quorum-read-{i}", daemon=True)
                          for i in range(readers)]
@@ -110,13 +110,19 @@ class ReadQueue:
 
     def request(self, room: str, urgent: bool) -> None:
         """Read `room` soon; a room already queued is queued once, at the higher priority."""
-        priority = 0 if urgent else 1
         with self._cond:
-            if self._queued.get(room, 2) <= priority:
-                return
-            self._queued[room] = priority
-            heapq.heappush(self._heap, (priority, next(self._seq), room))
-            self._cond.notify()
+            self._queue(room, 0 if urgent else 1)
+
+    def _queue(self, room: str, priority: int) -> None:
+        """Queue `room` (lock held); a room under a read is queued again once that read ends."""
+        if room in self._reading:
+            self._reading[room] = min(self._reading[room], priority)
+            return
+        if self._queued.get(room, 2) <= priority:
+            return
+        self._queued[room] = priority
+        heapq.heappush(self._heap, (priority, next(self._seq), room))
+        self._cond.notify()
 
     def take_budget(self, reads: int) -> None:
         """Block until `reads` more GETs fit the shared per-second budget."""
@@ -126,7 +132,7 @@ class ReadQueue:
     def depth(self) -> int:
         """Rooms waiting for or under a read."""
         with self._cond:
-            return len(self._queued) + self._busy
+            return len(self._queued) + len(self._reading)
 
     def stop(self) -> None:
         """Stop serving once the reads under way finish."""
@@ -142,7 +148,7 @@ class ReadQueue:
                     priority, _, room = heapq.heappop(self._heap)
                     if self._queued.get(room) == priority:  # else a stale, superseded entry
                         del self._queued[room]
-                        self._busy += 1
+                        self._reading[room] = 2
                         return room
                 self._cond.wait()
             return None
@@ -156,8 +162,9 @@ class ReadQueue:
                 log.exception("read of room %s crashed", room)
             finally:
                 with self._cond:
-                    self._busy -= 1
-                    self._cond.notify_all()
+                    again = self._reading.pop(room)
+                    if again < 2:
+                        self._queue(room, again)
 
 
 class CommandQueue:
