@@ -16,7 +16,9 @@ from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference
 
 log = logging.getLogger("quorum.controller")
 
-QUIET_ROUNDS = 2  # reconcile rounds without a change before a conference is read once, to catch a lost callback
+# Reconcile rounds a conference must stay unchanged before it is read once, to catch a callback SignalWire
+# gave up on: long enough that a busy conference is never read, short enough to bound the damage.
+QUIET_ROUNDS = 10
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class RecordingController:
         self._gateway = gateway
         self._clock = clock
         self._rounds: Dict[str, Tuple[int, int]] = {}  # key -> (version, reconcile rounds it has not changed)
+        self._first_round = True
 
     def inbound_call(self, call_sid: str, from_: str, to: str) -> None:
         """Remember who a call is until it joins its conference (join callbacks do not say)."""
@@ -159,8 +162,9 @@ class RecordingController:
 
         One paged list of in-progress conferences finds those the store lost (adopted and read) and those
         it holds but SignalWire does not list twice running (read: their end was probably lost). Beyond
-        that, only conferences that asked for a confirmation, and conferences quiet for QUIET_ROUNDS
-        rounds since they last changed, are read: routine reads, budgeted, behind every command.
+        that, only conferences that asked for a confirmation, conferences quiet for QUIET_ROUNDS rounds
+        since they last changed, and, in a process's first round, every held conference (callbacks may
+        have gone unanswered while it was down) are read: routine reads, budgeted, behind every command.
         Returns how many reads were asked for.
         """
         token = self._store.try_lock("reconciler", max(1.0, 0.9 * self._reconcile_interval_s))
@@ -180,8 +184,11 @@ class RecordingController:
         listed_sids = {live.sid for live in listed}
         held = {conf.conference_sid: key for key, conf in stored_conferences(self._store) if conf.conference_sid}
         asked = sum(self._adopt(live) for live in listed if live.sid not in held)
-        for key, conf in stored_conferences(self._store):
-            if self._needs_routine_read(key, conf, listed_sids):
+        first_round, self._first_round = self._first_round, False
+        held_now = dict(stored_conferences(self._store))
+        self._rounds = {key: seen for key, seen in self._rounds.items() if key in held_now}
+        for key, conf in held_now.items():
+            if self._needs_routine_read(key, conf, listed_sids) or (first_round and not conf.ended):
                 self._store.mutate(key, policy.ask_confirmation)
                 self._commands.read(key)
                 asked += 1
@@ -279,8 +286,9 @@ class RecordingController:
             self._processor.submit(room)
             return "processing"
         action = policy.next_action(result)
-        log.info("room=%s conference=%s %s present=%d wanted=%s action=%s", room, result.conference_sid, what,
-                 len(result.present()), result.wanted, action.target if action else "none")
+        log.info("room=%s conference=%s %s present=%d wanted=%s action=%s%s", room, result.conference_sid, what,
+                 len(result.present()), result.wanted, action.target if action else "none",
+                 f" why={policy.why_read(result)}" if action and action.target == policy.RECOVER else "")
         if action:
             self._commands.kick(room)
             return "queued"

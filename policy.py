@@ -159,6 +159,13 @@ def needs_recovery(conf: Conference) -> bool:
     return bool(conf.recordings) or departed or len(conf.participants) >= 2
 
 
+def why_read(conf: Conference) -> str:
+    """Why a conference is to be read, for the log: the calls we do not know, or a confirmation."""
+    if needs_recovery(conf):
+        return "unknown:" + ",".join(sorted(sid for sid, p in conf.participants.items() if not p.known))
+    return "confirm" if conf.recheck else "none"
+
+
 def ask_confirmation(conf: Optional[Conference]) -> Optional[Conference]:
     """Ask for a confirmation REST read of a live conference."""
     if conf is None or conf.ended or conf.recheck:
