@@ -10,7 +10,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import policy
 from command_queue import CommandQueue
-from signalwire_gateway import LiveConference, Outcome, SignalWireGateway
+from signalwire_gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
 from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, parked_key,
                              stored_conferences)
 
@@ -177,17 +177,17 @@ class RecordingController:
 
     def _reconcile_round(self) -> int:
         """One round of `reconcile`, under its lock."""
-        self._commands.reads.take_budget(1)
+        held = dict(stored_conferences(self._store))
+        self._commands.reads.take_budget(1 + len(held) // LIVE_PAGE_SIZE)  # one GET per page of the list
         outcome, listed = self._gateway.list_live_conferences()
         if outcome is not Outcome.OK:
             return 0
         listed_sids = {live.sid for live in listed}
-        held = {conf.conference_sid: key for key, conf in stored_conferences(self._store) if conf.conference_sid}
-        asked = sum(self._adopt(live) for live in listed if live.sid not in held)
+        held_sids = {conf.conference_sid for conf in held.values()}
+        asked = sum(self._adopt(live) for live in listed if live.sid not in held_sids)  # adopted: read at once
         first_round, self._first_round = self._first_round, False
-        held_now = dict(stored_conferences(self._store))
-        self._rounds = {key: seen for key, seen in self._rounds.items() if key in held_now}
-        for key, conf in held_now.items():
+        self._rounds = {key: seen for key, seen in self._rounds.items() if key in held}
+        for key, conf in held.items():
             if self._needs_routine_read(key, conf, listed_sids) or (first_round and not conf.ended):
                 self._store.mutate(key, policy.ask_confirmation)
                 self._commands.read(key)
