@@ -58,6 +58,16 @@ class Line:
                 "RecordingUrl": f"https://example.signalwire.com/recordings/{sid}"}
         return self.post("/voice/recording-status", form, query=f"room=%2B{ROOM[1:]}")
 
+    def two_known_callers(self, *also):
+        """Calls A and B (and `also`) come in through the voice webhook; A and B join, as documented:
+        join, join, conference-start, then the recording's in-progress."""
+        for call in (CALL_A, CALL_B, *also):
+            self.inbound(call)
+        self.conference("participant-join", CALL_A)
+        self.conference("participant-join", CALL_B)
+        self.conference("conference-start")
+        self.recording("in-progress")
+
     def settle(self, timeout=15):
         assert self.app.extensions["quorum.commands"].wait_idle(timeout)
 
@@ -137,12 +147,7 @@ def test_a_leave_during_a_read_is_not_undone_by_the_read(line):
 # 2. The room's next conference's recording must not attach to the ended one.
 
 def test_a_new_conference_recording_never_binds_to_the_ended_conference(line):
-    for call in (CALL_A, CALL_B, CALL_C):
-        line.inbound(call)
-    line.conference("participant-join", CALL_A)
-    line.conference("participant-join", CALL_B)
-    line.conference("conference-start")
-    line.recording("in-progress")
+    line.two_known_callers(CALL_C)
     line.conference("participant-leave", CALL_A, at=T0 + 1)
     line.conference("participant-leave", CALL_B, at=T0 + 1)
     line.conference("conference-end", at=T0 + 1)  # its recording's `completed` is still to come
@@ -171,16 +176,11 @@ def test_a_conference_the_store_lost_is_found_and_paused(line):
 # 4. A few seconds of REST errors never abandon a live recording.
 
 def test_after_many_failed_commands_a_new_wanted_state_is_still_sent(line):
-    for call in (CALL_A, CALL_B, CALL_C):
-        line.inbound(call)
     line.fake.remove(responses.POST, RECORDING_UPDATE)
     for _ in range(5):
         line.fake.add(responses.POST, RECORDING_UPDATE, status=503, json={"code": 503, "message": "busy"})
     line.fake.add(responses.POST, RECORDING_UPDATE, json={"sid": REC, "status": "in-progress"})
-    line.conference("participant-join", CALL_A)
-    line.conference("participant-join", CALL_B)
-    line.conference("conference-start")
-    line.recording("in-progress")
+    line.two_known_callers(CALL_C)
     line.conference("participant-leave", CALL_B, at=T0 + 1)
     assert wait_for(lambda: len(line.updates()) >= 4, timeout=30)  # the pause failed again and again
     line.conference("participant-join", CALL_C, at=T0 + 2)
@@ -192,12 +192,7 @@ def test_after_many_failed_commands_a_new_wanted_state_is_still_sent(line):
 # 5. A leave and rejoin within one second (one-second Timestamps) keeps the call on the line.
 
 def test_a_leave_and_rejoin_in_the_same_second_keeps_the_call(line):
-    for call in (CALL_A, CALL_B):
-        line.inbound(call)
-    line.conference("participant-join", CALL_A)
-    line.conference("participant-join", CALL_B)
-    line.conference("conference-start")
-    line.recording("in-progress")
+    line.two_known_callers()
     line.settle()
     answer_reads(line.fake, present=[CALL_A, CALL_B])
     line.conference("participant-leave", CALL_B, at=T0 + 1)
@@ -267,12 +262,7 @@ def test_a_queued_recording_is_not_taken_for_recording(line):
 
 def test_documented_order_with_known_calls_reads_nothing(line):
     """join, join, conference-start for calls that came through the voice webhook: no REST read."""
-    for call in (CALL_A, CALL_B):
-        line.inbound(call)
-    line.conference("participant-join", CALL_A)
-    line.conference("participant-join", CALL_B)
-    line.recording("in-progress")
-    line.conference("conference-start")
+    line.two_known_callers()
     line.conference("participant-leave", CALL_B, at=T0 + 1)
     line.settle()
     assert line.reads() == []
@@ -281,13 +271,9 @@ def test_documented_order_with_known_calls_reads_nothing(line):
 
 
 def test_an_update_answering_422_means_the_recording_is_over(line):
-    for call in (CALL_A, CALL_B):
-        line.inbound(call)
     line.fake.remove(responses.POST, RECORDING_UPDATE)
     line.fake.add(responses.POST, RECORDING_UPDATE, status=422, json={"code": 422, "message": "finished"})
-    line.conference("participant-join", CALL_A)
-    line.conference("participant-join", CALL_B)
-    line.recording("in-progress")
+    line.two_known_callers()
     line.conference("participant-leave", CALL_B, at=T0 + 1)
     line.settle()
     assert line.state().recordings == {REC: "gone"}
