@@ -14,7 +14,7 @@ TRIM_CHOICES = ("do-not-trim", "trim-silence")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PER_NUMBER = "per-number"
 PARTICIPANT_RECORDING_CHOICES = ("off", "inbound")
-READS_PER_CONFERENCE = 3  # GETs in one conference read: the conference, its participants, its recordings
+READS_PER_CONFERENCE = 2  # GETs in one conference read: its participants and its recordings
 
 
 class ConfigError(ValueError):

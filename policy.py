@@ -287,8 +287,11 @@ def command_result(conf: Optional[Conference], recording_sid: str, state: str, a
         return conf
     if state == FAILED:
         refused = {**conf.refused, recording_sid: target or conf.wanted}
-        return replace(conf, recordings={**conf.recordings, recording_sid: FAILED}, refused=refused)
-    return _confirmed(conf, recording_sid, state, at)
+        result = replace(conf, recordings={**conf.recordings, recording_sid: FAILED}, refused=refused)
+    else:
+        result = _confirmed(conf, recording_sid, state, at)
+    # Our own command's answer is no news a read must confirm: a conference a read confirmed stays confirmed.
+    return replace(result, read_version=conf.version + 1) if conf.read_version == conf.version else result
 
 
 def next_action(conf: Optional[Conference]) -> Optional[Action]:

@@ -130,23 +130,24 @@ class SignalWireGateway:
         return outcome, (created[0].sid if created else None)
 
     def read_conference(self, conference_sid: str) -> Tuple[Outcome, Optional[Snapshot]]:
-        """The conference's status, calls on the line and recordings, read from the REST API."""
+        """The conference's calls on the line and recordings, read from the REST API: two GETs, and a third
+        for its status only when nobody is on the line (SignalWire ends a conference when the last one leaves)."""
         found = []
 
         def read():
             conference = self._client.conferences(conference_sid)
-            status = conference.fetch().status
             # A participant that has left may still be listed, with status `completed`.
             present = tuple(p.call_sid for p in conference.participants.list()
                             if getattr(p, "status", "in-progress") in (None, "in-progress"))
             recordings = {r.sid: r.status for r in conference.recordings.list()}
+            status = "in-progress" if present else conference.fetch().status
             found.append(Snapshot(status, present, recordings))
 
         outcome = self._call("read-conference", f"read conference {conference_sid}", read)
         return outcome, (found[0] if found else None)
 
     def list_live_conferences(self) -> Tuple[Outcome, List[LiveConference]]:
-        """Every in-progress conference of the project (paged); how many pages it took is `pages`."""
+        """Every in-progress conference of the project, page by page."""
         found: List[LiveConference] = []
         outcome = self._call("list-conferences", "list in-progress conferences", lambda: found.extend(
             LiveConference(c.sid, c.friendly_name or "", _epoch(c.date_created))

@@ -179,7 +179,7 @@ def test_state_begun_mid_conference_is_rebuilt_from_the_api_once(events, signalw
     events.settle()
     events.conference("participant-join", C, at=1_800_000_005)
     events.settle()
-    assert rest_reads(signalwire) == [f"{CONF}.json", "Participants.json", "Recordings.json"]
+    assert rest_reads(signalwire) == ["Participants.json", "Recordings.json"]
     assert recording_updates(signalwire) == [
         (UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"}),
         (UPDATE_PATH, {"Status": "in-progress"}),
@@ -385,12 +385,12 @@ def test_a_read_answered_after_the_room_moved_on_is_not_applied_to_the_next_conf
     def answer_late(request):
         events.conference("conference-end", at=1_800_000_020)
         events.conference("participant-join", D, at=1_800_000_030, conference=NEXT_CONF)
-        return 200, {}, json.dumps({"sid": CONF, "status": "in-progress"})
+        return 200, {}, json.dumps({"participants": [{"call_sid": A}, {"call_sid": B}], "page": 0, "page_size": 50,
+                                    "next_page_uri": None})
 
     conference = f"{API_BASE}/Conferences/{CONF}"
-    signalwire.add_callback(responses.GET, f"{conference}.json", callback=answer_late)
-    signalwire.add(responses.GET, f"{conference}/Participants.json", json={
-        "participants": [{"call_sid": A}, {"call_sid": B}], "page": 0, "page_size": 50, "next_page_uri": None})
+    signalwire.add(responses.GET, f"{conference}.json", json={"sid": CONF, "status": "in-progress"})
+    signalwire.add_callback(responses.GET, f"{conference}/Participants.json", callback=answer_late)
     signalwire.add(responses.GET, f"{conference}/Recordings.json", json={
         "recordings": [{"sid": REC, "status": "in-progress"}], "page": 0, "page_size": 50, "next_page_uri": None})
     events.conference("participant-leave", X)  # state begun mid-conference: read it first
