@@ -30,7 +30,8 @@ Invariants:
      delivered callbacks, one Timestamp, opposite states) that no read sent after it has settled:
      arrival order then decides, by design, until a later read lands;
    - when a call's newest information may rest on a callback not delivered yet: some callback about it
-     is undelivered whose event lies between a delivered callback about it and its newest information.
+     is undelivered whose event comes after a delivered callback about it and no later than its newest
+     information (a read reflects every event before it was sent).
 3. A duplicate callback leaves the conference object unchanged, unless the call's newest state has
    the duplicate's Timestamp and the opposite presence (a duplicate then cannot be told from a genuine
    event in that second): then the policy must at least ask for a confirmation read.
@@ -370,7 +371,7 @@ class OrderingMachine(RuleBasedStateMachine):
             return False
         newest = self.told[call][0]
         taken = {c.seq for c in self.delivered}
-        return any(min(mine) < c.seq < newest for c in self.sent if c.call == call and c.seq not in taken)
+        return any(min(mine) < c.seq <= newest for c in self.sent if c.call == call and c.seq not in taken)
 
     @invariant()
     def decisions_follow_what_was_told(self) -> None:
