@@ -184,6 +184,9 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     """
     if conf is None:
         return None
+    # A participant event that came in during the read (a same-second conflict among them) is one the read
+    # cannot confirm: a confirmation asked for stays asked for.
+    changed_meanwhile = start is not None and any(p.version > start.version for p in conf.participants.values())
     start = start or read_start(conf)
     if snapshot is None or snapshot.status == "completed":
         return replace(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1)
@@ -195,7 +198,8 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
         else:
             participants[call] = Presence(on_the_line, max(start.stamp, seen.at if seen else 0.0),
                                           conf.version + 1, True)
-    merged = replace(conf, participants=participants, verified=True, recheck=False, read_version=conf.version + 1)
+    merged = replace(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
+                     read_version=conf.version + 1)
     for sid, status in snapshot.recordings.items():
         if conf.recording_versions.get(sid, 0) > start.version:
             continue  # a callback or command result newer than the read
