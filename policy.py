@@ -110,8 +110,8 @@ def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, 
     """Apply a join or leave; duplicates and events older than the call's newest are no-ops.
 
     SignalWire's Timestamp has one-second resolution and no sequence number: a conflicting event in the
-    same second as the call's newest is applied in arrival order and, unless it is a call's first join
-    followed by its leave (the one story that needs no unseen event), a confirmation read is asked for.
+    same second as the call's newest is applied in arrival order and a confirmation read is asked for
+    (even a first join and its leave: a same-second rejoin delivered first looks just like a first join).
     """
     seen = conf.participants.get(call_sid)
     if seen is not None and (at < seen.at or (at == seen.at and seen.present == joined)):
@@ -119,11 +119,10 @@ def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, 
     if seen is not None and seen.present == joined:
         # Same state, later time: an event between them was missed. Keep the newer time, so a conflicting
         # event in that second is seen as a conflict.
-        later = replace(seen, at=at, first_join=False)
-        return replace(conf, participants={**conf.participants, call_sid: later})
-    tie = seen is not None and at == seen.at and not (seen.first_join and not joined)
+        return replace(conf, participants={**conf.participants, call_sid: replace(seen, at=at)})
+    tie = seen is not None and at == seen.at
     known = known or (seen is not None and seen.known)
-    presence = Presence(joined, at, conf.version + 1, known, first_join=seen is None and joined)
+    presence = Presence(joined, at, conf.version + 1, known)
     changed = replace(conf, participants={**conf.participants, call_sid: presence},
                       updated_at=max(conf.updated_at, at), recheck=conf.recheck or tie)
     return _rewant(changed, at, minimum)

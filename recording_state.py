@@ -35,7 +35,6 @@ class Presence:
     at: float  # SignalWire's clock
     version: int = 0  # the conference version that set it: a REST read begun before it must not undo it
     known: bool = False  # the call came through /voice/inbound, or a REST read listed it
-    first_join: bool = False  # set by the call's first event, a join: nothing else is known of it yet
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,6 @@ Invariants:
 4. No step raises.
 
 QUORUM_MACHINE_EXAMPLES=N runs N examples instead of the default suite's 300 (about 10 s).
-QUORUM_MACHINE_SAME_SECOND_REJOIN=1 lets a call rejoin in the second it left, so that the machine can
-reach the first-join shortcut's known failure (the xfail test at the end); it is rare there, as it
-needs a join, a leave and a rejoin of one call in one second, the rejoin delivered first.
 """
 
 from __future__ import annotations
@@ -51,7 +48,6 @@ import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -71,9 +67,6 @@ MAX_PENDING_READS = 3  # reads of one room overlap: two reader threads, and the 
 MAX_DROPS = 1  # SignalWire gives up on a callback after 3 attempts: rare
 MAX_RESTARTS = 2
 EXAMPLES = int(os.environ.get("QUORUM_MACHINE_EXAMPLES", "300"))
-# A call that left rejoins in a later second unless this is set: a rejoin in the same second as the leave
-# defeats the first-join shortcut of policy.participant_event (see the xfail regression test below).
-SAME_SECOND_REJOIN = os.environ.get("QUORUM_MACHINE_SAME_SECOND_REJOIN") == "1"
 API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
 # How the model's SignalWire answers a pause/resume: (what the gateway returns, whether it took effect).
 COMMAND_OUTCOMES = {"ok": (Outcome.OK, True), "timeout-applied": (Outcome.RETRY, True),
@@ -148,7 +141,6 @@ class OrderingMachine(RuleBasedStateMachine):
         self.minimum, self.clock, self.seq = minimum, 1000.0, 0
         self.line: set = set()
         self.called: set = set()  # calls that have joined at least once
-        self.left_at: Dict[str, int] = {}  # call -> the second of its last leave
         self.first_join_at: Optional[int] = None
         self.recording: Optional[str] = None  # None until the conference starts (record-from-start)
         self.pending: List[Callback] = []
@@ -184,8 +176,6 @@ class OrderingMachine(RuleBasedStateMachine):
         """A call joins (a new call, or one that left and comes back); two in start the conference."""
         call = data.draw(st.sampled_from([c for c in CALLS if c not in self.line]), label="call")
         self.clock += step
-        if not SAME_SECOND_REJOIN and self.left_at.get(call) == math.floor(self.clock):
-            self.clock = math.floor(self.clock) + 1.0
         if call not in self.called:
             self.called.add(call)
             if known:  # the voice webhook ran first, in this process
@@ -206,7 +196,6 @@ class OrderingMachine(RuleBasedStateMachine):
         call = data.draw(st.sampled_from(sorted(self.line)), label="call")
         self.clock += step
         self.line.discard(call)
-        self.left_at[call] = math.floor(self.clock)
         self._event("participant-leave", call)
 
     def signalwire_command(self, recording_sid: str, target: str) -> Outcome:
@@ -461,11 +450,9 @@ def test_a_read_sent_before_a_same_second_conflict_does_not_settle_it():
     assert action is not None and action.target in (PAUSED, policy.RECOVER)
 
 
-@pytest.mark.xfail(strict=True, reason="participant_event's first-join shortcut takes a reordered same-second "
-                                       "rejoin for the call's first join: its leave is applied with no read")
 def test_a_rejoin_delivered_before_the_leave_in_the_same_second_is_not_taken_for_a_first_join():
     """A leaves and rejoins within second 1, just after joining; its rejoin is delivered before its leave
-    and its first join is still in flight. The policy pauses with A and B on the line and asks for no read.
+    and its first join is still in flight. It once paused with A and B on the line and asked for no read.
     """
     store = MemoryStore()
     _started(store, "B")
