@@ -15,23 +15,22 @@ from typing import Optional
 import redis
 from flask import Flask, Response, jsonify, request
 
-import audio_quality
-import conversations_api
-import dashboard
-import laml
-import operations
-import request_logs
-import webhooks
-from archive import Archive
-from command_queue import CommandQueue
 from config import Config, ConfigError
-from controller import Housekeeper, RecordingController
-from conversation_processor import DOWNLOAD_TIMEOUT_S, ConversationProcessor
-from event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
-from media_download import MediaSource, allowed_origins
-from metrics import Metrics
+from console import api as conversations_api
+from console import dashboard
+from console import health as operations
+from console import request_logs
+from console.metrics import Metrics
+from conversations import audio_quality
+from conversations.archive import Archive
+from conversations.event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
+from conversations.media_download import MediaSource, allowed_origins
+from conversations.processing import DOWNLOAD_TIMEOUT_S, ConversationProcessor
+from quorum import laml, webhooks
+from quorum.command_queue import CommandQueue
+from quorum.controller import Housekeeper, RecordingController
+from quorum.gateway import SignalWireGateway, build_client
 from recording_state import MemoryStore, StateStore
-from signalwire_gateway import SignalWireGateway, build_client
 
 log = logging.getLogger("quorum")
 
@@ -71,7 +70,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
                               reconcile_s=config.reconcile_interval_s)
     housekeeper.start()
 
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder="console/templates", static_folder="console/static")
     app.config["QUORUM"] = config
     # Werkzeug caps urlencoded bodies only through this: without it a form is read whole before any check.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -97,7 +96,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
 def build_store(config: Config) -> StateStore:
     """Redis when REDIS_URL is set (several workers or hosts), else this process's memory."""
     if config.redis_url:
-        from redis_store import RedisStore
+        from quorum.redis_store import RedisStore
 
         return RedisStore.from_url(config.redis_url, config.redis_namespace, config.end_grace_s)
     return MemoryStore()
@@ -151,7 +150,7 @@ def main() -> None:
     config = _config_or_exit()
     client = build_client(config)
     if config.use_ngrok:
-        import ngrok_tunnel
+        from quorum import tunnel as ngrok_tunnel
 
         config = ngrok_tunnel.expose(config, SignalWireGateway(client, config.pause_behavior))
     app = create_app(config, client=client)

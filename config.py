@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
-from input_checks import valid_room
+from quorum.input_checks import valid_room
 
 PAUSE_BEHAVIORS = ("skip", "silence")
 TRIM_CHOICES = ("do-not-trim", "trim-silence")

@@ -229,7 +229,7 @@ def hwm_kb():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
 os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 sys.path.insert(0, sys.argv[2])
-import audio_quality as aq
+from conversations import audio_quality as aq
 base = hwm_kb()
 t0, c0 = time.perf_counter(), time.process_time()
 [q] = aq.analyze_file(sys.argv[1])

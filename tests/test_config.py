@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from request_logs import RedactTokens
+from console.request_logs import RedactTokens
 from config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

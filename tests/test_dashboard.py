@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from itsdangerous import TimestampSigner
 
-import dashboard
+from console import dashboard
 from app import create_app, shutdown
 from conftest import make_config, sid, wav_bytes
-from conversation import EMPTY_AUDIO, iso
+from conversations.record import EMPTY_AUDIO, iso
 from recording_state import PAUSED, RECORDING, Caller, Conference, Presence, Transition
 
 TOKEN = "dash-0123456789-abcdefghij"

@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from app import create_app, shutdown
-from archive import Archive
+from conversations.archive import Archive
 from conftest import PROJECT, PUBLIC_URL, conference_form, free_port, make_config, sid, sign
-from conversation_processor import ConversationProcessor
-from media_download import MediaSource, allowed_origins
+from conversations.processing import ConversationProcessor
+from conversations.media_download import MediaSource, allowed_origins
 from recording_state import PROCESSING, Conference, MemoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -419,7 +419,7 @@ def test_download_memory_is_flat_in_the_files_length(tmp_path):
     """20 and 200 MiB streamed from a real server to disk: the same small peak of Python allocations."""
     import tracemalloc
 
-    import media_download
+    from conversations import media_download
 
     peaks = {}
     for size in (20, 200):
@@ -525,7 +525,7 @@ class Receiver:
 
 def test_events_are_delivered_concurrently_to_a_receiver_that_hangs(tmp_path):
     """30 events against a receiver that never answers (0.5 s timeout): one thread managed 6 attempts in 3 s."""
-    from event_callbacks import EventSender, FileOutbox
+    from conversations.event_callbacks import EventSender, FileOutbox
 
     receiver = SilentReceiver()
     sender = EventSender(receiver.url, "secret", FileOutbox(tmp_path / "outbox"), timeout_s=0.5)
@@ -542,7 +542,7 @@ def test_events_are_delivered_concurrently_to_a_receiver_that_hangs(tmp_path):
 
 
 def test_a_full_queue_drops_the_oldest_and_logs_how_many(tmp_path, caplog):
-    from event_callbacks import EventSender, FileOutbox
+    from conversations.event_callbacks import EventSender, FileOutbox
 
     sender = EventSender(f"http://127.0.0.1:{free_port()}/hook", "secret", FileOutbox(tmp_path / "outbox"),
                          max_queued=5, first_backoff_s=30)

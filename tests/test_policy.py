@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import policy
+from quorum import policy
 from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Conference
 
 

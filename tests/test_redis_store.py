@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 
-import policy
+from quorum import policy
 from app import create_app, shutdown
 from config import ConfigError
 from conftest import conference_form, make_config, sid
 from recording_state import STALE_AFTER_S, RECORDING
-from redis_store import RedisStore
+from quorum.redis_store import RedisStore
 
 
 @pytest.fixture

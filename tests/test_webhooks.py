@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from app import create_app, shutdown
 from conftest import API_BASE, MEDIA_BASE, PUBLIC_URL, RECORDING_UPDATE, make_config, recording_updates, sid
-from controller import QUIET_ROUNDS
+from quorum.controller import QUIET_ROUNDS
 from recording_state import FAILED, GONE, PAUSED, RECORDING
 
 ROOM = "+15550001111"

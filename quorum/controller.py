@@ -8,9 +8,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Optional, Tuple
 
-import policy
-from command_queue import CommandQueue
-from signalwire_gateway import LiveConference, Outcome, SignalWireGateway
+from quorum import policy
+from quorum.command_queue import CommandQueue
+from quorum.gateway import LiveConference, Outcome, SignalWireGateway
 from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, parked_key,
                              stored_conferences)
 

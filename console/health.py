@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from auth import require_bearer
+from console.auth import require_bearer
 
 bp = Blueprint("operations", __name__)
 

@@ -7,10 +7,10 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-import input_checks
-import laml
-import signatures
-from controller import ConferenceEvent, RecordingEvent
+from quorum import input_checks
+from quorum import laml
+from quorum import signatures
+from quorum.controller import ConferenceEvent, RecordingEvent
 
 log = logging.getLogger("quorum.webhooks")
 

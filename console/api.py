@@ -11,9 +11,9 @@ from typing import List, Optional
 
 from flask import Blueprint, current_app, jsonify, request
 
-import conversation
-from archive import Archive, valid_id
-from auth import require_bearer
+from conversations import record as conversation
+from conversations.archive import Archive, valid_id
+from console.auth import require_bearer
 from recording_state import StateStore, stored_conferences
 
 bp = Blueprint("conversations", __name__, url_prefix="/api")

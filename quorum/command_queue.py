@@ -18,10 +18,10 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-import policy
-from keyed_workers import KeyedWorkers
+from quorum import policy
+from quorum.keyed_workers import KeyedWorkers
 from recording_state import FAILED, GONE, UNSURE, Conference, StateStore
-from signalwire_gateway import READS_PER_CONFERENCE, Outcome, SignalWireGateway
+from quorum.gateway import READS_PER_CONFERENCE, Outcome, SignalWireGateway
 
 log = logging.getLogger("quorum.commands")
 

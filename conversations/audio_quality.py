@@ -2,7 +2,7 @@
 
     analyze(samples, sample_rate) -> AudioQuality      one channel, int16 or float samples
     analyze_file(path) -> list[AudioQuality]           16-bit PCM WAV, one result per channel
-    python -m audio_quality FILE.wav ... [--json]      table (or JSON) for each channel
+    python -m conversations.audio_quality FILE.wav ... [--json]      table (or JSON) for each channel
 
 Both figures come from the recording alone (no clean reference), at 8 or 16 kHz:
 
@@ -472,7 +472,7 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: print SNR and RT60 for each channel of each WAV file."""
-    parser = argparse.ArgumentParser(prog="python -m audio_quality", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m conversations.audio_quality", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", help="16-bit PCM WAV files (8 or 16 kHz, mono or stereo)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     args = parser.parse_args(argv)

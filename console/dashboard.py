@@ -22,10 +22,10 @@ from flask import (Blueprint, abort, current_app, jsonify, redirect, render_temp
                    url_for)
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-import conversation
-from archive import Archive, valid_id
-from auth import OFF_MESSAGE, bearer_token, token_matches
-from conversations_api import all_conversations, find_conversation
+from conversations import record as conversation
+from conversations.archive import Archive, valid_id
+from console.auth import OFF_MESSAGE, bearer_token, token_matches
+from console.api import all_conversations, find_conversation
 from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Caller, Conference, StateStore, stored_conferences
 
 bp = Blueprint("dashboard", __name__)

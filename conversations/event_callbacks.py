@@ -28,7 +28,7 @@ from typing import Callable, List, Optional, Protocol, Tuple
 
 import requests
 
-from policy import Action
+from quorum.policy import Action
 from recording_state import PAUSED, RECORDING, Conference
 
 log = logging.getLogger("quorum.events")
