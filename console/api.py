@@ -84,12 +84,12 @@ def _positive(name: str, default: int) -> Optional[int]:
 
 def _store() -> StateStore:
     """The app's state store."""
-    return current_app.extensions["quorum.store"]
+    return current_app.extensions["quorum"].store
 
 
 def _archive() -> Archive:
     """The app's archive."""
-    return current_app.extensions["quorum.archive"]
+    return current_app.extensions["quorum"].archive
 
 
 def _error(status: int, message: str):

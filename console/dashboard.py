@@ -196,12 +196,12 @@ def _live_data() -> dict:
 
 def _store() -> StateStore:
     """The app's state store."""
-    return current_app.extensions["quorum.store"]
+    return current_app.extensions["quorum"].store
 
 
 def _archive() -> Archive:
     """The app's archive."""
-    return current_app.extensions["quorum.archive"]
+    return current_app.extensions["quorum"].archive
 
 
 # View data (pure)

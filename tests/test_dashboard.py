@@ -9,8 +9,8 @@ import pytest
 from itsdangerous import TimestampSigner
 
 from console import dashboard
-from app import create_app, shutdown
-from conftest import make_config, sid, wav_bytes
+from app import create_app, services, shutdown
+from support import make_config, sid, wav_bytes
 from conversations.record import EMPTY_AUDIO, iso
 from recording_state import PAUSED, RECORDING, Caller, Conference, Presence, Transition
 
@@ -58,7 +58,7 @@ def record(conversation_id=CONF, room=ROOM, started=T0, **changes):
 
 def archive(app, conversation: dict, media=True) -> Path:
     """Write a conversation (and its media) into the app's archive, as the processor does."""
-    store = app.extensions["quorum.archive"]
+    store = services(app).archive
     directory = store.directory_for(conversation["room"], T0, conversation["id"])
     if media:
         store.write_file(directory, "mix.wav", wav_bytes(1.0))
@@ -198,7 +198,7 @@ def callback(client, path, **form):
 
 
 def test_live_page_follows_a_conference_from_recording_to_paused(app, operator):
-    phone, commands = app.test_client(), app.extensions["quorum.commands"]
+    phone, commands = app.test_client(), services(app).commands
     conference = {"ConferenceSid": CONF, "FriendlyName": ROOM, "Timestamp": formatdate(usegmt=True)}
     callback(phone, "/voice/conference-status", **conference, StatusCallbackEvent="conference-start")
     for call, number in ((CA1, HOST), (CA2, GUEST)):
@@ -251,7 +251,7 @@ def test_conversation_page_draws_the_timeline_and_reads_the_figures(app, operato
 
 def test_a_live_conversation_page_shows_the_timeline_so_far(app, operator):
     now = T0 + 100
-    app.extensions["quorum.store"].mutate(ROOM, lambda _: live_conference(now))
+    services(app).store.mutate(ROOM, lambda _: live_conference(now))
     html = operator.get(f"/conversations/{CONF}").get_data(as_text=True)
     assert "not archived yet" in html and "No audio yet." in html
     assert Tags(html).find("rect", data_state=RECORDING)[0]["data-start-ms"] == "20000"

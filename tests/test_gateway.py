@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import make_config
+from support import make_config
 from quorum.gateway import build_client
 
 

@@ -6,7 +6,7 @@ import pytest
 import responses
 
 from quorum import tunnel as ngrok_tunnel
-from conftest import API_BASE, make_config
+from support import API_BASE, make_config
 from quorum.gateway import SignalWireGateway, build_client
 
 NUMBER = "+15557654321"
