@@ -7,7 +7,6 @@ serves on PORT, optionally behind an ngrok tunnel.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -4,65 +4,32 @@ Same API_TOKEN as the API: sign in with the form or a `/login?token=...` link, w
 signed, HttpOnly, SameSite=Lax cookie (Secure when PUBLIC_URL is https); every route also
 takes `Authorization: Bearer`. With API_TOKEN unset every page answers 503 saying how to
 turn it on. Behind ngrok every request looks local, so there is no localhost exception.
-The pure functions below shape the view data; the templates only lay it out.
+Sign-in is in console/signin.py; the view data, as pure functions, in console/views.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import math
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, List, Optional
-from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, current_app, jsonify, redirect, render_template, request, send_file,
-                   url_for)
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file, url_for
 
-from conversations import record as conversation
-from conversations.archive import Archive, valid_id
-from console.auth import OFF_MESSAGE, bearer_token, token_matches
-from console.api import all_conversations, find_conversation
-from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Caller, Conference, StateStore, stored_conferences
+from console import signin
+from console.views import (MEDIA_TYPES, THRESHOLDS, clock, conversation_facts, live_conference, live_summary, paginate,
+                           recordings_view, timeline_view)
+from conversations.archive import valid_id
+from conversations.queries import all_conversations, find_conversation
+from recording_state import stored_conferences
 
 bp = Blueprint("dashboard", __name__)
+bp.before_request(signin.gate)
+bp.add_url_rule("/login", view_func=signin.login_page, methods=["GET"])
+bp.add_url_rule("/login", view_func=signin.login, methods=["POST"])
+bp.add_url_rule("/logout", view_func=signin.logout, methods=["POST"])
 
-COOKIE = "quorum_dashboard"
-SESSION_S = 12 * 3600
 POLL_MS = 1500
-PER_PAGE = 20
-OPEN_ENDPOINTS = ("dashboard.login_page", "dashboard.login")
-DATA_ENDPOINTS = ("dashboard.live_data", "dashboard.media")
-MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 # Only our own files: no inline script or style, nothing framed, forms post only here.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-
-WAITING = "waiting"  # no conference recording yet: SignalWire starts it with the second caller
-STATE_WORDS = {WAITING: "not started", RECORDING: "recording", PAUSED: "paused", UNSURE: "unconfirmed",
-               GONE: "stopped", FAILED: "failed"}
-STATUS_WORDS = {"live": "live", "processing": "processing (fetching and measuring the audio)", "ready": "ready",
-                "failed": "failed (the recording never reported its end)"}
-
-# Gate
-
-
-@bp.before_request
-def gate():
-    """503 with API_TOKEN unset; otherwise the signed cookie or the bearer token, or off to the login form."""
-    expected = current_app.config["QUORUM"].api_token
-    if not expected:
-        return render_template("off.html", message=OFF_MESSAGE), 503
-    if request.endpoint in OPEN_ENDPOINTS or signed_in(expected):
-        return None
-    if request.endpoint in DATA_ENDPOINTS:
-        response = jsonify(error="sign in at /login or send 'Authorization: Bearer <API_TOKEN>'")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="quorum"'
-        return response, 401
-    return redirect(url_for(".login_page"), 303)
 
 
 @bp.after_request
@@ -72,63 +39,6 @@ def harden(response):
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "private, no-cache" if request.endpoint == "dashboard.media" else "no-store"
-    return response
-
-
-def session_serializer(api_token: str) -> URLSafeTimedSerializer:
-    """Signs session cookies with a key derived from API_TOKEN: every worker agrees, a new token logs all out."""
-    key = hmac.new(api_token.encode(), b"quorum dashboard session", hashlib.sha256).hexdigest()
-    return URLSafeTimedSerializer(key, salt="quorum-dashboard")
-
-
-def signed_in(expected: str) -> bool:
-    """Whether the request carries a valid, unexpired session cookie or the bearer token."""
-    cookie = request.cookies.get(COOKIE)
-    if cookie:
-        try:
-            session_serializer(expected).loads(cookie, max_age=SESSION_S)
-            return True
-        except BadSignature:
-            pass
-    return token_matches(expected, bearer_token())
-
-
-# Sign in and out
-
-
-@bp.get("/login")
-def login_page():
-    """The sign-in form; with `?token=` (the link the demo prints) sign in at once."""
-    token = request.args.get("token")
-    if token is not None:
-        return _sign_in(token)
-    if signed_in(current_app.config["QUORUM"].api_token):
-        return redirect(url_for(".live"), 303)
-    return render_template("login.html")
-
-
-@bp.post("/login")
-def login():
-    """Check the posted token."""
-    return _sign_in(request.form.get("token", ""))
-
-
-def _sign_in(given: str):
-    """Set the session cookie and go to the live page (the token leaves the address bar), or say no."""
-    config = current_app.config["QUORUM"]
-    if not token_matches(config.api_token, given):
-        return render_template("login.html", error="That is not the API token."), 401
-    response = redirect(url_for(".live"), 303)
-    response.set_cookie(COOKIE, session_serializer(config.api_token).dumps("operator"), max_age=SESSION_S,
-                        httponly=True, samesite="Lax", secure=urlsplit(config.public_url).scheme == "https")
-    return response
-
-
-@bp.post("/logout")
-def logout():
-    """Forget the session cookie."""
-    response = redirect(url_for(".login_page"), 303)
-    response.delete_cookie(COOKIE, httponly=True, samesite="Lax")
     return response
 
 
@@ -151,7 +61,7 @@ def live_data():
 @bp.get("/history")
 def history():
     """Past and present conversations, newest first, paginated, filtered by room."""
-    conversations = all_conversations(_store(), _archive())
+    conversations = all_conversations(*_store_and_archive())
     room = request.args.get("room") or None
     shown = [c for c in conversations if room is None or c["room"] == room]
     page = paginate(shown, request.args.get("page", 1, type=int))
@@ -162,7 +72,7 @@ def history():
 @bp.get("/conversations/<conversation_id>")
 def conversation_page(conversation_id: str):
     """One conversation: timeline picture, audio players, SNR and RT60 in plain words."""
-    record = find_conversation(_store(), _archive(), conversation_id) if valid_id(conversation_id) else None
+    record = find_conversation(*_store_and_archive(), conversation_id) if valid_id(conversation_id) else None
     if record is None:
         abort(404)
 
@@ -177,7 +87,7 @@ def conversation_page(conversation_id: str):
 @bp.get("/conversations/<conversation_id>/media/<name>")
 def media(conversation_id: str, name: str):
     """One archived media file, with range requests so players can seek; hostile names are 404."""
-    path = _archive().media_path(conversation_id, name)
+    path = current_app.extensions["quorum"].archive.media_path(conversation_id, name)
     if path is None:
         abort(404)
     return send_file(path, mimetype=MEDIA_TYPES[path.suffix[1:]], conditional=True)
@@ -186,7 +96,7 @@ def media(conversation_id: str, name: str):
 def _live_data() -> dict:
     """Active conferences (oldest first), a one-line summary for screen readers, and when."""
     now = time.time()
-    conferences = sorted((c for _, c in stored_conferences(_store()) if not c.ended),
+    conferences = sorted((c for _, c in stored_conferences(current_app.extensions["quorum"].store) if not c.ended),
                          key=lambda c: (c.opened_at, c.room))
     items = [{**live_conference(c, now),
               "url": url_for(".conversation_page", conversation_id=c.conference_sid) if c.conference_sid else None}
@@ -194,224 +104,7 @@ def _live_data() -> dict:
     return {"conferences": items, "summary": live_summary(items), "updated": clock(now)}
 
 
-def _store() -> StateStore:
-    """The app's state store."""
-    return current_app.extensions["quorum"].store
-
-
-def _archive() -> Archive:
-    """The app's archive."""
-    return current_app.extensions["quorum"].archive
-
-
-# View data (pure)
-
-
-def duration_words(seconds: float) -> str:
-    """A short duration: '4.2 s', '37 s', '3 min 05 s', '1 h 02 min'."""
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
-
-
-def clock(at: float) -> str:
-    """Time of day in UTC."""
-    return datetime.fromtimestamp(at, timezone.utc).strftime("%H:%M:%S UTC")
-
-
-def elapsed(ms: int, tenths: bool = True) -> str:
-    """Time into the conversation: '1:35.1' (or '1:35'), '1:02:03.4' past an hour."""
-    steps = round(ms / 100) if tenths else round(ms / 1000) * 10
-    whole, tenth = divmod(steps, 10)
-    hours, rest = divmod(whole, 3600)
-    text = f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-    return f"{text}.{tenth}" if tenths else text
-
-
-def recording_now(conf: Conference) -> tuple:
-    """(state, since): the mix recording's confirmed state and when it was confirmed (our clock)."""
-    mix = conversation.mix_recording(conf)
-    if mix is None:
-        return WAITING, conf.opened_at
-    confirmed = [t.at for t in conf.timeline if t.kind == "confirmed" and t.recording_sid == mix]
-    return conf.recordings.get(mix, WAITING), confirmed[-1] if confirmed else None
-
-
-def live_conference(conf: Conference, now: float) -> dict:
-    """One live conference as the live page shows it."""
-    state, since = recording_now(conf)
-    present = conf.present()
-    callers = sorted((conf.callers.get(sid) or Caller() for sid in present), key=lambda c: c.joined_at or now)
-    participants = [{"number": caller.from_ or "unknown number",
-                     "joined": f"joined {clock(caller.joined_at)}, {duration_words(now - caller.joined_at)} ago"
-                     if caller.joined_at is not None else "joined (time unknown)"} for caller in callers]
-    return {"room": conf.room, "id": conf.conference_sid, "state": state, "state_words": STATE_WORDS.get(state, state),
-            "for": f"for {duration_words(now - since)}" if since is not None else "",
-            "present": len(present), "present_words": f"{len(present)} on the line",
-            "opened": f"opened {clock(conf.opened_at)}", "participants": participants}
-
-
-def live_summary(conferences: List[dict]) -> str:
-    """One sentence per change worth announcing (no ticking durations, so screen readers stay calm)."""
-    if not conferences:
-        return "No live conferences."
-    rooms = " ".join(f"{c['room']}: {c['state_words']}, {c['present_words']}." for c in conferences)
-    count = len(conferences)
-    return f"{count} live conference{'s' if count != 1 else ''}. {rooms}"
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A figure, its plain-words reading and a level for styling (good, fair, poor, unknown)."""
-
-    value: str
-    words: str
-    level: str
-
-
-@dataclass(frozen=True)
-class Band:
-    """One band of a figure's scale: what it reads as and the range, as shown on the page."""
-
-    figure: str
-    range: str
-    words: str
-    level: str
-    holds: Callable[[float], bool]
-
-
-NOT_ENOUGH = "not enough audio to tell"
-SNR_CLEAR_DB, SNR_NOISY_DB = 20.0, 10.0
-RT60_DRY_S, RT60_ECHOEY_S = 0.3, 0.6
-SNR_BANDS = (
-    Band("SNR", f"{SNR_CLEAR_DB:g} dB or more", "clear line", "good", lambda v: v >= SNR_CLEAR_DB),
-    Band("SNR", f"{SNR_NOISY_DB:g} to {SNR_CLEAR_DB:g} dB", "some background noise", "fair",
-         lambda v: v >= SNR_NOISY_DB),
-    Band("SNR", f"under {SNR_NOISY_DB:g} dB", "noisy line", "poor", lambda v: True),
-)
-RT60_BANDS = (
-    Band("RT60", f"{RT60_DRY_S:g} s or less", "dry room", "good", lambda v: v <= RT60_DRY_S),
-    Band("RT60", f"over {RT60_DRY_S:g} to {RT60_ECHOEY_S:g} s", "some echo", "fair", lambda v: v <= RT60_ECHOEY_S),
-    Band("RT60", f"over {RT60_ECHOEY_S:g} s", "echoey room", "poor", lambda v: True),
-)
-THRESHOLDS = SNR_BANDS + RT60_BANDS + (Band("SNR or RT60", "no figure", NOT_ENOUGH, "unknown", lambda v: False),)
-
-
-def _read(value: Optional[float], bands: tuple, text: str) -> Reading:
-    """The first band that holds for `value`."""
-    if value is None:
-        return Reading("—", NOT_ENOUGH, "unknown")
-    band = next(b for b in bands if b.holds(value))
-    return Reading(text.format(value), band.words, band.level)
-
-
-def snr_reading(snr: Optional[float]) -> Reading:
-    """SNR in plain words (higher is better)."""
-    return _read(snr, SNR_BANDS, "{:.1f} dB")
-
-
-def rt60_reading(rt60: Optional[float]) -> Reading:
-    """RT60 in plain words (lower is better)."""
-    return _read(rt60, RT60_BANDS, "{:.2f} s")
-
-
-def _parse(stamp: Optional[str]) -> Optional[datetime]:
-    """An ISO 8601 time from a conversation record."""
-    return datetime.fromisoformat(stamp) if stamp else None
-
-
-def conversation_facts(record: dict) -> dict:
-    """The headline facts of a conversation, for the history table and the conversation page."""
-    started, ended = _parse(record.get("started_at")), _parse(record.get("ended_at"))
-    spans = record.get("recording_timeline") or []
-    total = {state: sum(s["end_ms"] - s["start_ms"] for s in spans if s["state"] == state)
-             for state in (RECORDING, PAUSED)}
-    return {"id": record["id"], "room": record["room"], "status": record["status"],
-            "status_words": STATUS_WORDS.get(record["status"], record["status"]),
-            "started": started.strftime("%Y-%m-%d %H:%M:%S UTC") if started else "—",
-            "ended": ended.strftime("%Y-%m-%d %H:%M:%S UTC") if ended else "not yet",
-            "length": duration_words((ended - started).total_seconds()) if started and ended else "still on the line",
-            "recorded": duration_words(total[RECORDING] / 1000), "paused": duration_words(total[PAUSED] / 1000),
-            "callers": len({c["connection_id"] for c in record.get("channels") or []}),
-            "mix": snr_reading((record.get("audio") or {}).get("snr"))}
-
-
-LANE_H, BAR_Y, BAR_H, TOP, AXIS_H = 50, 22, 20, 4, 24
-TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
-SPAN_WORDS = {RECORDING: "recorded", PAUSED: "paused"}
-
-
-def timeline_view(record: dict) -> dict:
-    """SVG geometry of the timeline: a recording lane, one lane per channel, an axis; x and width in %."""
-    channels = record.get("channels") or []
-    ends = [s["end_ms"] for s in record.get("recording_timeline") or []] + [c["end_ms"] for c in channels]
-    started, ended = _parse(record.get("started_at")), _parse(record.get("ended_at"))
-    if started and ended:
-        ends.append(round((ended - started).total_seconds() * 1000))
-    total = max([1] + [e for e in ends if e is not None])
-    lanes = [_lane("Conference recording", "recording",
-                   [(s["state"], s["start_ms"], s["end_ms"]) for s in record.get("recording_timeline") or []], total)]
-    for number, channel in enumerate(channels, start=1):
-        who = channel.get("from") or channel.get("connection_id") or "unknown"
-        lanes.append(_lane(f"Channel {number:02d}: {who}", "channel",
-                           [("on the call", channel["start_ms"], channel["end_ms"])], total))
-    for index, lane in enumerate(lanes):
-        lane["label_y"] = TOP + index * LANE_H + 15
-        lane["bar_y"] = TOP + index * LANE_H + BAR_Y
-    bottom = TOP + len(lanes) * LANE_H
-    return {"lanes": lanes, "total_ms": total, "bar_h": BAR_H, "axis_y": bottom + 16, "height": bottom + AXIS_H,
-            "grid_bottom": bottom - (LANE_H - BAR_Y - BAR_H), "ticks": ticks(total), "total": elapsed(total)}
-
-
-def _lane(label: str, kind: str, spans: list, total: int) -> dict:
-    """One lane: its label, its spans placed in % of `total`, and a sentence describing them."""
-    placed = [{"state": state, "words": SPAN_WORDS.get(state, state), "start_ms": start, "end_ms": end,
-               "from": elapsed(start), "to": elapsed(end),
-               "x": round(100 * start / total, 3), "width": round(100 * (end - start) / total, 3)}
-              for state, start, end in spans]
-    for span in placed:
-        span["text"] = f"{span['words']} {span['from']}–{span['to']}"
-    sentence = "; ".join(s["text"] for s in placed) or "nothing yet"
-    return {"label": label, "kind": kind, "spans": placed, "description": f"{label}: {sentence}."}
-
-
-def ticks(total_ms: int, most: int = 6) -> List[dict]:
-    """Axis ticks at a round step giving at most `most` intervals; edge labels anchored inside the picture."""
-    step = next((s for s in TICK_STEPS_S if total_ms / 1000 / s <= most), TICK_STEPS_S[-1]) * 1000
-    out = []
-    for at in range(0, total_ms + 1, step):
-        x = round(100 * at / total_ms, 3)
-        anchor = "start" if at == 0 else "end" if x > 92 else "middle"
-        out.append({"x": x, "label": elapsed(at, tenths=False), "anchor": anchor})
-    return out
-
-
-def recordings_view(record: dict, media_url: Callable[[str], str]) -> List[dict]:
-    """The mix and each channel: audio sources (MP3 first, smaller), length, SNR and RT60 readings."""
-    entries = [("Full mix", record.get("audio") or {})]
-    entries += [(f"Channel {n:02d}: {c.get('from') or c.get('connection_id')}", c.get("audio") or {})
-                for n, c in enumerate(record.get("channels") or [], start=1)]
-    rows = []
-    for name, audio in entries:
-        files = [(audio.get("mp3_file"), MEDIA_TYPES["mp3"]), (audio.get("wav_file"), MEDIA_TYPES["wav"])]
-        duration = audio.get("duration_ms")
-        rows.append({"name": name, "sources": [{"url": media_url(f), "type": t} for f, t in files if f],
-                     "download": media_url(audio["wav_file"]) if audio.get("wav_file") else None,
-                     "length": duration_words(duration / 1000) if duration is not None else None,
-                     "snr": snr_reading(audio.get("snr")), "rt60": rt60_reading(audio.get("rt60"))})
-    return rows
-
-
-def paginate(items: list, page: int, per_page: int = PER_PAGE) -> dict:
-    """One page of `items` (page clamped into range) and its neighbours."""
-    pages = max(1, math.ceil(len(items) / per_page))
-    page = min(max(1, page), pages)
-    start = (page - 1) * per_page
-    return {"items": items[start:start + per_page], "page": page, "pages": pages, "total": len(items),
-            "previous": page - 1 if page > 1 else None, "next": page + 1 if page < pages else None}
+def _store_and_archive() -> tuple:
+    """The app's state store and archive, which the conversation queries read."""
+    held = current_app.extensions["quorum"]
+    return held.store, held.archive

@@ -1,0 +1,232 @@
+"""The dashboard's view data, as pure functions: the templates only lay it out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, List, Optional
+
+from conversations import record as conversation
+from conversations.queries import page_of
+from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Caller, Conference
+
+PER_PAGE = 20
+MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+WAITING = "waiting"  # no conference recording yet: SignalWire starts it with the second caller
+STATE_WORDS = {WAITING: "not started", RECORDING: "recording", PAUSED: "paused", UNSURE: "unconfirmed",
+               GONE: "stopped", FAILED: "failed"}
+STATUS_WORDS = {"live": "live", "processing": "processing (fetching and measuring the audio)", "ready": "ready",
+                "failed": "failed (the recording never reported its end)"}
+
+
+
+
+def duration_words(seconds: float) -> str:
+    """A short duration: '4.2 s', '37 s', '3 min 05 s', '1 h 02 min'."""
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def clock(at: float) -> str:
+    """Time of day in UTC."""
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%H:%M:%S UTC")
+
+
+def elapsed(ms: int, tenths: bool = True) -> str:
+    """Time into the conversation: '1:35.1' (or '1:35'), '1:02:03.4' past an hour."""
+    steps = round(ms / 100) if tenths else round(ms / 1000) * 10
+    whole, tenth = divmod(steps, 10)
+    hours, rest = divmod(whole, 3600)
+    text = f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+    return f"{text}.{tenth}" if tenths else text
+
+
+def recording_now(conf: Conference) -> tuple:
+    """(state, since): the mix recording's confirmed state and when it was confirmed (our clock)."""
+    mix = conversation.mix_recording(conf)
+    if mix is None:
+        return WAITING, conf.opened_at
+    confirmed = [t.at for t in conf.timeline if t.kind == "confirmed" and t.recording_sid == mix]
+    return conf.recordings.get(mix, WAITING), confirmed[-1] if confirmed else None
+
+
+def live_conference(conf: Conference, now: float) -> dict:
+    """One live conference as the live page shows it."""
+    state, since = recording_now(conf)
+    present = conf.present()
+    callers = sorted((conf.callers.get(sid) or Caller() for sid in present), key=lambda c: c.joined_at or now)
+    participants = [{"number": caller.from_ or "unknown number",
+                     "joined": f"joined {clock(caller.joined_at)}, {duration_words(now - caller.joined_at)} ago"
+                     if caller.joined_at is not None else "joined (time unknown)"} for caller in callers]
+    return {"room": conf.room, "id": conf.conference_sid, "state": state, "state_words": STATE_WORDS.get(state, state),
+            "for": f"for {duration_words(now - since)}" if since is not None else "",
+            "present": len(present), "present_words": f"{len(present)} on the line",
+            "opened": f"opened {clock(conf.opened_at)}", "participants": participants}
+
+
+def live_summary(conferences: List[dict]) -> str:
+    """One sentence per change worth announcing (no ticking durations, so screen readers stay calm)."""
+    if not conferences:
+        return "No live conferences."
+    rooms = " ".join(f"{c['room']}: {c['state_words']}, {c['present_words']}." for c in conferences)
+    count = len(conferences)
+    return f"{count} live conference{'s' if count != 1 else ''}. {rooms}"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A figure, its plain-words reading and a level for styling (good, fair, poor, unknown)."""
+
+    value: str
+    words: str
+    level: str
+
+
+@dataclass(frozen=True)
+class Band:
+    """One band of a figure's scale: what it reads as and the range, as shown on the page."""
+
+    figure: str
+    range: str
+    words: str
+    level: str
+    holds: Callable[[float], bool]
+
+
+NOT_ENOUGH = "not enough audio to tell"
+SNR_CLEAR_DB, SNR_NOISY_DB = 20.0, 10.0
+RT60_DRY_S, RT60_ECHOEY_S = 0.3, 0.6
+SNR_BANDS = (
+    Band("SNR", f"{SNR_CLEAR_DB:g} dB or more", "clear line", "good", lambda v: v >= SNR_CLEAR_DB),
+    Band("SNR", f"{SNR_NOISY_DB:g} to {SNR_CLEAR_DB:g} dB", "some background noise", "fair",
+         lambda v: v >= SNR_NOISY_DB),
+    Band("SNR", f"under {SNR_NOISY_DB:g} dB", "noisy line", "poor", lambda v: True),
+)
+RT60_BANDS = (
+    Band("RT60", f"{RT60_DRY_S:g} s or less", "dry room", "good", lambda v: v <= RT60_DRY_S),
+    Band("RT60", f"over {RT60_DRY_S:g} to {RT60_ECHOEY_S:g} s", "some echo", "fair", lambda v: v <= RT60_ECHOEY_S),
+    Band("RT60", f"over {RT60_ECHOEY_S:g} s", "echoey room", "poor", lambda v: True),
+)
+THRESHOLDS = SNR_BANDS + RT60_BANDS + (Band("SNR or RT60", "no figure", NOT_ENOUGH, "unknown", lambda v: False),)
+
+
+def _read(value: Optional[float], bands: tuple, text: str) -> Reading:
+    """The first band that holds for `value`."""
+    if value is None:
+        return Reading("—", NOT_ENOUGH, "unknown")
+    band = next(b for b in bands if b.holds(value))
+    return Reading(text.format(value), band.words, band.level)
+
+
+def snr_reading(snr: Optional[float]) -> Reading:
+    """SNR in plain words (higher is better)."""
+    return _read(snr, SNR_BANDS, "{:.1f} dB")
+
+
+def rt60_reading(rt60: Optional[float]) -> Reading:
+    """RT60 in plain words (lower is better)."""
+    return _read(rt60, RT60_BANDS, "{:.2f} s")
+
+
+def _parse(stamp: Optional[str]) -> Optional[datetime]:
+    """An ISO 8601 time from a conversation record."""
+    return datetime.fromisoformat(stamp) if stamp else None
+
+
+def conversation_facts(record: dict) -> dict:
+    """The headline facts of a conversation, for the history table and the conversation page."""
+    started, ended = _parse(record.get("started_at")), _parse(record.get("ended_at"))
+    spans = record.get("recording_timeline") or []
+    total = {state: sum(s["end_ms"] - s["start_ms"] for s in spans if s["state"] == state)
+             for state in (RECORDING, PAUSED)}
+    return {"id": record["id"], "room": record["room"], "status": record["status"],
+            "status_words": STATUS_WORDS.get(record["status"], record["status"]),
+            "started": started.strftime("%Y-%m-%d %H:%M:%S UTC") if started else "—",
+            "ended": ended.strftime("%Y-%m-%d %H:%M:%S UTC") if ended else "not yet",
+            "length": duration_words((ended - started).total_seconds()) if started and ended else "still on the line",
+            "recorded": duration_words(total[RECORDING] / 1000), "paused": duration_words(total[PAUSED] / 1000),
+            "callers": len({c["connection_id"] for c in record.get("channels") or []}),
+            "mix": snr_reading((record.get("audio") or {}).get("snr"))}
+
+
+LANE_H, BAR_Y, BAR_H, TOP, AXIS_H = 50, 22, 20, 4, 24
+TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+SPAN_WORDS = {RECORDING: "recorded", PAUSED: "paused"}
+
+
+def timeline_view(record: dict) -> dict:
+    """SVG geometry of the timeline: a recording lane, one lane per channel, an axis; x and width in %."""
+    channels = record.get("channels") or []
+    ends = [s["end_ms"] for s in record.get("recording_timeline") or []] + [c["end_ms"] for c in channels]
+    started, ended = _parse(record.get("started_at")), _parse(record.get("ended_at"))
+    if started and ended:
+        ends.append(round((ended - started).total_seconds() * 1000))
+    total = max([1] + [e for e in ends if e is not None])
+    lanes = [_lane("Conference recording", "recording",
+                   [(s["state"], s["start_ms"], s["end_ms"]) for s in record.get("recording_timeline") or []], total)]
+    for number, channel in enumerate(channels, start=1):
+        who = channel.get("from") or channel.get("connection_id") or "unknown"
+        lanes.append(_lane(f"Channel {number:02d}: {who}", "channel",
+                           [("on the call", channel["start_ms"], channel["end_ms"])], total))
+    for index, lane in enumerate(lanes):
+        lane["label_y"] = TOP + index * LANE_H + 15
+        lane["bar_y"] = TOP + index * LANE_H + BAR_Y
+    bottom = TOP + len(lanes) * LANE_H
+    return {"lanes": lanes, "total_ms": total, "bar_h": BAR_H, "axis_y": bottom + 16, "height": bottom + AXIS_H,
+            "grid_bottom": bottom - (LANE_H - BAR_Y - BAR_H), "ticks": ticks(total), "total": elapsed(total)}
+
+
+def _lane(label: str, kind: str, spans: list, total: int) -> dict:
+    """One lane: its label, its spans placed in % of `total`, and a sentence describing them."""
+    placed = [{"state": state, "words": SPAN_WORDS.get(state, state), "start_ms": start, "end_ms": end,
+               "from": elapsed(start), "to": elapsed(end),
+               "x": round(100 * start / total, 3), "width": round(100 * (end - start) / total, 3)}
+              for state, start, end in spans]
+    for span in placed:
+        span["text"] = f"{span['words']} {span['from']}–{span['to']}"
+    sentence = "; ".join(s["text"] for s in placed) or "nothing yet"
+    return {"label": label, "kind": kind, "spans": placed, "description": f"{label}: {sentence}."}
+
+
+def ticks(total_ms: int, most: int = 6) -> List[dict]:
+    """Axis ticks at a round step giving at most `most` intervals; edge labels anchored inside the picture."""
+    step = next((s for s in TICK_STEPS_S if total_ms / 1000 / s <= most), TICK_STEPS_S[-1]) * 1000
+    out = []
+    for at in range(0, total_ms + 1, step):
+        x = round(100 * at / total_ms, 3)
+        anchor = "start" if at == 0 else "end" if x > 92 else "middle"
+        out.append({"x": x, "label": elapsed(at, tenths=False), "anchor": anchor})
+    return out
+
+
+def recordings_view(record: dict, media_url: Callable[[str], str]) -> List[dict]:
+    """The mix and each channel: audio sources (MP3 first, smaller), length, SNR and RT60 readings."""
+    entries = [("Full mix", record.get("audio") or {})]
+    entries += [(f"Channel {n:02d}: {c.get('from') or c.get('connection_id')}", c.get("audio") or {})
+                for n, c in enumerate(record.get("channels") or [], start=1)]
+    rows = []
+    for name, audio in entries:
+        files = [(audio.get("mp3_file"), MEDIA_TYPES["mp3"]), (audio.get("wav_file"), MEDIA_TYPES["wav"])]
+        duration = audio.get("duration_ms")
+        rows.append({"name": name, "sources": [{"url": media_url(f), "type": t} for f, t in files if f],
+                     "download": media_url(audio["wav_file"]) if audio.get("wav_file") else None,
+                     "length": duration_words(duration / 1000) if duration is not None else None,
+                     "snr": snr_reading(audio.get("snr")), "rt60": rt60_reading(audio.get("rt60"))})
+    return rows
+
+
+def paginate(items: list, page: int, per_page: int = PER_PAGE) -> dict:
+    """One page of `items` (page clamped into range) and its neighbours."""
+    pages = max(1, math.ceil(len(items) / per_page))
+    page = min(max(1, page), pages)
+    shown, more = page_of(items, page, per_page)
+    return {"items": shown, "page": page, "pages": pages, "total": len(items),
+            "previous": page - 1 if page > 1 else None, "next": page + 1 if more else None}
