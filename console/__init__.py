@@ -1,1 +1,2 @@
-"""What operators read: the dashboard, the conversations API, /healthz, /metrics and request logs."""
+"""What operators read: the dashboard (its templates/ and static/), the conversations API, /healthz, /metrics
+and request logs."""

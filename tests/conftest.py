@@ -13,6 +13,23 @@ import responses
 from app import create_app, shutdown
 from support import MEDIA_BASE, RECORDING_UPDATE, RECORDINGS_ROOT, SignedCallbacks, free_port, make_config, wav_bytes
 
+# Whole files that start processes, servers, a browser or real Redis, or analyse seconds of audio: all `slow`.
+SLOW_SUITES = {"test_audio_quality.py", "test_browser.py", "test_churn.py", "test_emulator.py", "test_end_to_end.py",
+               "test_fault_drill.py", "test_fuzz_routes.py", "test_gunicorn.py", "test_hardening.py",
+               "test_redis_store.py", "test_scale_out.py"}
+
+
+def pytest_configure(config):
+    """Declare the `slow` marker: `make test-fast` leaves those tests out."""
+    config.addinivalue_line("markers", "slow: starts processes, servers or real Redis, or runs for seconds")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test of a slow suite `slow`."""
+    for item in items:
+        if item.path.name in SLOW_SUITES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_test_archives():
@@ -58,7 +75,7 @@ def redis_url(tmp_path_factory):
     server.wait(10)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def config(request):
     """The default test configuration, once with each store."""
     if request.param == "memory":

@@ -242,6 +242,7 @@ def test_cli_reports_bad_files_and_exits_nonzero(tmp_path, capsys):
     assert "bad.wav" in err and "missing.wav" in err
 
 
+@pytest.mark.slow
 def test_module_runs_as_a_script(tmp_path, rng):
     path = write_wav(tmp_path / "s.wav", 0.1 * mix(tone_bursts(8000, 10), rng.standard_normal(80000), 20), 8000)
     command = [sys.executable, "-m", "conversations.audio_quality", "--json", str(path)]

@@ -169,6 +169,7 @@ def test_a_conference_the_store_lost_is_found_and_paused(line):
 
 # 4. A few seconds of REST errors never abandon a live recording.
 
+@pytest.mark.slow
 def test_after_many_failed_commands_a_new_wanted_state_is_still_sent(line):
     for call in (CALL_A, CALL_B, CALL_C):
         line.inbound(call)
@@ -292,6 +293,7 @@ def test_an_update_answering_422_means_the_recording_is_over(line):
     assert line.state().recordings == {REC: "gone"}
 
 
+@pytest.mark.slow
 def test_the_reconciler_runs_at_its_own_interval_not_the_sweeps(signalwire):
     """A 0.2 s reconcile interval with the default 300 s grace (a 30 s sweep) still lists every 0.2 s."""
     answer_list(signalwire, [])

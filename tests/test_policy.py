@@ -174,6 +174,7 @@ calls = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(lives=calls, minimum=st.integers(1, 4), data=st.data())
 def test_any_delivery_order_ends_in_the_policy_state(lives, minimum, data):

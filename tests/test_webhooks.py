@@ -259,6 +259,7 @@ def test_gone_recording_is_not_acted_on_again(events, signalwire):
     assert len(recording_updates(signalwire)) == 1
 
 
+@pytest.mark.slow
 def test_reconciler_catches_a_lost_leave_callback(events, signalwire, app):
     two_on_the_line(events)
     fake_conference_reads(signalwire, present=[A])  # B hung up; that callback never came
@@ -268,6 +269,7 @@ def test_reconciler_catches_a_lost_leave_callback(events, signalwire, app):
     assert events.state().present() == [A]
 
 
+@pytest.mark.slow
 def test_reconciler_retries_a_failed_command(events, signalwire):
     replace_update(signalwire, 400, 200)
     events.conference("conference-start")
