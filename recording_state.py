@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 RECORDING = "recording"
 PAUSED = "paused"
 GONE = "gone"  # completed, absent, or 404 from the API: nothing more to do
-FAILED = "failed"  # the API refused our command (4xx), or the recording never reported its end
+ABANDONED = "failed"  # no more commands: the API refused one (4xx), or the recording never reported its end
 UNSURE = "unsure"  # a command timed out or failed with 5xx: it may or may not have taken effect
 LIVE = "live"
 PROCESSING = "processing"
@@ -75,7 +75,7 @@ class Conference:
     room: str
     conference_sid: Optional[str] = None
     participants: Dict[str, Presence] = field(default_factory=dict)
-    recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|UNSURE|GONE|FAILED
+    recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|UNSURE|GONE|ABANDONED
     recording_versions: Dict[str, int] = field(default_factory=dict)  # sid -> version that last set its state
     refused: Dict[str, str] = field(default_factory=dict)  # sid -> the target the API refused (4xx)
     recording_info: Dict[str, RecordingInfo] = field(default_factory=dict)

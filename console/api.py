@@ -13,10 +13,10 @@ from flask import Blueprint, current_app, jsonify, request
 from console.auth import require_bearer
 from conversations.archive import valid_id
 from conversations.queries import all_conversations, find_conversation, page_of
+from conversations.record import STATUSES
 
 bp = Blueprint("conversations", __name__, url_prefix="/api")
 
-STATUSES = ("live", "processing", "ready", "failed")
 MAX_PER_PAGE = 100
 MAX_ID_LENGTH = 64
 

@@ -9,15 +9,16 @@ from typing import Callable, List, Optional
 
 from conversations import record as conversation
 from conversations.queries import page_of
-from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Caller, Conference
+from conversations.record import READY, UNFINISHED
+from recording_state import ABANDONED, GONE, LIVE, PAUSED, PROCESSING, RECORDING, UNSURE, Caller, Conference
 
 PER_PAGE = 20
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 WAITING = "waiting"  # no conference recording yet: SignalWire starts it with the second caller
 STATE_WORDS = {WAITING: "not started", RECORDING: "recording", PAUSED: "paused", UNSURE: "unconfirmed",
-               GONE: "stopped", FAILED: "failed"}
-STATUS_WORDS = {"live": "live", "processing": "processing (fetching and measuring the audio)", "ready": "ready",
-                "failed": "failed (the recording never reported its end)"}
+               GONE: "stopped", ABANDONED: "failed"}
+STATUS_WORDS = {LIVE: "live", PROCESSING: "processing (fetching and measuring the audio)", READY: "ready",
+                UNFINISHED: "failed (the recording never reported its end)"}
 
 
 

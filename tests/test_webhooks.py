@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from app import create_app, services, shutdown
 from support import API_BASE, MEDIA_BASE, PUBLIC_URL, RECORDING_UPDATE, SignedCallbacks, make_config, recording_updates, sid
 from quorum.controller import QUIET_ROUNDS
-from recording_state import FAILED, GONE, PAUSED, RECORDING
+from recording_state import ABANDONED, GONE, PAUSED, RECORDING
 
 ROOM = "+15550001111"
 CONF = "3b0f9c1e-8a61-4f0e-9d3c-1d2b9c0a7e11"
@@ -234,8 +234,8 @@ def replace_update(signalwire, *replies):
     ((requests.exceptions.ReadTimeout("slow"), 200), 2, PAUSED),
     ((requests.exceptions.ConnectionError("reset"), 429, 200), 3, PAUSED),
     ((404,), 1, GONE),
-    ((400,), 1, FAILED),
-    ((401,), 1, FAILED),
+    ((400,), 1, ABANDONED),
+    ((401,), 1, ABANDONED),
 ])
 def test_api_errors(events, signalwire, replies, posts, final):
     replace_update(signalwire, *replies)
@@ -276,7 +276,7 @@ def test_reconciler_retries_a_failed_command(events, signalwire):
     events.conference("participant-join", A)
     events.recording("in-progress")
     events.settle()
-    assert events.state().recordings == {REC: FAILED}
+    assert events.state().recordings == {REC: ABANDONED}
     fake_conference_reads(signalwire, present=[A])
     reconcile_until_quiet(events.controller)
     events.settle()
