@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import audio_quality as aq  # noqa: E402
+from conversations import audio_quality as aq  # noqa: E402
 from audio_corpus import Speaker, espeak_available, make_clip  # noqa: E402
 
 SNR_LEVELS = [0, 5, 10, 15, 20, 25]
