@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-packages test demo run bench bench-churn bench-audio
+.PHONY: install system-packages test test-fast demo run bench bench-churn bench-audio
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ system-packages:
 
 test: install system-packages
 	$(PY) -m pytest -q
+
+# The edit loop: pure code, the routes through Flask's test client, the memory store; no processes or Redis.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 demo: install
 	$(PY) -m emulator.demo

@@ -7,49 +7,68 @@ serves on PORT, optionally behind an ngrok tunnel.
 from __future__ import annotations
 
 import logging
-import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import redis
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 
-import audio_quality
-import conversations_api
-import dashboard
-import laml
-import operations
-import request_logs
-import webhooks
-from archive import Archive
-from command_queue import CommandQueue
 from config import Config, ConfigError
-from controller import Housekeeper, RecordingController
-from conversation_processor import DOWNLOAD_TIMEOUT_S, ConversationProcessor
-from event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
-from media_download import MediaSource, allowed_origins
-from metrics import Metrics
+from console import api, dashboard, health, request_logs
+from console.metrics import Metrics
+from conversations import audio_quality
+from conversations.archive import Archive
+from conversations.event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
+from conversations.media_download import MediaSource, allowed_origins
+from conversations.processing import DOWNLOAD_TIMEOUT_S, ConversationProcessor
+from quorum import laml, webhooks
+from quorum.command_queue import CommandQueue
+from quorum.controller import Housekeeper, RecordingController
+from quorum.gateway import SignalWireGateway, build_client
 from recording_state import MemoryStore, StateStore
-from signalwire_gateway import SignalWireGateway, build_client
 
 log = logging.getLogger("quorum")
 
 # SignalWire's callbacks are a few KB; nothing Quorum accepts comes near this.
 MAX_BODY_BYTES = 64 * 1024
+# The one extension key: the app's Services.
+SERVICES = "quorum"
 
 
-def create_app(config: Optional[Config] = None, *, client=None, store: Optional[StateStore] = None) -> Flask:
-    """Build the app; `client` (the SignalWire SDK client) and `store` default from `config`."""
-    if config is None:
-        config = _config_or_exit()
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    request_logs.configure_werkzeug(config.log_level)
-    if not config.validate_signatures:
-        log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
-                    "Use this only for local experiments.")
+@dataclass(frozen=True)
+class Services:
+    """Everything the routes and the background threads share: built once, by `build_services`."""
+
+    config: Config
+    store: StateStore
+    gateway: SignalWireGateway
+    commands: CommandQueue
+    controller: RecordingController
+    housekeeper: Housekeeper
+    archive: Archive
+    processor: ConversationProcessor
+    events: Optional[EventSender]
+    metrics: Metrics
+
+    def start(self) -> None:
+        """Start the sweeps and reconciler rounds (the queues' own threads run from construction)."""
+        self.housekeeper.start()
+
+    def stop(self) -> None:
+        """Stop the background threads after the work under way finishes."""
+        self.housekeeper.stop()
+        self.commands.shutdown()
+        self.processor.shutdown()
+        if self.events:
+            self.events.stop()
+
+
+def build_services(config: Config, client=None, store: Optional[StateStore] = None) -> Services:
+    """Wire every part once; `client` (the SignalWire SDK client) and `store` default from `config`."""
     store = store if store is not None else build_store(config)
-    metrics = Metrics(store, queue_depth=lambda: commands.depth())
+    metrics = Metrics(store)
     gateway = SignalWireGateway(client if client is not None else build_client(config), config.pause_behavior,
                                 observe=metrics.observe_rest)
     archive = Archive(Path(config.recordings_dir))
@@ -65,39 +84,51 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
                             recording_callback=lambda room, call: laml.recording_callback_url(config.public_url, room, call),
                             on_done=events.announce if events else lambda conf, action: None,
                             workers=config.signalwire_concurrency, reads_per_s=config.reconcile_max_reads_per_s)
+    metrics.watch_queue(commands.depth)
     controller = RecordingController(store, commands, processor, config.min_participants, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller, gateway=gateway)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
                               reconcile_s=config.reconcile_interval_s)
-    housekeeper.start()
+    return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics)
 
-    app = Flask(__name__)
+
+def services(app: Optional[Flask] = None) -> Services:
+    """The services of `app` (default: the current app)."""
+    return (app or current_app).extensions[SERVICES]
+
+
+def create_app(config: Optional[Config] = None, *, client=None, store: Optional[StateStore] = None) -> Flask:
+    """Build the services, start them, and serve them through the Flask app."""
+    if config is None:
+        config = _config_or_exit()
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    request_logs.configure_werkzeug(config.log_level)
+    if not config.validate_signatures:
+        log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
+                    "Use this only for local experiments.")
+    built = build_services(config, client, store)
+    built.start()
+
+    app = Flask(__name__, template_folder="console/templates", static_folder="console/static")
     app.config["QUORUM"] = config
     # Werkzeug caps urlencoded bodies only through this: without it a form is read whole before any check.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.before_request(_refuse_oversized_body)
-    app.extensions.update({
-        "quorum": controller, "quorum.commands": commands, "quorum.store": store, "quorum.gateway": gateway,
-        "quorum.housekeeper": housekeeper, "quorum.archive": archive, "quorum.processor": processor,
-        "quorum.events": events, "quorum.metrics": metrics,
-    })
-    app.register_blueprint(webhooks.bp)
-    app.register_blueprint(conversations_api.bp)
-    app.register_blueprint(operations.bp)
-    app.register_blueprint(dashboard.bp)
+    app.extensions[SERVICES] = built
+    for blueprint in (webhooks.bp, api.bp, health.bp, dashboard.bp):
+        app.register_blueprint(blueprint)
     app.register_error_handler(redis.RedisError, _store_unavailable)
     # The SDK logs every request's URL and form at INFO, and urllib3 logs every URL at DEBUG:
     # noise, the account in every line, and recording media URLs (which need no auth) in the log.
     for noisy in ("twilio.http_client", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
     return app
 
 
 def build_store(config: Config) -> StateStore:
     """Redis when REDIS_URL is set (several workers or hosts), else this process's memory."""
     if config.redis_url:
-        from redis_store import RedisStore
+        from quorum.redis_store import RedisStore
 
         return RedisStore.from_url(config.redis_url, config.redis_namespace, config.end_grace_s)
     return MemoryStore()
@@ -130,11 +161,7 @@ def _store_unavailable(error: Exception):
 
 def shutdown(app: Flask) -> None:
     """Stop the app's background threads after the work under way finishes."""
-    app.extensions["quorum.housekeeper"].stop()
-    app.extensions["quorum.commands"].shutdown()
-    app.extensions["quorum.processor"].shutdown()
-    if app.extensions["quorum.events"]:
-        app.extensions["quorum.events"].stop()
+    services(app).stop()
 
 
 def _config_or_exit() -> Config:
@@ -151,7 +178,7 @@ def main() -> None:
     config = _config_or_exit()
     client = build_client(config)
     if config.use_ngrok:
-        import ngrok_tunnel
+        from quorum import tunnel as ngrok_tunnel
 
         config = ngrok_tunnel.expose(config, SignalWireGateway(client, config.pause_behavior))
     app = create_app(config, client=client)

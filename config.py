@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Callable, Mapping, Optional
 from urllib.parse import urlsplit
-
-from input_checks import valid_room
 
 PAUSE_BEHAVIORS = ("skip", "silence")
 TRIM_CHOICES = ("do-not-trim", "trim-silence")
@@ -15,6 +14,13 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PER_NUMBER = "per-number"
 PARTICIPANT_RECORDING_CHOICES = ("off", "inbound")
 READS_PER_CONFERENCE = 2  # GETs in one conference read: its participants and its recordings
+# A room is a dialed number (E.164) or a configured FriendlyName: one safe path segment, bounded.
+_ROOM = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+
+
+def valid_room(value: str) -> bool:
+    """Whether `value` is a usable room name (and so a safe key, URL value and directory name)."""
+    return bool(_ROOM.fullmatch(value)) and value not in (".", "..")
 
 
 class ConfigError(ValueError):

@@ -9,7 +9,7 @@ import os
 from dotenv import load_dotenv
 from gunicorn.glogging import Logger
 
-from request_logs import RedactTokens
+from console.request_logs import RedactTokens
 
 load_dotenv()
 

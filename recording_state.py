@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 RECORDING = "recording"
 PAUSED = "paused"
 GONE = "gone"  # completed, absent, or 404 from the API: nothing more to do
-FAILED = "failed"  # the API refused our command (4xx), or the recording never reported its end
+ABANDONED = "failed"  # the API refused a command (4xx): sent again only for a new wanted state; or it never ended
 UNSURE = "unsure"  # a command timed out or failed with 5xx: it may or may not have taken effect
 LIVE = "live"
 PROCESSING = "processing"
@@ -74,7 +74,7 @@ class Conference:
     room: str
     conference_sid: Optional[str] = None
     participants: Dict[str, Presence] = field(default_factory=dict)
-    recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|UNSURE|GONE|FAILED
+    recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|UNSURE|GONE|ABANDONED
     recording_versions: Dict[str, int] = field(default_factory=dict)  # sid -> version that last set its state
     refused: Dict[str, str] = field(default_factory=dict)  # sid -> the target the API refused (4xx)
     recording_info: Dict[str, RecordingInfo] = field(default_factory=dict)

@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import audio_quality as aq  # noqa: E402
+from conversations import audio_quality as aq  # noqa: E402
 from audio_corpus import Speaker, espeak_available, make_clip  # noqa: E402
 
 SNR_LEVELS = [0, 5, 10, 15, 20, 25]
@@ -229,7 +229,7 @@ def hwm_kb():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
 os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 sys.path.insert(0, sys.argv[2])
-import audio_quality as aq
+from conversations import audio_quality as aq
 base = hwm_kb()
 t0, c0 = time.perf_counter(), time.process_time()
 [q] = aq.analyze_file(sys.argv[1])

@@ -16,7 +16,7 @@ import requests
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
-from conftest import free_port
+from support import free_port
 from emulator.server import QuietHandler
 
 ROOT = Path(__file__).resolve().parents[1]

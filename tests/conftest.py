@@ -1,36 +1,34 @@
-"""Shared fixtures: a configured app whose SignalWire REST API is faked at the HTTP level."""
+"""Fixtures only: a configured app whose SignalWire REST API is faked at the HTTP level (helpers: support.py)."""
 
-import base64
-import hashlib
-import hmac
-import io
 import re
-import tempfile
-import wave
-from email.utils import formatdate
 import shutil
-import socket
 import subprocess
 import time
 import uuid
-from urllib.parse import parse_qs, urlencode, urlsplit
 
-import numpy as np
 import pytest
 import redis
 import responses
 
 from app import create_app, shutdown
-from config import Config
+from support import MEDIA_BASE, RECORDING_UPDATE, RECORDINGS_ROOT, SignedCallbacks, free_port, make_config, wav_bytes
 
-PROJECT = "6f2bb3a8-0d1c-4a59-9b6f-3c1e0f6a7b21"
-SIGNING_KEY = "PSK_test_signing_key"
-PUBLIC_URL = "https://quorum.example.com"
-API_BASE = f"https://example.signalwire.com/2010-04-01/Accounts/{PROJECT}"
-RECORDING_UPDATE = re.compile(rf"{re.escape(API_BASE)}/Conferences/[^/]+/Recordings/[^/]+\.json")
-MEDIA_BASE = "https://example.signalwire.com/recordings/"
-# Archives of apps made by make_config; removed when the session ends.
-RECORDINGS_ROOT = tempfile.mkdtemp(prefix="quorum-test-recordings-")
+# Whole files that start processes, servers, a browser or real Redis, or analyse seconds of audio: all `slow`.
+SLOW_SUITES = {"test_audio_quality.py", "test_browser.py", "test_churn.py", "test_emulator.py", "test_end_to_end.py",
+               "test_fault_drill.py", "test_fuzz_routes.py", "test_gunicorn.py", "test_hardening.py",
+               "test_redis_store.py", "test_scale_out.py"}
+
+
+def pytest_configure(config):
+    """Declare the `slow` marker: `make test-fast` leaves those tests out."""
+    config.addinivalue_line("markers", "slow: starts processes, servers or real Redis, or runs for seconds")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test of a slow suite `slow`."""
+    for item in items:
+        if item.path.name in SLOW_SUITES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,55 +36,6 @@ def _remove_test_archives():
     """Delete every archive the session's apps wrote."""
     yield
     shutil.rmtree(RECORDINGS_ROOT, ignore_errors=True)
-
-
-def wav_bytes(seconds: float = 2.0, rate: int = 8000, seed: int = 0) -> bytes:
-    """A mono 16-bit WAV of a warbling tone in light noise, as a recording download."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    signal = 0.3 * np.sin(2 * np.pi * (220 + 30 * np.sin(2 * np.pi * 3 * t)) * t) * (np.sin(2 * np.pi * 2 * t) > 0)
-    samples = np.clip(signal + 0.01 * rng.standard_normal(t.size), -1, 1)
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(rate)
-        writer.writeframes((samples * 32767).astype("<i2").tobytes())
-    return out.getvalue()
-
-
-def sid(label: str) -> str:
-    """A fake SignalWire sid (a UUID) named by a short label; labels sort as their sids do."""
-    digits = label.encode().hex().ljust(32, "0")
-    if len(digits) > 32:
-        raise ValueError(f"sid label too long: {label!r}")
-    return str(uuid.UUID(digits))
-
-
-def conference_form(event: str, conference: str, room: str, call: str | None = None, at: float | None = None) -> dict:
-    """A conference status callback as SignalWire sends it, Timestamp included (default: now)."""
-    form = {"AccountSid": PROJECT, "ConferenceSid": conference, "FriendlyName": room, "StatusCallbackEvent": event,
-            "Timestamp": formatdate(time.time() if at is None else at, usegmt=True)}
-    if call:
-        form["CallSid"] = call
-    return form
-
-
-def make_config(**overrides) -> Config:
-    """A valid Config for tests, with fields overridden."""
-    values = dict(
-        signalwire_project_id=PROJECT, signalwire_api_token="PTtoken", signalwire_space_url="example.signalwire.com",
-        signalwire_signing_key=SIGNING_KEY, public_url=PUBLIC_URL, end_grace_s=60.0,
-        recordings_dir=tempfile.mkdtemp(dir=RECORDINGS_ROOT),
-    )
-    values.update(overrides)
-    return Config(**values)
-
-
-def sign(url: str, form: dict, key: str = SIGNING_KEY) -> str:
-    """SignalWire's signature, computed here from its definition rather than with the SDK."""
-    payload = url + "".join(k + v for k, v in sorted(form.items()))
-    return base64.b64encode(hmac.new(key.encode(), payload.encode(), hashlib.sha1).digest()).decode()
 
 
 @pytest.fixture
@@ -98,13 +47,6 @@ def signalwire():
                  content_type="audio/x-wav")
         fake.add(responses.GET, re.compile(re.escape(MEDIA_BASE) + r"[^/]+\.mp3"), status=404)
         yield fake
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +75,7 @@ def redis_url(tmp_path_factory):
     server.wait(10)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def config(request):
     """The default test configuration, once with each store."""
     if request.param == "memory":
@@ -156,19 +98,6 @@ def client(app):
 
 
 @pytest.fixture
-def post_signed(client):
+def post_signed(app, client):
     """POST a form to a /voice path, signed for its public URL."""
-
-    def post(path, form, query=None, public_url=PUBLIC_URL, header="X-SignalWire-Signature", **kwargs):
-        query_string = urlencode(query) if query else ""
-        url = public_url + path + (f"?{query_string}" if query_string else "")
-        target = path + (f"?{query_string}" if query_string else "")
-        return client.post(target, data=form, headers={header: sign(url, form)}, **kwargs)
-
-    return post
-
-
-def recording_updates(fake):
-    """The (path, form) of each recording update the SDK sent."""
-    return [(urlsplit(call.request.url).path, {k: v[0] for k, v in parse_qs(call.request.body).items()})
-            for call in fake.calls if RECORDING_UPDATE.fullmatch(call.request.url)]
+    return SignedCallbacks(app, client).post

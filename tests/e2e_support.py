@@ -15,7 +15,7 @@ from flask import Flask, request
 from markupsafe import escape
 from werkzeug.serving import make_server
 
-from app import create_app, shutdown
+from app import create_app, services, shutdown
 from config import Config
 from emulator.faults import Faults
 from emulator.scenarios import DEMO_NUMBER
@@ -135,11 +135,11 @@ class Stack:
     @property
     def store(self):
         """Quorum's state store."""
-        return self.app.extensions["quorum.store"]
+        return services(self.app).store
 
     def settle(self, timeout: float = 15.0) -> bool:
         """Wait until callbacks are delivered, Quorum's commands and processing are done, nothing in flight."""
-        commands, processor = self.app.extensions["quorum.commands"], self.app.extensions["quorum.processor"]
+        commands, processor = services(self.app).commands, services(self.app).processor
         deadline = time.time() + timeout
         while time.time() < deadline:
             left = lambda: max(0.0, deadline - time.time())  # noqa: E731
@@ -153,7 +153,7 @@ class Stack:
         deadline = time.time() + timeout
         while self.store.rooms() and time.time() < deadline:
             time.sleep(0.05)
-        self.app.extensions["quorum.processor"].wait_idle(max(0.0, deadline - time.time()))
+        services(self.app).processor.wait_idle(max(0.0, deadline - time.time()))
         return not self.store.rooms()
 
 

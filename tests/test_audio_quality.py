@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import signal, special
 
-import audio_quality as aq
+from conversations import audio_quality as aq
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,9 +242,10 @@ def test_cli_reports_bad_files_and_exits_nonzero(tmp_path, capsys):
     assert "bad.wav" in err and "missing.wav" in err
 
 
+@pytest.mark.slow
 def test_module_runs_as_a_script(tmp_path, rng):
     path = write_wav(tmp_path / "s.wav", 0.1 * mix(tone_bursts(8000, 10), rng.standard_normal(80000), 20), 8000)
-    command = [sys.executable, "-m", "audio_quality", "--json", str(path)]
+    command = [sys.executable, "-m", "conversations.audio_quality", "--json", str(path)]
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)[0]["snr"] == pytest.approx(20, abs=1.0)
 

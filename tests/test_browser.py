@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from app import services
 from e2e_support import quorum_stack
 from emulator.scenarios import DEMO_NUMBER, Player, caller_number
 
@@ -71,7 +72,7 @@ def finished(stack) -> dict:
     Player(stack.emulator).play([("call", "host", DONE_ROOM), ("wait", 0.3), ("call", "guest", DONE_ROOM),
                                  ("wait", 1.2), ("hangup", "guest"), ("wait", 0.6), ("hangup", "host")])
     assert stack.settle() and stack.wait_for_empty_store(10)
-    (record,) = [c for c in stack.app.extensions["quorum.archive"].all() if c["room"] == DONE_ROOM]
+    (record,) = [c for c in services(stack.app).archive.all() if c["room"] == DONE_ROOM]
     assert record["status"] == "ready"
     return record
 

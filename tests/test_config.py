@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from request_logs import RedactTokens
+from console.request_logs import RedactTokens
 from config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,7 @@ def test_public_url_optional_with_ngrok():
     assert Config.from_env({**VALID, "PUBLIC_URL": "", "USE_NGROK": "true"}).public_url == ""
 
 
+@pytest.mark.slow
 def test_start_up_with_a_bad_setting_prints_one_line_and_no_traceback(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNALWIRE_", "PUBLIC_URL"))}
     env.update(VALID, MIN_PARTICIPANTS="two")

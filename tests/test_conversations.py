@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from app import create_app, shutdown
-from conftest import API_BASE, MEDIA_BASE, make_config, sid, sign
+from app import create_app, services, shutdown
+from support import API_BASE, MEDIA_BASE, SignedCallbacks, make_config, sid
 from recording_state import PAUSED, RECORDING
 
 ROOM = "+15550002222"
@@ -26,19 +26,16 @@ TOKEN = "s3cret-api-token"
 A, B, C = sid("A"), sid("B"), sid("C")
 
 
-class Phone:
+class Phone(SignedCallbacks):
     """Drives one app through signed callbacks, like SignalWire would."""
 
     def __init__(self, app):
-        self.app = app
-        self.client = app.test_client()
+        super().__init__(app)
         self.clock = 1_800_000_000
         self.conference_sid = CONF
 
     def post(self, path, form, query=""):
-        url = f"https://quorum.example.com{path}{'?' + query if query else ''}"
-        response = self.client.post(path + (f"?{query}" if query else ""), data=form,
-                                    headers={"X-SignalWire-Signature": sign(url, form)})
+        response = super().post(path, form, query)
         assert response.status_code < 300, response.data
         return response
 
@@ -56,11 +53,8 @@ class Phone:
                                               "RecordingUrl": MEDIA_BASE + sid, "RecordingDuration": "2"},
                   query=f"room=%2B{ROOM[1:]}")
 
-    def settle(self):
-        assert self.app.extensions["quorum.commands"].wait_idle(10)
-
     def state(self):
-        return self.app.extensions["quorum.store"].get(ROOM)
+        return super().state(ROOM)
 
     def finish(self):
         """Everyone hangs up; every recording reports completed; processing runs."""
@@ -70,7 +64,7 @@ class Phone:
         self.settle()
         for sid in list(self.state().recordings):
             self.recording(sid, "completed")
-        assert self.app.extensions["quorum.processor"].wait_idle(20)
+        assert services(self.app).processor.wait_idle(20)
 
 
 @pytest.fixture
@@ -168,7 +162,7 @@ def test_rejoin_gives_a_second_channel_with_the_same_connection_id(phone, tmp_pa
     phone.conference("participant-leave", B)
     start_call(phone, (sid("B2"), GUEST))
     phone.finish()
-    conversation = phone.app.extensions["quorum.archive"].find(CONF)
+    conversation = services(phone.app).archive.find(CONF)
     channels = conversation["channels"]
     assert [c["connection_id"] for c in channels] == [HOST, GUEST, GUEST]
     assert channels[1]["end_ms"] <= channels[2]["start_ms"]
@@ -181,7 +175,7 @@ def test_finished_conversation_is_archived_with_audio_and_figures(phone, tmp_pat
     phone.settle()
     phone.finish()
     assert phone.state() is None
-    conversation = phone.app.extensions["quorum.archive"].find(CONF)
+    conversation = services(phone.app).archive.find(CONF)
     directory = next(tmp_path.glob(f"*/*/{CONF}"))
     assert directory.relative_to(tmp_path).parts[0] == "+15550002222"
     assert conversation["status"] == "ready" and conversation["id"] == CONF and conversation["room"] == ROOM
@@ -200,7 +194,7 @@ def test_event_callbacks_are_signed_and_carry_ids(phone, received):
     phone.conference("participant-leave", B)
     phone.settle()
     phone.finish()
-    assert phone.app.extensions["quorum.events"].wait_idle(10)
+    assert services(phone.app).events.wait_idle(10)
     events = []
     for body, signature in received:
         assert signature == hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
@@ -222,9 +216,9 @@ def test_event_callbacks_are_retried_until_accepted(tmp_path, signalwire):
     app = create_app(make_config(recordings_dir=str(tmp_path), event_callback_url=EVENTS_URL,
                                  event_callback_secret="k"))
     try:
-        app.extensions["quorum.events"]._first_backoff_s = 0.05  # keep the test short
-        app.extensions["quorum.events"].send("test.event", "evt-1", {})
-        assert app.extensions["quorum.events"].wait_idle(10)
+        services(app).events._first_backoff_s = 0.05  # keep the test short
+        services(app).events.send("test.event", "evt-1", {})
+        assert services(app).events.wait_idle(10)
     finally:
         shutdown(app)
     assert attempts == ["evt-1"] * 3
@@ -321,12 +315,12 @@ def test_next_call_in_the_room_does_not_swallow_the_previous_conversation(phone,
     previous, phone.conference_sid = CONF, "7e8f9a0b-1c2d-4e3f-8a4b-5c6d7e8f9a0b"
     start_call(phone, (C, OTHER))  # the room's next conference
     assert phone.state().conference_sid == phone.conference_sid and phone.state().recordings == {}
-    parked = phone.app.extensions["quorum.store"].get(f"{ROOM}#{previous}")
+    parked = services(phone.app).store.get(f"{ROOM}#{previous}")
     assert parked.ended and MIX in parked.recordings
     for sid in parked.recordings:  # A's recordings report completed late: they must still find A
         phone.recording(sid, "completed")
-    assert phone.app.extensions["quorum.processor"].wait_idle(20)
-    archived = phone.app.extensions["quorum.archive"].find(previous)
+    assert services(phone.app).processor.wait_idle(20)
+    archived = services(phone.app).archive.find(previous)
     assert archived["status"] == "ready" and archived["audio"]["wav_file"] == "mix.wav"
     assert phone.state().recordings == {} and phone.state().present() == [C]
 
@@ -339,4 +333,4 @@ def test_late_callback_for_an_archived_recording_changes_nothing(phone):
         response = phone.post("/voice/recording-status", {"RecordingSid": MIX, "RecordingStatus": status},
                               query=f"room=%2B{ROOM[1:]}")
         assert response.headers["X-Quorum-Outcome"] == "stale"
-    assert phone.app.extensions["quorum.store"].rooms() == []
+    assert services(phone.app).store.rooms() == []

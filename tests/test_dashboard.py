@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from itsdangerous import TimestampSigner
 
-import dashboard
-from app import create_app, shutdown
-from conftest import make_config, sid, wav_bytes
-from conversation import EMPTY_AUDIO, iso
+from console import signin, views
+from app import create_app, services, shutdown
+from support import make_config, sid, wav_bytes
+from conversations.record import EMPTY_AUDIO, iso
 from recording_state import PAUSED, RECORDING, Caller, Conference, Presence, Transition
 
 TOKEN = "dash-0123456789-abcdefghij"
@@ -58,7 +58,7 @@ def record(conversation_id=CONF, room=ROOM, started=T0, **changes):
 
 def archive(app, conversation: dict, media=True) -> Path:
     """Write a conversation (and its media) into the app's archive, as the processor does."""
-    store = app.extensions["quorum.archive"]
+    store = services(app).archive
     directory = store.directory_for(conversation["room"], T0, conversation["id"])
     if media:
         store.write_file(directory, "mix.wav", wav_bytes(1.0))
@@ -162,14 +162,14 @@ def test_the_bearer_token_works_without_a_session(app):
 
 def test_forged_expired_and_other_token_cookies_are_refused(app, monkeypatch):
     client = app.test_client()
-    forged = dashboard.session_serializer("some-other-token").dumps("operator")
+    forged = signin.session_serializer("some-other-token").dumps("operator")
     with monkeypatch.context() as patch:
         patch.setattr(TimestampSigner, "get_timestamp", lambda self: int(T0))  # years ago
-        expired = dashboard.session_serializer(TOKEN).dumps("operator")
+        expired = signin.session_serializer(TOKEN).dumps("operator")
     for value in (forged, expired, "operator", ""):
         client.set_cookie("quorum_dashboard", value)
         assert client.get("/live.json").status_code == 401
-    client.set_cookie("quorum_dashboard", dashboard.session_serializer(TOKEN).dumps("operator"))
+    client.set_cookie("quorum_dashboard", signin.session_serializer(TOKEN).dumps("operator"))
     assert client.get("/live.json").status_code == 200
 
 
@@ -198,7 +198,7 @@ def callback(client, path, **form):
 
 
 def test_live_page_follows_a_conference_from_recording_to_paused(app, operator):
-    phone, commands = app.test_client(), app.extensions["quorum.commands"]
+    phone, commands = app.test_client(), services(app).commands
     conference = {"ConferenceSid": CONF, "FriendlyName": ROOM, "Timestamp": formatdate(usegmt=True)}
     callback(phone, "/voice/conference-status", **conference, StatusCallbackEvent="conference-start")
     for call, number in ((CA1, HOST), (CA2, GUEST)):
@@ -251,7 +251,7 @@ def test_conversation_page_draws_the_timeline_and_reads_the_figures(app, operato
 
 def test_a_live_conversation_page_shows_the_timeline_so_far(app, operator):
     now = T0 + 100
-    app.extensions["quorum.store"].mutate(ROOM, lambda _: live_conference(now))
+    services(app).store.mutate(ROOM, lambda _: live_conference(now))
     html = operator.get(f"/conversations/{CONF}").get_data(as_text=True)
     assert "not archived yet" in html and "No audio yet." in html
     assert Tags(html).find("rect", data_state=RECORDING)[0]["data-start-ms"] == "20000"
@@ -334,7 +334,7 @@ def live_conference(now):
 
 
 def test_live_conference_reports_the_mix_state_and_since_when():
-    view = dashboard.live_conference(live_conference(T0 + 100), T0 + 100)
+    view = views.live_conference(live_conference(T0 + 100), T0 + 100)
     assert (view["state"], view["state_words"], view["for"]) == (PAUSED, "paused", "for 59 s")
     assert view["participants"] == [{"number": HOST, "joined": "joined 08:00:00 UTC, 1 min 40 s ago"}]
     assert view["present_words"] == "1 on the line"
@@ -343,19 +343,19 @@ def test_live_conference_reports_the_mix_state_and_since_when():
 def test_live_conference_before_the_recording_starts():
     alone = Conference(room=ROOM, opened_at=T0, participants={CA1: Presence(True, T0)},
                        callers={CA1: Caller(from_=HOST, joined_at=T0)})
-    view = dashboard.live_conference(alone, T0 + 3)
+    view = views.live_conference(alone, T0 + 3)
     assert (view["state_words"], view["for"], view["id"]) == ("not started", "for 3.0 s", None)
 
 
 def test_live_summary_names_each_room_without_durations():
-    views = [dashboard.live_conference(live_conference(T0 + t), T0 + t) for t in (100, 200)]
-    assert dashboard.live_summary(views[:1]) == dashboard.live_summary(views[1:])
-    assert dashboard.live_summary(views[:1]) == f"1 live conference. {ROOM}: paused, 1 on the line."
-    assert dashboard.live_summary([]) == "No live conferences."
+    shown = [views.live_conference(live_conference(T0 + t), T0 + t) for t in (100, 200)]
+    assert views.live_summary(shown[:1]) == views.live_summary(shown[1:])
+    assert views.live_summary(shown[:1]) == f"1 live conference. {ROOM}: paused, 1 on the line."
+    assert views.live_summary([]) == "No live conferences."
 
 
 def test_timeline_geometry():
-    view = dashboard.timeline_view(record())
+    view = views.timeline_view(record())
     recording, host, guest = view["lanes"]
     assert view["total_ms"] == 12000 and view["total"] == "0:12.0"
     assert [(s["x"], s["width"]) for s in recording["spans"]] == [(16.667, 33.333), (50.0, 25.0), (75.0, 25.0)]
@@ -369,7 +369,7 @@ def test_timeline_geometry():
 
 
 def test_timeline_of_a_conversation_without_spans():
-    view = dashboard.timeline_view(record(recording_timeline=[], channels=[], ended_at=None))
+    view = views.timeline_view(record(recording_timeline=[], channels=[], ended_at=None))
     (lane,) = view["lanes"]
     assert lane["spans"] == [] and lane["description"] == "Conference recording: nothing yet."
     assert view["total_ms"] == 1 and view["ticks"] == [{"x": 0.0, "label": "0:00", "anchor": "start"}]
@@ -377,7 +377,7 @@ def test_timeline_of_a_conversation_without_spans():
 
 @pytest.mark.parametrize("total_s, step_s", [(5, 1), (59, 10), (400, 120), (3600, 600), (5 * 3600, 3600)])
 def test_ticks_are_round_and_few(total_s, step_s):
-    ticks = dashboard.ticks(total_s * 1000)
+    ticks = views.ticks(total_s * 1000)
     assert 2 <= len(ticks) <= 7
     assert ticks[1]["x"] == round(100 * step_s / total_s, 3)
 
@@ -388,7 +388,7 @@ def test_ticks_are_round_and_few(total_s, step_s):
                                                (-5.0, "noisy line", "poor"),
                                                (None, "not enough audio to tell", "unknown")])
 def test_snr_in_plain_words(snr, words, level):
-    reading = dashboard.snr_reading(snr)
+    reading = views.snr_reading(snr)
     assert (reading.words, reading.level) == (words, level)
     assert reading.value == ("—" if snr is None else f"{snr:.1f} dB")
 
@@ -397,11 +397,11 @@ def test_snr_in_plain_words(snr, words, level):
                                          (0.6, "some echo"), (0.61, "echoey room"), (1.4, "echoey room"),
                                          (None, "not enough audio to tell")])
 def test_rt60_in_plain_words(rt60, words):
-    assert dashboard.rt60_reading(rt60).words == words
+    assert views.rt60_reading(rt60).words == words
 
 
 def test_thresholds_on_the_page_match_the_readings():
-    assert [(b.figure, b.range, b.words) for b in dashboard.THRESHOLDS] == [
+    assert [(b.figure, b.range, b.words) for b in views.THRESHOLDS] == [
         ("SNR", "20 dB or more", "clear line"), ("SNR", "10 to 20 dB", "some background noise"),
         ("SNR", "under 10 dB", "noisy line"), ("RT60", "0.3 s or less", "dry room"),
         ("RT60", "over 0.3 to 0.6 s", "some echo"), ("RT60", "over 0.6 s", "echoey room"),
@@ -409,7 +409,7 @@ def test_thresholds_on_the_page_match_the_readings():
 
 
 def test_recordings_view_lists_mix_then_channels_with_sources():
-    rows = dashboard.recordings_view(record(audio={**EMPTY_AUDIO, "wav_file": "mix.wav", "mp3_file": "mix.mp3",
+    rows = views.recordings_view(record(audio={**EMPTY_AUDIO, "wav_file": "mix.wav", "mp3_file": "mix.mp3",
                                                    "duration_ms": 65000}), lambda name: f"/m/{name}")
     assert [r["name"] for r in rows] == ["Full mix", f"Channel 01: {HOST}", f"Channel 02: {GUEST}"]
     assert rows[0]["sources"] == [{"url": "/m/mix.mp3", "type": "audio/mpeg"},
@@ -419,29 +419,29 @@ def test_recordings_view_lists_mix_then_channels_with_sources():
 
 
 def test_conversation_facts():
-    facts = dashboard.conversation_facts(record())
+    facts = views.conversation_facts(record())
     assert (facts["recorded"], facts["paused"], facts["length"], facts["callers"]) == ("7.0 s", "3.0 s", "12 s", 2)
-    live = dashboard.conversation_facts(record(status="live", ended_at=None))
+    live = views.conversation_facts(record(status="live", ended_at=None))
     assert (live["ended"], live["length"], live["status_words"]) == ("not yet", "still on the line", "live")
 
 
 @pytest.mark.parametrize("seconds, words", [(0, "0.0 s"), (4.25, "4.2 s"), (37.9, "37 s"), (185, "3 min 05 s"),
                                             (3725, "1 h 02 min"), (-1, "0.0 s")])
 def test_duration_words(seconds, words):
-    assert dashboard.duration_words(seconds) == words
+    assert views.duration_words(seconds) == words
 
 
 @pytest.mark.parametrize("ms, tenths, text", [(0, True, "0:00.0"), (95149, True, "1:35.1"), (59960, True, "1:00.0"),
                                               (3723400, True, "1:02:03.4"), (95600, False, "1:36")])
 def test_elapsed(ms, tenths, text):
-    assert dashboard.elapsed(ms, tenths) == text
+    assert views.elapsed(ms, tenths) == text
 
 
 def test_paginate_clamps_and_links():
     items = list(range(45))
-    assert dashboard.paginate(items, 1) == {"items": items[:20], "page": 1, "pages": 3, "total": 45,
+    assert views.paginate(items, 1) == {"items": items[:20], "page": 1, "pages": 3, "total": 45,
                                             "previous": None, "next": 2}
-    assert dashboard.paginate(items, 3)["items"] == items[40:]
-    assert dashboard.paginate(items, 0)["page"] == 1 and dashboard.paginate(items, 9)["page"] == 3
-    assert dashboard.paginate([], 1) == {"items": [], "page": 1, "pages": 1, "total": 0, "previous": None,
+    assert views.paginate(items, 3)["items"] == items[40:]
+    assert views.paginate(items, 0)["page"] == 1 and views.paginate(items, 9)["page"] == 3
+    assert views.paginate([], 1) == {"items": [], "page": 1, "pages": 1, "total": 0, "previous": None,
                                          "next": None}

@@ -735,7 +735,7 @@ def test_voices_are_speech_like_distinct_and_repeatable():
 
 @pytest.mark.parametrize("caller", ["+15551110001", "+15551110002"])
 def test_each_callers_room_and_line_noise_are_measurable(caller):
-    from audio_quality import analyze  # Quorum's own blind estimator, as the archive uses it
+    from conversations.audio_quality import analyze  # Quorum's own blind estimator, as the archive uses it
 
     voice = audio.Voice(audio.voice_seed(0, caller))
     quality = analyze((np.clip(voice.render(0, 8000 * 20), -1, 1) * 32767).astype(np.int16), 8000)

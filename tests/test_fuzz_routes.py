@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from app import create_app, shutdown
-from conftest import make_config
+from support import make_config
 
 TOKEN = "fuzz-0123456789-abcdefghij"
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]

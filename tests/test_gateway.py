@@ -2,8 +2,8 @@
 
 import pytest
 
-from conftest import make_config
-from signalwire_gateway import build_client
+from support import make_config
+from quorum.gateway import build_client
 
 
 def test_client_has_a_timeout_and_the_api_url_override():

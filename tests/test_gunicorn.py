@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from conftest import PROJECT, free_port
+from support import PROJECT, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import create_app, shutdown
-from archive import Archive
-from conftest import PROJECT, PUBLIC_URL, conference_form, free_port, make_config, sid, sign
-from conversation_processor import ConversationProcessor
-from media_download import MediaSource, allowed_origins
+from app import create_app, services, shutdown
+from conversations.archive import Archive
+from support import PROJECT, PUBLIC_URL, conference_form, free_port, make_config, sid, sign
+from conversations.processing import ConversationProcessor
+from conversations.media_download import MediaSource, allowed_origins
 from recording_state import PROCESSING, Conference, MemoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,14 +155,14 @@ def open_app(signalwire):
 def test_malformed_ids_are_refused_at_the_edge(open_app, signalwire, path, form, query, field):
     response = open_app.test_client().post(path + (f"?{query}" if query else ""), data=form)
     assert (response.status_code, response.get_json()) == (400, {"error": f"invalid field: {field}"})
-    assert open_app.extensions["quorum.commands"].wait_idle(5)
-    assert len(signalwire.calls) == 0 and open_app.extensions["quorum.store"].rooms() == []
+    assert services(open_app).commands.wait_idle(5)
+    assert len(signalwire.calls) == 0 and services(open_app).store.rooms() == []
 
 
 def test_a_signed_traversal_sends_nothing_to_signalwire(post_signed, app, signalwire):
     form = conference_form("participant-leave", TRAVERSAL, ROOM, sid("A"))
     assert post_signed("/voice/conference-status", form).status_code == 400
-    assert app.extensions["quorum.commands"].wait_idle(5)
+    assert services(app).commands.wait_idle(5)
     assert len(signalwire.calls) == 0
 
 
@@ -173,7 +173,7 @@ def test_a_signed_traversal_sends_nothing_to_signalwire(post_signed, app, signal
 def test_uuid_and_twilio_style_sids_are_accepted(open_app, conference, call):
     form = conference_form("participant-join", conference, ROOM, call)
     assert open_app.test_client().post("/voice/conference-status", data=form).status_code == 204
-    assert open_app.extensions["quorum.store"].get(ROOM).present() == [call]
+    assert services(open_app).store.get(ROOM).present() == [call]
 
 
 def test_a_stored_bad_id_does_not_fail_the_archiver_on_every_sweep(tmp_path, caplog):
@@ -203,7 +203,7 @@ def test_a_shifted_timestamp_key_keeps_the_signature_but_is_refused(client, app)
     assert sign(PUBLIC_URL + "/voice/conference-status", shifted) == signature
     response = client.post("/voice/conference-status", data=shifted, headers={"X-SignalWire-Signature": signature})
     assert (response.status_code, response.get_json()) == (400, {"error": "missing field: Timestamp"})
-    assert app.extensions["quorum.store"].rooms() == []
+    assert services(app).store.rooms() == []
 
 
 @pytest.mark.parametrize("event", ["conference-start", "conference-end", "participant-join", "participant-leave"])
@@ -212,7 +212,7 @@ def test_events_older_than_the_window_are_refused_and_logged(post_signed, app, c
                            at=time.time() - 16 * 60)
     response = post_signed("/voice/conference-status", form)
     assert (response.status_code, response.get_json()) == (400, {"error": "stale event: Timestamp older than 900 s"})
-    assert app.extensions["quorum.store"].rooms() == []
+    assert services(app).store.rooms() == []
     assert "stale" in caplog.text
 
 
@@ -225,7 +225,7 @@ def test_an_unreadable_timestamp_is_refused(post_signed, app):
 def test_recent_events_and_unknown_extra_keys_are_accepted(post_signed, app):
     form = conference_form("participant-join", CONF, ROOM, sid("A"), at=time.time() - 14 * 60) | {"NewField": "x"}
     assert post_signed("/voice/conference-status", form).status_code == 204
-    assert app.extensions["quorum.store"].get(ROOM).present() == [sid("A")]
+    assert services(app).store.get(ROOM).present() == [sid("A")]
 
 
 def test_the_freshness_window_is_configurable(signalwire):
@@ -277,7 +277,7 @@ def test_healthz_counts_conferences_without_loading_them(redis_url, signalwire):
 
     config = make_config(redis_url=redis_url, redis_namespace=f"h{time.monotonic_ns()}")
     application = create_app(config)
-    store, probe = application.extensions["quorum.store"], redis.Redis.from_url(redis_url)
+    store, probe = services(application).store, redis.Redis.from_url(redis_url)
     timeline = tuple(Transition(1_800_000_000 + i, "wanted", "paused") for i in range(1000))  # ~90 KB of JSON
     try:
         for n in range(41):
@@ -352,10 +352,10 @@ def processed(application, url: str):
     rec = sid("rec")
     conf = Conference(room=ROOM, conference_sid=CONF, ended=True, status=PROCESSING, opened_at=time.time(),
                       recordings={rec: GONE}, recording_info={rec: RecordingInfo(url=url)})
-    application.extensions["quorum.store"].mutate(ROOM, lambda _: conf)
-    application.extensions["quorum.processor"].submit(ROOM)
-    assert application.extensions["quorum.processor"].wait_idle(60)
-    return application.extensions["quorum.archive"].find(CONF)
+    services(application).store.mutate(ROOM, lambda _: conf)
+    services(application).processor.submit(ROOM)
+    assert services(application).processor.wait_idle(60)
+    return services(application).archive.find(CONF)
 
 
 @contextlib.contextmanager
@@ -410,7 +410,7 @@ def test_a_recording_over_the_size_cap_is_not_archived(tmp_path):
     with MediaServer({"/big.wav": ("200 OK", [], wav_stream(3))}) as server, \
             media_app(server, max_recording_mb=1) as application:
         record = processed(application, server.url("/big"))
-        directory = application.extensions["quorum.archive"].directory_for(ROOM, time.time(), CONF)
+        directory = services(application).archive.directory_for(ROOM, time.time(), CONF)
     assert record["audio"]["wav_file"] is None
     assert [p.name for p in directory.iterdir()] == ["conversation.json"]  # no temp file left behind
 
@@ -419,7 +419,7 @@ def test_download_memory_is_flat_in_the_files_length(tmp_path):
     """20 and 200 MiB streamed from a real server to disk: the same small peak of Python allocations."""
     import tracemalloc
 
-    import media_download
+    from conversations import media_download
 
     peaks = {}
     for size in (20, 200):
@@ -525,7 +525,7 @@ class Receiver:
 
 def test_events_are_delivered_concurrently_to_a_receiver_that_hangs(tmp_path):
     """30 events against a receiver that never answers (0.5 s timeout): one thread managed 6 attempts in 3 s."""
-    from event_callbacks import EventSender, FileOutbox
+    from conversations.event_callbacks import EventSender, FileOutbox
 
     receiver = SilentReceiver()
     sender = EventSender(receiver.url, "secret", FileOutbox(tmp_path / "outbox"), timeout_s=0.5)
@@ -542,7 +542,7 @@ def test_events_are_delivered_concurrently_to_a_receiver_that_hangs(tmp_path):
 
 
 def test_a_full_queue_drops_the_oldest_and_logs_how_many(tmp_path, caplog):
-    from event_callbacks import EventSender, FileOutbox
+    from conversations.event_callbacks import EventSender, FileOutbox
 
     sender = EventSender(f"http://127.0.0.1:{free_port()}/hook", "secret", FileOutbox(tmp_path / "outbox"),
                          max_queued=5, first_backoff_s=30)
@@ -565,13 +565,13 @@ def test_undelivered_events_survive_a_restart(tmp_path, signalwire, request, sto
         settings.update(redis_url=request.getfixturevalue("redis_url"), redis_namespace=f"e{time.monotonic_ns()}")
     first = create_app(make_config(event_callback_url=f"http://127.0.0.1:{free_port()}/hook", **settings))
     for n in range(3):
-        first.extensions["quorum.events"].send("recording.paused", f"event-{n}", {"n": n})
+        services(first).events.send("recording.paused", f"event-{n}", {"n": n})
     shutdown(first)
     receiver = Receiver()
     second = create_app(make_config(event_callback_url=receiver.url, **settings))
     try:
-        assert second.extensions["quorum.events"].wait_idle(10)
-        assert second.extensions["quorum.events"].pending_ids() == []
+        assert services(second).events.wait_idle(10)
+        assert services(second).events.pending_ids() == []
     finally:
         shutdown(second)
         receiver.close()

@@ -2,7 +2,7 @@
 
 import threading
 
-from keyed_workers import KeyedWorkers
+from quorum.keyed_workers import KeyedWorkers
 
 
 def test_submits_during_a_run_collapse_into_one_more_run():

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 import responses
 
-from app import create_app, shutdown
-from conftest import API_BASE, PUBLIC_URL, RECORDING_UPDATE, make_config, recording_updates, sign
+from app import create_app, services, shutdown
+from support import API_BASE, RECORDING_UPDATE, SignedCallbacks, make_config, recording_updates
 from recording_state import PAUSED, RECORDING
 
 ROOM = "+15550002222"
@@ -28,16 +28,15 @@ CALL_C = "7c6d5e4f-3a2b-4c1d-8e0f-9a8b7c6d5e4f"
 T0 = int(time.time())  # callbacks carry SignalWire's Timestamp: recent, one-second resolution
 
 
-class Line:
+class Line(SignedCallbacks):
     """Signed SignalWire callbacks to one app, and what its REST fake saw."""
 
     def __init__(self, app, fake):
-        self.app, self.fake, self.client = app, fake, app.test_client()
+        super().__init__(app)
+        self.fake = fake
 
     def post(self, path, form, query=""):
-        url = PUBLIC_URL + path + (f"?{query}" if query else "")
-        response = self.client.post(path + (f"?{query}" if query else ""), data=form,
-                                    headers={"X-SignalWire-Signature": sign(url, form)})
+        response = super().post(path, form, query)
         assert response.status_code in (200, 204), response.data
         return response
 
@@ -69,10 +68,10 @@ class Line:
         self.recording("in-progress")
 
     def settle(self, timeout=15):
-        assert self.app.extensions["quorum.commands"].wait_idle(timeout)
+        super().settle(timeout)
 
     def state(self):
-        return self.app.extensions["quorum.store"].get(ROOM)
+        return super().state(ROOM)
 
     def updates(self):
         return recording_updates(self.fake)
@@ -167,7 +166,7 @@ def test_a_conference_the_store_lost_is_found_and_paused(line):
     """A fresh store (restart or flushed Redis) while a caller sits alone in a recorded conference."""
     answer_list(line.fake, [(CONF, ROOM)])
     answer_reads(line.fake, present=[CALL_A])
-    line.app.extensions["quorum"].reconcile()
+    services(line.app).controller.reconcile()
     line.settle()
     assert line.updates() == [(update_path(CONF, REC), {"Status": "paused", "PauseBehavior": "skip"})]
     assert line.state().present() == [CALL_A]
@@ -175,6 +174,7 @@ def test_a_conference_the_store_lost_is_found_and_paused(line):
 
 # 4. A few seconds of REST errors never abandon a live recording.
 
+@pytest.mark.slow
 def test_after_many_failed_commands_a_new_wanted_state_is_still_sent(line):
     line.fake.remove(responses.POST, RECORDING_UPDATE)
     for _ in range(5):
@@ -279,6 +279,7 @@ def test_an_update_answering_422_means_the_recording_is_over(line):
     assert line.state().recordings == {REC: "gone"}
 
 
+@pytest.mark.slow
 def test_the_reconciler_runs_at_its_own_interval_not_the_sweeps(signalwire):
     """A 0.2 s reconcile interval with the default 300 s grace (a 30 s sweep) still lists every 0.2 s."""
     answer_list(signalwire, [])

@@ -3,8 +3,8 @@
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app, shutdown
-from conftest import conference_form, make_config, sid
+from app import create_app, services, shutdown
+from support import conference_form, make_config, sid
 
 TOKEN = "metrics-token"
 FORM = conference_form("participant-join", sid("c-1"), "R", sid("A"))
@@ -34,7 +34,7 @@ def test_counters_and_gauges_move(app):
     client.post("/voice/recording-status?room=R", data={"RecordingSid": sid("rec"), "RecordingStatus": "in-progress"})
     client.post("/voice/conference-status", data={**FORM, "StatusCallbackEvent": "participant-leave"})
     client.post("/voice/conference-status", data={"FriendlyName": "R"})  # 400
-    assert app.extensions["quorum.commands"].wait_idle(10)
+    assert services(app).commands.wait_idle(10)
     after = scrape(app)
     ok = ("quorum_webhooks_total", (("outcome", "ok"), ("route", "conference-status")))
     assert after[ok] - before.get(ok, 0) == 4

@@ -5,9 +5,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-import ngrok_tunnel
-from conftest import API_BASE, make_config
-from signalwire_gateway import SignalWireGateway, build_client
+from quorum import tunnel as ngrok_tunnel
+from support import API_BASE, make_config
+from quorum.gateway import SignalWireGateway, build_client
 
 NUMBER = "+15557654321"
 NUMBER_SID = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"

@@ -52,11 +52,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-import policy
-from command_queue import CommandQueue, _for_conference
-from controller import ConferenceEvent, RecordingController, RecordingEvent
+from quorum import policy
+from quorum.command_queue import CommandQueue, _for_conference
+from quorum.controller import ConferenceEvent, RecordingController, RecordingEvent
+from quorum.gateway import LiveConference, Outcome
 from recording_state import PAUSED, RECORDING, MemoryStore
-from signalwire_gateway import LiveConference, Outcome
 
 ROOM = "+15550001111"
 CONF = "c0nf0000-0000-4000-8000-000000000001"

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import policy
-from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Conference
+from quorum import policy
+from recording_state import ABANDONED, GONE, PAUSED, RECORDING, UNSURE, Conference
 
 
 def conference(minimum=2, sid="conf-1", at=100.0):
@@ -61,7 +61,7 @@ def test_a_same_second_conflict_follows_arrival_order_and_asks_for_a_confirmatio
     (("A", "B"), PAUSED, RECORDING),
     (("A",), PAUSED, None),
     (("A",), GONE, None),
-    (("A",), FAILED, None),
+    (("A",), ABANDONED, None),
 ])
 def test_next_action(present, confirmed, expected):
     conf = joined(conference(), *present)
@@ -174,6 +174,7 @@ calls = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(lives=calls, minimum=st.integers(1, 4), data=st.data())
 def test_any_delivery_order_ends_in_the_policy_state(lives, minimum, data):
@@ -205,7 +206,7 @@ def _run_commands(conf: Conference) -> Conference:
 def test_a_failed_participant_recording_is_commanded_again_after_a_read():
     """The REST read lists conference recordings only, so a participant's own is re-sent, not trusted."""
     conf = policy.recording_created(joined(conference(), "A"), "A", "own-1", 101.0)
-    conf = policy.command_result(conf, "own-1", FAILED, 102.0)
+    conf = policy.command_result(conf, "own-1", ABANDONED, 102.0)
     assert policy.next_action(conf) is None
     recovered = policy.recover(policy.ask_confirmation(conf), policy.Snapshot("in-progress", ("A",), {}), 103.0, 2)
     assert policy.next_action(recovered) == policy.Action("conf-1", "own-1", PAUSED, "A")

@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 
-import policy
-from app import create_app, shutdown
+from quorum import policy
+from app import create_app, services, shutdown
 from config import ConfigError
-from conftest import conference_form, make_config, sid
+from support import conference_form, make_config, sid
 from recording_state import STALE_AFTER_S, RECORDING
-from redis_store import RedisStore
+from quorum.redis_store import RedisStore
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_state_survives_an_app_restart(redis_url, signalwire):
     second = create_app(config)
     try:
         second.test_client().post("/voice/conference-status", data={**form, "CallSid": sid("B")})
-        conf = second.extensions["quorum.store"].get("R")
+        conf = services(second).store.get("R")
     finally:
         shutdown(second)
     assert conf.present() == [sid("A"), sid("B")] and conf.wanted == RECORDING

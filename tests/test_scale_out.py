@@ -18,7 +18,7 @@ from cluster_support import Balancer, QuorumProcess
 from emulator.faults import Faults
 from emulator.scenarios import Player, expected_writes, hang_up_everyone, presence, random_session
 from emulator.server import Emulator
-from redis_store import RedisStore
+from quorum.redis_store import RedisStore
 
 ROOMS = [f"+1555020{i:04d}" for i in range(6)]
 

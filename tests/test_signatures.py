@@ -4,14 +4,15 @@ import logging
 
 import pytest
 
-from conftest import PUBLIC_URL, SIGNING_KEY, conference_form, sid, sign
+from app import services
+from support import PUBLIC_URL, SIGNING_KEY, conference_form, sid, sign
 
 FORM = conference_form("participant-join", sid("c-1"), "room-1", sid("A"))
 
 
 def state_rooms(app):
     """Rooms the app holds state for."""
-    return app.extensions["quorum.store"].rooms()
+    return services(app).store.rooms()
 
 
 @pytest.mark.parametrize("header", ["X-SignalWire-Signature", "X-Twilio-Signature"])

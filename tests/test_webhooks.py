@@ -12,10 +12,10 @@ import responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import create_app, shutdown
-from conftest import API_BASE, MEDIA_BASE, PUBLIC_URL, RECORDING_UPDATE, make_config, recording_updates, sid
-from controller import QUIET_ROUNDS
-from recording_state import FAILED, GONE, PAUSED, RECORDING
+from app import create_app, services, shutdown
+from support import API_BASE, MEDIA_BASE, PUBLIC_URL, RECORDING_UPDATE, SignedCallbacks, make_config, recording_updates, sid
+from quorum.controller import QUIET_ROUNDS
+from recording_state import ABANDONED, GONE, PAUSED, RECORDING
 
 ROOM = "+15550001111"
 CONF = "3b0f9c1e-8a61-4f0e-9d3c-1d2b9c0a7e11"
@@ -34,32 +34,33 @@ def status_form(event, call=None, at=1_800_000_000, conference=CONF, room=ROOM):
     return form
 
 
-@pytest.fixture
-def events(post_signed, app):
+class Events(SignedCallbacks):
     """Send callbacks and wait for the commands they cause."""
 
-    class Events:
-        def conference(self, event, call=None, **kwargs):
-            response = post_signed("/voice/conference-status", status_form(event, call, **kwargs))
-            assert response.status_code == 204, response.data
-            return response.headers["X-Quorum-Outcome"]
+    def conference(self, event, call=None, **kwargs):
+        response = self.post("/voice/conference-status", status_form(event, call, **kwargs))
+        assert response.status_code == 204, response.data
+        return response.headers["X-Quorum-Outcome"]
 
-        def recording(self, status, sid=REC, room=ROOM):
-            form = {"AccountSid": "acct", "RecordingSid": sid, "RecordingStatus": status,
-                    "RecordingUrl": f"{MEDIA_BASE}{sid}"}
-            response = post_signed("/voice/recording-status", form, query={"room": room})
-            assert response.status_code == 204, response.data
-            return response.headers["X-Quorum-Outcome"]
+    def recording(self, status, sid=REC, room=ROOM):
+        form = {"AccountSid": "acct", "RecordingSid": sid, "RecordingStatus": status,
+                "RecordingUrl": f"{MEDIA_BASE}{sid}"}
+        response = self.post("/voice/recording-status", form, query={"room": room})
+        assert response.status_code == 204, response.data
+        return response.headers["X-Quorum-Outcome"]
 
-        def settle(self):
-            assert app.extensions["quorum.commands"].wait_idle(10)
+    def state(self, room=ROOM):
+        return super().state(room)
 
-        def state(self, room=ROOM):
-            return app.extensions["quorum.store"].get(room)
+    @property
+    def controller(self):
+        return services(self.app).controller
 
-        controller = app.extensions["quorum"]
 
-    return Events()
+@pytest.fixture
+def events(client, app):
+    """Signed callbacks to the test's app."""
+    return Events(app, client)
 
 
 def two_on_the_line(events, at=1_800_000_000):
@@ -209,7 +210,7 @@ def test_pause_behavior_from_config(signalwire, post_signed):
         client.post("/voice/conference-status", data=status_form("conference-start"))
         client.post("/voice/conference-status", data=status_form("participant-join", A))
         client.post("/voice/recording-status?room=%2B15550001111", data={"RecordingSid": REC, "RecordingStatus": "in-progress"})
-        assert app.extensions["quorum.commands"].wait_idle(10)
+        assert services(app).commands.wait_idle(10)
     finally:
         shutdown(app)
     assert recording_updates(signalwire) == [(UPDATE_PATH, {"Status": "paused", "PauseBehavior": "silence"})]
@@ -233,8 +234,8 @@ def replace_update(signalwire, *replies):
     ((requests.exceptions.ReadTimeout("slow"), 200), 2, PAUSED),
     ((requests.exceptions.ConnectionError("reset"), 429, 200), 3, PAUSED),
     ((404,), 1, GONE),
-    ((400,), 1, FAILED),
-    ((401,), 1, FAILED),
+    ((400,), 1, ABANDONED),
+    ((401,), 1, ABANDONED),
 ])
 def test_api_errors(events, signalwire, replies, posts, final):
     replace_update(signalwire, *replies)
@@ -258,19 +259,21 @@ def test_gone_recording_is_not_acted_on_again(events, signalwire):
     assert len(recording_updates(signalwire)) == 1
 
 
+@pytest.mark.slow
 def test_reconciler_catches_a_lost_leave_callback(events, signalwire, app):
     two_on_the_line(events)
     fake_conference_reads(signalwire, present=[A])  # B hung up; that callback never came
-    assert app.extensions["quorum"].reconcile() == 1  # a process's first round reads what it holds
+    assert services(app).controller.reconcile() == 1  # a process's first round reads what it holds
     events.settle()
     assert recording_updates(signalwire) == [(UPDATE_PATH, {"Status": "paused", "PauseBehavior": "skip"})]
     assert events.state().present() == [A]
 
 
+@pytest.mark.slow
 def test_after_the_first_round_a_conference_is_read_once_it_has_been_quiet(events, signalwire, app):
     two_on_the_line(events)
     fake_conference_reads(signalwire, present=[A, B])
-    controller = app.extensions["quorum"]
+    controller = services(app).controller
     assert controller.reconcile() == 1
     events.settle()
     events.conference("participant-leave", B, at=1_800_000_010)  # a change after that read
@@ -283,13 +286,14 @@ def test_after_the_first_round_a_conference_is_read_once_it_has_been_quiet(event
     assert reconcile_until_quiet(controller) == [0] * (QUIET_ROUNDS + 1)  # confirmed: not read again
 
 
+@pytest.mark.slow
 def test_reconciler_retries_a_failed_command(events, signalwire):
     replace_update(signalwire, 400, 200)
     events.conference("conference-start")
     events.conference("participant-join", A)
     events.recording("in-progress")
     events.settle()
-    assert events.state().recordings == {REC: FAILED}
+    assert events.state().recordings == {REC: ABANDONED}
     fake_conference_reads(signalwire, present=[A])
     events.controller.reconcile()
     events.settle()
@@ -307,16 +311,16 @@ def test_state_is_dropped_after_end_and_completed_and_late_callbacks_cannot_revi
     events.settle()
     assert events.state().ended
     assert events.recording("completed") == "processing"
-    assert app.extensions["quorum.processor"].wait_idle(10)
+    assert services(app).processor.wait_idle(10)
     assert events.state() is None
-    assert app.extensions["quorum.archive"].find(CONF)["status"] == "ready"
+    assert services(app).archive.find(CONF)["status"] == "ready"
     assert events.conference("participant-join", A) == "stale"  # a retried callback, late
-    assert app.extensions["quorum.store"].rooms() == []
+    assert services(app).store.rooms() == []
 
 
 def test_ended_conference_without_completed_callback_is_swept_after_grace(signalwire):
     app = create_app(make_config(end_grace_s=0.2, validate_signatures=False))
-    client, store = app.test_client(), app.extensions["quorum.store"]
+    client, store = app.test_client(), services(app).store
     try:
         client.post("/voice/conference-status", data=status_form("participant-join", A))
         client.post("/voice/recording-status?room=%2B15550001111", data={"RecordingSid": REC, "RecordingStatus": "in-progress"})
@@ -359,7 +363,7 @@ def test_bad_input_is_refused_with_the_field_named(post_signed, path, form, quer
 def test_unknown_events_are_ignored(post_signed, app, event):
     response = post_signed("/voice/conference-status", status_form(event, A))
     assert response.status_code == 204
-    assert app.extensions["quorum.store"].rooms() == []
+    assert services(app).store.rooms() == []
 
 
 def test_healthz(client, events):

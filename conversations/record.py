@@ -16,8 +16,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
-from recording_state import FAILED, PAUSED, RECORDING, Conference
+from recording_state import ABANDONED, LIVE, PAUSED, PROCESSING, RECORDING, Conference
 
+# A conversation's status: its conference's (LIVE, PROCESSING) until archived, then one of these two.
+READY = "ready"
+UNFINISHED = "failed"  # archived, but the conference recording never reported its end
+STATUSES = (LIVE, PROCESSING, READY, UNFINISHED)
 EMPTY_AUDIO = {"wav_file": None, "mp3_file": None, "duration_ms": None, "snr": None, "rt60": None}
 
 
@@ -109,6 +113,6 @@ def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None
 
 
 def final_status(conf: Conference) -> str:
-    """ready, or failed when the conference recording never reported its end."""
+    """READY, or UNFINISHED when the conference recording never reported its end."""
     mix = mix_recording(conf)
-    return "failed" if mix is not None and conf.recordings.get(mix) == FAILED else "ready"
+    return UNFINISHED if mix is not None and conf.recordings.get(mix) == ABANDONED else READY

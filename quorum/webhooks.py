@@ -7,10 +7,10 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-import input_checks
-import laml
-import signatures
-from controller import ConferenceEvent, RecordingEvent
+from quorum import input_checks
+from quorum import laml
+from quorum import signatures
+from quorum.controller import ConferenceEvent, Decision, RecordingEvent
 
 log = logging.getLogger("quorum.webhooks")
 
@@ -45,7 +45,7 @@ def require_well_formed_ids():
 @bp.after_request
 def count(response: Response) -> Response:
     """Count every answered webhook by route and outcome."""
-    current_app.extensions["quorum.metrics"].count_webhook(request.path.rsplit("/", 1)[-1], response.status_code,
+    current_app.extensions["quorum"].metrics.count_webhook(request.path.rsplit("/", 1)[-1], response.status_code,
                                                            response.headers.get("X-Quorum-Outcome"))
     return response
 
@@ -62,7 +62,7 @@ def inbound():
         return _error(400, "invalid field: To")
     call_sid, caller = request.form.get("CallSid", "").strip(), request.form.get("From", "").strip()
     if call_sid:
-        current_app.extensions["quorum"].inbound_call(call_sid, caller, dialed)
+        current_app.extensions["quorum"].controller.inbound_call(call_sid, caller, dialed)
     log.info("room=%s call=%s from=%s action=join-conference", room, call_sid, caller)
     return Response(laml.conference_laml(room, config.public_url, config.trim), mimetype="text/xml")
 
@@ -75,7 +75,7 @@ def conference_status():
         return missing
     kind = request.form["StatusCallbackEvent"]
     if kind not in CONFERENCE_EVENTS:
-        return _outcome("ignored")
+        return _outcome(Decision.IGNORED)
     # Required: the signed payload has no delimiters, so a Timestamp key shifted into another key keeps a
     # valid signature; present, it can only carry the date it was signed with, and that must be recent.
     missing = _missing("Timestamp")
@@ -92,7 +92,7 @@ def conference_status():
         return _error(400, f"stale event: Timestamp older than {max_age_s:.0f} s")
     event = ConferenceEvent(kind=kind, room=form.get("FriendlyName") or form["ConferenceSid"],
                             conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None, at=at)
-    return _outcome(current_app.extensions["quorum"].conference_event(event))
+    return _outcome(current_app.extensions["quorum"].controller.conference_event(event))
 
 
 @bp.post("/recording-status")
@@ -109,7 +109,7 @@ def recording_status():
                            url=request.form.get("RecordingUrl") or None,
                            duration_s=_number(request.form.get("RecordingDuration")),
                            call_sid=request.args.get("call", "").strip() or None)
-    return _outcome(current_app.extensions["quorum"].recording_event(event))
+    return _outcome(current_app.extensions["quorum"].controller.recording_event(event))
 
 
 def _number(raw: str | None) -> float | None:
@@ -120,7 +120,7 @@ def _number(raw: str | None) -> float | None:
         return None
 
 
-def _outcome(outcome: str) -> Response:
+def _outcome(outcome: Decision) -> Response:
     """204, naming what the callback did in a header: one write, no body for SignalWire to read."""
     return Response(status=204, headers={"X-Quorum-Outcome": outcome})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from recording_state import (FAILED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
+from recording_state import (ABANDONED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
                              Conference, Presence, RecordingInfo, Transition)
 
 # Recording statuses SignalWire reports in recording-status callbacks: `failed` for a conference recording,
@@ -207,7 +207,7 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
             merged = _confirmed(merged, sid, state, at)
     # The read lists conference recordings only: a participant's own recording whose command failed
     # is in an unknown state, so send the wanted state to it again.
-    retry = {sid: UNSURE for sid, state in merged.recordings.items() if state == FAILED and _owner(merged, sid)}
+    retry = {sid: UNSURE for sid, state in merged.recordings.items() if state == ABANDONED and _owner(merged, sid)}
     if retry:
         merged = replace(merged, recordings={**merged.recordings, **retry})
     return _rewant(merged, at, minimum)
@@ -283,14 +283,14 @@ def command_result(conf: Optional[Conference], recording_sid: str, state: str, a
                    target: Optional[str] = None) -> Optional[Conference]:
     """Record the outcome of a REST command unless the recording has finished meanwhile.
 
-    FAILED (the API refused `target`) keeps the recording's last confirmed state, remembers the refusal
+    ABANDONED (the API refused `target`) keeps the recording's last confirmed state, remembers the refusal
     so the same command is not sent again, and lets the next change of the wanted state command it anew.
     """
     if conf is None or conf.recordings.get(recording_sid) in (None, GONE):
         return conf
-    if state == FAILED:
+    if state == ABANDONED:
         refused = {**conf.refused, recording_sid: target or conf.wanted}
-        result = replace(conf, recordings={**conf.recordings, recording_sid: FAILED}, refused=refused)
+        result = replace(conf, recordings={**conf.recordings, recording_sid: ABANDONED}, refused=refused)
     else:
         result = _confirmed(conf, recording_sid, state, at)
     # Our own command's answer is no news a read must confirm: a conference a read confirmed stays confirmed.
@@ -321,7 +321,7 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
 
 def _due(conf: Conference, recording_sid: str, confirmed: str) -> bool:
     """Whether the recording needs a command: not in the wanted state, and not refused that very target."""
-    if confirmed == FAILED:
+    if confirmed == ABANDONED:
         return conf.refused.get(recording_sid, conf.wanted) != conf.wanted
     return confirmed in (RECORDING, PAUSED, UNSURE) and confirmed != conf.wanted
 
@@ -338,21 +338,21 @@ def _callers_to_record(conf: Conference) -> list:
     Created only while the quorum is met, so a participant recording never runs while
     the conference recording is paused.
     """
-    # A FAILED recording may still be running: starting another would record the caller twice.
+    # An abandoned recording may still be running: starting another would record the caller twice.
     running = {_owner(conf, sid) for sid, state in conf.recordings.items()
-               if state in (RECORDING, PAUSED, UNSURE, FAILED)}
+               if state in (RECORDING, PAUSED, UNSURE, ABANDONED)}
     return [call for call in conf.present()
             if conf.callers.get(call, Caller()).record and call not in running and call not in conf.unrecordable]
 
 
 def finished(conf: Conference) -> bool:
     """Ended, and every recording has reported its end (or been given up on)."""
-    return conf.ended and all(state in (GONE, FAILED) for state in conf.recordings.values())
+    return conf.ended and all(state in (GONE, ABANDONED) for state in conf.recordings.values())
 
 
 def give_up_waiting(conf: Conference) -> Conference:
     """Mark recordings that never reported their end as failed, so the conversation can be processed."""
-    recordings = {sid: state if state in (GONE, FAILED) else FAILED for sid, state in conf.recordings.items()}
+    recordings = {sid: state if state in (GONE, ABANDONED) else ABANDONED for sid, state in conf.recordings.items()}
     return replace(conf, recordings=recordings)
 
 

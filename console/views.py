@@ -1,210 +1,26 @@
-"""The operator's dashboard: live conferences (`GET /`), conversation pages and history.
-
-Same API_TOKEN as the API: sign in with the form or a `/login?token=...` link, which sets a
-signed, HttpOnly, SameSite=Lax cookie (Secure when PUBLIC_URL is https); every route also
-takes `Authorization: Bearer`. With API_TOKEN unset every page answers 503 saying how to
-turn it on. Behind ngrok every request looks local, so there is no localhost exception.
-The pure functions below shape the view data; the templates only lay it out.
-"""
+"""The dashboard's view data, as pure functions: the templates only lay it out."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, List, Optional
-from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, current_app, jsonify, redirect, render_template, request, send_file,
-                   url_for)
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from conversations import record as conversation
+from conversations.queries import page_of
+from conversations.record import READY, UNFINISHED
+from recording_state import ABANDONED, GONE, LIVE, PAUSED, PROCESSING, RECORDING, UNSURE, Caller, Conference
 
-import conversation
-from archive import Archive, valid_id
-from auth import OFF_MESSAGE, bearer_token, token_matches
-from conversations_api import all_conversations, find_conversation
-from recording_state import FAILED, GONE, PAUSED, RECORDING, UNSURE, Caller, Conference, StateStore, stored_conferences
-
-bp = Blueprint("dashboard", __name__)
-
-COOKIE = "quorum_dashboard"
-SESSION_S = 12 * 3600
-POLL_MS = 1500
 PER_PAGE = 20
-OPEN_ENDPOINTS = ("dashboard.login_page", "dashboard.login")
-DATA_ENDPOINTS = ("dashboard.live_data", "dashboard.media")
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
-# Only our own files: no inline script or style, nothing framed, forms post only here.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
-       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-
 WAITING = "waiting"  # no conference recording yet: SignalWire starts it with the second caller
 STATE_WORDS = {WAITING: "not started", RECORDING: "recording", PAUSED: "paused", UNSURE: "unconfirmed",
-               GONE: "stopped", FAILED: "failed"}
-STATUS_WORDS = {"live": "live", "processing": "processing (fetching and measuring the audio)", "ready": "ready",
-                "failed": "failed (the recording never reported its end)"}
-
-# Gate
+               GONE: "stopped", ABANDONED: "failed"}
+STATUS_WORDS = {LIVE: "live", PROCESSING: "processing (fetching and measuring the audio)", READY: "ready",
+                UNFINISHED: "failed (the recording never reported its end)"}
 
 
-@bp.before_request
-def gate():
-    """503 with API_TOKEN unset; otherwise the signed cookie or the bearer token, or off to the login form."""
-    expected = current_app.config["QUORUM"].api_token
-    if not expected:
-        return render_template("off.html", message=OFF_MESSAGE), 503
-    if request.endpoint in OPEN_ENDPOINTS or signed_in(expected):
-        return None
-    if request.endpoint in DATA_ENDPOINTS:
-        response = jsonify(error="sign in at /login or send 'Authorization: Bearer <API_TOKEN>'")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="quorum"'
-        return response, 401
-    return redirect(url_for(".login_page"), 303)
-
-
-@bp.after_request
-def harden(response):
-    """No framing, no foreign code, no token in a Referer; pages are never cached."""
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Cache-Control"] = "private, no-cache" if request.endpoint == "dashboard.media" else "no-store"
-    return response
-
-
-def session_serializer(api_token: str) -> URLSafeTimedSerializer:
-    """Signs session cookies with a key derived from API_TOKEN: every worker agrees, a new token logs all out."""
-    key = hmac.new(api_token.encode(), b"quorum dashboard session", hashlib.sha256).hexdigest()
-    return URLSafeTimedSerializer(key, salt="quorum-dashboard")
-
-
-def signed_in(expected: str) -> bool:
-    """Whether the request carries a valid, unexpired session cookie or the bearer token."""
-    cookie = request.cookies.get(COOKIE)
-    if cookie:
-        try:
-            session_serializer(expected).loads(cookie, max_age=SESSION_S)
-            return True
-        except BadSignature:
-            pass
-    return token_matches(expected, bearer_token())
-
-
-# Sign in and out
-
-
-@bp.get("/login")
-def login_page():
-    """The sign-in form; with `?token=` (the link the demo prints) sign in at once."""
-    token = request.args.get("token")
-    if token is not None:
-        return _sign_in(token)
-    if signed_in(current_app.config["QUORUM"].api_token):
-        return redirect(url_for(".live"), 303)
-    return render_template("login.html")
-
-
-@bp.post("/login")
-def login():
-    """Check the posted token."""
-    return _sign_in(request.form.get("token", ""))
-
-
-def _sign_in(given: str):
-    """Set the session cookie and go to the live page (the token leaves the address bar), or say no."""
-    config = current_app.config["QUORUM"]
-    if not token_matches(config.api_token, given):
-        return render_template("login.html", error="That is not the API token."), 401
-    response = redirect(url_for(".live"), 303)
-    response.set_cookie(COOKIE, session_serializer(config.api_token).dumps("operator"), max_age=SESSION_S,
-                        httponly=True, samesite="Lax", secure=urlsplit(config.public_url).scheme == "https")
-    return response
-
-
-@bp.post("/logout")
-def logout():
-    """Forget the session cookie."""
-    response = redirect(url_for(".login_page"), 303)
-    response.delete_cookie(COOKIE, httponly=True, samesite="Lax")
-    return response
-
-
-# Pages
-
-
-@bp.get("/")
-def live():
-    """Every active conference, updated in place by static/dashboard.js."""
-    return render_template("live.html", live=_live_data(), poll_ms=POLL_MS,
-                           minimum=current_app.config["QUORUM"].min_participants)
-
-
-@bp.get("/live.json")
-def live_data():
-    """What the live page shows, for its polling script."""
-    return jsonify(_live_data())
-
-
-@bp.get("/history")
-def history():
-    """Past and present conversations, newest first, paginated, filtered by room."""
-    conversations = all_conversations(_store(), _archive())
-    room = request.args.get("room") or None
-    shown = [c for c in conversations if room is None or c["room"] == room]
-    page = paginate(shown, request.args.get("page", 1, type=int))
-    return render_template("history.html", page=page, room=room, rooms=sorted({c["room"] for c in conversations}),
-                           rows=[conversation_facts(c) for c in page["items"]])
-
-
-@bp.get("/conversations/<conversation_id>")
-def conversation_page(conversation_id: str):
-    """One conversation: timeline picture, audio players, SNR and RT60 in plain words."""
-    record = find_conversation(_store(), _archive(), conversation_id) if valid_id(conversation_id) else None
-    if record is None:
-        abort(404)
-
-    def media_url(name: str) -> str:
-        """The URL of one of this conversation's media files."""
-        return url_for(".media", conversation_id=conversation_id, name=name)
-
-    return render_template("conversation.html", facts=conversation_facts(record), timeline=timeline_view(record),
-                           recordings=recordings_view(record, media_url), thresholds=THRESHOLDS)
-
-
-@bp.get("/conversations/<conversation_id>/media/<name>")
-def media(conversation_id: str, name: str):
-    """One archived media file, with range requests so players can seek; hostile names are 404."""
-    path = _archive().media_path(conversation_id, name)
-    if path is None:
-        abort(404)
-    return send_file(path, mimetype=MEDIA_TYPES[path.suffix[1:]], conditional=True)
-
-
-def _live_data() -> dict:
-    """Active conferences (oldest first), a one-line summary for screen readers, and when."""
-    now = time.time()
-    conferences = sorted((c for _, c in stored_conferences(_store()) if not c.ended),
-                         key=lambda c: (c.opened_at, c.room))
-    items = [{**live_conference(c, now),
-              "url": url_for(".conversation_page", conversation_id=c.conference_sid) if c.conference_sid else None}
-             for c in conferences]
-    return {"conferences": items, "summary": live_summary(items), "updated": clock(now)}
-
-
-def _store() -> StateStore:
-    """The app's state store."""
-    return current_app.extensions["quorum.store"]
-
-
-def _archive() -> Archive:
-    """The app's archive."""
-    return current_app.extensions["quorum.archive"]
-
-
-# View data (pure)
 
 
 def duration_words(seconds: float) -> str:
@@ -412,6 +228,6 @@ def paginate(items: list, page: int, per_page: int = PER_PAGE) -> dict:
     """One page of `items` (page clamped into range) and its neighbours."""
     pages = max(1, math.ceil(len(items) / per_page))
     page = min(max(1, page), pages)
-    start = (page - 1) * per_page
-    return {"items": items[start:start + per_page], "page": page, "pages": pages, "total": len(items),
-            "previous": page - 1 if page > 1 else None, "next": page + 1 if page < pages else None}
+    shown, more = page_of(items, page, per_page)
+    return {"items": shown, "page": page, "pages": pages, "total": len(items),
+            "previous": page - 1 if page > 1 else None, "next": page + 1 if more else None}

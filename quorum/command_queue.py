@@ -18,10 +18,10 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-import policy
-from keyed_workers import KeyedWorkers
-from recording_state import FAILED, GONE, UNSURE, Conference, StateStore
-from signalwire_gateway import READS_PER_CONFERENCE, Outcome, SignalWireGateway
+from quorum import policy
+from quorum.keyed_workers import KeyedWorkers
+from recording_state import ABANDONED, GONE, UNSURE, Conference, StateStore
+from quorum.gateway import READS_PER_CONFERENCE, Outcome, SignalWireGateway
 
 log = logging.getLogger("quorum.commands")
 
@@ -276,7 +276,7 @@ class CommandQueue:
             return lambda conf: policy.recording_created(conf, action.call_sid, result, now)
         # A retryable failure may or may not have taken effect: the recording is unsure, and whatever is
         # wanted next is sent again, even the old state. Never given up on while the conference is live.
-        state = {Outcome.OK: action.target, Outcome.GONE: GONE, Outcome.RETRY: UNSURE}.get(outcome, FAILED)
+        state = {Outcome.OK: action.target, Outcome.GONE: GONE, Outcome.RETRY: UNSURE}.get(outcome, ABANDONED)
         return lambda conf: policy.command_result(conf, action.recording_sid, state, now, action.target)
 
     def _read(self, room: str) -> None:

@@ -6,19 +6,17 @@ off (503): behind ngrok every request looks local, so there is no localhost exce
 
 from __future__ import annotations
 
-import time
-from typing import List, Optional
+from typing import Optional
 
 from flask import Blueprint, current_app, jsonify, request
 
-import conversation
-from archive import Archive, valid_id
-from auth import require_bearer
-from recording_state import StateStore, stored_conferences
+from console.auth import require_bearer
+from conversations.archive import valid_id
+from conversations.queries import all_conversations, find_conversation, page_of
+from conversations.record import STATUSES
 
 bp = Blueprint("conversations", __name__, url_prefix="/api")
 
-STATUSES = ("live", "processing", "ready", "failed")
 MAX_PER_PAGE = 100
 MAX_ID_LENGTH = 64
 
@@ -38,12 +36,12 @@ def list_conversations():
     page, per_page = _positive("page", 1), _positive("per_page", 20)
     if page is None or per_page is None or per_page > MAX_PER_PAGE:
         return _error(400, f"page and per_page must be whole numbers from 1 (per_page at most {MAX_PER_PAGE})")
-    room = request.args.get("room")
-    found = [c for c in all_conversations(_store(), _archive())
+    room, held = request.args.get("room"), current_app.extensions["quorum"]
+    found = [c for c in all_conversations(held.store, held.archive)
              if (room is None or c["room"] == room) and (status is None or c["status"] == status)]
-    start = (page - 1) * per_page
-    return jsonify(conversations=found[start:start + per_page], page=page, per_page=per_page, total=len(found),
-                   next_page=page + 1 if start + per_page < len(found) else None)
+    shown, more = page_of(found, page, per_page)
+    return jsonify(conversations=shown, page=page, per_page=per_page, total=len(found),
+                   next_page=page + 1 if more else None)
 
 
 @bp.get("/conversations/<conversation_id>")
@@ -51,27 +49,11 @@ def get_conversation(conversation_id: str):
     """One conversation by id (the ConferenceSid)."""
     if len(conversation_id) > MAX_ID_LENGTH:
         return _error(400, "conversation id too long")
-    found = find_conversation(_store(), _archive(), conversation_id) if valid_id(conversation_id) else None
+    held = current_app.extensions["quorum"]
+    found = find_conversation(held.store, held.archive, conversation_id) if valid_id(conversation_id) else None
     if found is None:
         return _error(404, "no such conversation")
     return jsonify(found)
-
-
-def all_conversations(store: StateStore, archive: Archive) -> List[dict]:
-    """Live and processing conversations from the store, then the archive's; newest first."""
-    now = time.time()
-    live = [conversation.record(conf, now) for _, conf in stored_conferences(store) if conf.conference_sid]
-    known = {c["id"] for c in live}
-    archived = [c for c in archive.all() if c.get("id") not in known]
-    return sorted(live + archived, key=lambda c: c.get("started_at") or "", reverse=True)
-
-
-def find_conversation(store: StateStore, archive: Archive, conversation_id: str) -> Optional[dict]:
-    """The conversation with this id, live or archived."""
-    for _, conf in stored_conferences(store):
-        if conf.conference_sid == conversation_id:
-            return conversation.record(conf, time.time())
-    return archive.find(conversation_id)
 
 
 def _positive(name: str, default: int) -> Optional[int]:
@@ -80,16 +62,6 @@ def _positive(name: str, default: int) -> Optional[int]:
     if raw is None:
         return default
     return int(raw) if raw.isascii() and raw.isdigit() and int(raw) > 0 else None
-
-
-def _store() -> StateStore:
-    """The app's state store."""
-    return current_app.extensions["quorum.store"]
-
-
-def _archive() -> Archive:
-    """The app's archive."""
-    return current_app.extensions["quorum.archive"]
 
 
 def _error(status: int, message: str):

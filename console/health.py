@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from auth import require_bearer
+from console.auth import require_bearer
 
 bp = Blueprint("operations", __name__)
 
@@ -12,7 +12,7 @@ bp = Blueprint("operations", __name__)
 @bp.get("/healthz")
 def healthz():
     """Liveness and a glance at load: store reachable, commands queued, live rooms (counted, never loaded)."""
-    store, commands = current_app.extensions["quorum.store"], current_app.extensions["quorum.commands"]
+    store, commands = current_app.extensions["quorum"].store, current_app.extensions["quorum"].commands
     if not store.ping():
         return jsonify(status="degraded", store="unreachable", queue_depth=commands.depth()), 503
     return jsonify(status="ok", store="ok", queue_depth=commands.depth(), conferences=store.count_rooms())
@@ -24,5 +24,5 @@ def metrics():
     refused = require_bearer("/metrics")
     if refused:
         return refused
-    body, content_type = current_app.extensions["quorum.metrics"].exposition()
+    body, content_type = current_app.extensions["quorum"].metrics.exposition()
     return Response(body, content_type=content_type)

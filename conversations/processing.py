@@ -18,11 +18,11 @@ from typing import Callable, Dict, Optional
 
 import requests
 
-import conversation
-from archive import Archive, valid_id
-from event_callbacks import EventSender
-from keyed_workers import KeyedWorkers
-from media_download import DownloadFailed, MediaSource
+from conversations import record as conversation
+from conversations.archive import Archive, valid_id
+from conversations.event_callbacks import EventSender
+from quorum.keyed_workers import KeyedWorkers
+from conversations.media_download import DownloadFailed, MediaSource
 from recording_state import GONE, PROCESSING, Conference, StateStore
 
 log = logging.getLogger("quorum.conversations")

@@ -17,7 +17,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 
 from config import READS_PER_CONFERENCE, Config
-from policy import Snapshot
+from quorum.policy import Snapshot
 from recording_state import PAUSED, RECORDING
 
 log = logging.getLogger("quorum.signalwire")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Optional, Tuple
 
-import policy
-from command_queue import CommandQueue
-from signalwire_gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
+from quorum import policy
+from quorum.command_queue import CommandQueue
+from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
 from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, parked_key,
                              stored_conferences)
 
@@ -19,6 +20,17 @@ log = logging.getLogger("quorum.controller")
 # Reconcile rounds a conference must stay unchanged before it is read once, to catch a callback SignalWire
 # gave up on: long enough that a busy conference is never read, short enough to bound the damage.
 QUIET_ROUNDS = 10
+
+
+class Decision(enum.StrEnum):
+    """What the controller did with a callback (the `X-Quorum-Outcome` header)."""
+
+    APPLIED = "applied"  # the state changed, or not, and no command is due
+    QUEUED = "queued"  # a command is due: the room was kicked
+    PROCESSING = "processing"  # the conference is over: handed to conversation processing
+    FORGOTTEN = "forgotten"  # nothing is left to track
+    STALE = "stale"  # a late callback for a finished conference or an archived recording
+    IGNORED = "ignored"  # an event kind Quorum does not act on
 
 
 @dataclass(frozen=True)
@@ -69,10 +81,10 @@ class RecordingController:
         """Remember who a call is until it joins its conference (join callbacks do not say)."""
         self._store.remember_call(call_sid, {"from": from_, "to": to})
 
-    def conference_event(self, event: ConferenceEvent) -> str:
+    def conference_event(self, event: ConferenceEvent) -> Decision:
         """Apply a conference or participant event; returns what happened, for logs and tests."""
         if self._store.is_retired(event.conference_sid):
-            return "stale"
+            return Decision.STALE
         caller = self._caller(event.call_sid) if event.kind in ("participant-join", "participant-leave") else None
         now = self._clock()
         displaced = {}
@@ -104,10 +116,10 @@ class RecordingController:
         if parked is not None and parked.status == PROCESSING:
             self._processor.submit(key)
 
-    def recording_event(self, event: RecordingEvent) -> str:
+    def recording_event(self, event: RecordingEvent) -> Decision:
         """Apply a recording status callback to the conference that holds the recording."""
         if self._store.is_retired(event.recording_sid):
-            return "stale"  # its conversation is archived: a late or retried callback
+            return Decision.STALE  # its conversation is archived: a late or retried callback
         key = event.room if event.status == "in-progress" else self._holder(event.room, event.recording_sid)
         sids, displaced = {}, {}
 
@@ -274,25 +286,25 @@ class RecordingController:
         """Once ended with every recording's end reported, the conference awaits processing."""
         return policy.to_processing(conf) if policy.finished(conf) else conf
 
-    def _after(self, room: str, result: Optional[Conference], what: str, conference_sid: Optional[str]) -> str:
+    def _after(self, room: str, result: Optional[Conference], what: str, conference_sid: Optional[str]) -> Decision:
         """Log the decision; queue a command or processing if one is due."""
         if result is None:
             if conference_sid:
                 self._store.retire(conference_sid)
             log.info("room=%s conference=%s %s action=forget", room, conference_sid, what)
-            return "forgotten"
+            return Decision.FORGOTTEN
         if result.status == PROCESSING:
             log.info("room=%s conference=%s %s action=process", room, result.conference_sid, what)
             self._processor.submit(room)
-            return "processing"
+            return Decision.PROCESSING
         action = policy.next_action(result)
         log.info("room=%s conference=%s %s present=%d wanted=%s action=%s%s", room, result.conference_sid, what,
                  len(result.present()), result.wanted, action.target if action else "none",
                  f" why={policy.why_read(result)}" if action and action.target == policy.RECOVER else "")
         if action:
             self._commands.kick(room)
-            return "queued"
-        return "applied"
+            return Decision.QUEUED
+        return Decision.APPLIED
 
 
 class Housekeeper(threading.Thread):

@@ -9,13 +9,13 @@ import re
 from email.utils import parsedate_to_datetime
 from typing import Mapping, Optional
 
+from config import valid_room
+
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # SignalWire's sids are UUIDs; Twilio-style ones (a two-letter kind and 32 hex digits) are accepted too.
 _SID = {kind: re.compile(rf"{_UUID}|{kind}[0-9a-fA-F]{{32}}") for kind in ("CF", "CA", "RE")}
-# A room is a dialed number (E.164) or a configured FriendlyName: one safe path segment, bounded.
-_ROOM = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 
-# (where, name) -> what it must be: sids by their kind, rooms by _ROOM.
+# (where, name) -> what it must be: sids by their kind, rooms by `config.valid_room`.
 _CHECKED = {
     ("form", "ConferenceSid"): "CF", ("form", "CallSid"): "CA", ("form", "RecordingSid"): "RE",
     ("form", "FriendlyName"): "room", ("query", "room"): "room", ("query", "call"): "CA",
@@ -25,11 +25,6 @@ _CHECKED = {
 def valid_sid(kind: str, value: str) -> bool:
     """Whether `value` is a sid of `kind` (CF conference, CA call, RE recording)."""
     return bool(_SID[kind].fullmatch(value))
-
-
-def valid_room(value: str) -> bool:
-    """Whether `value` is a usable room name (and so a safe key, URL value and directory name)."""
-    return bool(_ROOM.fullmatch(value)) and value not in (".", "..")
 
 
 def first_invalid(form: Mapping[str, str], query: Mapping[str, str]) -> Optional[str]:

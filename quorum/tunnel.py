@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Callable, Optional
 
 from config import Config
-from signalwire_gateway import Outcome, SignalWireGateway
+from quorum.gateway import Outcome, SignalWireGateway
 
 log = logging.getLogger("quorum.ngrok")
 

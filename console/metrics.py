@@ -23,7 +23,7 @@ REST_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 6.0, 12.0)
 class Metrics:
     """The app's instruments, registered in a registry of its own (one per app)."""
 
-    def __init__(self, store: StateStore, queue_depth: Callable[[], int]):
+    def __init__(self, store: StateStore):
         self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
         self.webhooks = Counter("quorum_webhooks", "Webhooks received, by route and outcome.",
@@ -33,8 +33,12 @@ class Metrics:
         self.rest_seconds = Histogram("quorum_rest_command_seconds", "SignalWire REST call latency.",
                                       ["kind"], buckets=REST_BUCKETS, registry=self.registry)
         self._webhook_children = {}
-        self._state = _StateCollector(store, queue_depth)
+        self._state = _StateCollector(store)
         self.registry.register(self._state)
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        """Report `depth()` as the command queue's depth (the queue is built after the gateway that reports here)."""
+        self._state.queue_depth = depth
 
     def observe_rest(self, kind: str, result: str, seconds: float) -> None:
         """Count and time one REST call (the gateway's observer)."""
@@ -73,15 +77,15 @@ def _outcome(status: int, outcome: Optional[str]) -> str:
 class _StateCollector:
     """Gauges computed from the store and the command queue when scraped."""
 
-    def __init__(self, store: StateStore, queue_depth: Callable[[], int]):
+    def __init__(self, store: StateStore):
         self._store = store
-        self._queue_depth = queue_depth
+        self.queue_depth: Callable[[], int] = lambda: 0
 
     def collect(self) -> Iterable:
         """Yield the gauges."""
         conferences = [conf for _, conf in stored_conferences(self._store)]
         yield GaugeMetricFamily("quorum_command_queue_depth", "Rooms waiting for or under a REST command "
-                                "(this process).", value=self._queue_depth())
+                                "(this process).", value=self.queue_depth())
         yield GaugeMetricFamily("quorum_active_conferences", "Conferences not yet ended.",
                                 value=sum(not c.ended for c in conferences))
         recordings = GaugeMetricFamily("quorum_recordings", "Recordings of live conferences by confirmed state.",

@@ -28,7 +28,8 @@ from typing import Callable, List, Optional, Protocol, Tuple
 
 import requests
 
-from policy import Action
+from conversations.record import iso
+from quorum.policy import Action
 from recording_state import PAUSED, RECORDING, Conference
 
 log = logging.getLogger("quorum.events")
@@ -43,7 +44,7 @@ def recording_change(conf: Conference, action: Action, at: float) -> Optional[Tu
         return None
     kind = "recording.paused" if action.target == PAUSED else "recording.resumed"
     data = {"conversation_id": conf.conference_sid, "room": conf.room, "recording_sid": action.recording_sid,
-            "at": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds"),
+            "at": iso(at),
             "participants": len(conf.present())}
     return kind, f"{conf.conference_sid}.{action.recording_sid}.{action.target}.{at:.3f}", data
 

@@ -1,0 +1,2 @@
+"""What operators read: the dashboard (its templates/ and static/), the conversations API, /healthz, /metrics
+and request logs."""

@@ -1,0 +1,110 @@
+"""The operator's dashboard: live conferences (`GET /`), conversation pages and history.
+
+Same API_TOKEN as the API: sign in with the form or a `/login?token=...` link, which sets a
+signed, HttpOnly, SameSite=Lax cookie (Secure when PUBLIC_URL is https); every route also
+takes `Authorization: Bearer`. With API_TOKEN unset every page answers 503 saying how to
+turn it on. Behind ngrok every request looks local, so there is no localhost exception.
+Sign-in is in console/signin.py; the view data, as pure functions, in console/views.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file, url_for
+
+from console import signin
+from console.views import (MEDIA_TYPES, THRESHOLDS, clock, conversation_facts, live_conference, live_summary, paginate,
+                           recordings_view, timeline_view)
+from conversations.archive import valid_id
+from conversations.queries import all_conversations, find_conversation
+from recording_state import stored_conferences
+
+bp = Blueprint("dashboard", __name__)
+bp.before_request(signin.gate)
+bp.add_url_rule("/login", view_func=signin.login_page, methods=["GET"])
+bp.add_url_rule("/login", view_func=signin.login, methods=["POST"])
+bp.add_url_rule("/logout", view_func=signin.logout, methods=["POST"])
+
+POLL_MS = 1500
+# Only our own files: no inline script or style, nothing framed, forms post only here.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+@bp.after_request
+def harden(response):
+    """No framing, no foreign code, no token in a Referer; pages are never cached."""
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "private, no-cache" if request.endpoint == "dashboard.media" else "no-store"
+    return response
+
+
+# Pages
+
+
+@bp.get("/")
+def live():
+    """Every active conference, updated in place by static/dashboard.js."""
+    return render_template("live.html", live=_live_data(), poll_ms=POLL_MS,
+                           minimum=current_app.config["QUORUM"].min_participants)
+
+
+@bp.get("/live.json")
+def live_data():
+    """What the live page shows, for its polling script."""
+    return jsonify(_live_data())
+
+
+@bp.get("/history")
+def history():
+    """Past and present conversations, newest first, paginated, filtered by room."""
+    conversations = all_conversations(*_store_and_archive())
+    room = request.args.get("room") or None
+    shown = [c for c in conversations if room is None or c["room"] == room]
+    page = paginate(shown, request.args.get("page", 1, type=int))
+    return render_template("history.html", page=page, room=room, rooms=sorted({c["room"] for c in conversations}),
+                           rows=[conversation_facts(c) for c in page["items"]])
+
+
+@bp.get("/conversations/<conversation_id>")
+def conversation_page(conversation_id: str):
+    """One conversation: timeline picture, audio players, SNR and RT60 in plain words."""
+    record = find_conversation(*_store_and_archive(), conversation_id) if valid_id(conversation_id) else None
+    if record is None:
+        abort(404)
+
+    def media_url(name: str) -> str:
+        """The URL of one of this conversation's media files."""
+        return url_for(".media", conversation_id=conversation_id, name=name)
+
+    return render_template("conversation.html", facts=conversation_facts(record), timeline=timeline_view(record),
+                           recordings=recordings_view(record, media_url), thresholds=THRESHOLDS)
+
+
+@bp.get("/conversations/<conversation_id>/media/<name>")
+def media(conversation_id: str, name: str):
+    """One archived media file, with range requests so players can seek; hostile names are 404."""
+    path = current_app.extensions["quorum"].archive.media_path(conversation_id, name)
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype=MEDIA_TYPES[path.suffix[1:]], conditional=True)
+
+
+def _live_data() -> dict:
+    """Active conferences (oldest first), a one-line summary for screen readers, and when."""
+    now = time.time()
+    conferences = sorted((c for _, c in stored_conferences(current_app.extensions["quorum"].store) if not c.ended),
+                         key=lambda c: (c.opened_at, c.room))
+    items = [{**live_conference(c, now),
+              "url": url_for(".conversation_page", conversation_id=c.conference_sid) if c.conference_sid else None}
+             for c in conferences]
+    return {"conferences": items, "summary": live_summary(items), "updated": clock(now)}
+
+
+def _store_and_archive() -> tuple:
+    """The app's state store and archive, which the conversation queries read."""
+    held = current_app.extensions["quorum"]
+    return held.store, held.archive

@@ -1,0 +1,1 @@
+"""Finished conversations: the record, download and analysis, the archive and event callbacks."""

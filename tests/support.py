@@ -1,0 +1,112 @@
+"""Test helpers: settings, fake sids and forms, SignalWire's signature, and the signed-callback driver."""
+
+import base64
+import hashlib
+import hmac
+import io
+import re
+import socket
+import tempfile
+import time
+import uuid
+import wave
+from email.utils import formatdate
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import numpy as np
+
+from app import services
+from config import Config
+
+PROJECT = "6f2bb3a8-0d1c-4a59-9b6f-3c1e0f6a7b21"
+SIGNING_KEY = "PSK_test_signing_key"
+PUBLIC_URL = "https://quorum.example.com"
+API_BASE = f"https://example.signalwire.com/2010-04-01/Accounts/{PROJECT}"
+RECORDING_UPDATE = re.compile(rf"{re.escape(API_BASE)}/Conferences/[^/]+/Recordings/[^/]+\.json")
+MEDIA_BASE = "https://example.signalwire.com/recordings/"
+# Archives of apps made by make_config; conftest removes it when the session ends.
+RECORDINGS_ROOT = tempfile.mkdtemp(prefix="quorum-test-recordings-")
+
+
+def wav_bytes(seconds: float = 2.0, rate: int = 8000, seed: int = 0) -> bytes:
+    """A mono 16-bit WAV of a warbling tone in light noise, as a recording download."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    signal = 0.3 * np.sin(2 * np.pi * (220 + 30 * np.sin(2 * np.pi * 3 * t)) * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    samples = np.clip(signal + 0.01 * rng.standard_normal(t.size), -1, 1)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes((samples * 32767).astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def sid(label: str) -> str:
+    """A fake SignalWire sid (a UUID) named by a short label; labels sort as their sids do."""
+    digits = label.encode().hex().ljust(32, "0")
+    if len(digits) > 32:
+        raise ValueError(f"sid label too long: {label!r}")
+    return str(uuid.UUID(digits))
+
+
+def conference_form(event: str, conference: str, room: str, call: str | None = None, at: float | None = None) -> dict:
+    """A conference status callback as SignalWire sends it, Timestamp included (default: now)."""
+    form = {"AccountSid": PROJECT, "ConferenceSid": conference, "FriendlyName": room, "StatusCallbackEvent": event,
+            "Timestamp": formatdate(time.time() if at is None else at, usegmt=True)}
+    if call:
+        form["CallSid"] = call
+    return form
+
+
+def make_config(**overrides) -> Config:
+    """A valid Config for tests, with fields overridden."""
+    values = dict(
+        signalwire_project_id=PROJECT, signalwire_api_token="PTtoken", signalwire_space_url="example.signalwire.com",
+        signalwire_signing_key=SIGNING_KEY, public_url=PUBLIC_URL, end_grace_s=60.0,
+        recordings_dir=tempfile.mkdtemp(dir=RECORDINGS_ROOT),
+    )
+    values.update(overrides)
+    return Config(**values)
+
+
+def sign(url: str, form: dict, key: str = SIGNING_KEY) -> str:
+    """SignalWire's signature, computed here from its definition rather than with the SDK."""
+    payload = url + "".join(k + v for k, v in sorted(form.items()))
+    return base64.b64encode(hmac.new(key.encode(), payload.encode(), hashlib.sha1).digest()).decode()
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def recording_updates(fake):
+    """The (path, form) of each recording update the SDK sent."""
+    return [(urlsplit(call.request.url).path, {k: v[0] for k, v in parse_qs(call.request.body).items()})
+            for call in fake.calls if RECORDING_UPDATE.fullmatch(call.request.url)]
+
+
+class SignedCallbacks:
+    """Posts forms to one app as SignalWire does, signed for the public URL, and waits on what they cause."""
+
+    def __init__(self, app, client=None):
+        self.app = app
+        self.client = client if client is not None else app.test_client()
+
+    def post(self, path, form, query=None, public_url=PUBLIC_URL, header="X-SignalWire-Signature", **kwargs):
+        """POST `form` to `path` (`query`: a dict or an encoded string), signed for `public_url`."""
+        query_string = urlencode(query) if isinstance(query, dict) else (query or "")
+        target = path + (f"?{query_string}" if query_string else "")
+        return self.client.post(target, data=form, headers={header: sign(public_url + target, form)}, **kwargs)
+
+    def settle(self, timeout: float = 10) -> None:
+        """Wait until every command, read and retry the callbacks caused is done."""
+        assert services(self.app).commands.wait_idle(timeout)
+
+    def state(self, room: str):
+        """The room's stored conference."""
+        return services(self.app).store.get(room)
