@@ -1,6 +1,7 @@
 """The dashboard through Flask's test client: auth matrix, pages with the right data, media, and
 the pure view-data functions (timeline geometry, plain-words readings, pagination)."""
 
+import time
 from email.utils import formatdate
 from html.parser import HTMLParser
 from pathlib import Path
@@ -214,7 +215,8 @@ def test_live_page_follows_a_conference_from_recording_to_paused(app, operator):
     page = operator.get("/").get_data(as_text=True)
     assert f'data-room="{ROOM}" data-state="recording"' in page and GUEST in page
 
-    callback(phone, "/voice/conference-status", **conference, StatusCallbackEvent="participant-leave", CallSid=CA2)
+    later = {**conference, "Timestamp": formatdate(time.time() + 1, usegmt=True)}  # not the join's second
+    callback(phone, "/voice/conference-status", **later, StatusCallbackEvent="participant-leave", CallSid=CA2)
     assert commands.wait_idle(10)  # Quorum pauses the recording through the (faked) REST API
     data = operator.get("/live.json").get_json()
     (live,) = data["conferences"]
