@@ -41,6 +41,7 @@ class Balancer:
     def __init__(self, seed: int = 0):
         self.backends: List[str] = []
         self.sent = {}  # backend -> requests forwarded
+        self.failures: List[Tuple[float, str, str]] = []  # (when, backend, error) of each 502
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._session = requests.Session()
@@ -65,11 +66,15 @@ class Balancer:
                 return Response("no backend", status=503)
             backend = self._rng.choice(self.backends)
             self.sent[backend] = self.sent.get(backend, 0) + 1
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        # A connection per request, as nginx does by default: a kept-alive one can be closed by gunicorn's
+        # keepalive timer just as a request is written to it, a 502 that says nothing about the backend.
+        headers = {**{k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}, "Connection": "close"}
         try:
             answer = self._session.request(request.method, f"{backend}/{path}", params=request.query_string,
                                            data=request.get_data(), headers=headers, timeout=10)
-        except requests.RequestException:
+        except requests.RequestException as error:
+            with self._lock:
+                self.failures.append((time.time(), backend, type(error).__name__))
             return Response("backend unreachable", status=502)
         kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
         return Response(answer.content, status=answer.status_code, headers=kept)
@@ -134,8 +139,9 @@ class GunicornWorker(QuorumProcess):
     """`gunicorn 'app:create_app()'` with one worker, as production runs it; its master respawns a killed worker."""
 
     def _command(self, log_dir: Path) -> Tuple[List[str], Path]:
-        """gunicorn reads the repository's gunicorn.conf.py from its working directory."""
-        return [GUNICORN, "app:create_app()"], ROOT
+        """gunicorn reads the repository's gunicorn.conf.py from its working directory; each master gets a
+        control socket of its own (the default one, in $HOME, is shared by every gunicorn of the user)."""
+        return [GUNICORN, "--control-socket", str(self.log_path.with_suffix(".ctl")), "app:create_app()"], ROOT
 
     def worker_pid(self) -> Optional[int]:
         """The master's current worker, if it has one."""
@@ -234,7 +240,7 @@ class Cluster:
         self.log.expected.append(f"Worker (pid:{pid}) was sent SIGKILL!")
         victim.wait_replaced(pid)
         self.balancer.backends.append(victim.url)
-        self.kills.append({"pid": pid, "at": killed_at, "back_at": time.time()})
+        self.kills.append({"pid": pid, "backend": victim.url, "at": killed_at, "back_at": time.time()})
 
     def flush(self) -> int:
         """FLUSHDB of Quorum's database while conferences are live; returns how many keys it held."""
