@@ -1,26 +1,38 @@
-"""Several real Quorum processes behind a random load balancer, for scale-out and restart tests."""
+"""Several real Quorum processes behind a random load balancer, for scale-out, restart and fault-drill tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import Iterator, List, Optional, Tuple
+from urllib.parse import urlsplit, urlunsplit
 
+import redis
 import requests
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
+from emulator.faults import Faults
+from emulator.server import Emulator, QuietHandler
+from quorum.controller import QUIET_ROUNDS
+from quorum.redis_store import RedisStore
 from support import free_port
-from emulator.server import QuietHandler
 
 ROOT = Path(__file__).resolve().parents[1]
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+DRILL_DB = 5  # the drill's Redis database: its FLUSHDB must not wipe other tests' keys
 
 
 class Balancer:
@@ -29,6 +41,7 @@ class Balancer:
     def __init__(self, seed: int = 0):
         self.backends: List[str] = []
         self.sent = {}  # backend -> requests forwarded
+        self.failures: List[Tuple[float, str, str]] = []  # (when, backend, error) of each 502
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._session = requests.Session()
@@ -53,11 +66,15 @@ class Balancer:
                 return Response("no backend", status=503)
             backend = self._rng.choice(self.backends)
             self.sent[backend] = self.sent.get(backend, 0) + 1
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        # A connection per request, as nginx does by default: a kept-alive one can be closed by gunicorn's
+        # keepalive timer just as a request is written to it, a 502 that says nothing about the backend.
+        headers = {**{k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}, "Connection": "close"}
         try:
             answer = self._session.request(request.method, f"{backend}/{path}", params=request.query_string,
                                            data=request.get_data(), headers=headers, timeout=10)
-        except requests.RequestException:
+        except requests.RequestException as error:
+            with self._lock:
+                self.failures.append((time.time(), backend, type(error).__name__))
             return Response("backend unreachable", status=502)
         kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
         return Response(answer.content, status=answer.status_code, headers=kept)
@@ -71,10 +88,14 @@ class QuorumProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{name}.log"
         full_env = {**os.environ, **env, "PORT": str(self.port)}
+        command, cwd = self._command(log_dir)
         with open(self.log_path, "w") as log:
-            self._process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=log_dir, env=full_env,
-                                             stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
         self._wait_healthy()
+
+    def _command(self, log_dir: Path) -> Tuple[List[str], Path]:
+        """The command line and its working directory."""
+        return [sys.executable, str(ROOT / "app.py")], log_dir
 
     def _wait_healthy(self, seconds: float = 60) -> None:
         """Until /healthz answers 200."""
@@ -112,3 +133,155 @@ class QuorumProcess:
     def log(self) -> str:
         """Everything the process wrote."""
         return self.log_path.read_text()
+
+
+class GunicornWorker(QuorumProcess):
+    """`gunicorn 'app:create_app()'` with one worker, as production runs it; its master respawns a killed worker."""
+
+    def _command(self, log_dir: Path) -> Tuple[List[str], Path]:
+        """gunicorn reads the repository's gunicorn.conf.py from its working directory; each master gets a
+        control socket of its own (the default one, in $HOME, is shared by every gunicorn of the user)."""
+        return [GUNICORN, "--control-socket", str(self.log_path.with_suffix(".ctl")), "app:create_app()"], ROOT
+
+    def worker_pid(self) -> Optional[int]:
+        """The master's current worker, if it has one."""
+        master = self._process.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return int(children[0]) if children else None
+
+    def kill_worker(self) -> int:
+        """SIGKILL the worker, not the master; returns the killed pid."""
+        pid = self.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def wait_replaced(self, killed: int, seconds: float = 60) -> None:
+        """Until the master has started a new worker and it serves /healthz."""
+        deadline = time.monotonic() + seconds
+        while self.worker_pid() in (None, killed):
+            if time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not replace its killed worker")
+            time.sleep(0.05)
+        self._wait_healthy(max(1.0, deadline - time.monotonic()))
+
+
+class LogFiles:
+    """The WARNING and ERROR lines of the workers' logs (app and gunicorn), like e2e_support.LogCapture."""
+
+    ERROR = re.compile(r" ERROR |\[ERROR\]|Traceback")
+    WARNING = re.compile(r" WARNING |\[WARNING\]")
+
+    def __init__(self, workers: List[QuorumProcess]):
+        self._workers = workers
+        self.expected: List[str] = []  # error lines the drill itself caused (its SIGKILLs)
+
+    def lines(self) -> List[str]:
+        """Every line every worker wrote."""
+        return [line for worker in self._workers for line in worker.log().splitlines()]
+
+    def errors(self) -> List[str]:
+        """ERROR lines and tracebacks, but for the expected ones."""
+        return [line for line in self.lines() if self.ERROR.search(line)
+                and not any(expected in line for expected in self.expected)]
+
+    def warnings(self) -> int:
+        """How many WARNING lines were written."""
+        return sum(bool(self.WARNING.search(line)) for line in self.lines())
+
+
+@dataclass
+class Cluster:
+    """The emulator, the balancer and gunicorn workers on one Redis database; the drill's `Stack` interface."""
+
+    emulator: Emulator
+    balancer: Balancer
+    workers: List[GunicornWorker]
+    store: RedisStore
+    redis: redis.Redis
+    log: LogFiles
+    reconcile_s: float
+    kills: List[dict] = field(default_factory=list)
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Until callbacks are delivered, every worker's queue is empty, and the reconciler had the rounds it
+        needs to act (QUIET_ROUNDS and more) without any REST request but its list: retry timers live
+        inside the workers, where /healthz does not show them."""
+        quiet_s = max(2.0, (QUIET_ROUNDS + 1.5) * self.reconcile_s)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.emulator.settle(max(0.0, deadline - time.monotonic())) and self._queues_empty()
+                    and time.time() - self._last_rest_work() >= quiet_s):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def _queues_empty(self) -> bool:
+        """Whether every worker answers /healthz with nothing queued."""
+        return all(worker.healthz()["queue_depth"] == 0 for worker in self.workers)
+
+    def _last_rest_work(self) -> float:
+        """When the emulator last answered a REST request other than the reconciler's list of conferences."""
+        calls = self.emulator.rest_log.calls
+        return next((call.at for call in reversed(list(calls)) if not is_conference_list(call.path)), 0.0)
+
+    def wait_for_empty_store(self, timeout: float) -> bool:
+        """Wait until Quorum holds no room (ended conferences processed and forgotten)."""
+        deadline = time.monotonic() + timeout
+        while self.store.rooms() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.store.rooms()
+
+    def kill_worker(self, index: int = 0) -> None:
+        """SIGKILL one worker; the balancer's health check drops it until its master has started another."""
+        victim = self.workers[index]
+        pid = victim.kill_worker()
+        self.balancer.backends.remove(victim.url)
+        killed_at = time.time()  # nothing sent from now on reaches the victim
+        self.log.expected.append(f"Worker (pid:{pid}) was sent SIGKILL!")
+        victim.wait_replaced(pid)
+        self.balancer.backends.append(victim.url)
+        self.kills.append({"pid": pid, "backend": victim.url, "at": killed_at, "back_at": time.time()})
+
+    def flush(self) -> int:
+        """FLUSHDB of Quorum's database while conferences are live; returns how many keys it held."""
+        keys = self.redis.dbsize()
+        self.redis.flushdb()
+        return keys
+
+
+def is_conference_list(path: str) -> bool:
+    """Whether a REST path is the list of conferences (the reconciler's one request per round)."""
+    return path.endswith("/Conferences") or path.endswith("/Conferences.json")
+
+
+@contextlib.contextmanager
+def quorum_cluster(redis_url: str, log_dir: Path, faults: Faults, numbers: List[str], *, workers: int = 2,
+                   reconcile_s: float = 1.0, seed: int = 0, **settings: str) -> Iterator[Cluster]:
+    """Emulator + balancer + `workers` gunicorn workers on a Redis database of their own (DRILL_DB, so a
+    FLUSHDB wipes only theirs); `settings` are further environment variables. Everything stopped on exit."""
+    url = urlunsplit(urlsplit(redis_url)._replace(path=f"/{DRILL_DB}"))
+    namespace = f"drill{uuid.uuid4().hex[:8]}"
+    emulator = Emulator(faults=faults, seed=seed).start()
+    balancer = Balancer(seed=seed).__enter__()
+    env = {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
+           "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
+           "SIGNALWIRE_API_URL": emulator.url, "PUBLIC_URL": balancer.url, "USE_NGROK": "false",
+           "REDIS_URL": url, "REDIS_NAMESPACE": namespace, "RECONCILE_INTERVAL_S": str(reconcile_s),
+           "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO", "RECORDINGS_DIR": str(log_dir / "recordings"), **settings}
+    started: List[GunicornWorker] = []
+    client = redis.Redis.from_url(url)
+    try:
+        with ThreadPoolExecutor(workers) as boot:  # the workers boot side by side
+            for future in [boot.submit(GunicornWorker, env, log_dir, f"worker-{i}") for i in range(workers)]:
+                started.append(future.result())
+        balancer.backends.extend(worker.url for worker in started)
+        for number in numbers:
+            emulator.add_number(number, f"{balancer.url}/voice/inbound")
+        yield Cluster(emulator, balancer, started, RedisStore.from_url(url, namespace, 1), client,
+                      LogFiles(started), reconcile_s)
+    finally:
+        for worker in started:
+            worker.stop()
+        balancer.__exit__()
+        emulator.stop()
+        client.flushdb()
