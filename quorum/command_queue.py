@@ -285,13 +285,13 @@ class CommandQueue:
         if conf is None or conf.ended or conf.conference_sid is None or not (policy.needs_recovery(conf)
                                                                               or conf.recheck):
             return
+        self.reads.take_budget(READS_PER_CONFERENCE)  # before the lock: waiting must not outlast its expiry
         token = self._store.try_lock(f"read:{room}", self._lock_ttl_s)
         if token is None:
             return  # another process is reading it now
         try:
-            urgent = policy.needs_recovery(conf)
-            self.reads.take_budget(READS_PER_CONFERENCE)
             conf = self._store.get(room) or conf
+            urgent = policy.needs_recovery(conf)
             start = policy.read_start(conf)
             outcome, snapshot = self._gateway.read_conference(conf.conference_sid)
             change = self._read_change(room, outcome, snapshot, start, urgent)
