@@ -52,6 +52,12 @@ def sdk(emulator: Emulator, token: str = "") -> Client:
     return client
 
 
+def conference_recording(emulator, host):
+    """The SDK handle of the room's conference recording, in the conference `host` is in."""
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    return sdk(emulator).conferences(host.conference_sid).recordings(sid)
+
+
 def two_callers(emulator: Emulator):
     """Host and guest dial in; returns both calls once the recording has started."""
     host = emulator.dial(ROOM, "+15551110001", "host")
@@ -445,8 +451,7 @@ def test_update_answer_knob_says_queued_like_the_doc_example(sink, queued):
 def test_resumed_status_knob(sink, resumed):
     with started_emulator(sink, Behaviour(resumed_status=resumed)) as emulator:
         host, guest = two_callers(emulator)
-        sid = emulator.conferences(ROOM)[0].recording_sids[0]
-        recording = sdk(emulator).conferences(host.conference_sid).recordings(sid)
+        recording = conference_recording(emulator, host)
         recording.update(status="paused")
         recording.update(status="in-progress")
         assert recording.fetch().status == resumed
@@ -459,8 +464,7 @@ def test_resumed_status_knob(sink, resumed):
 def test_stopped_status_knob(sink, stopped):
     with started_emulator(sink, Behaviour(stopped_status=stopped)) as emulator:
         host, guest = two_callers(emulator)
-        sid = emulator.conferences(ROOM)[0].recording_sids[0]
-        recording = sdk(emulator).conferences(host.conference_sid).recordings(sid)
+        recording = conference_recording(emulator, host)
         time.sleep(0.1)
         recording.update(status="stopped")
         assert emulator.settle()
@@ -480,11 +484,10 @@ def test_behaviour_refuses_undocumented_values():
 
 def test_pause_behavior_applies_to_paused_only(emulator):
     host, guest = two_callers(emulator)
-    sid = emulator.conferences(ROOM)[0].recording_sids[0]
-    recording = sdk(emulator).conferences(host.conference_sid).recordings(sid)
+    recording = conference_recording(emulator, host)
     recording.update(status="in-progress", pause_behavior="skip")
     recording.update(status="paused")
-    (_, paused) = emulator.recording(sid).timeline.spans
+    (_, paused) = emulator.recording(emulator.conferences(ROOM)[0].recording_sids[0]).timeline.spans
     assert paused.behavior == "silence"  # UpdateConferenceRecordingRequest: "Default is `silence`"
     hang_up(emulator, host, guest)
 
