@@ -103,10 +103,8 @@ class ReadQueue:
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
-        self._threads = [threading.Thread(target=self._serve, name=f"quorum-read-{i}", daemon=True)
-                         for i in range(readers)]
-        for thread in self._threads:
-            thread.start()
+        for i in range(readers):
+            threading.Thread(target=self._serve, name=f"quorum-read-{i}", daemon=True).start()
 
     def request(self, room: str, urgent: bool) -> None:
         """Read `room` soon; a room already queued is queued once, at the higher priority."""
@@ -220,7 +218,7 @@ class CommandQueue:
         """Send commands until the room's recordings match the wanted state, or hand over to the read path."""
         while (action := policy.next_action(self._store.get(room))) is not None:
             if action.target == policy.RECOVER:
-                self.reads.request(room, action.urgent)
+                self.read(room, action.urgent)
                 return
             token = self._store.try_lock(f"room:{room}", self._lock_ttl_s)
             if token is None:  # another process is acting on this room; look again shortly
@@ -281,16 +279,16 @@ class CommandQueue:
 
     def _read(self, room: str) -> None:
         """On the read path: read the room's conference if it still needs it, merge, then kick commands."""
-        conf = self._store.get(room)
-        if conf is None or conf.ended or conf.conference_sid is None or not (policy.needs_recovery(conf)
-                                                                              or conf.recheck):
+        if not _wants_read(self._store.get(room)):
             return
         self.reads.take_budget(READS_PER_CONFERENCE)  # before the lock: waiting must not outlast its expiry
         token = self._store.try_lock(f"read:{room}", self._lock_ttl_s)
         if token is None:
             return  # another process is reading it now
         try:
-            conf = self._store.get(room) or conf
+            conf = self._store.get(room)
+            if not _wants_read(conf):
+                return  # a read that landed while this one waited for its budget settled it
             urgent = policy.needs_recovery(conf)
             start = policy.read_start(conf)
             outcome, snapshot = self._gateway.read_conference(conf.conference_sid)
@@ -317,6 +315,12 @@ class CommandQueue:
                 return lambda conf: conf
         self._succeeded(room)
         return policy.assume_verified  # the API will not tell us: go on with what the callbacks said
+
+
+def _wants_read(conf: Optional[Conference]) -> bool:
+    """Whether a live conference still needs a REST read: something unknown, or a confirmation asked for."""
+    return (conf is not None and not conf.ended and conf.conference_sid is not None
+            and (policy.needs_recovery(conf) or conf.recheck))
 
 
 def _for_conference(action: policy.Action, change: Callable) -> Callable:
