@@ -22,10 +22,13 @@ class KeyedWorkers:
         self._idle = threading.Condition(self._lock)
         self._active: Set[str] = set()
         self._again: Set[str] = set()
+        self._closed = False
 
     def submit(self, key: str) -> None:
         """Run `work(key)` soon; never blocks on the work itself."""
         with self._lock:
+            if self._closed:
+                return  # shutting down: work that lands now (a late read's kick) has nothing to run on
             if key in self._active:
                 self._again.add(key)
                 return
@@ -44,6 +47,8 @@ class KeyedWorkers:
 
     def shutdown(self) -> None:
         """Stop taking work and let what runs finish."""
+        with self._lock:
+            self._closed = True
         self._pool.shutdown(wait=True)
 
     def _run(self, key: str) -> None:

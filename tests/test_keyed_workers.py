@@ -37,3 +37,12 @@ def test_a_crash_is_logged_and_frees_the_key(caplog):
     assert workers.wait_idle(5) and workers.depth() == 0
     workers.shutdown()
     assert "test: work on room crashed" in caplog.text
+
+
+def test_a_submit_after_shutdown_is_dropped_not_raised():
+    """A read that lands while the app shuts down still kicks its room: nothing is left to run it."""
+    ran = []
+    workers = KeyedWorkers(ran.append, 1, "t")
+    workers.shutdown()
+    workers.submit("room")
+    assert ran == [] and workers.depth() == 0
