@@ -69,8 +69,7 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     """Wire every part once; `client` (the SignalWire SDK client) and `store` default from `config`."""
     store = store if store is not None else build_store(config)
     metrics = Metrics(store)
-    gateway = SignalWireGateway(client if client is not None else build_client(config), config.pause_behavior,
-                                observe=metrics.observe_rest)
+    gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest)
     archive = Archive(Path(config.recordings_dir))
     events = EventSender(config.event_callback_url, config.event_callback_secret, build_outbox(config),
                          workers=config.event_callback_concurrency,
@@ -80,12 +79,13 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media)
     # The lock outlives the longest action (a read of three requests, each with connect and read timeouts),
     # so two processes never command one room at once.
-    commands = CommandQueue(store, gateway, config.min_participants, lock_ttl_s=6 * config.signalwire_timeout_s + 5,
+    commands = CommandQueue(store, gateway, lock_ttl_s=6 * config.signalwire_timeout_s + 5,
                             recording_callback=lambda room, call: laml.recording_callback_url(config.public_url, room, call),
-                            on_done=events.announce if events else lambda conf, action: None,
+                            announce_url=lambda room: laml.announce_url(config.public_url, room),
+                            on_done=events.notify if events else lambda conf, action: None,
                             workers=config.signalwire_concurrency, reads_per_s=config.reconcile_max_reads_per_s)
     metrics.watch_queue(commands.depth)
-    controller = RecordingController(store, commands, processor, config.min_participants, config.end_grace_s,
+    controller = RecordingController(store, commands, processor, config.rule_for, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller, gateway=gateway)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
                               reconcile_s=config.reconcile_interval_s)
@@ -180,7 +180,7 @@ def main() -> None:
     if config.use_ngrok:
         from quorum import tunnel as ngrok_tunnel
 
-        config = ngrok_tunnel.expose(config, SignalWireGateway(client, config.pause_behavior))
+        config = ngrok_tunnel.expose(config, SignalWireGateway(client))
     app = create_app(config, client=client)
     log.info("voice webhook: %s/voice/inbound", config.public_url)
     try:

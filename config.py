@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields
-from typing import Callable, Mapping, Optional
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
 PAUSE_BEHAVIORS = ("skip", "silence")
@@ -16,11 +17,39 @@ PARTICIPANT_RECORDING_CHOICES = ("off", "inbound")
 READS_PER_CONFERENCE = 2  # GETs in one conference read: its participants and its recordings
 # A room is a dialed number (E.164) or a configured FriendlyName: one safe path segment, bounded.
 _ROOM = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+ANNOUNCEMENT_MAX_CHARS = 500  # a sentence or two: <Say> reads it to everyone on every start and resume
 
 
 def valid_room(value: str) -> bool:
     """Whether `value` is a usable room name (and so a safe key, URL value and directory name)."""
     return bool(_ROOM.fullmatch(value)) and value not in (".", "..")
+
+
+def numbers_in(value: str) -> tuple:
+    """The numbers of a comma list, stripped, empties dropped."""
+    return tuple(n.strip() for n in value.split(",") if n.strip())
+
+
+@dataclass(frozen=True)
+class RoomRule:
+    """What one room records by: the global settings, or its table in ROOM_RULES_FILE."""
+
+    min_participants: int = 2
+    pause_behavior: str = "skip"
+    record_participants: str = "all"
+    host_numbers: tuple = ()  # E.164; when set, a quorum needs at least one host on the line
+    recording_announcement: str = ""  # played to everyone each time the recording starts or resumes
+    hold_counts_as_present: bool = False
+
+    def records(self, number: str) -> bool:
+        """Whether RECORD_PARTICIPANTS picks this caller (PARTICIPANT_RECORDING decides whether anyone is)."""
+        return self.record_participants.strip().lower() == "all" or number.strip() in numbers_in(
+            self.record_participants)
+
+    def is_host(self, number: str) -> bool:
+        """Whether a caller from `number` is a host of this room."""
+        return number.strip() in self.host_numbers
 
 
 class ConfigError(ValueError):
@@ -47,6 +76,10 @@ class Config:
     port: int = 5000
     min_participants: int = 2
     pause_behavior: str = "skip"
+    hold_counts_as_present: bool = False
+    host_numbers: str = ""
+    recording_announcement: str = ""
+    room_rules_file: Optional[str] = None
     conference_room: str = PER_NUMBER
     trim: str = "do-not-trim"
     validate_signatures: bool = True
@@ -68,19 +101,27 @@ class Config:
     reconcile_max_reads_per_s: int = 5
     event_max_age_s: float = 900.0
     max_recording_mb: int = 240
+    # Built from the settings above (and ROOM_RULES_FILE) once, at construction.
+    rules: Dict[str, RoomRule] = field(default_factory=dict, init=False, repr=False, compare=False)
+    default_rule: RoomRule = field(default=RoomRule(), init=False, repr=False, compare=False)
 
-    def records_caller(self, number: str) -> bool:
-        """Whether a caller gets a recording of their own (PARTICIPANT_RECORDING, RECORD_PARTICIPANTS)."""
-        if self.participant_recording == "off":
-            return False
-        if self.record_participants.strip().lower() == "all":
-            return True
-        return number.strip() in {n.strip() for n in self.record_participants.split(",") if n.strip()}
+    def rule_for(self, room: str) -> RoomRule:
+        """The rule a room records by: its ROOM_RULES_FILE table, else the global settings."""
+        return self.rules.get(room, self.default_rule)
+
+    def records_caller(self, number: str, room: str) -> bool:
+        """Whether a caller gets a recording of their own (PARTICIPANT_RECORDING, the room's RECORD_PARTICIPANTS)."""
+        return self.participant_recording != "off" and self.rule_for(room).records(number)
 
     def __post_init__(self):
         # A trailing slash would double up in every callback URL and break signatures.
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
         _check(self)
+        default = RoomRule(self.min_participants, self.pause_behavior, self.record_participants,
+                           numbers_in(self.host_numbers), self.recording_announcement, self.hold_counts_as_present)
+        object.__setattr__(self, "default_rule", default)
+        if self.room_rules_file:
+            object.__setattr__(self, "rules", load_room_rules(self.room_rules_file, default))
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Config":
@@ -91,11 +132,11 @@ class Config:
             load_dotenv()
             environ = os.environ
         values = {}
-        for field in fields(cls):
-            name = field.name.upper()
+        for setting in fields(cls):
+            name = setting.name.upper()
             raw = environ.get(name, "").strip()
-            if raw:
-                values[field.name] = _PARSERS.get(field.name, _parse_text)(name, raw)
+            if raw and setting.init:
+                values[setting.name] = _PARSERS.get(setting.name, _parse_text)(name, raw)
         for required in ("signalwire_project_id", "signalwire_api_token", "signalwire_space_url"):
             if required not in values:
                 raise ConfigError(required.upper(), "is required (SignalWire dashboard → API)")
@@ -137,6 +178,7 @@ def _parse_upper(name: str, raw: str) -> str:
 _PARSERS = {
     "use_ngrok": _parse_bool,
     "validate_signatures": _parse_bool,
+    "hold_counts_as_present": _parse_bool,
     "port": _parse_number(int),
     "min_participants": _parse_number(int),
     "signalwire_concurrency": _parse_number(int),
@@ -154,7 +196,6 @@ _PARSERS = {
 
 def _check(config: Config) -> None:
     """Refuse values that would only fail later, naming the setting."""
-    _choice("PAUSE_BEHAVIOR", config.pause_behavior, PAUSE_BEHAVIORS)
     _choice("TRIM", config.trim, TRIM_CHOICES)
     _choice("LOG_LEVEL", config.log_level, LOG_LEVELS)
     _choice("PARTICIPANT_RECORDING", config.participant_recording, PARTICIPANT_RECORDING_CHOICES)
@@ -164,8 +205,8 @@ def _check(config: Config) -> None:
             raise ConfigError("EVENT_CALLBACK_SECRET", "is required with EVENT_CALLBACK_URL (receivers verify with it)")
     if not 1 <= config.port <= 65535:
         raise ConfigError("PORT", f"must be between 1 and 65535, got {config.port}")
-    if config.min_participants < 1:
-        raise ConfigError("MIN_PARTICIPANTS", f"must be at least 1, got {config.min_participants}")
+    _check_rule("", RoomRule(config.min_participants, config.pause_behavior, config.record_participants,
+                             numbers_in(config.host_numbers), config.recording_announcement))
     if config.signalwire_concurrency < 1:
         raise ConfigError("SIGNALWIRE_CONCURRENCY", f"must be at least 1, got {config.signalwire_concurrency}")
     if config.signalwire_timeout_s <= 0:
@@ -204,6 +245,58 @@ def _check(config: Config) -> None:
         _http_url("PUBLIC_URL", config.public_url)
     if config.signalwire_api_url:
         _http_url("SIGNALWIRE_API_URL", config.signalwire_api_url)
+
+
+def _check_rule(where: str, rule: RoomRule) -> None:
+    """Refuse a rule that could not be followed; `where` prefixes the setting's name (a rules-file table)."""
+    def name(setting: str) -> str:
+        return f"{where}{setting.lower()}" if where else setting
+
+    if rule.min_participants < 1:
+        raise ConfigError(name("MIN_PARTICIPANTS"), f"must be at least 1, got {rule.min_participants}")
+    _choice(name("PAUSE_BEHAVIOR"), rule.pause_behavior, PAUSE_BEHAVIORS)
+    bad = [n for n in rule.host_numbers if not _E164.fullmatch(n)]
+    if bad:
+        raise ConfigError(name("HOST_NUMBERS"), f"must be E.164 numbers such as +15551230000, got {bad[0]!r}")
+    if len(rule.recording_announcement) > ANNOUNCEMENT_MAX_CHARS:
+        raise ConfigError(name("RECORDING_ANNOUNCEMENT"), f"must be at most {ANNOUNCEMENT_MAX_CHARS} characters")
+
+
+# ROOM_RULES_FILE keys and the types TOML must give them.
+_RULE_KEYS = {"min_participants": int, "pause_behavior": str, "record_participants": (str, list),
+              "host_numbers": (str, list), "recording_announcement": str, "hold_counts_as_present": bool}
+
+
+def load_room_rules(path: str, default: RoomRule) -> Dict[str, RoomRule]:
+    """Each dialed number's table in the TOML file, over `default`; a bad file names the number and key."""
+    try:
+        with open(path, "rb") as handle:
+            tables = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError("ROOM_RULES_FILE", f"cannot read {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("ROOM_RULES_FILE", f"{path} is not valid TOML: {error}") from None
+    return {room: _room_rule(path, room, table, default) for room, table in tables.items()}
+
+
+def _room_rule(path: str, room: str, table, default: RoomRule) -> RoomRule:
+    """One table of the rules file as a RoomRule."""
+    where = f"ROOM_RULES_FILE {path} [{room}] "
+    if not isinstance(table, dict) or not valid_room(room):
+        raise ConfigError(where.rstrip(), "must be a table named by a dialed number such as \"+15551230000\"")
+    changes = {}
+    for key, value in table.items():
+        kind = _RULE_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(where + key, f"is not a rule; use one of {', '.join(_RULE_KEYS)}")
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(where + key, f"has the wrong type: {value!r}")
+        if isinstance(value, list):
+            value = ",".join(str(item) for item in value)
+        changes[key] = numbers_in(value) if key == "host_numbers" else value
+    rule = replace(default, **changes)
+    _check_rule(where, rule)
+    return rule
 
 
 def _choice(name: str, value: str, allowed: tuple) -> None:

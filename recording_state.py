@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
+from config import RoomRule
+
 RECORDING = "recording"
 PAUSED = "paused"
 GONE = "gone"  # completed, absent, or 404 from the API: nothing more to do
@@ -35,6 +37,13 @@ class Presence:
     at: float  # SignalWire's clock
     version: int = 0  # the conference version that set it: a REST read begun before it must not undo it
     known: bool = False  # the call came through /voice/inbound, or a REST read listed it
+    hold: bool = False  # on the line but on hold: hears hold music and takes no part
+    host: bool = False  # dialed in from one of the room's HOST_NUMBERS
+
+    @property
+    def line(self) -> Tuple[bool, bool]:
+        """What an event says of the call: (in the conference, on hold); events are ordered on it."""
+        return self.present, self.hold
 
 
 @dataclass(frozen=True)
@@ -42,8 +51,8 @@ class Transition:
     """One change of the wanted or confirmed recording state."""
 
     at: float
-    kind: str  # "wanted" | "confirmed"
-    state: str
+    kind: str  # "wanted" | "confirmed" | "announced"
+    state: str  # a recording state; for "announced": played | failed | skipped
     recording_sid: Optional[str] = None
 
 
@@ -56,6 +65,9 @@ class Caller:
     joined_at: Optional[float] = None
     left_at: Optional[float] = None
     record: bool = False  # gets a recording of its own voice (PARTICIPANT_RECORDING)
+    host: bool = False  # dialed in from one of the room's HOST_NUMBERS
+    held_at: Optional[float] = None  # on hold since
+    holds: tuple = ()  # (start, end) of each hold that ended
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,8 @@ class Conference:
     recording_info: Dict[str, RecordingInfo] = field(default_factory=dict)
     callers: Dict[str, Caller] = field(default_factory=dict)
     unrecordable: tuple = ()  # calls whose own recording SignalWire refused to start
+    rule: RoomRule = RoomRule()  # the room's rule when the conference began
+    announce_tries: int = 0  # attempts left at playing RECORDING_ANNOUNCEMENT for the latest start or resume
     wanted: str = PAUSED
     verified: bool = False  # its state is trusted: conference-start seen, or rebuilt from the REST API
     recheck: bool = False  # a confirmation REST read is wanted, after any command due
@@ -99,8 +113,13 @@ class Conference:
         return tuple(sorted(sid for sid, p in self.participants.items() if p.present))
 
     def present(self) -> List[str]:
-        """CallSids currently on the line."""
+        """CallSids in the conference, on hold or not."""
         return list(self._on_the_line)
+
+    def counted(self) -> List[str]:
+        """CallSids that count toward the quorum: in the conference, and not on hold unless the rule says so."""
+        hold_counts = self.rule.hold_counts_as_present
+        return [sid for sid in self._on_the_line if hold_counts or not self.participants[sid].hold]
 
     def to_dict(self) -> dict:
         """A JSON-ready copy."""
@@ -112,7 +131,10 @@ class Conference:
         data = dict(data)
         data["participants"] = {k: Presence(**v) for k, v in data["participants"].items()}
         data["recording_info"] = {k: RecordingInfo(**v) for k, v in data["recording_info"].items()}
-        data["callers"] = {k: Caller(**v) for k, v in data["callers"].items()}
+        data["callers"] = {k: Caller(**{**v, "holds": tuple(map(tuple, v.get("holds", ())))})
+                           for k, v in data["callers"].items()}
+        rule = data.get("rule") or {}
+        data["rule"] = RoomRule(**{**rule, "host_numbers": tuple(rule.get("host_numbers", ()))})
         data["unrecordable"] = tuple(data["unrecordable"])
         data["timeline"] = tuple(Transition(**t) for t in data["timeline"])
         return cls(**data)

@@ -28,8 +28,8 @@ from typing import Callable, List, Optional, Protocol, Tuple
 
 import requests
 
-from conversations.record import iso
-from quorum.policy import Action
+from conversations.record import iso, mix_recording
+from quorum.policy import ANNOUNCE, Action
 from recording_state import PAUSED, RECORDING, Conference
 
 log = logging.getLogger("quorum.events")
@@ -39,14 +39,27 @@ SIGNATURE_HEADER = "X-Quorum-Signature"
 
 def recording_change(conf: Conference, action: Action, at: float) -> Optional[Tuple[str, str, dict]]:
     """The (type, id, data) of the event a confirmed pause or resume of the conference recording
-    deserves, or None: SignalWire announces neither, so this is the only place users learn of them."""
-    if action.call_sid is not None or action.target not in (PAUSED, RECORDING):
+    deserves, or None: SignalWire announces neither, so this is the only place users learn of them.
+
+    Where the room plays RECORDING_ANNOUNCEMENT, `recording.resumed` waits for it and says how it went.
+    """
+    announces = bool(conf.rule.recording_announcement)
+    if action.call_sid is not None or action.target not in (PAUSED, RECORDING, ANNOUNCE):
         return None
-    kind = "recording.paused" if action.target == PAUSED else "recording.resumed"
-    data = {"conversation_id": conf.conference_sid, "room": conf.room, "recording_sid": action.recording_sid,
-            "at": iso(at),
-            "participants": len(conf.present())}
-    return kind, f"{conf.conference_sid}.{action.recording_sid}.{action.target}.{at:.3f}", data
+    if action.target == RECORDING and announces:
+        return None  # sent once the announcement has played, failed or been skipped
+    recording_sid = mix_recording(conf) if action.target == ANNOUNCE else action.recording_sid
+    target = PAUSED if action.target == PAUSED else RECORDING
+    kind = "recording.paused" if target == PAUSED else "recording.resumed"
+    data = {"conversation_id": conf.conference_sid, "room": conf.room, "recording_sid": recording_sid,
+            "at": iso(at), "participants": len(conf.counted()),
+            "announcement": _announcement(conf) if announces and target == RECORDING else None}
+    return kind, f"{conf.conference_sid}.{recording_sid}.{target}.{at:.3f}", data
+
+
+def _announcement(conf: Conference) -> Optional[str]:
+    """How the latest announcement went: played, failed or skipped."""
+    return next((t.state for t in reversed(conf.timeline) if t.kind == "announced"), None)
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -170,7 +183,7 @@ class EventSender:
         for thread in self._threads:
             thread.start()
 
-    def announce(self, conf: Conference, action: Action) -> None:
+    def notify(self, conf: Conference, action: Action) -> None:
         """Send `recording.paused`/`recording.resumed` after a command the API confirmed."""
         event = recording_change(conf, action, time.time())
         if event is not None:

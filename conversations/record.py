@@ -5,7 +5,9 @@ Shape (times in ms from the conversation's start, which is when Quorum first hea
     {id, room, started_at, ended_at, status: live|processing|ready|failed,
      audio: {wav_file, mp3_file, duration_ms, snr, rt60},
      recording_timeline: [{state: recording|paused, start_ms, end_ms}],
-     channels: [{connection_id, call_sid, from, to, start_ms, end_ms, audio: {...}}]}
+     announcements: [{at_ms, outcome: played|failed|skipped}],
+     channels: [{connection_id, call_sid, from, to, host, start_ms, end_ms, holds: [{start_ms, end_ms}],
+                 audio: {...}}]}
 
 `status` is `failed` when the conference recording never reported its end (the mix is
 then missing); a missing channel recording leaves that channel's audio empty.
@@ -87,13 +89,20 @@ def channels(conf: Conference, media: Dict[str, dict], until: float) -> List[dic
     for call_sid, caller in sorted(conf.callers.items(), key=lambda item: (item[1].joined_at or 0, item[0])):
         if caller.joined_at is None:
             continue
+        end = caller.left_at if caller.left_at is not None else until
+        holds = caller.holds + (((caller.held_at, end),) if caller.held_at is not None else ())
         result.append({
             "connection_id": caller.from_ or call_sid, "call_sid": call_sid, "from": caller.from_, "to": caller.to,
-            "start_ms": _ms(caller.joined_at, conf.opened_at),
-            "end_ms": _ms(caller.left_at if caller.left_at is not None else until, conf.opened_at),
+            "host": caller.host, "start_ms": _ms(caller.joined_at, conf.opened_at), "end_ms": _ms(end, conf.opened_at),
+            "holds": [{"start_ms": _ms(a, conf.opened_at), "end_ms": _ms(b, conf.opened_at)} for a, b in holds],
             "audio": media.get(own.get(call_sid), EMPTY_AUDIO),
         })
     return result
+
+
+def announcements(conf: Conference) -> List[dict]:
+    """Each time RECORDING_ANNOUNCEMENT was due, and how it went."""
+    return [{"at_ms": _ms(t.at, conf.opened_at), "outcome": t.state} for t in conf.timeline if t.kind == "announced"]
 
 
 def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None, status: Optional[str] = None) -> dict:
@@ -108,6 +117,7 @@ def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None
         "started_at": iso(conf.opened_at), "ended_at": iso(conf.ended_at),
         "audio": media.get(mix, EMPTY_AUDIO),
         "recording_timeline": recording_timeline(conf, mix, until),
+        "announcements": announcements(conf),
         "channels": channels(conf, media, until),
     }
 

@@ -16,6 +16,7 @@ import time
 import zlib
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from emulator.calls import Event
 from emulator.model import Call, Conference, RECORDING
 
 Step = Tuple
@@ -163,6 +164,40 @@ def expected_writes(changes: Sequence[Tuple[float, int]], minimum: int) -> int:
             writes += 1
             state = wanted
     return writes
+
+
+def logged_quorum(events: Iterable[Event], room: str, minimum: int, hosts: Sequence[str] = (),
+                  hold_counts: bool = False) -> Tuple[List[Tuple[float, float]], int]:
+    """From the emulator's event log: when the room's recording should run, and the REST writes a perfect
+    controller makes (one per crossing while the recording runs).
+
+    The recording runs from SignalWire's start on while at least `minimum` count (callers on hold only with
+    `hold_counts`) and, where `hosts` (labels) are given, one of them is a host.
+    """
+    on, held, spans, opened, recording, writes = set(), set(), [], None, None, 0
+    for event in events:
+        if event.room != room:
+            continue
+        if event.kind == "joined":
+            on.add(event.label)
+        elif event.kind == "left":
+            on.discard(event.label), held.discard(event.label)
+        elif event.kind in ("held", "unheld"):
+            (held.add if event.kind == "held" else held.discard)(event.label)
+        elif event.kind == "recording-started":
+            recording = True
+        elif event.kind == "conference-end":
+            recording = None
+        counted = on if hold_counts else on - held
+        wanted = len(counted) >= minimum and (not hosts or bool(counted & set(hosts)))
+        if recording is not None and on and wanted != recording:
+            writes, recording = writes + 1, wanted
+        if recording is not None and wanted and opened is None:
+            opened = event.at
+        elif (recording is None or not wanted) and opened is not None:
+            spans.append((opened, event.at))
+            opened = None
+    return spans, writes
 
 
 def recorded_spans(recording) -> List[Tuple[float, float]]:

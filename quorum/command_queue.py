@@ -168,16 +168,17 @@ class ReadQueue:
 class CommandQueue:
     """Per-room serial execution of pause/resume commands on a small thread pool, plus the read path."""
 
-    def __init__(self, store: StateStore, gateway: SignalWireGateway, min_participants: int,
-                 lock_ttl_s: float, recording_callback: Callable[[str, str], str],
+    def __init__(self, store: StateStore, gateway: SignalWireGateway, lock_ttl_s: float,
+                 recording_callback: Callable[[str, str], str],
+                 announce_url: Callable[[str], str] = lambda room: "",
                  on_done: Callable[[Conference, policy.Action], None] = lambda conf, action: None,
                  workers: int = 8, reads_per_s: int = 5, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
         self._store = store
         self._gateway = gateway
-        self._minimum = min_participants
         self._lock_ttl_s = lock_ttl_s
         self._recording_callback = recording_callback  # (room, call) -> the recording-status URL
+        self._announce_url = announce_url  # room -> where SignalWire fetches the announcement's LaML
         self._on_done = on_done  # told of every command that succeeded, with the state after it
         self._clock = clock
         self._sleep = sleep
@@ -246,10 +247,13 @@ class CommandQueue:
 
     def _act_once(self, room: str) -> Optional[Outcome]:
         """Under the room's lock: re-read, send the one command due, and record what is now known."""
-        action = policy.next_action(self._store.get(room))
+        conf = self._store.get(room)
+        action = policy.next_action(conf)
         if action is None or action.target == policy.RECOVER:
             return None
-        outcome, result = self._send(room, action)
+        if action.target == policy.ANNOUNCE:
+            return self._announce(room, conf, action)
+        outcome, result = self._send(room, conf, action)
         conf = self._store.mutate(room, _for_conference(action, self._command_change(action, outcome, result)))
         recording = result if action.target == policy.CREATE else action.recording_sid
         log.info("room=%s conference=%s recording=%s call=%s action=%s outcome=%s", room, action.conference_sid,
@@ -258,12 +262,28 @@ class CommandQueue:
             self._on_done(conf, action)
         return outcome
 
-    def _send(self, room: str, action: policy.Action) -> Tuple[Outcome, object]:
+    def _send(self, room: str, conf: Conference, action: policy.Action) -> Tuple[Outcome, object]:
         """The REST call a command stands for; returns its outcome and what it created."""
         if action.target == policy.CREATE:
             return self._gateway.record_call(action.call_sid, self._recording_callback(room, action.call_sid))
         return self._gateway.set_recording(action.conference_sid, action.recording_sid, action.target,
-                                           action.call_sid), None
+                                           action.call_sid, conf.rule.pause_behavior), None
+
+    def _announce(self, room: str, conf: Conference, action: policy.Action) -> Outcome:
+        """Play the room's announcement (skipped if the recording is about to pause); a failure is tried
+        once more after a backoff, so a pause due meanwhile is never held up by it."""
+        outcome = "skipped"
+        if policy.announcement_plays(conf):
+            sent = self._gateway.announce(action.conference_sid, self._announce_url(conf.room))
+            outcome = "played" if sent is Outcome.OK else "failed"
+        now = self._clock()
+        after = self._store.mutate(room, _for_conference(action, lambda c: policy.announced(c, outcome, now)))
+        log.info("room=%s conference=%s action=announce outcome=%s", room, action.conference_sid, outcome)
+        if after is not None and after.announce_tries:
+            return Outcome.RETRY
+        if after is not None:
+            self._on_done(after, action)
+        return Outcome.OK
 
     def _command_change(self, action: policy.Action, outcome: Outcome, result) -> Callable:
         """What a command's outcome changes in its conference."""
@@ -292,7 +312,7 @@ class CommandQueue:
             urgent = policy.needs_recovery(conf)
             start = policy.read_start(conf)
             outcome, snapshot = self._gateway.read_conference(conf.conference_sid)
-            change = self._read_change(room, outcome, snapshot, start, urgent)
+            change = self._read_change(room, outcome, snapshot, start, urgent, self._hosts(conf, snapshot))
             self._store.mutate(room, _for_conference(policy.Action(conf.conference_sid, None, policy.RECOVER),
                                                      change))
         finally:
@@ -300,14 +320,23 @@ class CommandQueue:
         log.info("room=%s conference=%s action=read outcome=%s", room, conf.conference_sid, outcome.value)
         self.kick(room)
 
-    def _read_change(self, room: str, outcome: Outcome, snapshot, start: policy.ReadStart, urgent: bool) -> Callable:
+    def _hosts(self, conf: Conference, snapshot) -> frozenset:
+        """Listed calls we have no event for that dialed in from a host number (as our voice webhook saw)."""
+        if snapshot is None or not conf.rule.host_numbers:
+            return frozenset()
+        unseen = [call for call in snapshot.present if call not in conf.participants]
+        return frozenset(call for call in unseen
+                         if conf.rule.is_host((self._store.recall_call(call) or {}).get("from", "")))
+
+    def _read_change(self, room: str, outcome: Outcome, snapshot, start: policy.ReadStart, urgent: bool,
+                     hosts: frozenset = frozenset()) -> Callable:
         """What a read's outcome changes; a failed read is tried again later."""
         now = self._clock()
         if outcome is Outcome.OK:
             self._succeeded(room)
-            return lambda conf: policy.recover(conf, snapshot, now, self._minimum, start)
+            return lambda conf: policy.recover(conf, snapshot, now, start, hosts)
         if outcome is Outcome.GONE:
-            return lambda conf: policy.recover(conf, None, now, self._minimum, start)  # the conference is over
+            return lambda conf: policy.recover(conf, None, now, start)  # the conference is over
         if outcome is Outcome.RETRY:
             attempts = self._failed(room)
             if not (urgent and attempts >= URGENT_READ_ATTEMPTS):

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Optional, Tuple
 
+from config import RoomRule
 from quorum import policy
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
@@ -20,6 +21,7 @@ log = logging.getLogger("quorum.controller")
 # Reconcile rounds a conference must stay unchanged before it is read once, to catch a callback SignalWire
 # gave up on: long enough that a busy conference is never read, short enough to bound the damage.
 QUIET_ROUNDS = 10
+PARTICIPANT_EVENTS = ("participant-join", "participant-leave", "participant-hold", "participant-unhold")
 
 
 class Decision(enum.StrEnum):
@@ -37,11 +39,12 @@ class Decision(enum.StrEnum):
 class ConferenceEvent:
     """A conference status callback, reduced to what the policy needs."""
 
-    kind: str  # conference-start | conference-end | participant-join | participant-leave
+    kind: str  # conference-start | conference-end | participant-join | -leave | -hold | -unhold
     room: str
     conference_sid: str
     call_sid: Optional[str]
     at: float  # SignalWire's Timestamp: orders events
+    hold: bool = False  # the participant is on hold after this event
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,14 @@ class RecordingController:
     """Applies events to the store; kicks commands when the policy wants a change and
     conversation processing when a conference is over."""
 
-    def __init__(self, store: StateStore, commands: CommandQueue, processor, min_participants: int,
+    def __init__(self, store: StateStore, commands: CommandQueue, processor, rules: Callable[[str], RoomRule],
                  end_grace_s: float, reconcile_interval_s: float = 0,
-                 records_caller: Callable[[str], bool] = lambda number: False,
+                 records_caller: Callable[[str, str], bool] = lambda number, room: False,
                  clock: Callable[[], float] = time.time, gateway: Optional[SignalWireGateway] = None):
         self._store = store
         self._commands = commands
         self._processor = processor  # has .submit(room)
-        self._minimum = min_participants
+        self._rules = rules  # room -> the rule a new conference in it follows
         self._grace = end_grace_s
         self._reconcile_interval_s = reconcile_interval_s
         self._records_caller = records_caller
@@ -85,7 +88,7 @@ class RecordingController:
         """Apply a conference or participant event; returns what happened, for logs and tests."""
         if self._store.is_retired(event.conference_sid):
             return Decision.STALE
-        caller = self._caller(event.call_sid) if event.kind in ("participant-join", "participant-leave") else None
+        caller = self._caller(event.call_sid, event.room) if event.kind in PARTICIPANT_EVENTS else None
         now = self._clock()
         displaced = {}
 
@@ -93,7 +96,7 @@ class RecordingController:
             displaced.clear()  # a retried mutation starts over
             if conf is None and event.kind == "conference-end":
                 return None  # nothing to end
-            current = policy.adopt(conf, event.room, event.conference_sid, event.at, self._minimum, now)
+            current = policy.adopt(conf, event.room, event.conference_sid, event.at, self._rules(event.room), now)
             if current is None:
                 return conf
             if conf is not None and conf.conference_sid not in (None, current.conference_sid):
@@ -133,7 +136,7 @@ class RecordingController:
             if conf is None:
                 if event.status != "in-progress":
                     return None  # the end of a recording we no longer track
-                conf = policy.new_conference(event.room, None, event.at, self._minimum, self._clock())
+                conf = policy.new_conference(event.room, None, event.at, self._rules(event.room), self._clock())
             sids["conference"] = conf.conference_sid
             return self._finish_if_done(policy.recording_status(
                 conf, event.recording_sid, event.status, event.at, event.url, event.duration_s, event.call_sid))
@@ -215,7 +218,7 @@ class RecordingController:
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
             displaced.clear()
-            current = policy.adopt(conf, live.room, live.sid, live.created_at, self._minimum, now)
+            current = policy.adopt(conf, live.room, live.sid, live.created_at, self._rules(live.room), now)
             if current is None or current.conference_sid != live.sid:
                 return conf  # the room holds a newer conference
             if conf is not None and conf.conference_sid not in (None, live.sid):
@@ -246,12 +249,13 @@ class RecordingController:
         # Listed but never seen started, or started but no longer listed (a lost end), twice running.
         return ((conf.conference_sid in listed) != conf.verified and rounds >= 1) or rounds == QUIET_ROUNDS
 
-    def _caller(self, call_sid: Optional[str]) -> Optional[Caller]:
-        """Who a joining call is, as the voice webhook told us, and whether to record it on its own."""
+    def _caller(self, call_sid: Optional[str], room: str) -> Optional[Caller]:
+        """Who a call is, as the voice webhook told us: a host or not, and recorded on its own or not."""
         known = self._store.recall_call(call_sid) if call_sid else None
         if known is None:
             return None
-        return Caller(from_=known["from"], to=known["to"], record=self._records_caller(known["from"]))
+        return Caller(from_=known["from"], to=known["to"], record=self._records_caller(known["from"], room),
+                      host=self._rules(room).is_host(known["from"]))
 
     def _close(self, conf: Conference, now: float) -> Conference:
         """End a conference that outlived its grace period and stop waiting for its recordings."""
@@ -273,13 +277,13 @@ class RecordingController:
         if event.kind == "conference-end":
             # Our clock, not SignalWire's Timestamp: the grace period is measured against our clock.
             return policy.conference_ended(conf, now)
-        if event.kind in ("participant-join", "participant-leave") and event.call_sid:
-            joined = event.kind == "participant-join"
-            after = policy.participant_event(conf, event.call_sid, joined, event.at, self._minimum,
-                                             known=caller is not None)
+        if event.kind in PARTICIPANT_EVENTS and event.call_sid:
+            joined = event.kind != "participant-leave"
+            after = policy.participant_event(conf, event.call_sid, joined, event.at, known=caller is not None,
+                                             hold=event.hold, host=caller is not None and caller.host)
             if after is conf:
                 return conf  # a duplicate or a stale event
-            return policy.connection_event(after, event.call_sid, joined, now, caller if joined else None)
+            return policy.connection_event(after, event.call_sid, joined, now, caller if joined else None, event.hold)
         return conf
 
     def _finish_if_done(self, conf: Conference) -> Conference:

@@ -97,14 +97,13 @@ def _classify(error: Exception) -> Outcome:
 class SignalWireGateway:
     """REST commands Quorum issues, each returning an `Outcome` instead of raising."""
 
-    def __init__(self, client: Client, pause_behavior: str,
+    def __init__(self, client: Client,
                  observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None):
         self._client = client
-        self._pause_behavior = pause_behavior
         self._observe = observe  # (command kind, outcome, seconds) of every call, for metrics
 
     def set_recording(self, conference_sid: str, recording_sid: str, target: str,
-                      call_sid: Optional[str] = None) -> Outcome:
+                      call_sid: Optional[str] = None, pause_behavior: str = "skip") -> Outcome:
         """Pause or resume the conference recording, or a participant's own (when `call_sid` is given)."""
         owner = self._client.calls(call_sid) if call_sid else self._client.conferences(conference_sid)
         recording = owner.recordings(recording_sid)
@@ -112,12 +111,15 @@ class SignalWireGateway:
             "pause" if target == PAUSED else "resume",
             f"{'call ' + call_sid if call_sid else 'conference ' + conference_sid} recording {recording_sid} "
             f"-> {API_STATUS[target]}",
-            lambda: recording.update(status=API_STATUS[target], **self._pause_args(target)),
+            # PauseBehavior belongs to Status=paused only (Update a Conference Recording).
+            lambda: recording.update(status=API_STATUS[target],
+                                     **({"pause_behavior": pause_behavior} if target == PAUSED else {})),
         )
 
-    def _pause_args(self, target: str) -> dict:
-        """PauseBehavior belongs to Status=paused only (Update a Conference Recording)."""
-        return {"pause_behavior": self._pause_behavior} if target == PAUSED else {}
+    def announce(self, conference_sid: str, url: str) -> Outcome:
+        """Have SignalWire fetch LaML from `url` and play it to everyone (Update a Conference: AnnounceUrl)."""
+        return self._call("announce", f"announce to conference {conference_sid}", lambda: self._client.conferences(
+            conference_sid).update(announce_url=url, announce_method="POST"))
 
     def record_call(self, call_sid: str, callback_url: str) -> Tuple[Outcome, Optional[str]]:
         """Start a mono recording of the caller's own voice; returns the recording sid."""
@@ -137,11 +139,13 @@ class SignalWireGateway:
         def read():
             conference = self._client.conferences(conference_sid)
             # A participant that has left may still be listed, with status `completed`.
-            present = tuple(p.call_sid for p in conference.participants.list()
-                            if getattr(p, "status", "in-progress") in (None, "in-progress"))
+            on_the_line = [p for p in conference.participants.list()
+                           if getattr(p, "status", "in-progress") in (None, "in-progress")]
+            present = tuple(p.call_sid for p in on_the_line)
+            held = tuple(p.call_sid for p in on_the_line if getattr(p, "hold", False) is True)
             recordings = {r.sid: r.status for r in conference.recordings.list()}
             status = "in-progress" if present else conference.fetch().status
-            found.append(Snapshot(status, present, recordings))
+            found.append(Snapshot(status, present, recordings, held))
 
         outcome = self._call("read-conference", f"read conference {conference_sid}", read)
         return outcome, (found[0] if found else None)

@@ -8,7 +8,7 @@ from signalwire.voice_response import Dial, VoiceResponse
 
 from config import PER_NUMBER
 
-STATUS_EVENTS = "start end join leave"
+STATUS_EVENTS = "start end join leave hold"
 # <Conference recordingStatusCallbackEvent>: documented values in-progress, completed, failed (default
 # "completed failed"); `absent` is for call recordings only. in-progress tells us the recording's sid.
 RECORDING_EVENTS = "in-progress completed failed"
@@ -21,13 +21,30 @@ def recording_callback_url(public_base: str, room: str, call_sid: str = "") -> s
     return f"{public_base}/voice/recording-status?{urlencode(query)}"
 
 
-def conference_laml(room: str, public_base: str, trim: str) -> str:
-    """Join the caller to `room`, recorded from the start, with our callbacks."""
+def announce_url(public_base: str, room: str) -> str:
+    """Where SignalWire fetches the room's announcement (Update a Conference: AnnounceUrl)."""
+    return f"{public_base}/voice/announce?{urlencode({'room': room})}"
+
+
+def announcement_laml(text: str) -> str:
+    """Say `text` to the conference; nothing at all when the room has no announcement."""
+    response = VoiceResponse()
+    if text:
+        response.say(text)
+    return str(response)
+
+
+def conference_laml(room: str, public_base: str, trim: str, starts_conference: bool = True) -> str:
+    """Join the caller to `room`, recorded from the start, with our callbacks.
+
+    A caller who does not start the conference (not a host, where the room has hosts) waits with
+    SignalWire's hold music, which is not recorded, until one who does arrives.
+    """
     dial = Dial()
     dial.conference(
         room,
         record="record-from-start",
-        start_conference_on_enter=True,
+        start_conference_on_enter=starts_conference,
         status_callback=f"{public_base}/voice/conference-status",
         status_callback_event=STATUS_EVENTS,
         status_callback_method="POST",

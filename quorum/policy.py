@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+from config import RoomRule
 from recording_state import (ABANDONED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
                              Conference, Presence, RecordingInfo, Transition)
 
@@ -21,6 +22,8 @@ API_RECORDING_STATES = {"in-progress": RECORDING, "resumed": RECORDING, "paused"
                         "completed": GONE, "absent": GONE, "stopped": GONE, "failed": GONE}
 RECOVER = "recover"  # an Action target: read the conference from the REST API first
 CREATE = "create"  # an Action target: start a participant's own recording of `call_sid`
+ANNOUNCE = "announce"  # an Action target: play RECORDING_ANNOUNCEMENT to the conference
+ANNOUNCE_TRIES = 2  # a failed announcement is tried once more, then logged and given up
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Action:
 
     conference_sid: str
     recording_sid: Optional[str]
-    target: str  # RECORDING | PAUSED | RECOVER | CREATE
+    target: str  # RECORDING | PAUSED | RECOVER | CREATE | ANNOUNCE
     call_sid: Optional[str] = None  # the call of a participant's own recording
     urgent: bool = field(default=False, compare=False)  # a RECOVER that decisions wait for
 
@@ -41,6 +44,7 @@ class Snapshot:
     status: str  # init | in-progress | completed
     present: tuple
     recordings: dict
+    held: tuple = ()  # the calls among `present` that are on hold
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,16 @@ def _newest(conf: Conference) -> float:
     return max((p.at for p in conf.participants.values()), default=0.0)
 
 
-def wanted_state(present: int, minimum: int) -> str:
-    """Record while at least `minimum` participants are on the line, else pause."""
-    return RECORDING if present >= minimum else PAUSED
+def wanted_state(present: int, minimum: int, host_on_the_line: bool = True) -> str:
+    """Record while at least `minimum` participants are on the line (one of them a host, where hosts are set)."""
+    return RECORDING if present >= minimum and host_on_the_line else PAUSED
+
+
+def quorum_wanted(conf: Conference) -> str:
+    """The wanted state under the conference's rule: calls on hold count only if the rule says so."""
+    counted = conf.counted()
+    host = not conf.rule.host_numbers or any(conf.participants[sid].host for sid in counted)
+    return wanted_state(len(counted), conf.rule.min_participants, host)
 
 
 def _log(conf: Conference, at: float, kind: str, state: str, recording_sid: Optional[str] = None) -> tuple:
@@ -71,23 +82,24 @@ def _log(conf: Conference, at: float, kind: str, state: str, recording_sid: Opti
     return (conf.timeline + (Transition(at, kind, state, recording_sid),))[-TIMELINE_LIMIT:]
 
 
-def _rewant(conf: Conference, at: float, minimum: int) -> Conference:
+def _rewant(conf: Conference, at: float) -> Conference:
     """Recompute the wanted state and log it when it changes."""
-    wanted = wanted_state(len(conf.present()), minimum)
+    wanted = quorum_wanted(conf)
     if wanted == conf.wanted and conf.timeline:
         return conf
     return replace(conf, wanted=wanted, timeline=_log(conf, at, "wanted", wanted))
 
 
-def new_conference(room: str, conference_sid: Optional[str], at: float, minimum: int,
+def new_conference(room: str, conference_sid: Optional[str], at: float, rule: RoomRule,
                    now: Optional[float] = None) -> Conference:
-    """A fresh conference with nobody on the line yet; `at` is SignalWire's clock, `now` ours."""
+    """A fresh conference with nobody on the line yet, under `rule`; `at` is SignalWire's clock, `now` ours."""
     opened_at = at if now is None else now
-    conf = Conference(room=room, conference_sid=conference_sid, started_at=at, opened_at=opened_at, updated_at=at)
-    return _rewant(conf, at, minimum)
+    conf = Conference(room=room, conference_sid=conference_sid, started_at=at, opened_at=opened_at, updated_at=at,
+                      rule=rule)
+    return _rewant(conf, at)
 
 
-def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float, minimum: int,
+def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float, rule: RoomRule,
           now: Optional[float] = None) -> Optional[Conference]:
     """The conference an event for `conference_sid` applies to, or None when the event is stale.
 
@@ -95,47 +107,53 @@ def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float,
     live one whose events are older than it (a lost conference-end).
     """
     if conf is None:
-        return new_conference(room, conference_sid, at, minimum, now)
+        return new_conference(room, conference_sid, at, rule, now)
     if conf.conference_sid == conference_sid:
         return conf
     if conf.conference_sid is None:
         return replace(conf, conference_sid=conference_sid)
     if at < conf.started_at:
         return None
-    return new_conference(room, conference_sid, at, minimum, now)
+    return new_conference(room, conference_sid, at, rule, now)
 
 
-def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, minimum: int,
-                      known: bool = False) -> Conference:
-    """Apply a join or leave; duplicates and events older than the call's newest are no-ops.
+def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, known: bool = False,
+                      hold: bool = False, host: bool = False) -> Conference:
+    """Apply a join, leave, hold or unhold; duplicates and events older than the call's newest are no-ops.
 
-    SignalWire's Timestamp has one-second resolution and no sequence number: a conflicting event in the
-    same second as the call's newest is applied in arrival order and a confirmation read is asked for
-    (even a first join and its leave: a same-second rejoin delivered first looks just like a first join).
+    An event says where the call is: (in the conference, on hold). Timestamps have one-second resolution and
+    no sequence number: a conflicting event in the same second as the call's newest is applied in arrival
+    order and a confirmation read asked for (a same-second rejoin delivered first looks like a first join).
     """
+    line = (joined, joined and hold)
     seen = conf.participants.get(call_sid)
-    if seen is not None and (at < seen.at or (at == seen.at and seen.present == joined)):
+    if seen is not None and (at < seen.at or (at == seen.at and seen.line == line)):
         return conf
-    if seen is not None and seen.present == joined:
+    if seen is not None and seen.line == line:
         # Same state, later time: an event between them was missed. Keep the newer time, so a conflicting
         # event in that second is seen as a conflict.
         return replace(conf, participants={**conf.participants, call_sid: replace(seen, at=at)})
     tie = seen is not None and at == seen.at
     known = known or (seen is not None and seen.known)
-    presence = Presence(joined, at, conf.version + 1, known)
+    host = host or (seen is not None and seen.host)
+    presence = Presence(joined, at, conf.version + 1, known, line[1], host)
     changed = replace(conf, participants={**conf.participants, call_sid: presence},
                       updated_at=max(conf.updated_at, at), recheck=conf.recheck or tie)
-    return _rewant(changed, at, minimum)
+    return _rewant(changed, at)
 
 
 def connection_event(conf: Conference, call_sid: str, joined: bool, now: float,
-                     caller: Optional[Caller] = None) -> Conference:
-    """Note when a call joined or left, for the conversation record; `caller` says who it is."""
+                     caller: Optional[Caller] = None, hold: bool = False) -> Conference:
+    """Note when a call joined, left or was held, for the conversation record; `caller` says who it is."""
     known = conf.callers.get(call_sid) or caller or Caller()
     if joined:
         known = replace(known, joined_at=known.joined_at or now, left_at=None)
     else:
         known = replace(known, left_at=now)
+    if joined and hold:
+        known = replace(known, held_at=known.held_at or now)
+    elif known.held_at is not None:
+        known = replace(known, held_at=None, holds=known.holds + ((known.held_at, now),))
     return replace(conf, callers={**conf.callers, call_sid: known})
 
 
@@ -167,19 +185,17 @@ def why_read(conf: Conference) -> str:
 
 def ask_confirmation(conf: Optional[Conference]) -> Optional[Conference]:
     """Ask for a confirmation REST read of a live conference."""
-    if conf is None or conf.ended or conf.recheck:
-        return conf
-    return replace(conf, recheck=True)
+    return conf if conf is None or conf.ended or conf.recheck else replace(conf, recheck=True)
 
 
-
-def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float, minimum: int,
-            start: Optional[ReadStart] = None) -> Optional[Conference]:
+def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
+            start: Optional[ReadStart] = None, hosts: frozenset = frozenset()) -> Optional[Conference]:
     """Merge what a REST read reports into `conf`; a None snapshot means the conference is gone.
 
     `start` is where the read began (default: `conf` itself). Anything a callback or command changed after
     that is newer than the read and kept; the rest takes the read's word, stamped with the newest
     Timestamp seen when the read began, so a later callback (even in the same second) still wins.
+    `hosts`: listed calls our voice webhook saw dial in from a host number (the API does not say).
     """
     if conf is None:
         return None
@@ -191,12 +207,13 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
         return replace(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1)
     participants = dict(conf.participants)
     for call in set(conf.participants) | set(snapshot.present):
-        seen, on_the_line = conf.participants.get(call), call in snapshot.present
-        if seen is not None and (seen.version > start.version or seen.present == on_the_line):
-            participants[call] = replace(seen, known=True) if seen.present == on_the_line else seen
+        seen = conf.participants.get(call)
+        line = (call in snapshot.present, call in snapshot.held)
+        if seen is not None and (seen.version > start.version or seen.line == line):
+            participants[call] = replace(seen, known=True) if seen.line == line else seen
         else:
-            participants[call] = Presence(on_the_line, max(start.stamp, seen.at if seen else 0.0),
-                                          conf.version + 1, True)
+            participants[call] = Presence(line[0], max(start.stamp, seen.at if seen else 0.0), conf.version + 1,
+                                          True, line[1], call in hosts or (seen is not None and seen.host))
     merged = replace(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
                      read_version=conf.version + 1)
     for sid, status in snapshot.recordings.items():
@@ -210,7 +227,7 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     retry = {sid: UNSURE for sid, state in merged.recordings.items() if state == ABANDONED and _owner(merged, sid)}
     if retry:
         merged = replace(merged, recordings={**merged.recordings, **retry})
-    return _rewant(merged, at, minimum)
+    return _rewant(merged, at)
 
 
 def assume_verified(conf: Optional[Conference]) -> Optional[Conference]:
@@ -273,10 +290,28 @@ def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> C
     refused = {sid: target for sid, target in conf.refused.items() if sid != recording_sid}
     if state == UNSURE:
         return replace(conf, recordings=recordings, recording_versions=versions, refused=refused)
+    # The conference recording (re)started: everyone hears the announcement, and the recording carries it.
+    starts = (state == RECORDING and conf.recordings.get(recording_sid) != RECORDING
+              and _owner(conf, recording_sid) is None and bool(conf.rule.recording_announcement))
     return replace(
         conf, recordings=recordings, recording_versions=versions, refused=refused,
         updated_at=max(conf.updated_at, at), timeline=_log(conf, at, "confirmed", state, recording_sid),
+        announce_tries=ANNOUNCE_TRIES if starts else conf.announce_tries,
     )
+
+
+def announced(conf: Optional[Conference], outcome: str, at: float) -> Optional[Conference]:
+    """Record how an announcement went (played, failed, skipped): a first failure leaves one more try."""
+    if conf is None or not conf.announce_tries:
+        return conf
+    if outcome == "failed" and conf.announce_tries > 1:
+        return replace(conf, announce_tries=conf.announce_tries - 1)
+    return replace(conf, announce_tries=0, timeline=_log(conf, at, "announced", outcome))
+
+
+def announcement_plays(conf: Conference) -> bool:
+    """Whether a due announcement is worth playing: the recording is to go on, not about to pause."""
+    return conf.wanted == RECORDING
 
 
 def command_result(conf: Optional[Conference], recording_sid: str, state: str, at: float,
@@ -303,6 +338,9 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
         return None
     if needs_recovery(conf):
         return Action(conf.conference_sid, None, RECOVER, urgent=True)
+    if conf.announce_tries:
+        # Before any pause: a pause first would send recording.paused ahead of the recording.resumed it ends.
+        return Action(conf.conference_sid, None, ANNOUNCE)
     present = set(conf.present())
     for sid, confirmed in sorted(conf.recordings.items()):
         owner = _owner(conf, sid)
@@ -359,4 +397,3 @@ def give_up_waiting(conf: Conference) -> Conference:
 def to_processing(conf: Conference) -> Conference:
     """Hand a finished conference over to conversation processing."""
     return conf if conf.status == PROCESSING else replace(conf, status=PROCESSING)
-

@@ -16,7 +16,8 @@ log = logging.getLogger("quorum.webhooks")
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
-CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave")
+CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave",
+                     "participant-hold", "participant-unhold")
 
 
 @bp.before_request
@@ -63,8 +64,18 @@ def inbound():
     call_sid, caller = request.form.get("CallSid", "").strip(), request.form.get("From", "").strip()
     if call_sid:
         current_app.extensions["quorum"].controller.inbound_call(call_sid, caller, dialed)
-    log.info("room=%s call=%s from=%s action=join-conference", room, call_sid, caller)
-    return Response(laml.conference_laml(room, config.public_url, config.trim), mimetype="text/xml")
+    rule = config.rule_for(room)
+    starts = not rule.host_numbers or rule.is_host(caller)
+    log.info("room=%s call=%s from=%s action=join-conference starts=%s", room, call_sid, caller, starts)
+    return Response(laml.conference_laml(room, config.public_url, config.trim, starts), mimetype="text/xml")
+
+
+@bp.post("/announce")
+def announce():
+    """The LaML SignalWire plays to a conference when Quorum asks it to announce the recording."""
+    room = request.args.get("room", "").strip()
+    text = current_app.config["QUORUM"].rule_for(room).recording_announcement if room else ""
+    return Response(laml.announcement_laml(text), mimetype="text/xml")
 
 
 @bp.post("/conference-status")
@@ -90,8 +101,11 @@ def conference_status():
         log.warning("refused stale %s conference=%s call=%s: Timestamp %.0f s old, window %.0f s", kind,
                     form["ConferenceSid"], form.get("CallSid", ""), time.time() - at, max_age_s)
         return _error(400, f"stale event: Timestamp older than {max_age_s:.0f} s")
+    # Hold=true on a hold event, and on a join by someone who joins already held.
+    hold = kind == "participant-hold" or (kind == "participant-join" and form.get("Hold", "").lower() == "true")
     event = ConferenceEvent(kind=kind, room=form.get("FriendlyName") or form["ConferenceSid"],
-                            conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None, at=at)
+                            conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None, at=at,
+                            hold=hold)
     return _outcome(current_app.extensions["quorum"].controller.conference_event(event))
 
 

@@ -39,7 +39,7 @@ def expose(signalwire_replies):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as fake:
         for method, url, kwargs in signalwire_replies:
             fake.add(method, url, **kwargs)
-        exposed = ngrok_tunnel.expose(config, SignalWireGateway(build_client(config), "skip"),
+        exposed = ngrok_tunnel.expose(config, SignalWireGateway(build_client(config)),
                                       tunnel=lambda port, token: "http://abc123.ngrok.app")
         return exposed, [(c.request.method, urlsplit(c.request.url).path, c.request.url, c.request.body)
                          for c in fake.calls]

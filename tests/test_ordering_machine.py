@@ -52,6 +52,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from config import RoomRule
 from quorum import policy
 from quorum.command_queue import CommandQueue, _for_conference
 from quorum.controller import ConferenceEvent, RecordingController, RecordingEvent
@@ -109,7 +110,7 @@ class Collaborators:
     def submit(self, room: str) -> None:
         """Conversation processing is out of scope (conferences never end here)."""
 
-    def set_recording(self, conference_sid, recording_sid, target, call_sid=None) -> Outcome:
+    def set_recording(self, conference_sid, recording_sid, target, call_sid=None, pause_behavior="skip") -> Outcome:
         """SignalWire receiving a pause/resume: apply it or not, as the rule chose."""
         return self._model.signalwire_command(recording_sid, target)
 
@@ -117,9 +118,9 @@ class Collaborators:
 class SteppedQueue(CommandQueue):
     """The production command path (`_act_once`, `_command_change`, `_read_change`) without its threads."""
 
-    def __init__(self, store: MemoryStore, gateway: Collaborators, minimum: int, clock):
+    def __init__(self, store: MemoryStore, gateway: Collaborators, clock):
         # Exactly the attributes those methods use; their retries are left for the machine's rules.
-        self._store, self._gateway, self._minimum, self._clock = store, gateway, minimum, clock
+        self._store, self._gateway, self._clock = store, gateway, clock
         self._on_done = lambda conf, action: None
         self._attempts: Dict[str, int] = {}
         self._attempts_lock = threading.Lock()
@@ -152,9 +153,10 @@ class OrderingMachine(RuleBasedStateMachine):
         """A Quorum process with an empty memory store: what it was told so far is gone."""
         self.store = MemoryStore()
         self.collaborators = Collaborators(self)
-        self.controller = RecordingController(self.store, self.collaborators, self.collaborators, self.minimum,
+        rule = RoomRule(min_participants=self.minimum)
+        self.controller = RecordingController(self.store, self.collaborators, self.collaborators, lambda room: rule,
                                               end_grace_s=300.0, clock=lambda: self.clock)
-        self.queue = SteppedQueue(self.store, self.collaborators, self.minimum, lambda: self.clock)
+        self.queue = SteppedQueue(self.store, self.collaborators, lambda: self.clock)
         self.delivered: List[Callback] = []  # to this process
         self.reads: List[PendingRead] = []
         self.told: Dict[str, Tuple[int, bool]] = {}  # K: call -> (seq of the newest information, present)
@@ -419,7 +421,7 @@ test_ordering_machine = OrderingMachine.TestCase
 
 def _started(store: MemoryStore, *calls: str) -> None:
     """Known calls joined in second 1, conference-start and the recording's in-progress delivered."""
-    store.mutate(ROOM, lambda conf: policy.conference_started(policy.new_conference(ROOM, CONF, 1.0, 2)))
+    store.mutate(ROOM, lambda conf: policy.conference_started(policy.new_conference(ROOM, CONF, 1.0, RoomRule())))
     for call in calls:
         _callback(store, call, True, 1)
     store.mutate(ROOM, lambda conf: policy.recording_status(conf, REC, "in-progress", 1.0))
@@ -427,7 +429,7 @@ def _started(store: MemoryStore, *calls: str) -> None:
 
 def _callback(store: MemoryStore, call: str, joined: bool, at: int) -> None:
     """A join or leave of a known call delivered, as controller._apply_kind applies it."""
-    store.mutate(ROOM, lambda conf: policy.participant_event(conf, call, joined, at, 2, known=True))
+    store.mutate(ROOM, lambda conf: policy.participant_event(conf, call, joined, at, known=True))
 
 
 def test_a_read_sent_before_a_same_second_conflict_does_not_settle_it():
@@ -444,7 +446,7 @@ def test_a_read_sent_before_a_same_second_conflict_does_not_settle_it():
     _callback(store, "C", False, 2)
     _callback(store, "C", True, 2)
     listed = policy.Snapshot("in-progress", ("A", "B"), {REC: "in-progress"})
-    store.mutate(ROOM, lambda conf: policy.recover(conf, listed, 3.0, 2, start))
+    store.mutate(ROOM, lambda conf: policy.recover(conf, listed, 3.0, start))
     _callback(store, "B", False, 4)
     action = policy.next_action(store.get(ROOM))
     assert action is not None and action.target in (PAUSED, policy.RECOVER)

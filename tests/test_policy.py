@@ -4,19 +4,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config import RoomRule
 from quorum import policy
 from recording_state import ABANDONED, GONE, PAUSED, RECORDING, UNSURE, Conference
+
+RULE = RoomRule()
 
 
 def conference(minimum=2, sid="conf-1", at=100.0):
     """A fresh conference in room R, seen from its start."""
-    return policy.conference_started(policy.new_conference("R", sid, at, minimum))
+    return policy.conference_started(policy.new_conference("R", sid, at, RoomRule(min_participants=minimum)))
 
 
-def joined(conf, *calls, at=101.0, minimum=2):
+def joined(conf, *calls, at=101.0):
     """`conf` after the given calls joined."""
     for call in calls:
-        conf = policy.participant_event(conf, call, True, at, minimum)
+        conf = policy.participant_event(conf, call, True, at)
     return conf
 
 
@@ -35,23 +38,23 @@ def test_duplicate_join_changes_nothing():
 
 def test_leave_for_unknown_call_is_harmless():
     conf = joined(conference(), "A", "B")
-    after = policy.participant_event(conf, "ghost", False, 102.0, 2)
+    after = policy.participant_event(conf, "ghost", False, 102.0)
     assert after.present() == ["A", "B"] and after.wanted == RECORDING
 
 
 def test_late_join_after_its_leave_is_ignored():
-    conf = policy.participant_event(joined(conference(), "A", "B"), "B", False, 105.0, 2)
-    late_join = policy.participant_event(conf, "B", True, 101.0, 2)
+    conf = policy.participant_event(joined(conference(), "A", "B"), "B", False, 105.0)
+    late_join = policy.participant_event(conf, "B", True, 101.0)
     assert late_join.present() == ["A"] and late_join.wanted == PAUSED
 
 
 def test_a_same_second_conflict_follows_arrival_order_and_asks_for_a_confirmation_read():
     """SignalWire's Timestamp has one-second resolution: a leave and rejoin in one second cannot be ordered."""
-    conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "B", False, 101.0, 2)
-    rejoined = policy.participant_event(conf, "B", True, 101.0, 2)
+    conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "B", False, 101.0)
+    rejoined = policy.participant_event(conf, "B", True, 101.0)
     assert rejoined.present() == ["A", "B"] and rejoined.wanted == RECORDING
     assert rejoined.recheck and not conf.recheck
-    duplicate = policy.participant_event(rejoined, "B", True, 101.0, 2)
+    duplicate = policy.participant_event(rejoined, "B", True, 101.0)
     assert duplicate is rejoined  # a duplicate is still a no-op
 
 
@@ -83,7 +86,7 @@ def test_a_command_that_may_have_taken_effect_is_resent_whatever_is_wanted(prese
 
 
 def test_recording_started_below_threshold_is_paused_at_once():
-    conf = policy.participant_event(joined(conference(), "A", "B"), "B", False, 102.0, 2)
+    conf = policy.participant_event(joined(conference(), "A", "B"), "B", False, 102.0)
     conf = policy.recording_status(conf, "rec-1", "in-progress", 103.0)
     assert policy.next_action(conf) == policy.Action("conf-1", "rec-1", PAUSED)
 
@@ -95,7 +98,7 @@ def test_late_in_progress_does_not_override_confirmed_pause():
 
 
 def test_no_action_without_conference_sid_or_after_end():
-    placeholder = policy.recording_status(policy.new_conference("R", None, 1.0, 2), "rec-1", "in-progress", 2.0)
+    placeholder = policy.recording_status(policy.new_conference("R", None, 1.0, RULE), "rec-1", "in-progress", 2.0)
     assert policy.next_action(placeholder) is None
     ended = policy.conference_ended(policy.recording_status(joined(conference(), "A"), "r", "in-progress", 2.0), 3.0)
     assert policy.next_action(ended) is None
@@ -112,7 +115,7 @@ def test_finished_once_ended_and_recordings_done(status):
 @pytest.mark.parametrize("event_at, expect_sid", [(99.0, "conf-1"), (200.0, "conf-2")])
 def test_adopt_ignores_older_and_replaces_with_newer_conference(event_at, expect_sid):
     conf = joined(conference(at=100.0), "A")
-    adopted = policy.adopt(conf, "R", "conf-2", event_at, 2)
+    adopted = policy.adopt(conf, "R", "conf-2", event_at, RULE)
     assert (adopted or conf).conference_sid == expect_sid
 
 
@@ -122,48 +125,48 @@ def test_adopt_ignores_older_and_replaces_with_newer_conference(event_at, expect
     ([("rec", None)], True),  # a recording we cannot place without knowing who is on the line
 ])
 def test_state_begun_mid_conference_is_recovered_before_deciding(events, needs):
-    conf = policy.new_conference("R", "conf-1", 100.0, 2)
+    conf = policy.new_conference("R", "conf-1", 100.0, RULE)
     for i, (what, joined_now) in enumerate(events):
         if joined_now is None:
             conf = policy.recording_status(conf, "rec-1", "in-progress", 101.0 + i)
         else:
-            conf = policy.participant_event(conf, what, joined_now, 101.0 + i, 2)
+            conf = policy.participant_event(conf, what, joined_now, 101.0 + i)
     assert policy.needs_recovery(conf) is needs
     assert (policy.next_action(conf) == policy.Action("conf-1", None, policy.RECOVER)) is needs
     assert not policy.needs_recovery(policy.conference_started(conf))
 
 
 def test_recover_merges_the_api_view():
-    conf = policy.participant_event(policy.new_conference("R", "conf-1", 100.0, 2), "X", False, 101.0, 2)
+    conf = policy.participant_event(policy.new_conference("R", "conf-1", 100.0, RULE), "X", False, 101.0)
     snapshot = policy.Snapshot("in-progress", ("A", "B"), {"rec-1": "in-progress", "rec-0": "completed"})
-    recovered = policy.recover(conf, snapshot, 102.0, 2)
+    recovered = policy.recover(conf, snapshot, 102.0)
     assert recovered.present() == ["A", "B"] and recovered.wanted == RECORDING and recovered.verified
     assert recovered.recordings == {"rec-1": RECORDING, "rec-0": GONE}
     assert policy.next_action(recovered) is None
-    paused = policy.recover(conf, policy.Snapshot("in-progress", ("A",), {"rec-1": "in-progress"}), 102.0, 2)
+    paused = policy.recover(conf, policy.Snapshot("in-progress", ("A",), {"rec-1": "in-progress"}), 102.0)
     assert policy.next_action(paused) == policy.Action("conf-1", "rec-1", PAUSED)
 
 
 def test_a_leave_in_the_same_second_as_a_rest_read_still_counts():
     """The read happens at 101.6 on our clock; the guest leaves at 101 on SignalWire's (same second)."""
-    conf = policy.participant_event(policy.new_conference("R", "conf-1", 100.0, 2), "A", True, 100.0, 2)
+    conf = policy.participant_event(policy.new_conference("R", "conf-1", 100.0, RULE), "A", True, 100.0)
     conf = policy.recording_status(conf, "rec-1", "in-progress", 101.2)
-    recovered = policy.recover(conf, policy.Snapshot("in-progress", ("A", "B"), {"rec-1": "in-progress"}), 101.6, 2)
+    recovered = policy.recover(conf, policy.Snapshot("in-progress", ("A", "B"), {"rec-1": "in-progress"}), 101.6)
     assert recovered.present() == ["A", "B"]
-    left = policy.participant_event(recovered, "B", False, 101.0, 2)
+    left = policy.participant_event(recovered, "B", False, 101.0)
     assert left.present() == ["A"] and policy.next_action(left) == policy.Action("conf-1", "rec-1", PAUSED)
 
 
 @pytest.mark.parametrize("snapshot", [None, policy.Snapshot("completed", (), {})])
 def test_recover_of_a_finished_conference_ends_it(snapshot):
-    conf = policy.recording_status(policy.new_conference("R", "conf-1", 100.0, 2), "rec-1", "in-progress", 101.0)
-    recovered = policy.recover(conf, snapshot, 102.0, 2)
+    conf = policy.recording_status(policy.new_conference("R", "conf-1", 100.0, RULE), "rec-1", "in-progress", 101.0)
+    recovered = policy.recover(conf, snapshot, 102.0)
     assert recovered.ended and policy.next_action(recovered) is None
 
 
 def test_timeline_logs_each_change_once():
     conf = joined(conference(), "A", "B")
-    conf = policy.participant_event(conf, "B", False, 103.0, 2)
+    conf = policy.participant_event(conf, "B", False, 103.0)
     wanted = [t.state for t in conf.timeline if t.kind == "wanted"]
     assert wanted == [PAUSED, RECORDING, PAUSED]
 
@@ -187,7 +190,7 @@ def test_any_delivery_order_ends_in_the_policy_state(lives, minimum, data):
     delivered = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events or [None]).filter(bool), max_size=8))))
     conf = policy.recording_status(conference(minimum), "rec-1", "in-progress", 0.0)
     for call, is_join, at in delivered:
-        conf = policy.participant_event(conf, call, is_join, at, minimum)
+        conf = policy.participant_event(conf, call, is_join, at)
         if data.draw(st.booleans()):  # sometimes the command queue runs between callbacks
             conf = _run_commands(conf)
     conf = _run_commands(conf)
@@ -208,29 +211,29 @@ def test_a_failed_participant_recording_is_commanded_again_after_a_read():
     conf = policy.recording_created(joined(conference(), "A"), "A", "own-1", 101.0)
     conf = policy.command_result(conf, "own-1", ABANDONED, 102.0)
     assert policy.next_action(conf) is None
-    recovered = policy.recover(policy.ask_confirmation(conf), policy.Snapshot("in-progress", ("A",), {}), 103.0, 2)
+    recovered = policy.recover(policy.ask_confirmation(conf), policy.Snapshot("in-progress", ("A",), {}), 103.0)
     assert policy.next_action(recovered) == policy.Action("conf-1", "own-1", PAUSED, "A")
 
 
 def test_a_routine_re_read_waits_behind_a_due_command():
     conf = policy.recording_status(joined(conference(), "A", "B"), "rec-1", "in-progress", 102.0)
-    conf = policy.ask_confirmation(policy.participant_event(conf, "B", False, 103.0, 2))
+    conf = policy.ask_confirmation(policy.participant_event(conf, "B", False, 103.0))
     assert policy.next_action(conf) == policy.Action("conf-1", "rec-1", PAUSED)
     conf = policy.command_result(conf, "rec-1", PAUSED, 104.0)
     assert policy.next_action(conf) == policy.Action("conf-1", None, policy.RECOVER)
-    settled = policy.recover(conf, policy.Snapshot("in-progress", ("A",), {"rec-1": "paused"}), 105.0, 2)
+    settled = policy.recover(conf, policy.Snapshot("in-progress", ("A",), {"rec-1": "paused"}), 105.0)
     assert policy.next_action(settled) is None and not settled.recheck
 
 
 def test_a_first_join_and_its_leave_in_one_second_ask_for_a_confirmation():
     """A same-second rejoin delivered before the leave would look just like this: never guess silently."""
-    conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "C", True, 101.0, 2)
-    left = policy.participant_event(conf, "C", False, 101.0, 2)
+    conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "C", True, 101.0)
+    left = policy.participant_event(conf, "C", False, 101.0)
     assert left.present() == ["A", "B"] and left.recheck
 
 
 def test_a_later_same_state_event_makes_a_same_second_conflict_visible():
     """join@100, then (rejoin story) join@101 arrives before leave@101: the leave is a tie, not news."""
-    conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "B", True, 101.0, 2)
-    left = policy.participant_event(conf, "B", False, 101.0, 2)
+    conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "B", True, 101.0)
+    left = policy.participant_event(conf, "B", False, 101.0)
     assert left.present() == ["A"] and left.recheck

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from config import RoomRule
 from quorum.command_queue import FIRST_BACKOFF_S, MAX_BACKOFF_S, CommandQueue, backoff
 from quorum.controller import ConferenceEvent, Decision, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
@@ -22,7 +23,7 @@ class FakeGateway:
         self.outcomes, self.live = list(outcomes), list(live)
         self.updates, self.reads = [], []
 
-    def set_recording(self, conference_sid, recording_sid, target, call_sid=None):
+    def set_recording(self, conference_sid, recording_sid, target, call_sid=None, pause_behavior="skip"):
         self.updates.append((recording_sid, target))
         return self.outcomes.pop(0) if self.outcomes else Outcome.OK
 
@@ -71,9 +72,10 @@ class Core:
     def __init__(self, gateway=None):
         self.store, self.clock, self.processor = MemoryStore(), Clock(), FakeProcessor()
         self.gateway = gateway or FakeGateway()
-        self.commands = CommandQueue(self.store, self.gateway, 2, lock_ttl_s=5, recording_callback=lambda r, c: "",
+        self.commands = CommandQueue(self.store, self.gateway, lock_ttl_s=5, recording_callback=lambda r, c: "",
                                      clock=self.clock, sleep=lambda s: None)
-        self.controller = RecordingController(self.store, self.commands, self.processor, 2, end_grace_s=60,
+        self.controller = RecordingController(self.store, self.commands, self.processor, lambda room: RoomRule(),
+                                              end_grace_s=60,
                                               reconcile_interval_s=1, clock=self.clock, gateway=self.gateway)
 
     def event(self, kind, call=None, at=T0):

@@ -8,10 +8,12 @@ import pytest
 
 from quorum import policy
 from app import create_app, services, shutdown
-from config import ConfigError
+from config import ConfigError, RoomRule
 from support import conference_form, make_config, sid
 from recording_state import STALE_AFTER_S, RECORDING
 from quorum.redis_store import RedisStore
+
+RULE = RoomRule()
 
 
 @pytest.fixture
@@ -23,8 +25,8 @@ def store(redis_url):
 def join(call, at):
     """A mutation: `call` joins room R (creating it if needed)."""
     def apply(conf):
-        conf = conf or policy.conference_started(policy.new_conference("R", "conf-1", 0.0, 2))
-        return policy.participant_event(conf, call, True, at, 2)
+        conf = conf or policy.conference_started(policy.new_conference("R", "conf-1", 0.0, RULE))
+        return policy.participant_event(conf, call, True, at)
     return apply
 
 

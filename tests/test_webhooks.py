@@ -78,7 +78,7 @@ def two_on_the_line(events, at=1_800_000_000):
     ("record", "record-from-start"),
     ("startConferenceOnEnter", "true"),
     ("statusCallback", f"{PUBLIC_URL}/voice/conference-status"),
-    ("statusCallbackEvent", "start end join leave"),
+    ("statusCallbackEvent", "start end join leave hold"),
     ("recordingStatusCallback", f"{PUBLIC_URL}/voice/recording-status?room=%2B15550001111"),
     ("recordingStatusCallbackEvent", "in-progress completed failed"),
     ("trim", "do-not-trim"),
