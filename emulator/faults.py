@@ -33,6 +33,7 @@ class Faults:
     rest_timeout: float = 0.0  # hang for rest_hang_s, then answer 504 without applying
     rest_hang_s: float = 6.0  # longer than a client's read timeout
     rest_timeout_applies: bool = False  # timed-out requests do take effect: only the answer is late
+    announce_error: bool = False  # answer 500 to every Update Conference that carries an AnnounceUrl
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,9 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
             return error(401, code=20003)
         if g.project != project:
             return error(404, f"The requested resource /Accounts/{g.project} was not found", 20404)
+        if injector.faults.announce_error and request.form.get("AnnounceUrl"):
+            g.injected = "error"
+            return error(500)
         return _inject(injector.plan_rest(views.fault_key(request.view_args)), injector.faults.rest_timeout_applies)
 
     @app.before_request
