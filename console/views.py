@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 from conversations import record as conversation
 from conversations.queries import page_of
 from conversations.record import READY, UNFINISHED
+from config import RoomRule
 from recording_state import ABANDONED, GONE, LIVE, PAUSED, PROCESSING, RECORDING, UNSURE, Caller, Conference
 
 PER_PAGE = 20
@@ -19,8 +20,15 @@ STATE_WORDS = {WAITING: "not started", RECORDING: "recording", PAUSED: "paused",
                GONE: "stopped", ABANDONED: "failed"}
 STATUS_WORDS = {LIVE: "live", PROCESSING: "processing (fetching and measuring the audio)", READY: "ready",
                 UNFINISHED: "failed (the recording never reported its end)"}
+ON_HOLD, ON_THE_CALL = "on hold", "on the call"
 
 
+def rule_words(rule: RoomRule) -> str:
+    """A room's rule in one sentence, as its live card shows it."""
+    words = f"Records with {rule.min_participants} or more on the line"
+    words += ", a host among them" if rule.host_numbers else ""
+    words += "; callers on hold count" if rule.hold_counts_as_present else "; callers on hold do not count"
+    return words + ("; announces the recording" if rule.recording_announcement else "") + "."
 
 
 def duration_words(seconds: float) -> str:
@@ -63,14 +71,22 @@ def live_conference(conf: Conference, now: float) -> dict:
     """One live conference as the live page shows it."""
     state, since = recording_now(conf)
     present = conf.present()
-    callers = sorted((conf.callers.get(sid) or Caller() for sid in present), key=lambda c: c.joined_at or now)
-    participants = [{"number": caller.from_ or "unknown number",
-                     "joined": f"joined {clock(caller.joined_at)}, {duration_words(now - caller.joined_at)} ago"
-                     if caller.joined_at is not None else "joined (time unknown)"} for caller in callers]
+    held = [sid for sid in present if conf.participants[sid].hold]
+    on_line = sorted(present, key=lambda sid: (conf.callers.get(sid) or Caller()).joined_at or now)
+    participants = [_participant(conf, sid, now) for sid in on_line]
     return {"room": conf.room, "id": conf.conference_sid, "state": state, "state_words": STATE_WORDS.get(state, state),
             "for": f"for {duration_words(now - since)}" if since is not None else "",
-            "present": len(present), "present_words": f"{len(present)} on the line",
+            "present": len(present), "rule": rule_words(conf.rule),
+            "present_words": f"{len(present)} on the line" + (f" ({len(held)} on hold)" if held else ""),
             "opened": f"opened {clock(conf.opened_at)}", "participants": participants}
+
+
+def _participant(conf: Conference, call_sid: str, now: float) -> dict:
+    """One caller on a live card: number, since when, on hold or not, host or not."""
+    caller, presence = conf.callers.get(call_sid) or Caller(), conf.participants[call_sid]
+    return {"number": caller.from_ or "unknown number", "hold": presence.hold, "host": presence.host,
+            "joined": f"joined {clock(caller.joined_at)}, {duration_words(now - caller.joined_at)} ago"
+            if caller.joined_at is not None else "joined (time unknown)"}
 
 
 def live_summary(conferences: List[dict]) -> str:
@@ -161,6 +177,7 @@ def conversation_facts(record: dict) -> dict:
 LANE_H, BAR_Y, BAR_H, TOP, AXIS_H = 50, 22, 20, 4, 24
 TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
 SPAN_WORDS = {RECORDING: "recorded", PAUSED: "paused"}
+ANNOUNCEMENT_WORDS = {"played": "played", "failed": "failed (tried twice)", "skipped": "skipped (paused at once)"}
 
 
 def timeline_view(record: dict) -> dict:
@@ -175,14 +192,20 @@ def timeline_view(record: dict) -> dict:
                    [(s["state"], s["start_ms"], s["end_ms"]) for s in record.get("recording_timeline") or []], total)]
     for number, channel in enumerate(channels, start=1):
         who = channel.get("from") or channel.get("connection_id") or "unknown"
-        lanes.append(_lane(f"Channel {number:02d}: {who}", "channel",
-                           [("on the call", channel["start_ms"], channel["end_ms"])], total))
+        host = " (host)" if channel.get("host") else ""
+        holds = [(ON_HOLD, h["start_ms"], h["end_ms"]) for h in channel.get("holds") or []]
+        lanes.append(_lane(f"Channel {number:02d}: {who}{host}", "channel",
+                           [(ON_THE_CALL, channel["start_ms"], channel["end_ms"])] + holds, total))
     for index, lane in enumerate(lanes):
         lane["label_y"] = TOP + index * LANE_H + 15
         lane["bar_y"] = TOP + index * LANE_H + BAR_Y
     bottom = TOP + len(lanes) * LANE_H
+    marks = [{"x": round(100 * a["at_ms"] / total, 3), "outcome": a["outcome"],
+              "text": f"announcement {ANNOUNCEMENT_WORDS.get(a['outcome'], a['outcome'])} at {elapsed(a['at_ms'])}"}
+             for a in record.get("announcements") or []]
     return {"lanes": lanes, "total_ms": total, "bar_h": BAR_H, "axis_y": bottom + 16, "height": bottom + AXIS_H,
-            "grid_bottom": bottom - (LANE_H - BAR_Y - BAR_H), "ticks": ticks(total), "total": elapsed(total)}
+            "grid_bottom": bottom - (LANE_H - BAR_Y - BAR_H), "ticks": ticks(total), "total": elapsed(total),
+            "marks": marks, "mark_y": lanes[0]["bar_y"]}
 
 
 def _lane(label: str, kind: str, spans: list, total: int) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from itsdangerous import TimestampSigner
 
+from config import RoomRule
 from console import signin, views
 from app import create_app, services, shutdown
 from support import make_config, sid, wav_bytes
@@ -338,8 +339,34 @@ def live_conference(now):
 def test_live_conference_reports_the_mix_state_and_since_when():
     view = views.live_conference(live_conference(T0 + 100), T0 + 100)
     assert (view["state"], view["state_words"], view["for"]) == (PAUSED, "paused", "for 59 s")
-    assert view["participants"] == [{"number": HOST, "joined": "joined 08:00:00 UTC, 1 min 40 s ago"}]
+    assert view["participants"] == [{"number": HOST, "joined": "joined 08:00:00 UTC, 1 min 40 s ago", "hold": False,
+                                     "host": False}]
     assert view["present_words"] == "1 on the line"
+
+
+def test_a_live_card_shows_who_is_on_hold_who_hosts_and_the_rooms_rule():
+    rule = RoomRule(min_participants=3, host_numbers=(HOST,), recording_announcement="Recorded.")
+    conf = Conference(room=ROOM, opened_at=T0, rule=rule,
+                      participants={CA1: Presence(True, T0, host=True), CA2: Presence(True, T0 + 1, hold=True)},
+                      callers={CA1: Caller(from_=HOST, joined_at=T0), CA2: Caller(from_=GUEST, joined_at=T0 + 1)})
+    view = views.live_conference(conf, T0 + 5)
+    assert [(p["number"], p["host"], p["hold"]) for p in view["participants"]] == [(HOST, True, False),
+                                                                                  (GUEST, False, True)]
+    assert view["present_words"] == "2 on the line (1 on hold)"
+    assert view["rule"] == ("Records with 3 or more on the line, a host among them; callers on hold do not count; "
+                            "announces the recording.")
+
+
+def test_the_timeline_shades_holds_and_marks_announcements():
+    shown = record()
+    shown["channels"][0]["holds"] = [{"start_ms": 2000, "end_ms": 4000}]
+    shown["channels"][0]["host"] = True
+    shown["announcements"] = [{"at_ms": 1000, "outcome": "played"}]
+    view = views.timeline_view(shown)
+    lane = view["lanes"][1]
+    assert lane["label"].endswith("(host)")
+    assert [(s["state"], s["start_ms"], s["end_ms"]) for s in lane["spans"]][-1] == ("on hold", 2000, 4000)
+    assert [(m["outcome"], m["text"]) for m in view["marks"]] == [("played", "announcement played at 0:01.0")]
 
 
 def test_live_conference_before_the_recording_starts():

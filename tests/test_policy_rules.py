@@ -133,3 +133,16 @@ def test_hold_spans_are_kept_for_the_conversation():
     conf = policy.connection_event(conf, HOST, True, 57.0, hold=True)
     conf = policy.connection_event(conf, HOST, False, 58.0)
     assert conf.callers[HOST].holds == ((52.0, 55.0), (57.0, 58.0)) and conf.callers[HOST].held_at is None
+
+
+def test_recording_resumed_waits_for_the_announcement_and_says_how_it_went():
+    from conversations.event_callbacks import recording_change
+
+    conf = announcing(play(started(RoomRule(recording_announcement=NOTICE)), [(HOST, J, 1), (GUEST, J, 2)]))
+    resume = policy.Action("conf-1", "rec-1", RECORDING)
+    assert recording_change(conf, resume, 10.0) is None  # not yet: the announcement comes first
+    kind, _, data = recording_change(policy.announced(conf, "played", 10.2), policy.Action("conf-1", None,
+                                                                                           policy.ANNOUNCE), 10.2)
+    assert (kind, data["recording_sid"], data["announcement"]) == ("recording.resumed", "rec-1", "played")
+    kind, _, data = recording_change(announcing(play(started(), [(HOST, J, 1), (GUEST, J, 2)])), resume, 10.0)
+    assert (kind, data["announcement"]) == ("recording.resumed", None)  # no announcement configured: at once

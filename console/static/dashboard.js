@@ -21,7 +21,16 @@
       number.textContent = person.number;
       joined.className = "muted";
       joined.textContent = person.joined;
-      item.append(number, " ", joined);
+      item.append(number, " ");
+      for (const [flag, words] of [["host", "host"], ["hold", "on hold"]]) {
+        if (!person[flag]) continue;
+        const tag = document.createElement("span");
+        tag.className = "tag";
+        tag.dataset.tag = flag;
+        tag.textContent = words;
+        item.append(tag, " ");
+      }
+      item.append(joined);
       return item;
     }));
     const link = card.querySelector("[data-link]");
