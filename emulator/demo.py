@@ -26,14 +26,14 @@ from typing import List, Optional
 import requests
 
 from emulator.calls import Event
-from emulator.scenarios import (DEMO, DEMO_NUMBER, Player, expected_writes, presence, quorum_spans,
-                                recorded_spans, scaled, span_problems)
+from emulator.scenarios import DEMO, DEMO_NUMBER, Player, logged_quorum, recorded_spans, scaled, span_problems
 from emulator.server import Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE_S = 0.25
 SID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STARTUP_TIMEOUT_S = 20.0
+ANNOUNCEMENT = "This call is recorded."
 
 
 class EventPrinter:
@@ -56,6 +56,12 @@ class EventPrinter:
         kind = event.kind
         if kind in ("joined", "left"):
             return f"{event.label:<6} {kind:<6} ({event.present} on the line)   recording: {self._recording}"
+        if kind in ("held", "unheld"):
+            verb = "on hold " if kind == "held" else "off hold"
+            return f"{event.label:<6} {verb} (hold music; on hold does not count)   recording: {self._recording}"
+        if kind in ("announced", "announce-failed"):
+            return f"SignalWire played Quorum's announcement to everyone: {event.detail!r}" if kind == "announced" \
+                else f"announcement FAILED: {event.detail}"
         if kind == "recording-started":
             self._recording = "RUNNING"
             return "recording started by SignalWire (record-from-start: 2 on the line)"
@@ -87,6 +93,8 @@ def quorum_env(emulator: Emulator, port: int, minimum: int, behavior: str, archi
             "SIGNALWIRE_API_URL": emulator.url, "SIGNALWIRE_PHONE_NUMBER": "", "PUBLIC_URL": f"http://127.0.0.1:{port}",
             "PORT": str(port), "USE_NGROK": "false", "NGROK_AUTHTOKEN": "", "LOG_LEVEL": "INFO",
             "MIN_PARTICIPANTS": str(minimum), "PAUSE_BEHAVIOR": behavior, "CONFERENCE_ROOM": "per-number",
+            "HOLD_COUNTS_AS_PRESENT": "false", "HOST_NUMBERS": "", "RECORDING_ANNOUNCEMENT": ANNOUNCEMENT,
+            "ROOM_RULES_FILE": "",
             "TRIM": "do-not-trim", "VALIDATE_SIGNATURES": "true", "SIGNALWIRE_TIMEOUT_S": "5",
             "END_GRACE_S": "1", "RECORDINGS_DIR": archive, "PARTICIPANT_RECORDING": "off", "REDIS_URL": "",
             "EVENT_CALLBACK_URL": "", "API_TOKEN": api_token, "RECONCILE_INTERVAL_S": "60", "PYTHONUNBUFFERED": "1"}
@@ -119,13 +127,17 @@ def stop(process: subprocess.Popen) -> None:
 def report(emulator: Emulator, minimum: int) -> List[str]:
     """Print the timeline, the REST calls and the callbacks; return what went wrong (empty: all good)."""
     problems: List[str] = []
+    expected, crossings = logged_quorum(emulator.sim.events, DEMO_NUMBER, minimum)
     for conf in emulator.conferences(DEMO_NUMBER):
-        changes = presence(conf, emulator.sim.calls)
         for sid in conf.recording_sids:
-            problems += _print_recording(emulator, conf, sid, changes, minimum)
-        writes = emulator.rest_log.writes()
-        if len(writes) != expected_writes(changes, minimum):
-            problems.append(f"{len(writes)} REST writes, expected {expected_writes(changes, minimum)}")
+            problems += _print_recording(emulator, conf, sid, expected, minimum)
+    writes = [w for w in emulator.rest_log.writes() if "Status" in w.form]
+    if len(writes) != crossings:
+        problems.append(f"{len(writes)} pause/resume writes, expected {crossings}")
+    starts = sum(e.kind in ("recording-started", "recording-resumed") for e in emulator.sim.events)
+    played = sum(e.kind == "announced" for e in emulator.sim.events)
+    if played != starts:
+        problems.append(f"the announcement played {played} times for {starts} starts and resumes")
     counts = emulator.rest_log.counts()
     t0 = min(c.created_at for c in emulator.conferences())
     print(f"\nREST calls Quorum made: {counts['POST']} writes, {counts['GET']} reads")
@@ -140,7 +152,7 @@ def report(emulator: Emulator, minimum: int) -> List[str]:
     return problems
 
 
-def _print_recording(emulator: Emulator, conf, sid: str, changes, minimum: int) -> List[str]:
+def _print_recording(emulator: Emulator, conf, sid: str, expected, minimum: int) -> List[str]:
     """Print one recording's spans and compare them with the policy."""
     rec = emulator.recording(sid)
     t0 = conf.created_at
@@ -151,11 +163,10 @@ def _print_recording(emulator: Emulator, conf, sid: str, changes, minimum: int) 
     frames = emulator.audio(sid).shape[0]
     print(f"  recorded {rec.timeline.seconds('recording'):.2f} s, paused {rec.timeline.seconds('paused'):.2f} s; "
           f"media {frames / 8000:.2f} s at {emulator.sim.recording_url(sid)}.wav")
-    expected = quorum_spans(changes, minimum)
     wanted = ", ".join(f"{a - t0:.2f}-{b - t0:.2f}" for a, b in expected) or "never"
     problems = span_problems(recorded_spans(rec), expected, TOLERANCE_S)
     verdict = "matches" if not problems else "DOES NOT MATCH"
-    print(f"  at least {minimum} on the line: {wanted} -> {verdict} within {TOLERANCE_S} s per edge")
+    print(f"  at least {minimum} on the line, not on hold: {wanted} -> {verdict} within {TOLERANCE_S} s per edge")
     return problems
 
 
@@ -174,8 +185,11 @@ def archived(root: Path, timeout: float = 10.0) -> List[str]:
           f"downloaded from the emulator, SNR {_figure(mix.get('snr'), 'dB')}, RT60 {_figure(mix.get('rt60'), 's')}")
     print("  channels (one per connection; a caller who rejoins gets a second one), seconds from Quorum's first event:")
     for channel in record["channels"]:
+        holds = "".join(f", on hold {h['start_ms'] / 1000:.2f}-{h['end_ms'] / 1000:.2f} s" for h in channel["holds"])
         print(f"    channel {channel['connection_id']}: on the call {channel['start_ms'] / 1000:.2f}-"
-              f"{channel['end_ms'] / 1000:.2f} s")
+              f"{channel['end_ms'] / 1000:.2f} s{holds}")
+    marks = ", ".join(f"{a['at_ms'] / 1000:.2f} s ({a['outcome']})" for a in record["announcements"])
+    print(f"  announcements: {marks or 'none'}")
     print("  recording timeline as Quorum confirmed it:")
     for span in record["recording_timeline"]:
         print(f"    {span['state']:<9} {span['start_ms'] / 1000:6.2f}-{span['end_ms'] / 1000:6.2f} s")
@@ -200,7 +214,8 @@ def run(minimum: int, behavior: str, speed: float, linger_s: float = 0.0) -> int
         public = f"http://127.0.0.1:{port}"
         token = secrets.token_urlsafe(24)  # this run's API_TOKEN: the dashboard link below is good only for it
         print(f"Quorum demo: SignalWire emulator at {emulator.url}, Quorum at {public} "
-              f"(MIN_PARTICIPANTS={minimum}, PAUSE_BEHAVIOR={behavior}); throwaway credentials, no ngrok.")
+              f"(MIN_PARTICIPANTS={minimum}, PAUSE_BEHAVIOR={behavior}, RECORDING_ANNOUNCEMENT={ANNOUNCEMENT!r}); "
+              "throwaway credentials, no ngrok.")
         env = quorum_env(emulator, port, minimum, behavior, archive, token)
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT,
                                    env=env)
@@ -212,8 +227,8 @@ def run(minimum: int, behavior: str, speed: float, linger_s: float = 0.0) -> int
             print(f"Dashboard (watch it live; one-time token for this run): {public}/login?token={token}")
             emulator.add_number(DEMO_NUMBER, public + "/voice/inbound")
             emulator.sim.listeners.append(EventPrinter())
-            print(f"\nA host calls {DEMO_NUMBER}, a guest joins, drops and rejoins, a third caller comes and goes,"
-                  " everyone hangs up:\n")
+            print(f"\nA host calls {DEMO_NUMBER}, a guest joins, drops and rejoins, is put on hold and taken off it,"
+                  " a third caller comes and goes, everyone hangs up:\n")
             Player(emulator).play(scaled(DEMO, speed))
             emulator.settle(15)
             problems = report(emulator, minimum) + archived(Path(archive))

@@ -22,7 +22,8 @@ from emulator.model import Call, Conference, RECORDING
 Step = Tuple
 DEMO_NUMBER = "+15550100"
 
-# A host dials in alone, a guest joins, drops and rejoins, a third caller comes and goes, everyone hangs up.
+# A host dials in alone, a guest joins, drops and rejoins, is put on hold and taken off it, a third caller
+# comes and goes, everyone hangs up. A call's events are seconds apart, as SignalWire's Timestamps can order.
 DEMO: List[Step] = [
     ("call", "host", DEMO_NUMBER),
     ("wait", 1.0),
@@ -31,6 +32,10 @@ DEMO: List[Step] = [
     ("hangup", "guest"),
     ("wait", 1.0),
     ("call", "guest", DEMO_NUMBER),
+    ("wait", 2.5),
+    ("hold", "guest"),
+    ("wait", 2.5),
+    ("unhold", "guest"),
     ("wait", 1.0),
     ("call", "third", DEMO_NUMBER),
     ("wait", 1.0),

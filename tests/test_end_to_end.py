@@ -19,8 +19,8 @@ import requests
 from e2e_support import quorum_stack
 from emulator.audio import RATE
 from emulator.faults import Faults
-from emulator.scenarios import (DEMO, DEMO_NUMBER, Player, expected_writes, presence, quorum_spans, recorded_spans,
-                                scaled, span_problems)
+from emulator.scenarios import (DEMO, DEMO_NUMBER, Player, expected_writes, logged_quorum, presence, quorum_spans,
+                                recorded_spans, scaled, span_problems)
 
 TOLERANCE_S = 0.25  # per span edge: callback delivery plus Quorum's REST round trip
 FAST_DEMO = scaled(DEMO, 0.4)
@@ -57,8 +57,7 @@ def test_demo_records_exactly_while_a_quorum_is_on_the_line(minimum, behavior):
         (conf,) = stack.emulator.conferences(DEMO_NUMBER)
         (recording_sid,) = conf.recording_sids
         rec = stack.emulator.recording(recording_sid)
-        changes = presence(conf, stack.emulator.sim.calls)
-        expected = quorum_spans(changes, minimum)
+        expected, crossings = logged_quorum(stack.emulator.sim.events, DEMO_NUMBER, minimum)  # the guest's hold too
 
         assert span_problems(recorded_spans(rec), expected, TOLERANCE_S) == []
         recorded, paused = rec.timeline.seconds("recording"), rec.timeline.seconds("paused")
@@ -79,7 +78,7 @@ def test_demo_records_exactly_while_a_quorum_is_on_the_line(minimum, behavior):
         # Timestamp resolution) is confirmed with a read: its participants and its recordings.
         assert stack.emulator.rest_log.counts()["GET"] == 2 * _same_second_stays(stack)
         writes = stack.emulator.rest_log.writes()
-        assert len(writes) == expected_writes(changes, minimum)
+        assert len(writes) == crossings
         assert all(w.status == 200 for w in writes)
         # PauseBehavior belongs to Status=paused only (Update a Conference Recording).
         assert all(w.form.get("PauseBehavior") == (behavior if w.form["Status"] == "paused" else None) for w in writes)
@@ -101,7 +100,7 @@ def test_participant_recordings_run_only_while_the_conference_recording_does():
         assert stack.settle()
         (conf,) = stack.emulator.conferences(DEMO_NUMBER)
         calls = stack.emulator.sim.calls
-        quorum = quorum_spans(presence(conf, calls), 2)
+        quorum, _ = logged_quorum(stack.emulator.sim.events, DEMO_NUMBER, 2)
         own = [r for r in stack.emulator.sim.recordings.values() if r.call_sid]
         overlapping = {sid for sid in conf.call_sids
                        if _within(quorum, calls[sid].joined_at, calls[sid].left_at)}
