@@ -25,7 +25,7 @@ except ImportError:  # reported by the `browser` fixture, so the tests fail with
     expect = sync_playwright = None
 
 TOKEN = secrets.token_urlsafe(24)
-LIVE_ROOM, DONE_ROOM = DEMO_NUMBER, "+15550199"
+LIVE_ROOM, DONE_ROOM, HOLD_ROOM = DEMO_NUMBER, "+15550199", "+15550188"
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's own background connections are refused here; none of them matter to the page.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,7 +38,8 @@ FOR_SECONDS = re.compile(r"^for \d+(\.\d)? s$")  # how long the recording has be
 @pytest.fixture(scope="module")
 def stack():
     """Quorum (with per-participant channels) on the emulator, two rooms: one to watch live, one to archive."""
-    with quorum_stack(api_token=TOKEN, numbers=(LIVE_ROOM, DONE_ROOM), participant_recording="inbound") as running:
+    with quorum_stack(api_token=TOKEN, numbers=(LIVE_ROOM, DONE_ROOM, HOLD_ROOM), participant_recording="inbound",
+                      recording_announcement="This call is recorded.") as running:
         yield running
 
 
@@ -180,6 +181,32 @@ def test_conversation_page_draws_the_record(page, finished):
     screenshot(page, "conversation")
     page.set_viewport_size({"width": 390, "height": 844})
     screenshot(page, "conversation-phone")
+
+
+def test_holds_and_announcements_are_shown_live_and_on_the_timeline(page, stack):
+    sign_in(page)
+    player = Player(stack.emulator)
+    card = page.locator(f'li.card[data-room="{HOLD_ROOM}"]')
+    # A call's events seconds apart, as SignalWire's one-second Timestamps can order them.
+    player.play([("call", "host", HOLD_ROOM), ("wait", 1.2), ("call", "guest", HOLD_ROOM), ("wait", 1.2),
+                 ("hold", "guest")])
+    expect(card.locator(".badge")).to_have_text("paused")
+    expect(card.locator('.people li:has(.tag[data-tag="hold"]) .number')).to_have_text(caller_number("guest"))
+    expect(card.locator("[data-field=present_words]")).to_have_text("2 on the line (1 on hold)")
+    expect(card.locator(".rule")).to_contain_text("callers on hold do not count; announces the recording")
+    screenshot(page, "live-hold")
+    player.play([("wait", 1.2), ("unhold", "guest")])
+    expect(card.locator(".badge")).to_have_text("recording")
+    player.play([("wait", 1.2), ("hangup", "guest"), ("wait", 0.3), ("hangup", "host")])
+    assert stack.settle() and stack.wait_for_empty_store(10)
+    (record,) = [c for c in services(stack.app).archive.all() if c["room"] == HOLD_ROOM]
+    assert [a["outcome"] for a in record["announcements"]] == ["played", "played"]  # the start and the resume
+
+    page.goto(f"/conversations/{record['id']}")
+    guest_lane = page.locator(f'g.lane[data-label$="{caller_number("guest")}"]')
+    expect(guest_lane.locator('rect.span[data-state="on hold"]')).to_have_count(1)
+    expect(page.locator("svg.timeline g.mark")).to_have_count(2)
+    screenshot(page, "conversation-hold")
 
 
 def test_history_lists_filters_and_links(page, stack, finished):
