@@ -83,7 +83,8 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                             recording_callback=lambda room, call: laml.recording_callback_url(config.public_url, room, call),
                             announce_url=lambda room: laml.announce_url(config.public_url, room),
                             on_done=events.notify if events else lambda conf, action: None,
-                            workers=config.signalwire_concurrency, reads_per_s=config.reconcile_max_reads_per_s)
+                            workers=config.signalwire_concurrency, reads_per_s=config.reconcile_max_reads_per_s,
+                            observe_crossing=metrics.crossing_seconds.observe)
     metrics.watch_queue(commands.depth)
     controller = RecordingController(store, commands, processor, config.rule_for, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller, gateway=gateway)

@@ -173,7 +173,8 @@ class CommandQueue:
                  announce_url: Callable[[str], str] = lambda room: "",
                  on_done: Callable[[Conference, policy.Action], None] = lambda conf, action: None,
                  workers: int = 8, reads_per_s: int = 5, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 observe_crossing: Callable[[float], None] = lambda seconds: None):
         self._store = store
         self._gateway = gateway
         self._lock_ttl_s = lock_ttl_s
@@ -184,12 +185,20 @@ class CommandQueue:
         self._sleep = sleep
         self._attempts: Dict[str, int] = {}  # room -> retryable failures in a row (commands or reads)
         self._attempts_lock = threading.Lock()
+        self._observe_crossing = observe_crossing  # seconds from a crossing callback's arrival to its command
+        self._crossed: Dict[str, float] = {}  # room -> perf_counter() of the oldest crossing not yet commanded
         self._workers = KeyedWorkers(self._drive, workers, "quorum-cmd")
         self._later = DelayedKicks(self.kick, "quorum-retry")
         self.reads = ReadQueue(self._read, store, reads_per_s, sleep=sleep)
 
-    def kick(self, room: str) -> None:
-        """Make sure the room is brought to its wanted state soon; never blocks on the API."""
+    def kick(self, room: str, crossed_at: Optional[float] = None) -> None:
+        """Make sure the room is brought to its wanted state soon; never blocks on the API.
+
+        `crossed_at`: when the callback that crossed the threshold arrived (perf_counter), timed to its command.
+        """
+        if crossed_at is not None:
+            with self._attempts_lock:
+                self._crossed.setdefault(room, crossed_at)
         self._workers.submit(room)
 
     def read(self, room: str, urgent: bool = False) -> None:
@@ -233,6 +242,12 @@ class CommandQueue:
                 self._later.later(room, backoff(self._failed(room)))
                 return  # the retry comes back as a kick: no worker waits through the backoff
             self._succeeded(room)
+        self._crossing(room)  # crossings that cancelled out before a command went: nothing to time
+
+    def _crossing(self, room: str) -> Optional[float]:
+        """Take the arrival time of the room's oldest crossing not yet commanded, if any."""
+        with self._attempts_lock:
+            return self._crossed.pop(room, None)
 
     def _failed(self, room: str) -> int:
         """Count one more retryable failure for the room; returns the count."""
@@ -253,6 +268,9 @@ class CommandQueue:
             return None
         if action.target == policy.ANNOUNCE:
             return self._announce(room, conf, action)
+        crossed_at = self._crossing(room) if action.call_sid is None and action.target != policy.CREATE else None
+        if crossed_at is not None:
+            self._observe_crossing(time.perf_counter() - crossed_at)  # the command leaves Quorum now
         outcome, result = self._send(room, conf, action)
         conf = self._store.mutate(room, _for_conference(action, self._command_change(action, outcome, result)))
         recording = result if action.target == policy.CREATE else action.recording_sid

@@ -45,6 +45,7 @@ class ConferenceEvent:
     call_sid: Optional[str]
     at: float  # SignalWire's Timestamp: orders events
     hold: bool = False  # the participant is on hold after this event
+    received: Optional[float] = None  # perf_counter() when the callback arrived, for the crossing latency
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,11 @@ class RecordingController:
             return Decision.STALE
         caller = self._caller(event.call_sid, event.room) if event.kind in PARTICIPANT_EVENTS else None
         now = self._clock()
-        displaced = {}
+        displaced, crossed = {}, {}
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
             displaced.clear()  # a retried mutation starts over
+            crossed.clear()
             if conf is None and event.kind == "conference-end":
                 return None  # nothing to end
             current = policy.adopt(conf, event.room, event.conference_sid, event.at, self._rules(event.room), now)
@@ -101,12 +103,16 @@ class RecordingController:
                 return conf
             if conf is not None and conf.conference_sid not in (None, current.conference_sid):
                 displaced["conference"] = conf
-            return self._finish_if_done(self._apply_kind(current, event, now, caller))
+            after = self._finish_if_done(self._apply_kind(current, event, now, caller))
+            if after.wanted != current.wanted:
+                crossed["at"] = event.received
+            return after
 
         result = self._store.mutate(event.room, apply)
         if displaced:
             self._park(displaced["conference"], now)
-        return self._after(event.room, result, f"{event.kind} call={event.call_sid}", event.conference_sid)
+        return self._after(event.room, result, f"{event.kind} call={event.call_sid}", event.conference_sid,
+                           crossed.get("at"))
 
     def _park(self, old: Conference, now: float) -> None:
         """Keep a conference that the room's next one displaced under a key of its own, so its
@@ -290,8 +296,10 @@ class RecordingController:
         """Once ended with every recording's end reported, the conference awaits processing."""
         return policy.to_processing(conf) if policy.finished(conf) else conf
 
-    def _after(self, room: str, result: Optional[Conference], what: str, conference_sid: Optional[str]) -> Decision:
-        """Log the decision; queue a command or processing if one is due."""
+    def _after(self, room: str, result: Optional[Conference], what: str, conference_sid: Optional[str],
+               crossed_at: Optional[float] = None) -> Decision:
+        """Log the decision; queue a command or processing if one is due (`crossed_at`: the callback that
+        crossed the threshold arrived then)."""
         if result is None:
             if conference_sid:
                 self._store.retire(conference_sid)
@@ -306,7 +314,7 @@ class RecordingController:
                  len(result.present()), result.wanted, action.target if action else "none",
                  f" why={policy.why_read(result)}" if action and action.target == policy.RECOVER else "")
         if action:
-            self._commands.kick(room)
+            self._commands.kick(room, crossed_at)
             return Decision.QUEUED
         return Decision.APPLIED
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from quorum import input_checks
 from quorum import laml
@@ -18,6 +18,12 @@ bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave",
                      "participant-hold", "participant-unhold")
+
+
+@bp.before_request
+def note_arrival():
+    """When the callback arrived: where its crossing-to-command latency starts."""
+    g.received = time.perf_counter()
 
 
 @bp.before_request
@@ -105,7 +111,7 @@ def conference_status():
     hold = kind == "participant-hold" or (kind == "participant-join" and form.get("Hold", "").lower() == "true")
     event = ConferenceEvent(kind=kind, room=form.get("FriendlyName") or form["ConferenceSid"],
                             conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None, at=at,
-                            hold=hold)
+                            hold=hold, received=g.received)
     return _outcome(current_app.extensions["quorum"].controller.conference_event(event))
 
 

@@ -46,6 +46,9 @@ def test_counters_and_gauges_move(app):
     assert after[("quorum_webhooks_total", (("outcome", "bad_request"), ("route", "conference-status")))] == 1
     assert after[("quorum_rest_commands_total", (("kind", "pause"), ("result", "ok")))] == 1
     assert after[("quorum_rest_command_seconds_count", (("kind", "pause"),))] == 1
+    # One crossing (the leave) became one command: timed from the leave's arrival to the pause leaving.
+    assert after[("quorum_crossing_to_command_seconds_count", ())] == 1
+    assert after[("quorum_crossing_to_command_seconds_bucket", (("le", "1.0"),))] == 1
     assert after[("quorum_active_conferences", ())] == 1
     assert after[("quorum_recordings", (("state", "paused"),))] == 1
     assert after[("quorum_command_queue_depth", ())] == 0

@@ -101,7 +101,7 @@ class Collaborators:
     def __init__(self, model: "OrderingMachine"):
         self._model = model
 
-    def kick(self, room: str) -> None:
+    def kick(self, room: str, crossed_at=None) -> None:
         """The machine's rules run commands when it chooses."""
 
     def read(self, room: str, urgent: bool = False) -> None:
@@ -122,6 +122,7 @@ class SteppedQueue(CommandQueue):
         # Exactly the attributes those methods use; their retries are left for the machine's rules.
         self._store, self._gateway, self._clock = store, gateway, clock
         self._on_done = lambda conf, action: None
+        self._crossed, self._observe_crossing = {}, lambda seconds: None
         self._attempts: Dict[str, int] = {}
         self._attempts_lock = threading.Lock()
         self._later = self
