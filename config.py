@@ -85,7 +85,7 @@ class Config:
     validate_signatures: bool = True
     log_level: str = "INFO"
     signalwire_timeout_s: float = 5.0
-    signalwire_concurrency: int = 8
+    signalwire_concurrency: int = 32
     end_grace_s: float = 300.0
     participant_recording: str = "off"
     record_participants: str = "all"

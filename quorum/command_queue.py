@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from quorum import policy
 from quorum.keyed_workers import KeyedWorkers
 from recording_state import ABANDONED, GONE, UNSURE, Conference, StateStore
-from quorum.gateway import READS_PER_CONFERENCE, Outcome, SignalWireGateway
+from quorum.gateway import READERS, READS_PER_CONFERENCE, Outcome, SignalWireGateway
 
 log = logging.getLogger("quorum.commands")
 
@@ -91,7 +91,7 @@ class ReadQueue:
     """REST reads of conferences: urgent ones (a decision waits) before routine ones, each room once,
     at most `reads_per_s` GETs per second across every process sharing the store."""
 
-    def __init__(self, read: Callable[[str], None], store: StateStore, reads_per_s: int, readers: int = 2,
+    def __init__(self, read: Callable[[str], None], store: StateStore, reads_per_s: int, readers: int = READERS,
                  sleep: Callable[[float], None] = time.sleep):
         self._read = read
         self._store = store
@@ -228,6 +228,7 @@ class CommandQueue:
         """Send commands until the room's recordings match the wanted state, or hand over to the read path."""
         while (action := policy.next_action(self._store.get(room))) is not None:
             if action.target == policy.RECOVER:
+                self._crossing(room)  # the command after a read is the read's decision: not timed as this one
                 self.read(room, action.urgent)
                 return
             token = self._store.try_lock(f"room:{room}", self._lock_ttl_s)

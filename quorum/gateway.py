@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 from typing import Callable, List, Optional, Tuple
 
 import requests
+from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 from signalwire.rest import Client
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -54,6 +55,9 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # any other 4xx: retrying would not help
 
 
+READERS = 2  # threads of the command queue's read path, each with a connection of its own
+
+
 def build_client(config: Config) -> Client:
     """The SDK client with a timeout (it has none by default) and the optional API URL override."""
     base_url = config.signalwire_api_url or f"https://{config.signalwire_space_url}"
@@ -62,6 +66,11 @@ def build_client(config: Config) -> Client:
     http_client = TwilioHttpClient(timeout=config.signalwire_timeout_s, pool_connections=True,
                                    proxy=get_environ_proxies(base_url) or None)
     http_client.session.trust_env = False
+    # One kept-alive connection per command worker, the readers and the reconciler: requests' default pool of
+    # 10 would discard (and reopen) connections beyond it, a TCP and TLS handshake per extra command.
+    adapter = HTTPAdapter(pool_maxsize=config.signalwire_concurrency + READERS + 1)
+    for scheme in ("http://", "https://"):
+        http_client.session.mount(scheme, adapter)
     client = Client(
         config.signalwire_project_id,
         config.signalwire_api_token,

@@ -3,7 +3,7 @@
 import pytest
 
 from support import make_config
-from quorum.gateway import build_client
+from quorum.gateway import READERS, build_client
 
 
 def test_client_has_a_timeout_and_the_api_url_override():
@@ -25,3 +25,11 @@ def test_proxy_settings_are_read_once_from_the_environment(monkeypatch, environm
     client = build_client(make_config())
     assert client.http_client.proxy == expected
     assert client.http_client.session.trust_env is False  # no per-request environment lookups
+
+
+def test_the_client_keeps_a_connection_per_command_worker_and_reader():
+    # requests' default pool holds 10: with more workers every extra command reopened its connection.
+    config = make_config(signalwire_concurrency=32)
+    session = build_client(config).http_client.session
+    for url in ("https://example.signalwire.com/", "http://127.0.0.1:8099/"):
+        assert session.get_adapter(url)._pool_maxsize >= config.signalwire_concurrency + READERS
