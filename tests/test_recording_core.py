@@ -5,6 +5,7 @@ import time
 import pytest
 
 from config import RoomRule
+from quorum import policy
 from quorum.command_queue import FIRST_BACKOFF_S, MAX_BACKOFF_S, CommandQueue, backoff
 from quorum.controller import ConferenceEvent, Decision, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
@@ -71,16 +72,17 @@ class Core:
 
     def __init__(self, gateway=None):
         self.store, self.clock, self.processor = MemoryStore(), Clock(), FakeProcessor()
-        self.gateway = gateway or FakeGateway()
+        self.gateway, self.crossings = gateway or FakeGateway(), []
         self.commands = CommandQueue(self.store, self.gateway, lock_ttl_s=5, recording_callback=lambda r, c: "",
-                                     clock=self.clock, sleep=lambda s: None)
+                                     clock=self.clock, sleep=lambda s: None, observe_crossing=self.crossings.append)
         self.controller = RecordingController(self.store, self.commands, self.processor, lambda room: RoomRule(),
                                               end_grace_s=60,
                                               reconcile_interval_s=1, clock=self.clock, gateway=self.gateway)
 
     def event(self, kind, call=None, at=T0):
-        """A conference event, applied directly (no HTTP)."""
-        return self.controller.conference_event(ConferenceEvent(kind, ROOM, CONF, call, at))
+        """A conference event, applied directly (no HTTP), arriving now."""
+        return self.controller.conference_event(ConferenceEvent(kind, ROOM, CONF, call, at,
+                                                                received=time.perf_counter()))
 
     def two_recording(self):
         """Known callers A and B on the line and the recording confirmed running."""
@@ -100,6 +102,32 @@ def until(condition, timeout=5.0):
     while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.005)
+
+
+class ReadableGateway(FakeGateway):
+    """A SignalWire that answers reads: A and B on the line, no recording yet."""
+
+    def read_conference(self, conference_sid):
+        self.reads.append(conference_sid)
+        return Outcome.OK, policy.Snapshot("in-progress", (A, B), {})
+
+
+def test_a_crossing_is_timed_from_its_own_callback_to_its_command():
+    core = Core(ReadableGateway())
+    try:
+        assert core.store.take_reads(5, 5)  # this second's read budget is spent: the read below waits for the next
+        core.event("participant-join", A)
+        core.event("participant-join", B)  # calls we never saw dial in: the read path decides, not a command
+        core.event("conference-start")  # ... and this settles it before the read goes: no read, no command
+        core.controller.recording_event(RecordingEvent(ROOM, REC, "in-progress", T0))
+        assert core.commands.wait_idle(5) and core.gateway.reads == [] and core.gateway.updates == []
+        time.sleep(0.3)
+        core.event("participant-leave", B, at=T0 + 2)  # the crossing
+        assert core.commands.wait_idle(5) and core.gateway.updates == [(REC, PAUSED)]
+        (seconds,) = core.crossings
+        assert seconds < 0.3  # from the leave, not from the join whose decision went to the read
+    finally:
+        core.commands.shutdown()
 
 
 def test_backoff_doubles_and_is_capped():
