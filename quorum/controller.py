@@ -6,14 +6,14 @@ import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from config import RoomRule
 from quorum import policy
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
-from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, parked_key,
+from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, evolve, parked_key,
                              stored_conferences)
 
 log = logging.getLogger("quorum.controller")
@@ -229,7 +229,7 @@ class RecordingController:
                 return conf  # the room holds a newer conference
             if conf is not None and conf.conference_sid not in (None, live.sid):
                 displaced["conference"] = conf
-            return current if current.recheck else replace(current, recheck=True)
+            return current if current.recheck else evolve(current, recheck=True)
 
         adopted = self._store.mutate(live.room, apply)
         if displaced:

@@ -6,12 +6,12 @@ one, so the rules can be tested without Flask, threads or SignalWire.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 from config import RoomRule
 from recording_state import (ABANDONED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
-                             Conference, Presence, RecordingInfo, Transition)
+                             Conference, Presence, RecordingInfo, Transition, evolve)
 
 # Recording statuses SignalWire reports in recording-status callbacks: `failed` for a conference recording,
 # `absent` for a call recording (Compatibility API, recordingStatusCallbackEvent).
@@ -87,7 +87,7 @@ def _rewant(conf: Conference, at: float) -> Conference:
     wanted = quorum_wanted(conf)
     if wanted == conf.wanted and conf.timeline:
         return conf
-    return replace(conf, wanted=wanted, timeline=_log(conf, at, "wanted", wanted))
+    return evolve(conf, wanted=wanted, timeline=_log(conf, at, "wanted", wanted))
 
 
 def new_conference(room: str, conference_sid: Optional[str], at: float, rule: RoomRule,
@@ -111,7 +111,7 @@ def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float,
     if conf.conference_sid == conference_sid:
         return conf
     if conf.conference_sid is None:
-        return replace(conf, conference_sid=conference_sid)
+        return evolve(conf, conference_sid=conference_sid)
     if at < conf.started_at:
         return None
     return new_conference(room, conference_sid, at, rule, now)
@@ -132,12 +132,12 @@ def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, 
     if seen is not None and seen.line == line:
         # Same state, later time: an event between them was missed. Keep the newer time, so a conflicting
         # event in that second is seen as a conflict.
-        return replace(conf, participants={**conf.participants, call_sid: replace(seen, at=at)})
+        return evolve(conf, participants={**conf.participants, call_sid: evolve(seen, at=at)})
     tie = seen is not None and at == seen.at
     known = known or (seen is not None and seen.known)
     host = host or (seen is not None and seen.host)
     presence = Presence(joined, at, conf.version + 1, known, line[1], host)
-    changed = replace(conf, participants={**conf.participants, call_sid: presence},
+    changed = evolve(conf, participants={**conf.participants, call_sid: presence},
                       updated_at=max(conf.updated_at, at), recheck=conf.recheck or tie)
     return _rewant(changed, at)
 
@@ -147,19 +147,19 @@ def connection_event(conf: Conference, call_sid: str, joined: bool, now: float,
     """Note when a call joined, left or was held, for the conversation record; `caller` says who it is."""
     known = conf.callers.get(call_sid) or caller or Caller()
     if joined:
-        known = replace(known, joined_at=known.joined_at or now, left_at=None)
+        known = evolve(known, joined_at=known.joined_at or now, left_at=None)
     else:
-        known = replace(known, left_at=now)
+        known = evolve(known, left_at=now)
     if joined and hold:
-        known = replace(known, held_at=known.held_at or now)
+        known = evolve(known, held_at=known.held_at or now)
     elif known.held_at is not None:
-        known = replace(known, held_at=None, holds=known.holds + ((known.held_at, now),))
-    return replace(conf, callers={**conf.callers, call_sid: known})
+        known = evolve(known, held_at=None, holds=known.holds + ((known.held_at, now),))
+    return evolve(conf, callers={**conf.callers, call_sid: known})
 
 
 def conference_started(conf: Conference) -> Conference:
     """SignalWire started the conference (it does once two are in): trust the callbacks from here."""
-    return conf if conf.verified else replace(conf, verified=True)
+    return conf if conf.verified else evolve(conf, verified=True)
 
 
 def needs_recovery(conf: Conference) -> bool:
@@ -185,7 +185,7 @@ def why_read(conf: Conference) -> str:
 
 def ask_confirmation(conf: Optional[Conference]) -> Optional[Conference]:
     """Ask for a confirmation REST read of a live conference."""
-    return conf if conf is None or conf.ended or conf.recheck else replace(conf, recheck=True)
+    return conf if conf is None or conf.ended or conf.recheck else evolve(conf, recheck=True)
 
 
 def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
@@ -204,17 +204,17 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     changed_meanwhile = start is not None and any(p.version > start.version for p in conf.participants.values())
     start = start or read_start(conf)
     if snapshot is None or snapshot.status == "completed":
-        return replace(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1)
+        return evolve(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1)
     participants = dict(conf.participants)
     for call in set(conf.participants) | set(snapshot.present):
         seen = conf.participants.get(call)
         line = (call in snapshot.present, call in snapshot.held)
         if seen is not None and (seen.version > start.version or seen.line == line):
-            participants[call] = replace(seen, known=True) if seen.line == line else seen
+            participants[call] = evolve(seen, known=True) if seen.line == line else seen
         else:
             participants[call] = Presence(line[0], max(start.stamp, seen.at if seen else 0.0), conf.version + 1,
                                           True, line[1], call in hosts or (seen is not None and seen.host))
-    merged = replace(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
+    merged = evolve(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
                      read_version=conf.version + 1)
     for sid, status in snapshot.recordings.items():
         if conf.recording_versions.get(sid, 0) > start.version:
@@ -226,20 +226,20 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     # is in an unknown state, so send the wanted state to it again.
     retry = {sid: UNSURE for sid, state in merged.recordings.items() if state == ABANDONED and _owner(merged, sid)}
     if retry:
-        merged = replace(merged, recordings={**merged.recordings, **retry})
+        merged = evolve(merged, recordings={**merged.recordings, **retry})
     return _rewant(merged, at)
 
 
 def assume_verified(conf: Optional[Conference]) -> Optional[Conference]:
     """Go on with what the callbacks told us when the REST API refuses to be read."""
-    return None if conf is None else replace(conf, verified=True, recheck=False)
+    return None if conf is None else evolve(conf, verified=True, recheck=False)
 
 
 def conference_ended(conf: Conference, at: float) -> Conference:
     """Mark the conference over: no more commands are sent for it."""
     if conf.ended:
         return conf
-    return replace(conf, ended=True, ended_at=at, updated_at=max(conf.updated_at, at))
+    return evolve(conf, ended=True, ended_at=at, updated_at=max(conf.updated_at, at))
 
 
 def recording_status(conf: Conference, recording_sid: str, status: str, at: float,
@@ -266,8 +266,8 @@ def recording_status(conf: Conference, recording_sid: str, status: str, at: floa
 
 def _with_info(conf: Conference, recording_sid: str, **changes) -> Conference:
     """`conf` with some of one recording's RecordingInfo fields changed."""
-    info = replace(conf.recording_info.get(recording_sid) or RecordingInfo(), **changes)
-    return replace(conf, recording_info={**conf.recording_info, recording_sid: info})
+    info = evolve(conf.recording_info.get(recording_sid) or RecordingInfo(), **changes)
+    return evolve(conf, recording_info={**conf.recording_info, recording_sid: info})
 
 
 def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: Optional[str],
@@ -276,7 +276,7 @@ def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: 
     if conf is None:
         return None
     if recording_sid is None:
-        return replace(conf, unrecordable=conf.unrecordable + (call_sid,))
+        return evolve(conf, unrecordable=conf.unrecordable + (call_sid,))
     conf = _with_info(conf, recording_sid, call_sid=call_sid)
     if conf.recordings.get(recording_sid) is not None:
         return conf  # its in-progress callback got here first
@@ -289,11 +289,11 @@ def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> C
     versions = {**conf.recording_versions, recording_sid: conf.version + 1}
     refused = {sid: target for sid, target in conf.refused.items() if sid != recording_sid}
     if state == UNSURE:
-        return replace(conf, recordings=recordings, recording_versions=versions, refused=refused)
+        return evolve(conf, recordings=recordings, recording_versions=versions, refused=refused)
     # The conference recording (re)started: everyone hears the announcement, and the recording carries it.
     starts = (state == RECORDING and conf.recordings.get(recording_sid) != RECORDING
               and _owner(conf, recording_sid) is None and bool(conf.rule.recording_announcement))
-    return replace(
+    return evolve(
         conf, recordings=recordings, recording_versions=versions, refused=refused,
         updated_at=max(conf.updated_at, at), timeline=_log(conf, at, "confirmed", state, recording_sid),
         announce_tries=ANNOUNCE_TRIES if starts else conf.announce_tries,
@@ -305,8 +305,8 @@ def announced(conf: Optional[Conference], outcome: str, at: float) -> Optional[C
     if conf is None or not conf.announce_tries:
         return conf
     if outcome == "failed" and conf.announce_tries > 1:
-        return replace(conf, announce_tries=conf.announce_tries - 1)
-    return replace(conf, announce_tries=0, timeline=_log(conf, at, "announced", outcome))
+        return evolve(conf, announce_tries=conf.announce_tries - 1)
+    return evolve(conf, announce_tries=0, timeline=_log(conf, at, "announced", outcome))
 
 
 def announcement_plays(conf: Conference) -> bool:
@@ -325,11 +325,11 @@ def command_result(conf: Optional[Conference], recording_sid: str, state: str, a
         return conf
     if state == ABANDONED:
         refused = {**conf.refused, recording_sid: target or conf.wanted}
-        result = replace(conf, recordings={**conf.recordings, recording_sid: ABANDONED}, refused=refused)
+        result = evolve(conf, recordings={**conf.recordings, recording_sid: ABANDONED}, refused=refused)
     else:
         result = _confirmed(conf, recording_sid, state, at)
     # Our own command's answer is no news a read must confirm: a conference a read confirmed stays confirmed.
-    return replace(result, read_version=conf.version + 1) if conf.read_version == conf.version else result
+    return evolve(result, read_version=conf.version + 1) if conf.read_version == conf.version else result
 
 
 def next_action(conf: Optional[Conference]) -> Optional[Action]:
@@ -391,9 +391,9 @@ def finished(conf: Conference) -> bool:
 def give_up_waiting(conf: Conference) -> Conference:
     """Mark recordings that never reported their end as failed, so the conversation can be processed."""
     recordings = {sid: state if state in (GONE, ABANDONED) else ABANDONED for sid, state in conf.recordings.items()}
-    return replace(conf, recordings=recordings)
+    return evolve(conf, recordings=recordings)
 
 
 def to_processing(conf: Conference) -> Conference:
     """Hand a finished conference over to conversation processing."""
-    return conf if conf.status == PROCESSING else replace(conf, status=PROCESSING)
+    return conf if conf.status == PROCESSING else evolve(conf, status=PROCESSING)
