@@ -237,3 +237,17 @@ def test_a_later_same_state_event_makes_a_same_second_conflict_visible():
     conf = policy.participant_event(joined(conference(), "A", "B", at=100.0), "B", True, 101.0)
     left = policy.participant_event(conf, "B", False, 101.0)
     assert left.present() == ["A"] and left.recheck
+
+
+def test_evolve_gives_what_dataclasses_replace_gives():
+    from dataclasses import replace
+
+    from recording_state import Presence, evolve
+
+    conf = joined(conference(), "A", "B")
+    assert conf.present() == ["A", "B"]  # computes and caches the line-up
+    changes = {"participants": {"A": Presence(True, 101.0)}, "wanted": PAUSED}
+    assert evolve(conf, **changes) == replace(conf, **changes)
+    assert evolve(conf, **changes).present() == ["A"]  # the cached line-up of the old state is not carried over
+    with pytest.raises(TypeError, match="no field 'wantd'"):
+        evolve(conf, wantd=PAUSED)
