@@ -154,13 +154,17 @@ def evolve(obj, **changes):
         raise TypeError(f"{type(obj).__name__} has no field {sorted(unknown)[0]!r}")
     new = object.__new__(type(obj))
     state = new.__dict__
-    state.update((name, value) for name, value in obj.__dict__.items() if name in _FIELDS[type(obj)])
+    state.update(obj.__dict__)
+    for name in _CACHED[type(obj)]:
+        state.pop(name, None)
     state.update(changes)
     return new
 
 
-_FIELDS = {kind: frozenset(f.name for f in fields(kind)) for kind in (Presence, Transition, Caller, RecordingInfo,
-                                                                        Conference)}
+_KINDS = (Presence, Transition, Caller, RecordingInfo, Conference)
+_FIELDS = {kind: frozenset(f.name for f in fields(kind)) for kind in _KINDS}
+_CACHED = {kind: tuple(name for name, value in vars(kind).items() if isinstance(value, cached_property))
+           for kind in _KINDS}
 
 
 def bump(current: Optional[Conference], result: Optional[Conference]) -> Optional[Conference]:
