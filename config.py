@@ -68,6 +68,8 @@ class Config:
     reconcile_max_reads_per_s: int = 5
     event_max_age_s: float = 900.0
     max_recording_mb: int = 240
+    delete_from_signalwire: bool = False  # SignalWire serves media without auth: delete its copy once ours is checked
+    archive_retention_days: int = 0  # 0: keep archived conversations forever
 
     def records_caller(self, number: str) -> bool:
         """Whether a caller gets a recording of their own (PARTICIPANT_RECORDING, RECORD_PARTICIPANTS)."""
@@ -149,6 +151,8 @@ _PARSERS = {
     "event_callback_concurrency": _parse_number(int),
     "event_queue_max": _parse_number(int),
     "log_level": _parse_upper,
+    "delete_from_signalwire": _parse_bool,
+    "archive_retention_days": _parse_number(int),
 }
 
 
@@ -204,6 +208,9 @@ def _check(config: Config) -> None:
         _http_url("PUBLIC_URL", config.public_url)
     if config.signalwire_api_url:
         _http_url("SIGNALWIRE_API_URL", config.signalwire_api_url)
+    if config.archive_retention_days < 0:
+        raise ConfigError("ARCHIVE_RETENTION_DAYS",
+                          f"must be 0 (keep forever) or a number of days, got {config.archive_retention_days}")
 
 
 def _choice(name: str, value: str, allowed: tuple) -> None:
