@@ -24,6 +24,7 @@ from conversations.archive import Archive
 from conversations.event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
 from conversations.media_download import MediaSource, allowed_origins
 from conversations.processing import DOWNLOAD_TIMEOUT_S, ConversationProcessor
+from conversations.retention import Retention
 from conversations.signalwire_copies import SignalWireCopies
 from quorum import laml, webhooks
 from quorum.command_queue import CommandQueue
@@ -54,6 +55,7 @@ class Services:
     events: Optional[EventSender]
     metrics: Metrics
     copies: SignalWireCopies
+    retention: Retention
 
     def start(self) -> None:
         """Start the sweeps and reconciler rounds (the queues' own threads run from construction)."""
@@ -72,7 +74,7 @@ class Services:
 def build_services(config: Config, client=None, store: Optional[StateStore] = None,
                    archive_clock: Optional[Callable[[], float]] = None) -> Services:
     """Wire every part once; `client` (the SignalWire SDK client) and `store` default from `config`;
-    `archive_clock` is the clock of the archive's upkeep (deletion retries), for tests to move."""
+    `archive_clock` is the clock of the archive's upkeep (retention, deletion retries), for tests to move."""
     store = store if store is not None else build_store(config)
     metrics = Metrics(store)
     gateway = SignalWireGateway(client if client is not None else build_client(config), config.pause_behavior,
@@ -85,6 +87,7 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                         max_bytes=config.max_recording_mb * 1024 * 1024, timeout_s=DOWNLOAD_TIMEOUT_S)
     copies = SignalWireCopies(archive, store, gateway.delete_recording, config.delete_from_signalwire,
                               clock=archive_clock or time.time)
+    retention = Retention(archive, store, copies, config.archive_retention_days, clock=archive_clock or time.time)
     processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media, copies=copies)
     # The lock outlives the longest action (a read of three requests, each with connect and read timeouts),
     # so two processes never command one room at once.
@@ -96,9 +99,15 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     controller = RecordingController(store, commands, processor, config.min_participants, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller, gateway=gateway)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
-                              reconcile_s=config.reconcile_interval_s, on_sweep=copies.sweep)
+                              reconcile_s=config.reconcile_interval_s, on_sweep=lambda: _archive_upkeep(copies, retention))
     return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics,
-                    copies)
+                    copies, retention)
+
+
+def _archive_upkeep(copies: SignalWireCopies, retention: Retention) -> None:
+    """The archive's share of each sweep: SignalWire deletions that are due, then retention when due."""
+    copies.sweep()
+    retention.sweep()
 
 
 def services(app: Optional[Flask] = None) -> Services:

@@ -175,7 +175,7 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
     """Emulator + Quorum (in-process, real HTTP on loopback); everything stopped on exit.
 
     `wrong_signing_key` gives Quorum another key than the one the emulator signs with;
-    `archive_clock` replaces the clock of the archive's upkeep (deletion retries);
+    `archive_clock` replaces the clock of the archive's upkeep (retention, deletion retries);
     `settings` are further Config fields.
     """
     capture = LogCapture()

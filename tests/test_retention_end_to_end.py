@@ -1,12 +1,14 @@
 """Retention end to end, a real Quorum server against the SignalWire emulator: SignalWire's copies are
 deleted only once the archive holds checked ones, kept when a download failed, retried by the sweeper
-through 5xx and across a restart, a 404 counts as done."""
+through 5xx and across a restart, a 404 counts as done; old conversations expire, new ones stay."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import wave
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -17,6 +19,7 @@ from e2e_support import quorum_stack, wait_until
 from emulator.faults import Faults
 from emulator.scenarios import DEMO_NUMBER, Player
 
+DAY_S = 86400
 SESSION = [("call", "host", DEMO_NUMBER), ("wait", 0.3), ("call", "guest", DEMO_NUMBER), ("wait", 1.2),
            ("hangup", "guest"), ("wait", 0.2), ("hangup", "host")]
 DELETES_FAIL = Faults(rest_error=1.0, rest_error_methods=frozenset({"DELETE"}))
@@ -146,3 +149,43 @@ def test_pending_deletions_survive_a_restart_and_a_404_counts_as_done():
         finally:
             shutdown(again)
 
+
+def test_retention_removes_the_old_conversation_and_keeps_the_new_one(caplog):
+    caplog.set_level(logging.INFO, logger="quorum.retention")
+    offset = [0.0]
+    with quorum_stack(archive_retention_days=30, archive_clock=lambda: time.time() + offset[0]) as stack:
+        play_and_archive(stack)
+        play_and_archive(stack)
+        old, new = conversation_dirs(stack)
+        ends = [record_of(d)["ended_at"] for d in (old, new)]
+        assert ends[0] < ends[1]
+        first_end, second_end = (_epoch(e) for e in ends)
+        # 30 days after the first call ended and before the second one did.
+        offset[0] = first_end + 30 * DAY_S + (second_end - first_end) / 2 - time.time()
+        passes = lambda: [r.getMessage() for r in caplog.records if r.name == "quorum.retention"]  # noqa: E731
+        assert wait_until(lambda: passes(), 5)  # logged once the pass is over
+        assert passes() == ["archive retention: removed 1 conversation that ended more than 30 days ago"]
+        assert not old.exists() and new.is_dir() and conversation_dirs(stack) == [new]
+        assert stack.log.errors() == []
+
+
+def test_an_expired_conversation_waits_for_its_signalwire_copies_to_be_deleted_first():
+    offset = [0.0]
+    with quorum_stack(faults=DELETES_FAIL, delete_from_signalwire=True, archive_retention_days=1,
+                      archive_clock=lambda: time.time() + offset[0]) as stack:
+        play_and_archive(stack)
+        (directory,) = conversation_dirs(stack)
+        (recording,) = recordings(stack).values()
+        offset[0] = 2 * DAY_S
+        time.sleep(1.0)  # sweeps run; the deletion keeps failing
+        assert directory.is_dir() and not recording.deleted  # ours is kept while SignalWire's is there
+        stack.emulator.set_faults(Faults())
+        assert wait_until(lambda: recording.deleted and pending(stack) == [], 10)
+        assert record_of(directory)["audio"]["deleted_from_signalwire"] is True
+        offset[0] = 3 * DAY_S  # the next retention pass
+        assert wait_until(lambda: not directory.exists(), 5)
+
+
+def _epoch(iso_time: str) -> float:
+    """An ISO 8601 time as epoch seconds."""
+    return datetime.fromisoformat(iso_time).timestamp()
