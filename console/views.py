@@ -21,6 +21,14 @@ STATUS_WORDS = {LIVE: "live", PROCESSING: "processing (fetching and measuring th
                 UNFINISHED: "failed (the recording never reported its end)"}
 
 
+def retention_words(delete_from_signalwire: bool, retention_days: int) -> str:
+    """What becomes of the recordings once archived (DELETE_FROM_SIGNALWIRE, ARCHIVE_RETENTION_DAYS), in one line."""
+    theirs = ("deleted once archived and checked" if delete_from_signalwire
+              else "kept at SignalWire (anyone with a recording's URL can fetch it)")
+    ours = f"kept {retention_days} day{'' if retention_days == 1 else 's'}" if retention_days else "kept forever"
+    return f"SignalWire's copies: {theirs}. Archive: {ours}."
+
+
 
 
 def duration_words(seconds: float) -> str:
