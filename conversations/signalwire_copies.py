@@ -157,7 +157,9 @@ class SignalWireCopies:
             if not directory.is_dir():
                 log.warning("conversation=%s action=keep-signalwire-copies reason=our copy is gone", conversation_id)
                 self._forget(conversation_id)
-            return  # not archived yet: processing writes conversation.json after the pending file
+            else:
+                self._back_off(conversation_id)  # not archived yet: processing writes conversation.json after this
+            return
         deleted, left = set(), {}
         for sid, wav in held["recordings"].items():
             if not (directory / wav).is_file():
@@ -168,9 +170,9 @@ class SignalWireCopies:
                 deleted.add(wav)
             else:
                 left[sid] = wav
-        if deleted:
-            # Read again: the record is rewritten only here, under the lock, and atomically.
-            self._archive.save(directory, with_deleted(self._archive.read(directory) or {}, deleted))
+        current = self._archive.read(directory)  # read again: rewritten only here, under the lock, atomically
+        if deleted and current is not None:  # (None: removed meanwhile by hand; never write it back)
+            self._archive.save(directory, with_deleted(current, deleted))
         self._keep(conversation_id, held, left)
 
     def _keep(self, conversation_id: str, held: dict, left: Dict[str, str]) -> None:
@@ -181,11 +183,16 @@ class SignalWireCopies:
         if left != held["recordings"]:
             body = json.dumps({**held, "recordings": left}, sort_keys=True).encode()
             self._archive.write_file(self._directory, f"{conversation_id}.json", body)
+        wait_s = self._back_off(conversation_id)
+        log.info("conversation=%s action=retry-deletion in_s=%g left=%d", conversation_id, wait_s, len(left))
+
+    def _back_off(self, conversation_id: str) -> float:
+        """Put off this process's next try, twice as long as the last time (RETRY_FIRST_S to RETRY_MAX_S)."""
         with self._retry_lock:
             failures = self._retry.get(conversation_id, (0, 0.0))[0] + 1
             wait_s = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1))
             self._retry[conversation_id] = (failures, self._clock() + wait_s)
-        log.info("conversation=%s action=retry-deletion in_s=%g left=%d", conversation_id, wait_s, len(left))
+        return wait_s
 
     def _due(self, conversation_id: str, now: float) -> bool:
         """Whether a conversation's next try has come (this process's own backoff)."""
