@@ -99,7 +99,8 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     controller = RecordingController(store, commands, processor, config.min_participants, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller, gateway=gateway)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
-                              reconcile_s=config.reconcile_interval_s, on_sweep=lambda: _archive_upkeep(copies, retention))
+                              reconcile_s=config.reconcile_interval_s,
+                              on_sweep=lambda: _archive_upkeep(copies, retention))
     return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics,
                     copies, retention)
 

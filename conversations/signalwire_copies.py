@@ -70,8 +70,8 @@ def with_deleted(record: dict, wav_files: Set[str]) -> dict:
     def mark(audio: dict) -> dict:
         return {**audio, "deleted_from_signalwire": True} if audio.get("wav_file") in wav_files else audio
 
-    return {**record, "audio": mark(record.get("audio") or {}),
-            "channels": [{**channel, "audio": mark(channel.get("audio") or {})} for channel in record.get("channels", [])]}
+    channels = [{**channel, "audio": mark(channel.get("audio") or {})} for channel in record.get("channels", [])]
+    return {**record, "audio": mark(record.get("audio") or {}), "channels": channels}
 
 
 class SignalWireCopies:
@@ -217,8 +217,10 @@ class SignalWireCopies:
         try:
             held = json.loads(self._path(conversation_id).read_text())
             parts = Path(held["conversation"]).parts
-            if len(parts) != 3 or parts[2] != conversation_id or ".." in parts or not isinstance(held["recordings"], dict):
-                raise ValueError("not a pending file")
+            if len(parts) != 3 or parts[2] != conversation_id or ".." in parts:
+                raise ValueError("not a conversation directory")
+            if not isinstance(held["recordings"], dict):
+                raise ValueError("no recordings")
             return held
         except FileNotFoundError:
             return None

@@ -128,7 +128,8 @@ class FaultInjector:
             rng = self._stream("rest/" + key)
             error, hang, jitter, which = rng.random(), rng.random(), rng.random(), rng.random()
             timeout = hang < f.rest_timeout
-            failed = error < f.rest_error and not timeout and (not f.rest_error_methods or method in f.rest_error_methods)
+            for_this_method = not f.rest_error_methods or method in f.rest_error_methods
+            failed = error < f.rest_error and not timeout and for_this_method
             plan = RestPlan(latency_s=f.rest_latency_s + jitter * f.rest_jitter_s,
                             error=(503 if which < 0.5 else 500) if failed else 0,
                             hang_s=f.rest_hang_s if timeout else 0.0)

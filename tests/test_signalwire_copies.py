@@ -163,7 +163,8 @@ def test_a_failing_delete_is_left_pending_and_retried_by_the_sweep(tmp_path, fak
     now = [T]
     line = make_line(tmp_path, clock=lambda: now[0])
     try:
-        fake.replace(responses.DELETE, RECORDING_DELETE, status=503, json={"code": 20503, "message": "down", "status": 503})
+        fake.replace(responses.DELETE, RECORDING_DELETE, status=503,
+                     json={"code": 20503, "message": "down", "status": 503})
         line.call()
         assert entries(line.archived())[:2] == [("mix.wav", False), ("channel-01.wav", False)]
         assert [p.name for p in (tmp_path / PENDING_DIR).iterdir()] == [f"{CONF}.json"]
