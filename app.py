@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import redis
 from flask import Flask, Response, current_app, jsonify, request
@@ -23,6 +24,8 @@ from conversations.archive import Archive
 from conversations.event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
 from conversations.media_download import MediaSource, allowed_origins
 from conversations.processing import DOWNLOAD_TIMEOUT_S, ConversationProcessor
+from conversations.retention import Retention
+from conversations.signalwire_copies import SignalWireCopies
 from quorum import laml, webhooks
 from quorum.command_queue import CommandQueue
 from quorum.controller import Housekeeper, RecordingController
@@ -51,6 +54,8 @@ class Services:
     processor: ConversationProcessor
     events: Optional[EventSender]
     metrics: Metrics
+    copies: SignalWireCopies
+    retention: Retention
 
     def start(self) -> None:
         """Start the sweeps and reconciler rounds (the queues' own threads run from construction)."""
@@ -61,12 +66,15 @@ class Services:
         self.housekeeper.stop()
         self.commands.shutdown()
         self.processor.shutdown()
+        self.copies.shutdown()
         if self.events:
             self.events.stop()
 
 
-def build_services(config: Config, client=None, store: Optional[StateStore] = None) -> Services:
-    """Wire every part once; `client` (the SignalWire SDK client) and `store` default from `config`."""
+def build_services(config: Config, client=None, store: Optional[StateStore] = None,
+                   archive_clock: Optional[Callable[[], float]] = None) -> Services:
+    """Wire every part once; `client` (the SignalWire SDK client) and `store` default from `config`;
+    `archive_clock` is the clock of the archive's upkeep (retention, deletion retries), for tests to move."""
     store = store if store is not None else build_store(config)
     metrics = Metrics(store)
     gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest)
@@ -76,7 +84,10 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                          max_queued=config.event_queue_max) if config.event_callback_url else None
     media = MediaSource(allowed_origins(config.signalwire_space_url, config.signalwire_api_url),
                         max_bytes=config.max_recording_mb * 1024 * 1024, timeout_s=DOWNLOAD_TIMEOUT_S)
-    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media)
+    copies = SignalWireCopies(archive, store, gateway.delete_recording, config.delete_from_signalwire,
+                              clock=archive_clock or time.time)
+    retention = Retention(archive, store, copies, config.archive_retention_days, clock=archive_clock or time.time)
+    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media, copies=copies)
     # The lock outlives the longest action (a read of three requests, each with connect and read timeouts),
     # so two processes never command one room at once.
     commands = CommandQueue(store, gateway, lock_ttl_s=6 * config.signalwire_timeout_s + 5,
@@ -89,8 +100,16 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     controller = RecordingController(store, commands, processor, config.rule_for, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller, gateway=gateway)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
-                              reconcile_s=config.reconcile_interval_s)
-    return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics)
+                              reconcile_s=config.reconcile_interval_s,
+                              on_sweep=lambda: _archive_upkeep(copies, retention))
+    return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics,
+                    copies, retention)
+
+
+def _archive_upkeep(copies: SignalWireCopies, retention: Retention) -> None:
+    """The archive's share of each sweep: SignalWire deletions that are due, then retention when due."""
+    copies.sweep()
+    retention.sweep()
 
 
 def services(app: Optional[Flask] = None) -> Services:
@@ -98,8 +117,9 @@ def services(app: Optional[Flask] = None) -> Services:
     return (app or current_app).extensions[SERVICES]
 
 
-def create_app(config: Optional[Config] = None, *, client=None, store: Optional[StateStore] = None) -> Flask:
-    """Build the services, start them, and serve them through the Flask app."""
+def create_app(config: Optional[Config] = None, *, client=None, store: Optional[StateStore] = None,
+               archive_clock: Optional[Callable[[], float]] = None) -> Flask:
+    """Build the services, start them, and serve them through the Flask app (arguments: see build_services)."""
     if config is None:
         config = _config_or_exit()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -107,7 +127,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     if not config.validate_signatures:
         log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
                     "Use this only for local experiments.")
-    built = build_services(config, client, store)
+    built = build_services(config, client, store, archive_clock)
     built.start()
 
     app = Flask(__name__, template_folder="console/templates", static_folder="console/static")

@@ -101,6 +101,8 @@ class Config:
     reconcile_max_reads_per_s: int = 5
     event_max_age_s: float = 900.0
     max_recording_mb: int = 240
+    delete_from_signalwire: bool = False  # SignalWire serves media without auth: delete its copy once ours is checked
+    archive_retention_days: int = 0  # 0: keep archived conversations forever
     # Built from the settings above (and ROOM_RULES_FILE) once, at construction.
     rules: Dict[str, RoomRule] = field(default_factory=dict, init=False, repr=False, compare=False)
     default_rule: RoomRule = field(default=RoomRule(), init=False, repr=False, compare=False)
@@ -191,6 +193,8 @@ _PARSERS = {
     "event_callback_concurrency": _parse_number(int),
     "event_queue_max": _parse_number(int),
     "log_level": _parse_upper,
+    "delete_from_signalwire": _parse_bool,
+    "archive_retention_days": _parse_number(int),
 }
 
 
@@ -245,6 +249,9 @@ def _check(config: Config) -> None:
         _http_url("PUBLIC_URL", config.public_url)
     if config.signalwire_api_url:
         _http_url("SIGNALWIRE_API_URL", config.signalwire_api_url)
+    if config.archive_retention_days < 0:
+        raise ConfigError("ARCHIVE_RETENTION_DAYS",
+                          f"must be 0 (keep forever) or a number of days, got {config.archive_retention_days}")
 
 
 def _check_rule(where: str, rule: RoomRule) -> None:

@@ -15,7 +15,7 @@ from flask import Blueprint, abort, current_app, jsonify, render_template, reque
 
 from console import signin
 from console.views import (MEDIA_TYPES, THRESHOLDS, clock, conversation_facts, live_conference, live_summary, paginate,
-                           recordings_view, timeline_view)
+                           recordings_view, retention_words, timeline_view)
 from conversations.archive import valid_id
 from conversations.queries import all_conversations, find_conversation
 from recording_state import stored_conferences
@@ -48,8 +48,9 @@ def harden(response):
 @bp.get("/")
 def live():
     """Every active conference, updated in place by static/dashboard.js."""
-    return render_template("live.html", live=_live_data(), poll_ms=POLL_MS,
-                           minimum=current_app.config["QUORUM"].min_participants)
+    config = current_app.config["QUORUM"]
+    return render_template("live.html", live=_live_data(), poll_ms=POLL_MS, minimum=config.min_participants,
+                           retention=retention_words(config.delete_from_signalwire, config.archive_retention_days))
 
 
 @bp.get("/live.json")

@@ -31,6 +31,16 @@ def rule_words(rule: RoomRule) -> str:
     return words + ("; announces the recording" if rule.recording_announcement else "") + "."
 
 
+def retention_words(delete_from_signalwire: bool, retention_days: int) -> str:
+    """What becomes of the recordings once archived (DELETE_FROM_SIGNALWIRE, ARCHIVE_RETENTION_DAYS), in one line."""
+    theirs = ("deleted once archived and checked" if delete_from_signalwire
+              else "kept at SignalWire (anyone with a recording's URL can fetch it)")
+    ours = f"kept {retention_days} day{'' if retention_days == 1 else 's'}" if retention_days else "kept forever"
+    return f"SignalWire's copies: {theirs}. Archive: {ours}."
+
+
+
+
 def duration_words(seconds: float) -> str:
     """A short duration: '4.2 s', '37 s', '3 min 05 s', '1 h 02 min'."""
     seconds = max(0.0, seconds)

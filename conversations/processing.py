@@ -3,7 +3,8 @@
 Once a conference has ended and every recording has reported `completed`/`absent` (or
 END_GRACE_S ran out), one process downloads each recording's WAV (and MP3 when SignalWire
 serves one), computes its SNR and RT60, writes the archive, drops the live state and sends
-`conversation.ready`.
+`conversation.ready`. With DELETE_FROM_SIGNALWIRE, the recordings whose WAV checks out are
+handed to conversations/signalwire_copies.py, durably before conversation.json is written.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from conversations.archive import Archive, valid_id
 from conversations.event_callbacks import EventSender
 from quorum.keyed_workers import KeyedWorkers
 from conversations.media_download import DownloadFailed, MediaSource
-from recording_state import GONE, PROCESSING, Conference, StateStore
+from conversations.signalwire_copies import SignalWireCopies, check_copy
+from recording_state import GONE, PROCESSING, Conference, RecordingInfo, StateStore
 
 log = logging.getLogger("quorum.conversations")
 
@@ -38,10 +40,12 @@ class ConversationProcessor:
 
     def __init__(self, store: StateStore, archive: Archive, events: Optional[EventSender],
                  analyze: Callable[[Path], object], media: MediaSource, workers: int = 2, downloads: int = 4,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                 copies: Optional[SignalWireCopies] = None):
         self._store = store
         self._archive = archive
         self._events = events
+        self._copies = copies if copies is not None and copies.enabled else None
         self._analyze = analyze  # path -> list of per-channel figures with .snr and .rt60
         self._media = media
         self._clock = clock
@@ -86,14 +90,40 @@ class ConversationProcessor:
             self._forget(key, conf)
             return
         directory = self._archive.directory_for(conf.room, conf.opened_at, conf.conference_sid)
-        media = self._fetch_all(conf, directory)
-        record = conversation.record(conf, self._clock(), media, conversation.final_status(conf))
-        self._archive.save(directory, record)
+        # Archived already by a process that died before forgetting it: never fetched again, as SignalWire's
+        # copies may be deleted by now and a failed download would overwrite a good record.
+        record = self._archive.read(directory) or self._archive_now(conf, directory)
         self._forget(key, conf)
         log.info("room=%s conference=%s action=archive status=%s dir=%s", conf.room, conf.conference_sid,
                  record["status"], directory)
+        if self._copies:
+            self._copies.submit(conf.conference_sid)
         if self._events:
             self._events.send("conversation.ready", f"{conf.conference_sid}.ready", record)
+
+    def _archive_now(self, conf: Conference, directory: Path) -> dict:
+        """Fetch every recording, then write conversation.json (after what SignalWire's copies wait on)."""
+        media = self._fetch_all(conf, directory)
+        record = conversation.record(conf, self._clock(), media, conversation.final_status(conf))
+        if self._copies:
+            # Before conversation.json: a crash between the two still deletes, never the reverse.
+            self._copies.hold(directory, self._checked(conf, directory, media))
+        self._archive.save(directory, record)
+        return record
+
+    def _checked(self, conf: Conference, directory: Path, media: Dict[str, dict]) -> Dict[str, str]:
+        """Recording sid -> WAV name of each archived copy that can stand in for SignalWire's; the others
+        are logged (never with their URL) and SignalWire keeps them."""
+        checked = {}
+        for sid, info in _fetchable(conf).items():
+            audio = media.get(sid)
+            problem = "not downloaded" if audio is None else check_copy(directory / audio["wav_file"], info.duration_s)
+            if problem is None:
+                checked[sid] = audio["wav_file"]
+            else:
+                log.warning("room=%s conference=%s recording=%s: %s; SignalWire's copy is kept", conf.room,
+                            conf.conference_sid, sid, problem)
+        return checked
 
     def _forget(self, key: str, conf: Conference) -> None:
         """Drop the state of this conference (not of a newer one under the same key) and remember
@@ -106,8 +136,7 @@ class ConversationProcessor:
     def _fetch_all(self, conf: Conference, directory: Path) -> Dict[str, dict]:
         """Audio entries of every completed recording, keyed by recording sid."""
         names = _file_names(conf)
-        wanted = {sid: info for sid, info in conf.recording_info.items()
-                  if info.url and conf.recordings.get(sid) == GONE and sid in names}
+        wanted = _fetchable(conf)
         with ThreadPoolExecutor(max_workers=max(1, len(wanted))) as pool:
             futures = {sid: pool.submit(self._fetch, info.url, directory, names[sid]) for sid, info in wanted.items()}
             fetched = {sid: future.result() for sid, future in futures.items()}
@@ -120,7 +149,7 @@ class ConversationProcessor:
             return None
         mp3_path = self._download(url + ".mp3", directory, f"{stem}.mp3", attempts=1)
         return {"wav_file": wav_path.name, "mp3_file": mp3_path.name if mp3_path else None,
-                "duration_ms": _duration_ms(wav_path), **self._figures(wav_path)}
+                "duration_ms": _duration_ms(wav_path), **self._figures(wav_path), "deleted_from_signalwire": False}
 
     def _figures(self, path: Path) -> dict:
         """SNR and RT60 of a mono recording; None for what cannot be estimated or read."""
@@ -148,6 +177,13 @@ class ConversationProcessor:
                         break  # missing, forbidden, too large or not SignalWire's: asking again will not help
         log.warning("recording media (.%s) not downloaded: %s", url.rsplit(".", 1)[-1], problem)
         return None
+
+
+def _fetchable(conf: Conference) -> Dict[str, RecordingInfo]:
+    """The recordings to download: completed, with a media URL and an archive name."""
+    names = _file_names(conf)
+    return {sid: info for sid, info in conf.recording_info.items()
+            if info.url and conf.recordings.get(sid) == GONE and sid in names}
 
 
 def _file_names(conf: Conference) -> Dict[str, str]:

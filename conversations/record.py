@@ -3,7 +3,7 @@
 Shape (times in ms from the conversation's start, which is when Quorum first heard of it):
 
     {id, room, started_at, ended_at, status: live|processing|ready|failed,
-     audio: {wav_file, mp3_file, duration_ms, snr, rt60},
+     audio: {wav_file, mp3_file, duration_ms, snr, rt60, deleted_from_signalwire},
      recording_timeline: [{state: recording|paused, start_ms, end_ms}],
      announcements: [{at_ms, outcome: played|failed|skipped}],
      channels: [{connection_id, call_sid, from, to, host, start_ms, end_ms, holds: [{start_ms, end_ms}],
@@ -11,6 +11,7 @@ Shape (times in ms from the conversation's start, which is when Quorum first hea
 
 `status` is `failed` when the conference recording never reported its end (the mix is
 then missing); a missing channel recording leaves that channel's audio empty.
+`deleted_from_signalwire` turns true once SignalWire's copy of that recording is deleted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from recording_state import ABANDONED, LIVE, PAUSED, PROCESSING, RECORDING, Conf
 READY = "ready"
 UNFINISHED = "failed"  # archived, but the conference recording never reported its end
 STATUSES = (LIVE, PROCESSING, READY, UNFINISHED)
-EMPTY_AUDIO = {"wav_file": None, "mp3_file": None, "duration_ms": None, "snr": None, "rt60": None}
+EMPTY_AUDIO = {"wav_file": None, "mp3_file": None, "duration_ms": None, "snr": None, "rt60": None,
+               "deleted_from_signalwire": False}
 
 
 def iso(at: Optional[float]) -> Optional[str]:

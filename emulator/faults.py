@@ -30,10 +30,12 @@ class Faults:
     rest_latency_s: float = 0.0  # added to every REST API answer
     rest_jitter_s: float = 0.0  # extra latency, uniform in [0, this]
     rest_error: float = 0.0  # answer 500/503 without applying the request
+    rest_error_methods: frozenset = frozenset()  # rest_error only for these methods (e.g. {"DELETE"}); empty: all
     rest_timeout: float = 0.0  # hang for rest_hang_s, then answer 504 without applying
     rest_hang_s: float = 6.0  # longer than a client's read timeout
     rest_timeout_applies: bool = False  # timed-out requests do take effect: only the answer is late
     announce_error: bool = False  # answer 500 to every Update Conference that carries an AnnounceUrl
+    media_error: float = 0.0  # answer a recording media download (.wav, .mp3) with 500/503
 
 
 @dataclass(frozen=True)
@@ -120,19 +122,29 @@ class FaultInjector:
                         callback_delay=plan.delay_s > 0 and not plan.drop)
             return plan
 
-    def plan_rest(self, key: str) -> RestPlan:
-        """Decide the fate of the next REST request of stream `key`."""
+    def plan_rest(self, key: str, method: str = "GET") -> RestPlan:
+        """Decide the fate of the next REST request (of HTTP `method`) of stream `key`."""
         f = self.faults
         with self._lock:
             rng = self._stream("rest/" + key)
             error, hang, jitter, which = rng.random(), rng.random(), rng.random(), rng.random()
             timeout = hang < f.rest_timeout
-            failed = error < f.rest_error and not timeout
+            for_this_method = not f.rest_error_methods or method in f.rest_error_methods
+            failed = error < f.rest_error and not timeout and for_this_method
             plan = RestPlan(latency_s=f.rest_latency_s + jitter * f.rest_jitter_s,
                             error=(503 if which < 0.5 else 500) if failed else 0,
                             hang_s=f.rest_hang_s if timeout else 0.0)
             self._count(rest_error=failed, rest_timeout=timeout, rest_latency=plan.latency_s > 0)
             return plan
+
+    def plan_media(self, key: str) -> int:
+        """The status to answer the next media download of stream `key` with instead of the media (0: serve it)."""
+        with self._lock:
+            rng = self._stream("media/" + key)
+            error, which = rng.random(), rng.random()
+            failed = error < self.faults.media_error
+            self._count(media_error=failed)
+            return (503 if which < 0.5 else 500) if failed else 0
 
     def _count(self, **happened: bool) -> None:
         """Add one to each fault kind that happened."""

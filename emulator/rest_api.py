@@ -104,7 +104,7 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
     """The REST API and media server for one project."""
     app = Flask("emulator.rest_api")
     app.url_map.converters["sid"] = SidConverter
-    views = _Views(sim, project)
+    views = _Views(sim, project, injector)
     bp = Blueprint("api", __name__)
 
     def route(rule: str, view, methods=("GET",), json_suffix: bool = True) -> None:
@@ -145,7 +145,8 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
         if injector.faults.announce_error and request.form.get("AnnounceUrl"):
             g.injected = "error"
             return error(500)
-        return _inject(injector.plan_rest(views.fault_key(request.view_args)), injector.faults.rest_timeout_applies)
+        return _inject(injector.plan_rest(views.fault_key(request.view_args), request.method),
+                       injector.faults.rest_timeout_applies)
 
     @app.before_request
     def count_in():
@@ -206,9 +207,10 @@ def _inject(plan, timeout_applies: bool) -> Optional[Response]:
 class _Views:
     """The API's handlers and JSON shapes."""
 
-    def __init__(self, sim: Simulator, project: str):
+    def __init__(self, sim: Simulator, project: str, injector: FaultInjector):
         self.sim = sim
         self.project = project
+        self.injector = injector
         self.base = f"/api/laml/{API_VERSION}/Accounts/{project}"
 
     def fault_key(self, args: Optional[dict]) -> str:
@@ -307,11 +309,14 @@ class _Views:
         return self._recording(recording_sid, conference_sid=conference_sid)
 
     def delete_recording(self, recording_sid: str):
-        """DELETE /Recordings/{R}: "If successful, a 204 response with no body will be returned"."""
+        """DELETE /Recordings/{R}, as the Compatibility API's "Delete a Recording" page documents it."""
         return self._delete_recording(recording_sid)
 
     def _delete_recording(self, recording_sid: str, conference_sid: str = ""):
-        """204 once deleted; 404 unknown; 400 while it is still running (the delete documents no 422)."""
+        """204 once deleted; 404 unknown or already deleted; 400 while it is still running."""
+        # "Delete a Recording": "If the deletion is successful, a 204 response, with no request body, will be
+        # returned." Silent on a second delete and on the media: the recording is gone, so both 404 from then on
+        # (the delete documents no 422, so a running recording answers 400).
         try:
             self.sim.delete_recording(recording_sid, conference_sid)
         except NotFound:
@@ -415,6 +420,9 @@ class _Views:
         """A finished recording as WAV or MP3 (no auth), or its metadata as JSON (auth checked)."""
         if ext == "json":
             return self._fetch_recording(recording_sid)
+        failed = self.injector.plan_media(recording_sid)
+        if failed:
+            return error(failed)
         try:
             wav = audio.wav_bytes(self.sim.media(recording_sid))
         except NotFound:

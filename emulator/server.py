@@ -87,6 +87,10 @@ class Emulator:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def set_faults(self, faults: Faults) -> None:
+        """Break (or heal) SignalWire from now on, e.g. to end an outage mid-test."""
+        self.injector.faults = faults
+
     # Driving calls
 
     def add_number(self, phone_number: str, voice_url: str) -> PhoneNumber:

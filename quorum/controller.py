@@ -322,9 +322,11 @@ class RecordingController:
 class Housekeeper(threading.Thread):
     """Sweeps every `sweep_s` and reconciles every `reconcile_s` (0: never)."""
 
-    def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float):
+    def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float,
+                 on_sweep: Callable[[], None] = lambda: None):
         super().__init__(name="quorum-housekeeper", daemon=True)
         self._controller = controller
+        self._on_sweep = on_sweep  # run after each sweep: the archive's upkeep, wired in app.py
         self._sweep_s = sweep_s
         self._reconcile_s = reconcile_s
         self._stopped = threading.Event()
@@ -338,6 +340,7 @@ class Housekeeper(threading.Thread):
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self._sweep_s
                     self._controller.sweep()
+                    self._on_sweep()
                 if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + self._reconcile_s
                     self._controller.reconcile()

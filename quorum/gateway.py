@@ -25,6 +25,8 @@ log = logging.getLogger("quorum.signalwire")
 
 API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
 LIVE_PAGE_SIZE = 100
+UPDATE_GONE = (404, 422)  # the Compatibility API answers 422 to an update of a finished recording
+DELETE_GONE = (404,)  # "Delete a Recording" documents 204; 404: nothing of that sid is left
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Outcome(enum.Enum):
     """How a REST command ended, as far as the caller needs to know."""
 
     OK = "ok"
-    GONE = "gone"  # 404, or 422 for an update: the recording (or conference) is over
+    GONE = "gone"  # 404, or 422 for an update: the recording (or conference) is over (a delete: already deleted)
     RETRY = "retry"  # timeout, connection error, 429 or 5xx: worth another try
     REJECTED = "rejected"  # any other 4xx: retrying would not help
 
@@ -91,12 +93,12 @@ def _status(error: Exception) -> Optional[int]:
     return getattr(response, "status_code", None)
 
 
-def _classify(error: Exception) -> Outcome:
+def _classify(error: Exception, gone: Tuple[int, ...] = UPDATE_GONE) -> Outcome:
     """Map an SDK or transport error to what the caller should do next."""
     status = _status(error)
     if status is None:
         return Outcome.RETRY  # timeouts and connection errors
-    if status in (404, 422):  # the Compatibility API answers 422 to an update of a finished recording
+    if status in gone:
         return Outcome.GONE
     if status == 429 or status >= 500:
         return Outcome.RETRY
@@ -179,14 +181,19 @@ class SignalWireGateway:
         return self._call("point-number", f"point {phone_number} at {voice_url}",
                           lambda: found[0].update(voice_url=voice_url, voice_method="POST"))
 
-    def _call(self, kind: str, what: str, command) -> Outcome:
-        """Run one command, timing it and logging its failure without credentials."""
+    def delete_recording(self, recording_sid: str) -> Outcome:
+        """Delete a recording and its media at SignalWire (`DELETE /Recordings/{R}`); GONE: 404, already gone."""
+        return self._call("delete-recording", f"delete recording {recording_sid}",
+                          lambda: self._client.recordings(recording_sid).delete(), gone=DELETE_GONE)
+
+    def _call(self, kind: str, what: str, command, gone: Tuple[int, ...] = UPDATE_GONE) -> Outcome:
+        """Run one command, timing it and logging its failure without credentials; `gone`: statuses meaning GONE."""
         started = time.perf_counter()
         try:
             command()
             outcome = Outcome.OK
         except (TwilioException, requests.RequestException) as error:
-            outcome = _classify(error)
+            outcome = _classify(error, gone)
             log.warning("%s failed (%s): %s", what, outcome.value, _describe(error))
         self._observe(kind, outcome.value, time.perf_counter() - started)
         return outcome

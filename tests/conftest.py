@@ -11,12 +11,13 @@ import redis
 import responses
 
 from app import create_app, shutdown
-from support import MEDIA_BASE, RECORDING_UPDATE, RECORDINGS_ROOT, SignedCallbacks, free_port, make_config, wav_bytes
+from support import (MEDIA_BASE, RECORDING_DELETE, RECORDING_UPDATE, RECORDINGS_ROOT, SignedCallbacks, free_port,
+                     make_config, wav_bytes)
 
 # Whole files that start processes, servers, a browser or real Redis, or analyse seconds of audio: all `slow`.
 SLOW_SUITES = {"test_audio_quality.py", "test_browser.py", "test_churn.py", "test_compliance.py", "test_emulator.py", "test_end_to_end.py",
                "test_fault_drill.py", "test_fuzz_routes.py", "test_gunicorn.py", "test_hardening.py",
-               "test_redis_store.py", "test_scale_out.py"}
+               "test_redis_store.py", "test_retention_end_to_end.py", "test_scale_out.py"}
 
 
 def pytest_configure(config):
@@ -47,6 +48,19 @@ def signalwire():
                  content_type="audio/x-wav")
         fake.add(responses.GET, re.compile(re.escape(MEDIA_BASE) + r"[^/]+\.mp3"), status=404)
         yield fake
+
+
+@pytest.fixture
+def deletions(signalwire):
+    """DELETE /Recordings/{R} answers 204; the list holds the sids deleted, in order."""
+    deleted = []
+
+    def delete(request):
+        deleted.append(RECORDING_DELETE.fullmatch(request.url).group(1))
+        return 204, {}, ""
+
+    signalwire.add_callback(responses.DELETE, RECORDING_DELETE, callback=delete)
+    return deleted
 
 
 @pytest.fixture(scope="session")

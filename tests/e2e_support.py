@@ -157,13 +157,25 @@ class Stack:
         return not self.store.rooms()
 
 
+def wait_until(condition, timeout: float) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 @contextlib.contextmanager
 def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_behavior: str = "skip",
                  end_grace_s: float = 0.5, api_timeout_s: float = 5.0, numbers=(DEMO_NUMBER,),
-                 wrong_signing_key: bool = False, seed: int = 0, **settings) -> Iterator[Stack]:
+                 wrong_signing_key: bool = False, seed: int = 0, archive_clock=None,
+                 **settings) -> Iterator[Stack]:
     """Emulator + Quorum (in-process, real HTTP on loopback); everything stopped on exit.
 
     `wrong_signing_key` gives Quorum another key than the one the emulator signs with;
+    `archive_clock` replaces the clock of the archive's upkeep (retention, deletion retries);
     `settings` are further Config fields.
     """
     capture = LogCapture()
@@ -178,7 +190,7 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
                     signalwire_api_url=emulator.url, public_url=f"http://127.0.0.1:{server.server_port}",
                     min_participants=min_participants, pause_behavior=pause_behavior, end_grace_s=end_grace_s,
                     signalwire_timeout_s=api_timeout_s, log_level="WARNING", recordings_dir=archive, **settings)
-    late.app = create_app(config)
+    late.app = create_app(config, archive_clock=archive_clock)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="quorum-http", daemon=True)
     thread.start()
     stack = Stack(emulator, late.app, config, capture, list(numbers))

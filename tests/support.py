@@ -23,6 +23,7 @@ SIGNING_KEY = "PSK_test_signing_key"
 PUBLIC_URL = "https://quorum.example.com"
 API_BASE = f"https://example.signalwire.com/2010-04-01/Accounts/{PROJECT}"
 RECORDING_UPDATE = re.compile(rf"{re.escape(API_BASE)}/Conferences/[^/]+/Recordings/[^/]+\.json")
+RECORDING_DELETE = re.compile(rf"{re.escape(API_BASE)}/Recordings/([^/]+)\.json")
 MEDIA_BASE = "https://example.signalwire.com/recordings/"
 # Archives of apps made by make_config; conftest removes it when the session ends.
 RECORDINGS_ROOT = tempfile.mkdtemp(prefix="quorum-test-recordings-")

@@ -24,6 +24,8 @@ def test_defaults():
     assert (config.port, config.min_participants, config.pause_behavior, config.trim) == (5000, 2, "skip", "do-not-trim")
     assert (config.conference_room, config.validate_signatures, config.use_ngrok) == ("per-number", True, False)
     assert config.public_url == "https://quorum.example.com"  # trailing slash dropped
+    # SignalWire's copies stay and the archive is kept forever unless asked otherwise.
+    assert (config.delete_from_signalwire, config.archive_retention_days) == (False, 0)
 
 
 @pytest.mark.parametrize("name, raw, field, value", [
@@ -40,6 +42,10 @@ def test_defaults():
     ("MAX_RECORDING_MB", "500", "max_recording_mb", 500),
     ("EVENT_CALLBACK_CONCURRENCY", "2", "event_callback_concurrency", 2),
     ("EVENT_QUEUE_MAX", "10", "event_queue_max", 10),
+    ("DELETE_FROM_SIGNALWIRE", "true", "delete_from_signalwire", True),
+    ("DELETE_FROM_SIGNALWIRE", "no", "delete_from_signalwire", False),
+    ("ARCHIVE_RETENTION_DAYS", "30", "archive_retention_days", 30),
+    ("ARCHIVE_RETENTION_DAYS", "0", "archive_retention_days", 0),
 ])
 def test_typed_values(name, raw, field, value):
     assert getattr(Config.from_env({**VALID, name: raw}), field) == value
@@ -69,6 +75,10 @@ def test_typed_values(name, raw, field, value):
     ({"MAX_RECORDING_MB": "0"}, "MAX_RECORDING_MB"),
     ({"EVENT_CALLBACK_CONCURRENCY": "0"}, "EVENT_CALLBACK_CONCURRENCY"),
     ({"EVENT_QUEUE_MAX": "0"}, "EVENT_QUEUE_MAX"),
+    ({"DELETE_FROM_SIGNALWIRE": "sometimes"}, "DELETE_FROM_SIGNALWIRE"),
+    ({"ARCHIVE_RETENTION_DAYS": "-1"}, "ARCHIVE_RETENTION_DAYS"),
+    ({"ARCHIVE_RETENTION_DAYS": "a month"}, "ARCHIVE_RETENTION_DAYS"),
+    ({"ARCHIVE_RETENTION_DAYS": "1.5"}, "ARCHIVE_RETENTION_DAYS"),
 ])
 def test_bad_settings_name_the_setting(changes, setting):
     with pytest.raises(ConfigError) as error:

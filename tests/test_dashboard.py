@@ -3,6 +3,7 @@ the pure view-data functions (timeline geometry, plain-words readings, paginatio
 
 import time
 from email.utils import formatdate
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -474,3 +475,24 @@ def test_paginate_clamps_and_links():
     assert views.paginate(items, 0)["page"] == 1 and views.paginate(items, 9)["page"] == 3
     assert views.paginate([], 1) == {"items": [], "page": 1, "pages": 1, "total": 0, "previous": None,
                                          "next": None}
+
+
+@pytest.mark.parametrize("delete, days, words", [
+    (False, 0, "SignalWire's copies: kept at SignalWire (anyone with a recording's URL can fetch it). "
+               "Archive: kept forever."),
+    (True, 30, "SignalWire's copies: deleted once archived and checked. Archive: kept 30 days."),
+    (True, 1, "SignalWire's copies: deleted once archived and checked. Archive: kept 1 day."),
+])
+def test_retention_in_plain_words(delete, days, words):
+    assert views.retention_words(delete, days) == words
+
+
+def test_the_live_page_says_what_happens_to_the_recordings(signalwire, tmp_path):
+    application = create_app(make_config(api_token=TOKEN, validate_signatures=False, recordings_dir=str(tmp_path),
+                                         delete_from_signalwire=True, archive_retention_days=30))
+    try:
+        page = application.test_client().get("/", headers={"Authorization": f"Bearer {TOKEN}"}).get_data(as_text=True)
+    finally:
+        shutdown(application)
+    assert len(Tags(page).find("p", id="retention")) == 1
+    assert "SignalWire's copies: deleted once archived and checked. Archive: kept 30 days." in unescape(page)

@@ -624,6 +624,18 @@ def test_conference_recording_delete_through_the_sdk_and_running_ones_are_refuse
     assert gone.value.status == 404
 
 
+def test_recording_delete_through_the_sdk_s_own_path_removes_both_media_kinds(emulator):
+    hang_up(emulator, *two_callers(emulator))
+    sid = emulator.conferences(ROOM)[0].recording_sids[0]
+    media = emulator.sim.recording_url(sid)
+    assert sdk(emulator).recordings(sid).delete() is True  # DELETE /2010-04-01/Accounts/{P}/Recordings/{R}.json
+    assert emulator.rest_log.calls[-1].method == "DELETE" and emulator.rest_log.calls[-1].status == 204
+    with pytest.raises(TwilioRestException) as gone:
+        sdk(emulator).recordings(sid).delete()
+    assert gone.value.status == 404
+    assert [requests.get(media + ext, timeout=5).status_code for ext in ("", ".wav", ".mp3")] == [404, 404, 404]
+
+
 def test_hold_and_unhold_send_callbacks_with_hold_flag(sink):
     with started_emulator(sink) as emulator:
         host, guest = two_callers(emulator)
@@ -841,6 +853,31 @@ def test_rest_error_knob_answers_5xx_without_applying(sink):
         assert failed.value.status in (500, 503)
         assert emulator.recording(sid).status == "in-progress"
         assert emulator.rest_log.counts() == {"POST": 1} and emulator.injector.injected["rest_error"] == 1
+
+
+def test_rest_error_methods_confine_the_errors_and_an_outage_can_end(sink):
+    with Emulator(faults=Faults(rest_error=1.0, rest_error_methods=frozenset({"DELETE"}))) as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        hang_up(emulator, *two_callers(emulator))
+        sid = emulator.conferences(ROOM)[0].recording_sids[0]
+        recording = sdk(emulator).recordings(sid)
+        assert recording.fetch().status == "completed"  # a GET is not a DELETE: answered
+        with pytest.raises(TwilioRestException) as failed:
+            recording.delete()
+        assert failed.value.status in (500, 503) and not emulator.recording(sid).deleted
+        emulator.set_faults(Faults())  # the outage ends
+        assert recording.delete() is True and emulator.recording(sid).deleted
+        assert emulator.injector.injected["rest_error"] == 1
+
+
+def test_media_error_knob_fails_downloads_but_not_the_api(sink):
+    with Emulator(faults=Faults(media_error=1.0)) as emulator:
+        emulator.add_number(ROOM, sink.base + "/voice")
+        hang_up(emulator, *two_callers(emulator))
+        sid = emulator.conferences(ROOM)[0].recording_sids[0]
+        assert requests.get(emulator.sim.recording_url(sid) + ".wav", timeout=5).status_code in (500, 503)
+        assert sdk(emulator).recordings(sid).fetch().status == "completed"  # the metadata is API, not media
+        assert emulator.injector.injected["media_error"] == 1
 
 
 def test_fault_decisions_are_seeded_per_stream():

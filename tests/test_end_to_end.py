@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 
-from e2e_support import quorum_stack
+from e2e_support import quorum_stack, wait_until
 from emulator.audio import RATE
 from emulator.faults import Faults
 from emulator.scenarios import (DEMO, DEMO_NUMBER, Player, expected_writes, logged_quorum, presence, quorum_spans,
@@ -148,16 +148,6 @@ def test_callbacks_signed_with_another_key_are_refused_and_nothing_happens():
         assert {a.status for a in stack.emulator.callback_attempts()} == {403}
         assert [e.kind for e in stack.emulator.sim.events] == ["call-failed", "call-failed"]
         assert stack.emulator.rest_log.calls == [] and stack.store.rooms() == []
-
-
-def wait_until(condition, timeout: float) -> bool:
-    """Poll `condition` until it holds or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_a_command_that_took_effect_but_timed_out_is_still_corrected():

@@ -1,9 +1,11 @@
-"""The SDK client as built for production: timeout, emulator URL, proxies read once."""
+"""The SDK client as built for production (timeout, emulator URL, proxies read once) and the commands it sends."""
 
 import pytest
+import requests
+import responses
 
-from support import make_config
-from quorum.gateway import READERS, build_client
+from support import API_BASE, make_config, sid
+from quorum.gateway import READERS, Outcome, SignalWireGateway, build_client
 
 
 def test_client_has_a_timeout_and_the_api_url_override():
@@ -33,3 +35,22 @@ def test_the_client_keeps_a_connection_per_command_worker_and_reader():
     session = build_client(config).http_client.session
     for url in ("https://example.signalwire.com/", "http://127.0.0.1:8099/"):
         assert session.get_adapter(url)._pool_maxsize >= config.signalwire_concurrency + READERS
+
+
+@pytest.mark.parametrize("answer, outcome", [
+    ({"status": 204}, Outcome.OK),
+    ({"status": 404, "json": {"code": 20404, "message": "Not Found", "status": 404}}, Outcome.GONE),  # already gone
+    ({"status": 503, "json": {"code": 20503, "message": "Service Unavailable", "status": 503}}, Outcome.RETRY),
+    ({"status": 429, "json": {"code": 20429, "message": "Too Many Requests", "status": 429}}, Outcome.RETRY),
+    ({"body": requests.ConnectionError("reset")}, Outcome.RETRY),
+    # 422 means "over" for an update; a delete documents none, so it is not taken for "already gone".
+    ({"status": 422, "json": {"errors": ["cannot"]}}, Outcome.REJECTED),
+    ({"status": 401, "json": {"code": 20003, "message": "Authentication Error", "status": 401}}, Outcome.REJECTED),
+])
+def test_delete_recording_sends_the_documented_delete_and_reads_404_as_gone(answer, outcome):
+    recording = sid("R1")
+    with responses.RequestsMock() as fake:
+        fake.add(responses.DELETE, f"{API_BASE}/Recordings/{recording}.json", **answer)
+        gateway = SignalWireGateway(build_client(make_config()))
+        assert gateway.delete_recording(recording) is outcome
+        assert [c.request.method for c in fake.calls] == ["DELETE"]
