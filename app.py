@@ -53,14 +53,16 @@ class Services:
     metrics: Metrics
 
     def start(self) -> None:
-        """Start the sweeps and reconciler rounds (the queues' own threads run from construction)."""
+        """Start the sweeps, reconciler rounds and the archive index's sync (the queues' threads run already)."""
         self.housekeeper.start()
+        self.archive.start()
 
     def stop(self) -> None:
         """Stop the background threads after the work under way finishes."""
         self.housekeeper.stop()
         self.commands.shutdown()
         self.processor.shutdown()
+        self.archive.stop()
         if self.events:
             self.events.stop()
 
