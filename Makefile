@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-packages test test-fast demo run bench bench-churn bench-audio
+.PHONY: install system-packages test test-fast demo run bench bench-churn bench-audio bench-archive
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,7 @@ bench-churn: install
 bench-audio: install
 	bench/audio_quality_setup.sh
 	$(PY) bench/audio_quality_bench.py --quick
+
+# Before/after in one run: make bench-archive ARCHIVE_BENCH_ARGS="--quorum-dir /tmp/index-before"
+bench-archive: install
+	$(PY) bench/archive_bench.py $(ARCHIVE_BENCH_ARGS) --json bench/results/archive.json

@@ -58,8 +58,9 @@ class Services:
     retention: Retention
 
     def start(self) -> None:
-        """Start the sweeps and reconciler rounds (the queues' own threads run from construction)."""
+        """Start the sweeps, reconciler rounds and the archive index's sync (the queues' threads run already)."""
         self.housekeeper.start()
+        self.archive.start()
 
     def stop(self) -> None:
         """Stop the background threads after the work under way finishes."""
@@ -67,6 +68,7 @@ class Services:
         self.commands.shutdown()
         self.processor.shutdown()
         self.copies.shutdown()
+        self.archive.stop()
         if self.events:
             self.events.stop()
 

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from console.auth import require_bearer
 from conversations.archive import valid_id
-from conversations.queries import all_conversations, find_conversation, page_of
+from conversations.queries import find_conversation, listing
 from conversations.record import STATUSES
 
 bp = Blueprint("conversations", __name__, url_prefix="/api")
@@ -36,12 +36,11 @@ def list_conversations():
     page, per_page = _positive("page", 1), _positive("per_page", 20)
     if page is None or per_page is None or per_page > MAX_PER_PAGE:
         return _error(400, f"page and per_page must be whole numbers from 1 (per_page at most {MAX_PER_PAGE})")
-    room, held = request.args.get("room"), current_app.extensions["quorum"]
-    found = [c for c in all_conversations(held.store, held.archive)
-             if (room is None or c["room"] == room) and (status is None or c["status"] == status)]
-    shown, more = page_of(found, page, per_page)
-    return jsonify(conversations=shown, page=page, per_page=per_page, total=len(found),
-                   next_page=page + 1 if more else None)
+    held = current_app.extensions["quorum"]
+    found = listing(held.store, held.archive, lambda total: (page - 1) * per_page, per_page,
+                    room=request.args.get("room"), status=status)
+    return jsonify(conversations=found.conversations, page=page, per_page=per_page, total=found.total,
+                   next_page=page + 1 if page * per_page < found.total else None)
 
 
 @bp.get("/conversations/<conversation_id>")

@@ -14,10 +14,10 @@ import time
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file, url_for
 
 from console import signin
-from console.views import (MEDIA_TYPES, THRESHOLDS, clock, conversation_facts, live_conference, live_summary, paginate,
-                           recordings_view, retention_words, timeline_view)
+from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversation_facts, live_conference,
+                           live_summary, paginate, recordings_view, retention_words, timeline_view)
 from conversations.archive import valid_id
-from conversations.queries import all_conversations, find_conversation
+from conversations.queries import find_conversation, known_rooms, listing
 from recording_state import stored_conferences
 
 bp = Blueprint("dashboard", __name__)
@@ -62,12 +62,11 @@ def live_data():
 @bp.get("/history")
 def history():
     """Past and present conversations, newest first, paginated, filtered by room."""
-    conversations = all_conversations(*_store_and_archive())
-    room = request.args.get("room") or None
-    shown = [c for c in conversations if room is None or c["room"] == room]
-    page = paginate(shown, request.args.get("page", 1, type=int))
-    return render_template("history.html", page=page, room=room, rooms=sorted({c["room"] for c in conversations}),
-                           rows=[conversation_facts(c) for c in page["items"]])
+    room, asked = request.args.get("room") or None, request.args.get("page", 1, type=int)
+    found = listing(*_store_and_archive(), lambda total: paginate(total, asked)["offset"], PER_PAGE, room=room)
+    return render_template("history.html", page=paginate(found.total, asked), room=room,
+                           rooms=known_rooms(*_store_and_archive()),
+                           rows=[conversation_facts(c) for c in found.conversations])
 
 
 @bp.get("/conversations/<conversation_id>")

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from typing import Callable, List, Optional
 
 from conversations import record as conversation
-from conversations.queries import page_of
 from conversations.record import READY, UNFINISHED
 from config import RoomRule
 from recording_state import ABANDONED, GONE, LIVE, PAUSED, PROCESSING, RECORDING, UNSURE, Caller, Conference
@@ -257,10 +256,9 @@ def recordings_view(record: dict, media_url: Callable[[str], str]) -> List[dict]
     return rows
 
 
-def paginate(items: list, page: int, per_page: int = PER_PAGE) -> dict:
-    """One page of `items` (page clamped into range) and its neighbours."""
-    pages = max(1, math.ceil(len(items) / per_page))
+def paginate(total: int, page: int, per_page: int = PER_PAGE) -> dict:
+    """Page `page` of a list of `total` (clamped into range): where it starts and its neighbours."""
+    pages = max(1, math.ceil(total / per_page))
     page = min(max(1, page), pages)
-    shown, more = page_of(items, page, per_page)
-    return {"items": shown, "page": page, "pages": pages, "total": len(items),
-            "previous": page - 1 if page > 1 else None, "next": page + 1 if more else None}
+    return {"page": page, "pages": pages, "total": total, "offset": (page - 1) * per_page,
+            "previous": page - 1 if page > 1 else None, "next": page + 1 if page < pages else None}

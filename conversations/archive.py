@@ -5,19 +5,35 @@ SignalWire served one) and one WAV per channel. Every file is written to a tempo
 and renamed into place, and `conversation.json` is written last, so a crash never leaves a
 directory that looks complete. `remove` is the one way a conversation leaves the archive: it is
 renamed into `.trash/` at once, then deleted, so a crash never leaves half of one behind.
+
+Lists read the index beside the files (`.index.sqlite3`, see archive_index.py): `save` and
+`remove` update its row in the same step, and `start` brings it up to date with the files in
+the background (new, rewritten and removed conversation.json files, from any process or host).
+While it cannot answer, lists are read from the files, as before it existed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, List, Optional
+from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, TypeVar, Union
+
+from conversations.archive_index import ArchiveIndex, IndexUnusable, IndexView, ScanView, fields, sort_key
+from quorum.keyed_workers import KeyedWorkers
+
+log = logging.getLogger("quorum.archive")
+T = TypeVar("T")
+INDEX_NAME = ".index.sqlite3"  # a dot name: the conversation glob and room names never match it
+SYNC_RETRY_S = 60.0  # after a failed sync (disk full, read-only), so requests do not each start another
 
 # SignalWire sids are UUIDs; anything else in an id position is refused before touching disk.
 CONVERSATION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{7,63}$")
@@ -59,10 +75,13 @@ def make_dirs_durably(directory: Path) -> None:
 
 
 class Archive:
-    """Reads and writes conversations under one root directory."""
+    """Reads and writes conversations under one root directory, and keeps its index."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.index = ArchiveIndex(self.root / INDEX_NAME)
+        self._syncs = KeyedWorkers(lambda _: self._sync_logged(), 1, "quorum-index")
+        self._failed_at: Optional[float] = None  # monotonic time of the last failed sync
 
     def directory_for(self, room: str, started_at: float, conversation_id: str) -> Path:
         """Where a conversation lives."""
@@ -95,9 +114,12 @@ class Archive:
         return directory / name
 
     def save(self, directory: Path, conversation: dict) -> Path:
-        """Write `conversation.json` (last, after the media) to mark the directory complete."""
-        body = json.dumps(conversation, indent=2, sort_keys=True).encode()
-        return self.write_file(directory, "conversation.json", body)
+        """Write `conversation.json` (last, after the media) to mark the directory complete, then index it."""
+        relative = self._relative(directory)
+        text = json.dumps(conversation, indent=2, sort_keys=True)
+        path = self.write_file(directory, "conversation.json", text.encode())
+        self._indexed(lambda: self.index.put(relative, text, path.stat().st_mtime_ns))
+        return path
 
     def read(self, directory: Path) -> Optional[dict]:
         """The conversation archived in `directory`, or None (not there, or not complete yet)."""
@@ -105,15 +127,18 @@ class Archive:
 
     def remove(self, directory: Path) -> bool:
         """Remove one conversation for good: out of the archive in one rename, then deleted, each step
-        fsynced; emptied day and room directories go too. False if it was not there (removed already)."""
+        fsynced, with its index row; emptied day and room directories go too. False if it was not there."""
         directory = self._conversation_dir(directory)
+        relative = self._relative(directory)
         trash = self.root / TRASH
         make_dirs_durably(trash)
         target = trash / f"{directory.name}.{uuid.uuid4().hex}"
         try:
             os.rename(directory, target)
         except FileNotFoundError:
+            self._indexed(lambda: self.index.delete(relative))  # a row left by a removal cut short
             return False
+        self._indexed(lambda: self.index.delete(relative))
         fsync_dir(directory.parent)
         fsync_dir(trash)
         shutil.rmtree(target, ignore_errors=True)  # what a failure leaves, empty_trash finishes
@@ -163,30 +188,121 @@ class Archive:
 
     def find(self, conversation_id: str) -> Optional[dict]:
         """The archived conversation with this id, or None."""
-        if not valid_id(conversation_id):
-            return None
-        for path in self.root.glob(f"*/*/{conversation_id}/conversation.json"):
-            return _read(path)
-        return None
+        directory = self._directory_of(conversation_id)
+        return None if directory is None else _read(directory / "conversation.json")
 
     def media_path(self, conversation_id: str, name: str) -> Optional[Path]:
         """The path of one archived media file, only if it is inside the archive and exists."""
-        if not valid_id(conversation_id) or not MEDIA_NAME.match(name):
-            return None
-        for directory in self.root.glob(f"*/*/{conversation_id}"):
-            path = directory / name
-            return path if path.is_file() else None
-        return None
+        directory = self._directory_of(conversation_id) if MEDIA_NAME.match(name) else None
+        path = None if directory is None else directory / name
+        return path if path is not None and path.is_file() else None
+
+    def view(self, work: Callable[[Union[IndexView, ScanView]], T]) -> T:
+        """`work(view)` over the index; over the files while the index cannot answer (a sync is started)."""
+        try:
+            return self.index.read(work)
+        except IndexUnusable as problem:
+            if self._kick():
+                log.warning("archive index unusable (%s): lists are read from the files until it is synced", problem)
+            return work(ScanView(self.all()))
 
     def all(self) -> List[dict]:
-        """Every archived conversation, newest first."""
-        found = [c for c in (_read(p) for p in self._files()) if c is not None]
-        return sorted(found, key=lambda c: c.get("started_at") or "", reverse=True)
+        """Every archived conversation, newest first, read from the files themselves."""
+        found = [c for c in (_read(p) for p in self._files()) if fields(c) is not None]
+        return sorted(found, key=sort_key, reverse=True)
+
+    def start(self) -> None:
+        """Bring the index up to date with the files, in the background."""
+        self._syncs.submit("index")
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Until no sync is under way (tests, benchmarks); False on timeout."""
+        return self._syncs.wait_idle(timeout)
+
+    def stop(self) -> None:
+        """Let a sync under way finish; start no more."""
+        self._syncs.shutdown()
+
+    def sync(self) -> Tuple[int, int]:
+        """Bring the index up to date with the files now: (rows written, rows dropped)."""
+        return self.index.sync(self._stats, self._text)
+
+    def _sync_logged(self) -> None:
+        """Sync, saying what changed; a failure is logged and retried when next needed, after SYNC_RETRY_S."""
+        began = time.monotonic()
+        try:
+            written, dropped = self.sync()
+        except (OSError, sqlite3.Error) as error:
+            self._failed_at = time.monotonic()
+            log.warning("archive index not synced with the files: %s", error)
+            return
+        self._failed_at = None
+        if written or dropped:
+            log.info("archive index synced: %d rows written, %d dropped in %.2f s", written, dropped,
+                     time.monotonic() - began)
+
+    def _kick(self) -> bool:
+        """Start a sync unless one is under way or the last one failed lately; whether one was started."""
+        if self._syncs.depth() or (self._failed_at is not None and time.monotonic() - self._failed_at < SYNC_RETRY_S):
+            return False
+        self._syncs.submit("index")
+        return True
+
+    def _indexed(self, write: Callable[[], None]) -> None:
+        """One index write; if it fails the file is still the truth, so a sync catches the index up."""
+        try:
+            write()
+        except (OSError, sqlite3.Error) as error:
+            log.warning("archive index not updated (%s): syncing it with the files", error)
+            self._kick()
+
+    def _relative(self, directory: Path) -> str:
+        """`ROOM/DAY/ID` of a conversation directory of this archive; ValueError for any other path."""
+        parts = Path(directory).relative_to(self.root).parts
+        if len(parts) != 3 or ".." in parts:
+            raise ValueError(f"not a conversation directory of {self.root}: {directory}")
+        return "/".join(parts)
+
+    def _directory_of(self, conversation_id: str) -> Optional[Path]:
+        """Where a complete conversation lives: where the index says if its file is there, else where a search finds it."""
+        if not valid_id(conversation_id):
+            return None
+        indexed = self.index.directory_of(conversation_id)
+        if indexed is not None and (self.root / indexed / "conversation.json").is_file():
+            return self.root / indexed
+        return next((path.parent for path in self.root.glob(f"*/*/{conversation_id}/conversation.json")), None)
 
     def _files(self) -> Iterator[Path]:
         """Every conversation.json under the root."""
         if self.root.is_dir():
             yield from self.root.glob("*/*/*/conversation.json")
+
+    def _stats(self) -> Iterator[Tuple[str, int]]:
+        """(`ROOM/DAY/ID`, mtime_ns) of every conversation.json, as `_files` finds them but with one stat each."""
+        for room in _subdirectories(self.root):
+            for day in _subdirectories(room.path):
+                for conversation in _subdirectories(day.path):
+                    try:
+                        mtime_ns = os.stat(os.path.join(conversation.path, "conversation.json")).st_mtime_ns
+                    except OSError:
+                        continue
+                    yield f"{room.name}/{day.name}/{conversation.name}", mtime_ns
+
+    def _text(self, relative: str) -> Optional[str]:
+        """The text of one conversation.json, or None if it cannot be read."""
+        try:
+            return (self.root / relative / "conversation.json").read_text()
+        except (OSError, ValueError):
+            return None
+
+
+def _subdirectories(path) -> List[os.DirEntry]:
+    """The directories in `path` whose names a glob `*` matches (no dot names); none if it is missing."""
+    try:
+        with os.scandir(path) as entries:
+            return [e for e in entries if not e.name.startswith(".") and e.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _day_start(name: str) -> Optional[float]:

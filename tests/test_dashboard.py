@@ -468,13 +468,11 @@ def test_elapsed(ms, tenths, text):
 
 
 def test_paginate_clamps_and_links():
-    items = list(range(45))
-    assert views.paginate(items, 1) == {"items": items[:20], "page": 1, "pages": 3, "total": 45,
-                                            "previous": None, "next": 2}
-    assert views.paginate(items, 3)["items"] == items[40:]
-    assert views.paginate(items, 0)["page"] == 1 and views.paginate(items, 9)["page"] == 3
-    assert views.paginate([], 1) == {"items": [], "page": 1, "pages": 1, "total": 0, "previous": None,
-                                         "next": None}
+    assert views.paginate(45, 1) == {"page": 1, "pages": 3, "total": 45, "offset": 0, "previous": None, "next": 2}
+    assert views.paginate(45, 3) == {"page": 3, "pages": 3, "total": 45, "offset": 40, "previous": 2, "next": None}
+    assert views.paginate(45, 0)["page"] == 1 and views.paginate(45, 9)["page"] == 3
+    assert views.paginate(40, 2)["next"] is None
+    assert views.paginate(0, 1) == {"page": 1, "pages": 1, "total": 0, "offset": 0, "previous": None, "next": None}
 
 
 @pytest.mark.parametrize("delete, days, words", [
