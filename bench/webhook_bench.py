@@ -258,7 +258,8 @@ def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
     """Serve one variant, drive the load, check the outcome; returns its figures."""
     workers = int(name.split("-")[1]) if name.startswith("redis-") else 1
     if name == "bare":
-        server = Server("bare_app:create_app()", 1, {}, ROOT / "bench")
+        # From the root, as Quorum is served: gunicorn.conf.py imports the project's modules.
+        server = Server("bench.bare_app:create_app()", 1, {}, ROOT)
     else:
         redis_url = redis_server.url if name.startswith("redis-") else None
         server = Server("app:create_app()", workers, quorum_env(fake, redis_url), ROOT)
