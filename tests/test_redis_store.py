@@ -1,5 +1,7 @@
 """The Redis store against a real redis-server: atomic across connections, bounded, lockable."""
 
+import dataclasses
+import json
 import threading
 import time
 import uuid
@@ -10,7 +12,7 @@ from quorum import policy
 from app import create_app, services, shutdown
 from config import ConfigError
 from support import conference_form, make_config, sid
-from recording_state import STALE_AFTER_S, RECORDING
+from recording_state import PROCESSING, RECORDING, STALE_AFTER_S, Caller, RecordingInfo
 from quorum.redis_store import RedisStore
 
 
@@ -32,6 +34,25 @@ def test_round_trip(store):
     conf = store.mutate("R", join("A", 1.0))
     assert store.get("R") == conf
     assert store.rooms() == ["R"]
+
+
+def rich_conference():
+    """A conference with every field away from its default (`version` is the store's)."""
+    conf = policy.recording_status(join("A", 1.0)(None), "rec-1", "in-progress", 2.0, None, None, None)
+    conf = policy.command_result(conf, "rec-1", "failed", 3.0, "paused")
+    conf = policy.connection_event(conf, "A", True, 4.0, Caller("+1555", "+1666", record=True))
+    conf = policy.conference_ended(conf, 7.0)
+    return dataclasses.replace(conf, recording_info={"rec-1": RecordingInfo("A", "https://x/r.wav", 3.5)},
+                               unrecordable=("B",), wanted=RECORDING, read_version=3, recheck=True, status=PROCESSING,
+                               started_at=0.5, opened_at=0.25)
+
+
+def test_stored_json_is_what_asdict_gave_and_older_data_still_loads(redis_url, store):
+    conf = store.mutate("R", lambda _: rich_conference())
+    raw = store._redis.get(f"{store._ns}:conf:R")
+    assert raw == json.dumps(dataclasses.asdict(conf), separators=(",", ":")).encode()
+    store._redis.set(f"{store._ns}:conf:old", raw)  # as an earlier release wrote it
+    assert RedisStore.from_url(redis_url, store._ns, 30).get("old") == conf
 
 
 def test_concurrent_mutations_from_separate_connections_lose_nothing(redis_url, store):
