@@ -224,9 +224,13 @@ def _sha1(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
+# Made once: `json.dumps` with options builds an encoder per call; `to_dict` is a tree, so no cycle checks.
+_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def _encode(conf: Conference) -> bytes:
     """A Conference as compact JSON."""
-    return json.dumps(conf.to_dict(), separators=(",", ":")).encode()
+    return _JSON.encode(conf.to_dict()).encode()
 
 
 def _decode(raw: Optional[bytes]) -> Optional[Conference]:
