@@ -11,7 +11,8 @@ variant runs in this one process's run, on this machine, with the same load:
 
 Printed: events/s, p50/p99 webhook latency, server CPU per event, REST reads and writes per
 event, Redis commands per event, conferences whose final recording state is wrong (must be 0), and each
-variant's throughput as a ratio of the bare route's.
+variant's throughput as a ratio of the bare route's; then the Redis variants' commands per event by name
+(INFO commandstats, a Lua script's own included: round trips are the EVALSHAs plus what no script runs).
 
     python bench/webhook_bench.py [--quick] [--variants bare,memory,redis-1,redis-2,redis-4]
 """
@@ -263,7 +264,7 @@ def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
     else:
         redis_url = redis_server.url if name.startswith("redis-") else None
         server = Server("app:create_app()", workers, quorum_env(fake, redis_url), ROOT)
-    commands_before = redis_server.commands() if redis_server else 0
+    commands_before = redis_server.commands_by_name() if redis_server else {}
     reads_before, writes_before = fake.reads, fake.writes
     with fake.lock:
         fake.status.clear()
@@ -285,10 +286,16 @@ def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
         "p50_ms": round(1000 * latencies[events // 2], 1), "p99_ms": round(1000 * latencies[int(events * 0.99)], 1),
         "rest_reads_per_event": round((fake.reads - reads_before) / events, 3),
         "rest_writes_per_event": round((fake.writes - writes_before) / events, 3),
-        "redis_commands_per_event": (round((redis_server.commands() - commands_before) / events, 2)
-                                        if redis_server and name.startswith("redis") else None),
+        "redis_commands_by_name": (per_event(redis_server.commands_by_name(), commands_before, events)
+                                   if redis_server and name.startswith("redis") else {}),
         "wrong_final_states": wrong,
     }
+
+
+def per_event(after: dict, before: dict, events: int) -> dict:
+    """Each command's calls between two `commands_by_name`, per event."""
+    return {name: round((calls - before.get(name, 0)) / events, 3) for name, calls in after.items()
+            if calls > before.get(name, 0)}
 
 
 class RedisServer:
@@ -309,9 +316,10 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
-    def commands(self) -> int:
-        """Commands processed so far (INFO itself counts one; negligible)."""
-        return int(self._client.info("stats")["total_commands_processed"])
+    def commands_by_name(self) -> dict:
+        """Calls so far of each command (INFO commandstats; INFO itself counts, negligibly), scripts' own too."""
+        stats = self._client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): figures["calls"] for name, figures in stats.items()}
 
     def stop(self) -> None:
         """Terminate and reap."""
@@ -326,6 +334,8 @@ def median_row(runs: list) -> dict:
         if isinstance(value, (int, float)) and key != "wrong_final_states":
             row[key] = statistics.median(r[key] for r in runs)
     row["wrong_final_states"] = sum(r["wrong_final_states"] for r in runs)
+    row["redis_commands_by_name"] = {name: statistics.median(r["redis_commands_by_name"].get(name, 0) for r in runs)
+                                     for name in runs[0]["redis_commands_by_name"]}
     row["runs"] = len(runs)
     return row
 
@@ -339,10 +349,15 @@ def print_table(rows: list) -> None:
     print("|" + "---|" * len(header))
     for r in rows:
         ratio = f"{r['events_per_s'] / bare:.2f}" if bare else "-"
-        trips = r["redis_commands_per_event"] if r["redis_commands_per_event"] is not None else "-"
+        trips = round(sum(r["redis_commands_by_name"].values()), 2) if r["redis_commands_by_name"] else "-"
         print(f"| {r['variant']} | {r['events']} | {r['events_per_s']} | {ratio} | {r['p50_ms']} | {r['p99_ms']} | "
               f"{r['server_cpu_ms_per_event']} | "
               f"{r['rest_reads_per_event']} | {r['rest_writes_per_event']} | {trips} | {r['wrong_final_states']} |")
+    for r in rows:
+        if r["redis_commands_by_name"]:
+            counts = sorted(r["redis_commands_by_name"].items(), key=lambda item: -item[1])
+            print(f"{r['variant']} Redis commands/ev: "
+                  + ", ".join(f"{name} {calls:g}" for name, calls in counts if calls >= 0.01))
 
 
 def main() -> int:
