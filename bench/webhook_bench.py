@@ -14,7 +14,7 @@ event, Redis commands per event, conferences whose final recording state is wron
 variant's throughput as a ratio of the bare route's; then the Redis variants' commands per event by name
 (INFO commandstats, a Lua script's own included: round trips are the EVALSHAs plus what no script runs).
 
-    python bench/webhook_bench.py [--quick] [--variants bare,memory,redis-1,redis-2,redis-4]
+    python bench/webhook_bench.py [--quick] [--variants bare,memory,redis-1,redis-2,redis-4] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -188,10 +188,10 @@ class Server:
         full_env = {**os.environ, "PUBLIC_URL": self.url, **env, "PORT": str(self.port),
                     "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": "16", "LOG_LEVEL": "WARNING"}
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        # Both variants use the project's gunicorn.conf.py, so they differ only in the app.
+        # Every variant uses its checkout's gunicorn.conf.py, so they differ only in the app.
         # A file, not a pipe: a server that logs more than a pipe holds would block on it.
         self._log = tempfile.TemporaryFile(mode="w+")
-        self._process = subprocess.Popen([gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), app], cwd=cwd,
+        self._process = subprocess.Popen([gunicorn, "-c", str(cwd / "gunicorn.conf.py"), app], cwd=cwd,
                                          env=full_env, stdout=subprocess.DEVNULL, stderr=self._log)
         try:
             self._wait()
@@ -256,14 +256,15 @@ def expected_status(n: int) -> str:
 
 
 def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
-    """Serve one variant, drive the load, check the outcome; returns its figures."""
-    workers = int(name.split("-")[1]) if name.startswith("redis-") else 1
+    """Serve one variant (NAME@baseline: from --baseline), drive the load, check the outcome; returns its figures."""
+    workers = int(name.split("-")[1].split("@")[0]) if name.startswith("redis-") else 1
     if name == "bare":
         # From the root, as Quorum is served: gunicorn.conf.py imports the project's modules.
         server = Server("bench.bare_app:create_app()", 1, {}, ROOT)
     else:
         redis_url = redis_server.url if name.startswith("redis-") else None
-        server = Server("app:create_app()", workers, quorum_env(fake, redis_url), ROOT)
+        checkout = Path(args.baseline).resolve() if name.endswith("@baseline") else ROOT
+        server = Server("app:create_app()", workers, quorum_env(fake, redis_url), checkout)
     commands_before = redis_server.commands_by_name() if redis_server else {}
     reads_before, writes_before = fake.reads, fake.writes
     with fake.lock:
@@ -353,11 +354,9 @@ def print_table(rows: list) -> None:
         print(f"| {r['variant']} | {r['events']} | {r['events_per_s']} | {ratio} | {r['p50_ms']} | {r['p99_ms']} | "
               f"{r['server_cpu_ms_per_event']} | "
               f"{r['rest_reads_per_event']} | {r['rest_writes_per_event']} | {trips} | {r['wrong_final_states']} |")
-    for r in rows:
-        if r["redis_commands_by_name"]:
-            counts = sorted(r["redis_commands_by_name"].items(), key=lambda item: -item[1])
-            print(f"{r['variant']} Redis commands/ev: "
-                  + ", ".join(f"{name} {calls:g}" for name, calls in counts if calls >= 0.01))
+    for r in (r for r in rows if r["redis_commands_by_name"]):
+        counts = sorted(r["redis_commands_by_name"].items(), key=lambda item: -item[1])
+        print(f"{r['variant']} Redis commands/ev: " + ", ".join(f"{n} {c:g}" for n, c in counts if c >= 0.01))
 
 
 def main() -> int:
@@ -372,10 +371,13 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=80, help="the SignalWire fake's answer time")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every variant this many times, interleaved, and report medians (this VM is noisy)")
+    parser.add_argument("--baseline", help="another Quorum checkout (e.g. before a change): each Quorum variant "
+                                           "also runs from it, right after this one's, as NAME@baseline")
     args = parser.parse_args()
     if args.quick:
         args.conferences, args.churn = 40, 3
-    variants = args.variants.split(",")
+    variants = [run for v in args.variants.split(",")
+                for run in ([v, f"{v}@baseline"] if args.baseline and v != "bare" else [v])]
     fake = LatencyFake(args.latency_ms / 1000)
     threading.Thread(target=fake.serve_forever, daemon=True).start()
     workdir = ROOT / "bench" / "results"
