@@ -11,8 +11,8 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields
-from functools import cached_property
+from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cache, cached_property
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 from config import RoomRule
@@ -122,8 +122,8 @@ class Conference:
         return [sid for sid in self._on_the_line if hold_counts or not self.participants[sid].hold]
 
     def to_dict(self) -> dict:
-        """A JSON-ready copy."""
-        return asdict(self)
+        """A JSON-ready copy: the JSON `dataclasses.asdict` gives, made faster."""
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Conference":
@@ -165,6 +165,31 @@ _KINDS = (Presence, Transition, Caller, RecordingInfo, Conference)
 _FIELDS = {kind: frozenset(f.name for f in fields(kind)) for kind in _KINDS}
 _CACHED = {kind: tuple(name for name, value in vars(kind).items() if isinstance(value, cached_property))
            for kind in _KINDS}
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+@cache
+def _field_names(kind: type) -> Optional[Tuple[str, ...]]:
+    """A dataclass's field names, looked up once per class; None for any other type."""
+    return tuple(f.name for f in fields(kind)) if is_dataclass(kind) else None
+
+
+def _plain(value):
+    """Dataclasses, dicts and tuples as JSON-ready builtins: `asdict` without its deep copy of every
+    value, which made it most of a Redis write's CPU. Fields are read from the classes, so new ones need no edit."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value  # most values: checked first
+    names = _field_names(kind)
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def bump(current: Optional[Conference], result: Optional[Conference]) -> Optional[Conference]:

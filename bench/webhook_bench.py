@@ -11,9 +11,10 @@ variant runs in this one process's run, on this machine, with the same load:
 
 Printed: events/s, p50/p99 webhook latency, server CPU per event, REST reads and writes per
 event, Redis commands per event, conferences whose final recording state is wrong (must be 0), and each
-variant's throughput as a ratio of the bare route's.
+variant's throughput as a ratio of the bare route's; then the Redis variants' commands per event by name
+(INFO commandstats, a Lua script's own included: round trips are the EVALSHAs plus what no script runs).
 
-    python bench/webhook_bench.py [--quick] [--variants bare,memory,redis-1,redis-2,redis-4]
+    python bench/webhook_bench.py [--quick] [--variants bare,memory,redis-1,redis-2,redis-4] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -187,10 +188,10 @@ class Server:
         full_env = {**os.environ, "PUBLIC_URL": self.url, **env, "PORT": str(self.port),
                     "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": "16", "LOG_LEVEL": "WARNING"}
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        # Both variants use the project's gunicorn.conf.py, so they differ only in the app.
+        # Every variant uses its checkout's gunicorn.conf.py, so they differ only in the app.
         # A file, not a pipe: a server that logs more than a pipe holds would block on it.
         self._log = tempfile.TemporaryFile(mode="w+")
-        self._process = subprocess.Popen([gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), app], cwd=cwd,
+        self._process = subprocess.Popen([gunicorn, "-c", str(cwd / "gunicorn.conf.py"), app], cwd=cwd,
                                          env=full_env, stdout=subprocess.DEVNULL, stderr=self._log)
         try:
             self._wait()
@@ -255,14 +256,16 @@ def expected_status(n: int) -> str:
 
 
 def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
-    """Serve one variant, drive the load, check the outcome; returns its figures."""
-    workers = int(name.split("-")[1]) if name.startswith("redis-") else 1
+    """Serve one variant (NAME@baseline: from --baseline), drive the load, check the outcome; returns its figures."""
+    workers = int(name.split("-")[1].split("@")[0]) if name.startswith("redis-") else 1
     if name == "bare":
-        server = Server("bare_app:create_app()", 1, {}, ROOT / "bench")
+        # From the root, as Quorum is served: gunicorn.conf.py imports the project's modules.
+        server = Server("bench.bare_app:create_app()", 1, {}, ROOT)
     else:
         redis_url = redis_server.url if name.startswith("redis-") else None
-        server = Server("app:create_app()", workers, quorum_env(fake, redis_url), ROOT)
-    commands_before = redis_server.commands() if redis_server else 0
+        checkout = Path(args.baseline).resolve() if name.endswith("@baseline") else ROOT
+        server = Server("app:create_app()", workers, quorum_env(fake, redis_url), checkout)
+    commands_before = redis_server.commands_by_name() if redis_server else {}
     reads_before, writes_before = fake.reads, fake.writes
     with fake.lock:
         fake.status.clear()
@@ -284,10 +287,16 @@ def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
         "p50_ms": round(1000 * latencies[events // 2], 1), "p99_ms": round(1000 * latencies[int(events * 0.99)], 1),
         "rest_reads_per_event": round((fake.reads - reads_before) / events, 3),
         "rest_writes_per_event": round((fake.writes - writes_before) / events, 3),
-        "redis_commands_per_event": (round((redis_server.commands() - commands_before) / events, 2)
-                                        if redis_server and name.startswith("redis") else None),
+        "redis_commands_by_name": (per_event(redis_server.commands_by_name(), commands_before, events)
+                                   if redis_server and name.startswith("redis") else {}),
         "wrong_final_states": wrong,
     }
+
+
+def per_event(after: dict, before: dict, events: int) -> dict:
+    """Each command's calls between two `commands_by_name`, per event."""
+    return {name: round((calls - before.get(name, 0)) / events, 3) for name, calls in after.items()
+            if calls > before.get(name, 0)}
 
 
 class RedisServer:
@@ -308,9 +317,10 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
-    def commands(self) -> int:
-        """Commands processed so far (INFO itself counts one; negligible)."""
-        return int(self._client.info("stats")["total_commands_processed"])
+    def commands_by_name(self) -> dict:
+        """Calls so far of each command (INFO commandstats; INFO itself counts, negligibly), scripts' own too."""
+        stats = self._client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): figures["calls"] for name, figures in stats.items()}
 
     def stop(self) -> None:
         """Terminate and reap."""
@@ -325,6 +335,8 @@ def median_row(runs: list) -> dict:
         if isinstance(value, (int, float)) and key != "wrong_final_states":
             row[key] = statistics.median(r[key] for r in runs)
     row["wrong_final_states"] = sum(r["wrong_final_states"] for r in runs)
+    row["redis_commands_by_name"] = {name: statistics.median(r["redis_commands_by_name"].get(name, 0) for r in runs)
+                                     for name in runs[0]["redis_commands_by_name"]}
     row["runs"] = len(runs)
     return row
 
@@ -338,10 +350,13 @@ def print_table(rows: list) -> None:
     print("|" + "---|" * len(header))
     for r in rows:
         ratio = f"{r['events_per_s'] / bare:.2f}" if bare else "-"
-        trips = r["redis_commands_per_event"] if r["redis_commands_per_event"] is not None else "-"
+        trips = round(sum(r["redis_commands_by_name"].values()), 2) if r["redis_commands_by_name"] else "-"
         print(f"| {r['variant']} | {r['events']} | {r['events_per_s']} | {ratio} | {r['p50_ms']} | {r['p99_ms']} | "
               f"{r['server_cpu_ms_per_event']} | "
               f"{r['rest_reads_per_event']} | {r['rest_writes_per_event']} | {trips} | {r['wrong_final_states']} |")
+    for r in (r for r in rows if r["redis_commands_by_name"]):
+        counts = sorted(r["redis_commands_by_name"].items(), key=lambda item: -item[1])
+        print(f"{r['variant']} Redis commands/ev: " + ", ".join(f"{n} {c:g}" for n, c in counts if c >= 0.01))
 
 
 def main() -> int:
@@ -356,10 +371,13 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=80, help="the SignalWire fake's answer time")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every variant this many times, interleaved, and report medians (this VM is noisy)")
+    parser.add_argument("--baseline", help="another Quorum checkout (e.g. before a change): each Quorum variant "
+                                           "also runs from it, right after this one's, as NAME@baseline")
     args = parser.parse_args()
     if args.quick:
         args.conferences, args.churn = 40, 3
-    variants = args.variants.split(",")
+    variants = [run for v in args.variants.split(",")
+                for run in ([v, f"{v}@baseline"] if args.baseline and v != "bare" else [v])]
     fake = LatencyFake(args.latency_ms / 1000)
     threading.Thread(target=fake.serve_forever, daemon=True).start()
     workdir = ROOT / "bench" / "results"

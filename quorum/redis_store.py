@@ -3,6 +3,8 @@
 Keys (NS is REDIS_NAMESPACE, default "quorum"):
 - `NS:conf:{room}`     JSON of the room's Conference; expires END_GRACE_S + 1 h after the
                        conference ends, or 12 h (STALE_AFTER_S) after its last write otherwise.
+                       Each process keeps its last copy of a room (a bounded LRU) as the starting
+                       guess of a mutation, verified by the write itself: one round trip per change.
 - `NS:rooms`           set of rooms that may have state (pruned as their keys expire).
 - `NS:retired:{sid}`   marks an ended ConferenceSid so late callbacks cannot revive it; 24 h.
 - `NS:call:{sid}`      who a call is (from, to), kept by the voice webhook until it joins; 24 h.
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import uuid
-from typing import List, Optional
+from collections import OrderedDict
+from typing import List, Optional, Tuple
 
 import redis
 
@@ -25,17 +29,24 @@ from recording_state import LIVE, STALE_AFTER_S, Conference, Mutation, bump
 
 RETIRED_TTL_S = 24 * 3600
 
-# Write the conference only if its key still holds what we read (by SHA1; '' for no key).
+# What a process keeps of the conferences it last saw, as JSON bytes: decoded they take about three times that,
+# so some 25 MB, or about 1900 rooms of the benchmark's size (4 KB); a room's full timeline makes it 70 KB.
+CACHE_BYTES = 8 << 20
+
+# Apply ARGV[2] ('set', 'del', or 'check': a mutation that changed nothing) only if the key still holds what the
+# caller started from (the SHA1 of its JSON; '' for no key) and answer 1; else answer {what it holds now}, so
+# the retry needs no GET. By content, not `version`: a room deleted (or flushed) and created again counts
+# from 1 again, and a stale copy of the old conference at the same version must not pass.
 _COMPARE_AND_SET = """
 local current = redis.call('get', KEYS[1])
 local seen = current and redis.sha1hex(current) or ''
-if seen ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then
+if seen ~= ARGV[1] then return {current} end
+if ARGV[2] == 'del' then
   redis.call('del', KEYS[1])
-  redis.call('srem', KEYS[2], ARGV[4])
-else
-  redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  redis.call('sadd', KEYS[2], ARGV[4])
+  redis.call('srem', KEYS[2], ARGV[5])
+elseif ARGV[2] == 'set' then
+  redis.call('set', KEYS[1], ARGV[3], 'EX', ARGV[4])
+  redis.call('sadd', KEYS[2], ARGV[5])
 end
 return 1
 """
@@ -57,7 +68,7 @@ return 0
 
 
 class RedisStore:
-    """Store backed by Redis; each mutation is an optimistic WATCH/MULTI/EXEC transaction."""
+    """Store backed by Redis; each mutation is one optimistic compare-and-set Lua call."""
 
     def __init__(self, client: redis.Redis, namespace: str = "quorum", ended_ttl_s: float = 300.0):
         self._redis = client
@@ -68,6 +79,7 @@ class RedisStore:
         self._unlock = client.register_script(_UNLOCK)
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
         self._take_reads = client.register_script(_TAKE_READS)
+        self._recent = _Recent(CACHE_BYTES)
 
     @classmethod
     def from_url(cls, url: str, namespace: str, ended_ttl_s: float) -> "RedisStore":
@@ -80,23 +92,41 @@ class RedisStore:
         return f"{self._ns}:{kind}:{name}"
 
     def get(self, room: str) -> Optional[Conference]:
-        """The conference in `room`, or None."""
-        return _decode(self._redis.get(self._key("conf", room)))
+        """The conference in `room`, always read from Redis: the command path, the reconciler and the
+        dashboards decide on what it says. JSON this process has seen before is not decoded again."""
+        return self._seen(room, self._redis.get(self._key("conf", room)))[1]
 
     def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
-        """Apply `fn` atomically: read, compute, then write only if nobody wrote in between
-        (compare-and-set in one Lua call); on a concurrent change, retry with fresh state."""
+        """Apply `fn` to this process's last copy of the room and write the result back in one
+        compare-and-set; when another writer got there first, its answer is the state to retry from."""
         key = self._key("conf", room)
+        digest, current = self._recent.get(room)
         while True:
-            raw = self._redis.get(key)
-            current = _decode(raw)
             result = bump(current, fn(current))
-            if result is current:
-                return result  # a duplicate or stale event: nothing to write
-            seen = hashlib.sha1(raw).hexdigest() if raw is not None else ""
-            value, ttl = ("", 0) if result is None else (_encode(result), self._ttl(result))
-            if self._compare_and_set(keys=[key, f"{self._ns}:rooms"], args=[seen, value, ttl, room]):
+            op, data, ttl = self._write_of(current, result)
+            reply = self._compare_and_set(keys=[key, f"{self._ns}:rooms"], args=[digest, op, data, ttl, room])
+            if reply == 1:
+                if result is not current:
+                    self._recent.put(room, _sha1(data), len(data), result)  # a deletion forgets the room
                 return result
+            digest, current = self._seen(room, reply[0])
+
+    def _write_of(self, current: Optional[Conference], result: Optional[Conference]) -> Tuple[str, bytes, int]:
+        """What the compare-and-set does for a mutation's result: (op, JSON, TTL)."""
+        if result is current:
+            return "check", b"", 0  # a duplicate or stale event: nothing to write, but `current` must be fresh
+        if result is None:
+            return "del", b"", 0
+        return "set", _encode(result), self._ttl(result)
+
+    def _seen(self, room: str, raw: Optional[bytes]) -> Tuple[str, Optional[Conference]]:
+        """(SHA1, conference) of what Redis holds for `room`, remembered as this process's copy."""
+        digest = _sha1(raw) if raw is not None else ""
+        known, conf = self._recent.get(room)
+        if digest != known:
+            conf = _decode(raw)
+            self._recent.put(room, digest, len(raw or b""), conf)
+        return digest, conf
 
     def _ttl(self, conf: Conference) -> int:
         """Seconds a conference's key lives: renewed on every write, short once it has ended."""
@@ -159,9 +189,48 @@ class RedisStore:
             return False
 
 
-def _encode(conf: Conference) -> str:
+class _Recent:
+    """The last conference this process saw in each room, with the SHA1 of its JSON: an LRU bounded in bytes."""
+
+    def __init__(self, limit_bytes: int):
+        self._limit = limit_bytes
+        self._bytes = 0
+        self._items: "OrderedDict[str, Tuple[str, Conference, int]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, room: str) -> Tuple[str, Optional[Conference]]:
+        """(SHA1, conference) last seen in `room`; ('', None), the guess "no key", if none."""
+        with self._lock:
+            entry = self._items.get(room)
+            if entry is None:
+                return "", None
+            self._items.move_to_end(room)
+            return entry[:2]
+
+    def put(self, room: str, digest: str, size: int, conf: Optional[Conference]) -> None:
+        """Remember `conf` (`size` bytes of JSON) as the room's newest; None forgets the room (it was deleted)."""
+        with self._lock:
+            old = self._items.pop(room, None)
+            self._bytes -= old[2] if old else 0
+            if conf is not None:
+                self._items[room] = (digest, conf, size)
+                self._bytes += size
+            while self._bytes > self._limit:
+                self._bytes -= self._items.popitem(last=False)[1][2]
+
+
+def _sha1(data: bytes) -> str:
+    """What the compare-and-set script compares: the hex SHA1 of the stored JSON."""
+    return hashlib.sha1(data).hexdigest()
+
+
+# Made once: `json.dumps` with options builds an encoder per call; `to_dict` is a tree, so no cycle checks.
+_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+def _encode(conf: Conference) -> bytes:
     """A Conference as compact JSON."""
-    return json.dumps(conf.to_dict(), separators=(",", ":"))
+    return _JSON.encode(conf.to_dict()).encode()
 
 
 def _decode(raw: Optional[bytes]) -> Optional[Conference]:

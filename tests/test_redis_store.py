@@ -1,17 +1,23 @@
 """The Redis store against a real redis-server: atomic across connections, bounded, lockable."""
 
+import dataclasses
+import json
 import threading
 import time
 import uuid
 
 import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quorum import policy
 from app import create_app, services, shutdown
 from config import ConfigError, RoomRule
 from support import conference_form, make_config, sid
-from recording_state import STALE_AFTER_S, RECORDING
-from quorum.redis_store import RedisStore
+from recording_state import (PROCESSING, RECORDING, STALE_AFTER_S, TIMELINE_LIMIT, Caller, MemoryStore, RecordingInfo,
+                             Transition)
+from quorum.redis_store import CACHE_BYTES, RedisStore
 
 RULE = RoomRule()
 
@@ -22,6 +28,29 @@ def store(redis_url):
     return RedisStore.from_url(redis_url, f"t{uuid.uuid4().hex[:8]}", ended_ttl_s=30)
 
 
+class CountingStore:
+    """A RedisStore (`.store`, another process's in effect) whose connections count the requests they
+    send: each is one round trip."""
+
+    def __init__(self, redis_url: str, namespace: str):
+        sent = self._sent = []
+
+        class Counting(redis.Connection):
+            def send_packed_command(self, command, check_health=True):
+                sent.append(command)
+                super().send_packed_command(command, check_health)
+
+        pool = redis.ConnectionPool.from_url(redis_url, connection_class=Counting)
+        self.store = RedisStore(redis.Redis(connection_pool=pool), namespace, 30)
+        self.store.mutate("warm-up", lambda conf: None)  # connect and load the script: not counted below
+
+    def trips(self, call) -> int:
+        """How many round trips `call()` made."""
+        before = len(self._sent)
+        call()
+        return len(self._sent) - before
+
+
 def join(call, at):
     """A mutation: `call` joins room R (creating it if needed)."""
     def apply(conf):
@@ -30,10 +59,134 @@ def join(call, at):
     return apply
 
 
-def test_round_trip(store):
+def test_round_trip(redis_url, store):
     conf = store.mutate("R", join("A", 1.0))
+    assert RedisStore.from_url(redis_url, store._ns, 30).get("R") == conf  # decoded, not this process's copy
     assert store.get("R") == conf
     assert store.rooms() == ["R"]
+
+
+def rich_conference():
+    """A conference with every field away from its default (`version` is the store's)."""
+    conf = policy.recording_status(join("A", 1.0)(None), "rec-1", "in-progress", 2.0, None, None, None)
+    conf = policy.command_result(conf, "rec-1", "failed", 3.0, "paused")
+    conf = policy.connection_event(conf, "A", True, 4.0, Caller("+1555", "+1666", record=True))
+    conf = policy.conference_ended(conf, 7.0)
+    return dataclasses.replace(conf, recording_info={"rec-1": RecordingInfo("A", "https://x/r.wav", 3.5)},
+                               unrecordable=("B",), wanted=RECORDING, read_version=3, recheck=True, status=PROCESSING,
+                               started_at=0.5, opened_at=0.25)
+
+
+def test_stored_json_is_what_asdict_gave_and_older_data_still_loads(redis_url, store):
+    conf = store.mutate("R", lambda _: rich_conference())
+    raw = store._redis.get(f"{store._ns}:conf:R")
+    assert raw == json.dumps(dataclasses.asdict(conf), separators=(",", ":")).encode()
+    store._redis.set(f"{store._ns}:conf:old", raw)  # as an earlier release wrote it
+    assert RedisStore.from_url(redis_url, store._ns, 30).get("old") == conf
+
+
+def test_one_round_trip_per_change_in_the_common_case(redis_url, store):
+    counting = CountingStore(redis_url, store._ns)
+    assert counting.trips(lambda: counting.store.mutate("R", join("A", 1.0))) == 1  # a new room
+    assert counting.trips(lambda: counting.store.mutate("R", join("B", 2.0))) == 1
+    assert counting.trips(lambda: counting.store.mutate("R", join("B", 2.0))) == 1  # a duplicate: checked only
+    assert counting.trips(lambda: counting.store.get("R")) == 1
+    assert counting.trips(lambda: counting.store.mutate("R", lambda conf: None)) == 1
+    assert counting.trips(lambda: counting.store.mutate("R", join("C", 3.0))) == 1  # the deletion was remembered
+    assert store.get("R").present() == ["C"]
+
+
+def test_a_stale_copy_costs_one_more_round_trip_and_loses_nothing(redis_url, store):
+    """Two processes take turns on one room: each write makes the other's copy stale."""
+    first, second = CountingStore(redis_url, store._ns), CountingStore(redis_url, store._ns)
+    assert first.trips(lambda: first.store.mutate("R", join("A", 1.0))) == 1
+    assert second.trips(lambda: second.store.mutate("R", join("B", 2.0))) == 2  # guessed "no key"
+    assert first.trips(lambda: first.store.mutate("R", join("C", 3.0))) == 2  # its copy lacks B
+    assert first.trips(lambda: first.store.mutate("R", join("C", 3.0))) == 1
+    assert second.trips(lambda: second.store.mutate("R", join("C", 3.0))) == 2  # stale, then a duplicate
+    store.mutate("R", lambda conf: None)
+    assert first.trips(lambda: first.store.mutate("R", join("D", 4.0))) == 2  # deleted by another process
+    assert store.get("R").present() == ["D"] and store.get("R").version == 1
+
+
+def test_a_stale_copy_of_a_room_deleted_and_made_again_is_never_written_back(redis_url, store):
+    """The room counts versions from 1 again: the same version, another conference (what FLUSHDB leaves)."""
+    other = RedisStore.from_url(redis_url, store._ns, 30)
+    assert store.mutate("R", join("A", 1.0)).version == 1
+    store._redis.delete(f"{store._ns}:conf:R")  # expired, flushed, or deleted by another process
+    assert other.mutate("R", join("B", 2.0)).version == 1
+    assert store.mutate("R", join("C", 3.0)).present() == ["B", "C"]
+
+
+def test_the_cache_is_bounded_in_bytes_and_forgets_the_least_recent_room(redis_url, store):
+    counting = CountingStore(redis_url, store._ns)
+    timeline = tuple(Transition(float(n), "wanted", RECORDING) for n in range(TIMELINE_LIMIT))
+    full = lambda conf: dataclasses.replace(join("A", 1.0)(conf), timeline=timeline)  # the largest a room gets
+    counting.store.mutate("R0", full)
+    rooms = CACHE_BYTES // store._redis.strlen(f"{store._ns}:conf:R0") + 1
+    for n in range(1, rooms):
+        counting.store.mutate(f"R{n}", full)
+    assert counting.trips(lambda: counting.store.mutate(f"R{rooms - 1}", join("B", 2.0))) == 1
+    assert counting.trips(lambda: counting.store.mutate("R0", join("B", 2.0))) == 2  # forgotten: guessed "no key"
+
+
+def test_get_never_serves_a_stale_copy(redis_url, store):
+    other = RedisStore.from_url(redis_url, store._ns, 30)
+    store.mutate("R", join("A", 1.0))
+    other.mutate("R", join("B", 2.0))
+    assert store.get("R").present() == ["A", "B"]
+    other.mutate("R", lambda conf: None)
+    assert store.get("R") is None
+
+
+def change(kind, call, at):
+    """One step's mutation of room R: a join, a leave, a deletion, or nothing ("same")."""
+    if kind == "join":
+        return join(call, at)
+    if kind == "leave":
+        return lambda conf: conf and policy.participant_event(conf, call, False, at)
+    return {"delete": lambda conf: None, "same": lambda conf: conf}[kind]
+
+
+STEPS = st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["join", "leave", "same", "delete", "flush"]),
+                           st.sampled_from("ABCD")), max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=STEPS)
+def test_interleaved_writers_with_stale_copies_match_one_store_applying_every_change(redis_url, steps):
+    """Three processes change one room in any order (their copies go stale, the key vanishes as FLUSHDB or
+    expiry would make it): every result, and what Redis holds, is what one in-memory store gives."""
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    writers = [RedisStore.from_url(redis_url, namespace, 30) for _ in range(3)]
+    reader, model = RedisStore.from_url(redis_url, namespace, 30), MemoryStore()
+    for at, (writer, kind, call) in enumerate(steps, start=1):
+        if kind == "flush":
+            reader._redis.delete(f"{namespace}:conf:R")
+            model.mutate("R", lambda conf: None)
+            continue
+        fn = change(kind, call, float(at))
+        assert writers[writer].mutate("R", fn) == model.mutate("R", fn)
+        assert reader.get("R") == model.get("R")
+
+
+def test_two_processes_of_four_threads_each_lose_no_change(redis_url, store):
+    """Threads share their process's copies; each join is one change, so the version counts them all."""
+    stores = [RedisStore.from_url(redis_url, store._ns, 30) for _ in range(2)]
+    start = threading.Barrier(8)
+
+    def work(i):
+        start.wait()
+        for n in range(25):
+            stores[i % 2].mutate("R", join(f"call-{i}-{n}", 1.0 + n))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    conf = store.get("R")
+    assert (len(conf.present()), conf.version) == (200, 200)
 
 
 def test_concurrent_mutations_from_separate_connections_lose_nothing(redis_url, store):
