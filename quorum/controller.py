@@ -134,6 +134,7 @@ class RecordingController:
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
             displaced.clear()  # a retried mutation starts over
+            sids.clear()
             if conf is not None and conf.ended and event.recording_sid not in conf.recordings:
                 # A recording we do not know yet belongs to the room's next conference, never to an ended
                 # one: the ended conference moves aside and a fresh one holds the recording.
