@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-packages test test-fast demo run bench bench-churn bench-audio bench-archive
+.PHONY: install system-packages test test-fast demo run bench bench-churn bench-audio bench-archive bench-wrk \
+	bench-crossing bench-scale bench-archive
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,19 @@ bench: install system-packages
 
 bench-churn: install
 	$(PY) bench/churn_bench.py --json bench/results/churn.json
+
+# Throughput driven by wrk (Debian's package), against the bare route served the same way.
+bench-wrk: install system-packages
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	$(PY) bench/wrk_bench.py
+
+# From a threshold-crossing callback to its REST command, 400 live conferences (target p99 <= 15 ms).
+bench-crossing: install system-packages
+	$(PY) bench/crossing_bench.py
+
+# A thousand live conferences on the emulator, two gunicorn workers on Redis.
+bench-scale: install system-packages
+	$(PY) bench/scale_bench.py
 
 bench-audio: install
 	bench/audio_quality_setup.sh
