@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: install system-packages test test-fast demo run bench bench-churn bench-audio bench-archive bench-wrk \
-	bench-crossing bench-scale bench-archive
+	bench-crossing bench-scale
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
