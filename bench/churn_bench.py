@@ -14,11 +14,11 @@ REST calls after 80 ms. The same scenario is played against:
 Ground truth is the emulator's own record (each call's joined_at/left_at, its holds from the event
 log, each recording's spans). Wrong seconds: the recording disagrees with the rule (record while
 MIN_PARTICIPANTS or more are on the line and not on hold, the host among them) beyond the grace
-after each change of the rule, split into recorded below quorum and paused (or not recorded at
-all) at quorum. The seed script knows nothing of holds or hosts: it is judged by the same rule,
-which is what its users would get. A lone caller before anyone joins has no recording on
-SignalWire, which is right. REST reads and writes come from the emulator's request log, per
-conference callback delivered (the seed script does not subscribe to hold events).
+after each change of the rule or start of a conference, split into recorded below quorum and
+paused (or not recorded at all) at quorum. The seed script knows nothing of holds or hosts: it is
+judged by the same rule, which is what its users would get. A lone caller before anyone joins has
+no recording on SignalWire, which is right. REST reads and writes come from the emulator's request
+log, per conference callback delivered (the seed script does not subscribe to hold events).
 
     python bench/churn_bench.py [--quick] [--seconds 250] [--conferences 16] [--grace-ms 400]
                                 [--implementations quorum,seed] [--quorum-dir DIR] [--quorum-env NAME=VALUE]
@@ -127,9 +127,13 @@ def measure_room(emulator: Emulator, room: str, calls: list, end: float, grace_s
     """One room's line-up under the rule, recording and wrong stretches, from the emulator's own times."""
     line = stays(emulator, room, calls, hosts)
     changes = presence(line, end, hosts=bool(hosts))
-    spans = recorded_spans(emulator, {c.conference_sid for c in calls if c.joined_at is not None}, end)
-    return {"changes": changes, "spans": spans, "wrong": wrong_stretches(changes, spans, MIN_PARTICIPANTS, grace_s),
-            "on_line_s": on_line_seconds(presence(line, end, hold_counts=True))}
+    sids = {c.conference_sid for c in calls if c.joined_at is not None}
+    spans = recorded_spans(emulator, sids, end)
+    # A host joining a guest on hold starts the conference, and record-from-start with it, though the rule
+    # says not to record: the earliest anyone can pause is the recording's callback, so the grace applies.
+    starts = [conf.started_at for conf in emulator.conferences() if conf.sid in sids and conf.started_at]
+    return {"changes": changes, "spans": spans, "on_line_s": on_line_seconds(presence(line, end, hold_counts=True)),
+            "wrong": wrong_stretches(changes, spans, MIN_PARTICIPANTS, grace_s, starts)}
 
 
 def rest_counts(emulator: Emulator, until: float) -> Tuple[int, int]:

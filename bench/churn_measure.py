@@ -74,12 +74,13 @@ def policy_changes(changes: Sequence[Change], minimum: int) -> List[float]:
 
 
 def wrong_stretches(changes: Sequence[Change], recorded: Sequence[Tuple[float, float]],
-                    minimum: int, grace_s: float) -> List[Wrong]:
-    """Where `recorded` spans disagree with the rule, more than `grace_s` after its last change."""
+                    minimum: int, grace_s: float, starts: Sequence[float] = ()) -> List[Wrong]:
+    """Where `recorded` spans disagree with the rule, more than `grace_s` after its last change or the last
+    of the conference `starts` (record-from-start records from there even when the rule says not to)."""
     if not changes:
         return []
     times = [change[0] for change in changes]
-    flips = policy_changes(changes, minimum)
+    flips = sorted(policy_changes(changes, minimum) + list(starts))
     edges = sorted(set(times + [t for span in recorded for t in span] + [f + grace_s for f in flips]))
     edges = [t for t in edges if times[0] <= t <= times[-1]]
     out: List[Wrong] = []

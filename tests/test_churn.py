@@ -108,6 +108,13 @@ def test_without_the_host_guests_are_no_quorum():
     assert seconds_of(wrong_stretches(changes, [(3.1, 4.2), (5.3, 6.1)], 2, GRACE)) == 0
 
 
+def test_a_conference_start_the_rule_did_not_ask_for_opens_the_grace():
+    # A guest on hold from 1; the host joins at 3 and SignalWire's record-from-start records until the pause.
+    changes = presence([Stay(0.0, 9.0, ((1.0, 9.0),)), Stay(3.0, 9.0, host=True)], end=9.0, hosts=True)
+    assert wrong_stretches(changes, [(3.0, 3.3)], 2, GRACE, starts=[3.0]) == []
+    assert seconds_of(wrong_stretches(changes, [(3.0, 3.3)], 2, GRACE)) == pytest.approx(0.3)
+
+
 def _counts(steps):
     """Callers counted after each step that changes the count (a held caller's hang-up does not)."""
     out, count, held = [], 0, set()
