@@ -3,40 +3,43 @@
 Concurrent conferences (one room per dialed number) are played through the bundled SignalWire
 emulator: in each room a caller joins or leaves every 0.2-1.2 s (seeded), rooms drop to one or
 no caller and climb to three or four, and now and then someone leaves and rejoins within a
-second. The emulator answers REST calls after 80 ms. The same scenario is played against:
+second. One of each room's five callers is its host (in HOST_NUMBERS: the rule needs the host),
+and now and then someone on the line goes on hold for 0.4-3 s; `--plain` plays neither (its
+joins and leaves are exactly those played before holds and hosts existed). The emulator answers
+REST calls after 80 ms. The same scenario is played against:
 
     quorum   this repo's `python app.py` (or `--quorum-dir`'s), RECONCILE_INTERVAL_S=1
     seed     bench/seed_app.py, SignalWire's guide: list participants on every join/leave
 
-Ground truth is the emulator's own record (each call's joined_at/left_at, each recording's
-spans). Wrong seconds: the recording disagrees with the rule (record while MIN_PARTICIPANTS or
-more are on the line) beyond the grace after each change of the rule, split into recorded
-below quorum and paused (or not recorded at all) at quorum. A lone caller before anyone joins
-has no recording on SignalWire, which is right. REST reads and writes come from the emulator's
-request log, per conference callback delivered.
+Ground truth is the emulator's own record (each call's joined_at/left_at, its holds from the event
+log, each recording's spans). Wrong seconds: the recording disagrees with the rule (record while
+MIN_PARTICIPANTS or more are on the line and not on hold, the host among them) beyond the grace
+after each change of the rule or start of a conference, split into recorded below quorum and
+paused (or not recorded at all) at quorum. The seed script knows nothing of holds or hosts: it is
+judged by the same rule, which is what its users would get. A lone caller before anyone joins has
+no recording on SignalWire, which is right. REST reads and writes come from the emulator's request
+log, per conference callback delivered (the seed script does not subscribe to hold events).
 
     python bench/churn_bench.py [--quick] [--seconds 250] [--conferences 16] [--grace-ms 400]
                                 [--implementations quorum,seed] [--quorum-dir DIR] [--quorum-env NAME=VALUE]
-                                [--json FILE]
+                                [--plain] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import requests
 
@@ -44,63 +47,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emulator.faults import Faults  # noqa: E402
-from emulator.scenarios import caller_number  # noqa: E402
 from emulator.server import Emulator  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from churn_measure import Stay, on_line_seconds, presence, seconds_of, wrong_stretches  # noqa: E402
+from churn_scenario import Step, caller_number, host_numbers, scenario  # noqa: E402
+
 MIN_PARTICIPANTS = 2
-PEOPLE = 5  # callers in each room's pool
-MAX_ON_LINE = 4
-GAP_S = (0.2, 1.2)  # between two joins/leaves of one room
-REJOIN_CHANCE = 0.08  # a leave followed by the same person's rejoin within a second
-REJOIN_GAP_S = (0.2, 0.9)
-JOIN_CHANCE = {0: 1.0, 1: 0.75, 2: 0.5, 3: 0.35, MAX_ON_LINE: 0.0}  # by callers on the line: hovers around 2
-CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave")
+CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave",
+                     "participant-hold", "participant-unhold")
 RESULTS = ROOT / "bench" / "results"
 STARTUP_TIMEOUT_S = 30.0
 SETTLE_S = 3.0  # after the last hang-up: late commands land, then REST counting stops
 
 
-# The scenario
-
-
-@dataclass(frozen=True)
-class Step:
-    """One caller dialing in or hanging up, `at` seconds after the run starts."""
-
-    at: float
-    kind: str  # call | hangup
-    label: str
-
-
-def room_schedule(rng: random.Random, room: int, seconds: float) -> List[Step]:
-    """One room's joins and leaves for `seconds`, then everyone left hangs up, one at a time."""
-    labels = [f"r{room:02d}c{k}" for k in range(PEOPLE)]
-    on: List[str] = []
-    steps: List[Step] = []
-    at = rng.uniform(0, GAP_S[1])  # rooms do not all move in step
-    while at < seconds or on:
-        if at >= seconds:
-            who = on.pop(0)
-            steps.append(Step(at, "hangup", who))
-        elif on and rng.random() < REJOIN_CHANCE:
-            who = rng.choice(on)
-            steps.append(Step(at, "hangup", who))
-            at += rng.uniform(*REJOIN_GAP_S)
-            steps.append(Step(at, "call", who))
-        elif rng.random() < JOIN_CHANCE[len(on)]:
-            who = rng.choice([label for label in labels if label not in on])
-            on.append(who)
-            steps.append(Step(at, "call", who))
-        else:
-            who = on.pop(rng.randrange(len(on)))
-            steps.append(Step(at, "hangup", who))
-        at += rng.uniform(*GAP_S)
-    return steps
-
-
-def scenario(seed: int, conferences: int, seconds: float) -> Dict[str, List[Step]]:
-    """Every room's schedule, keyed by the room's number; the same for the same arguments."""
-    return {f"+1555020{n:04d}": room_schedule(random.Random(f"{seed}/{n}"), n, seconds) for n in range(conferences)}
+# Playing the scenario
 
 
 def play(emulator: Emulator, schedule: Dict[str, List[Step]]) -> Dict[str, list]:
@@ -115,8 +76,10 @@ def play(emulator: Emulator, schedule: Dict[str, List[Step]]) -> Dict[str, list]
             if step.kind == "call":
                 latest[step.label] = emulator.dial(room, caller_number(step.label), step.label)
                 calls[room].append(latest[step.label])
-            else:
+            elif step.kind == "hangup":
                 emulator.hangup(latest[step.label].sid)
+            else:
+                emulator.hold(latest[step.label].sid, step.kind == "hold")
 
     threads = [threading.Thread(target=run, args=(room,), name=f"churn-{room}") for room in schedule]
     for thread in threads:
@@ -124,77 +87,6 @@ def play(emulator: Emulator, schedule: Dict[str, List[Step]]) -> Dict[str, list]
     for thread in threads:
         thread.join()
     return calls
-
-
-# The measurement (pure: times in seconds on one clock)
-
-
-@dataclass(frozen=True)
-class Wrong:
-    """A stretch of time when the recording disagreed with the rule beyond the grace."""
-
-    start: float
-    end: float
-    kind: str  # below (recorded below quorum) | paused (paused or not recording at quorum)
-    on_line: int
-
-
-def presence(calls: Sequence[Tuple[float, Optional[float]]], end: float) -> List[Tuple[float, int]]:
-    """(time, callers on the line) after each join or leave; calls still on the line leave at `end`."""
-    changes = sorted([(joined, 1) for joined, _ in calls] + [(left if left is not None else end, -1)
-                                                             for _, left in calls])
-    out, count = [], 0
-    for at, delta in changes:
-        count += delta
-        out.append((at, count))
-    return out
-
-
-def policy_changes(changes: Sequence[Tuple[float, int]], minimum: int) -> List[float]:
-    """When the rule's answer (record or not) flips; it starts as 'not recording'."""
-    flips, wanted = [], False
-    for at, count in changes:
-        if (count >= minimum) != wanted:
-            wanted = not wanted
-            flips.append(at)
-    return flips
-
-
-def wrong_stretches(changes: Sequence[Tuple[float, int]], recorded: Sequence[Tuple[float, float]],
-                    minimum: int, grace_s: float) -> List[Wrong]:
-    """Where `recorded` spans disagree with the rule, more than `grace_s` after its last change."""
-    if not changes:
-        return []
-    times = [at for at, _ in changes]
-    flips = policy_changes(changes, minimum)
-    edges = sorted(set(times + [t for span in recorded for t in span] + [f + grace_s for f in flips]))
-    edges = [t for t in edges if times[0] <= t <= times[-1]]
-    out: List[Wrong] = []
-    for a, b in zip(edges, edges[1:]):
-        mid = (a + b) / 2
-        count = changes[bisect.bisect_right(times, mid) - 1][1]
-        last_flip = flips[bisect.bisect_right(flips, mid) - 1] if flips and flips[0] <= mid else None
-        if last_flip is not None and mid - last_flip < grace_s:
-            continue
-        is_recorded = any(s <= mid < e for s, e in recorded)
-        if is_recorded == (count >= minimum):
-            continue
-        kind = "below" if is_recorded else "paused"
-        if out and out[-1].end == a and out[-1].kind == kind and out[-1].on_line == count:
-            out[-1] = Wrong(out[-1].start, b, kind, count)
-        else:
-            out.append(Wrong(a, b, kind, count))
-    return out
-
-
-def seconds_of(stretches: Sequence[Wrong], kind: Optional[str] = None) -> float:
-    """Total length of the stretches (of one kind)."""
-    return sum(w.end - w.start for w in stretches if kind is None or w.kind == kind)
-
-
-def on_line_seconds(changes: Sequence[Tuple[float, int]]) -> float:
-    """Time with at least one caller on the line."""
-    return sum(b[0] - a[0] for a, b in zip(changes, changes[1:]) if a[1] > 0)
 
 
 # Reading the emulator
@@ -211,12 +103,37 @@ def recorded_spans(emulator: Emulator, conference_sids: set, end: float) -> List
     return spans
 
 
-def measure_room(emulator: Emulator, calls: list, end: float, grace_s: float) -> dict:
-    """One room's presence, recording and wrong stretches, from the emulator's own times."""
-    joined = [c for c in calls if c.joined_at is not None]
-    changes = presence([(c.joined_at, c.left_at) for c in joined], end)
-    spans = recorded_spans(emulator, {c.conference_sid for c in joined}, end)
-    return {"changes": changes, "spans": spans, "wrong": wrong_stretches(changes, spans, MIN_PARTICIPANTS, grace_s)}
+def holds_of(emulator: Emulator, room: str) -> Dict[str, List[Tuple[float, float]]]:
+    """Each label's holds in the room, from the emulator's event log; a hang-up ends a hold."""
+    holds: Dict[str, List[Tuple[float, float]]] = {}
+    since: Dict[str, float] = {}
+    for event in emulator.sim.events:
+        if event.room == room and event.kind == "held":
+            since[event.label] = event.at
+        elif event.room == room and event.kind in ("unheld", "left") and event.label in since:
+            holds.setdefault(event.label, []).append((since.pop(event.label), event.at))
+    return holds
+
+
+def stays(emulator: Emulator, room: str, calls: list, hosts: set) -> List[Stay]:
+    """Each call that joined the room, with its holds and whether it dialed in from a host number."""
+    holds = holds_of(emulator, room)
+    return [Stay(c.joined_at, c.left_at, tuple(h for h in holds.get(c.label, ())
+                                               if c.joined_at <= h[0] and (c.left_at is None or h[0] <= c.left_at)),
+                 c.from_ in hosts) for c in calls if c.joined_at is not None]
+
+
+def measure_room(emulator: Emulator, room: str, calls: list, end: float, grace_s: float, hosts: set) -> dict:
+    """One room's line-up under the rule, recording and wrong stretches, from the emulator's own times."""
+    line = stays(emulator, room, calls, hosts)
+    changes = presence(line, end, hosts=bool(hosts))
+    sids = {c.conference_sid for c in calls if c.joined_at is not None}
+    spans = recorded_spans(emulator, sids, end)
+    # A host joining a guest on hold starts the conference, and record-from-start with it, though the rule
+    # says not to record: the earliest anyone can pause is the recording's callback, so the grace applies.
+    starts = [conf.started_at for conf in emulator.conferences() if conf.sid in sids and conf.started_at]
+    return {"changes": changes, "spans": spans, "on_line_s": on_line_seconds(presence(line, end, hold_counts=True)),
+            "wrong": wrong_stretches(changes, spans, MIN_PARTICIPANTS, grace_s, starts)}
 
 
 def rest_counts(emulator: Emulator, until: float) -> Tuple[int, int]:
@@ -249,7 +166,8 @@ def quorum_env(emulator: Emulator, port: int, archive: str) -> dict:
             "PORT": str(port), "USE_NGROK": "false", "NGROK_AUTHTOKEN": "", "LOG_LEVEL": "INFO",
             "MIN_PARTICIPANTS": str(MIN_PARTICIPANTS), "PAUSE_BEHAVIOR": "skip", "CONFERENCE_ROOM": "per-number",
             "VALIDATE_SIGNATURES": "true", "RECORDINGS_DIR": archive, "PARTICIPANT_RECORDING": "off",
-            "REDIS_URL": "", "EVENT_CALLBACK_URL": "", "API_TOKEN": "", "RECONCILE_INTERVAL_S": "1"}
+            "REDIS_URL": "", "EVENT_CALLBACK_URL": "", "API_TOKEN": "", "RECONCILE_INTERVAL_S": "1",
+            "HOST_NUMBERS": "", "HOLD_COUNTS_AS_PRESENT": "false", "RECORDING_ANNOUNCEMENT": "", "ROOM_RULES_FILE": ""}
 
 
 def seed_env(emulator: Emulator, port: int, archive: str) -> dict:
@@ -262,11 +180,17 @@ def seed_env(emulator: Emulator, port: int, archive: str) -> dict:
 def implementation(name: str, args):
     """(command, working directory, env builder, extra settings) of an implementation."""
     if name == "quorum":
-        extra = dict(setting.split("=", 1) for setting in args.quorum_env)
+        extra = {"HOST_NUMBERS": ",".join(sorted(rule_hosts(args))),
+                 **dict(setting.split("=", 1) for setting in args.quorum_env)}
         return [sys.executable, "app.py"], Path(args.quorum_dir).resolve(), quorum_env, extra
     if name == "seed":
         return [sys.executable, str(ROOT / "bench" / "seed_app.py")], ROOT / "bench", seed_env, {}
     raise SystemExit(f"unknown implementation {name!r} (quorum, seed)")
+
+
+def rule_hosts(args) -> set:
+    """The host numbers the rule requires one of: every room's host, none with --plain."""
+    return set() if args.plain else host_numbers(args.conferences)
 
 
 @contextlib.contextmanager
@@ -329,7 +253,9 @@ def play_against(name: str, schedule: Dict[str, List[Step]], args, log_path: Pat
 
 def summarize(name: str, emulator: Emulator, calls: Dict[str, list], end: float, args, log_path: Path) -> dict:
     """The row of figures for one implementation, plus each room's wrong stretches."""
-    rooms = {room: measure_room(emulator, room_calls, end, args.grace_ms / 1000) for room, room_calls in calls.items()}
+    hosts = rule_hosts(args)
+    rooms = {room: measure_room(emulator, room, room_calls, end, args.grace_ms / 1000, hosts)
+             for room, room_calls in calls.items()}
     wrong = [w for r in rooms.values() for w in r["wrong"]]
     reads, writes = rest_counts(emulator, end + SETTLE_S)
     delivered, refused = callbacks_delivered(emulator)
@@ -339,7 +265,7 @@ def summarize(name: str, emulator: Emulator, calls: Dict[str, list], end: float,
             "recorded_below_quorum_s": round(seconds_of(wrong, "below"), 2),
             "paused_at_quorum_s": round(seconds_of(wrong, "paused"), 2),
             "worst_conference_s": max(per_room.values(), default=0.0),
-            "conference_s": round(sum(on_line_seconds(r["changes"]) for r in rooms.values()), 1),
+            "conference_s": round(sum(r["on_line_s"] for r in rooms.values()), 1),
             "rest_reads_per_event": round(reads / max(1, delivered), 3),
             "rest_writes_per_event": round(writes / max(1, delivered), 3),
             "callbacks_delivered": delivered, "callbacks_not_2xx": refused, "log": str(log_path),
@@ -378,7 +304,7 @@ def print_report(params: dict, rows: List[dict]) -> None:
               f"(seconds from the first join, {time.strftime('%H:%M:%S', time.gmtime(row['origin_epoch']))} UTC):")
         for w in longest:
             print(f"  {w['room']}  {w['start']:8.2f}-{w['end']:8.2f}s  {w['end'] - w['start']:5.2f}s  {w['kind']:<6} "
-                  f"({w['on_line']} on the line)")
+                  f"({w['on_line']} counted{'' if w['hosted'] else ', no host'})")
 
 
 def main() -> int:
@@ -394,13 +320,16 @@ def main() -> int:
     parser.add_argument("--quorum-dir", default=str(ROOT), help="a Quorum checkout to run (default: this one)")
     parser.add_argument("--quorum-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a further Quorum setting (repeatable), e.g. END_GRACE_S=2")
+    parser.add_argument("--plain", action="store_true", help="no holds and no hosts: the scenario before they were")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     if args.quick:
         args.seconds = 30
-    schedule = scenario(args.seed, args.conferences, args.seconds)
+    schedule = scenario(args.seed, args.conferences, args.seconds, holds=not args.plain)
+    kinds = [step.kind for steps in schedule.values() for step in steps]
     params = {"conferences": args.conferences, "seconds": args.seconds, "seed": args.seed,
-              "joins_and_leaves": sum(len(s) for s in schedule.values()), "min_participants": MIN_PARTICIPANTS,
+              "joins_and_leaves": sum(k in ("call", "hangup") for k in kinds), "holds": kinds.count("hold"),
+              "hosts": "none" if args.plain else "one per room, required", "min_participants": MIN_PARTICIPANTS,
               "grace_ms": args.grace_ms, "rest_latency_ms": args.latency_ms, "reconcile_interval_s": 1,
               "quorum_dir": str(Path(args.quorum_dir).resolve()), "quorum_env": " ".join(args.quorum_env) or "-"}
     rows = [run(name, schedule, args) for name in args.implementations.split(",")]
