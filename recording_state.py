@@ -208,6 +208,18 @@ def stored_conferences(store: "StateStore") -> Iterator[Tuple[str, Conference]]:
             yield key, conf
 
 
+def alone(store: "StateStore", name: str, ttl_s: float, work: Callable[[], object], otherwise=None):
+    """`work()` under the store's lock `name`, so one process at a time does it; `otherwise` (nothing
+    done) while another process holds the lock."""
+    token = store.try_lock(name, ttl_s)
+    if token is None:
+        return otherwise
+    try:
+        return work()
+    finally:
+        store.unlock(name, token)
+
+
 def parked_key(room: str, conference_sid: str) -> str:
     """Where an ended conference waits for its recordings once a newer one has taken its room."""
     return f"{room}#{conference_sid}"

@@ -25,7 +25,7 @@ from conversations.event_callbacks import EventSender
 from quorum.keyed_workers import KeyedWorkers
 from conversations.media_download import DownloadFailed, MediaSource
 from conversations.signalwire_copies import SignalWireCopies, check_copy
-from recording_state import GONE, PROCESSING, Conference, RecordingInfo, StateStore
+from recording_state import GONE, PROCESSING, Conference, RecordingInfo, StateStore, alone
 
 log = logging.getLogger("quorum.conversations")
 
@@ -68,13 +68,7 @@ class ConversationProcessor:
 
     def _process_alone(self, key: str) -> None:
         """Process under the room's processing lock, so two processes never archive one room."""
-        token = self._store.try_lock(f"process:{key}", PROCESS_LOCK_TTL_S)
-        if token is None:
-            return
-        try:
-            self._process(key)
-        finally:
-            self._store.unlock(f"process:{key}", token)
+        alone(self._store, f"process:{key}", PROCESS_LOCK_TTL_S, lambda: self._process(key))
 
     def _process(self, key: str) -> None:
         """Download, analyse, archive, forget, announce."""

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from conversations.archive import Archive
 from conversations.signalwire_copies import SignalWireCopies
-from recording_state import StateStore
+from recording_state import StateStore, alone
 
 log = logging.getLogger("quorum.retention")
 
@@ -57,13 +57,7 @@ class Retention:
         if not self._days or now < self._next_pass:
             return 0
         self._next_pass = now + RETENTION_EVERY_S
-        token = self._store.try_lock("retention", LOCK_TTL_S)
-        if token is None:
-            return 0  # another process is in a pass
-        try:
-            return self.expire(now)
-        finally:
-            self._store.unlock("retention", token)
+        return alone(self._store, "retention", LOCK_TTL_S, lambda: self.expire(now), otherwise=0)
 
     def expire(self, now: float) -> int:
         """Remove every conversation that ended more than the retention ago as of `now`; returns how many."""

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Set, Tuple
 from conversations.archive import Archive, fsync_dir, valid_id
 from quorum.gateway import Outcome
 from quorum.keyed_workers import KeyedWorkers
-from recording_state import StateStore
+from recording_state import StateStore, alone
 
 log = logging.getLogger("quorum.signalwire-copies")
 
@@ -139,13 +139,7 @@ class SignalWireCopies:
 
     def _settle_alone(self, conversation_id: str) -> None:
         """Delete under the conversation's lock, so two processes never work on one conversation."""
-        token = self._store.try_lock(f"delete:{conversation_id}", LOCK_TTL_S)
-        if token is None:
-            return  # another process is on it
-        try:
-            self._settle(conversation_id)
-        finally:
-            self._store.unlock(f"delete:{conversation_id}", token)
+        alone(self._store, f"delete:{conversation_id}", LOCK_TTL_S, lambda: self._settle(conversation_id))
 
     def _settle(self, conversation_id: str) -> None:
         """Delete each pending copy at SignalWire; record what went, keep the rest pending."""

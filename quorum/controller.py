@@ -13,8 +13,8 @@ from config import RoomRule
 from quorum import policy
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
-from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, evolve, parked_key,
-                             stored_conferences)
+from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, alone, evolve,
+                             parked_key, stored_conferences)
 
 log = logging.getLogger("quorum.controller")
 
@@ -189,13 +189,9 @@ class RecordingController:
         have gone unanswered while it was down) are read: routine reads, budgeted, behind every command.
         Returns how many reads were asked for.
         """
-        token = self._store.try_lock("reconciler", max(1.0, 0.9 * self._reconcile_interval_s))
-        if token is None:
-            return 0  # another process is in a round now
-        try:
-            return self._reconcile_round()
-        finally:
-            self._store.unlock("reconciler", token)
+        # 0 while another process is in a round.
+        return alone(self._store, "reconciler", max(1.0, 0.9 * self._reconcile_interval_s), self._reconcile_round,
+                     otherwise=0)
 
     def _reconcile_round(self) -> int:
         """One round of `reconcile`, under its lock."""
