@@ -1,11 +1,18 @@
 """The SDK client as built for production (timeout, emulator URL, proxies read once) and the commands it sends."""
 
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 import requests
 import responses
 
 from support import API_BASE, make_config, sid
 from quorum.gateway import READERS, Outcome, SignalWireGateway, build_client
+from recording_state import PAUSED
 
 
 def test_client_has_a_timeout_and_the_api_url_override():
@@ -54,3 +61,55 @@ def test_delete_recording_sends_the_documented_delete_and_reads_404_as_gone(answ
         gateway = SignalWireGateway(build_client(make_config()))
         assert gateway.delete_recording(recording) is outcome
         assert [c.request.method for c in fake.calls] == ["DELETE"]
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """A real HTTP server that records each request and answers as told (or too late)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        """Quiet."""
+
+    def do_POST(self):
+        """Record the request; answer 200 with a recording, after `delay_s`."""
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.seen.append((self.command, self.path, dict(self.headers), body.decode()))
+        time.sleep(self.server.delay_s)
+        answer = json.dumps({"sid": "r", "status": "paused"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+@pytest.fixture
+def recorder():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.seen, server.delay_s = [], 0.0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+def test_a_pause_goes_out_as_the_documented_form_post_with_basic_auth(recorder):
+    config = make_config(signalwire_api_url=f"http://127.0.0.1:{recorder.server_address[1]}")
+    gateway = SignalWireGateway(build_client(config))
+    assert gateway.set_recording(sid("C1"), sid("R1"), PAUSED) is Outcome.OK
+    [(method, path, headers, body)] = recorder.seen
+    assert method == "POST"
+    assert path == f"/2010-04-01/Accounts/{config.signalwire_project_id}/Conferences/{sid('C1')}" \
+                   f"/Recordings/{sid('R1')}.json"
+    assert sorted(body.split("&")) == ["PauseBehavior=skip", "Status=paused"]
+    assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+    user, _, password = base64.b64decode(headers["Authorization"].removeprefix("Basic ")).decode().partition(":")
+    assert (user, password) == (config.signalwire_project_id, config.signalwire_api_token)
+
+
+def test_an_answer_slower_than_the_timeout_is_worth_retrying(recorder):
+    recorder.delay_s = 1.5
+    config = make_config(signalwire_api_url=f"http://127.0.0.1:{recorder.server_address[1]}", signalwire_timeout_s=0.3)
+    started = time.monotonic()
+    assert SignalWireGateway(build_client(config)).set_recording(sid("C1"), sid("R1"), PAUSED) is Outcome.RETRY
+    assert time.monotonic() - started < 1.2
