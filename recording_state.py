@@ -12,10 +12,26 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields, is_dataclass
-from functools import cache, cached_property
+from functools import cache
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 from config import RoomRule
+
+class _memo:
+    """`functools.cached_property` without its lock: Python 3.11's is one RLock for every instance, which the
+    webhook threads and command workers queued on. The value is a pure function of a frozen instance, so two
+    threads computing it at once store the same thing."""
+
+    def __init__(self, fn):
+        self._fn, self._name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    def __get__(self, obj, owner=None):
+        """The value, computed once and kept in the instance's __dict__ (which then shadows this descriptor)."""
+        if obj is None:
+            return self
+        value = obj.__dict__[self._name] = self._fn(obj)
+        return value
+
 
 RECORDING = "recording"
 PAUSED = "paused"
@@ -107,7 +123,7 @@ class Conference:
     ended_at: Optional[float] = None
     timeline: tuple = ()
 
-    @cached_property
+    @_memo
     def _on_the_line(self) -> tuple:
         """Computed once per (immutable) conference: every decision asks for it."""
         return tuple(sorted(sid for sid, p in self.participants.items() if p.present))
@@ -163,7 +179,7 @@ def evolve(obj, **changes):
 
 _KINDS = (Presence, Transition, Caller, RecordingInfo, Conference)
 _FIELDS = {kind: frozenset(f.name for f in fields(kind)) for kind in _KINDS}
-_CACHED = {kind: tuple(name for name, value in vars(kind).items() if isinstance(value, cached_property))
+_CACHED = {kind: tuple(name for name, value in vars(kind).items() if isinstance(value, _memo))
            for kind in _KINDS}
 
 
