@@ -13,7 +13,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import cache, cached_property
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from config import RoomRule
 
@@ -200,14 +200,6 @@ def bump(current: Optional[Conference], result: Optional[Conference]) -> Optiona
     return evolve(result, version=base + 1)
 
 
-def stored_conferences(store: "StateStore") -> Iterator[Tuple[str, Conference]]:
-    """(key, conference) for everything the store holds, skipping keys that vanished meanwhile."""
-    for key in store.rooms():
-        conf = store.get(key)
-        if conf is not None:
-            yield key, conf
-
-
 def alone(store: "StateStore", name: str, ttl_s: float, work: Callable[[], object], otherwise=None):
     """`work()` under the store's lock `name`, so one process at a time does it; `otherwise` (nothing
     done) while another process holds the lock."""
@@ -236,6 +228,9 @@ class StateStore(Protocol):
 
     def rooms(self) -> List[str]:
         """Every room with live state."""
+
+    def conferences(self) -> List[Tuple[str, Conference]]:
+        """(room, conference) for every room with live state."""
 
     def count_rooms(self) -> int:
         """How many rooms have state, without loading any (for /healthz)."""
@@ -306,6 +301,10 @@ class MemoryStore:
     def rooms(self) -> List[str]:
         """Every room with live state."""
         return list(self._conferences)
+
+    def conferences(self) -> List[Tuple[str, Conference]]:
+        """(room, conference) for every room with live state."""
+        return list(self._conferences.items())
 
     def count_rooms(self) -> int:
         """How many rooms have state."""

@@ -14,7 +14,7 @@ from quorum import policy
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
 from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, alone, evolve,
-                             parked_key, stored_conferences)
+                             parked_key)
 
 log = logging.getLogger("quorum.controller")
 
@@ -158,7 +158,7 @@ class RecordingController:
         conf = self._store.get(room)
         if conf is not None and recording_sid in conf.recordings:
             return room
-        for key, parked in stored_conferences(self._store):
+        for key, parked in self._store.conferences():
             if key.startswith(room + "#") and recording_sid in parked.recordings:
                 return key
         return room
@@ -168,7 +168,7 @@ class RecordingController:
         and retry processing that a dead process left unfinished. Returns how many were handed over."""
         now = self._clock()
         handed = 0
-        for room, conf in stored_conferences(self._store):
+        for room, conf in self._store.conferences():
             if conf.status == PROCESSING:
                 self._processor.submit(room)
             elif self._expired(conf, now):
@@ -195,7 +195,7 @@ class RecordingController:
 
     def _reconcile_round(self) -> int:
         """One round of `reconcile`, under its lock."""
-        held = dict(stored_conferences(self._store))
+        held = dict(self._store.conferences())
         self._commands.reads.take_budget(1 + len(held) // LIVE_PAGE_SIZE)  # one GET per page of the list
         outcome, listed = self._gateway.list_live_conferences()
         if outcome is not Outcome.OK:

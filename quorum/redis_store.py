@@ -32,6 +32,9 @@ RETIRED_TTL_S = 24 * 3600
 # What a process keeps of the conferences it last saw, as JSON bytes: decoded they take about three times that,
 # so some 25 MB, or about 1900 rooms of the benchmark's size (4 KB); a room's full timeline makes it 70 KB.
 CACHE_BYTES = 8 << 20
+# Keys per MGET when listing every room: a thousand rooms come back in one pipelined round trip, and no
+# single command keeps Redis from serving the webhooks for long.
+MGET_BATCH = 500
 
 # Apply ARGV[2] ('set', 'del', or 'check': a mutation that changed nothing) only if the key still holds what the
 # caller started from (the SHA1 of its JSON; '' for no key) and answer 1; else answer {what it holds now}, so
@@ -136,15 +139,24 @@ class RedisStore:
 
     def rooms(self) -> List[str]:
         """Rooms with live state; names whose key has expired are pruned from the set."""
+        return [name for name, _ in self._stored()]
+
+    def conferences(self) -> List[Tuple[str, Conference]]:
+        """(room, conference) for every room with live state: one SMEMBERS, then one pipeline of MGETs."""
+        return [(name, self._seen(name, raw)[1]) for name, raw in self._stored()]
+
+    def _stored(self) -> List[Tuple[str, bytes]]:
+        """(room, JSON) of every room in the set, sorted; names whose key has expired are pruned from the set."""
         rooms_key = f"{self._ns}:rooms"
         names = sorted(name.decode() for name in self._redis.smembers(rooms_key))
-        if not names:
-            return []
-        exists = self._redis.mget([self._key("conf", name) for name in names])
-        gone = [name for name, value in zip(names, exists) if value is None]
+        pipe = self._redis.pipeline(transaction=False)
+        for start in range(0, len(names), MGET_BATCH):
+            pipe.mget([self._key("conf", name) for name in names[start:start + MGET_BATCH]])
+        values = [value for batch in pipe.execute() for value in batch]
+        gone = [name for name, value in zip(names, values) if value is None]
         if gone:
             self._redis.srem(rooms_key, *gone)
-        return [name for name, value in zip(names, exists) if value is not None]
+        return [(name, value) for name, value in zip(names, values) if value is not None]
 
     def count_rooms(self) -> int:
         """Rooms in the set (one SCARD): may still count a key that expired since `rooms` last pruned it."""

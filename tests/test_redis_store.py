@@ -139,6 +139,15 @@ def test_get_never_serves_a_stale_copy(redis_url, store):
     assert store.get("R") is None
 
 
+def test_a_thousand_live_conferences_list_in_two_round_trips(redis_url, store):
+    counting = CountingStore(redis_url, store._ns)
+    for n in range(1000):
+        store.mutate(f"R{n:04}", join("A", 1.0))
+    listed = []
+    assert counting.trips(lambda: listed.extend(counting.store.conferences())) == 2  # SMEMBERS; MGETs of 500
+    assert [(key, conf.present()) for key, conf in listed] == [(f"R{n:04}", ["A"]) for n in range(1000)]
+
+
 def change(kind, call, at):
     """One step's mutation of room R: a join, a leave, a deletion, or nothing ("same")."""
     if kind == "join":
