@@ -141,6 +141,7 @@ class Conference:
 
 
 Mutation = Callable[[Optional[Conference]], Optional[Conference]]
+EventMutation = Callable[[Optional[Conference], Optional[dict]], Optional[Conference]]  # also told the caller record
 
 
 def evolve(obj, **changes):
@@ -226,6 +227,11 @@ class StateStore(Protocol):
     def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
         """Atomically replace the room's conference with `fn(current)`; None deletes it."""
 
+    def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
+                              call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
+        """Unless `conference_sid` is retired, `mutate` with `fn(current, what remember_call kept for call_sid)`;
+        returns (retired, result)."""
+
     def rooms(self) -> List[str]:
         """Every room with live state."""
 
@@ -297,6 +303,14 @@ class MemoryStore:
             else:
                 self._conferences[room] = result
             return result
+
+    def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
+                              call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
+        """Check the retired set, recall the caller, then `mutate`: (retired, result)."""
+        if self.is_retired(conference_sid):
+            return True, None
+        caller = self.recall_call(call_sid) if call_sid else None
+        return False, self.mutate(room, lambda conf: fn(conf, caller))
 
     def rooms(self) -> List[str]:
         """Every room with live state."""
