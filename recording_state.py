@@ -256,6 +256,9 @@ class StateStore(Protocol):
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
         """A token if this process may act on `name` now (across processes), else None."""
 
+    def try_lock_and_get(self, name: str, ttl_s: float, room: str) -> Tuple[Optional[str], Optional[Conference]]:
+        """`try_lock(name, ttl_s)`, then `get(room)` (read once the lock is taken, if it was)."""
+
     def unlock(self, name: str, token: str) -> None:
         """Release a lock taken with `try_lock`."""
 
@@ -358,6 +361,10 @@ class MemoryStore:
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
         """One process only: the command queue already serialises each room."""
         return "local"
+
+    def try_lock_and_get(self, name: str, ttl_s: float, room: str) -> Tuple[Optional[str], Optional[Conference]]:
+        """`try_lock`, then `get`."""
+        return self.try_lock(name, ttl_s), self.get(room)
 
     def unlock(self, name: str, token: str) -> None:
         """Nothing to release in one process."""

@@ -227,6 +227,15 @@ class RedisStore:
         taken = self._redis.set(self._key("lock", name), token, nx=True, px=max(1, int(ttl_s * 1000)))
         return token if taken else None
 
+    def try_lock_and_get(self, name: str, ttl_s: float, room: str) -> Tuple[Optional[str], Optional[Conference]]:
+        """`try_lock`, then `get(room)`, pipelined: the read runs after the lock is taken, in the same round trip."""
+        token = uuid.uuid4().hex
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._key("lock", name), token, nx=True, px=max(1, int(ttl_s * 1000)))
+        pipe.get(self._key("conf", room))
+        taken, raw = pipe.execute()
+        return (token if taken else None), self._seen(room, raw)[1]
+
     def unlock(self, name: str, token: str) -> None:
         """Release `name` if this token still holds it."""
         self._unlock(keys=[self._key("lock", name)], args=[token])

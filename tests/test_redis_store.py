@@ -16,9 +16,9 @@ from app import create_app, services, shutdown
 from config import ConfigError, RoomRule
 from quorum.controller import Decision, RecordingEvent
 from support import conference_form, make_config, sid
-from recording_state import (PROCESSING, RECORDING, STALE_AFTER_S, TIMELINE_LIMIT, Caller, MemoryStore, RecordingInfo,
-                             Transition)
-from test_recording_core import A, CONF, REC, ROOM, T0, Core
+from recording_state import (PAUSED, PROCESSING, RECORDING, STALE_AFTER_S, TIMELINE_LIMIT, Caller, MemoryStore,
+                             RecordingInfo, Transition)
+from test_recording_core import A, B, CONF, REC, ROOM, T0, Core
 from quorum.redis_store import CACHE_BYTES, RedisStore
 
 RULE = RoomRule()
@@ -180,6 +180,22 @@ def test_a_retired_conference_is_refused_in_the_same_round_trip(counted):
     core.store.retire(REC)
     assert core.controller.recording_event(RecordingEvent(ROOM, REC, "in-progress", T0)) == Decision.STALE
     assert core.store.get(ROOM) is None
+
+
+def test_a_command_costs_four_round_trips_beside_its_callback(counted):
+    """Read, take the room's lock with a second read under it, record the outcome, release the lock."""
+    counting, core = counted
+    core.two_recording()
+    for kind, at in (("participant-leave", 1), ("participant-join", 2)):  # the lock's scripts loaded: not counted
+        core.event(kind, B, at=T0 + at)
+        core.settle()
+
+    def crossing():
+        assert core.event("participant-leave", B, at=T0 + 3) == Decision.QUEUED
+        core.settle()
+
+    assert counting.trips(crossing) == 1 + 4
+    assert core.gateway.updates[-1] == (REC, PAUSED) and core.store.get(ROOM).recordings[REC] == PAUSED
 
 
 def test_a_thousand_live_conferences_list_in_two_round_trips(redis_url, store):
