@@ -13,7 +13,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import cache
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from config import RoomRule
 
@@ -157,6 +157,7 @@ class Conference:
 
 
 Mutation = Callable[[Optional[Conference]], Optional[Conference]]
+EventMutation = Callable[[Optional[Conference], Optional[dict]], Optional[Conference]]  # also told the caller record
 
 
 def evolve(obj, **changes):
@@ -216,14 +217,6 @@ def bump(current: Optional[Conference], result: Optional[Conference]) -> Optiona
     return evolve(result, version=base + 1)
 
 
-def stored_conferences(store: "StateStore") -> Iterator[Tuple[str, Conference]]:
-    """(key, conference) for everything the store holds, skipping keys that vanished meanwhile."""
-    for key in store.rooms():
-        conf = store.get(key)
-        if conf is not None:
-            yield key, conf
-
-
 def alone(store: "StateStore", name: str, ttl_s: float, work: Callable[[], object], otherwise=None):
     """`work()` under the store's lock `name`, so one process at a time does it; `otherwise` (nothing
     done) while another process holds the lock."""
@@ -250,8 +243,16 @@ class StateStore(Protocol):
     def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
         """Atomically replace the room's conference with `fn(current)`; None deletes it."""
 
+    def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
+                              call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
+        """Unless `conference_sid` is retired, `mutate` with `fn(current, what remember_call kept for call_sid)`;
+        returns (retired, result)."""
+
     def rooms(self) -> List[str]:
         """Every room with live state."""
+
+    def conferences(self) -> List[Tuple[str, Conference]]:
+        """(room, conference) for every room with live state."""
 
     def count_rooms(self) -> int:
         """How many rooms have state, without loading any (for /healthz)."""
@@ -270,6 +271,9 @@ class StateStore(Protocol):
 
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
         """A token if this process may act on `name` now (across processes), else None."""
+
+    def try_lock_and_get(self, name: str, ttl_s: float, room: str) -> Tuple[Optional[str], Optional[Conference]]:
+        """`try_lock(name, ttl_s)`, then `get(room)` (read once the lock is taken, if it was)."""
 
     def unlock(self, name: str, token: str) -> None:
         """Release a lock taken with `try_lock`."""
@@ -319,9 +323,21 @@ class MemoryStore:
                 self._conferences[room] = result
             return result
 
+    def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
+                              call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
+        """Check the retired set, recall the caller, then `mutate`: (retired, result)."""
+        if self.is_retired(conference_sid):
+            return True, None
+        caller = self.recall_call(call_sid) if call_sid else None
+        return False, self.mutate(room, lambda conf: fn(conf, caller))
+
     def rooms(self) -> List[str]:
         """Every room with live state."""
         return list(self._conferences)
+
+    def conferences(self) -> List[Tuple[str, Conference]]:
+        """(room, conference) for every room with live state."""
+        return list(self._conferences.items())
 
     def count_rooms(self) -> int:
         """How many rooms have state."""
@@ -361,6 +377,10 @@ class MemoryStore:
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
         """One process only: the command queue already serialises each room."""
         return "local"
+
+    def try_lock_and_get(self, name: str, ttl_s: float, room: str) -> Tuple[Optional[str], Optional[Conference]]:
+        """`try_lock`, then `get`."""
+        return self.try_lock(name, ttl_s), self.get(room)
 
     def unlock(self, name: str, token: str) -> None:
         """Nothing to release in one process."""

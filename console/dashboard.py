@@ -18,7 +18,6 @@ from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversatio
                            live_summary, paginate, recordings_view, retention_words, timeline_view)
 from conversations.archive import valid_id
 from conversations.queries import find_conversation, known_rooms, listing
-from recording_state import stored_conferences
 
 bp = Blueprint("dashboard", __name__)
 bp.before_request(signin.gate)
@@ -96,7 +95,7 @@ def media(conversation_id: str, name: str):
 def _live_data() -> dict:
     """Active conferences (oldest first), a one-line summary for screen readers, and when."""
     now = time.time()
-    conferences = sorted((c for _, c in stored_conferences(current_app.extensions["quorum"].store) if not c.ended),
+    conferences = sorted((c for _, c in current_app.extensions["quorum"].store.conferences() if not c.ended),
                          key=lambda c: (c.opened_at, c.room))
     items = [{**live_conference(c, now),
               "url": url_for(".conversation_page", conversation_id=c.conference_sid) if c.conference_sid else None}

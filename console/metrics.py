@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from recording_state import GONE, PAUSED, RECORDING, StateStore, stored_conferences
+from recording_state import GONE, PAUSED, RECORDING, StateStore
 
 REST_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 6.0, 12.0)
 # Fine below 20 ms, where the target is (p99 <= 15 ms from a crossing callback's arrival to its command).
@@ -88,7 +88,7 @@ class _StateCollector:
 
     def collect(self) -> Iterable:
         """Yield the gauges."""
-        conferences = [conf for _, conf in stored_conferences(self._store)]
+        conferences = [conf for _, conf in self._store.conferences()]
         yield GaugeMetricFamily("quorum_command_queue_depth", "Rooms waiting for or under a REST command "
                                 "(this process).", value=self.queue_depth())
         yield GaugeMetricFamily("quorum_active_conferences", "Conferences not yet ended.",

@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional
 from conversations import record as conversation
 from conversations.archive import Archive
 from conversations.archive_index import Query, sort_key
-from recording_state import StateStore, stored_conferences
+from recording_state import StateStore
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ def listing(store: StateStore, archive: Archive, offset: Callable[[int], int], l
     """Conversations `offset(total)` to `offset(total) + limit`, newest first: the live ones from the store
     among the archive's (the offset is a function of the total so that a page can be clamped into range)."""
     now = time.time()
-    live = [conversation.record(conf, now) for _, conf in stored_conferences(store) if conf.conference_sid]
+    live = [conversation.record(conf, now) for _, conf in store.conferences() if conf.conference_sid]
     query = Query(room, status, hidden=frozenset(c["id"] for c in live))  # archived a moment ago: shown once
     shown = sorted((c for c in live if query.matches(c["room"], c["status"])), key=sort_key, reverse=True)
     return archive.view(lambda view: _merged(view, query, shown, offset, limit))
@@ -45,13 +45,13 @@ def _merged(view, query: Query, live: List[dict], offset: Callable[[int], int], 
 
 def known_rooms(store: StateStore, archive: Archive) -> List[str]:
     """Every room with a live or archived conversation, sorted."""
-    live = {conf.room for _, conf in stored_conferences(store) if conf.conference_sid}
+    live = {conf.room for _, conf in store.conferences() if conf.conference_sid}
     return sorted(live | set(archive.view(lambda view: view.rooms())))
 
 
 def find_conversation(store: StateStore, archive: Archive, conversation_id: str) -> Optional[dict]:
     """The conversation with this id, live or archived."""
-    for _, conf in stored_conferences(store):
+    for _, conf in store.conferences():
         if conf.conference_sid == conversation_id:
             return conversation.record(conf, time.time())
     return archive.find(conversation_id)

@@ -225,18 +225,23 @@ class CommandQueue:
         self._workers.shutdown()
 
     def _drive(self, room: str) -> None:
-        """Send commands until the room's recordings match the wanted state, or hand over to the read path."""
-        while (action := policy.next_action(self._store.get(room))) is not None:
+        """Send commands until the room's recordings match the wanted state, or hand over to the read path.
+
+        Each look after the first is at what the last command's compare-and-set found (current then), or what
+        was read under the lock: a change since then kicks the room again, so it is looked at afresh."""
+        conf = self._store.get(room)
+        while (action := policy.next_action(conf)) is not None:
             if action.target == policy.RECOVER:
                 self._crossing(room)  # the command after a read is the read's decision: not timed as this one
                 self.read(room, action.urgent)
                 return
-            token = self._store.try_lock(f"room:{room}", self._lock_ttl_s)
+            token, conf = self._store.try_lock_and_get(f"room:{room}", self._lock_ttl_s, room)
             if token is None:  # another process is acting on this room; look again shortly
                 self._sleep(LOCK_POLL_S)
+                conf = self._store.get(room)
                 continue
             try:
-                outcome = self._act_once(room)
+                outcome, conf = self._act_once(room, conf)
             finally:
                 self._store.unlock(f"room:{room}", token)
             if outcome is Outcome.RETRY:
@@ -261,12 +266,12 @@ class CommandQueue:
         with self._attempts_lock:
             self._attempts.pop(room, None)
 
-    def _act_once(self, room: str) -> Optional[Outcome]:
-        """Under the room's lock: re-read, send the one command due, and record what is now known."""
-        conf = self._store.get(room)
+    def _act_once(self, room: str, conf: Optional[Conference]) -> Tuple[Optional[Outcome], Optional[Conference]]:
+        """Under the room's lock, `conf` read since it was taken: send the one command due and record what is
+        now known. Returns the outcome and the conference as that record left it."""
         action = policy.next_action(conf)
         if action is None or action.target == policy.RECOVER:
-            return None
+            return None, conf
         if action.target == policy.ANNOUNCE:
             return self._announce(room, conf, action)
         crossed_at = self._crossing(room) if action.call_sid is None and action.target != policy.CREATE else None
@@ -279,7 +284,7 @@ class CommandQueue:
                  recording, action.call_sid, action.target, outcome.value)
         if outcome is Outcome.OK and conf is not None:
             self._on_done(conf, action)
-        return outcome
+        return outcome, conf
 
     def _send(self, room: str, conf: Conference, action: policy.Action) -> Tuple[Outcome, object]:
         """The REST call a command stands for; returns its outcome and what it created."""
@@ -288,9 +293,9 @@ class CommandQueue:
         return self._gateway.set_recording(action.conference_sid, action.recording_sid, action.target,
                                            action.call_sid, conf.rule.pause_behavior), None
 
-    def _announce(self, room: str, conf: Conference, action: policy.Action) -> Outcome:
+    def _announce(self, room: str, conf: Conference, action: policy.Action) -> Tuple[Outcome, Optional[Conference]]:
         """Play the room's announcement (skipped if the recording is about to pause); a failure is tried
-        once more after a backoff, so a pause due meanwhile is never held up by it."""
+        once more after a backoff, so a pause due meanwhile is never held up by it. Returns what `_act_once` does."""
         outcome = "skipped"
         if policy.announcement_plays(conf):
             sent = self._gateway.announce(action.conference_sid, self._announce_url(conf.room))
@@ -299,10 +304,10 @@ class CommandQueue:
         after = self._store.mutate(room, _for_conference(action, lambda c: policy.announced(c, outcome, now)))
         log.info("room=%s conference=%s action=announce outcome=%s", room, action.conference_sid, outcome)
         if after is not None and after.announce_tries:
-            return Outcome.RETRY
+            return Outcome.RETRY, after
         if after is not None:
             self._on_done(after, action)
-        return Outcome.OK
+        return Outcome.OK, after
 
     def _command_change(self, action: policy.Action, outcome: Outcome, result) -> Callable:
         """What a command's outcome changes in its conference."""
@@ -321,11 +326,10 @@ class CommandQueue:
         if not _wants_read(self._store.get(room)):
             return
         self.reads.take_budget(READS_PER_CONFERENCE)  # before the lock: waiting must not outlast its expiry
-        token = self._store.try_lock(f"read:{room}", self._lock_ttl_s)
+        token, conf = self._store.try_lock_and_get(f"read:{room}", self._lock_ttl_s, room)
         if token is None:
             return  # another process is reading it now
         try:
-            conf = self._store.get(room)
             if not _wants_read(conf):
                 return  # a read that landed while this one waited for its budget settled it
             urgent = policy.needs_recovery(conf)

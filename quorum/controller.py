@@ -14,7 +14,7 @@ from quorum import policy
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
 from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, alone, evolve,
-                             parked_key, stored_conferences)
+                             parked_key)
 
 log = logging.getLogger("quorum.controller")
 
@@ -87,13 +87,11 @@ class RecordingController:
 
     def conference_event(self, event: ConferenceEvent) -> Decision:
         """Apply a conference or participant event; returns what happened, for logs and tests."""
-        if self._store.is_retired(event.conference_sid):
-            return Decision.STALE
-        caller = self._caller(event.call_sid, event.room) if event.kind in PARTICIPANT_EVENTS else None
+        call_sid = event.call_sid if event.kind in PARTICIPANT_EVENTS else None
         now = self._clock()
         displaced, crossed = {}, {}
 
-        def apply(conf: Optional[Conference]) -> Optional[Conference]:
+        def apply(conf: Optional[Conference], known: Optional[dict]) -> Optional[Conference]:
             displaced.clear()  # a retried mutation starts over
             crossed.clear()
             if conf is None and event.kind == "conference-end":
@@ -103,12 +101,15 @@ class RecordingController:
                 return conf
             if conf is not None and conf.conference_sid not in (None, current.conference_sid):
                 displaced["conference"] = conf
-            after = self._finish_if_done(self._apply_kind(current, event, now, caller))
+            after = self._finish_if_done(self._apply_kind(current, event, now, self._caller(known, event.room)))
             if after.wanted != current.wanted:
                 crossed["at"] = event.received
             return after
 
-        result = self._store.mutate(event.room, apply)
+        # The retired check, the caller's record and the change: one round trip on Redis in the common case.
+        retired, result = self._store.mutate_unless_retired(event.room, apply, event.conference_sid, call_sid)
+        if retired:
+            return Decision.STALE
         if displaced:
             self._park(displaced["conference"], now)
         return self._after(event.room, result, f"{event.kind} call={event.call_sid}", event.conference_sid,
@@ -127,12 +128,10 @@ class RecordingController:
 
     def recording_event(self, event: RecordingEvent) -> Decision:
         """Apply a recording status callback to the conference that holds the recording."""
-        if self._store.is_retired(event.recording_sid):
-            return Decision.STALE  # its conversation is archived: a late or retried callback
         key = event.room if event.status == "in-progress" else self._holder(event.room, event.recording_sid)
         sids, displaced = {}, {}
 
-        def apply(conf: Optional[Conference]) -> Optional[Conference]:
+        def apply(conf: Optional[Conference], _caller: Optional[dict]) -> Optional[Conference]:
             displaced.clear()  # a retried mutation starts over
             sids.clear()
             if conf is not None and conf.ended and event.recording_sid not in conf.recordings:
@@ -148,7 +147,9 @@ class RecordingController:
             return self._finish_if_done(policy.recording_status(
                 conf, event.recording_sid, event.status, event.at, event.url, event.duration_s, event.call_sid))
 
-        result = self._store.mutate(key, apply)
+        retired, result = self._store.mutate_unless_retired(key, apply, event.recording_sid)
+        if retired:
+            return Decision.STALE  # its conversation is archived: a late or retried callback
         if displaced:
             self._park(displaced["conference"], self._clock())
         return self._after(key, result, f"recording={event.recording_sid} {event.status}", sids.get("conference"))
@@ -158,7 +159,7 @@ class RecordingController:
         conf = self._store.get(room)
         if conf is not None and recording_sid in conf.recordings:
             return room
-        for key, parked in stored_conferences(self._store):
+        for key, parked in self._store.conferences():
             if key.startswith(room + "#") and recording_sid in parked.recordings:
                 return key
         return room
@@ -168,7 +169,7 @@ class RecordingController:
         and retry processing that a dead process left unfinished. Returns how many were handed over."""
         now = self._clock()
         handed = 0
-        for room, conf in stored_conferences(self._store):
+        for room, conf in self._store.conferences():
             if conf.status == PROCESSING:
                 self._processor.submit(room)
             elif self._expired(conf, now):
@@ -195,7 +196,7 @@ class RecordingController:
 
     def _reconcile_round(self) -> int:
         """One round of `reconcile`, under its lock."""
-        held = dict(stored_conferences(self._store))
+        held = dict(self._store.conferences())
         self._commands.reads.take_budget(1 + len(held) // LIVE_PAGE_SIZE)  # one GET per page of the list
         outcome, listed = self._gateway.list_live_conferences()
         if outcome is not Outcome.OK:
@@ -252,9 +253,8 @@ class RecordingController:
         # Listed but never seen started, or started but no longer listed (a lost end), twice running.
         return ((conf.conference_sid in listed) != conf.verified and rounds >= 1) or rounds == QUIET_ROUNDS
 
-    def _caller(self, call_sid: Optional[str], room: str) -> Optional[Caller]:
-        """Who a call is, as the voice webhook told us: a host or not, and recorded on its own or not."""
-        known = self._store.recall_call(call_sid) if call_sid else None
+    def _caller(self, known: Optional[dict], room: str) -> Optional[Caller]:
+        """Who a call is, from what the voice webhook kept: a host or not, and recorded on its own or not."""
         if known is None:
             return None
         return Caller(from_=known["from"], to=known["to"], record=self._records_caller(known["from"], room),

@@ -7,7 +7,9 @@ Keys (NS is REDIS_NAMESPACE, default "quorum"):
                        guess of a mutation, verified by the write itself: one round trip per change.
 - `NS:rooms`           set of rooms that may have state (pruned as their keys expire).
 - `NS:retired:{sid}`   marks an ended ConferenceSid so late callbacks cannot revive it; 24 h.
-- `NS:call:{sid}`      who a call is (from, to), kept by the voice webhook until it joins; 24 h.
+- `NS:call:{sid}`      who a call is (from, to), kept by the voice webhook until it joins; 24 h. Each process
+                       keeps the records it wrote or was answered (a smaller LRU) as its guess of them, verified
+                       by the same compare-and-set: a callback's change, retired check and caller cost one trip.
 - `NS:reads:{second}`  REST reads taken in that second, across processes (RECONCILE_MAX_READS_PER_S); 2 s.
 - `NS:lock:{name}`     short-lived locks: `room:{room}` while a REST command for the room is
                        in flight, `reconciler` while one process runs the periodic reconciler.
@@ -25,22 +27,33 @@ from typing import List, Optional, Tuple
 
 import redis
 
-from recording_state import LIVE, STALE_AFTER_S, Conference, Mutation, bump
+from recording_state import LIVE, STALE_AFTER_S, Conference, EventMutation, Mutation, bump
 
 RETIRED_TTL_S = 24 * 3600
 
 # What a process keeps of the conferences it last saw, as JSON bytes: decoded they take about three times that,
 # so some 25 MB, or about 1900 rooms of the benchmark's size (4 KB); a room's full timeline makes it 70 KB.
 CACHE_BYTES = 8 << 20
+# Caller records are some 60 bytes of JSON: about 8000 calls, each wanted from its dial-in until it hangs up.
+CALLERS_BYTES = 512 << 10
+# Keys per MGET when listing every room: a thousand rooms come back in one pipelined round trip, and no
+# single command keeps Redis from serving the webhooks for long.
+MGET_BATCH = 500
 
 # Apply ARGV[2] ('set', 'del', or 'check': a mutation that changed nothing) only if the key still holds what the
 # caller started from (the SHA1 of its JSON; '' for no key) and answer 1; else answer {what it holds now}, so
 # the retry needs no GET. By content, not `version`: a room deleted (or flushed) and created again counts
 # from 1 again, and a stale copy of the old conference at the same version must not pass.
+# A callback's change also names KEYS[3], its conference's retired mark: if set, nothing is written and the
+# answer is 0. KEYS[4], if given, is the caller record the change was computed with (ARGV[6], '' for none),
+# checked like the room: {room, caller} as they are now is the answer to any mismatch.
 _COMPARE_AND_SET = """
+if KEYS[3] and redis.call('exists', KEYS[3]) == 1 then return 0 end
 local current = redis.call('get', KEYS[1])
 local seen = current and redis.sha1hex(current) or ''
-if seen ~= ARGV[1] then return {current} end
+local caller = false
+if KEYS[4] then caller = redis.call('get', KEYS[4]) end
+if seen ~= ARGV[1] or (caller or '') ~= ARGV[6] then return {current, caller} end
 if ARGV[2] == 'del' then
   redis.call('del', KEYS[1])
   redis.call('srem', KEYS[2], ARGV[5])
@@ -80,6 +93,7 @@ class RedisStore:
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
         self._take_reads = client.register_script(_TAKE_READS)
         self._recent = _Recent(CACHE_BYTES)
+        self._callers = _Recent(CALLERS_BYTES)
 
     @classmethod
     def from_url(cls, url: str, namespace: str, ended_ttl_s: float) -> "RedisStore":
@@ -99,17 +113,33 @@ class RedisStore:
     def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
         """Apply `fn` to this process's last copy of the room and write the result back in one
         compare-and-set; when another writer got there first, its answer is the state to retry from."""
-        key = self._key("conf", room)
+        return self._mutate(room, lambda conf, caller: fn(conf), [], None)[1]
+
+    def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
+                              call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
+        """`mutate` with the retired check and the caller's record in the same compare-and-set: the caller is
+        this process's guess, verified there like the room's copy. Returns (retired, result)."""
+        guards = [self._key("retired", conference_sid)] + ([self._key("call", call_sid)] if call_sid else [])
+        return self._mutate(room, fn, guards, call_sid)
+
+    def _mutate(self, room: str, fn: EventMutation, guards: List[str],
+                call_sid: Optional[str]) -> Tuple[bool, Optional[Conference]]:
+        """The compare-and-set loop of `mutate` and `mutate_unless_retired`; `guards`: the script's KEYS[3:]."""
+        keys = [self._key("conf", room), f"{self._ns}:rooms", *guards]
         digest, current = self._recent.get(room)
+        heard, caller = self._callers.get(call_sid) if call_sid else ("", None)
         while True:
-            result = bump(current, fn(current))
+            result = bump(current, fn(current, caller))
             op, data, ttl = self._write_of(current, result)
-            reply = self._compare_and_set(keys=[key, f"{self._ns}:rooms"], args=[digest, op, data, ttl, room])
+            reply = self._compare_and_set(keys=keys, args=[digest, op, data, ttl, room, heard])
+            if reply == 0:
+                return True, None
             if reply == 1:
                 if result is not current:
                     self._recent.put(room, _sha1(data), len(data), result)  # a deletion forgets the room
-                return result
+                return False, result
             digest, current = self._seen(room, reply[0])
+            heard, caller = self._heard(call_sid, reply[1])
 
     def _write_of(self, current: Optional[Conference], result: Optional[Conference]) -> Tuple[str, bytes, int]:
         """What the compare-and-set does for a mutation's result: (op, JSON, TTL)."""
@@ -128,6 +158,15 @@ class RedisStore:
             self._recent.put(room, digest, len(raw or b""), conf)
         return digest, conf
 
+    def _heard(self, call_sid: Optional[str], raw: Optional[bytes]) -> Tuple[str, Optional[dict]]:
+        """(JSON, record) of the caller Redis holds for `call_sid`, remembered as this process's guess."""
+        if call_sid is None:
+            return "", None
+        heard = raw.decode() if raw is not None else ""
+        caller = json.loads(heard) if raw is not None else None
+        self._callers.put(call_sid, heard, len(heard), caller)
+        return heard, caller
+
     def _ttl(self, conf: Conference) -> int:
         """Seconds a conference's key lives: renewed on every write, short once it has ended."""
         if conf.ended and conf.status == LIVE:
@@ -136,15 +175,24 @@ class RedisStore:
 
     def rooms(self) -> List[str]:
         """Rooms with live state; names whose key has expired are pruned from the set."""
+        return [name for name, _ in self._stored()]
+
+    def conferences(self) -> List[Tuple[str, Conference]]:
+        """(room, conference) for every room with live state: one SMEMBERS, then one pipeline of MGETs."""
+        return [(name, self._seen(name, raw)[1]) for name, raw in self._stored()]
+
+    def _stored(self) -> List[Tuple[str, bytes]]:
+        """(room, JSON) of every room in the set, sorted; names whose key has expired are pruned from the set."""
         rooms_key = f"{self._ns}:rooms"
         names = sorted(name.decode() for name in self._redis.smembers(rooms_key))
-        if not names:
-            return []
-        exists = self._redis.mget([self._key("conf", name) for name in names])
-        gone = [name for name, value in zip(names, exists) if value is None]
+        pipe = self._redis.pipeline(transaction=False)
+        for start in range(0, len(names), MGET_BATCH):
+            pipe.mget([self._key("conf", name) for name in names[start:start + MGET_BATCH]])
+        values = [value for batch in pipe.execute() for value in batch]
+        gone = [name for name, value in zip(names, values) if value is None]
         if gone:
             self._redis.srem(rooms_key, *gone)
-        return [name for name, value in zip(names, exists) if value is not None]
+        return [(name, value) for name, value in zip(names, values) if value is not None]
 
     def count_rooms(self) -> int:
         """Rooms in the set (one SCARD): may still count a key that expired since `rooms` last pruned it."""
@@ -159,8 +207,10 @@ class RedisStore:
         return bool(self._redis.exists(self._key("retired", conference_sid)))
 
     def remember_call(self, call_sid: str, caller: dict) -> None:
-        """Keep the caller for a day (no call lasts longer)."""
-        self._redis.set(self._key("call", call_sid), json.dumps(caller), ex=RETIRED_TTL_S)
+        """Keep the caller for a day (no call lasts longer), and as this process's guess of it."""
+        heard = json.dumps(caller)
+        self._redis.set(self._key("call", call_sid), heard, ex=RETIRED_TTL_S)
+        self._callers.put(call_sid, heard, len(heard), caller)
 
     def recall_call(self, call_sid: str) -> Optional[dict]:
         """The caller kept for `call_sid`, or None."""
@@ -177,6 +227,15 @@ class RedisStore:
         taken = self._redis.set(self._key("lock", name), token, nx=True, px=max(1, int(ttl_s * 1000)))
         return token if taken else None
 
+    def try_lock_and_get(self, name: str, ttl_s: float, room: str) -> Tuple[Optional[str], Optional[Conference]]:
+        """`try_lock`, then `get(room)`, pipelined: the read runs after the lock is taken, in the same round trip."""
+        token = uuid.uuid4().hex
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._key("lock", name), token, nx=True, px=max(1, int(ttl_s * 1000)))
+        pipe.get(self._key("conf", room))
+        taken, raw = pipe.execute()
+        return (token if taken else None), self._seen(room, raw)[1]
+
     def unlock(self, name: str, token: str) -> None:
         """Release `name` if this token still holds it."""
         self._unlock(keys=[self._key("lock", name)], args=[token])
@@ -190,16 +249,17 @@ class RedisStore:
 
 
 class _Recent:
-    """The last conference this process saw in each room, with the SHA1 of its JSON: an LRU bounded in bytes."""
+    """The last value this process saw under each name (a room's conference, a call's caller), with what the
+    compare-and-set compares it by: an LRU bounded in bytes."""
 
     def __init__(self, limit_bytes: int):
         self._limit = limit_bytes
         self._bytes = 0
-        self._items: "OrderedDict[str, Tuple[str, Conference, int]]" = OrderedDict()
+        self._items: "OrderedDict[str, Tuple[str, object, int]]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, room: str) -> Tuple[str, Optional[Conference]]:
-        """(SHA1, conference) last seen in `room`; ('', None), the guess "no key", if none."""
+    def get(self, room: str) -> Tuple[str, Optional[object]]:
+        """(digest, value) last seen under `room`; ('', None), the guess "no key", if none."""
         with self._lock:
             entry = self._items.get(room)
             if entry is None:
@@ -207,8 +267,8 @@ class _Recent:
             self._items.move_to_end(room)
             return entry[:2]
 
-    def put(self, room: str, digest: str, size: int, conf: Optional[Conference]) -> None:
-        """Remember `conf` (`size` bytes of JSON) as the room's newest; None forgets the room (it was deleted)."""
+    def put(self, room: str, digest: str, size: int, conf: Optional[object]) -> None:
+        """Remember `conf` (`size` bytes of JSON) as the newest under `room`; None forgets it (it was deleted)."""
         with self._lock:
             old = self._items.pop(room, None)
             self._bytes -= old[2] if old else 0

@@ -382,7 +382,7 @@ class OrderingMachine(RuleBasedStateMachine):
         if self._command_due() is None:
             return
         self.outcome = outcome
-        result = self.queue._act_once(ROOM)
+        result, _ = self.queue._act_once(ROOM, self.store.get(ROOM))
         if result is Outcome.RETRY:
             self.queue._failed(ROOM)
         else:

@@ -68,10 +68,10 @@ def core():
 
 
 class Core:
-    """The recording core wired by hand, as build_services does, with fakes at its edges."""
+    """The recording core wired by hand, as build_services does, with fakes at its edges; a memory store by default."""
 
-    def __init__(self, gateway=None):
-        self.store, self.clock, self.processor = MemoryStore(), Clock(), FakeProcessor()
+    def __init__(self, gateway=None, store=None):
+        self.store, self.clock, self.processor = store or MemoryStore(), Clock(), FakeProcessor()
         self.gateway, self.crossings = gateway or FakeGateway(), []
         self.commands = CommandQueue(self.store, self.gateway, lock_ttl_s=5, recording_callback=lambda r, c: "",
                                      clock=self.clock, sleep=lambda s: None, observe_crossing=self.crossings.append)

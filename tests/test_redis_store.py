@@ -14,12 +14,15 @@ from hypothesis import strategies as st
 from quorum import policy
 from app import create_app, services, shutdown
 from config import ConfigError, RoomRule
+from quorum.controller import Decision, RecordingEvent
 from support import conference_form, make_config, sid
-from recording_state import (PROCESSING, RECORDING, STALE_AFTER_S, TIMELINE_LIMIT, Caller, MemoryStore, RecordingInfo,
-                             Transition)
+from recording_state import (PAUSED, PROCESSING, RECORDING, STALE_AFTER_S, TIMELINE_LIMIT, Caller, MemoryStore,
+                             RecordingInfo, Transition)
+from test_recording_core import A, B, CONF, REC, ROOM, T0, Core
 from quorum.redis_store import CACHE_BYTES, RedisStore
 
 RULE = RoomRule()
+C, D = sid("C"), sid("D")
 
 
 @pytest.fixture
@@ -137,6 +140,71 @@ def test_get_never_serves_a_stale_copy(redis_url, store):
     assert store.get("R").present() == ["A", "B"]
     other.mutate("R", lambda conf: None)
     assert store.get("R") is None
+
+
+@pytest.fixture
+def counted(redis_url, store):
+    """A CountingStore, and a recording core (scripted gateway, hand-moved clock) on its store."""
+    counting = CountingStore(redis_url, store._ns)
+    core = Core(store=counting.store)
+    yield counting, core
+    core.commands.shutdown()
+
+
+def test_a_join_or_leave_of_a_known_conference_is_one_round_trip(counted):
+    counting, core = counted
+    core.two_recording()
+    core.settle()
+    for kind, at in (("participant-join", 1), ("participant-leave", 2), ("participant-leave", 2)):  # last: a duplicate
+        assert counting.trips(lambda: core.event(kind, C, at=T0 + at)) == 1  # crosses no threshold: no command
+    core.controller.inbound_call(D, "+15552220000", ROOM)  # this process heard D dial in
+    assert counting.trips(lambda: core.event("participant-join", D, at=T0 + 3)) == 1
+    assert core.store.get(ROOM).callers[D].from_ == "+15552220000"
+
+
+def test_a_caller_another_process_heard_costs_one_more_round_trip_once(redis_url, counted):
+    counting, core = counted
+    core.two_recording()
+    core.settle()
+    RedisStore.from_url(redis_url, counting.store._ns, 30).remember_call(C, {"from": "+15552220000", "to": ROOM})
+    assert counting.trips(lambda: core.event("participant-join", C, at=T0 + 1)) == 2  # guessed "no record"
+    assert counting.trips(lambda: core.event("participant-leave", C, at=T0 + 2)) == 1
+    assert core.store.get(ROOM).callers[C].from_ == "+15552220000" and core.store.get(ROOM).participants[C].known
+
+
+def test_a_retired_conference_is_refused_in_the_same_round_trip(counted):
+    counting, core = counted
+    core.store.retire(CONF)
+    assert counting.trips(lambda: core.event("participant-join", A)) == 1
+    assert core.event("participant-join", A) == Decision.STALE and core.store.get(ROOM) is None
+    core.store.retire(REC)
+    assert core.controller.recording_event(RecordingEvent(ROOM, REC, "in-progress", T0)) == Decision.STALE
+    assert core.store.get(ROOM) is None
+
+
+def test_a_command_costs_four_round_trips_beside_its_callback(counted):
+    """Read, take the room's lock with a second read under it, record the outcome, release the lock."""
+    counting, core = counted
+    core.two_recording()
+    for kind, at in (("participant-leave", 1), ("participant-join", 2)):  # the lock's scripts loaded: not counted
+        core.event(kind, B, at=T0 + at)
+        core.settle()
+
+    def crossing():
+        assert core.event("participant-leave", B, at=T0 + 3) == Decision.QUEUED
+        core.settle()
+
+    assert counting.trips(crossing) == 1 + 4
+    assert core.gateway.updates[-1] == (REC, PAUSED) and core.store.get(ROOM).recordings[REC] == PAUSED
+
+
+def test_a_thousand_live_conferences_list_in_two_round_trips(redis_url, store):
+    counting = CountingStore(redis_url, store._ns)
+    for n in range(1000):
+        store.mutate(f"R{n:04}", join("A", 1.0))
+    listed = []
+    assert counting.trips(lambda: listed.extend(counting.store.conferences())) == 2  # SMEMBERS; MGETs of 500
+    assert [(key, conf.present()) for key, conf in listed] == [(f"R{n:04}", ["A"]) for n in range(1000)]
 
 
 def change(kind, call, at):
