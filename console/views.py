@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, List, Optional
 
 from conversations import record as conversation
@@ -55,7 +56,7 @@ def duration_words(seconds: float) -> str:
 
 def clock(at: float) -> str:
     """Time of day in UTC."""
-    return datetime.fromtimestamp(at, timezone.utc).strftime("%H:%M:%S UTC")
+    return time.strftime("%H:%M:%S UTC", time.gmtime(at))
 
 
 def elapsed(ms: int, tenths: bool = True) -> str:
