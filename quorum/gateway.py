@@ -95,7 +95,8 @@ class SignalWireHttp(HttpClient):
         prepared.url = url + ("?" + urlencode(params, doseq=True) if params else "")
         prepared.headers = CaseInsensitiveDict(headers or {})
         prepared.body = urlencode(data, doseq=True) if data else None
-        prepared.headers["Content-Length"] = str(len(prepared.body or ""))
+        if prepared.body or prepared.method not in ("GET", "HEAD"):  # as requests does: a GET has no length
+            prepared.headers["Content-Length"] = str(len(prepared.body or ""))
         if auth:
             prepared.headers["Authorization"] = _basic_auth_str(*auth)
         prepared.hooks = {"response": []}
