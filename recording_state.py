@@ -240,8 +240,8 @@ class StateStore(Protocol):
     def get(self, room: str) -> Optional[Conference]:
         """The conference in `room`, or None."""
 
-    def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
-        """Atomically replace the room's conference with `fn(current)`; None deletes it."""
+    def mutate(self, room: str, fn: Mutation, release: Optional[Tuple[str, str]] = None) -> Optional[Conference]:
+        """Atomically replace the room's conference with `fn(current)` (None deletes it), then `unlock(*release)`."""
 
     def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
                               call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
@@ -309,8 +309,8 @@ class MemoryStore:
         """The conference in `room`, or None."""
         return self._conferences.get(room)
 
-    def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
-        """Apply `fn` under the room's lock; never call the API inside `fn`.
+    def mutate(self, room: str, fn: Mutation, release: Optional[Tuple[str, str]] = None) -> Optional[Conference]:
+        """Apply `fn` under the room's lock; never call the API inside `fn`. `release` is `unlock`ed after.
 
         Conferences are shared, not copied: `fn` must return a new one (as `policy` does).
         """
@@ -321,7 +321,9 @@ class MemoryStore:
                 self._conferences.pop(room, None)
             else:
                 self._conferences[room] = result
-            return result
+        if release is not None:
+            self.unlock(*release)
+        return result
 
     def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
                               call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:

@@ -240,10 +240,12 @@ class CommandQueue:
                 self._sleep(LOCK_POLL_S)
                 conf = self._store.get(room)
                 continue
+            outcome = None
             try:
-                outcome, conf = self._act_once(room, conf)
+                outcome, conf = self._act_once(room, conf, (f"room:{room}", token))
             finally:
-                self._store.unlock(f"room:{room}", token)
+                if outcome is None:  # nothing recorded, or it failed: no compare-and-set released the lock
+                    self._store.unlock(f"room:{room}", token)
             if outcome is Outcome.RETRY:
                 self._later.later(room, backoff(self._failed(room)))
                 return  # the retry comes back as a kick: no worker waits through the backoff
@@ -266,19 +268,21 @@ class CommandQueue:
         with self._attempts_lock:
             self._attempts.pop(room, None)
 
-    def _act_once(self, room: str, conf: Optional[Conference]) -> Tuple[Optional[Outcome], Optional[Conference]]:
-        """Under the room's lock, `conf` read since it was taken: send the one command due and record what is
-        now known. Returns the outcome and the conference as that record left it."""
+    def _act_once(self, room: str, conf: Optional[Conference],
+                  lock: Tuple[str, str]) -> Tuple[Optional[Outcome], Optional[Conference]]:
+        """Under the room's `lock` (name, token), `conf` read since it was taken: send the one command due and
+        record what is now known, releasing the lock in that record. Returns the outcome (None if nothing was
+        recorded, the lock still held) and the conference as that record left it."""
         action = policy.next_action(conf)
         if action is None or action.target == policy.RECOVER:
             return None, conf
         if action.target == policy.ANNOUNCE:
-            return self._announce(room, conf, action)
+            return self._announce(room, conf, action, lock)
         crossed_at = self._crossing(room) if action.call_sid is None and action.target != policy.CREATE else None
         if crossed_at is not None:
             self._observe_crossing(time.perf_counter() - crossed_at)  # the command leaves Quorum now
         outcome, result = self._send(room, conf, action)
-        conf = self._store.mutate(room, _for_conference(action, self._command_change(action, outcome, result)))
+        conf = self._store.mutate(room, _for_conference(action, self._command_change(action, outcome, result)), lock)
         recording = result if action.target == policy.CREATE else action.recording_sid
         log.info("room=%s conference=%s recording=%s call=%s action=%s outcome=%s", room, action.conference_sid,
                  recording, action.call_sid, action.target, outcome.value)
@@ -293,7 +297,8 @@ class CommandQueue:
         return self._gateway.set_recording(action.conference_sid, action.recording_sid, action.target,
                                            action.call_sid, conf.rule.pause_behavior), None
 
-    def _announce(self, room: str, conf: Conference, action: policy.Action) -> Tuple[Outcome, Optional[Conference]]:
+    def _announce(self, room: str, conf: Conference, action: policy.Action,
+                  lock: Tuple[str, str]) -> Tuple[Outcome, Optional[Conference]]:
         """Play the room's announcement (skipped if the recording is about to pause); a failure is tried
         once more after a backoff, so a pause due meanwhile is never held up by it. Returns what `_act_once` does."""
         outcome = "skipped"
@@ -301,7 +306,7 @@ class CommandQueue:
             sent = self._gateway.announce(action.conference_sid, self._announce_url(conf.room))
             outcome = "played" if sent is Outcome.OK else "failed"
         now = self._clock()
-        after = self._store.mutate(room, _for_conference(action, lambda c: policy.announced(c, outcome, now)))
+        after = self._store.mutate(room, _for_conference(action, lambda c: policy.announced(c, outcome, now)), lock)
         log.info("room=%s conference=%s action=announce outcome=%s", room, action.conference_sid, outcome)
         if after is not None and after.announce_tries:
             return Outcome.RETRY, after

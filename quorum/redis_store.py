@@ -12,7 +12,8 @@ Keys (NS is REDIS_NAMESPACE, default "quorum"):
                        by the same compare-and-set: a callback's change, retired check and caller cost one trip.
 - `NS:reads:{second}`  REST reads taken in that second, across processes (RECONCILE_MAX_READS_PER_S); 2 s.
 - `NS:lock:{name}`     short-lived locks: `room:{room}` while a REST command for the room is
-                       in flight, `reconciler` while one process runs the periodic reconciler.
+                       in flight (released by the compare-and-set recording its outcome),
+                       `reconciler` while one process runs the periodic reconciler.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ MGET_BATCH = 500
 # A callback's change also names KEYS[3], its conference's retired mark: if set, nothing is written and the
 # answer is 0. KEYS[4], if given, is the caller record the change was computed with (ARGV[6], '' for none),
 # checked like the room: {room, caller} as they are now is the answer to any mismatch.
+# A command's change instead names, as KEYS[3], the lock it holds with token ARGV[7] ('' for none): released
+# with the write, as `_UNLOCK` would, so the command's record and the lock's release cost one round trip.
 _COMPARE_AND_SET = """
-if KEYS[3] and redis.call('exists', KEYS[3]) == 1 then return 0 end
+local lock = ARGV[7] ~= '' and KEYS[3]
+if KEYS[3] and not lock and redis.call('exists', KEYS[3]) == 1 then return 0 end
 local current = redis.call('get', KEYS[1])
 local seen = current and redis.sha1hex(current) or ''
 local caller = false
@@ -61,6 +65,7 @@ elseif ARGV[2] == 'set' then
   redis.call('set', KEYS[1], ARGV[3], 'EX', ARGV[4])
   redis.call('sadd', KEYS[2], ARGV[5])
 end
+if lock and redis.call('get', lock) == ARGV[7] then redis.call('del', lock) end
 return 1
 """
 
@@ -110,10 +115,12 @@ class RedisStore:
         dashboards decide on what it says. JSON this process has seen before is not decoded again."""
         return self._seen(room, self._redis.get(self._key("conf", room)))[1]
 
-    def mutate(self, room: str, fn: Mutation) -> Optional[Conference]:
+    def mutate(self, room: str, fn: Mutation, release: Optional[Tuple[str, str]] = None) -> Optional[Conference]:
         """Apply `fn` to this process's last copy of the room and write the result back in one
-        compare-and-set; when another writer got there first, its answer is the state to retry from."""
-        return self._mutate(room, lambda conf, caller: fn(conf), [], None)[1]
+        compare-and-set; when another writer got there first, its answer is the state to retry from.
+        `release`: (name, token) of a lock to `unlock` in the write that succeeds."""
+        guards, token = ([self._key("lock", release[0])], release[1]) if release else ([], "")
+        return self._mutate(room, lambda conf, caller: fn(conf), guards, None, token)[1]
 
     def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
                               call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
@@ -122,16 +129,16 @@ class RedisStore:
         guards = [self._key("retired", conference_sid)] + ([self._key("call", call_sid)] if call_sid else [])
         return self._mutate(room, fn, guards, call_sid)
 
-    def _mutate(self, room: str, fn: EventMutation, guards: List[str],
-                call_sid: Optional[str]) -> Tuple[bool, Optional[Conference]]:
-        """The compare-and-set loop of `mutate` and `mutate_unless_retired`; `guards`: the script's KEYS[3:]."""
+    def _mutate(self, room: str, fn: EventMutation, guards: List[str], call_sid: Optional[str],
+                token: str = "") -> Tuple[bool, Optional[Conference]]:
+        """The compare-and-set loop of `mutate` and `mutate_unless_retired`; `guards`: KEYS[3:], `token`: ARGV[7]."""
         keys = [self._key("conf", room), f"{self._ns}:rooms", *guards]
         digest, current = self._recent.get(room)
         heard, caller = self._callers.get(call_sid) if call_sid else ("", None)
         while True:
             result = bump(current, fn(current, caller))
             op, data, ttl = self._write_of(current, result)
-            reply = self._compare_and_set(keys=keys, args=[digest, op, data, ttl, room, heard])
+            reply = self._compare_and_set(keys=keys, args=[digest, op, data, ttl, room, heard, token])
             if reply == 0:
                 return True, None
             if reply == 1:

@@ -382,7 +382,8 @@ class OrderingMachine(RuleBasedStateMachine):
         if self._command_due() is None:
             return
         self.outcome = outcome
-        result, _ = self.queue._act_once(ROOM, self.store.get(ROOM))
+        lock = f"room:{ROOM}"
+        result, _ = self.queue._act_once(ROOM, self.store.get(ROOM), (lock, self.store.try_lock(lock, 5)))
         if result is Outcome.RETRY:
             self.queue._failed(ROOM)
         else:

@@ -182,8 +182,8 @@ def test_a_retired_conference_is_refused_in_the_same_round_trip(counted):
     assert core.store.get(ROOM) is None
 
 
-def test_a_command_costs_four_round_trips_beside_its_callback(counted):
-    """Read, take the room's lock with a second read under it, record the outcome, release the lock."""
+def test_a_command_costs_three_round_trips_beside_its_callback(counted):
+    """Read, take the room's lock with a second read under it, record the outcome and release the lock at once."""
     counting, core = counted
     core.two_recording()
     for kind, at in (("participant-leave", 1), ("participant-join", 2)):  # the lock's scripts loaded: not counted
@@ -194,8 +194,72 @@ def test_a_command_costs_four_round_trips_beside_its_callback(counted):
         assert core.event("participant-leave", B, at=T0 + 3) == Decision.QUEUED
         core.settle()
 
-    assert counting.trips(crossing) == 1 + 4
+    assert counting.trips(crossing) == 1 + 3
     assert core.gateway.updates[-1] == (REC, PAUSED) and core.store.get(ROOM).recordings[REC] == PAUSED
+
+
+def lock_holder(store, name="room:R"):
+    """The token holding lock `name` now, or None."""
+    token = store._redis.get(f"{store._ns}:lock:{name}")
+    return token and token.decode()
+
+
+def test_a_compare_and_set_releases_the_lock_only_while_its_token_holds_it(redis_url, store):
+    counting, stale = CountingStore(redis_url, store._ns), CountingStore(redis_url, store._ns)
+    mine = store.try_lock("room:R", 5)
+    assert counting.trips(lambda: counting.store.mutate("R", join("A", 1.0), ("room:R", mine))) == 1
+    theirs = store.try_lock("room:R", 5)
+    assert theirs and lock_holder(store) == theirs  # mine went with the write
+    assert store.mutate("R", join("B", 2.0), ("room:R", mine)).present() == ["A", "B"]  # as if mine had expired
+    assert lock_holder(store) == theirs  # ... and been taken again: not mine to release
+    assert stale.trips(lambda: stale.store.mutate("R", join("B", 2.0), ("room:R", theirs))) == 2  # stale, a duplicate
+    assert lock_holder(store) is None and store.get("R").present() == ["A", "B"]
+
+
+def test_a_rest_send_that_raises_still_releases_the_lock(counted):
+    counting, core = counted
+    core.two_recording()
+    core.settle()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the gateway broke")
+
+    core.gateway.set_recording = crash
+    core.event("participant-leave", B, at=T0 + 1)
+    core.settle()
+    assert lock_holder(counting.store, f"room:{ROOM}") is None and core.store.get(ROOM).recordings[REC] == RECORDING
+
+
+def test_a_lock_taken_again_while_the_command_was_in_flight_is_left_to_its_holder(counted):
+    counting, core = counted
+    core.two_recording()
+    core.settle()
+    send = core.gateway.set_recording
+
+    def slow(*args, **kwargs):  # outlives the lock, which another process then takes
+        counting.store._redis.set(f"{counting.store._ns}:lock:room:{ROOM}", "theirs")
+        return send(*args, **kwargs)
+
+    core.gateway.set_recording = slow
+    core.event("participant-leave", B, at=T0 + 1)
+    core.settle()
+    assert lock_holder(counting.store, f"room:{ROOM}") == "theirs" and core.store.get(ROOM).recordings[REC] == PAUSED
+
+
+def test_a_command_settled_by_another_process_before_the_lock_releases_it_unused(redis_url, counted):
+    counting, core = counted
+    core.two_recording()
+    core.settle()
+    other, take = RedisStore.from_url(redis_url, counting.store._ns, 30), counting.store.try_lock_and_get
+
+    def paused_meanwhile(name, ttl_s, room):
+        other.mutate(room, lambda conf: policy.command_result(conf, REC, PAUSED, T0 + 1, PAUSED))
+        return take(name, ttl_s, room)
+
+    counting.store.try_lock_and_get = paused_meanwhile
+    core.event("participant-leave", B, at=T0 + 1)
+    core.settle()
+    assert lock_holder(counting.store, f"room:{ROOM}") is None and core.gateway.updates == []
 
 
 def test_a_thousand_live_conferences_list_in_two_round_trips(redis_url, store):
