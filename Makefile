@@ -3,13 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-packages test test-fast demo run bench bench-churn bench-audio bench-archive bench-wrk \
+.PHONY: install system-packages test test-fast lint demo run dev bench bench-churn bench-audio bench-archive bench-wrk \
 	bench-crossing bench-scale
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -20,6 +20,9 @@ system-packages:
 test: install system-packages
 	$(PY) -m pytest -q
 
+lint: install
+	$(VENV)/bin/ruff check .
+
 # The edit loop: pure code, the routes through Flask's test client, the memory store; no processes or Redis.
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
@@ -27,7 +30,11 @@ test-fast: install
 demo: install
 	$(PY) -m emulator.demo
 
+# The production server (gunicorn, serving.py's settings); `make dev` is the development server (and ngrok).
 run: install
+	$(PY) -c 'import app; app.cli()' run
+
+dev: install
 	$(PY) app.py
 
 bench: install system-packages

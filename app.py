@@ -7,6 +7,8 @@ serves on PORT, optionally behind an ngrok tunnel.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -197,7 +199,9 @@ def _config_or_exit() -> Config:
 
 
 def main() -> None:
-    """Serve on PORT; with USE_NGROK, open a tunnel and point the phone number at it."""
+    """Serve on PORT with Werkzeug's development server; with USE_NGROK, open a tunnel and point the number at it."""
+    # SIGTERM (a service manager, Ctrl-C's cousin) ends the server through the `finally` below.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     config = _config_or_exit()
     client = build_client(config)
     if config.use_ngrok:
@@ -210,6 +214,43 @@ def main() -> None:
         app.run(host="0.0.0.0", port=config.port, threaded=True)
     finally:
         shutdown(app)
+
+
+def check_config() -> None:
+    """Read the settings and say in one line whether Quorum would start with them."""
+    config = _config_or_exit()
+    store = "Redis" if config.redis_url else "memory"
+    print(f"quorum: configuration OK: webhook {config.public_url or '(ngrok)'}/voice/inbound, {store} store, "
+          f"archive {config.recordings_dir}")
+
+
+def run_production(args: list) -> None:
+    """Serve with gunicorn and Quorum's settings (serving.py), extra `args` passed on to gunicorn."""
+    _config_or_exit()  # a bad setting: one line now, not one per worker
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:serving", *args, "app:create_app()"])
+
+
+COMMANDS = {
+    "run": ("serve for real with gunicorn (production)", run_production),
+    "dev": ("serve with the development server, behind ngrok if USE_NGROK=true", lambda args: main()),
+    "demo": ("play the demo against the bundled SignalWire emulator, no account needed", None),
+    "check-config": ("check the settings and exit", lambda args: check_config()),
+}
+
+
+def cli(argv: Optional[list] = None) -> None:
+    """The `quorum` command: `quorum run | dev | demo | check-config [args]`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: quorum COMMAND [args]\n" + "\n".join(f"  {name:<13} {what}"
+                                                           for name, (what, _) in COMMANDS.items()),
+              file=sys.stderr)
+        raise SystemExit(0 if argv[:1] in (["-h"], ["--help"]) else 2)
+    if argv[0] == "demo":
+        from emulator.demo import main as demo
+
+        raise SystemExit(demo(argv[1:]))
+    COMMANDS[argv[0]][1](argv[1:])
 
 
 if __name__ == "__main__":
