@@ -1,9 +1,10 @@
-"""`GET /healthz` (open, for load balancers) and `GET /metrics` (Prometheus, bearer token)."""
+"""`GET /healthz` (open, for load balancers), `GET /metrics` (Prometheus, bearer token), `GET /api/openapi.json`."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from console import openapi
 from console.auth import require_bearer
 
 bp = Blueprint("operations", __name__)
@@ -26,3 +27,9 @@ def metrics():
         return refused
     body, content_type = current_app.extensions["quorum"].metrics.exposition()
     return Response(body, content_type=content_type)
+
+
+@bp.get("/api/openapi.json")
+def openapi_document():
+    """The OpenAPI 3.1 description of the API and the webhooks (open: it holds no secret)."""
+    return jsonify(openapi.document(current_app.config["QUORUM"].public_url))
