@@ -18,6 +18,7 @@ READS_PER_CONFERENCE = 2  # GETs in one conference read: its participants and it
 # A room is a dialed number (E.164) or a configured FriendlyName: one safe path segment, bounded.
 _ROOM = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_SPACE = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:[0-9]{1,5})?")  # a host name: the SDK prefixes https://
 ANNOUNCEMENT_MAX_CHARS = 500  # a sentence or two: <Say> reads it to everyone on every start and resume
 
 
@@ -123,7 +124,7 @@ class Config:
                            numbers_in(self.host_numbers), self.recording_announcement, self.hold_counts_as_present)
         object.__setattr__(self, "default_rule", default)
         if self.room_rules_file:
-            object.__setattr__(self, "rules", load_room_rules(self.room_rules_file, default))
+            object.__setattr__(self, "rules", load_room_rules(self.room_rules_file, default, self.conference_room))
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Config":
@@ -230,6 +231,9 @@ def _check(config: Config) -> None:
         raise ConfigError("EVENT_QUEUE_MAX", f"must be at least 1, got {config.event_queue_max}")
     if config.max_recording_mb < 1:
         raise ConfigError("MAX_RECORDING_MB", f"must be at least 1, got {config.max_recording_mb}")
+    if not _SPACE.fullmatch(config.signalwire_space_url):
+        raise ConfigError("SIGNALWIRE_SPACE_URL", "must be the space's host name, such as example.signalwire.com "
+                                                  f"(no https://, no path), got {config.signalwire_space_url!r}")
     if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL", f"must start with redis://, rediss:// or unix://, got {config.redis_url!r}")
     if config.conference_room != PER_NUMBER and not valid_room(config.conference_room):
@@ -274,8 +278,11 @@ _RULE_KEYS = {"min_participants": int, "pause_behavior": str, "record_participan
               "host_numbers": (str, list), "recording_announcement": str, "hold_counts_as_present": bool}
 
 
-def load_room_rules(path: str, default: RoomRule) -> Dict[str, RoomRule]:
-    """Each dialed number's table in the TOML file, over `default`; a bad file names the number and key."""
+def load_room_rules(path: str, default: RoomRule, conference_room: str = PER_NUMBER) -> Dict[str, RoomRule]:
+    """Each dialed number's table in the TOML file, over `default`; a bad file names the number and key.
+
+    A table that no room could ever be named is refused: with one room per number, an E.164 number; with
+    one fixed CONFERENCE_ROOM, that room."""
     try:
         with open(path, "rb") as handle:
             tables = tomllib.load(handle)
@@ -283,7 +290,15 @@ def load_room_rules(path: str, default: RoomRule) -> Dict[str, RoomRule]:
         raise ConfigError("ROOM_RULES_FILE", f"cannot read {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("ROOM_RULES_FILE", f"{path} is not valid TOML: {error}") from None
-    return {room: _room_rule(path, room, table, default) for room, table in tables.items()}
+    rules = {room: _room_rule(path, room, table, default) for room, table in tables.items()}
+    for room in rules:
+        if conference_room == PER_NUMBER and not _E164.fullmatch(room):
+            raise ConfigError(f"ROOM_RULES_FILE {path} [{room}]", "must be named by a dialed number in E.164 form, "
+                                                                  f"such as \"+{room.lstrip('+')}\"")
+        if conference_room != PER_NUMBER and room != conference_room:
+            raise ConfigError(f"ROOM_RULES_FILE {path} [{room}]", f"can never apply: CONFERENCE_ROOM puts every "
+                                                                  f"call in {conference_room!r}")
+    return rules
 
 
 def _room_rule(path: str, room: str, table, default: RoomRule) -> RoomRule:

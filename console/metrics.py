@@ -11,11 +11,16 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable, Optional
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
+# prometheus-client picks multiprocess mode when the variable merely exists, and an empty one (`.env` files
+# carry `PROMETHEUS_MULTIPROC_DIR=`) then writes its files to the working directory: empty means off, for both.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
-from recording_state import GONE, PAUSED, RECORDING, StateStore
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest  # noqa: E402
+from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
+
+from recording_state import GONE, PAUSED, RECORDING, StateStore  # noqa: E402
 
 REST_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 6.0, 12.0)
 # Fine below 20 ms, where the target is (p99 <= 15 ms from a crossing callback's arrival to its command).

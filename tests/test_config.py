@@ -79,6 +79,8 @@ def test_typed_values(name, raw, field, value):
     ({"ARCHIVE_RETENTION_DAYS": "-1"}, "ARCHIVE_RETENTION_DAYS"),
     ({"ARCHIVE_RETENTION_DAYS": "a month"}, "ARCHIVE_RETENTION_DAYS"),
     ({"ARCHIVE_RETENTION_DAYS": "1.5"}, "ARCHIVE_RETENTION_DAYS"),
+    ({"SIGNALWIRE_SPACE_URL": "https://example.signalwire.com"}, "SIGNALWIRE_SPACE_URL"),
+    ({"SIGNALWIRE_SPACE_URL": "example.signalwire.com/"}, "SIGNALWIRE_SPACE_URL"),
 ])
 def test_bad_settings_name_the_setting(changes, setting):
     with pytest.raises(ConfigError) as error:

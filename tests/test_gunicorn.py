@@ -52,3 +52,18 @@ def _wait_for_health(url, seconds=60):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_an_empty_prometheus_multiproc_dir_is_off_for_prometheus_client_too(tmp_path):
+    """.env files carry `PROMETHEUS_MULTIPROC_DIR=`: prometheus-client must not take it for a directory."""
+    port = free_port()
+    before = set(ROOT.glob("*.db"))
+    server = subprocess.Popen([GUNICORN, "app:create_app()"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=gunicorn_env(PORT=str(port), PROMETHEUS_MULTIPROC_DIR="",
+                                                                          RECORDINGS_DIR=str(tmp_path)))
+    try:
+        assert _wait_for_health(f"http://127.0.0.1:{port}/healthz")["status"] == "ok"
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert set(ROOT.glob("*.db")) - before == set()

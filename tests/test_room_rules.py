@@ -49,6 +49,7 @@ def test_global_settings_make_the_default_rule():
     (f'["{SALES}"]\nrecording_announcement = "{"x" * 501}"\n', [SALES, "recording_announcement", "500"]),
     (f'["{SALES}"]\nhold_counts_as_present = "yes"\n', [SALES, "hold_counts_as_present", "wrong type"]),
     ('["../etc"]\nmin_participants = 2\n', ["../etc", "dialed number"]),
+    ('["15551230000"]\nmin_participants = 2\n', ["15551230000", "E.164", "+15551230000"]),
     ('min_participants = 2\n', ["min_participants", "table"]),
     (f'["{SALES}"\nmin_participants = 2\n', ["not valid TOML"]),
 ])
@@ -127,3 +128,10 @@ def test_the_announcement_route_says_the_rooms_sentence(ruled):
 
 def test_the_announcement_route_is_signed_like_every_voice_route(ruled):
     assert ruled.client.post("/voice/announce?room=%2B15551230000", data={"ConferenceSid": sid("c")}).status_code == 403
+
+
+def test_with_one_fixed_room_only_its_table_can_match(tmp_path):
+    with pytest.raises(ConfigError, match="CONFERENCE_ROOM"):
+        make_config(conference_room="standup", room_rules_file=rules_file(tmp_path, f'["{SALES}"]\n'))
+    rules = make_config(conference_room="standup", room_rules_file=rules_file(tmp_path, '["standup"]\n'))
+    assert rules.rule_for("standup").min_participants == 2
