@@ -79,10 +79,15 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                    archive_clock: Optional[Callable[[], float]] = None) -> Services:
     """Wire every part once; `client` (the SignalWire SDK client) and `store` default from `config`;
     `archive_clock` is the clock of the archive's upkeep (retention, deletion retries), for tests to move."""
+    archive = Archive(Path(config.recordings_dir))
+    try:
+        archive.prepare()
+    except OSError as error:
+        raise ConfigError("RECORDINGS_DIR", f"cannot write the archive at {config.recordings_dir}: "
+                                            f"{error.strerror or error}") from None
     store = store if store is not None else build_store(config)
     metrics = Metrics(store)
     gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest)
-    archive = Archive(Path(config.recordings_dir))
     events = EventSender(config.event_callback_url, config.event_callback_secret, build_outbox(config),
                          workers=config.event_callback_concurrency,
                          max_queued=config.event_queue_max) if config.event_callback_url else None
@@ -124,14 +129,20 @@ def services(app: Optional[Flask] = None) -> Services:
 def create_app(config: Optional[Config] = None, *, client=None, store: Optional[StateStore] = None,
                archive_clock: Optional[Callable[[], float]] = None) -> Flask:
     """Build the services, start them, and serve them through the Flask app (arguments: see build_services)."""
-    if config is None:
+    from_env = config is None
+    if from_env:
         config = _config_or_exit()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     request_logs.configure_werkzeug(config.log_level)
     if not config.validate_signatures:
         log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
                     "Use this only for local experiments.")
-    built = build_services(config, client, store, archive_clock)
+    try:
+        built = build_services(config, client, store, archive_clock)
+    except ConfigError as error:
+        if not from_env:
+            raise
+        _exit_with(error)
     built.start()
 
     app = Flask(__name__, template_folder="console/templates", static_folder="console/static")
@@ -194,8 +205,13 @@ def _config_or_exit() -> Config:
     try:
         return Config.from_env()
     except ConfigError as error:
-        print(f"quorum: configuration error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _exit_with(error)
+
+
+def _exit_with(error: ConfigError) -> None:
+    """Stop start-up with one line naming the setting, and no traceback."""
+    print(f"quorum: configuration error: {error}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def main() -> None:
@@ -208,7 +224,10 @@ def main() -> None:
         from quorum import tunnel as ngrok_tunnel
 
         config = ngrok_tunnel.expose(config, SignalWireGateway(client))
-    app = create_app(config, client=client)
+    try:
+        app = create_app(config, client=client)
+    except ConfigError as error:
+        _exit_with(error)
     log.info("voice webhook: %s/voice/inbound", config.public_url)
     try:
         app.run(host="0.0.0.0", port=config.port, threaded=True)

@@ -12,11 +12,16 @@ bp = Blueprint("operations", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    """Liveness and a glance at load: store reachable, commands queued, live rooms (counted, never loaded)."""
-    store, commands = current_app.extensions["quorum"].store, current_app.extensions["quorum"].commands
-    if not store.ping():
-        return jsonify(status="degraded", store="unreachable", queue_depth=commands.depth()), 503
-    return jsonify(status="ok", store="ok", queue_depth=commands.depth(), conferences=store.count_rooms())
+    """Liveness and a glance at load: store reachable, archive writable, commands queued, live rooms (counted)."""
+    held = current_app.extensions["quorum"]
+    archive = "ok" if held.archive.writable() else "unwritable"
+    if not held.store.ping():
+        return jsonify(status="degraded", store="unreachable", archive=archive,
+                       queue_depth=held.commands.depth()), 503
+    body = dict(store="ok", archive=archive, queue_depth=held.commands.depth(), conferences=held.store.count_rooms())
+    if archive != "ok":
+        return jsonify(status="degraded", **body), 503
+    return jsonify(status="ok", **body)
 
 
 @bp.get("/metrics")

@@ -185,6 +185,7 @@ def _schemas() -> dict:
             "updated": {"type": "string"}}},
         "Health": {"type": "object", "required": ["status", "store", "queue_depth"], "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded"]}, "store": {"type": "string"},
+            "archive": {"type": "string", "enum": ["ok", "unwritable"]},
             "queue_depth": {"type": "integer", "minimum": 0}, "conferences": {"type": "integer", "minimum": 0}}},
     }
 

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, TypeVar, Union
 
-from conversations.archive_index import ArchiveIndex, IndexUnusable, IndexView, ScanView, fields, sort_key
+from conversations.archive_index import NOT_BUILT, ArchiveIndex, IndexUnusable, IndexView, ScanView, fields, sort_key
 from quorum.keyed_workers import KeyedWorkers
 
 log = logging.getLogger("quorum.archive")
@@ -203,13 +203,29 @@ class Archive:
             return self.index.read(work)
         except IndexUnusable as problem:
             if self._kick():
-                log.warning("archive index unusable (%s): lists are read from the files until it is synced", problem)
+                # Before the first sync of a new archive this is expected: not worth an operator's attention.
+                level = logging.INFO if problem.args == (NOT_BUILT,) else logging.WARNING
+                log.log(level, "archive index unusable (%s): lists are read from the files until it is synced",
+                        problem)
             return work(ScanView(self.all()))
 
     def all(self) -> List[dict]:
         """Every archived conversation, newest first, read from the files themselves."""
         found = [c for c in (_read(p) for p in self._files()) if fields(c) is not None]
         return sorted(found, key=sort_key, reverse=True)
+
+    def prepare(self) -> None:
+        """Make the root and prove it writable (a file written, synced and removed); OSError if it is not."""
+        make_dirs_durably(self.root)
+        probe = self.root / f".write-check-{os.getpid()}"
+        with open(probe, "wb") as handle:
+            handle.write(b"ok")
+            os.fsync(handle.fileno())
+        probe.unlink()
+
+    def writable(self) -> bool:
+        """Whether the root is still a directory Quorum may write (for /healthz: no disk I/O)."""
+        return self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)
 
     def start(self) -> None:
         """Bring the index up to date with the files, in the background."""

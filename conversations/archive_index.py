@@ -43,6 +43,9 @@ NEWEST_FIRST = " ORDER BY started_at DESC, id DESC"
 BROKEN = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
 
+NOT_BUILT = "not built yet"
+
+
 class IndexUnusable(Exception):
     """The index is missing, not built yet, or cannot be read."""
 
@@ -178,7 +181,7 @@ class ArchiveIndex:
             with closing(self._connect(create=False)) as db:
                 db.execute("BEGIN")  # every query of `work` then reads the same snapshot
                 if db.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is None:
-                    raise IndexUnusable("not built yet")
+                    raise IndexUnusable(NOT_BUILT)
                 return work(IndexView(db))
         except sqlite3.DatabaseError as error:
             raise IndexUnusable(str(error)) from error

@@ -370,7 +370,7 @@ def test_healthz(client, events):
     events.conference("participant-join", A)
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "store": "ok", "queue_depth": 0, "conferences": 1}
+    assert response.get_json() == {"status": "ok", "store": "ok", "archive": "ok", "queue_depth": 0, "conferences": 1}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
