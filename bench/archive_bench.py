@@ -5,7 +5,8 @@ no audio) into a temporary RECORDINGS_DIR, then, for this checkout and each `--q
 (e.g. the release before the index), in a process of its own, serves that archive with the
 checkout's `create_app` and times through Flask's test client, with the API token:
 
-    GET /api/conversations, ?room=R, ?status=ready, ?page=250, /history, /history?room=R&page=3
+    GET /api/conversations, ?room=R, ?status=ready, ?page=250, /history, /history?room=R&page=3,
+    searches by caller (last digits) and by date range
 
 (p50/p95 over `--requests` each, endpoints taken in turn), and, where the checkout has an index,
 its rebuild from the files (index deleted) and its check of unchanged files (median of 3 each).
@@ -43,7 +44,11 @@ def endpoints(room: str) -> Dict[str, str]:
     quoted = room.replace("+", "%2B")
     return {"api": "/api/conversations", "api room": f"/api/conversations?room={quoted}",
             "api status=ready": "/api/conversations?status=ready", "api page=250": "/api/conversations?page=250",
-            "history": "/history", "history room page 3": f"/history?room={quoted}&page=3"}
+            "history": "/history", "history room page 3": f"/history?room={quoted}&page=3",
+            # Callers dial from +1555111XXXX: four last digits match a few conversations, "111" all of them.
+            "api caller": "/api/conversations?caller=4321", "api caller, all match": "/api/conversations?caller=111",
+            "api one month": "/api/conversations?from=2026-03-01&to=2026-03-31",
+            "history caller and month": "/history?caller=4321&from=2026-03-01&to=2026-06-30"}
 
 
 def room_name(number: int) -> str:

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from console.auth import require_bearer
 from conversations.archive import valid_id
-from conversations.queries import find_conversation, listing
+from conversations.queries import find_conversation, listing, search_filters
 from conversations.record import STATUSES
 
 bp = Blueprint("conversations", __name__, url_prefix="/api")
@@ -29,16 +29,21 @@ def require_token():
 
 @bp.get("/conversations")
 def list_conversations():
-    """Newest first, paginated, filtered by `room` and `status`."""
+    """Newest first, paginated, filtered by `room`, `status`, `caller` (a number or its last digits) and the days
+    `from` to `to` (YYYY-MM-DD, UTC, both included)."""
     status = request.args.get("status")
     if status is not None and status not in STATUSES:
         return _error(400, f"status must be one of {', '.join(STATUSES)}")
     page, per_page = _positive("page", 1), _positive("per_page", 20)
     if page is None or per_page is None or per_page > MAX_PER_PAGE:
         return _error(400, f"page and per_page must be whole numbers from 1 (per_page at most {MAX_PER_PAGE})")
+    try:
+        caller, (since, until) = search_filters(request.args)
+    except ValueError as problem:
+        return _error(400, str(problem))
     held = current_app.extensions["quorum"]
     found = listing(held.store, held.archive, lambda total: (page - 1) * per_page, per_page,
-                    room=request.args.get("room"), status=status)
+                    room=request.args.get("room"), status=status, caller=caller, since=since, until=until)
     return jsonify(conversations=found.conversations, page=page, per_page=per_page, total=found.total,
                    next_page=page + 1 if page * per_page < found.total else None)
 

@@ -17,7 +17,7 @@ from console import signin
 from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversation_facts, live_conference,
                            live_summary, paginate, recordings_view, retention_words, timeline_view)
 from conversations.archive import valid_id
-from conversations.queries import find_conversation, known_rooms, listing
+from conversations.queries import find_conversation, known_rooms, listing, search_filters
 
 bp = Blueprint("dashboard", __name__)
 bp.before_request(signin.gate)
@@ -60,12 +60,18 @@ def live_data():
 
 @bp.get("/history")
 def history():
-    """Past and present conversations, newest first, paginated, filtered by room."""
+    """Past and present conversations, newest first, paginated, filtered by room, caller and dates."""
     room, asked = request.args.get("room") or None, request.args.get("page", 1, type=int)
-    found = listing(*_store_and_archive(), lambda total: paginate(total, asked)["offset"], PER_PAGE, room=room)
-    return render_template("history.html", page=paginate(found.total, asked), room=room,
+    search = {name: (request.args.get(name) or "").strip() for name in ("caller", "from", "to")}
+    try:
+        caller, (since, until) = search_filters(request.args)
+    except ValueError as problem:
+        caller, since, until, search["problem"] = None, None, None, str(problem)
+    found = listing(*_store_and_archive(), lambda total: paginate(total, asked)["offset"], PER_PAGE, room=room,
+                    caller=caller, since=since, until=until)
+    return render_template("history.html", page=paginate(found.total, asked), room=room, search=search,
                            rooms=known_rooms(*_store_and_archive()),
-                           rows=[conversation_facts(c) for c in found.conversations])
+                           rows=[conversation_facts(c) for c in found.conversations]), 400 if "problem" in search else 200
 
 
 @bp.get("/conversations/<conversation_id>")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from console.api import MAX_PER_PAGE
+from conversations.archive_index import CALLER_MIN_DIGITS
 from conversations.record import STATUSES
 
 API_VERSION = "0.3.0"
 NULLABLE_STRING = {"type": ["string", "null"]}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 LAML = {"text/xml": {"schema": {"type": "string"}}}
+DAY = {"type": "string", "anyOf": [{"maxLength": 0}, {"format": "date"}]}  # a blank form field: no bound
 
 
 def _ref(name: str) -> dict:
@@ -115,6 +117,11 @@ def _operations() -> dict:
             "tags": ["conversations"], "security": BEARER,
             "parameters": [{"name": "room", "in": "query", "schema": {"type": "string"}},
                            {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
+                           {"name": "caller", "in": "query", "description": "a caller's number, or its last digits",
+                            "schema": {"type": "string", "pattern": f"^$|^([^0-9]*[0-9]){{{CALLER_MIN_DIGITS},}}"}},
+                           {"name": "from", "in": "query", "description": "first UTC day, included", "schema": DAY},
+                           {"name": "to", "in": "query", "description": "last UTC day, included (from and to may "
+                                                                       "come in either order)", "schema": DAY},
                            page, per_page],
             "responses": {"200": _json(_ref("ConversationPage"), "one page"), "400": _error("a bad parameter"),
                           "401": WRONG_TOKEN, "503": NO_TOKEN}}},

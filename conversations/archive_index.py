@@ -37,8 +37,17 @@ CREATE INDEX IF NOT EXISTS by_room ON conversations (room, started_at, id);
 CREATE INDEX IF NOT EXISTS by_status ON conversations (status, started_at, id);
 CREATE INDEX IF NOT EXISTS by_id ON conversations (id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Each caller's number, digits only and reversed: "the last digits" is then a range of this key.
+CREATE TABLE IF NOT EXISTS callers (
+    reversed TEXT NOT NULL,
+    directory TEXT NOT NULL,
+    PRIMARY KEY (reversed, directory)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS callers_of ON callers (directory);
 """
+SCHEMA_VERSION = "2"  # 2: callers; an index of an older version is rebuilt by the next sync
 UPSERT = "INSERT OR REPLACE INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+CALLER_MIN_DIGITS = 3
 NEWEST_FIRST = " ORDER BY started_at DESC, id DESC"
 BROKEN = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
@@ -50,6 +59,11 @@ class IndexUnusable(Exception):
     """The index is missing, not built yet, or cannot be read."""
 
 
+def digits(number: str) -> str:
+    """A phone number's digits, the form callers are searched by."""
+    return "".join(ch for ch in number if ch.isdigit())
+
+
 @dataclass(frozen=True)
 class Query:
     """Which archived conversations a list shows."""
@@ -57,10 +71,16 @@ class Query:
     room: Optional[str] = None
     status: Optional[str] = None
     hidden: FrozenSet[str] = frozenset()  # ids the list shows live, from the store
+    caller: Optional[str] = None  # a caller's number, or its last digits
+    since: Optional[str] = None  # started at or after this ISO 8601 UTC time
+    until: Optional[str] = None  # ... and before this one
 
-    def matches(self, room: Optional[str], status: Optional[str]) -> bool:
-        """Whether a conversation in `room` with `status` passes the room and status filters."""
-        return self.room in (None, room) and self.status in (None, status)
+    def matches(self, found: "Fields", numbers: Iterable[str] = ()) -> bool:
+        """Whether a conversation (its indexed fields, its callers' numbers) passes every filter."""
+        return (self.room in (None, found.room) and self.status in (None, found.status)
+                and (self.since is None or found.started_at >= self.since)
+                and (self.until is None or found.started_at < self.until)
+                and (self.caller is None or any(digits(n).endswith(digits(self.caller)) for n in numbers)))
 
 
 class Fields(NamedTuple):
@@ -83,6 +103,13 @@ def fields(record) -> Optional[Fields]:
         return value if isinstance(value, str) else None
 
     return Fields(record["id"], text("room"), text("status"), text("started_at") or "", text("ended_at"))
+
+
+def numbers(record: dict) -> List[str]:
+    """The callers' numbers of a record (its channels' `from`)."""
+    channels = record.get("channels") if isinstance(record, dict) else None
+    return [c["from"] for c in channels if isinstance(c, dict) and isinstance(c.get("from"), str)] \
+        if isinstance(channels, list) else []
 
 
 def sort_key(record: dict) -> Tuple[str, str]:
@@ -123,7 +150,7 @@ class ScanView:
 
     def _matching(self, query: Query) -> List[Tuple[Fields, dict]]:
         """Rows that pass the query, newest first."""
-        return [(f, r) for f, r in self._rows if query.matches(f.room, f.status) and f.id not in query.hidden]
+        return [(f, r) for f, r in self._rows if query.matches(f, numbers(r)) and f.id not in query.hidden]
 
     def count(self, query: Query, newer_than: Optional[Tuple[str, str]] = None) -> int:
         """As IndexView.count."""
@@ -145,6 +172,14 @@ def _where(query: Query, newer_than: Optional[Tuple[str, str]]) -> Tuple[str, li
         if value is not None:
             clauses.append(f"{column} = ?")
             args.append(value)
+    if query.caller is not None:
+        reversed_digits = digits(query.caller)[::-1]
+        clauses.append("directory IN (SELECT directory FROM callers WHERE reversed >= ? AND reversed < ?)")
+        args.extend((reversed_digits, reversed_digits + ":"))  # ':' follows '9': every key with that prefix
+    for column, bound, value in (("started_at", ">=", query.since), ("started_at", "<", query.until)):
+        if value is not None:
+            clauses.append(f"{column} {bound} ?")
+            args.append(value)
     if query.hidden:
         clauses.append(f"id NOT IN ({', '.join('?' * len(query.hidden))})")
         args.extend(sorted(query.hidden))
@@ -152,6 +187,32 @@ def _where(query: Query, newer_than: Optional[Tuple[str, str]]) -> Tuple[str, li
         clauses.append("(started_at, id) > (?, ?)")
         args.extend(newer_than)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _version(db: sqlite3.Connection) -> Optional[str]:
+    """The schema version the index was built with (None: before versions were kept)."""
+    found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    return found[0] if found else None
+
+
+def _upsert(db: sqlite3.Connection, rows: List[tuple]) -> None:
+    """Write conversation rows and their callers (inside the caller's transaction)."""
+    _drop_callers(db, [(row[0],) for row in rows])
+    db.executemany(UPSERT, rows)
+    db.executemany("INSERT OR IGNORE INTO callers VALUES (?, ?)",
+                   [(digits(number)[::-1], row[0]) for row in rows for number in numbers(json.loads(row[-1]))
+                    if digits(number)])
+
+
+def _drop(db: sqlite3.Connection, directories: List[tuple]) -> None:
+    """Delete conversation rows and their callers (inside the caller's transaction)."""
+    _drop_callers(db, directories)
+    db.executemany("DELETE FROM conversations WHERE directory = ?", directories)
+
+
+def _drop_callers(db: sqlite3.Connection, directories: List[tuple]) -> None:
+    """Forget the callers of these conversation directories."""
+    db.executemany("DELETE FROM callers WHERE directory = ?", directories)
 
 
 def _row(directory: str, text: str, mtime_ns: int) -> Optional[tuple]:
@@ -180,7 +241,8 @@ class ArchiveIndex:
         try:
             with closing(self._connect(create=False)) as db:
                 db.execute("BEGIN")  # every query of `work` then reads the same snapshot
-                if db.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is None:
+                if db.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is None or _version(db) != \
+                        SCHEMA_VERSION:
                     raise IndexUnusable(NOT_BUILT)
                 return work(IndexView(db))
         except sqlite3.DatabaseError as error:
@@ -193,12 +255,16 @@ class ArchiveIndex:
             self.delete(directory)
             return
         with closing(self._connect(create=True)) as db:
-            db.execute(UPSERT, row)
+            db.execute("BEGIN IMMEDIATE")
+            _upsert(db, [row])
+            db.execute("COMMIT")
 
     def delete(self, directory: str) -> None:
         """Drop one conversation's row."""
         with closing(self._connect(create=True)) as db:
-            db.execute("DELETE FROM conversations WHERE directory = ?", (directory,))
+            db.execute("BEGIN IMMEDIATE")
+            _drop(db, [(directory,)])
+            db.execute("COMMIT")
 
     def directory_of(self, conversation_id: str) -> Optional[str]:
         """Where the conversation with this id lives, by the index; None if unknown or unreadable."""
@@ -229,12 +295,16 @@ class ArchiveIndex:
         """One pass under the write lock, so two processes' syncs (and their saves) never interleave."""
         with closing(self._connect(create=True)) as db:
             db.execute("BEGIN IMMEDIATE")
+            if _version(db) != SCHEMA_VERSION:  # built by an older release: every row again
+                db.execute("DELETE FROM conversations")
+                db.execute("DELETE FROM callers")
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             known = dict(db.execute("SELECT directory, mtime_ns FROM conversations"))
             found = dict(files())
             stale = [(d,) for d, m in known.items() if found.get(d) != m]  # removed or rewritten
             fresh = [row for d, m in found.items() if known.get(d) != m and (row := _loaded(d, m, load))]
-            db.executemany("DELETE FROM conversations WHERE directory = ?", stale)
-            db.executemany(UPSERT, fresh)
+            _drop(db, stale)
+            _upsert(db, fresh)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('complete', ?)", (str(len(found)),))
             db.execute("COMMIT")
         return len(fresh), len(stale)
