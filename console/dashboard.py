@@ -15,7 +15,7 @@ from flask import Blueprint, abort, current_app, jsonify, render_template, reque
 
 from console import signin
 from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversation_facts, live_conference,
-                           live_summary, paginate, recordings_view, retention_words, timeline_view)
+                           live_summary, paginate, recordings_view, retention_words, rule_words, timeline_view)
 from conversations.archive import valid_id
 from conversations.queries import find_conversation, known_rooms, listing, search_filters
 
@@ -48,7 +48,7 @@ def harden(response):
 def live():
     """Every active conference, updated in place by static/dashboard.js."""
     config = current_app.config["QUORUM"]
-    return render_template("live.html", live=_live_data(), poll_ms=POLL_MS, minimum=config.min_participants,
+    return render_template("live.html", live=_live_data(), poll_ms=POLL_MS, rule=rule_words(config.default_rule),
                            retention=retention_words(config.delete_from_signalwire, config.archive_retention_days))
 
 
@@ -105,7 +105,8 @@ def _live_data() -> dict:
                          key=lambda c: (c.opened_at, c.room))
     # One url_for per page, not per card: a thousand calls were a fifth of the page's time.
     page_url = url_for(".conversation_page", conversation_id="ID").rsplit("/", 1)[0]
-    items = [{**live_conference(c, now), "url": f"{page_url}/{c.conference_sid}" if c.conference_sid else None}
+    default = current_app.config["QUORUM"].default_rule
+    items = [{**live_conference(c, now, default), "url": f"{page_url}/{c.conference_sid}" if c.conference_sid else None}
              for c in conferences]
     return {"conferences": items, "summary": live_summary(items), "updated": clock(now)}
 

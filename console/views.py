@@ -77,8 +77,9 @@ def recording_now(conf: Conference) -> tuple:
     return conf.recordings.get(mix, WAITING), confirmed[-1] if confirmed else None
 
 
-def live_conference(conf: Conference, now: float) -> dict:
-    """One live conference as the live page shows it."""
+def live_conference(conf: Conference, now: float, default_rule: Optional[RoomRule] = None) -> dict:
+    """One live conference as the live page shows it; `own_rule`: its rule is not the page's `default_rule`, so
+    its card says it (the page states the default once)."""
     state, since = recording_now(conf)
     present = conf.present()
     held = [sid for sid in present if conf.participants[sid].hold]
@@ -86,7 +87,7 @@ def live_conference(conf: Conference, now: float) -> dict:
     participants = [_participant(conf, sid, now) for sid in on_line]
     return {"room": conf.room, "id": conf.conference_sid, "state": state, "state_words": STATE_WORDS.get(state, state),
             "for": f"for {duration_words(now - since)}" if since is not None else "",
-            "present": len(present), "rule": rule_words(conf.rule),
+            "present": len(present), "rule": rule_words(conf.rule), "own_rule": conf.rule != default_rule,
             "present_words": f"{len(present)} on the line" + (f" ({len(held)} on hold)" if held else ""),
             "opened": f"opened {clock(conf.opened_at)}", "participants": participants}
 

@@ -356,6 +356,16 @@ def test_a_live_card_shows_who_is_on_hold_who_hosts_and_the_rooms_rule():
     assert view["present_words"] == "2 on the line (1 on hold)"
     assert view["rule"] == ("Records with 3 or more on the line, a host among them; callers on hold do not count; "
                             "announces the recording.")
+    assert view["own_rule"] is True  # not the default rule, so its card says it
+    assert views.live_conference(conf, T0 + 5, default_rule=rule)["own_rule"] is False
+
+
+def test_the_live_page_states_the_default_rule_once_and_keeps_the_summary_for_screen_readers(app, operator):
+    tags = Tags(operator.get("/").get_data(as_text=True))
+    (intro,) = tags.find("p", id="rule")
+    assert "hidden" not in intro
+    (summary,) = tags.find("p", id="live-summary")
+    assert "visually-hidden" in summary["class"] and summary["role"] == "status"
 
 
 def test_the_timeline_shades_holds_and_marks_announcements():

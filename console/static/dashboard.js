@@ -33,6 +33,7 @@
       item.append(joined);
       return item;
     }));
+    card.querySelector(".rule").hidden = !conf.own_rule;  // the page states the default rule once
     const link = card.querySelector("[data-link]");
     link.hidden = !conf.url;
     if (conf.url) link.setAttribute("href", conf.url);
