@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when they are missing: redis-server (Redis store tests),
-# chromium (browser tests) and lame (the emulator's MP3 recordings).
+# chromium (browser tests), lame (the emulator's MP3 recordings) and nginx (the production proxy,
+# deploy/nginx.conf, tested in front of gunicorn).
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v lame >/dev/null || missing+=(lame)
+# Debian installs nginx in /usr/sbin, outside a non-root PATH.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "Missing Debian packages: ${missing[*]}. Run: sudo apt-get install -y ${missing[*]}" >&2
