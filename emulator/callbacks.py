@@ -2,7 +2,8 @@
 
 Each conference's callbacks go through one lane, delivered one at a time in the order
 they were produced unless a fault says otherwise, so a run without faults is ordered
-like a healthy SignalWire. Every HTTP attempt is logged with its status.
+like a healthy SignalWire; a call's own status callback and `<Dial action>` have lanes
+of their own. Every HTTP attempt is logged with its status.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import hashlib
 import heapq
 import hmac
 import itertools
+import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlencode
 
 import requests
@@ -26,6 +28,8 @@ from emulator.faults import FaultInjector
 SIGNATURE_HEADER = "X-SignalWire-Signature"
 USER_AGENT = "SignalWire-Emulator/1.0"
 DUPLICATE_GAP_S = 0.02
+
+log = logging.getLogger(__name__)
 
 
 def signature(key: str, url: str, params: Mapping[str, str]) -> str:
@@ -51,9 +55,12 @@ class Callback:
     url: str
     params: Mapping[str, str]
     lane: str
-    event: str  # e.g. participant-join, recording:completed
+    event: str  # e.g. participant-join, recording:completed, call-status, dial-action
     method: str = "POST"
     fault_key: str = ""
+    # Called once with the last attempt and the answer's body (a dropped callback: attempt 0, ""),
+    # on the lane's thread and outside every lock, e.g. to follow the LaML a <Dial action> answers.
+    on_answer: Optional[Callable[["Attempt", str], None]] = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class _Item:
     callback: Callback = field(compare=False)
     duplicate: bool = field(compare=False, default=False)
     attempt: int = field(compare=False, default=1)
+    dropped: bool = field(compare=False, default=False)
 
 
 @dataclass
@@ -116,11 +124,10 @@ class Dispatcher:
         """Queue a callback; faults may drop, delay, hold back or duplicate it."""
         plan = self._injector.plan_callback(callback.fault_key or callback.lane, callback.event)
         now = time.time()
-        if plan.drop:
-            with self._lock:
-                self.attempts.append(Attempt(callback, 0, False, now, None, "dropped"))
-            return
         with self._lock:
+            if plan.drop:  # through the lane all the same, so its on_answer runs like any other's
+                self._push(callback.lane, _Item(now, next(self._seq), callback, dropped=True))
+                return
             lane = self._lane(callback.lane)
             due = max(now + plan.delay_s, lane.last_due)  # delay keeps the lane's order
             if plan.hold_s:
@@ -194,30 +201,45 @@ class Dispatcher:
         """Deliver a lane's items one at a time until it is empty."""
         with requests.Session() as session:
             while (item := self._next(name)) is not None:
-                attempt = self._deliver(session, item)
+                attempt, body = self._deliver(session, item)
                 with self._lock:
                     self.attempts.append(attempt)
-                    if not attempt.ok and _retryable(attempt) and item.attempt < self._max_attempts:
+                    if not item.dropped and _retryable(attempt) and item.attempt < self._max_attempts:
                         retry = _Item(time.time() + self._retry_after, next(self._seq), item.callback,
                                       item.duplicate, item.attempt + 1)
                         heapq.heappush(self._lanes[name].heap, retry)  # the lane lives while its worker does
-                    else:
-                        self._pending -= 1
-                        if self._pending == 0:
-                            self._idle.notify_all()
+                        continue
+                self._answered(item, attempt, body)
+                with self._lock:
+                    self._pending -= 1  # after on_answer, so what it sends keeps the dispatcher busy
+                    if self._pending == 0:
+                        self._idle.notify_all()
 
-    def _deliver(self, session: requests.Session, item: _Item) -> Attempt:
-        """One signed HTTP attempt."""
+    @staticmethod
+    def _answered(item: _Item, attempt: Attempt, body: str) -> None:
+        """Hand a callback's final answer to its on_answer (once: duplicates are not the original)."""
+        if item.callback.on_answer is None or item.duplicate:
+            return
+        try:
+            item.callback.on_answer(attempt, body)
+        except Exception:  # a simulator bug must not wedge the lane and every settle() after it
+            log.exception("on_answer of %s %s failed", item.callback.event, item.callback.url)
+
+    def _deliver(self, session: requests.Session, item: _Item) -> Tuple[Attempt, str]:
+        """One signed HTTP attempt (or the record of a dropped callback) and the answer's body."""
         callback = item.callback
-        url, form, headers = signed_request(self._key, callback.method, callback.url, callback.params)
         at = time.time()
+        if item.dropped:
+            return Attempt(callback, 0, False, at, None, "dropped"), ""
+        url, form, headers = signed_request(self._key, callback.method, callback.url, callback.params)
         try:
             response = session.request(callback.method, url, data=form, headers=headers,
                                        timeout=self._timeouts, allow_redirects=False)
         except requests.RequestException as error:
-            return Attempt(callback, item.attempt, item.duplicate, at, None, type(error).__name__)
+            return Attempt(callback, item.attempt, item.duplicate, at, None, type(error).__name__), ""
+        body = response.text if callback.on_answer is not None else ""
         return Attempt(callback, item.attempt, item.duplicate, at, response.status_code,
-                       elapsed_s=time.time() - at)
+                       elapsed_s=time.time() - at), body
 
 
 def _retryable(attempt: Attempt) -> bool:

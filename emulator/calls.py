@@ -11,22 +11,30 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from typing import Callable, Dict, List, Optional, Tuple
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import requests
 
 from emulator import audio
-from emulator.callbacks import Callback, Dispatcher, signed_request
+from emulator.callbacks import Attempt, Callback, Dispatcher, signed_request
 from emulator.faults import Behaviour
-from emulator.model import Call, CallbackTarget, Conference, PhoneNumber, Recording
+from emulator.model import Call, CallbackTarget, Conference, PhoneNumber, Recording, Verb
 
 API_VERSION = "2010-04-01"
 CONFERENCE_EVENTS = {"start": "conference-start", "end": "conference-end",
                      "join": "participant-join", "leave": "participant-leave",
                      "hold": "participant-hold", "unhold": "participant-unhold"}
-# <Conference> noun, recordingStatusCallbackEvent table: in-progress, completed, failed; the
-# recordingStatusCallbackEvent attribute's default is "completed failed". `absent` is not among them.
-CONFERENCE_RECORDING_EVENTS = frozenset({"in-progress", "completed", "failed"})
+# <Conference> noun, recordingStatusCallbackEvent table: in-progress, completed, failed (the attribute's
+# default is "completed failed"); the OpenAPI RecordingStatusCallbackPayload names a failure `absent`.
+CONFERENCE_RECORDING_EVENTS = frozenset({"in-progress", "completed", "failed", "absent"})
+FAILURE_NAMES = frozenset({"failed", "absent"})
+# <Dial> page, "Values for DialCallStatus": "answered: When calling to a conference, the number that was
+# dialed answered the call and was successfully connected to the caller."
+CONFERENCE_DIAL_STATUS = "answered"
+# InboundCallStatusCallbackPayload: "AudioInMos: A mean opinion score on a scale of 1–5"; the emulator's
+# lines are clean, so every call gets the spec's own example.
+AUDIO_IN_MOS = "4.5"
 VOICE_TIMEOUTS = (2.0, 5.0)
 
 
@@ -45,7 +53,7 @@ class Event:
     at: float
     kind: str  # joined left held unheld conference-start conference-end announced announce-failed
     #            recording-started recording-paused recording-resumed recording-completed recording-deleted
-    #            call-failed
+    #            said laml-unsupported call-ended call-failed
     room: str
     label: str = ""
     present: int = 0
@@ -90,16 +98,18 @@ class Simulator:
         self.recordings: Dict[str, Recording] = {}
         self._live: Dict[str, str] = {}  # room name -> sid of its live conference
         self._generations: Dict[str, int] = {}
+        self._dialled: Dict[Tuple[str, str], int] = {}  # (to, from) -> calls so far, for the calls' fault keys
         self.events: List[Event] = []
         self.listeners: List[Callable[[Event], None]] = []
 
     # Numbers
 
-    def add_number(self, phone_number: str, voice_url: str, voice_method: str = "POST") -> PhoneNumber:
-        """Provision a number whose calls fetch LaML from `voice_url`."""
+    def add_number(self, phone_number: str, voice_url: str, voice_method: str = "POST",
+                   status_callback: str = "") -> PhoneNumber:
+        """Provision a number whose calls fetch LaML from `voice_url` (and report their end to `status_callback`)."""
         now = time.time()
         with self.lock:
-            number = PhoneNumber(new_sid(), phone_number, voice_url, voice_method, now, now)
+            number = PhoneNumber(new_sid(), phone_number, voice_url, voice_method, now, now, status_callback)
             self.numbers[number.sid] = number
             return number
 
@@ -111,10 +121,12 @@ class Simulator:
     # Calls
 
     def dial(self, to: str, from_: str, label: str = "") -> Call:
-        """An inbound call to `to`: fetch its LaML, then do what it says (join a conference)."""
-        number = self.number_for(to)
+        """An inbound call to `to`: fetch its LaML, then do what it says (e.g. join a conference)."""
         with self.lock:
-            call = Call(new_sid(), from_, to, label or from_, audio.voice_seed(self._seed, from_), time.time())
+            number = self.number_for(to)
+            call = Call(new_sid(), from_, to, label or from_, audio.voice_seed(self._seed, from_), time.time(),
+                        fault_key=self._call_fault_key(to, from_), phone_number_sid=number.sid if number else None,
+                        status_callback=_status_target(number))
             self.calls[call.sid] = call
         if number is None or not number.voice_url:
             return self._fail(call, f"{to} has no voice URL")
@@ -122,22 +134,31 @@ class Simulator:
         if laml is None:
             return self._fail(call, why)
         try:
-            conference = _conference_verb(laml)
+            verbs = laml_verbs(laml)
         except ElementTree.ParseError:
             return self._fail(call, "voice webhook answered something that is not LaML")
         with self.lock:
             if call.status != "ringing":
                 return call  # hung up while the webhook was answering
-            if conference is None:
-                call.status = "completed"  # LaML without <Dial><Conference>: the call just ends
-            else:
-                self._join(call, conference)
+            now = time.time()
+            call.status, call.answered_at = "in-progress", now
+            self._run(call, verbs, now)
             return call
+
+    def _call_fault_key(self, to: str, from_: str) -> str:
+        """A fault stream name for a new call that a replayed scenario gives the same call again (lock held)."""
+        count = self._dialled[(to, from_)] = self._dialled.get((to, from_), 0) + 1
+        return f"{to}<{from_}#{count}"
+
+    def _call_params(self, call: Call) -> Dict[str, str]:
+        """A call's Standard Request Parameters (cXML voice overview, "Request parameters")."""
+        # ParentCallSid is "A unique identifier for the call that created this call": an inbound call has none.
+        return {"AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
+                "CallStatus": call.status, "ApiVersion": API_VERSION, "Direction": "inbound"}
 
     def _fetch_laml(self, call: Call, number: PhoneNumber) -> Tuple[Optional[str], str]:
         """POST the number's voice webhook, signed; (LaML, "") or (None, why it failed)."""
-        params = {"AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
-                  "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": API_VERSION}
+        params = self._call_params(call)
         return self._request_laml(Callback(number.voice_url, params, call.sid, "voice", number.voice_method))
 
     def _request_laml(self, callback: Callback) -> Tuple[Optional[str], str]:
@@ -155,13 +176,19 @@ class Simulator:
 
     def hangup(self, call_sid: str) -> None:
         """The caller hangs up (a no-op for a call that is over)."""
+        # Order (one reading; the docs give none): the conference reports the departure, then the <Dial>,
+        # which ended with it, requests its action, then the call, now over, reports its end. Each goes to
+        # its own lane, so a fault on one does not hold up the others.
         with self.lock:
             call = self.calls.get(call_sid)
-            if call is None or call.status in ("completed", "failed"):
+            if call is None or call.ended_at is not None:
                 return
-            call.status = "completed"
+            now = time.time()
+            call.status, call.ended_at = "completed", now  # gone: its participant-leave says completed
             if call.conference_sid is not None and call.left_at is None:
-                self._leave(call, time.time())
+                for gone in self._leave(call, now):
+                    self._dial_over(gone, now)
+            self._end_call(call, now, "completed", "hung up")
 
     def hold(self, call_sid: str, on: bool, conference_sid: str = "") -> Call:
         """Put a participant on hold or take them off it (REST `Hold=true|false`)."""
@@ -187,19 +214,109 @@ class Simulator:
         return call
 
     def _fail(self, call: Call, why: str) -> Call:
-        """Mark a call failed and say why."""
+        """End a call as failed (unless it is over already) and say why."""
         with self.lock:
-            call.status = "failed"
-            self._emit("call-failed", call.to, call.label, detail=why)
+            if call.ended_at is None:
+                self._end_call(call, time.time(), "failed", why)
         return call
+
+    def _end_call(self, call: Call, now: float, status: str, why: str = "") -> None:
+        """The call is over (lock held): its state, an event, and the number's status callback."""
+        call.status, call.ended_at = status, now
+        self._emit("call-failed" if status == "failed" else "call-ended", self._room_of_call(call), call.label,
+                   detail=why)
+        self._call_status_callback(call, now)
+
+    def _call_status_callback(self, call: Call, now: float) -> None:
+        """Report the call's end to its number's StatusCallback, if the number has one."""
+        # OpenAPI webhook incoming_call_status_callback: "By default, the webhook fires only when the call is
+        # `completed` or `failed`"; InboundCallStatusCallbackPayload: CallSid, AccountSid, From, To, Timestamp,
+        # CallStatus, CallDuration, AudioInMos. cXML voice overview, "Status callbacks": "the Standard Request
+        # Parameters plus" CallDuration, Timestamp, SequenceNumber ("Starts at 0"). Both lists are sent.
+        target = call.status_callback
+        if not target.url:
+            return
+        stamp = now if self.behaviour.call_status_timestamp == "event" else call.created_at
+        params = {**self._call_params(call), "CallDuration": str(call_duration(call)), "Timestamp": rfc2822(stamp),
+                  "SequenceNumber": "0", "AudioInMos": AUDIO_IN_MOS}  # its first and only event: number 0
+        self._dispatcher.send(Callback(target.url, params, f"{call.sid}/call-status", "call-status", target.method,
+                                       f"{call.fault_key}/call-status"))
+
+    def _room_of_call(self, call: Call) -> str:
+        """The room of the conference a call joined, else the number it dialled."""
+        return self.conferences[call.conference_sid].name if call.conference_sid else call.to
+
+    # LaML
+
+    def _run(self, call: Call, verbs: Sequence[Verb], now: float) -> None:
+        """Follow LaML verbs (lock held) until a conference takes the call or the document ends it."""
+        # cXML voice overview: "SignalWire starts at the top of your Compatibility XML document and executes
+        # your XML commands in order, from top to bottom"; <Dial> page, action: "SignalWire will end the call
+        # if there are no more verbs following the <Dial> verb in the document".
+        for at, verb in enumerate(verbs):
+            conference = _conference_noun(verb)
+            if verb.name == "Say":
+                self._emit("said", self._room_of_call(call), call.label, detail=verb.text)
+            elif verb.name == "Hangup":
+                break
+            elif conference is not None and call.conference_sid is None:
+                self._join(call, verb, conference, tuple(verbs[at + 1:]), now)
+                return
+            else:  # the emulator plays one conference per call, and no other verb
+                self._emit("laml-unsupported", self._room_of_call(call), call.label, detail=verb.name)
+                break
+        self._end_call(call, now, "completed", "end of its LaML")
+
+    def _dial_over(self, call: Call, now: float) -> None:
+        """A call's <Dial> ended as it left the conference: request the action, or go on with the document."""
+        # <Dial> page, action: "SignalWire will make a GET or POST request to this URL after the dialed call
+        # ends. If no action is provided, SignalWire will continue to the next verb in the document."
+        if call.dial_action.url:
+            self._send_dial_action(call)
+        elif call.on_the_line:
+            self._run(call, call.after_dial, now)
+
+    def _send_dial_action(self, call: Call) -> None:
+        """Request the <Dial action> URL; its LaML is followed only while the caller is on the line."""
+        # "Request parameters for the action URL": the Standard Request Parameters, then DialCallStatus,
+        # DialCallSid ("of the new call leg": Behaviour.conference_dial_call_sid), DialCallDuration
+        # ("of the dialed call": the time in the conference) and RecordingUrl (only with <Dial record>).
+        params = {**self._call_params(call), "DialCallStatus": CONFERENCE_DIAL_STATUS,
+                  "DialCallDuration": str(round(call.left_at - call.joined_at))}
+        if self.behaviour.conference_dial_call_sid:
+            params["DialCallSid"] = call.sid
+        on_answer = partial(self._dial_answered, call.sid) if call.on_the_line else None
+        target = call.dial_action
+        self._dispatcher.send(Callback(target.url, params, f"{call.sid}/dial-action", "dial-action", target.method,
+                                       f"{call.fault_key}/dial-action", on_answer))
+
+    def _dial_answered(self, call_sid: str, attempt: Attempt, body: str) -> None:
+        """Follow the LaML the <Dial action> answered; no LaML (an error, a drop, not XML) ends the call."""
+        verbs: Optional[Tuple[Verb, ...]] = None
+        if attempt.ok:
+            try:
+                verbs = laml_verbs(body) if body.strip() else ()  # no content: nothing more to do
+            except ElementTree.ParseError:
+                pass
+        with self.lock:
+            call = self.calls[call_sid]
+            if not call.on_the_line:
+                return  # hung up while the action was requested: "its answer ignored"
+            now = time.time()
+            if verbs is None:
+                self._end_call(call, now, "completed", f"dial action answered {attempt.status or attempt.error}")
+            else:
+                self._run(call, verbs, now)
 
     # Conferences
 
-    def _join(self, call: Call, attrs: Dict[str, str]) -> None:
+    def _join(self, call: Call, dial: Verb, conference: Verb, after: Tuple[Verb, ...], now: float) -> None:
         """Put a call in its room's live conference, creating it if need be, and start it once it may."""
-        now = time.time()
+        attrs = {**dict(conference.attrs), "name": conference.text}
+        # <Dial> page: action "takes in an absolute URL"; method "Default value is POST".
+        call.dial_action = CallbackTarget(dial.attr("action"), dial.attr("method", "POST").upper())
+        call.after_dial = after
         conf = self._live_conference(attrs, now)
-        call.status = "in-progress"
         call.conference_sid = conf.sid
         call.joined_at = now
         call.start_conference_on_enter = _truthy(attrs.get("startConferenceOnEnter"), True)
@@ -262,10 +379,10 @@ class Simulator:
         with self.lock:
             conf = self.live_conference(conference_sid)
             now = time.time()
-            for sid in sorted(conf.present):
-                self.calls[sid].status = "completed"
-                self._depart(conf, self.calls[sid], now)
+            gone = self._drop_everyone(conf, now)
             self._end(conf, now)
+            for call in gone:  # still on the line: each call's <Dial> is over, its document goes on
+                self._dial_over(call, now)
             return conf
 
     def announce(self, conference_sid: str, url: str, method: str) -> None:
@@ -287,16 +404,23 @@ class Simulator:
                 return
             self._emit("announced", conf.name, present=len(conf.present), detail=said)
 
-    def _leave(self, call: Call, now: float) -> None:
-        """Take a call out of its conference; the conference ends when nobody is left."""
+    def _leave(self, call: Call, now: float) -> List[Call]:
+        """Take a call out of its conference, which ends when nobody is left; every call that left."""
         conf = self.conferences[call.conference_sid]
         self._depart(conf, call, now)
-        if call.end_conference_on_exit:
-            for sid in sorted(conf.present):
-                self.calls[sid].status = "completed"
-                self._depart(conf, self.calls[sid], now)
+        gone = [call]
+        if call.end_conference_on_exit:  # "the conference terminates and all participants drop out"
+            gone += self._drop_everyone(conf, now)
         if not conf.present:
             self._end(conf, now)
+        return gone
+
+    def _drop_everyone(self, conf: Conference, now: float) -> List[Call]:
+        """Every participant leaves the conference (they stay on their calls); who left."""
+        gone = [self.calls[sid] for sid in sorted(conf.present)]
+        for call in gone:
+            self._depart(conf, call, now)
+        return gone
 
     def _depart(self, conf: Conference, call: Call, now: float) -> None:
         """One participant leaves: report it, then finish the call's own recordings (as SignalWire does)."""
@@ -323,18 +447,21 @@ class Simulator:
 
     def _conference_callback(self, conf: Conference, event: str, now: float, call: Optional[Call] = None) -> None:
         """Send a conference status callback if the first participant asked for this event."""
-        # <Conference> noun, "Request parameters for the statusCallback URL": AccountSid, CallSid,
-        # ConferenceSid, FriendlyName, Muted, Hold, StartConferenceOnEnter, EndConferenceOnExit,
-        # StatusCallbackEvent, Timestamp ("in RFC 2822 format"). No SequenceNumber is documented.
+        # <Conference> noun, "Request parameters for the statusCallback URL": "First, you have the Standard
+        # Request Parameters" (a participant's call's: CallSid, AccountSid, From, To, CallStatus, ApiVersion,
+        # Direction; a conference event has no call, so only AccountSid), then ConferenceSid, FriendlyName,
+        # Muted, Hold, StartConferenceOnEnter, EndConferenceOnExit, StatusCallbackEvent, Timestamp ("in RFC
+        # 2822 format"). No SequenceNumber is documented.
         target = conf.status_callback
         # statusCallbackEvent table: `hold` covers "put on hold or put out of hold".
         asked = "hold" if event == "unhold" else event
         if not target.url or asked not in target.events:
             return
-        params = {"AccountSid": self.account_sid, "ConferenceSid": conf.sid, "FriendlyName": conf.name,
-                  "StatusCallbackEvent": CONFERENCE_EVENTS[event], "Timestamp": rfc2822(now)}
+        params = self._call_params(call) if call is not None else {"AccountSid": self.account_sid}
+        params.update(ConferenceSid=conf.sid, FriendlyName=conf.name, StatusCallbackEvent=CONFERENCE_EVENTS[event],
+                      Timestamp=rfc2822(now))
         if call is not None:
-            params.update(CallSid=call.sid, Muted=_flag(call.muted), Hold=_flag(call.hold),
+            params.update(Muted=_flag(call.muted), Hold=_flag(call.hold),
                           StartConferenceOnEnter=_flag(call.start_conference_on_enter),
                           EndConferenceOnExit=_flag(call.end_conference_on_exit))
         self._dispatcher.send(Callback(target.url, params, conf.sid, CONFERENCE_EVENTS[event], target.method,
@@ -358,8 +485,8 @@ class Simulator:
         """Start recording one call (REST `POST /Calls/{CallSid}/Recordings`)."""
         with self.lock:
             call = self.calls.get(call_sid)
-            if call is None or call.status != "in-progress":
-                raise NotFound(call_sid)
+            if call is None or not call.on_the_line or call.conference_sid is None or call.left_at is not None:
+                raise NotFound(call_sid)  # recorded here: what the conference hears of it and from it
             now = time.time()
             conf = self.conferences[call.conference_sid]
             # OpenAPI RecordingSource enum spells it StartCallRecordingApi.
@@ -425,6 +552,8 @@ class Simulator:
         # OpenAPI RecordingStatus has no `failed`: the resource of a failed recording reads `absent`.
         rec.failed = reported == "failed"
         rec.status = "absent" if rec.failed else reported
+        if rec.failed:  # the <Conference> page says `failed`, the RecordingStatusCallbackPayload `absent`
+            reported = self.behaviour.failed_recording_status
         self._recording_callback(rec, reported)
         self._emit("recording-completed", self._room_of(rec), detail=rec.sid)
 
@@ -443,7 +572,7 @@ class Simulator:
         # RecordingStatus, RecordingDuration, RecordingChannels, RecordingSource, and nothing else
         # (no ConferenceSid, no RecordingStartTime).
         target = rec.callback
-        if not target.url or status not in target.events:
+        if not target.url or not _asked(rec, status):
             return
         params = {"AccountSid": self.account_sid, "CallSid": rec.call_sid or "", "RecordingSid": rec.sid,
                   "RecordingUrl": self.recording_url(rec.sid), "RecordingStatus": status,
@@ -505,13 +634,45 @@ class Simulator:
             listener(event)
 
 
-def _conference_verb(laml: str) -> Optional[Dict[str, str]]:
-    """The attributes (plus `name`, the room) of `<Dial><Conference>` in a LaML document, or None."""
-    root = ElementTree.fromstring(laml)
-    for dial in root.iter("Dial"):
-        for conference in dial.iter("Conference"):
-            return {**conference.attrib, "name": (conference.text or "").strip()}
-    return None
+def laml_verbs(laml: str) -> Tuple[Verb, ...]:
+    """The verbs of a LaML `<Response>`, in order; ParseError when it is not XML."""
+    return tuple(_verb(element) for element in ElementTree.fromstring(laml))
+
+
+def _verb(element: ElementTree.Element) -> Verb:
+    """One LaML element as a Verb, its children as its nouns."""
+    return Verb(element.tag, tuple(element.attrib.items()), (element.text or "").strip(),
+                tuple(_verb(child) for child in element))
+
+
+def _conference_noun(verb: Verb) -> Optional[Verb]:
+    """The `<Conference>` of a `<Dial>`, or None."""
+    if verb.name != "Dial":
+        return None
+    return next((noun for noun in verb.nouns if noun.name == "Conference"), None)
+
+
+def _status_target(number: Optional[PhoneNumber]) -> CallbackTarget:
+    """The StatusCallback of a number, which its calls keep from the moment they arrive."""
+    # OpenAPI update_incoming_phone_number: "StatusCallback: The URL to request to pass status updates to";
+    # silent on calls already in progress when it changes: they keep the one they arrived with.
+    if number is None:
+        return CallbackTarget()
+    return CallbackTarget(number.status_callback, number.status_callback_method)
+
+
+def call_duration(call: Call) -> int:
+    """Seconds from answer to end ("The duration, in seconds, of the finished call"); 0 if never answered."""
+    if call.answered_at is None or call.ended_at is None:
+        return 0
+    return round(call.ended_at - call.answered_at)
+
+
+def _asked(rec: Recording, status: str) -> bool:
+    """Whether the recording's callback asked for `status`; either name of a failure asks for a conference's."""
+    if rec.conference_sid is not None and status in FAILURE_NAMES:
+        return bool(rec.callback.events & FAILURE_NAMES)
+    return status in rec.callback.events
 
 
 def _said(laml: str) -> str:

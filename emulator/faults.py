@@ -61,12 +61,25 @@ class Behaviour:
     # RecordingStatus lists both stopped and completed; silent on which a recording stopped over REST
     # reads once over. "completed": what its recording callback reports.
     stopped_status: str = "completed"
+    # A failed conference recording: the <Conference> noun's recordingStatusCallbackEvent table says
+    # "failed: The recording is not accessible because of a failure"; the OpenAPI RecordingStatusCallbackPayload
+    # has no `failed`, only "absent: Recording was too short or no audio was detected". "failed" or "absent".
+    failed_recording_status: str = "failed"
+    # Timestamp of the inbound call status callback (IncomingPhoneNumber StatusCallback): the cXML voice
+    # overview's "Status callbacks" says "of when the event occurred", the OpenAPI InboundCallStatusCallbackPayload
+    # "The timestamp of the call creation date/time". "event" (the call's end) or "created".
+    call_status_timestamp: str = "event"
+    # <Dial> action parameters: "DialCallSid: The unique identifier of the new call leg"; silent on a
+    # <Conference>, where no new leg is dialed. False: not sent (there is no new leg); True: the caller's CallSid.
+    conference_dial_call_sid: bool = False
 
     def __post_init__(self) -> None:
         """Refuse a value that is neither documented possibility."""
         for name, allowed in (("empty_conference_recording", ("completed", "failed")),
                               ("resumed_status", ("in-progress", "resumed")),
-                              ("stopped_status", ("completed", "stopped"))):
+                              ("stopped_status", ("completed", "stopped")),
+                              ("failed_recording_status", ("failed", "absent")),
+                              ("call_status_timestamp", ("event", "created"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 

@@ -7,7 +7,7 @@ seconds (`time.time()`), the clock SignalWire's Timestamps use.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Set
+from typing import List, Optional, Set, Tuple
 
 from emulator import audio
 
@@ -109,11 +109,37 @@ class PhoneNumber:
     voice_method: str = "POST"
     created_at: float = 0.0
     updated_at: float = 0.0
+    # OpenAPI update_incoming_phone_number: StatusCallback, StatusCallbackMethod ("Default is `POST`").
+    status_callback: str = ""
+    status_callback_method: str = "POST"
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One LaML instruction of a `<Response>`: its name, attributes and text (`<Dial>`: its nouns too)."""
+
+    name: str
+    attrs: Tuple[Tuple[str, str], ...] = ()
+    text: str = ""
+    nouns: Tuple["Verb", ...] = ()
+
+    def attr(self, name: str, default: str = "") -> str:
+        """An attribute's value, or `default`."""
+        return dict(self.attrs).get(name, default)
+
+
+@dataclass(frozen=True)
+class CallbackTarget:
+    """Where and which events to report, as a `<Conference>` or REST request asked."""
+
+    url: str = ""
+    method: str = "POST"
+    events: frozenset = frozenset()
 
 
 @dataclass
 class Call:
-    """One simulated caller's call leg."""
+    """One simulated caller's inbound call."""
 
     sid: str
     from_: str
@@ -121,7 +147,16 @@ class Call:
     label: str
     voice_seed: int
     created_at: float
+    fault_key: str = ""  # the call's own callbacks (status, dial action) draw from streams named after it
+    phone_number_sid: Optional[str] = None
+    status_callback: CallbackTarget = CallbackTarget()  # the number's StatusCallback when the call arrived
+    # OpenAPI CallStatus; in-progress from the moment its LaML runs until it ends (also between leaving a
+    # conference and the end of its document).
     status: str = "ringing"  # ringing | in-progress | completed | failed
+    answered_at: Optional[float] = None  # its LaML began to run: the Call resource's start_time
+    ended_at: Optional[float] = None
+    dial_action: CallbackTarget = CallbackTarget()  # <Dial action method> of the conference it joined
+    after_dial: Tuple[Verb, ...] = ()  # the document's verbs after that <Dial>
     conference_sid: Optional[str] = None
     joined_at: Optional[float] = None
     left_at: Optional[float] = None
@@ -132,14 +167,10 @@ class Call:
     updated_at: Optional[float] = None  # last hold change or leave, the participant's date_updated
     recording_sids: List[str] = field(default_factory=list)
 
-
-@dataclass(frozen=True)
-class CallbackTarget:
-    """Where and which events to report, as a `<Conference>` or REST request asked."""
-
-    url: str = ""
-    method: str = "POST"
-    events: frozenset = frozenset()
+    @property
+    def on_the_line(self) -> bool:
+        """Answered and not yet ended."""
+        return self.status == "in-progress"
 
 
 @dataclass

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from emulator import audio
-from emulator.calls import API_VERSION, NotFound, Simulator, Unprocessable, rfc2822
+from emulator.calls import AUDIO_IN_MOS, API_VERSION, NotFound, Simulator, Unprocessable, call_duration, rfc2822
 from emulator.faults import FaultInjector
 from emulator.model import Call, CallbackTarget, Conference, PhoneNumber, Recording
 
@@ -29,6 +29,7 @@ MAX_PAGE_SIZE = 1000
 CONFERENCE_STATUSES = ("init", "in-progress", "completed")
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 STATUS_CHOICES = ("paused", "in-progress", "stopped")
+CALLBACK_METHODS = ("GET", "POST")
 PAUSE_BEHAVIORS = ("skip", "silence")
 ERROR_TEXT = {400: "Bad Request", 401: "Authentication Error - invalid username", 404: "Not Found",
               405: "Method Not Allowed", 422: "Unprocessable Entity", 500: "Internal Server Error",
@@ -92,7 +93,7 @@ class RestLog:
 
 
 def error(status: int, message: str = "", code: Optional[int] = None) -> Response:
-    """SignalWire's error body: code, message, more_info, status."""
+    """SignalWire's error body: code, message, more_info, status (OpenAPI CompatibilityErrorResponse)."""
     code = code or 20000 + status
     body = jsonify(code=code, message=message or ERROR_TEXT.get(status, "Error"),
                    more_info=f"https://www.signalwire.com/docs/errors/{code}", status=status)
@@ -120,7 +121,9 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
     route("/Conferences/<sid:conference_sid>/Recordings", views.conference_recordings)
     route("/Conferences/<sid:conference_sid>/Recordings/<sid:recording_sid>", views.conference_recording,
           ("GET", "POST", "DELETE"))
+    route("/Calls/<sid:call_sid>", views.call)
     route("/Calls/<sid:call_sid>/Recordings", views.create_call_recording, ("POST",))
+    route("/Calls/<sid:call_sid>/Recordings", views.call_recordings)
     route("/Calls/<sid:call_sid>/Recordings/<sid:recording_sid>", views.call_recording, ("GET", "POST"))
     route("/IncomingPhoneNumbers", views.numbers)
     route("/IncomingPhoneNumbers/<sid:number_sid>", views.number, ("GET", "POST"))
@@ -258,8 +261,9 @@ class _Views:
         except NotFound:
             return error(404, f"The requested resource /Conferences/{conference_sid} was not found", 20404)
         except Unprocessable:
-            # The docs list 422 for this update; silent on which cases: a completed conference is one.
-            return _unprocessable(f"Conference {conference_sid} is completed")
+            # OpenAPI update_conference: 422 CompatibilityErrorResponse; silent on which cases: a completed
+            # conference is one.
+            return error(422, f"Conference {conference_sid} is completed")
         return None
 
     def participants(self, conference_sid: str):
@@ -281,8 +285,8 @@ class _Views:
                     else self._listed_participant(call_sid, conference_sid))
         except NotFound:
             return error(404, f"The requested resource /Participants/{call_sid} was not found", 20404)
-        except Unprocessable:
-            return _unprocessable(f"Participant {call_sid} has left the conference")
+        except Unprocessable:  # OpenAPI update_participant: 422 CompatibilityErrorResponse
+            return error(422, f"Participant {call_sid} has left the conference")
         with self.sim.lock:
             return jsonify(self._participant_json(call, self.sim.conferences[call.conference_sid]))
 
@@ -343,10 +347,22 @@ class _Views:
             rec = self.sim.record_call(call_sid, channels, track, target, form.get("Trim", "do-not-trim"))
         except NotFound:
             return error(404, f"The requested resource /Calls/{call_sid} was not found or is not in progress", 20404)
+        with self.sim.lock:  # OpenAPI create_recording: "200: The request has succeeded."
+            return jsonify(self._recording_json(rec))
+
+    def call_recordings(self, call_sid: str):
+        """List a call's recordings, finished ones included, deleted ones not."""
+        # OpenAPI Call.subresource_uris.recordings: ".../Calls/{CallSid}/Recordings.json".
         with self.sim.lock:
-            response = jsonify(self._recording_json(rec))
-        response.status_code = 201
-        return response
+            call = self._call(call_sid)
+            items = [self._recording_json(self.sim.recordings[sid]) for sid in call.recording_sids
+                     if not self.sim.recordings[sid].deleted]
+        return self._page("recordings", items)
+
+    def call(self, call_sid: str):
+        """Fetch a call (OpenAPI retrieve_a_call)."""
+        with self.sim.lock:
+            return jsonify(self._call_json(self._call(call_sid)))
 
     def call_recording(self, call_sid: str, recording_sid: str):
         """Fetch, or pause/resume/stop, a call recording."""
@@ -365,8 +381,11 @@ class _Views:
         except NotFound:
             return self._missing_recording(recording_sid)
         except Unprocessable:
-            return _unprocessable(f"Recording {recording_sid} is {self.sim.recordings[recording_sid].status} "
-                                  "and can no longer be updated")
+            message = (f"Recording {recording_sid} is {self.sim.recordings[recording_sid].status} "
+                       "and can no longer be updated")
+            # OpenAPI: update_conference_recording answers 422 CompatibilityErrorStringArrayResponse,
+            # update_recording (a call's) 422 CompatibilityErrorResponse.
+            return _unprocessable(message) if owner.get("conference_sid") else error(422, message)
         with self.sim.lock:
             answer = self._recording_json(rec)
         return jsonify(self._as_update_answer(answer, rec))
@@ -403,14 +422,20 @@ class _Views:
         return self._page("incoming_phone_numbers", items)
 
     def number(self, number_sid: str):
-        """Fetch a number, or set its VoiceUrl/VoiceMethod."""
+        """Fetch a number, or set its VoiceUrl/VoiceMethod and StatusCallback/StatusCallbackMethod."""
+        form = request.form
+        # OpenAPI update_incoming_phone_number: StatusCallbackMethod "GET" | "POST", "Default is `POST`".
+        if form.get("StatusCallbackMethod", "POST").upper() not in CALLBACK_METHODS:
+            return error(400, "StatusCallbackMethod must be GET or POST", 20001)
         with self.sim.lock:
             number = self.sim.numbers.get(number_sid)
             if number is None:
                 return error(404, f"The requested resource /IncomingPhoneNumbers/{number_sid} was not found", 20404)
             if request.method == "POST":
-                number.voice_url = request.form.get("VoiceUrl", number.voice_url)
-                number.voice_method = request.form.get("VoiceMethod", number.voice_method).upper()
+                number.voice_url = form.get("VoiceUrl", number.voice_url)
+                number.voice_method = form.get("VoiceMethod", number.voice_method).upper()
+                number.status_callback = form.get("StatusCallback", number.status_callback)
+                number.status_callback_method = form.get("StatusCallbackMethod", number.status_callback_method).upper()
                 number.updated_at = time.time()
             return jsonify(self._number_json(number))
 
@@ -441,6 +466,13 @@ class _Views:
             abort(error(404, f"The requested resource /Conferences/{conference_sid} was not found", 20404))
         return conf
 
+    def _call(self, call_sid: str) -> Call:
+        """The call, or abort with SignalWire's 404."""
+        call = self.sim.calls.get(call_sid)
+        if call is None:
+            abort(error(404, f"The requested resource /Calls/{call_sid} was not found", 20404))
+        return call
+
     @staticmethod
     def _page(key: str, items: list) -> Response:
         """One page of `items` (Page, PageSize) in the OpenAPI *ListResponse envelope."""
@@ -451,12 +483,14 @@ class _Views:
             size = min(max(int(request.args.get("PageSize", PAGE_SIZE)), 1), MAX_PAGE_SIZE)
         except ValueError:
             return error(400, "Page and PageSize must be integers", 20001)
+        # e.g. CallListResponse: uri, first_page_uri, next_page_uri, previous_page_uri, page, page_size and
+        # the list; no start, end or total.
         start = page * size
-        chunk = items[start:start + size]
-        return jsonify({key: chunk, "uri": _page_uri(page, size), "first_page_uri": _page_uri(0, size),
+        return jsonify({key: items[start:start + size], "uri": _page_uri(page, size),
+                        "first_page_uri": _page_uri(0, size),
                         "next_page_uri": _page_uri(page + 1, size) if start + size < len(items) else None,
                         "previous_page_uri": _page_uri(page - 1, size) if page > 0 else None,
-                        "page": page, "page_size": size, "start": start, "end": start + max(len(chunk) - 1, 0)})
+                        "page": page, "page_size": size})
 
     def _conference_json(self, conf: Conference) -> dict:
         """A conference resource: exactly the OpenAPI Conference schema's fields."""
@@ -492,6 +526,28 @@ class _Views:
                 "uri": f"{self.base}/{owner}/Recordings/{rec.sid}.json",
                 "subresource_uris": {"transcriptions": f"{self.base}/Recordings/{rec.sid}/Transcriptions.json"}}
 
+    def _call_json(self, call: Call) -> dict:
+        """A call: the OpenAPI Call schema's fields (quality figures once it is over, like SignalWire's)."""
+        uri = f"{self.base}/Calls/{call.sid}"
+        over = call.ended_at is not None
+        updated = max(t for t in (call.created_at, call.answered_at, call.joined_at, call.left_at, call.ended_at)
+                      if t is not None)
+        return {"sid": call.sid, "account_sid": self.project, "api_version": API_VERSION,
+                "date_created": rfc2822(call.created_at), "date_updated": rfc2822(updated),
+                "parent_call_sid": None,  # an inbound call: nothing created it
+                "to": call.to, "formatted_to": _formatted(call.to), "to_formatted": _formatted(call.to),
+                "from": call.from_, "formatted_from": _formatted(call.from_), "from_formatted": _formatted(call.from_),
+                "phone_number_sid": call.phone_number_sid, "status": call.status, "direction": "inbound",
+                "start_time": rfc2822(call.answered_at) if call.answered_at is not None else None,
+                "end_time": rfc2822(call.ended_at) if over else None, "duration": call_duration(call),
+                "price": None, "price_unit": "USD", "answered_by": None, "forwarded_from": None, "caller_name": None,
+                "annotation": None, "group_sid": None, "uri": uri + ".json",
+                "subresource_uris": {"notifications": None, "recordings": uri + "/Recordings.json"},
+                "audio_in_mos": float(AUDIO_IN_MOS) if over and call.answered_at is not None else None,
+                "sip_result_code": None, "audio_rtt_avg": None, "audio_rtt_min": None, "audio_rtt_max": None,
+                "audio_out_jitter_min": None, "audio_out_jitter_max": None, "audio_out_jitter_avg": None,
+                "audio_out_lost": None}
+
     def _number_json(self, number: PhoneNumber) -> dict:
         """An IncomingPhoneNumber: the OpenAPI schema's fields (every one the SDK's constructor reads)."""
         return {"account_id": self.project, "account_sid": self.project, "address_requirements": "none",
@@ -503,7 +559,8 @@ class _Views:
                 "date_created": rfc2822(number.created_at), "date_updated": rfc2822(number.updated_at),
                 "friendly_name": number.phone_number, "phone_number": number.phone_number,
                 "sms_application_sid": None, "sms_fallback_method": "POST", "sms_fallback_url": None,
-                "sms_method": "POST", "sms_url": None, "status_callback": None, "status_callback_method": "POST",
+                "sms_method": "POST", "sms_url": None, "status_callback": number.status_callback or None,
+                "status_callback_method": number.status_callback_method,
                 "voice_application_sid": None, "voice_caller_id_lookup": False, "voice_fallback_method": "POST",
                 "voice_fallback_url": None, "voice_method": number.voice_method, "voice_url": number.voice_url,
                 "uri": f"{self.base}/IncomingPhoneNumbers/{number.sid}.json"}
@@ -514,6 +571,14 @@ def _unprocessable(message: str) -> Response:
     body = jsonify(errors=[message])
     body.status_code = 422
     return body
+
+
+def _formatted(number: str) -> str:
+    """A North American number as the Call resource's formatted_to shows it, "(310) 567-8901"; others as given."""
+    digits = number[2:]
+    if number.startswith("+1") and len(digits) == 10 and digits.isdigit():
+        return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}"
+    return number
 
 
 def _page_uri(page: int, size: int) -> str:

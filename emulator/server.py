@@ -93,9 +93,9 @@ class Emulator:
 
     # Driving calls
 
-    def add_number(self, phone_number: str, voice_url: str) -> PhoneNumber:
-        """Provision a number whose calls fetch LaML from `voice_url`."""
-        return self.sim.add_number(phone_number, voice_url)
+    def add_number(self, phone_number: str, voice_url: str, status_callback: str = "") -> PhoneNumber:
+        """Provision a number whose calls fetch LaML from `voice_url` (and report their end to `status_callback`)."""
+        return self.sim.add_number(phone_number, voice_url, status_callback=status_callback)
 
     def dial(self, to: str, from_: str, label: str = "") -> Call:
         """Place an inbound call to `to` and follow the LaML it gets."""
