@@ -55,6 +55,7 @@ class Presence:
     known: bool = False  # the call came through /voice/inbound, or a REST read listed it
     hold: bool = False  # on the line but on hold: hears hold music and takes no part
     host: bool = False  # dialed in from one of the room's HOST_NUMBERS
+    terminal: bool = False  # the call itself ended (its status or its <Dial> action): off the line for good
 
     @property
     def line(self) -> Tuple[bool, bool]:
@@ -180,8 +181,7 @@ def evolve(obj, **changes):
 
 _KINDS = (Presence, Transition, Caller, RecordingInfo, Conference)
 _FIELDS = {kind: frozenset(f.name for f in fields(kind)) for kind in _KINDS}
-_CACHED = {kind: tuple(name for name, value in vars(kind).items() if isinstance(value, _memo))
-           for kind in _KINDS}
+_CACHED = {kind: tuple(name for name, value in vars(kind).items() if isinstance(value, _memo)) for kind in _KINDS}
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))

@@ -11,6 +11,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from config import RoomRule
 from quorum import policy
+from quorum.call_end import call_ended
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
 from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, alone, evolve,
@@ -59,6 +60,16 @@ class RecordingEvent:
     url: Optional[str] = None
     duration_s: Optional[float] = None
     call_sid: Optional[str] = None  # set for a participant's own recording (from our callback URL)
+
+
+@dataclass(frozen=True)
+class CallStatusEvent:
+    """A call's own end: its <Dial> action (it left the conference) or its status callback (it hung up)."""
+
+    room: str  # from our <Dial> action's query, or the room /voice/inbound chose from the dialed number
+    call_sid: str
+    at: float  # when it ended: from SignalWire's Timestamp, else our arrival clock
+    received: Optional[float] = None  # perf_counter() when the callback arrived, for the crossing latency
 
 
 class RecordingController:
@@ -113,6 +124,32 @@ class RecordingController:
         if displaced:
             self._park(displaced["conference"], now)
         return self._after(event.room, result, f"{event.kind} call={event.call_sid}", event.conference_sid,
+                           crossed.get("at"))
+
+    def call_ended(self, event: CallStatusEvent) -> Decision:
+        """End a call's presence in the room's current conference, if that conference holds the call;
+        IGNORED otherwise (a call-status never creates a conference: it names none)."""
+        now = self._clock()
+        held, crossed = {}, {}
+
+        def apply(conf: Optional[Conference]) -> Optional[Conference]:
+            held.clear()  # a retried mutation starts over
+            crossed.clear()
+            if conf is None or event.call_sid not in conf.participants:
+                return conf
+            held["conference"] = conf.conference_sid
+            after = call_ended(conf, event.call_sid, event.at)
+            if after is conf:
+                return conf  # it ended already: a duplicate, or its other signal
+            if after.wanted != conf.wanted:
+                crossed["at"] = event.received
+            return policy.connection_event(after, event.call_sid, False, now)
+
+        result = self._store.mutate(event.room, apply)
+        if not held:
+            log.info("room=%s call=%s call-ended action=ignore reason=not-in-conference", event.room, event.call_sid)
+            return Decision.IGNORED
+        return self._after(event.room, result, f"call-ended call={event.call_sid}", held["conference"],
                            crossed.get("at"))
 
     def _park(self, old: Conference, now: float) -> None:

@@ -209,8 +209,9 @@ class SignalWireGateway:
             for c in self._client.conferences.stream(status="in-progress", page_size=LIVE_PAGE_SIZE)))
         return outcome, found
 
-    def point_number_at(self, phone_number: str, voice_url: str) -> Outcome:
-        """Set the number's voice webhook; GONE when the number is not in this project."""
+    def point_number_at(self, phone_number: str, voice_url: str, status_url: str) -> Outcome:
+        """Set the number's voice webhook and its StatusCallback (the calls' own ends); GONE when the number is not
+        in this project."""
         found = []
         outcome = self._call("find-number", f"look up {phone_number}", lambda: found.extend(
             self._client.incoming_phone_numbers.list(phone_number=phone_number, limit=1)))
@@ -219,7 +220,8 @@ class SignalWireGateway:
         if not found:
             return Outcome.GONE
         return self._call("point-number", f"point {phone_number} at {voice_url}",
-                          lambda: found[0].update(voice_url=voice_url, voice_method="POST"))
+                          lambda: found[0].update(voice_url=voice_url, voice_method="POST", status_callback=status_url,
+                                                  status_callback_method="POST"))
 
     def delete_recording(self, recording_sid: str) -> Outcome:
         """Delete a recording and its media at SignalWire (`DELETE /Recordings/{R}`); GONE: 404, already gone."""

@@ -21,6 +21,18 @@ def recording_callback_url(public_base: str, room: str, call_sid: str = "") -> s
     return f"{public_base}/voice/recording-status?{urlencode(query)}"
 
 
+def call_status_url(public_base: str, room: str = "") -> str:
+    """Where a call's own end is told: our <Dial> action names the room; the number's StatusCallback cannot."""
+    return f"{public_base}/voice/call-status" + (f"?{urlencode({'room': room})}" if room else "")
+
+
+def hangup_laml() -> str:
+    """End the call: the answer to our <Dial> action, so a caller who left the conference goes nowhere else."""
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
 def announce_url(public_base: str, room: str) -> str:
     """Where SignalWire fetches the room's announcement (Update a Conference: AnnounceUrl)."""
     return f"{public_base}/voice/announce?{urlencode({'room': room})}"
@@ -40,7 +52,8 @@ def conference_laml(room: str, public_base: str, trim: str, starts_conference: b
     A caller who does not start the conference (not a host, where the room has hosts) waits with
     SignalWire's hold music, which is not recorded, until one who does arrives.
     """
-    dial = Dial()
+    # The action comes "after the dialed call ends": the call's own word that it left, beside participant-leave.
+    dial = Dial(action=call_status_url(public_base, room), method="POST")
     dial.conference(
         room,
         record="record-from-start",

@@ -119,7 +119,8 @@ def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float,
 
 def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, known: bool = False,
                       hold: bool = False, host: bool = False) -> Conference:
-    """Apply a join, leave, hold or unhold; duplicates and events older than the call's newest are no-ops.
+    """Apply a join, leave, hold or unhold; duplicates, events older than the call's newest and events of a call
+    that ended are no-ops.
 
     An event says where the call is: (in the conference, on hold). Timestamps have one-second resolution and
     no sequence number: a conflicting event in the same second as the call's newest is applied in arrival
@@ -127,7 +128,7 @@ def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, 
     """
     line = (joined, joined and hold)
     seen = conf.participants.get(call_sid)
-    if seen is not None and (at < seen.at or (at == seen.at and seen.line == line)):
+    if seen is not None and (seen.terminal or at < seen.at or (at == seen.at and seen.line == line)):
         return conf
     if seen is not None and seen.line == line:
         # Same state, later time: an event between them was missed. Keep the newer time, so a conflicting
@@ -209,7 +210,7 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     for call in set(conf.participants) | set(snapshot.present):
         seen = conf.participants.get(call)
         line = (call in snapshot.present, call in snapshot.held)
-        if seen is not None and (seen.version > start.version or seen.line == line):
+        if seen is not None and (seen.terminal or seen.version > start.version or seen.line == line):
             participants[call] = evolve(seen, known=True) if seen.line == line else seen
         else:
             participants[call] = Presence(line[0], max(start.stamp, seen.at if seen else 0.0), conf.version + 1,

@@ -36,10 +36,10 @@ def compute(signing_key: str, url: str, form: Mapping[str, str]) -> str:
 
 
 def is_valid(signing_key: str, url: str, form: Mapping[str, str], signature: Optional[str]) -> bool:
-    """Whether `signature` signs `url` and `form`, with or without the scheme's default port.
+    """Whether `signature` signs `url` and `form`, with or without the scheme's default port, or without its port.
 
-    SignalWire's signer is not consistent about ":443", so both spellings are accepted
-    (as its own SDK does); the common one is tried first so most requests cost one HMAC.
+    SignalWire's signer is not consistent about ports, so the spellings twilio 6.54's RequestValidator accepts
+    are accepted (as SignalWire's own SDK does); the common one is tried first so most requests cost one HMAC.
     """
     if not signature:
         return False
@@ -53,11 +53,12 @@ def is_valid(signing_key: str, url: str, form: Mapping[str, str], signature: Opt
 
 
 def _port_spellings(url: str):
-    """The URL as given, then with its default port toggled."""
+    """The URL as given, then with the default port added when it has none, or with its port removed."""
     yield url
     parts = urlsplit(url)
     default = DEFAULT_PORTS.get(parts.scheme)
     if parts.port is None and default:
         yield urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}"))
-    elif parts.port == default:
-        yield urlunsplit(parts._replace(netloc=parts.hostname))
+    elif parts.port is not None:
+        # Any port, as twilio's remove_port does; rsplit keeps userinfo and an IPv6 host's brackets whole.
+        yield urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0]))

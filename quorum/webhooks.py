@@ -10,7 +10,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from quorum import input_checks
 from quorum import laml
 from quorum import signatures
-from quorum.controller import ConferenceEvent, Decision, RecordingEvent
+from quorum.call_end import CALL_OVER, end_time
+from quorum.controller import CallStatusEvent, ConferenceEvent, Decision, RecordingEvent
 
 log = logging.getLogger("quorum.webhooks")
 
@@ -130,6 +131,47 @@ def recording_status():
                            duration_s=_number(request.form.get("RecordingDuration")),
                            call_sid=request.args.get("call", "").strip() or None)
     return _outcome(current_app.extensions["quorum"].controller.recording_event(event))
+
+
+@bp.post("/call-status")
+def call_status():
+    """A call's own end, beside its participant-leave: our <Dial> action (answered with Hangup) or the number's
+    StatusCallback."""
+    missing = _missing("CallSid")
+    if missing:
+        return missing
+    config, form, now = current_app.config["QUORUM"], request.form, time.time()
+    # The number's StatusCallback has no room in its URL: it is the room /voice/inbound chose for the dialed number.
+    room = request.args.get("room", "").strip() or laml.choose_room(config.conference_room, form.get("To", "").strip())
+    if not room:
+        return _error(400, "missing field: To")
+    if not input_checks.valid_room(room):
+        return _error(400, "invalid field: To")
+    at = now  # the <Dial> action carries no Timestamp: our arrival clock (SignalWire's Timestamps are wall clock too)
+    if form.get("Timestamp", "").strip():
+        stamp = input_checks.event_time(form["Timestamp"])
+        if stamp is None:
+            return _error(400, "invalid field: Timestamp")
+        at = end_time(stamp, _whole_seconds(form.get("CallDuration", "")), now)
+        if input_checks.too_old(at, now, config.event_max_age_s):
+            log.warning("refused stale call-status call=%s: ended %.0f s ago, window %.0f s", form["CallSid"],
+                        now - at, config.event_max_age_s)
+            return _error(400, f"stale event: Timestamp older than {config.event_max_age_s:.0f} s")
+    # The action comes "after the dialed call ends", whatever DialCallStatus says: the caller left the conference.
+    dial_ended = bool(form.get("DialCallStatus", "").strip())
+    outcome = Decision.IGNORED
+    if dial_ended or form.get("CallStatus", "").strip() in CALL_OVER:
+        event = CallStatusEvent(room=room, call_sid=form["CallSid"].strip(), at=at, received=g.received)
+        outcome = current_app.extensions["quorum"].controller.call_ended(event)
+    if dial_ended:
+        return Response(laml.hangup_laml(), mimetype="text/xml", headers={"X-Quorum-Outcome": outcome})
+    return _outcome(outcome)
+
+
+def _whole_seconds(raw: str) -> int:
+    """A duration field of up to 9 digits (30 years) as seconds; anything else counts as 0."""
+    raw = raw.strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
 
 
 def _number(raw: str | None) -> float | None:

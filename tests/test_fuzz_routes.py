@@ -17,7 +17,7 @@ TOKEN = "fuzz-0123456789-abcdefghij"
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 FIELDS = ["ConferenceSid", "FriendlyName", "StatusCallbackEvent", "CallSid", "Timestamp", "RecordingSid",
           "RecordingStatus", "RecordingUrl", "RecordingDuration", "To", "From", "token", "next", "room", "status",
-          "page", "per_page", "call"]
+          "page", "per_page", "call", "CallStatus", "DialCallStatus", "CallDuration"]
 EVENTS = ["conference-start", "conference-end", "participant-join", "participant-leave", "participant-mute"]
 
 # Values that reach past the edge checks as well as ones that do not.
@@ -38,9 +38,14 @@ conference_callbacks = st.fixed_dictionaries({"ConferenceSid": sids, "StatusCall
                                               "Timestamp": fresh | values}, optional=optional)
 recording_callbacks = st.fixed_dictionaries({"RecordingSid": sids, "RecordingStatus": st.sampled_from(
     ["in-progress", "completed"]) | values}, optional=optional)
+call_statuses = st.sampled_from(["completed", "failed", "busy", "no-answer", "canceled", "in-progress", "answered"])
+call_status_callbacks = st.fixed_dictionaries({"CallSid": sids}, optional={
+    **{k: v for k, v in optional.items() if k != "CallSid"}, "CallStatus": call_statuses | values, "DialCallStatus": call_statuses | values, "Timestamp": fresh | values,
+    "CallDuration": st.sampled_from(["0", "30", "3600", "99999999999999999999", "nan", "-1"]) | values})
 random_forms = st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=12)), values, max_size=8)
 FORMS = {"/voice/conference-status": conference_callbacks | random_forms,
-         "/voice/recording-status": recording_callbacks | random_forms}
+         "/voice/recording-status": recording_callbacks | random_forms,
+         "/voice/call-status": call_status_callbacks | random_forms}
 headers = st.fixed_dictionaries({}, optional={
     "Authorization": st.one_of(st.just(f"Bearer {TOKEN}"), st.text(max_size=30).map(lambda t: f"Bearer {t}"),
                                st.text(max_size=30)),

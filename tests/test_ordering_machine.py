@@ -8,7 +8,11 @@ queue's own `_act_once`, `_command_change` and `_read_change` run commands and m
 The reference model is SignalWire: which calls are on the line and which of them are on hold (its
 clock; callbacks carry one-second Timestamps, so events in one second share one), whether the
 conference has started, and the recording's real state (changed by every command SignalWire applied,
-including ones whose answer timed out). Out of scope: conference-end and the room's next conference,
+including ones whose answer timed out). A call that hangs up sends two signals, each delivered, duplicated,
+reordered or dropped on its own: the conference's `participant-leave` and the call's own status (its <Dial>
+action or the number's StatusCallback), stamped with the event's second, its arrival's, or the call's creation
+(SignalWire documents both of the latter); its CallSid never comes back. A call may also leave without hanging up
+(LaML from before the <Dial action>) and rejoin with the same CallSid. Out of scope: conference-end and the room's next conference,
 participant recordings, recording callbacks other than `in-progress` (tests/test_lone_caller.py
 covers those), a call that joins already on hold.
 
@@ -35,7 +39,9 @@ Invariants:
    the line-up implied by what this process has been told: for each call, its place (on the line or
    not, on hold or not) in the newest (in SignalWire's true order) of the callbacks delivered to it and
    the snapshots of the reads that landed in it. A read's snapshot is as of its sending, so a callback
-   delivered after a read was sent outranks the read exactly when its event is newer. Not checked
+   delivered after a read was sent outranks the read exactly when its event is newer. A call-status tells this
+   process that its call is off the line for good, unless the conference held no such call when it came (a
+   call-status names no conference, so Quorum sets it aside). Not checked
    - while the policy itself has asked for a confirmation read (`recheck`: it saw a same-second
      conflict, adopted a lost conference, or the reconciler asked for a routine read);
    - after the API refused a read (`assume_verified`) while a call had a same-second conflict (two
@@ -43,14 +49,17 @@ Invariants:
      arrival order then decides, by design, until a later read lands;
    - when a call's newest information may rest on a callback not delivered yet: some callback about it
      is undelivered whose event comes after a delivered callback about it and no later than its newest
-     information (a read reflects every event before it was sent);
+     information (a read reflects every event before it was sent), unless a call-status ended the call;
    - after a read landed that an earlier-sent read landed ahead of, until a read sent after that lands:
      `recover` takes what the earlier read wrote for news newer than the later one and keeps it, a
      known bug (tests/test_policy_rules.py, the xfail test of two overlapping reads).
 3. A duplicate callback leaves the conference object unchanged, unless the call's newest state has
    the duplicate's Timestamp and another place (a duplicate then cannot be told from a genuine event
-   in that second): then the policy must at least ask for a confirmation read.
+   in that second): then the policy must at least ask for a confirmation read. A call that ended is past
+   every such doubt, and a call-status set aside the first time counts as new.
 4. No step raises.
+5. A call whose call-status this process applied is never on the line again in its conference, whatever is
+   delivered or read after it (checked after every step, `recheck` or not).
 
 QUORUM_MACHINE_EXAMPLES=N runs N examples instead of the default suite's 300 (about 10 s).
 """
@@ -70,26 +79,30 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from config import RoomRule
 from quorum import policy
 from quorum.command_queue import CommandQueue, _for_conference
-from quorum.controller import ConferenceEvent, RecordingController, RecordingEvent
+from quorum.controller import CallStatusEvent, ConferenceEvent, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
 from recording_state import PAUSED, RECORDING, MemoryStore
 
 ROOM = "+15550001111"
 CONF = "c0nf0000-0000-4000-8000-000000000001"
 REC = "rec00000-0000-4000-8000-000000000001"
-CALLS = ("call-a", "call-b", "call-c")
+CALLS = ("call-a", "call-b", "call-c", "call-d", "call-e")  # a call that hung up never comes back: new ones do
+MAX_LINE = 3
 HOST_NUMBER, GUEST_NUMBER = "+15550009999", "+15550002222"
 STEPS = [0.0, 0.0, 0.3, 0.6, 1.0, 2.0]  # SignalWire clock advance per event: same-second events are common
 # Reads of one room overlap only across processes, once a read outlives the read lock's TTL: rare, but it
 # is what tests the merge of a read against another that landed during it.
 MAX_PENDING_READS = 3
-MAX_DROPS = 1  # SignalWire gives up on a callback after 3 attempts: rare
+MAX_DROPS = 2  # SignalWire gives up on a callback after 3 attempts: rare; two, so both signals of one hang-up can go
 MAX_RESTARTS = 2
 EXAMPLES = int(os.environ.get("QUORUM_MACHINE_EXAMPLES", "300"))
 API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
 # Where a participant callback says its call is: (on the line, on hold).
 PLACE = {"participant-join": (True, False), "participant-leave": (False, False),
-         "participant-hold": (True, True), "participant-unhold": (True, False)}
+         "participant-hold": (True, True), "participant-unhold": (True, False), "call-status": (False, False)}
+# What a call-status's time is: its event's second, its arrival's (a <Dial> action has no Timestamp), or the call's
+# creation (how SignalWire's Incoming call status callback page reads its Timestamp). Never later than its arrival.
+CALL_STATUS_TIMES = ("event", "arrival", "creation")
 # How the model's SignalWire answers a pause/resume: (what the gateway returns, whether it took effect).
 COMMAND_OUTCOMES = {"ok": (Outcome.OK, True), "timeout-applied": (Outcome.RETRY, True),
                     "timeout-lost": (Outcome.RETRY, False), "refused": (Outcome.REJECTED, False)}
@@ -100,9 +113,10 @@ class Callback:
     """One callback SignalWire sends; `seq` is its event's place in SignalWire's true order."""
 
     seq: int
-    kind: str  # participant-join | -leave | -hold | -unhold | conference-start | recording
+    kind: str  # participant-join | -leave | -hold | -unhold | conference-start | recording | call-status
     at: int  # the Timestamp it carries
     call: Optional[str] = None
+    arrival: bool = False  # a call-status timed by its arrival: `at` is then the second it is delivered in
 
 
 @dataclass(frozen=True)
@@ -171,6 +185,8 @@ class OrderingMachine(RuleBasedStateMachine):
         self.line: set = set()
         self.held: set = set()  # the calls on the line that are on hold
         self.called: set = set()  # calls that have joined at least once
+        self.created: Dict[str, int] = {}  # call -> the second it first joined: its creation, near enough
+        self.hung_up: set = set()  # calls that ended: their CallSids never come back
         self.first_join_at: Optional[int] = None
         self.recording: Optional[str] = None  # None until the conference starts (record-from-start)
         self.pending: List[Callback] = []
@@ -194,25 +210,31 @@ class OrderingMachine(RuleBasedStateMachine):
         self.remembered: set = set()  # calls whose voice webhook ran in this process
         self.conflicts: Dict[str, int] = {}  # call -> deliveries up to its latest same-second conflict
         self.given_up: set = set()  # conflicted calls whose confirmation read the API refused
+        self.ended: set = set()  # calls a call-status took off the line in this process: K's word on them is final
 
     # --- SignalWire's side -------------------------------------------------------------------------
 
-    def _event(self, kind: str, call: Optional[str] = None) -> None:
-        """Queue the callback of an event that just happened at SignalWire."""
+    def _event(self, kind: str, call: Optional[str] = None, at: Optional[int] = None, arrival: bool = False) -> None:
+        """Queue the callback of an event that just happened at SignalWire (`at`: its Timestamp, if not now's)."""
         self.seq += 1
-        callback = Callback(self.seq, kind, math.floor(self.clock), call)
+        callback = Callback(self.seq, kind, math.floor(self.clock) if at is None else at, call, arrival)
         self.pending.append(callback)
         self.sent.append(callback)
 
-    @precondition(lambda self: len(self.line) < len(CALLS))
+    def _can_join(self) -> List[str]:
+        """Calls that may join now: not on the line, and not hung up."""
+        return [c for c in CALLS if c not in self.line and c not in self.hung_up] if len(self.line) < MAX_LINE else []
+
+    @precondition(lambda self: self._can_join())
     @rule(data=st.data(), step=st.sampled_from(STEPS), known=st.booleans())
     def join(self, data, step: float, known: bool) -> None:
-        """A call joins (a new call, or one that left and comes back); two in start the conference
-        (with a host, once the host is one of them)."""
-        call = data.draw(st.sampled_from([c for c in CALLS if c not in self.line]), label="call")
+        """A call joins (a new call, or one that left without hanging up and comes back); two in start the
+        conference (with a host, once the host is one of them)."""
+        call = data.draw(st.sampled_from(self._can_join()), label="call")
         self.clock += step
         if call not in self.called:
             self.called.add(call)
+            self.created[call] = math.floor(self.clock)
             if known:  # the voice webhook ran first, in this process
                 self.controller.inbound_call(call, HOST_NUMBER if call == self.host else GUEST_NUMBER, ROOM)
                 self.remembered.add(call)
@@ -227,14 +249,18 @@ class OrderingMachine(RuleBasedStateMachine):
             self._event("recording")
 
     @precondition(lambda self: self.line)
-    @rule(data=st.data(), step=st.sampled_from(STEPS))
-    def leave(self, data, step: float) -> None:
-        """A call leaves the conference."""
+    @rule(data=st.data(), step=st.sampled_from(STEPS), hangs_up=st.booleans(), timed=st.sampled_from(CALL_STATUS_TIMES))
+    def leave(self, data, step: float, hangs_up: bool, timed: str) -> None:
+        """A call leaves the conference: it hangs up (its participant-leave, then its own call-status; the CallSid
+        is over), or it leaves without hanging up (no call-status) and may come back."""
         call = data.draw(st.sampled_from(sorted(self.line)), label="call")
         self.clock += step
         self.line.discard(call)
         self.held.discard(call)
         self._event("participant-leave", call)
+        if hangs_up:
+            self.hung_up.add(call)
+            self._event("call-status", call, self.created[call] if timed == "creation" else None, timed == "arrival")
 
     @precondition(lambda self: self.line - self.held)
     @rule(data=st.data(), step=st.sampled_from(STEPS))
@@ -274,6 +300,9 @@ class OrderingMachine(RuleBasedStateMachine):
         """Post one callback to the controller, as the webhook route does."""
         if callback.kind == "recording":
             self.controller.recording_event(RecordingEvent(ROOM, REC, "in-progress", callback.at))
+        elif callback.kind == "call-status":
+            at = math.floor(self.clock) if callback.arrival else callback.at
+            self.controller.call_ended(CallStatusEvent(ROOM, callback.call, at))
         else:
             self.controller.conference_event(ConferenceEvent(callback.kind, ROOM, CONF, callback.call, callback.at,
                                                              hold=callback.kind == "participant-hold"))
@@ -289,13 +318,28 @@ class OrderingMachine(RuleBasedStateMachine):
         if not self.pending:
             return
         callback = self.pending.pop(index % len(self.pending))
+        ends = self._ends_the_call(callback)
         self._deliver(callback)
-        if callback.call is not None:
+        if ends:
+            self._told_it_ended(callback)
+        elif callback.call is not None and callback.kind != "call-status" and callback.call not in self.ended:
             self._tell(callback.call, callback.seq, PLACE[callback.kind])
             if any(c.call == callback.call and c.at == callback.at and PLACE[c.kind] != PLACE[callback.kind]
-                   for c in self.delivered):
+                   for c in self.delivered if c.kind != "call-status"):
                 self.conflicts[callback.call] = len(self.delivered) + 1
         self.delivered.append(callback)
+
+    def _ends_the_call(self, callback: Callback) -> bool:
+        """Whether delivering `callback` ends its call here: a call-status for a call this process holds (what it
+        was told of: the conference's participants) and has not seen end yet."""
+        return callback.kind == "call-status" and callback.call in self.told and callback.call not in self.ended
+
+    def _told_it_ended(self, callback: Callback) -> None:
+        """K learns the call is off the line for good: nothing about it is in doubt any more."""
+        self._tell(callback.call, callback.seq, PLACE["call-status"])
+        self.ended.add(callback.call)
+        self.conflicts.pop(callback.call, None)
+        self.given_up.discard(callback.call)
 
     @rule(index=st.integers(0, 7))
     def deliver_duplicate(self, index: int) -> None:
@@ -305,9 +349,13 @@ class OrderingMachine(RuleBasedStateMachine):
         callback = self.delivered[index % len(self.delivered)]
         before = self.store.get(ROOM)
         seen = before.participants.get(callback.call) if before is not None and callback.call else None
+        ends = self._ends_the_call(callback)  # one set aside the first time, for a call held now
         self._deliver(callback)
         after = self.store.get(ROOM)
-        if seen is not None and seen.at == callback.at and seen.line != PLACE[callback.kind]:
+        if ends:
+            self._told_it_ended(callback)
+        elif (seen is not None and not seen.terminal and callback.kind != "call-status" and seen.at == callback.at
+              and seen.line != PLACE[callback.kind]):
             assert after.recheck, "a duplicate that looks like a same-second conflict must ask for a read"
             self.conflicts[callback.call] = len(self.delivered)  # one, as far as the policy can tell
         else:
@@ -436,7 +484,7 @@ class OrderingMachine(RuleBasedStateMachine):
     def _may_miss_a_callback(self, call: str) -> bool:
         """Whether the call's newest information may be undone by a callback not delivered yet."""
         mine = [c.seq for c in self.delivered if c.call == call]
-        if not mine or call not in self.told:
+        if not mine or call not in self.told or call in self.ended:
             return False
         newest = self.told[call][0]
         taken = {c.seq for c in self.delivered}
@@ -452,6 +500,13 @@ class OrderingMachine(RuleBasedStateMachine):
         told = self._told_line()
         assert conf.wanted == self._rule(told), (
             f"wants {conf.wanted} while told {told} count; the policy counts {sorted(conf.counted())}")
+
+    @invariant()
+    def an_ended_call_stays_off_the_line(self) -> None:
+        """Invariant 5."""
+        conf = self.store.get(ROOM) if hasattr(self, "store") else None
+        back = sorted(self.ended & set(conf.present())) if conf is not None else []
+        assert back == [], f"{back} ended, yet the policy has them on the line"
 
     def teardown(self) -> None:
         """Invariant 1: bring everything to quiescence, then compare with SignalWire."""

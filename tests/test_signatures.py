@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from app import services
-from support import PUBLIC_URL, SIGNING_KEY, conference_form, sid, sign
+from app import create_app, services, shutdown
+from support import PUBLIC_URL, SIGNING_KEY, conference_form, make_config, sid, sign
 
 FORM = conference_form("participant-join", sid("c-1"), "room-1", sid("A"))
 
@@ -61,3 +61,25 @@ def test_refusal_is_logged_without_secrets(client, caplog):
     client.post("/voice/conference-status", data=FORM, headers={"X-SignalWire-Signature": "bogus"})
     assert "refused" in caplog.text
     assert SIGNING_KEY not in caplog.text and "PTtoken" not in caplog.text
+
+
+@pytest.mark.parametrize("public_url, signed_for", [
+    ("https://quorum.example.com:8443", "https://quorum.example.com"),
+    ("http://quorum.example.com:5000", "http://quorum.example.com"),
+])
+def test_signature_without_an_explicit_port_is_accepted(signalwire, public_url, signed_for):
+    """twilio 6.54's RequestValidator also tries the URL with any explicit port removed: SignalWire may sign
+    the URL without the PUBLIC_URL's port."""
+    app = create_app(make_config(public_url=public_url))
+    try:
+        headers = {"X-SignalWire-Signature": sign(signed_for + "/voice/conference-status", FORM)}
+        response = app.test_client().post("/voice/conference-status", data=FORM, headers=headers)
+    finally:
+        shutdown(app)
+    assert response.status_code == 204
+
+
+def test_a_port_is_never_added_that_the_public_url_lacks(client):
+    """Only removal: a signature for another port of our host is not ours."""
+    headers = {"X-SignalWire-Signature": sign("https://quorum.example.com:8443/voice/conference-status", FORM)}
+    assert client.post("/voice/conference-status", data=FORM, headers=headers).status_code == 403
