@@ -254,11 +254,12 @@ COMMANDS = {
     "dev": ("serve with the development server, behind ngrok if USE_NGROK=true", lambda args: main()),
     "demo": ("play the demo against the bundled SignalWire emulator, no account needed", None),
     "check-config": ("check the settings and exit", lambda args: check_config()),
+    "point-number": ("point a number's voice webhook and StatusCallback at PUBLIC_URL", None),
 }
 
 
 def cli(argv: Optional[list] = None) -> None:
-    """The `quorum` command: `quorum run | dev | demo | check-config [args]`."""
+    """The `quorum` command: `quorum run | dev | demo | check-config | point-number [args]`."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         print("usage: quorum COMMAND [args]\n" + "\n".join(f"  {name:<13} {what}"
@@ -269,6 +270,10 @@ def cli(argv: Optional[list] = None) -> None:
         from emulator.demo import main as demo
 
         raise SystemExit(demo(argv[1:]))
+    if argv[0] == "point-number":
+        from quorum.__main__ import main as point
+
+        raise SystemExit(point(argv))
     COMMANDS[argv[0]][1](argv[1:])
 
 
