@@ -200,9 +200,9 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     """
     if conf is None:
         return None
-    # A participant event that came in during the read (a same-second conflict among them) is one the read
-    # cannot confirm: a confirmation asked for stays asked for.
-    changed_meanwhile = start is not None and any(p.version > start.version for p in conf.participants.values())
+    # A participant event during the read (a same-second conflict among them) is one it cannot confirm: the
+    # confirmation stays asked for. A call's own end needs none: it is final.
+    changed_meanwhile = start is not None and any(p.version > start.version and not p.terminal for p in conf.participants.values())
     start = start or read_start(conf)
     if snapshot is None or snapshot.status == "completed":
         return evolve(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1)

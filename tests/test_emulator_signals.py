@@ -470,7 +470,7 @@ def test_every_event_still_works_with_a_sink_that_answers_laml(sink):
         assert not any(a.callback.event in ("call-status", "dial-action") for a in emulator.callback_attempts())
 
 
-def test_a_quorum_without_a_call_status_route_refuses_it_and_nothing_breaks():
+def test_quorum_answers_both_signals_and_nothing_breaks():
     with quorum_stack() as stack:
         (number,) = stack.emulator.sim.numbers.values()
         sdk(stack.emulator).incoming_phone_numbers(number.sid).update(
@@ -479,9 +479,9 @@ def test_a_quorum_without_a_call_status_route_refuses_it_and_nothing_breaks():
         assert stack.settle()
         hang_up(stack.emulator, host, guest)
         assert stack.settle()
-        refused = [a for a in stack.emulator.callback_attempts() if a.callback.event == "call-status"]
-        assert sorted(a.callback.params["CallSid"] for a in refused) == sorted([host.sid, guest.sid])
-        assert {a.status for a in refused} == {404}  # final: a 4xx is not retried
+        answered = [a for a in stack.emulator.callback_attempts() if a.callback.event == "call-status"]
+        assert sorted(a.callback.params["CallSid"] for a in answered) == sorted([host.sid, guest.sid])
+        assert {a.status for a in answered} == {204}
         assert (host.status, guest.status) == ("completed", "completed")
-        assert all(a.ok for a in stack.emulator.callback_attempts() if a.callback.event != "call-status")
+        assert all(a.ok for a in stack.emulator.callback_attempts())  # the <Dial action>s too
         assert stack.log.errors() == []

@@ -75,8 +75,10 @@ def test_demo_records_exactly_while_a_quorum_is_on_the_line(minimum, behavior):
             offset += length
 
         # No reads on the hot path; only a call that joins and leaves within one second (SignalWire's
-        # Timestamp resolution) is confirmed with a read: its participants and its recordings.
-        assert stack.emulator.rest_log.counts()["GET"] == 2 * _same_second_stays(stack)
+        # Timestamp resolution) may be confirmed with a read (its participants and its recordings): not when
+        # the call's own end (its status callback or <Dial action>) settles it first.
+        reads = stack.emulator.rest_log.counts()["GET"]
+        assert reads % 2 == 0 and reads <= 2 * _same_second_stays(stack)
         writes = stack.emulator.rest_log.writes()
         assert len(writes) == crossings
         assert all(w.status == 200 for w in writes)
@@ -181,7 +183,8 @@ def test_a_lost_conference_start_needs_no_read_and_a_same_second_leave_still_pau
         player.play([("call", "guest", DEMO_NUMBER), ("wait", 0.6), ("hangup", "guest")])
         assert stack.settle()
         assert _same_second_stays(stack) == 1
-        assert stack.emulator.rest_log.counts()["GET"] == 2  # the confirmation: participants, recordings
+        # The confirmation (participants, recordings), unless the call's own end settled the second first.
+        assert stack.emulator.rest_log.counts()["GET"] in (0, 2)
         (conf,) = stack.emulator.conferences(DEMO_NUMBER)
         assert stack.emulator.recording(conf.recording_sids[0]).status == "paused"
         player.play([("hangup", "host")])
