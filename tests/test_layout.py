@@ -1,4 +1,4 @@
-"""The house's shape: imports run down the layers, modules stay short, the README's map matches the tree."""
+"""The house's shape: imports run down the layers, modules stay short, docs/layout.md maps the tree."""
 
 import ast
 import re
@@ -53,9 +53,8 @@ def test_no_module_is_over_the_line_limit(path):
 
 
 def readme_map() -> dict:
-    """The README's "Project layout" tables: path -> its line."""
-    section = ROOT.joinpath("README.md").read_text().split("## Project layout", 1)[1].split("\n## ", 1)[0]
-    return dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", section, flags=re.M))
+    """The "Project layout" tables (docs/layout.md, linked from the README): path -> its line."""
+    return dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", ROOT.joinpath("docs", "layout.md").read_text(), flags=re.M))
 
 
 def docstring_line(path: Path) -> str:
@@ -78,4 +77,6 @@ def test_each_package_and_module_line_is_its_docstring():
     expected |= {str(path.relative_to(ROOT)): docstring_line(path) for package in PACKAGES
                  for path in sorted((ROOT / package).glob("*.py")) if path.name != "__init__.py"}
     wrong = {name: line for name, line in expected.items() if rows.get(name) != line}
-    assert wrong == {}, "README rows to write:\n" + "\n".join(f"| `{n}` | {line} |" for n, line in wrong.items())
+    rows_to_write = "\n".join(f"| `{n}` | {line} |" for n, line in wrong.items())
+    assert wrong == {}, "docs/layout.md rows to write:\n" + rows_to_write
+
