@@ -1,4 +1,4 @@
-"""The house's shape: imports run down the layers, modules stay short, the README's map matches the tree."""
+"""The house's shape: imports run down the layers, modules stay short, the docs map the tree and their links hold."""
 
 import ast
 import re
@@ -53,9 +53,8 @@ def test_no_module_is_over_the_line_limit(path):
 
 
 def readme_map() -> dict:
-    """The README's "Project layout" tables: path -> its line."""
-    section = ROOT.joinpath("README.md").read_text().split("## Project layout", 1)[1].split("\n## ", 1)[0]
-    return dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", section, flags=re.M))
+    """The "Project layout" tables (docs/layout.md, linked from the README): path -> its line."""
+    return dict(re.findall(r"^\| `([^`]+)` \| (.+?) \|$", ROOT.joinpath("docs", "layout.md").read_text(), flags=re.M))
 
 
 def docstring_line(path: Path) -> str:
@@ -78,4 +77,50 @@ def test_each_package_and_module_line_is_its_docstring():
     expected |= {str(path.relative_to(ROOT)): docstring_line(path) for package in PACKAGES
                  for path in sorted((ROOT / package).glob("*.py")) if path.name != "__init__.py"}
     wrong = {name: line for name, line in expected.items() if rows.get(name) != line}
-    assert wrong == {}, "README rows to write:\n" + "\n".join(f"| `{n}` | {line} |" for n, line in wrong.items())
+    rows_to_write = "\n".join(f"| `{n}` | {line} |" for n, line in wrong.items())
+    assert wrong == {}, "docs/layout.md rows to write:\n" + rows_to_write
+
+
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def prose(path: Path) -> str:
+    """A Markdown file without its code: fenced blocks, indented blocks and inline code spans."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
+    text = re.sub(r"^(?:    |\t).*$", "", text, flags=re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def links(path: Path) -> list:
+    """The targets of a Markdown file's inline links, outside code."""
+    return re.findall(r"\]\(([^)\s]+)\)", prose(path))
+
+
+def anchors(path: Path) -> set:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation dropped, spaces as
+    hyphens, a repeated one numbered."""
+    seen, found = {}, set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S),
+                              flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        found.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return found
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_relative_link_leads_to_a_file_and_heading_that_exist(document):
+    broken = []
+    for target in links(document):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):
+            continue  # https:, mailto:: not ours to check
+        name, _, anchor = target.partition("#")
+        linked = (document.parent / name).resolve() if name else document
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
+            broken.append(target)
+    assert broken == []
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in links(ROOT / "README.md")}
+    assert [path.name for path in DOCUMENTS[1:] if path.resolve() not in linked] == []
