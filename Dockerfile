@@ -12,7 +12,9 @@ COPY emulator ./emulator
 RUN python -m venv /opt/quorum && /opt/quorum/bin/pip install --no-cache-dir -c constraints.txt .
 
 FROM python:3.11-slim-bookworm
-RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/quorum quorum
+# The archive's mount point belongs to quorum: a named volume mounted there takes its owner from it.
+RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/quorum quorum \
+    && install -d -o quorum -g quorum /var/lib/quorum/recordings
 COPY --from=build /opt/quorum /opt/quorum
 ENV PATH=/opt/quorum/bin:$PATH PYTHONUNBUFFERED=1 PORT=5000 RECORDINGS_DIR=/var/lib/quorum/recordings
 USER quorum

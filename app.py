@@ -79,12 +79,7 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                    archive_clock: Optional[Callable[[], float]] = None) -> Services:
     """Wire every part once; `client` (the SignalWire SDK client) and `store` default from `config`;
     `archive_clock` is the clock of the archive's upkeep (retention, deletion retries), for tests to move."""
-    archive = Archive(Path(config.recordings_dir))
-    try:
-        archive.prepare()
-    except OSError as error:
-        raise ConfigError("RECORDINGS_DIR", f"cannot write the archive at {config.recordings_dir}: "
-                                            f"{error.strerror or error}") from None
+    archive = prepared_archive(config)
     store = store if store is not None else build_store(config)
     metrics = Metrics(store)
     gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest)
@@ -113,6 +108,17 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                               on_sweep=lambda: _archive_upkeep(copies, retention))
     return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics,
                     copies, retention)
+
+
+def prepared_archive(config: Config) -> Archive:
+    """The archive at RECORDINGS_DIR, made and proved writable; ConfigError naming the setting if it is not."""
+    archive = Archive(Path(config.recordings_dir))
+    try:
+        archive.prepare()
+    except OSError as error:
+        raise ConfigError("RECORDINGS_DIR", f"cannot write the archive at {config.recordings_dir}: "
+                                            f"{error.strerror or error}") from None
+    return archive
 
 
 def _archive_upkeep(copies: SignalWireCopies, retention: Retention) -> None:
@@ -236,8 +242,12 @@ def main() -> None:
 
 
 def check_config() -> None:
-    """Read the settings and say in one line whether Quorum would start with them."""
+    """Read the settings and say in one line whether Quorum would start with them (the archive writable too)."""
     config = _config_or_exit()
+    try:
+        prepared_archive(config)
+    except ConfigError as error:
+        _exit_with(error)
     store = "Redis" if config.redis_url else "memory"
     print(f"quorum: configuration OK: webhook {config.public_url or '(ngrok)'}/voice/inbound, {store} store, "
           f"archive {config.recordings_dir}")

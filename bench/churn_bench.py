@@ -243,7 +243,7 @@ def play_against(name: str, schedule: Dict[str, List[Step]], args, log_path: Pat
     with Emulator(faults=faults, seed=args.seed) as emulator:
         with served(name, args, emulator, log_path) as url:
             for room in schedule:
-                emulator.add_number(room, f"{url}/voice/inbound")
+                emulator.add_number(room, f"{url}/voice/inbound", f"{url}/voice/call-status")
             calls = play(emulator, schedule)
             end = time.time()
             emulator.settle(SETTLE_S)

@@ -87,7 +87,7 @@ def main() -> int:
         calls, started = [], time.perf_counter()
         for n in range(args.conferences):
             number = f"+1557{n:07d}"
-            emulator.add_number(number, server.url + "/voice/inbound")
+            emulator.add_number(number, server.url + "/voice/inbound", server.url + "/voice/call-status")
             calls += [emulator.dial(number, f"+1558{n:07d}", f"host-{n}").sid,
                       emulator.dial(number, f"+1559{n:07d}", f"guest-{n}").sid]
         emulator.settle(300)

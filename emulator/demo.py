@@ -225,7 +225,7 @@ def run(minimum: int, behavior: str, speed: float, linger_s: float = 0.0) -> int
                 print("Quorum did not start:\n" + server_log.read()[-3000:], file=sys.stderr)
                 return 1
             print(f"Dashboard (watch it live; one-time token for this run): {public}/login?token={token}")
-            emulator.add_number(DEMO_NUMBER, public + "/voice/inbound")
+            emulator.add_number(DEMO_NUMBER, public + "/voice/inbound", public + "/voice/call-status")
             emulator.sim.listeners.append(EventPrinter())
             print(f"\nA host calls {DEMO_NUMBER}, a guest joins, drops and rejoins, is put on hold and taken off it,"
                   " a third caller comes and goes, everyone hangs up:\n")

@@ -276,7 +276,7 @@ def quorum_cluster(redis_url: str, log_dir: Path, faults: Faults, numbers: List[
                 started.append(future.result())
         balancer.backends.extend(worker.url for worker in started)
         for number in numbers:
-            emulator.add_number(number, f"{balancer.url}/voice/inbound")
+            emulator.add_number(number, f"{balancer.url}/voice/inbound", f"{balancer.url}/voice/call-status")
         yield Cluster(emulator, balancer, started, RedisStore.from_url(url, namespace, 1), client,
                       LogFiles(started), reconcile_s)
     finally:

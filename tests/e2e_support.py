@@ -195,7 +195,8 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
     thread.start()
     stack = Stack(emulator, late.app, config, capture, list(numbers))
     for number in numbers:
-        emulator.add_number(number, f"{config.public_url}/voice/inbound")
+        # As `quorum point-number` sets it: the voice webhook and the call status callback.
+        emulator.add_number(number, f"{config.public_url}/voice/inbound", f"{config.public_url}/voice/call-status")
     try:
         yield stack
     finally:

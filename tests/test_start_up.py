@@ -37,6 +37,17 @@ def test_python_app_py_says_it_in_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("quorum: configuration error: RECORDINGS_DIR: "), lines
 
 
+def test_check_config_refuses_it_too(tmp_path):
+    (tmp_path / "plain").write_text("not a directory")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNALWIRE_", "PUBLIC_URL", "REDIS"))}
+    env.update(SIGNALWIRE_PROJECT_ID="p", SIGNALWIRE_API_TOKEN="t", SIGNALWIRE_SPACE_URL="x.signalwire.com",
+               SIGNALWIRE_SIGNING_KEY="k", PUBLIC_URL="https://quorum.example.com",
+               RECORDINGS_DIR=str(tmp_path / "plain" / "recordings"))
+    result = subprocess.run([sys.executable, "-c", "import app; app.cli(['check-config'])"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "RECORDINGS_DIR" in result.stderr
+
+
 def test_a_fresh_recordings_dir_starts_without_a_warning(tmp_path, caplog, signalwire):
     caplog.set_level(logging.INFO)
     app = create_app(make_config(recordings_dir=str(tmp_path / "new" / "recordings")))
