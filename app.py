@@ -7,6 +7,7 @@ serves on PORT, optionally behind an ngrok tunnel.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from quorum import laml, webhooks
 from quorum.command_queue import CommandQueue
 from quorum.controller import Housekeeper, RecordingController
 from quorum.gateway import SignalWireGateway, build_client
+from quorum.state_file import FileBackedStore, StateFile
 from recording_state import MemoryStore, StateStore
 
 log = logging.getLogger("quorum")
@@ -71,6 +73,8 @@ class Services:
         self.archive.stop()
         if self.events:
             self.events.stop()
+        if isinstance(self.store, FileBackedStore):
+            self.store.close()  # last: everything above may still change the state
 
 
 def build_services(config: Config, client=None, store: Optional[StateStore] = None,
@@ -129,7 +133,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     if not config.validate_signatures:
         log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
                     "Use this only for local experiments.")
-    built = build_services(config, client, store, archive_clock)
+    built = _or_exit(lambda: build_services(config, client, store, archive_clock))  # STATE_FILE is opened here
     built.start()
 
     app = Flask(__name__, template_folder="console/templates", static_folder="console/static")
@@ -141,6 +145,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     for blueprint in (webhooks.bp, api.bp, health.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(redis.RedisError, _store_unavailable)
+    app.register_error_handler(sqlite3.Error, _store_unavailable)  # the state file refused a write (a full disk)
     # The SDK logs every request's URL and form at INFO, and urllib3 logs every URL at DEBUG:
     # noise, the account in every line, and recording media URLs (which need no auth) in the log.
     for noisy in ("twilio.http_client", "urllib3"):
@@ -149,12 +154,13 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
 
 
 def build_store(config: Config) -> StateStore:
-    """Redis when REDIS_URL is set (several workers or hosts), else this process's memory."""
+    """Redis when REDIS_URL is set (several workers or hosts), else this process's memory, kept in STATE_FILE."""
     if config.redis_url:
         from quorum.redis_store import RedisStore
 
         return RedisStore.from_url(config.redis_url, config.redis_namespace, config.end_grace_s)
-    return MemoryStore()
+    path = config.state_path()
+    return FileBackedStore(StateFile(path)) if path else MemoryStore()
 
 
 def build_outbox(config: Config) -> Outbox:
@@ -177,7 +183,7 @@ def _refuse_oversized_body():
 
 
 def _store_unavailable(error: Exception):
-    """Redis is down: answer 503 so SignalWire retries, without a traceback per request."""
+    """Redis is down (or the state file refused a write): answer 503 so SignalWire retries, without a traceback."""
     log.error("state store unavailable: %s", type(error).__name__)
     return jsonify(error="state store unavailable"), 503
 
@@ -189,8 +195,13 @@ def shutdown(app: Flask) -> None:
 
 def _config_or_exit() -> Config:
     """Read the settings, or stop with one line naming the bad one."""
+    return _or_exit(Config.from_env)
+
+
+def _or_exit(build: Callable):
+    """`build()`, or stop with one line naming the setting it refused."""
     try:
-        return Config.from_env()
+        return build()
     except ConfigError as error:
         print(f"quorum: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,0 +1,200 @@
+"""The memory store's state file: every change written through to SQLite on local disk, loaded at start.
+
+One process owns the file (STATE_FILE, default RECORDINGS_DIR/.quorum-state.sqlite3) and keeps every read
+in memory; the file only makes a restart find what the process knew: each room's Conference (parked ones
+too), the calls the voice webhook introduced (hosts among them) and the retired sids. Each change is written
+under the lock that ordered it in memory, so the file holds the same changes in the same order.
+WAL with synchronous=NORMAL: a commit is a write to the WAL, not an fsync, and survives the process
+crashing; a power loss may lose the last commits (never the file), and the reconciler's first round re-reads
+every held conference.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+from config import ConfigError
+from recording_state import Conference, MemoryStore
+
+log = logging.getLogger("quorum.state_file")
+
+SCHEMA_VERSION = 1  # PRAGMA user_version; a file of a newer one is refused
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conferences (room TEXT PRIMARY KEY, conference TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS calls (seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS retired (seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, value TEXT);
+"""
+# The bounded sets' statements (both tables alike; a retired sid has no value): `seq` orders them oldest first.
+_KEEP = {kind: (f"INSERT OR REPLACE INTO {kind} (key, value) VALUES (?, ?)", f"DELETE FROM {kind} WHERE key = ?")
+         for kind in ("calls", "retired")}
+# gunicorn's graceful_timeout: a reload starts the new worker while the old one finishes, so wait for it.
+LOCK_WAIT_S = 20.0
+# Made once: `json.dumps` with options builds an encoder per call; `to_dict` is a tree, so no cycle checks.
+_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+class StateFile:
+    """The SQLite file, held by one process (an flock on `PATH.lock`) through one connection behind a lock."""
+
+    def __init__(self, path: str, lock_wait_s: float = LOCK_WAIT_S):
+        self.path = path
+        self._holder = _hold(path, lock_wait_s)
+        try:
+            self._db = _open(path)
+        except BaseException:
+            os.close(self._holder)
+            raise
+        self._lock = threading.Lock()
+
+    def load(self) -> Tuple[Dict[str, Conference], "OrderedDict[str, dict]", "OrderedDict[str, None]"]:
+        """Every readable row: conferences by room, then known calls and retired sids, oldest first."""
+        try:
+            rows = self._db.execute("SELECT room, conference FROM conferences")
+            conferences = {room: conf for room, text in rows
+                           if (conf := self._readable(f"room {room}", text, _conference)) is not None}
+            rows = self._db.execute("SELECT key, value FROM calls ORDER BY seq")
+            calls = OrderedDict((sid, caller) for sid, text in rows
+                                if (caller := self._readable(f"call {sid}", text, _caller)) is not None)
+            retired = OrderedDict((sid, None) for sid, in self._db.execute("SELECT key FROM retired ORDER BY seq"))
+        except sqlite3.DatabaseError as error:
+            raise ConfigError("STATE_FILE", f"cannot read {self.path}: {error}") from None
+        log.info("state file %s: %d conferences, %d known calls, %d retired sids", self.path, len(conferences),
+                 len(calls), len(retired))
+        return conferences, calls, retired
+
+    def _readable(self, what: str, text, decode):
+        """`decode(text)`, or None with one warning: one bad row never stops a start."""
+        try:
+            return decode(text)
+        except Exception as error:  # whatever a damaged or foreign row raises, it is that row's problem only
+            log.warning("state file %s: %s skipped, its row is unreadable (%s: %s)", self.path, what,
+                        type(error).__name__, error)
+            return None
+
+    def conference(self, room: str, conf: Optional[Conference]) -> None:
+        """Write the room's conference (None: delete its row)."""
+        if conf is None:
+            self._write([("DELETE FROM conferences WHERE room = ?", (room,))])
+        else:
+            text = _JSON.encode(conf.to_dict())  # before the connection's lock: other rooms' writes need not wait
+            self._write([("INSERT OR REPLACE INTO conferences VALUES (?, ?)", (room, text))])
+
+    def keep(self, kind: str, key: str, value: Optional[dict], evicted: List[str]) -> None:
+        """Write `key` as the newest of a bounded set ("calls" or "retired") and delete the evicted keys."""
+        insert, delete = _KEEP[kind]
+        text = None if value is None else _JSON.encode(value)
+        self._write([(insert, (key, text)), *((delete, (gone,)) for gone in evicted)])
+
+    def _write(self, statements: List[Tuple[str, tuple]]) -> None:
+        """Run the statements as one transaction (one statement: its own, without BEGIN and COMMIT)."""
+        with self._lock:
+            if len(statements) == 1:
+                self._db.execute(*statements[0])
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    self._db.execute(*statement)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the file, close it, then let the next process have it; again: nothing."""
+        with self._lock:
+            if self._holder is None:
+                return
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+            os.close(self._holder)
+            self._holder = None
+
+
+class FileBackedStore(MemoryStore):
+    """The memory store, starting from a StateFile and writing every change through to it; reads stay in memory."""
+
+    def __init__(self, state_file: StateFile):
+        super().__init__()
+        self.state_file = state_file
+        self._conferences, self._calls, self._retired = state_file.load()
+
+    def _put(self, room: str, conf: Optional[Conference]) -> None:
+        """The file first: a change it refused is not made in memory either, so SignalWire's retry makes it."""
+        self.state_file.conference(room, conf)
+        super()._put(room, conf)
+
+    def _keep(self, kind: str, items: "OrderedDict", key: str, value) -> List[str]:
+        """Memory, then the file with what memory dropped, both under the sets' lock."""
+        evicted = super()._keep(kind, items, key, value)
+        self.state_file.keep(kind, key, value, evicted)
+        return evicted
+
+    def close(self) -> None:
+        """Close the file: at shutdown, after the last change."""
+        self.state_file.close()
+
+
+def _hold(path: str, wait_s: float) -> int:
+    """A descriptor holding `PATH.lock` exclusively, waited for up to `wait_s` (another process may be finishing)."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        holder = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise ConfigError("STATE_FILE", f"cannot open {path}: {error.strerror}") from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return holder
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(holder)
+                raise ConfigError("STATE_FILE", f"{path} is in use by another Quorum process (one process per "
+                                                "state file: several need REDIS_URL)") from None
+            time.sleep(0.1)
+
+
+def _open(path: str) -> sqlite3.Connection:
+    """The connection, in WAL mode with the schema in place, or a ConfigError saying why not."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as error:
+        raise ConfigError("STATE_FILE", f"cannot open {path}: {error}") from None
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigError("STATE_FILE", f"{path} was written by a newer Quorum (schema {version}; this one "
+                                            f"reads {SCHEMA_VERSION}): upgrade, or move the file away")
+        db.execute("PRAGMA journal_mode = WAL")  # a commit appends to the WAL: no rewrite of the file's pages
+        db.execute("PRAGMA synchronous = NORMAL")  # no fsync per commit: see the module's docstring
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return db
+    except sqlite3.DatabaseError as error:
+        db.close()
+        raise ConfigError("STATE_FILE", f"{path} is not a Quorum state file ({error}): move it away") from None
+    except BaseException:
+        db.close()
+        raise
+
+
+def _conference(text) -> Conference:
+    """A conference row's Conference."""
+    return Conference.from_dict(json.loads(text))
+
+
+def _caller(text) -> dict:
+    """A known call's row: who it is, as the voice webhook kept it."""
+    caller = json.loads(text)
+    if not (isinstance(caller, dict) and all(isinstance(caller.get(k), str) for k in ("from", "to"))):
+        raise ValueError(f"not a caller: {text!r}")
+    return caller
