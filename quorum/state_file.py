@@ -109,11 +109,11 @@ class StateFile:
             self._db.execute("COMMIT")
 
     def close(self) -> None:
-        """Checkpoint the WAL into the file, close it, then let the next process have it; again: nothing."""
+        """Close the file (SQLite checkpoints the WAL into it and syncs it), then let the next process have it;
+        again: nothing."""
         with self._lock:
             if self._holder is None:
                 return
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
             os.close(self._holder)
             self._holder = None
@@ -174,10 +174,9 @@ def _open(path: str) -> sqlite3.Connection:
         if version > SCHEMA_VERSION:
             raise ConfigError("STATE_FILE", f"{path} was written by a newer Quorum (schema {version}; this one "
                                             f"reads {SCHEMA_VERSION}): upgrade, or move the file away")
-        db.execute("PRAGMA journal_mode = WAL")  # a commit appends to the WAL: no rewrite of the file's pages
         db.execute("PRAGMA synchronous = NORMAL")  # no fsync per commit: see the module's docstring
-        db.executescript(SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("PRAGMA journal_mode = WAL")  # a commit appends to the WAL: no rewrite of the file's pages
+        db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         return db
     except sqlite3.DatabaseError as error:
         db.close()
