@@ -19,6 +19,8 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import fields
+from functools import cache
 from typing import Dict, List, Optional, Tuple
 
 from config import ConfigError
@@ -37,8 +39,23 @@ _KEEP = {kind: (f"INSERT OR REPLACE INTO {kind} (key, value) VALUES (?, ?)", f"D
          for kind in ("calls", "retired")}
 # gunicorn's graceful_timeout: a reload starts the new worker while the old one finishes, so wait for it.
 LOCK_WAIT_S = 20.0
-# Made once: `json.dumps` with options builds an encoder per call; `to_dict` is a tree, so no cycle checks.
-_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+@cache
+def _field_names(kind: type) -> Tuple[str, ...]:
+    """A dataclass's field names, looked up once per class."""
+    return tuple(f.name for f in fields(kind))
+
+
+def _state(obj) -> dict:
+    """What JSON keeps of one of recording_state's frozen dataclasses: its fields, as `Conference.to_dict` has them
+    (but read from `__dict__`, not copied: the C encoder then walks the dicts, lists and scalars itself)."""
+    state, names = obj.__dict__, _field_names(type(obj))
+    return state if len(state) == len(names) else {name: state[name] for name in names}  # less a `_memo`'s value
+
+
+# Made once: `json.dumps` with options builds an encoder per call. A Conference is a tree: no cycle checks.
+_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False, default=_state)
 
 
 class StateFile:
@@ -84,7 +101,7 @@ class StateFile:
         if conf is None:
             self._write([("DELETE FROM conferences WHERE room = ?", (room,))])
         else:
-            text = _JSON.encode(conf.to_dict())  # before the connection's lock: other rooms' writes need not wait
+            text = _JSON.encode(conf)  # before the connection's lock: other rooms' writes need not wait
             self._write([("INSERT OR REPLACE INTO conferences VALUES (?, ?)", (room, text))])
 
     def keep(self, kind: str, key: str, value: Optional[dict], evicted: List[str]) -> None:
