@@ -7,7 +7,6 @@ serves on PORT, optionally behind an ngrok tunnel.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -145,7 +144,6 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     for blueprint in (webhooks.bp, api.bp, health.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(redis.RedisError, _store_unavailable)
-    app.register_error_handler(sqlite3.Error, _store_unavailable)  # the state file refused a write (a full disk)
     # The SDK logs every request's URL and form at INFO, and urllib3 logs every URL at DEBUG:
     # noise, the account in every line, and recording media URLs (which need no auth) in the log.
     for noisy in ("twilio.http_client", "urllib3"):
@@ -183,7 +181,7 @@ def _refuse_oversized_body():
 
 
 def _store_unavailable(error: Exception):
-    """Redis is down (or the state file refused a write): answer 503 so SignalWire retries, without a traceback."""
+    """Redis is down: answer 503 so SignalWire retries, without a traceback per request."""
     log.error("state store unavailable: %s", type(error).__name__)
     return jsonify(error="state store unavailable"), 503
 

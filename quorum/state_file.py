@@ -2,11 +2,13 @@
 
 One process owns the file (STATE_FILE, default RECORDINGS_DIR/.quorum-state.sqlite3) and keeps every read
 in memory; the file only makes a restart find what the process knew: each room's Conference (parked ones
-too), the calls the voice webhook introduced (hosts among them) and the retired sids. Each change is written
-under the lock that ordered it in memory, so the file holds the same changes in the same order.
-WAL with synchronous=NORMAL: a commit is a write to the WAL, not an fsync, and survives the process
-crashing; a power loss may lose the last commits (never the file), and the reconciler's first round re-reads
-every held conference.
+too), the calls the voice webhook introduced (hosts among them) and the retired sids. Each change is queued
+under the lock that ordered it in memory, and one writer thread commits the queue in its order, so the file
+holds the same changes in the same order (ordered by construction: one FIFO, one writer). A stop writes
+the whole queue before closing. WAL with synchronous=NORMAL: a commit is a write to the WAL, not an fsync,
+and survives the process crashing, which loses only what the writer had not committed yet (the last
+milliseconds); a power loss may lose the last commits (never the file). The reconciler's first round after
+a start re-reads every conference held, which repairs either.
 """
 
 from __future__ import annotations
@@ -59,7 +61,12 @@ _JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False, default=_s
 
 
 class StateFile:
-    """The SQLite file, held by one process (an flock on `PATH.lock`) through one connection behind a lock."""
+    """The SQLite file, held by one process (an flock on `PATH.lock`); one writer thread writes every change.
+
+    Changes are queued in the order the store made them (each under the lock that ordered it) and the
+    writer commits what has queued up in one transaction, a room's latest conference only: the request
+    threads never wait for SQLite, and a busy second costs a few commits, not one per change.
+    """
 
     def __init__(self, path: str, lock_wait_s: float = LOCK_WAIT_S):
         self.path = path
@@ -69,7 +76,11 @@ class StateFile:
         except BaseException:
             os.close(self._holder)
             raise
-        self._lock = threading.Lock()
+        self._queued: List[tuple] = []  # ("conference", room, conf or None) | (kind, key, value, evicted)
+        self._wake = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_queued, name="quorum-state-file", daemon=True)
+        self._writer.start()
 
     def load(self) -> Tuple[Dict[str, Conference], "OrderedDict[str, dict]", "OrderedDict[str, None]"]:
         """Every readable row: conferences by room, then known calls and retired sids, oldest first."""
@@ -97,43 +108,81 @@ class StateFile:
             return None
 
     def conference(self, room: str, conf: Optional[Conference]) -> None:
-        """Write the room's conference (None: delete its row)."""
-        if conf is None:
-            self._write([("DELETE FROM conferences WHERE room = ?", (room,))])
-        else:
-            text = _JSON.encode(conf)  # before the connection's lock: other rooms' writes need not wait
-            self._write([("INSERT OR REPLACE INTO conferences VALUES (?, ?)", (room, text))])
+        """Queue the room's new conference (None: delete its row)."""
+        self._queue(("conference", room, conf))
 
     def keep(self, kind: str, key: str, value: Optional[dict], evicted: List[str]) -> None:
-        """Write `key` as the newest of a bounded set ("calls" or "retired") and delete the evicted keys."""
-        insert, delete = _KEEP[kind]
-        text = None if value is None else _JSON.encode(value)
-        self._write([(insert, (key, text)), *((delete, (gone,)) for gone in evicted)])
+        """Queue `key` as the newest of a bounded set ("calls" or "retired") and the deletion of the evicted keys."""
+        self._queue((kind, key, value, evicted))
 
-    def _write(self, statements: List[Tuple[str, tuple]]) -> None:
-        """Run the statements as one transaction (one statement: its own, without BEGIN and COMMIT)."""
-        with self._lock:
-            if len(statements) == 1:
-                self._db.execute(*statements[0])
+    def _queue(self, change: tuple) -> None:
+        """Append a change for the writer (the caller holds the lock that ordered it)."""
+        with self._wake:
+            if self._closing:
+                log.warning("state file %s is closed: a change after the stop is not written", self.path)
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            self._queued.append(change)
+            self._wake.notify()
+
+    def _write_queued(self) -> None:
+        """The writer thread: commit what has queued up, until closed and every change is written."""
+        while True:
+            with self._wake:
+                while not self._queued and not self._closing:
+                    self._wake.wait()
+                changes, self._queued = self._queued, []
+            if changes:
+                self._commit_until_done(changes)
+            elif self._closing:
+                return
+
+    def _commit_until_done(self, changes: List[tuple]) -> None:
+        """Commit `changes`; while the file refuses (a full disk), log it and try again each second."""
+        while True:
             try:
-                for statement in statements:
-                    self._db.execute(*statement)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                return self._commit(changes)
+            except sqlite3.Error as error:
+                log.error("state file %s: %d changes not written yet (%s: %s); trying again", self.path,
+                          len(changes), type(error).__name__, error)
+            except Exception:  # a bug, not the disk: trying again cannot help, and the writer must go on
+                log.exception("state file %s: %d changes dropped", self.path, len(changes))
+                return
+            with self._wake:
+                if self._closing:  # a stop waits for no disk: what is still queued is lost
+                    log.error("state file %s: stopping with %d changes not written", self.path, len(changes))
+                    return
+                self._wake.wait(1.0)
+
+    def _commit(self, changes: List[tuple]) -> None:
+        """One transaction: each room's latest conference, then the sets' changes in their order."""
+        latest = {change[1]: change[2] for change in changes if change[0] == "conference"}
+        rows = [(room, _JSON.encode(conf)) for room, conf in latest.items() if conf is not None]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO conferences VALUES (?, ?)", rows)
+            self._db.executemany("DELETE FROM conferences WHERE room = ?",
+                                 [(room,) for room, conf in latest.items() if conf is None])
+            for kind, key, value, evicted in (change for change in changes if change[0] != "conference"):
+                insert, delete = _KEEP[kind]
+                self._db.execute(insert, (key, None if value is None else _JSON.encode(value)))
+                self._db.executemany(delete, [(gone,) for gone in evicted])
             self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # a failed COMMIT may have rolled back already
+                self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
-        """Close the file (SQLite checkpoints the WAL into it and syncs it), then let the next process have it;
-        again: nothing."""
-        with self._lock:
-            if self._holder is None:
+        """Write what is queued, close the file (SQLite checkpoints the WAL into it and syncs it), then let the
+        next process have it; again: nothing."""
+        with self._wake:
+            if self._closing:
                 return
-            self._db.close()
-            os.close(self._holder)
-            self._holder = None
+            self._closing = True
+            self._wake.notify()
+        self._writer.join()
+        self._db.close()
+        os.close(self._holder)
 
 
 class FileBackedStore(MemoryStore):
@@ -145,12 +194,12 @@ class FileBackedStore(MemoryStore):
         self._conferences, self._calls, self._retired = state_file.load()
 
     def _put(self, room: str, conf: Optional[Conference]) -> None:
-        """The file first: a change it refused is not made in memory either, so SignalWire's retry makes it."""
-        self.state_file.conference(room, conf)
+        """Memory, then the file's queue, both under the room's lock: the file gets the room's changes in order."""
         super()._put(room, conf)
+        self.state_file.conference(room, conf)
 
     def _keep(self, kind: str, items: "OrderedDict", key: str, value) -> List[str]:
-        """Memory, then the file with what memory dropped, both under the sets' lock."""
+        """Memory, then the file's queue with what memory dropped, both under the sets' lock."""
         evicted = super()._keep(kind, items, key, value)
         self.state_file.keep(kind, key, value, evicted)
         return evicted

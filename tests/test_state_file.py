@@ -6,6 +6,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from contextlib import closing
 from email.utils import formatdate
 from pathlib import Path
 
@@ -62,6 +63,16 @@ def restarted(phone: Phone, settings: dict) -> Phone:
     """Stop the phone's app and start a fresh one on the same RECORDINGS_DIR (and `settings`)."""
     shutdown(phone.app)
     return started(settings)
+
+
+def wait_for(condition, timeout: float = 10) -> bool:
+    """Whether `condition()` came true within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def rest_reads(signalwire) -> list:
@@ -172,17 +183,14 @@ def test_state_file_may_be_anywhere_and_its_directory_is_made(settings, tmp_path
     assert path.exists() and not (Path(settings["recordings_dir"]) / STATE_FILE_NAME).exists()
 
 
-def test_a_write_the_file_refuses_is_not_made_and_the_retry_makes_it(settings):
+def test_changes_the_file_refuses_are_kept_and_written_once_it_takes_them(settings, caplog):
     phone = started(settings)
-    store = services(phone.app).store
-    store.state_file._db.execute("PRAGMA query_only = ON")  # every write now fails, as on a full disk
-    form = {"AccountSid": "acct", "ConferenceSid": CONF, "FriendlyName": ROOM,
-            "StatusCallbackEvent": "conference-start", "Timestamp": formatdate(time.time(), usegmt=True)}
-    assert phone.post("/voice/conference-status", form).status_code == 503  # SignalWire retries
-    assert phone.state(ROOM) is None
-    store.state_file._db.execute("PRAGMA query_only = OFF")
-    assert phone.post("/voice/conference-status", form).status_code == 204
-    phone = restarted(phone, settings)
+    writer = services(phone.app).store.state_file._db
+    writer.execute("PRAGMA query_only = ON")  # every commit now fails, as on a full disk
+    assert phone.conference("conference-start") == "applied"  # the callback never waits for the file
+    assert wait_for(lambda: "changes not written yet" in caplog.text)
+    writer.execute("PRAGMA query_only = OFF")
+    phone = restarted(phone, settings)  # the stop writes what is still queued
     assert phone.state(ROOM).conference_sid == CONF
     shutdown(phone.app)
 
@@ -207,6 +215,24 @@ def test_an_unreadable_row_is_skipped_with_one_warning(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and f"room {OTHER_ROOM} skipped" in warnings[0] and f"call {GUEST}" in warnings[1]
     again.close()
+
+
+def test_the_writer_commits_while_the_process_runs(tmp_path):
+    """What a crash would leave: every change is committed soon after it is made, not only at the stop."""
+    path = str(tmp_path / "state.sqlite3")
+    store = FileBackedStore(StateFile(path))
+    store.mutate(ROOM, lambda conf: Conference(ROOM, CONF))
+    store.retire(DONE_CONF)
+
+    def committed():
+        with closing(sqlite3.connect(path)) as db:
+            return (db.execute("SELECT room FROM conferences").fetchall(),
+                    db.execute("SELECT key FROM retired").fetchall())
+
+    assert wait_for(lambda: committed() == ([(ROOM,)], [(DONE_CONF,)]))
+    store.mutate(ROOM, lambda conf: None)
+    assert wait_for(lambda: committed() == ([], [(DONE_CONF,)]))
+    store.close()
 
 
 def test_bounded_sets_stay_bounded_in_the_file(tmp_path):
