@@ -366,11 +366,11 @@ class MemoryStore:
         return [items.popitem(last=False)[0] for _ in range(len(items) - limit)]
 
     def recall_call(self, call_sid: str) -> Optional[dict]:
-        """The caller kept for `call_sid`, or None (a dict lookup is atomic: it never waits for a write)."""
+        """The caller kept for `call_sid`, or None (one lookup, atomic under the GIL: no lock to wait for)."""
         return self._calls.get(call_sid)
 
     def is_retired(self, conference_sid: str) -> bool:
-        """Whether the conference was retired (a dict lookup is atomic: it never waits for a write)."""
+        """Whether the conference was retired (one lookup, atomic under the GIL: no lock to wait for)."""
         return conference_sid in self._retired
 
     def take_reads(self, count: int, per_second: int) -> bool:

@@ -31,7 +31,7 @@ HOST, GUEST, THIRD, FOURTH = sid("host"), sid("guest"), sid("third"), sid("fourt
 class Phone(SignedCallbacks):
     """Signed callbacks to one app, as SignalWire sends them, each a second after the last."""
 
-    at = time.time() - 100
+    at = time.time() - 100  # the class's: the phone of a restarted app goes on from the last one's clock
 
     def dial(self, call: str, number: str, room: str = ROOM) -> None:
         """The call's voice webhook: Quorum learns who it is."""
