@@ -32,6 +32,7 @@ from quorum import laml, webhooks
 from quorum.command_queue import CommandQueue
 from quorum.controller import Housekeeper, RecordingController
 from quorum.gateway import SignalWireGateway, build_client
+from quorum.state_file import FileBackedStore, StateFile
 from recording_state import MemoryStore, StateStore
 
 log = logging.getLogger("quorum")
@@ -73,6 +74,8 @@ class Services:
         self.archive.stop()
         if self.events:
             self.events.stop()
+        if isinstance(self.store, FileBackedStore):
+            self.store.close()  # last: everything above may still change the state
 
 
 def build_services(config: Config, client=None, store: Optional[StateStore] = None,
@@ -144,7 +147,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
         log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
                     "Use this only for local experiments.")
     try:
-        built = build_services(config, client, store, archive_clock)
+        built = build_services(config, client, store, archive_clock)  # RECORDINGS_DIR and STATE_FILE open here
     except ConfigError as error:
         if not from_env:
             raise
@@ -168,12 +171,13 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
 
 
 def build_store(config: Config) -> StateStore:
-    """Redis when REDIS_URL is set (several workers or hosts), else this process's memory."""
+    """Redis when REDIS_URL is set (several workers or hosts), else this process's memory, kept in STATE_FILE."""
     if config.redis_url:
         from quorum.redis_store import RedisStore
 
         return RedisStore.from_url(config.redis_url, config.redis_namespace, config.end_grace_s)
-    return MemoryStore()
+    path = config.state_path()
+    return FileBackedStore(StateFile(path)) if path else MemoryStore()
 
 
 def build_outbox(config: Config) -> Outbox:
@@ -208,8 +212,13 @@ def shutdown(app: Flask) -> None:
 
 def _config_or_exit() -> Config:
     """Read the settings, or stop with one line naming the bad one."""
+    return _or_exit(Config.from_env)
+
+
+def _or_exit(build: Callable):
+    """`build()`, or stop with one line naming the setting it refused."""
     try:
-        return Config.from_env()
+        return build()
     except ConfigError as error:
         _exit_with(error)
 

@@ -20,6 +20,8 @@ _ROOM = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _SPACE = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:[0-9]{1,5})?")  # a host name: the SDK prefixes https://
 ANNOUNCEMENT_MAX_CHARS = 500  # a sentence or two: <Say> reads it to everyone on every start and resume
+STATE_FILE_NAME = ".quorum-state.sqlite3"  # STATE_FILE's default, in RECORDINGS_DIR
+STATE_FILE_OFF = "off"
 
 
 def valid_room(value: str) -> bool:
@@ -104,6 +106,7 @@ class Config:
     max_recording_mb: int = 240
     delete_from_signalwire: bool = False  # SignalWire serves media without auth: delete its copy once ours is checked
     archive_retention_days: int = 0  # 0: keep archived conversations forever
+    state_file: str = ""  # empty: RECORDINGS_DIR/.quorum-state.sqlite3; "off": none; see state_path
     # Built from the settings above (and ROOM_RULES_FILE) once, at construction.
     rules: Dict[str, RoomRule] = field(default_factory=dict, init=False, repr=False, compare=False)
     default_rule: RoomRule = field(default=RoomRule(), init=False, repr=False, compare=False)
@@ -111,6 +114,12 @@ class Config:
     def rule_for(self, room: str) -> RoomRule:
         """The rule a room records by: its ROOM_RULES_FILE table, else the global settings."""
         return self.rules.get(room, self.default_rule)
+
+    def state_path(self) -> Optional[str]:
+        """Where the memory store writes its state through (STATE_FILE), or None: off, or Redis is the store."""
+        if self.redis_url or self.state_file.lower() == STATE_FILE_OFF:
+            return None
+        return self.state_file or os.path.join(self.recordings_dir, STATE_FILE_NAME)
 
     def records_caller(self, number: str, room: str) -> bool:
         """Whether a caller gets a recording of their own (PARTICIPANT_RECORDING, the room's RECORD_PARTICIPANTS)."""
@@ -253,6 +262,9 @@ def _check(config: Config) -> None:
         _http_url("PUBLIC_URL", config.public_url)
     if config.signalwire_api_url:
         _http_url("SIGNALWIRE_API_URL", config.signalwire_api_url)
+    if config.state_file.lower() in ("on", "true", "false", "yes", "no", "0", "1"):  # a switch, not a file name
+        raise ConfigError("STATE_FILE", f"must be empty (RECORDINGS_DIR/{STATE_FILE_NAME}), {STATE_FILE_OFF} "
+                                        f"or a file path, got {config.state_file!r}")
     if config.archive_retention_days < 0:
         raise ConfigError("ARCHIVE_RETENTION_DAYS",
                           f"must be 0 (keep forever) or a number of days, got {config.archive_retention_days}")

@@ -311,19 +311,22 @@ class MemoryStore:
 
     def mutate(self, room: str, fn: Mutation, release: Optional[Tuple[str, str]] = None) -> Optional[Conference]:
         """Apply `fn` under the room's lock; never call the API inside `fn`. `release` is `unlock`ed after.
-
-        Conferences are shared, not copied: `fn` must return a new one (as `policy` does).
-        """
+        Conferences are shared, not copied: `fn` must return a new one (as `policy` does)."""
         with self._lock(room):
             current = self._conferences.get(room)
             result = bump(current, fn(current))
-            if result is None:
-                self._conferences.pop(room, None)
-            else:
-                self._conferences[room] = result
+            if result is not current:
+                self._put(room, result)
         if release is not None:
             self.unlock(*release)
         return result
+
+    def _put(self, room: str, conf: Optional[Conference]) -> None:
+        """Set the room's conference (None: delete it), under its lock (quorum/state_file.py writes it through)."""
+        if conf is None:
+            del self._conferences[room]
+        else:
+            self._conferences[room] = conf
 
     def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
                               call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
@@ -348,32 +351,36 @@ class MemoryStore:
     def retire(self, conference_sid: str) -> None:
         """Remember the sid, forgetting the oldest beyond RETIRED_LIMIT."""
         with self._sets_lock:
-            _bounded_put(self._retired, conference_sid, None, self.RETIRED_LIMIT)
+            self._keep("retired", self._retired, conference_sid, None)
 
     def remember_call(self, call_sid: str, caller: dict) -> None:
         """Keep the caller, forgetting the oldest beyond CALLS_LIMIT."""
         with self._sets_lock:
-            _bounded_put(self._calls, call_sid, caller, self.CALLS_LIMIT)
+            self._keep("calls", self._calls, call_sid, caller)
+
+    def _keep(self, kind: str, items: "OrderedDict", key: str, value) -> List[str]:
+        """Insert as newest into the bounded set `kind`, under the sets' lock; returns the oldest keys dropped."""
+        items[key] = value
+        items.move_to_end(key)
+        limit = self.CALLS_LIMIT if kind == "calls" else self.RETIRED_LIMIT
+        return [items.popitem(last=False)[0] for _ in range(len(items) - limit)]
 
     def recall_call(self, call_sid: str) -> Optional[dict]:
-        """The caller kept for `call_sid`, or None."""
-        with self._sets_lock:
-            return self._calls.get(call_sid)
+        """The caller kept for `call_sid`, or None (one lookup, atomic under the GIL: no lock to wait for)."""
+        return self._calls.get(call_sid)
 
     def is_retired(self, conference_sid: str) -> bool:
-        """Whether the conference was retired."""
-        with self._sets_lock:
-            return conference_sid in self._retired
+        """Whether the conference was retired (one lookup, atomic under the GIL: no lock to wait for)."""
+        return conference_sid in self._retired
 
     def take_reads(self, count: int, per_second: int) -> bool:
         """A fixed one-second window of this process's reads (it is the only process)."""
         with self._sets_lock:
             second = int(time.time())
-            if self._read_window[0] != second:
-                self._read_window = [second, 0]
-            if self._read_window[1] + count > per_second:
+            taken = (self._read_window[1] if self._read_window[0] == second else 0) + count
+            if taken > per_second:
                 return False
-            self._read_window[1] += count
+            self._read_window = [second, taken]
             return True
 
     def try_lock(self, name: str, ttl_s: float) -> Optional[str]:
@@ -391,10 +398,3 @@ class MemoryStore:
         """Memory always answers."""
         return True
 
-
-def _bounded_put(items: "OrderedDict", key, value, limit: int) -> None:
-    """Insert as newest and drop the oldest entries beyond `limit`."""
-    items[key] = value
-    items.move_to_end(key)
-    while len(items) > limit:
-        items.popitem(last=False)

@@ -6,15 +6,19 @@ server over HTTP; a SignalWire fake answers the REST commands after ~80 ms. Ever
 variant runs in this one process's run, on this machine, with the same load:
 
     bare        a Flask route that does nothing (the ceiling)
-    memory      Quorum, one worker, in-memory store
+    memory      Quorum, one worker, in-memory store written through to its state file (STATE_FILE, the default)
+    memory-nofile  the same with STATE_FILE=off (`--state-file both` runs each memory variant both ways)
     redis-N     Quorum, N workers sharing one redis-server
 
 Printed: events/s, p50/p99 webhook latency, server CPU per event, REST reads and writes per
 event, Redis commands per event, conferences whose final recording state is wrong (must be 0), and each
 variant's throughput as a ratio of the bare route's; then the Redis variants' commands per event by name
-(INFO commandstats, a Lua script's own included: round trips are the EVALSHAs plus what no script runs).
+(INFO commandstats, a Lua script's own included: round trips are the EVALSHAs plus what no script runs),
+and each memory variant's cost of its state file: CPU per event and latency with the file over without.
+Every Quorum server archives into a fresh temporary RECORDINGS_DIR (so its state file starts empty).
 
     python bench/webhook_bench.py [--quick] [--variants bare,memory,redis-1,redis-2,redis-4] [--baseline DIR]
+                                  [--state-file on|off|both]
 """
 
 from __future__ import annotations
@@ -240,11 +244,12 @@ class Server:
         self._process.wait(30)
 
 
-def quorum_env(fake: LatencyFake, redis_url: str | None) -> dict:
+def quorum_env(fake: LatencyFake, redis_url: str | None, recordings_dir: str, state_file: str) -> dict:
     """Settings for a Quorum server under test."""
     env = {"SIGNALWIRE_PROJECT_ID": PROJECT, "SIGNALWIRE_API_TOKEN": "bench", "SIGNALWIRE_SPACE_URL": "bench.invalid",
            "SIGNALWIRE_SIGNING_KEY": SIGNING_KEY, "SIGNALWIRE_API_URL": fake.url, "PUBLIC_URL": PUBLIC_URL,
-           "RECONCILE_INTERVAL_S": "0", "SIGNALWIRE_TIMEOUT_S": "5"}
+           "RECONCILE_INTERVAL_S": "0", "SIGNALWIRE_TIMEOUT_S": "5", "RECORDINGS_DIR": recordings_dir,
+           "STATE_FILE": state_file}
     if redis_url:
         env.update(REDIS_URL=redis_url, REDIS_NAMESPACE=f"bench{time.monotonic_ns()}")
     return env
@@ -258,13 +263,15 @@ def expected_status(n: int) -> str:
 def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
     """Serve one variant (NAME@baseline: from --baseline), drive the load, check the outcome; returns its figures."""
     workers = int(name.split("-")[1].split("@")[0]) if name.startswith("redis-") else 1
+    recordings = tempfile.TemporaryDirectory(prefix="quorum-bench-")
     if name == "bare":
         # From the root, as Quorum is served: gunicorn.conf.py imports the project's modules.
         server = Server("bench.bare_app:create_app()", 1, {}, ROOT)
     else:
         redis_url = redis_server.url if name.startswith("redis-") else None
         checkout = Path(args.baseline).resolve() if name.endswith("@baseline") else ROOT
-        server = Server("app:create_app()", workers, quorum_env(fake, redis_url), checkout)
+        state_file = "off" if "-nofile" in name or args.state_file == "off" else ""
+        server = Server("app:create_app()", workers, quorum_env(fake, redis_url, recordings.name, state_file), checkout)
     commands_before = redis_server.commands_by_name() if redis_server else {}
     reads_before, writes_before = fake.reads, fake.writes
     with fake.lock:
@@ -277,6 +284,7 @@ def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
         cpu = server.cpu_seconds() - cpu_before
     finally:
         server.stop()
+        recordings.cleanup()
     events = len(latencies)
     latencies.sort()
     wrong = 0 if name == "bare" else sum(
@@ -357,6 +365,13 @@ def print_table(rows: list) -> None:
     for r in (r for r in rows if r["redis_commands_by_name"]):
         counts = sorted(r["redis_commands_by_name"].items(), key=lambda item: -item[1])
         print(f"{r['variant']} Redis commands/ev: " + ", ".join(f"{n} {c:g}" for n, c in counts if c >= 0.01))
+    by_name = {r["variant"]: r for r in rows}
+    for on, off in ((r, by_name.get(r["variant"].replace("memory", "memory-nofile", 1))) for r in rows
+                    if r["variant"].startswith("memory") and "-nofile" not in r["variant"]):
+        if off:
+            figures = {"server CPU ms/ev": "server_cpu_ms_per_event", "p50 ms": "p50_ms", "p99 ms": "p99_ms"}
+            print(f"{on['variant']} with its state file / without: " + ", ".join(
+                f"{label} {on[key]} / {off[key]} = {on[key] / off[key]:.2f}" for label, key in figures.items()))
 
 
 def main() -> int:
@@ -373,11 +388,16 @@ def main() -> int:
                         help="run every variant this many times, interleaved, and report medians (this VM is noisy)")
     parser.add_argument("--baseline", help="another Quorum checkout (e.g. before a change): each Quorum variant "
                                            "also runs from it, right after this one's, as NAME@baseline")
+    parser.add_argument("--state-file", choices=("on", "off", "both"), default="on",
+                        help="memory variants: with their state file (on), without (off), or each both ways, "
+                             "in turn, the one without named NAME-nofile")
     args = parser.parse_args()
     if args.quick:
         args.conferences, args.churn = 40, 3
     variants = [run for v in args.variants.split(",")
                 for run in ([v, f"{v}@baseline"] if args.baseline and v != "bare" else [v])]
+    variants = [run for v in variants for run in ([v, v.replace("memory", "memory-nofile", 1)]
+                                                   if args.state_file == "both" and v.startswith("memory") else [v])]
     fake = LatencyFake(args.latency_ms / 1000)
     threading.Thread(target=fake.serve_forever, daemon=True).start()
     workdir = ROOT / "bench" / "results"

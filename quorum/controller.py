@@ -112,7 +112,7 @@ class RecordingController:
                 return conf
             if conf is not None and conf.conference_sid not in (None, current.conference_sid):
                 displaced["conference"] = conf
-            after = self._finish_if_done(self._apply_kind(current, event, now, self._caller(known, event.room)))
+            after = self._finish_if_done(self._apply_kind(current, event, now, self._caller(known, current)))
             if after.wanted != current.wanted:
                 crossed["at"] = event.received
             return after
@@ -290,12 +290,13 @@ class RecordingController:
         # Listed but never seen started, or started but no longer listed (a lost end), twice running.
         return ((conf.conference_sid in listed) != conf.verified and rounds >= 1) or rounds == QUIET_ROUNDS
 
-    def _caller(self, known: Optional[dict], room: str) -> Optional[Caller]:
-        """Who a call is, from what the voice webhook kept: a host or not, and recorded on its own or not."""
+    def _caller(self, known: Optional[dict], conf: Conference) -> Optional[Caller]:
+        """Who a call is, from what the voice webhook kept: a host or not by the rule the conference began under
+        (a restart on edited rules changes no call in progress), and recorded on its own or not."""
         if known is None:
             return None
-        return Caller(from_=known["from"], to=known["to"], record=self._records_caller(known["from"], room),
-                      host=self._rules(room).is_host(known["from"]))
+        return Caller(from_=known["from"], to=known["to"], record=self._records_caller(known["from"], conf.room),
+                      host=conf.rule.is_host(known["from"]))
 
     def _close(self, conf: Conference, now: float) -> Conference:
         """End a conference that outlived its grace period and stop waiting for its recordings."""

@@ -283,6 +283,7 @@ def test_api_refuses_hostile_ids(api, path, status):
 
 
 def test_archive_survives_a_restart(api, tmp_path, signalwire):
+    shutdown(api.app)  # first: the state file is held by one process at a time
     again = create_app(make_config(recordings_dir=str(tmp_path), api_token=TOKEN))
     try:
         listing = again.test_client().get("/api/conversations", headers={"Authorization": f"Bearer {TOKEN}"})

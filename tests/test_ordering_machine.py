@@ -1,7 +1,8 @@
 """Stateful property test of callback, read and command ordering against a model of SignalWire (issue 10).
 
 The system under test is the production decision path without threads or HTTP: `RecordingController`
-applies callbacks to a `MemoryStore` (so versions are bumped as in production), and the command
+applies callbacks to the memory store kept in a state file (so versions are bumped and every change
+written through as in production), and the command
 queue's own `_act_once`, `_command_change` and `_read_change` run commands and merge reads, with
 `policy.read_start` captured when a read is sent. The machine decides when each step happens.
 
@@ -23,8 +24,9 @@ the calls on the line, less those on hold unless hold counts; "the rule" below i
 the conference only once two are in and the host is one of them (guests do not start it, as
 Quorum's LaML says). A host is known to this process only through its voice webhook
 (`inbound_call`, before its first join, in the process up then): the REST API does not say who
-dialed in from where, and a restart's memory store forgets it, so the rule counts the host only
-while this process remembers it.
+dialed in from where, and a restart on an empty store forgets it, so the rule counts the host only
+while this process remembers it. A restart keeping its state file loads what the last process knew
+(only its reads in flight are lost), voice webhooks included.
 
 Invariants:
 1. Quiescence (teardown): once every queued callback is delivered, every read in flight has landed,
@@ -68,6 +70,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -81,6 +85,7 @@ from quorum import policy
 from quorum.command_queue import CommandQueue, _for_conference
 from quorum.controller import CallStatusEvent, ConferenceEvent, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
+from quorum.state_file import FileBackedStore, StateFile
 from recording_state import PAUSED, RECORDING, MemoryStore
 
 ROOM = "+15550001111"
@@ -94,8 +99,10 @@ STEPS = [0.0, 0.0, 0.3, 0.6, 1.0, 2.0]  # SignalWire clock advance per event: sa
 # is what tests the merge of a read against another that landed during it.
 MAX_PENDING_READS = 3
 MAX_DROPS = 2  # SignalWire gives up on a callback after 3 attempts: rare; two, so both signals of one hang-up can go
-MAX_RESTARTS = 2
+MAX_RESTARTS = 2  # on an empty store, and as many keeping the state file
 EXAMPLES = int(os.environ.get("QUORUM_MACHINE_EXAMPLES", "300"))
+# Where the state files go: memory (tmpfs) where there is one, since each new file costs some seven fsyncs.
+STATE_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
 # Where a participant callback says its call is: (on the line, on hold).
 PLACE = {"participant-join": (True, False), "participant-leave": (False, False),
@@ -191,18 +198,15 @@ class OrderingMachine(RuleBasedStateMachine):
         self.recording: Optional[str] = None  # None until the conference starts (record-from-start)
         self.pending: List[Callback] = []
         self.sent: List[Callback] = []  # every callback ever queued
-        self.drops = self.restarts = 0
+        self.drops = self.restarts = self.reloads = 0
+        self.directory = tempfile.mkdtemp(prefix="quorum-machine-", dir=STATE_DIR)
         self._start_process()
 
     def _start_process(self) -> None:
-        """A Quorum process with an empty memory store: what it was told so far is gone."""
-        self.store = MemoryStore()
-        self.collaborators = Collaborators(self)
-        self.controller = RecordingController(self.store, self.collaborators, self.collaborators,
-                                              lambda room: self.rule, end_grace_s=300.0, clock=lambda: self.clock)
-        self.queue = SteppedQueue(self.store, self.collaborators, lambda: self.clock)
+        """A Quorum process on an empty store (STATE_FILE=off, or a new file): what it was told so far is gone."""
+        self.path = os.path.join(self.directory, f"state-{self.restarts}.sqlite3")
+        self._run(FileBackedStore(StateFile(self.path)))
         self.delivered: List[Callback] = []  # to this process
-        self.reads: List[PendingRead] = []
         self.sends = 0  # reads sent by this process
         self.overtaken: set = set()  # reads (by `sent`) that an earlier-sent read landed ahead of
         self.stale_word: Optional[int] = None  # sends when an overtaken read landed, until a later one lands
@@ -211,6 +215,15 @@ class OrderingMachine(RuleBasedStateMachine):
         self.conflicts: Dict[str, int] = {}  # call -> deliveries up to its latest same-second conflict
         self.given_up: set = set()  # conflicted calls whose confirmation read the API refused
         self.ended: set = set()  # calls a call-status took off the line in this process: K's word on them is final
+
+    def _run(self, store: FileBackedStore) -> None:
+        """The process's controller and command steps on `store`; reads in flight died with the last process."""
+        self.store = store
+        self.collaborators = Collaborators(self)
+        self.controller = RecordingController(self.store, self.collaborators, self.collaborators,
+                                              lambda room: self.rule, end_grace_s=300.0, clock=lambda: self.clock)
+        self.queue = SteppedQueue(self.store, self.collaborators, lambda: self.clock)
+        self.reads: List[PendingRead] = []
 
     # --- SignalWire's side -------------------------------------------------------------------------
 
@@ -441,12 +454,27 @@ class OrderingMachine(RuleBasedStateMachine):
 
     @rule()
     def restart(self) -> None:
-        """The process restarts with the memory store: state, remembered calls (hosts among them) and reads
-        in flight are lost."""
+        """The process restarts on an empty store (STATE_FILE=off): state, remembered calls (hosts among them)
+        and reads in flight are lost."""
         if not (self.restarts < MAX_RESTARTS):
             return
         self.restarts += 1
+        self.store.close()
         self._start_process()
+
+    @rule()
+    def restart_keeping_the_file(self) -> None:
+        """The process restarts on its state file: it loads what the last one knew, and what it was told
+        (K, remembered calls) stays told; only the reads in flight are lost. Only once there is a conference
+        to keep: earlier, it is no different from a restart on an empty store."""
+        if not (self.reloads < MAX_RESTARTS and self.store.get(ROOM) is not None):
+            return
+        self.reloads += 1
+        held, calls = dict(self.store.conferences()), [self.store.recall_call(call) for call in CALLS]
+        self.store.close()
+        self._run(FileBackedStore(StateFile(self.path)))
+        assert dict(self.store.conferences()) == held
+        assert [self.store.recall_call(call) for call in CALLS] == calls
 
     @rule()
     def reconciler_asks(self) -> None:
@@ -509,9 +537,17 @@ class OrderingMachine(RuleBasedStateMachine):
         assert back == [], f"{back} ended, yet the policy has them on the line"
 
     def teardown(self) -> None:
-        """Invariant 1: bring everything to quiescence, then compare with SignalWire."""
+        """Invariant 1, then the state files are removed."""
         if not hasattr(self, "store"):
             return
+        try:
+            self._quiescence()
+        finally:
+            self.store.close()
+            shutil.rmtree(self.directory)
+
+    def _quiescence(self) -> None:
+        """Invariant 1: bring everything to quiescence, then compare with SignalWire."""
         while self.pending:
             self.deliver(0)
         while self.reads:

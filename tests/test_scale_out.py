@@ -25,10 +25,10 @@ ROOMS = [f"+1555020{i:04d}" for i in range(6)]
 
 @pytest.fixture
 def cluster(tmp_path, redis_url):
-    """start(n, faults, redis=True) -> (emulator, balancer, [processes]); all stopped afterwards."""
+    """start(n, faults, redis=True, **settings) -> (emulator, balancer, [processes]); all stopped afterwards."""
     made = {"processes": [], "emulator": None, "balancer": None}
 
-    def start(count: int, faults: Faults = Faults(), redis: bool = True):
+    def start(count: int, faults: Faults = Faults(), redis: bool = True, **settings: str):
         emulator = made["emulator"] = Emulator(faults=faults, seed=7).start()
         balancer = made["balancer"] = Balancer(seed=3).__enter__()
         namespace = f"t{uuid.uuid4().hex[:8]}"
@@ -39,6 +39,7 @@ def cluster(tmp_path, redis_url):
                "LOG_LEVEL": "INFO", "RECORDINGS_DIR": str(tmp_path / "recordings")}
         if redis:
             env.update(REDIS_URL=redis_url, REDIS_NAMESPACE=namespace)
+        env.update(settings)
         made["env"], made["namespace"] = env, namespace
         for room in ROOMS:
             emulator.add_number(room, f"{balancer.url}/voice/inbound")
@@ -173,7 +174,7 @@ def test_sigkill_mid_conference_and_a_fresh_process_carries_on(cluster, redis_ur
 
 
 def test_memory_store_restart_recovers_through_the_rest_api(cluster):
-    emulator, balancer, processes = cluster(1, redis=False)
+    emulator, balancer, processes = cluster(1, redis=False, STATE_FILE="off")
     player = Player(emulator)
     player.play([("call", "host", ROOMS[1]), ("wait", 0.3), ("call", "guest", ROOMS[1]), ("wait", 0.5)])
     settle(emulator, processes)
@@ -187,3 +188,18 @@ def test_memory_store_restart_recovers_through_the_rest_api(cluster):
     assert emulator.recording(conf.recording_sids[0]).status == "paused"
     reads = [c.path.rsplit("/", 1)[-1] for c in emulator.rest_log.calls if c.method == "GET"]
     assert reads == ["Participants.json", "Recordings.json"]
+
+
+def test_memory_store_killed_restarts_from_its_state_file(cluster):
+    emulator, balancer, processes = cluster(1, redis=False)
+    player = Player(emulator)
+    player.play([("call", "host", ROOMS[1]), ("wait", 0.3), ("call", "guest", ROOMS[1]), ("wait", 0.5)])
+    settle(emulator, processes)
+    processes[0].kill()  # SIGKILL: no stop, no checkpoint; the state file's WAL holds what was committed
+    balancer.backends.clear()
+    cluster.add_process(1)
+    player.play([("hangup", "guest"), ("wait", 0.5)])
+    settle(emulator, processes)
+    (conf,) = emulator.conferences(ROOMS[1])
+    assert emulator.recording(conf.recording_sids[0]).status == "paused"
+    assert [c for c in emulator.rest_log.calls if c.method == "GET"] == []  # it knew the conference and its calls
