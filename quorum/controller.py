@@ -21,6 +21,9 @@ log = logging.getLogger("quorum.controller")
 # Reconcile rounds a conference must stay unchanged before it is read once, to catch a callback SignalWire
 # gave up on: long enough that a busy conference is never read, short enough to bound the damage.
 QUIET_ROUNDS = 10
+# Seconds between re-drives (`RecordingController.redrive`): the sweep's min(30, END_GRACE_S / 2) is 30 s by
+# default, six times the longest retry backoff; a room nobody drives waits no longer than that backoff.
+REDRIVE_S = 5.0
 PARTICIPANT_EVENTS = ("participant-join", "participant-leave", "participant-hold", "participant-unhold")
 
 
@@ -180,6 +183,13 @@ class RecordingController:
                     handed += 1
         return handed
 
+    def redrive(self) -> int:
+        """Kick every live room with a command, an urgent read or an announcement due, as the store has it (no REST
+        call): what a process did not finish (it died mid-command, or the store did not take a write) is done.
+        Routine reads are the reconciler's to ask again; rooms this process is retrying already keep their
+        backoff. Returns how many rooms were kicked."""
+        return sum(self._commands.redrive(room) for room, conf in self._store.conferences() if _due(conf))
+
     def reconcile(self) -> int:
         """The watchdog for lost callbacks and failed commands, one round at a time across processes.
 
@@ -310,30 +320,42 @@ class RecordingController:
         log.info("room=%s conference=%s %s present=%d wanted=%s action=%s%s", room, result.conference_sid, what,
                  len(result.present()), result.wanted, action.target if action else "none",
                  f" why={policy.why_read(result)}" if action and action.target == policy.RECOVER else "")
-        if action:
+        if action or policy.announcement_due(result):
             self._commands.kick(room, crossed_at)
             return Decision.QUEUED
         return Decision.APPLIED
 
 
+def _due(conf: Conference) -> bool:
+    """Whether a conference has a command, an urgent read or an announcement due."""
+    action = policy.next_action(conf)
+    urgent = action is not None and (action.target != policy.RECOVER or action.urgent)
+    return urgent or policy.announcement_due(conf)
+
+
 class Housekeeper(threading.Thread):
-    """Sweeps every `sweep_s` and reconciles every `reconcile_s` (0: never)."""
+    """Sweeps every `sweep_s`, reconciles every `reconcile_s` (0: never) and re-drives every `redrive_s`."""
 
     def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float,
-                 on_sweep: Callable[[], None] = lambda: None):
+                 on_sweep: Callable[[], None] = lambda: None, redrive_s: float = REDRIVE_S):
         super().__init__(name="quorum-housekeeper", daemon=True)
         self._controller = controller
         self._on_sweep = on_sweep  # run after each sweep: the archive's upkeep, wired in app.py
         self._sweep_s = sweep_s
         self._reconcile_s = reconcile_s
+        self._redrive_s = redrive_s
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        """Sweep and reconcile until stopped, each at its own period."""
+        """Sweep, reconcile and re-drive until stopped, each at its own period."""
         next_sweep = time.monotonic() + self._sweep_s
         next_reconcile = time.monotonic() + self._reconcile_s if self._reconcile_s else float("inf")
-        while not self._stopped.wait(max(0.0, min(next_sweep, next_reconcile) - time.monotonic())):
+        next_redrive = time.monotonic() + self._redrive_s
+        while not self._stopped.wait(max(0.0, min(next_sweep, next_reconcile, next_redrive) - time.monotonic())):
             try:
+                if time.monotonic() >= next_redrive:
+                    next_redrive = time.monotonic() + self._redrive_s
+                    self._controller.redrive()
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self._sweep_s
                     self._controller.sweep()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from config import RoomRule
-from recording_state import (ABANDONED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
+from recording_state import (ABANDONED, DOUBT, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
                              Conference, Presence, RecordingInfo, Transition, evolve)
 
 # Recording statuses SignalWire reports in recording-status callbacks: `failed` for a conference recording,
@@ -43,8 +43,11 @@ class Snapshot:
 
     status: str  # init | in-progress | completed
     present: tuple
-    recordings: dict
+    recordings: dict  # the conference's own list: complete
     held: tuple = ()  # the calls among `present` that are on hold
+    # Participant recordings in doubt, fetched one by one (the conference's list leaves them out): sid -> status,
+    # None when the API answered 404.
+    call_recordings: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -216,10 +219,13 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
                                           True, line[1], call in hosts or (seen is not None and seen.host))
     merged = evolve(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
                      read_version=conf.version + 1)
-    for sid, status in snapshot.recordings.items():
+    # A conference recording in doubt that the conference's (complete) list leaves out is over.
+    unlisted = {sid: None for sid, state in conf.recordings.items()
+                if state == DOUBT and _owner(conf, sid) is None and sid not in snapshot.recordings}
+    for sid, status in {**snapshot.recordings, **snapshot.call_recordings, **unlisted}.items():
         if conf.recording_versions.get(sid, 0) > start.version:
             continue  # a callback or command result newer than the read
-        state = API_RECORDING_STATES.get(status, UNSURE)
+        state = GONE if status is None else API_RECORDING_STATES.get(status, UNSURE)
         if merged.recordings.get(sid) not in (GONE, state):
             merged = _confirmed(merged, sid, state, at)
     # The read lists conference recordings only: a participant's own recording whose command failed
@@ -231,8 +237,12 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
 
 
 def assume_verified(conf: Optional[Conference]) -> Optional[Conference]:
-    """Go on with what the callbacks told us when the REST API refuses to be read."""
-    return None if conf is None else evolve(conf, verified=True, recheck=False)
+    """Go on with what the callbacks told us when the REST API refuses to be read; a recording in doubt is sent
+    the wanted state again (unsure), never taken for gone."""
+    if conf is None:
+        return None
+    doubts = {sid: UNSURE for sid, state in conf.recordings.items() if state == DOUBT}
+    return evolve(conf, verified=True, recheck=False, recordings={**conf.recordings, **doubts})
 
 
 def conference_ended(conf: Conference, at: float) -> Conference:
@@ -284,11 +294,11 @@ def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: 
 
 
 def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> Conference:
-    """Record the API-confirmed state of one recording (UNSURE is not a state the timeline shows)."""
+    """Record the API-confirmed state of one recording (UNSURE and DOUBT are not states the timeline shows)."""
     recordings = {**conf.recordings, recording_sid: state}
     versions = {**conf.recording_versions, recording_sid: conf.version + 1}
     refused = {sid: target for sid, target in conf.refused.items() if sid != recording_sid}
-    if state == UNSURE:
+    if state in (UNSURE, DOUBT):
         return evolve(conf, recordings=recordings, recording_versions=versions, refused=refused)
     # The conference recording (re)started: everyone hears the announcement, and the recording carries it.
     starts = (state == RECORDING and conf.recordings.get(recording_sid) != RECORDING
@@ -300,13 +310,28 @@ def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> C
     )
 
 
-def announced(conf: Optional[Conference], outcome: str, at: float) -> Optional[Conference]:
-    """Record how an announcement went (played, failed, skipped): a first failure leaves one more try."""
-    if conf is None or not conf.announce_tries:
+def announced(conf: Optional[Conference], outcome: str, at: float,
+              start: Optional[float] = None) -> Optional[Conference]:
+    """Record how an announcement went (played, failed, skipped): a first failure leaves one more try.
+
+    `start`: the `announcement_start` it was sent for; a start or resume confirmed since owes one of its own.
+    """
+    if conf is None or not conf.announce_tries or (start is not None and announcement_start(conf) != start):
         return conf
     if outcome == "failed" and conf.announce_tries > 1:
         return evolve(conf, announce_tries=conf.announce_tries - 1)
     return evolve(conf, announce_tries=0, timeline=_log(conf, at, "announced", outcome))
+
+
+def announcement_due(conf: Optional[Conference]) -> bool:
+    """Whether the announcement lane has something to do: a start or resume of a live conference not yet announced."""
+    return conf is not None and not conf.ended and conf.conference_sid is not None and conf.announce_tries > 0
+
+
+def announcement_start(conf: Conference) -> Optional[float]:
+    """When (our clock) the start or resume of the conference recording that is owed an announcement was confirmed."""
+    return next((t.at for t in reversed(conf.timeline) if t.kind == "confirmed" and t.state == RECORDING
+                 and _owner(conf, t.recording_sid) is None), None)
 
 
 def announcement_plays(conf: Conference) -> bool:
@@ -320,6 +345,8 @@ def command_result(conf: Optional[Conference], recording_sid: str, state: str, a
 
     ABANDONED (the API refused `target`) keeps the recording's last confirmed state, remembers the refusal
     so the same command is not sent again, and lets the next change of the wanted state command it anew.
+    DOUBT (a 404 or 422, transient as often as not) asks for a read: only a read or a recording callback says a
+    recording is over.
     """
     if conf is None or conf.recordings.get(recording_sid) in (None, GONE):
         return conf
@@ -328,6 +355,10 @@ def command_result(conf: Optional[Conference], recording_sid: str, state: str, a
         result = evolve(conf, recordings={**conf.recordings, recording_sid: ABANDONED}, refused=refused)
     else:
         result = _confirmed(conf, recording_sid, state, at)
+    if state == PAUSED and _owner(conf, recording_sid) is None:
+        # The pause came before the announcement's outcome: what is owed is settled here, so the pause's
+        # recording.paused follows the recording.resumed that the announcement held back.
+        result = announced(result, "skipped", at)
     # Our own command's answer is no news a read must confirm: a conference a read confirmed stays confirmed.
     return evolve(result, read_version=conf.version + 1) if conf.read_version == conf.version else result
 
@@ -338,9 +369,8 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
         return None
     if needs_recovery(conf):
         return Action(conf.conference_sid, None, RECOVER, urgent=True)
-    if conf.announce_tries:
-        # Before any pause: a pause first would send recording.paused ahead of the recording.resumed it ends.
-        return Action(conf.conference_sid, None, ANNOUNCE)
+    # An announcement due (`announcement_due`) is not among these: it has a lane of its own, so no pause or
+    # resume waits for it (a pause that comes first settles it: `command_result`).
     present = set(conf.present())
     for sid, confirmed in sorted(conf.recordings.items()):
         owner = _owner(conf, sid)
@@ -351,10 +381,30 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
     if conf.wanted == RECORDING:
         for call_sid in _callers_to_record(conf):
             return Action(conf.conference_sid, None, CREATE, call_sid)
+    if in_doubt(conf):
+        return Action(conf.conference_sid, None, RECOVER, urgent=True)  # what is known was commanded first
     if conf.recheck and (conf.recordings or len(conf.participants) >= 2):
         # Known state's commands go first: a routine re-read must not delay a pause.
         return Action(conf.conference_sid, None, RECOVER)
     return None
+
+
+def in_doubt(conf: Conference) -> tuple:
+    """Recordings in doubt that a read must settle: the conference's, and those of callers still on the line
+    (a caller's own recording that hung up ends by itself, and its callback says so)."""
+    present = set(conf.present())
+    return tuple(sid for sid, state in sorted(conf.recordings.items())
+                 if state == DOUBT and _owner(conf, sid) in (None, *present))
+
+
+def call_recordings_in_doubt(conf: Conference) -> tuple:
+    """(call, recording) of the participant recordings in doubt: the conference's read must fetch them one by one."""
+    return tuple((_owner(conf, sid), sid) for sid in in_doubt(conf) if _owner(conf, sid) is not None)
+
+
+def read_is_urgent(conf: Conference) -> bool:
+    """Whether a decision waits for the read: state begun mid-conference, or a recording in doubt."""
+    return needs_recovery(conf) or bool(in_doubt(conf))
 
 
 def _due(conf: Conference, recording_sid: str, confirmed: str) -> bool:
@@ -378,7 +428,7 @@ def _callers_to_record(conf: Conference) -> list:
     """
     # An abandoned recording may still be running: starting another would record the caller twice.
     running = {_owner(conf, sid) for sid, state in conf.recordings.items()
-               if state in (RECORDING, PAUSED, UNSURE, ABANDONED)}
+               if state in (RECORDING, PAUSED, UNSURE, DOUBT, ABANDONED)}
     return [call for call in conf.present()
             if conf.callers.get(call, Caller()).record and call not in running and call not in conf.unrecordable]
 

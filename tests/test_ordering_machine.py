@@ -8,7 +8,7 @@ queue's own `_act_once`, `_command_change` and `_read_change` run commands and m
 The reference model is SignalWire: which calls are on the line and which of them are on hold (its
 clock; callbacks carry one-second Timestamps, so events in one second share one), whether the
 conference has started, and the recording's real state (changed by every command SignalWire applied,
-including ones whose answer timed out). Out of scope: conference-end and the room's next conference,
+including ones whose answer timed out; a 404 may be transient: answered, nothing applied, the recording live). Out of scope: conference-end and the room's next conference,
 participant recordings, recording callbacks other than `in-progress` (tests/test_lone_caller.py
 covers those), a call that joins already on hold.
 
@@ -92,7 +92,8 @@ PLACE = {"participant-join": (True, False), "participant-leave": (False, False),
          "participant-hold": (True, True), "participant-unhold": (True, False)}
 # How the model's SignalWire answers a pause/resume: (what the gateway returns, whether it took effect).
 COMMAND_OUTCOMES = {"ok": (Outcome.OK, True), "timeout-applied": (Outcome.RETRY, True),
-                    "timeout-lost": (Outcome.RETRY, False), "refused": (Outcome.REJECTED, False)}
+                    "timeout-lost": (Outcome.RETRY, False), "refused": (Outcome.REJECTED, False),
+                    "transient-404": (Outcome.GONE, False)}
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class SteppedQueue(CommandQueue):
         self._crossed, self._observe_crossing = {}, lambda seconds: None
         self._attempts: Dict[str, int] = {}
         self._attempts_lock = threading.Lock()
+        self._unwritten, self._writing = {}, [threading.Lock()]
         self._later = self
 
     def later(self, room: str, delay_s: float) -> None:
@@ -327,7 +329,7 @@ class OrderingMachine(RuleBasedStateMachine):
         """`CommandQueue._read`'s own test of whether the room still needs a read."""
         conf = self.store.get(ROOM)
         return (conf is not None and not conf.ended and conf.conference_sid is not None
-                and (policy.needs_recovery(conf) or conf.recheck))
+                and (policy.read_is_urgent(conf) or conf.recheck))
 
     @rule()
     def send_read(self) -> None:
@@ -336,7 +338,7 @@ class OrderingMachine(RuleBasedStateMachine):
             return
         conf, snapshot = self.store.get(ROOM), self._snapshot()
         self.sends += 1
-        self.reads.append(PendingRead(policy.read_start(conf), snapshot, policy.needs_recovery(conf),
+        self.reads.append(PendingRead(policy.read_start(conf), snapshot, policy.read_is_urgent(conf),
                                       self.seq, len(self.delivered), self.queue._hosts(conf, snapshot), self.sends))
 
     def _land(self, read: PendingRead, outcome: Outcome) -> None:

@@ -87,12 +87,24 @@ def announcing(conf):
     return policy.recording_status(conf, "rec-1", "in-progress", 10.0)
 
 
-def test_the_announcement_is_due_when_the_recording_starts_and_before_any_other_command():
+def test_the_announcement_is_due_when_the_recording_starts_and_a_pause_never_waits_for_it():
     conf = announcing(play(started(RoomRule(recording_announcement=NOTICE)), [(HOST, J, 1), (GUEST, J, 2)]))
-    assert conf.announce_tries == policy.ANNOUNCE_TRIES
-    assert policy.next_action(conf).target == policy.ANNOUNCE
-    paused = play(conf, [(GUEST, L, 11)])  # a pause now due still waits for the announcement's outcome
-    assert policy.next_action(paused).target == policy.ANNOUNCE and not policy.announcement_plays(paused)
+    assert conf.announce_tries == policy.ANNOUNCE_TRIES and policy.announcement_due(conf)
+    assert policy.next_action(conf) is None  # the announcement has a lane of its own
+    paused = play(conf, [(GUEST, L, 11)])
+    assert policy.next_action(paused).target == PAUSED and not policy.announcement_plays(paused)
+    paused = policy.command_result(paused, "rec-1", PAUSED, 11.5)  # the pause settles what was owed
+    assert not policy.announcement_due(paused)
+    assert [t.state for t in paused.timeline if t.kind == "announced"] == ["skipped"]
+
+
+def test_an_announcement_answered_after_the_next_resume_is_not_taken_for_its_own():
+    conf = announcing(play(started(RoomRule(recording_announcement=NOTICE)), [(HOST, J, 1), (GUEST, J, 2)]))
+    sent_for = policy.announcement_start(conf)
+    conf = policy.command_result(play(conf, [(GUEST, L, 11)]), "rec-1", PAUSED, 11.5)
+    conf = policy.command_result(play(conf, [(OTHER, J, 12)]), "rec-1", RECORDING, 12.5)
+    assert policy.announced(conf, "played", 13.0, sent_for) is conf  # the resume owes one of its own
+    assert not policy.announcement_due(policy.announced(conf, "played", 13.0, policy.announcement_start(conf)))
 
 
 def test_no_announcement_without_one_configured():

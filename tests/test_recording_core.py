@@ -31,7 +31,7 @@ class FakeGateway:
     def record_call(self, call_sid, callback_url):
         return Outcome.REJECTED, None
 
-    def read_conference(self, conference_sid):
+    def read_conference(self, conference_sid, call_recordings=()):
         self.reads.append(conference_sid)
         return Outcome.GONE, None
 
@@ -107,7 +107,7 @@ def until(condition, timeout=5.0):
 class ReadableGateway(FakeGateway):
     """A SignalWire that answers reads: A and B on the line, no recording yet."""
 
-    def read_conference(self, conference_sid):
+    def read_conference(self, conference_sid, call_recordings=()):
         self.reads.append(conference_sid)
         return Outcome.OK, policy.Snapshot("in-progress", (A, B), {})
 
