@@ -39,8 +39,7 @@ GONE = "gone"  # a completed/absent/failed callback, or a read that says so: not
 DOUBT = "doubt"  # a command was answered 404 or 422, which may be transient: a read decides, no command meanwhile
 ABANDONED = "failed"  # the API refused a command (4xx): sent again only for a new wanted state; or it never ended
 UNSURE = "unsure"  # a command timed out or failed with 5xx: it may or may not have taken effect
-LIVE = "live"
-PROCESSING = "processing"
+LIVE, PROCESSING = "live", "processing"  # a conference's status: live, then being archived
 
 TIMELINE_LIMIT = 1000  # a conference that flips all day must not grow without bound
 STALE_AFTER_S = 12 * 3600  # a live conference with no event for this long lost its end callback

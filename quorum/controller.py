@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from config import RoomRule
-from quorum import policy
+from quorum import announcements, policy
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
 from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, alone, evolve,
@@ -320,7 +320,7 @@ class RecordingController:
         log.info("room=%s conference=%s %s present=%d wanted=%s action=%s%s", room, result.conference_sid, what,
                  len(result.present()), result.wanted, action.target if action else "none",
                  f" why={policy.why_read(result)}" if action and action.target == policy.RECOVER else "")
-        if action or policy.announcement_due(result):
+        if action or announcements.announcement_due(result):
             self._commands.kick(room, crossed_at)
             return Decision.QUEUED
         return Decision.APPLIED
@@ -330,7 +330,7 @@ def _due(conf: Conference) -> bool:
     """Whether a conference has a command, an urgent read or an announcement due."""
     action = policy.next_action(conf)
     urgent = action is not None and (action.target != policy.RECOVER or action.urgent)
-    return urgent or policy.announcement_due(conf)
+    return urgent or announcements.announcement_due(conf)
 
 
 class Housekeeper(threading.Thread):

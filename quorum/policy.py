@@ -45,8 +45,7 @@ class Snapshot:
     present: tuple
     recordings: dict  # the conference's own list: complete
     held: tuple = ()  # the calls among `present` that are on hold
-    # Participant recordings in doubt, fetched one by one (the conference's list leaves them out): sid -> status,
-    # None when the API answered 404.
+    # Participant recordings in doubt, fetched one by one (not in the list): sid -> status, None for a 404.
     call_recordings: dict = field(default_factory=dict)
 
 
@@ -239,10 +238,8 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
 def assume_verified(conf: Optional[Conference]) -> Optional[Conference]:
     """Go on with what the callbacks told us when the REST API refuses to be read; a recording in doubt is sent
     the wanted state again (unsure), never taken for gone."""
-    if conf is None:
-        return None
-    doubts = {sid: UNSURE for sid, state in conf.recordings.items() if state == DOUBT}
-    return evolve(conf, verified=True, recheck=False, recordings={**conf.recordings, **doubts})
+    doubts = {sid: UNSURE for sid, state in (conf.recordings if conf else {}).items() if state == DOUBT}
+    return conf and evolve(conf, verified=True, recheck=False, recordings={**conf.recordings, **doubts})
 
 
 def conference_ended(conf: Conference, at: float) -> Conference:
@@ -310,43 +307,13 @@ def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> C
     )
 
 
-def announced(conf: Optional[Conference], outcome: str, at: float,
-              start: Optional[float] = None) -> Optional[Conference]:
-    """Record how an announcement went (played, failed, skipped): a first failure leaves one more try.
-
-    `start`: the `announcement_start` it was sent for; a start or resume confirmed since owes one of its own.
-    """
-    if conf is None or not conf.announce_tries or (start is not None and announcement_start(conf) != start):
-        return conf
-    if outcome == "failed" and conf.announce_tries > 1:
-        return evolve(conf, announce_tries=conf.announce_tries - 1)
-    return evolve(conf, announce_tries=0, timeline=_log(conf, at, "announced", outcome))
-
-
-def announcement_due(conf: Optional[Conference]) -> bool:
-    """Whether the announcement lane has something to do: a start or resume of a live conference not yet announced."""
-    return conf is not None and not conf.ended and conf.conference_sid is not None and conf.announce_tries > 0
-
-
-def announcement_start(conf: Conference) -> Optional[float]:
-    """When (our clock) the start or resume of the conference recording that is owed an announcement was confirmed."""
-    return next((t.at for t in reversed(conf.timeline) if t.kind == "confirmed" and t.state == RECORDING
-                 and _owner(conf, t.recording_sid) is None), None)
-
-
-def announcement_plays(conf: Conference) -> bool:
-    """Whether a due announcement is worth playing: the recording is to go on, not about to pause."""
-    return conf.wanted == RECORDING
-
-
 def command_result(conf: Optional[Conference], recording_sid: str, state: str, at: float,
                    target: Optional[str] = None) -> Optional[Conference]:
     """Record the outcome of a REST command unless the recording has finished meanwhile.
 
     ABANDONED (the API refused `target`) keeps the recording's last confirmed state, remembers the refusal
     so the same command is not sent again, and lets the next change of the wanted state command it anew.
-    DOUBT (a 404 or 422, transient as often as not) asks for a read: only a read or a recording callback says a
-    recording is over.
+    DOUBT (a 404 or 422, which may be transient) asks for a read: only a read or a callback ends a recording.
     """
     if conf is None or conf.recordings.get(recording_sid) in (None, GONE):
         return conf
@@ -355,10 +322,6 @@ def command_result(conf: Optional[Conference], recording_sid: str, state: str, a
         result = evolve(conf, recordings={**conf.recordings, recording_sid: ABANDONED}, refused=refused)
     else:
         result = _confirmed(conf, recording_sid, state, at)
-    if state == PAUSED and _owner(conf, recording_sid) is None:
-        # The pause came before the announcement's outcome: what is owed is settled here, so the pause's
-        # recording.paused follows the recording.resumed that the announcement held back.
-        result = announced(result, "skipped", at)
     # Our own command's answer is no news a read must confirm: a conference a read confirmed stays confirmed.
     return evolve(result, read_version=conf.version + 1) if conf.read_version == conf.version else result
 
@@ -369,8 +332,7 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
         return None
     if needs_recovery(conf):
         return Action(conf.conference_sid, None, RECOVER, urgent=True)
-    # An announcement due (`announcement_due`) is not among these: it has a lane of its own, so no pause or
-    # resume waits for it (a pause that comes first settles it: `command_result`).
+    # A due announcement is not among these: it has a lane of its own (quorum/announcements.py).
     present = set(conf.present())
     for sid, confirmed in sorted(conf.recordings.items()):
         owner = _owner(conf, sid)
@@ -390,21 +352,10 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
 
 
 def in_doubt(conf: Conference) -> tuple:
-    """Recordings in doubt that a read must settle: the conference's, and those of callers still on the line
-    (a caller's own recording that hung up ends by itself, and its callback says so)."""
+    """(recording, its caller or None) in doubt for a read to settle; a caller's own that hung up ends by itself."""
     present = set(conf.present())
-    return tuple(sid for sid, state in sorted(conf.recordings.items())
+    return tuple((sid, _owner(conf, sid)) for sid, state in sorted(conf.recordings.items())
                  if state == DOUBT and _owner(conf, sid) in (None, *present))
-
-
-def call_recordings_in_doubt(conf: Conference) -> tuple:
-    """(call, recording) of the participant recordings in doubt: the conference's read must fetch them one by one."""
-    return tuple((_owner(conf, sid), sid) for sid in in_doubt(conf) if _owner(conf, sid) is not None)
-
-
-def read_is_urgent(conf: Conference) -> bool:
-    """Whether a decision waits for the read: state begun mid-conference, or a recording in doubt."""
-    return needs_recovery(conf) or bool(in_doubt(conf))
 
 
 def _due(conf: Conference, recording_sid: str, confirmed: str) -> bool:

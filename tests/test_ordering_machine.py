@@ -8,8 +8,8 @@ queue's own `_act_once`, `_command_change` and `_read_change` run commands and m
 The reference model is SignalWire: which calls are on the line and which of them are on hold (its
 clock; callbacks carry one-second Timestamps, so events in one second share one), whether the
 conference has started, and the recording's real state (changed by every command SignalWire applied,
-including ones whose answer timed out; a 404 may be transient: answered, nothing applied, the recording live). Out of scope: conference-end and the room's next conference,
-participant recordings, recording callbacks other than `in-progress` (tests/test_lone_caller.py
+including ones whose answer timed out; a 404 can be transient: answered, not applied, the recording
+live). Out of scope: conference-end and the room's next conference, participant recordings, recording callbacks other than `in-progress` (tests/test_lone_caller.py
 covers those), a call that joins already on hold.
 
 The room's rule is drawn once per example: `minimum`, whether a call on hold counts
@@ -69,9 +69,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from config import RoomRule
 from quorum import policy
-from quorum.command_queue import CommandQueue, _for_conference
+from quorum.command_queue import CommandQueue, _for_conference, read_is_urgent
 from quorum.controller import ConferenceEvent, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
+from quorum.store_writes import Writes
 from recording_state import PAUSED, RECORDING, MemoryStore
 
 ROOM = "+15550001111"
@@ -149,7 +150,7 @@ class SteppedQueue(CommandQueue):
         self._crossed, self._observe_crossing = {}, lambda seconds: None
         self._attempts: Dict[str, int] = {}
         self._attempts_lock = threading.Lock()
-        self._unwritten, self._writing = {}, [threading.Lock()]
+        self._writes = Writes(store)
         self._later = self
 
     def later(self, room: str, delay_s: float) -> None:
@@ -329,7 +330,7 @@ class OrderingMachine(RuleBasedStateMachine):
         """`CommandQueue._read`'s own test of whether the room still needs a read."""
         conf = self.store.get(ROOM)
         return (conf is not None and not conf.ended and conf.conference_sid is not None
-                and (policy.read_is_urgent(conf) or conf.recheck))
+                and (read_is_urgent(conf) or conf.recheck))
 
     @rule()
     def send_read(self) -> None:
@@ -338,7 +339,7 @@ class OrderingMachine(RuleBasedStateMachine):
             return
         conf, snapshot = self.store.get(ROOM), self._snapshot()
         self.sends += 1
-        self.reads.append(PendingRead(policy.read_start(conf), snapshot, policy.read_is_urgent(conf),
+        self.reads.append(PendingRead(policy.read_start(conf), snapshot, read_is_urgent(conf),
                                       self.seq, len(self.delivered), self.queue._hosts(conf, snapshot), self.sends))
 
     def _land(self, read: PendingRead, outcome: Outcome) -> None:

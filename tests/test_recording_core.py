@@ -6,7 +6,8 @@ import pytest
 
 from config import RoomRule
 from quorum import policy
-from quorum.command_queue import FIRST_BACKOFF_S, MAX_BACKOFF_S, CommandQueue, backoff
+from quorum.command_queue import CommandQueue
+from quorum.delayed_kicks import FIRST_BACKOFF_S, MAX_BACKOFF_S, backoff
 from quorum.controller import ConferenceEvent, Decision, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
 from recording_state import PAUSED, PROCESSING, RECORDING, UNSURE, MemoryStore
