@@ -106,6 +106,12 @@ def test_a_read_begun_before_the_doubt_does_not_settle_it():
     assert read.recordings == {"rec-1": DOUBT} and policy.next_action(read).target == policy.RECOVER
 
 
+def test_the_live_page_says_a_recording_in_doubt_is_being_checked():
+    from console.views import live_conference
+
+    assert live_conference(doubted(), 110.0)["state_words"] == "checking"
+
+
 def test_when_the_api_refuses_reads_a_doubt_becomes_unsure_never_gone():
     conf = policy.assume_verified(doubted())
     assert conf.recordings == {"rec-1": UNSURE} and policy.next_action(conf).target == PAUSED
