@@ -154,10 +154,13 @@ class CommandQueue:
                 self._crossed.setdefault(room, crossed_at)
         self._workers.submit(room)
 
-    def redrive(self, room: str) -> bool:
-        """Kick a room the store says has work due, unless this process has a retry of it coming already; the
-        drive it causes does not wait for another process's lock on the room (that process is driving it)."""
-        if self._later.waiting(room):
+    def redrive(self, room: str, conf: Conference) -> bool:
+        """Kick a room whose stored `conf` has a command, an urgent read or an announcement due (routine reads are
+        the reconciler's), unless this process has a retry of it coming already; the drive it causes does not
+        wait for another process's lock on the room (that process is driving it)."""
+        action = policy.next_action(conf)
+        due = action is not None and (action.target != policy.RECOVER or action.urgent)
+        if not (due or announcements.announcement_due(conf)) or self._later.waiting(room):
             return False
         with self._attempts_lock:
             self._redriven.add(room)
@@ -314,8 +317,7 @@ class CommandQueue:
         return change
 
     def _read(self, room: str) -> None:
-        """On the read path: `_read_once`; a store that does not answer has the room driven again after a backoff,
-        which asks for the read again if it is still wanted."""
+        """On the read path: `_read_once`; a store that does not answer has the room driven again after a backoff."""
         try:
             self._read_once(room)
         except STORE_ERRORS as error:

@@ -21,9 +21,7 @@ log = logging.getLogger("quorum.controller")
 # Reconcile rounds a conference must stay unchanged before it is read once, to catch a callback SignalWire
 # gave up on: long enough that a busy conference is never read, short enough to bound the damage.
 QUIET_ROUNDS = 10
-# Seconds between re-drives (`RecordingController.redrive`): the sweep's min(30, END_GRACE_S / 2) is 30 s by
-# default, six times the longest retry backoff; a room nobody drives waits no longer than that backoff.
-REDRIVE_S = 5.0
+REDRIVE_S = 5.0  # between re-drives: the longest retry backoff (the sweep's min(30, END_GRACE_S / 2) is 30 s)
 PARTICIPANT_EVENTS = ("participant-join", "participant-leave", "participant-hold", "participant-unhold")
 
 
@@ -184,11 +182,9 @@ class RecordingController:
         return handed
 
     def redrive(self) -> int:
-        """Kick every live room with a command, an urgent read or an announcement due, as the store has it (no REST
-        call): what a process did not finish (it died mid-command, or the store did not take a write) is done.
-        Routine reads are the reconciler's to ask again; rooms this process is retrying already keep their
-        backoff. Returns how many rooms were kicked."""
-        return sum(self._commands.redrive(room) for room, conf in self._store.conferences() if _due(conf))
+        """`CommandQueue.redrive` every room the store holds (no REST call): what a process did not finish (it died,
+        or the store did not take a write) is done. Returns how many rooms were kicked."""
+        return sum(self._commands.redrive(room, conf) for room, conf in self._store.conferences())
 
     def reconcile(self) -> int:
         """The watchdog for lost callbacks and failed commands, one round at a time across processes.
@@ -324,13 +320,6 @@ class RecordingController:
             self._commands.kick(room, crossed_at)
             return Decision.QUEUED
         return Decision.APPLIED
-
-
-def _due(conf: Conference) -> bool:
-    """Whether a conference has a command, an urgent read or an announcement due."""
-    action = policy.next_action(conf)
-    urgent = action is not None and (action.target != policy.RECOVER or action.urgent)
-    return urgent or announcements.announcement_due(conf)
 
 
 class Housekeeper(threading.Thread):

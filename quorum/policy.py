@@ -327,12 +327,11 @@ def command_result(conf: Optional[Conference], recording_sid: str, state: str, a
 
 
 def next_action(conf: Optional[Conference]) -> Optional[Action]:
-    """The command that brings one recording to the wanted state, if any is needed."""
+    """The command that brings one recording to the wanted state, if any (announcements: quorum/announcements.py)."""
     if conf is None or conf.ended or conf.conference_sid is None:
         return None
     if needs_recovery(conf):
         return Action(conf.conference_sid, None, RECOVER, urgent=True)
-    # A due announcement is not among these: it has a lane of its own (quorum/announcements.py).
     present = set(conf.present())
     for sid, confirmed in sorted(conf.recordings.items()):
         owner = _owner(conf, sid)

@@ -8,8 +8,8 @@ queue's own `_act_once`, `_command_change` and `_read_change` run commands and m
 The reference model is SignalWire: which calls are on the line and which of them are on hold (its
 clock; callbacks carry one-second Timestamps, so events in one second share one), whether the
 conference has started, and the recording's real state (changed by every command SignalWire applied,
-including ones whose answer timed out; a 404 can be transient: answered, not applied, the recording
-live). Out of scope: conference-end and the room's next conference, participant recordings, recording callbacks other than `in-progress` (tests/test_lone_caller.py
+including ones whose answer timed out). Out of scope: conference-end and the room's next conference,
+participant recordings, recording callbacks other than `in-progress` (tests/test_lone_caller.py
 covers those), a call that joins already on hold.
 
 The room's rule is drawn once per example: `minimum`, whether a call on hold counts
@@ -94,7 +94,7 @@ PLACE = {"participant-join": (True, False), "participant-leave": (False, False),
 # How the model's SignalWire answers a pause/resume: (what the gateway returns, whether it took effect).
 COMMAND_OUTCOMES = {"ok": (Outcome.OK, True), "timeout-applied": (Outcome.RETRY, True),
                     "timeout-lost": (Outcome.RETRY, False), "refused": (Outcome.REJECTED, False),
-                    "transient-404": (Outcome.GONE, False)}
+                    "transient-404": (Outcome.GONE, False)}  # a 404 can be transient: the recording goes on
 
 
 @dataclass(frozen=True)
