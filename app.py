@@ -31,7 +31,7 @@ from conversations.signalwire_copies import SignalWireCopies
 from quorum import laml, webhooks
 from quorum.command_queue import CommandQueue
 from quorum.controller import Housekeeper, RecordingController
-from quorum.gateway import SignalWireGateway, build_client
+from quorum.gateway import SignalWireGateway, build_announcer, build_client
 from quorum.state_file import FileBackedStore, StateFile
 from recording_state import MemoryStore, StateStore
 
@@ -85,7 +85,8 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     archive = prepared_archive(config)
     store = store if store is not None else build_store(config)
     metrics = Metrics(store)
-    gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest)
+    gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest,
+                                announcer=build_announcer(config))
     events = EventSender(config.event_callback_url, config.event_callback_secret, build_outbox(config),
                          workers=config.event_callback_concurrency,
                          max_queued=config.event_queue_max) if config.event_callback_url else None

@@ -35,11 +35,11 @@ class _memo:
 
 RECORDING = "recording"
 PAUSED = "paused"
-GONE = "gone"  # completed, absent, or 404 from the API: nothing more to do
+GONE = "gone"  # a completed/absent/failed callback, or a read that says so: nothing more to do
+DOUBT = "doubt"  # a command was answered 404 or 422, which may be transient: a read decides, no command meanwhile
 ABANDONED = "failed"  # the API refused a command (4xx): sent again only for a new wanted state; or it never ended
 UNSURE = "unsure"  # a command timed out or failed with 5xx: it may or may not have taken effect
-LIVE = "live"
-PROCESSING = "processing"
+LIVE, PROCESSING = "live", "processing"  # a conference's status: live, then being archived
 
 TIMELINE_LIMIT = 1000  # a conference that flips all day must not grow without bound
 STALE_AFTER_S = 12 * 3600  # a live conference with no event for this long lost its end callback
@@ -103,7 +103,7 @@ class Conference:
     room: str
     conference_sid: Optional[str] = None
     participants: Dict[str, Presence] = field(default_factory=dict)
-    recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|UNSURE|GONE|ABANDONED
+    recordings: Dict[str, str] = field(default_factory=dict)  # sid -> RECORDING|PAUSED|UNSURE|DOUBT|GONE|ABANDONED
     recording_versions: Dict[str, int] = field(default_factory=dict)  # sid -> version that last set its state
     refused: Dict[str, str] = field(default_factory=dict)  # sid -> the target the API refused (4xx)
     recording_info: Dict[str, RecordingInfo] = field(default_factory=dict)

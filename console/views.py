@@ -11,13 +11,13 @@ from typing import Callable, List, Optional
 from conversations import record as conversation
 from conversations.record import READY, UNFINISHED
 from config import RoomRule
-from recording_state import ABANDONED, GONE, LIVE, PAUSED, PROCESSING, RECORDING, UNSURE, Caller, Conference
+from recording_state import ABANDONED, DOUBT, GONE, LIVE, PAUSED, PROCESSING, RECORDING, UNSURE, Caller, Conference
 
 PER_PAGE = 20
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 WAITING = "waiting"  # no conference recording yet: SignalWire starts it with the second caller
 STATE_WORDS = {WAITING: "not started", RECORDING: "recording", PAUSED: "paused", UNSURE: "unconfirmed",
-               GONE: "stopped", ABANDONED: "failed"}
+               DOUBT: "checking", GONE: "stopped", ABANDONED: "failed"}
 STATUS_WORDS = {LIVE: "live", PROCESSING: "processing (fetching and measuring the audio)", READY: "ready",
                 UNFINISHED: "failed (the recording never reported its end)"}
 ON_HOLD, ON_THE_CALL = "on hold", "on the call"

@@ -7,6 +7,8 @@ for one more pass, so rapid flip-flops coalesce into the latest wanted state.
 
 REST reads of a conference go to a separate, lower-priority path (`ReadQueue`) within a
 budget of reads per second shared by every process, so a read never delays a pause.
+Announcements have a lane of their own (`Announcer`): no pause or resume queues behind one. A
+write the store does not take (Redis down) is kept (`Writes`) and made when the room is driven again.
 """
 
 from __future__ import annotations
@@ -18,73 +20,19 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from quorum import policy
+from quorum import announcements, policy
+from quorum.announcer import Announcer
+from quorum.delayed_kicks import DelayedKicks, backoff
 from quorum.keyed_workers import KeyedWorkers
-from recording_state import ABANDONED, GONE, UNSURE, Conference, StateStore
-from quorum.gateway import READERS, READS_PER_CONFERENCE, Outcome, SignalWireGateway
+from quorum.store_writes import STORE_ERRORS, Writes, nothing
+from recording_state import ABANDONED, DOUBT, UNSURE, Conference, StateStore
+from quorum.gateway import ANNOUNCERS, READERS, READS_PER_CONFERENCE, Outcome, SignalWireGateway
 
 log = logging.getLogger("quorum.commands")
 
-FIRST_BACKOFF_S = 0.2
-MAX_BACKOFF_S = 5.0
 LOCK_POLL_S = 0.05
 URGENT_READ_ATTEMPTS = 5  # then decide on what the callbacks said rather than not at all
 BUDGET_POLL_S = 0.05
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry number `attempt` (1, 2, ...): doubling, capped."""
-    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (attempt - 1))
-
-
-class DelayedKicks(threading.Thread):
-    """One thread that calls `kick(key)` once each delay has passed (retries without holding a worker)."""
-
-    def __init__(self, kick: Callable[[str], None], name: str):
-        super().__init__(name=name, daemon=True)
-        self._kick = kick
-        self._due: List[Tuple[float, str]] = []
-        self._firing = 0  # kicks popped but not yet handed over, so `pending` never blinks to 0
-        self._cond = threading.Condition()
-        self._stopped = False
-        self.start()
-
-    def later(self, key: str, delay_s: float) -> None:
-        """Kick `key` after `delay_s` seconds."""
-        with self._cond:
-            heapq.heappush(self._due, (time.monotonic() + delay_s, key))
-            self._cond.notify()
-
-    def pending(self) -> int:
-        """Kicks still to come."""
-        with self._cond:
-            return len(self._due) + self._firing
-
-    def stop(self) -> None:
-        """Drop what is still to come and end the thread."""
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-
-    def run(self) -> None:
-        """Kick each key when it falls due."""
-        with self._cond:
-            while not self._stopped:
-                if not self._due:
-                    self._cond.wait()
-                    continue
-                wait = self._due[0][0] - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                _, key = heapq.heappop(self._due)
-                self._firing += 1
-                self._cond.release()
-                try:
-                    self._kick(key)
-                finally:
-                    self._cond.acquire()
-                    self._firing -= 1
 
 
 class ReadQueue:
@@ -166,7 +114,8 @@ class ReadQueue:
 
 
 class CommandQueue:
-    """Per-room serial execution of pause/resume commands on a small thread pool, plus the read path."""
+    """Per-room serial execution of pause/resume commands on a small thread pool, plus the read path and the
+    announcement lane."""
 
     def __init__(self, store: StateStore, gateway: SignalWireGateway, lock_ttl_s: float,
                  recording_callback: Callable[[str, str], str],
@@ -174,20 +123,23 @@ class CommandQueue:
                  on_done: Callable[[Conference, policy.Action], None] = lambda conf, action: None,
                  workers: int = 8, reads_per_s: int = 5, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
-                 observe_crossing: Callable[[float], None] = lambda seconds: None):
+                 observe_crossing: Callable[[float], None] = lambda seconds: None, announcers: int = ANNOUNCERS):
         self._store = store
         self._gateway = gateway
         self._lock_ttl_s = lock_ttl_s
         self._recording_callback = recording_callback  # (room, call) -> the recording-status URL
-        self._announce_url = announce_url  # room -> where SignalWire fetches the announcement's LaML
         self._on_done = on_done  # told of every command that succeeded, with the state after it
         self._clock = clock
         self._sleep = sleep
         self._attempts: Dict[str, int] = {}  # room -> retryable failures in a row (commands or reads)
         self._attempts_lock = threading.Lock()
+        self._writes = Writes(store)
         self._observe_crossing = observe_crossing  # seconds from a crossing callback's arrival to its command
         self._crossed: Dict[str, float] = {}  # room -> perf_counter() of the oldest crossing not yet commanded
+        self._redriven: set = set()  # rooms kicked by `redrive` only since their last drive (guarded as above)
         self._workers = KeyedWorkers(self._drive, workers, "quorum-cmd")
+        self._announcer = Announcer(store, gateway, self._writes, lock_ttl_s, announce_url, on_done, self._retry,
+                                    clock, announcers)
         self._later = DelayedKicks(self.kick, "quorum-retry")
         self.reads = ReadQueue(self._read, store, reads_per_s, sleep=sleep)
 
@@ -196,23 +148,37 @@ class CommandQueue:
 
         `crossed_at`: when the callback that crossed the threshold arrived (perf_counter), timed to its command.
         """
-        if crossed_at is not None:
-            with self._attempts_lock:
+        with self._attempts_lock:
+            self._redriven.discard(room)
+            if crossed_at is not None:
                 self._crossed.setdefault(room, crossed_at)
         self._workers.submit(room)
+
+    def redrive(self, room: str, conf: Conference) -> bool:
+        """Kick a room whose stored `conf` has a command, an urgent read or an announcement due (routine reads are
+        the reconciler's), unless this process has a retry of it coming already; the drive it causes does not
+        wait for another process's lock on the room (that process is driving it)."""
+        action = policy.next_action(conf)
+        due = action is not None and (action.target != policy.RECOVER or action.urgent)
+        if not (due or announcements.announcement_due(conf)) or self._later.waiting(room):
+            return False
+        with self._attempts_lock:
+            self._redriven.add(room)
+        self._workers.submit(room)
+        return True
 
     def read(self, room: str, urgent: bool = False) -> None:
         """Ask for a REST read of the room's conference on the read path."""
         self.reads.request(room, urgent)
 
     def depth(self) -> int:
-        """Rooms waiting for or under a command or a read."""
-        return self._workers.depth() + self.reads.depth()
+        """Rooms waiting for or under a command, an announcement or a read."""
+        return self._workers.depth() + self._announcer.depth() + self.reads.depth()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until no command, read or retry is pending (tests and shutdown); False on timeout."""
+        """Block until no command, announcement, read or retry is pending (tests and shutdown); False on timeout."""
         deadline = time.monotonic() + timeout
-        while self._workers.depth() or self.reads.depth() or self._later.pending():
+        while self.depth() or self._later.pending():
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
@@ -223,9 +189,31 @@ class CommandQueue:
         self._later.stop()
         self.reads.stop()
         self._workers.shutdown()
+        self._announcer.shutdown()
 
     def _drive(self, room: str) -> None:
-        """Send commands until the room's recordings match the wanted state, or hand over to the read path.
+        """Write what the store did not take before (`Writes.flush`), send commands (`_command`) and hand a due
+        announcement to its lane; a store that does not answer has the room driven again after a backoff."""
+        with self._attempts_lock:
+            redriven = room in self._redriven
+            self._redriven.discard(room)
+        try:
+            self._writes.flush(room)
+            conf = self._command(room, redriven)
+        except STORE_ERRORS as error:
+            log.warning("room=%s store unavailable (%s): driven again after a backoff", room, type(error).__name__)
+            self._retry(room)
+            return
+        if announcements.announcement_due(conf):
+            self._announcer.submit(room)
+
+    def _retry(self, room: str) -> None:
+        """Drive the room again after the backoff its failures in a row call for."""
+        self._later.later(room, backoff(self._failed(room)))
+
+    def _command(self, room: str, redriven: bool = False) -> Optional[Conference]:
+        """Send commands until the room's recordings match the wanted state, or hand over to the read path;
+        returns the conference as last seen. `redriven`: leave a room another process holds to it.
 
         Each look after the first is at what the last command's compare-and-set found (current then), or what
         was read under the lock: a change since then kicks the room again, so it is looked at afresh."""
@@ -234,23 +222,25 @@ class CommandQueue:
             if action.target == policy.RECOVER:
                 self._crossing(room)  # the command after a read is the read's decision: not timed as this one
                 self.read(room, action.urgent)
-                return
+                return conf
             token, conf = self._store.try_lock_and_get(f"room:{room}", self._lock_ttl_s, room)
             if token is None:  # another process is acting on this room; look again shortly
+                if redriven:
+                    return conf  # it goes on driving the room after its command: no worker here waits for it
                 self._sleep(LOCK_POLL_S)
                 conf = self._store.get(room)
                 continue
-            outcome = None
-            try:
-                outcome, conf = self._act_once(room, conf, (f"room:{room}", token))
-            finally:
-                if outcome is None:  # nothing recorded, or it failed: no compare-and-set released the lock
-                    self._store.unlock(f"room:{room}", token)
+            lock = (f"room:{room}", token)
+            with self._writes.releasing_on_error(room, lock):
+                outcome, conf = self._act_once(room, conf, lock)
+            if outcome is None:  # nothing was due under the lock after all: no write released it
+                self._writes.release(room, lock)
             if outcome is Outcome.RETRY:
-                self._later.later(room, backoff(self._failed(room)))
-                return  # the retry comes back as a kick: no worker waits through the backoff
+                self._retry(room)
+                return conf  # the retry comes back as a kick: no worker waits through the backoff
             self._succeeded(room)
         self._crossing(room)  # crossings that cancelled out before a command went: nothing to time
+        return conf
 
     def _crossing(self, room: str) -> Optional[float]:
         """Take the arrival time of the room's oldest crossing not yet commanded, if any."""
@@ -276,19 +266,31 @@ class CommandQueue:
         action = policy.next_action(conf)
         if action is None or action.target == policy.RECOVER:
             return None, conf
-        if action.target == policy.ANNOUNCE:
-            return self._announce(room, conf, action, lock)
         crossed_at = self._crossing(room) if action.call_sid is None and action.target != policy.CREATE else None
         if crossed_at is not None:
             self._observe_crossing(time.perf_counter() - crossed_at)  # the command leaves Quorum now
         outcome, result = self._send(room, conf, action)
-        conf = self._store.mutate(room, _for_conference(action, self._command_change(action, outcome, result)), lock)
         recording = result if action.target == policy.CREATE else action.recording_sid
         log.info("room=%s conference=%s recording=%s call=%s action=%s outcome=%s", room, action.conference_sid,
                  recording, action.call_sid, action.target, outcome.value)
-        if outcome is Outcome.OK and conf is not None:
-            self._on_done(conf, action)
+        # Written late, an answer may be stale (the lock may have expired, the recording been commanded since): a
+        # pause or resume whose record the store did not take leaves it unsure, which only sends the wanted state.
+        late = outcome if action.target == policy.CREATE else Outcome.RETRY
+        settled: Dict[str, bool] = {}
+        change = announcements.noting_settled(_for_conference(action, self._command_change(action, outcome, result)),
+                                              settled)
+        conf = self._writes.write(room, lock, change, lambda after: self._done(after, action, outcome, settled),
+                                  lost=(_for_conference(action, self._command_change(action, late, result)), nothing))
         return outcome, conf
+
+    def _done(self, conf: Optional[Conference], action: policy.Action, outcome: Outcome,
+              settled: Dict[str, bool]) -> None:
+        """Tell `on_done` of the announcement the write settled (its recording.resumed waited for it), then of the
+        command, if it succeeded."""
+        if conf is not None and settled.get("owed"):
+            self._on_done(conf, policy.Action(action.conference_sid, None, policy.ANNOUNCE))
+        if conf is not None and outcome is Outcome.OK:
+            self._on_done(conf, action)
 
     def _send(self, room: str, conf: Conference, action: policy.Action) -> Tuple[Outcome, object]:
         """The REST call a command stands for; returns its outcome and what it created."""
@@ -296,23 +298,6 @@ class CommandQueue:
             return self._gateway.record_call(action.call_sid, self._recording_callback(room, action.call_sid))
         return self._gateway.set_recording(action.conference_sid, action.recording_sid, action.target,
                                            action.call_sid, conf.rule.pause_behavior), None
-
-    def _announce(self, room: str, conf: Conference, action: policy.Action,
-                  lock: Tuple[str, str]) -> Tuple[Outcome, Optional[Conference]]:
-        """Play the room's announcement (skipped if the recording is about to pause); a failure is tried
-        once more after a backoff, so a pause due meanwhile is never held up by it. Returns what `_act_once` does."""
-        outcome = "skipped"
-        if policy.announcement_plays(conf):
-            sent = self._gateway.announce(action.conference_sid, self._announce_url(conf.room))
-            outcome = "played" if sent is Outcome.OK else "failed"
-        now = self._clock()
-        after = self._store.mutate(room, _for_conference(action, lambda c: policy.announced(c, outcome, now)), lock)
-        log.info("room=%s conference=%s action=announce outcome=%s", room, action.conference_sid, outcome)
-        if after is not None and after.announce_tries:
-            return Outcome.RETRY, after
-        if after is not None:
-            self._on_done(after, action)
-        return Outcome.OK, after
 
     def _command_change(self, action: policy.Action, outcome: Outcome, result) -> Callable:
         """What a command's outcome changes in its conference."""
@@ -323,28 +308,44 @@ class CommandQueue:
             return lambda conf: policy.recording_created(conf, action.call_sid, result, now)
         # A retryable failure may or may not have taken effect: the recording is unsure, and whatever is
         # wanted next is sent again, even the old state. Never given up on while the conference is live.
-        state = {Outcome.OK: action.target, Outcome.GONE: GONE, Outcome.RETRY: UNSURE}.get(outcome, ABANDONED)
-        return lambda conf: policy.command_result(conf, action.recording_sid, state, now, action.target)
+        # A 404 or 422 may be a transient error as well as a finished recording: a read decides (DOUBT).
+        state = {Outcome.OK: action.target, Outcome.GONE: DOUBT, Outcome.RETRY: UNSURE}.get(outcome, ABANDONED)
+
+        def change(conf: Optional[Conference]) -> Optional[Conference]:
+            after = policy.command_result(conf, action.recording_sid, state, now, action.target)
+            return announcements.paused_first(after, action.recording_sid, state, now)  # settles what is owed
+        return change
 
     def _read(self, room: str) -> None:
-        """On the read path: read the room's conference if it still needs it, merge, then kick commands."""
-        if not _wants_read(self._store.get(room)):
+        """On the read path: `_read_once`; a store that does not answer has the room driven again after a backoff."""
+        try:
+            self._read_once(room)
+        except STORE_ERRORS as error:
+            log.warning("room=%s store unavailable (%s) for a read: asked again after a backoff", room,
+                        type(error).__name__)
+            self._retry(room)
+
+    def _read_once(self, room: str) -> None:
+        """Read the room's conference if it still needs it, merge, then kick commands."""
+        conf = self._store.get(room)
+        if not _wants_read(conf):
             return
-        self.reads.take_budget(READS_PER_CONFERENCE)  # before the lock: waiting must not outlast its expiry
+        # Before the lock: waiting must not outlast its expiry.
+        self.reads.take_budget(READS_PER_CONFERENCE + len(_call_recordings_in_doubt(conf)))
         token, conf = self._store.try_lock_and_get(f"read:{room}", self._lock_ttl_s, room)
         if token is None:
             return  # another process is reading it now
-        try:
+        lock = (f"read:{room}", token)
+        with self._writes.releasing_on_error(room, lock):
             if not _wants_read(conf):
+                self._writes.release(room, lock)
                 return  # a read that landed while this one waited for its budget settled it
-            urgent = policy.needs_recovery(conf)
+            urgent = read_is_urgent(conf)
             start = policy.read_start(conf)
-            outcome, snapshot = self._gateway.read_conference(conf.conference_sid)
+            outcome, snapshot = self._gateway.read_conference(conf.conference_sid, _call_recordings_in_doubt(conf))
             change = self._read_change(room, outcome, snapshot, start, urgent, self._hosts(conf, snapshot))
-            self._store.mutate(room, _for_conference(policy.Action(conf.conference_sid, None, policy.RECOVER),
-                                                     change))
-        finally:
-            self._store.unlock(f"read:{room}", token)
+            self._writes.write(room, lock, _for_conference(policy.Action(conf.conference_sid, None, policy.RECOVER),
+                                                           change))
         log.info("room=%s conference=%s action=read outcome=%s", room, conf.conference_sid, outcome.value)
         self.kick(room)
 
@@ -374,10 +375,21 @@ class CommandQueue:
         return policy.assume_verified  # the API will not tell us: go on with what the callbacks said
 
 
+def read_is_urgent(conf: Conference) -> bool:
+    """Whether a decision waits for the read: state begun mid-conference, or a recording in doubt."""
+    return policy.needs_recovery(conf) or bool(policy.in_doubt(conf))
+
+
+def _call_recordings_in_doubt(conf: Conference) -> tuple:
+    """(call, recording) of the participant recordings in doubt: the read fetches them one by one."""
+    return tuple((call, sid) for sid, call in policy.in_doubt(conf) if call is not None)
+
+
 def _wants_read(conf: Optional[Conference]) -> bool:
-    """Whether a live conference still needs a REST read: something unknown, or a confirmation asked for."""
+    """Whether a live conference still needs a REST read: something unknown or in doubt, or a confirmation asked
+    for."""
     return (conf is not None and not conf.ended and conf.conference_sid is not None
-            and (policy.needs_recovery(conf) or conf.recheck))
+            and (read_is_urgent(conf) or conf.recheck))
 
 
 def _for_conference(action: policy.Action, change: Callable) -> Callable:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from config import RoomRule
-from quorum import policy
+from quorum import announcements, policy
 from quorum.call_end import call_ended
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
@@ -22,6 +22,7 @@ log = logging.getLogger("quorum.controller")
 # Reconcile rounds a conference must stay unchanged before it is read once, to catch a callback SignalWire
 # gave up on: long enough that a busy conference is never read, short enough to bound the damage.
 QUIET_ROUNDS = 10
+REDRIVE_S = 5.0  # between re-drives: the longest retry backoff (the sweep's min(30, END_GRACE_S / 2) is 30 s)
 PARTICIPANT_EVENTS = ("participant-join", "participant-leave", "participant-hold", "participant-unhold")
 
 
@@ -217,6 +218,11 @@ class RecordingController:
                     handed += 1
         return handed
 
+    def redrive(self) -> int:
+        """`CommandQueue.redrive` every room the store holds (no REST call): what a process did not finish (it died,
+        or the store did not take a write) is done. Returns how many rooms were kicked."""
+        return sum(self._commands.redrive(room, conf) for room, conf in self._store.conferences())
+
     def reconcile(self) -> int:
         """The watchdog for lost callbacks and failed commands, one round at a time across processes.
 
@@ -348,30 +354,35 @@ class RecordingController:
         log.info("room=%s conference=%s %s present=%d wanted=%s action=%s%s", room, result.conference_sid, what,
                  len(result.present()), result.wanted, action.target if action else "none",
                  f" why={policy.why_read(result)}" if action and action.target == policy.RECOVER else "")
-        if action:
+        if action or announcements.announcement_due(result):
             self._commands.kick(room, crossed_at)
             return Decision.QUEUED
         return Decision.APPLIED
 
 
 class Housekeeper(threading.Thread):
-    """Sweeps every `sweep_s` and reconciles every `reconcile_s` (0: never)."""
+    """Sweeps every `sweep_s`, reconciles every `reconcile_s` (0: never) and re-drives every `redrive_s`."""
 
     def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float,
-                 on_sweep: Callable[[], None] = lambda: None):
+                 on_sweep: Callable[[], None] = lambda: None, redrive_s: float = REDRIVE_S):
         super().__init__(name="quorum-housekeeper", daemon=True)
         self._controller = controller
         self._on_sweep = on_sweep  # run after each sweep: the archive's upkeep, wired in app.py
         self._sweep_s = sweep_s
         self._reconcile_s = reconcile_s
+        self._redrive_s = redrive_s
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        """Sweep and reconcile until stopped, each at its own period."""
+        """Sweep, reconcile and re-drive until stopped, each at its own period."""
         next_sweep = time.monotonic() + self._sweep_s
         next_reconcile = time.monotonic() + self._reconcile_s if self._reconcile_s else float("inf")
-        while not self._stopped.wait(max(0.0, min(next_sweep, next_reconcile) - time.monotonic())):
+        next_redrive = time.monotonic() + self._redrive_s
+        while not self._stopped.wait(max(0.0, min(next_sweep, next_reconcile, next_redrive) - time.monotonic())):
             try:
+                if time.monotonic() >= next_redrive:
+                    next_redrive = time.monotonic() + self._redrive_s
+                    self._controller.redrive()
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self._sweep_s
                     self._controller.sweep()

@@ -57,12 +57,17 @@ class Outcome(enum.Enum):
     """How a REST command ended, as far as the caller needs to know."""
 
     OK = "ok"
-    GONE = "gone"  # 404, or 422 for an update: the recording (or conference) is over (a delete: already deleted)
+    GONE = "gone"  # 404, or 422 for an update: not there (a delete: already gone; a recording update: a read decides)
     RETRY = "retry"  # timeout, connection error, 429 or 5xx: worth another try
     REJECTED = "rejected"  # any other 4xx: retrying would not help
 
 
 READERS = 2  # threads of the command queue's read path, each with a connection of its own
+ANNOUNCERS = 4  # threads of the command queue's announcement lane, on a client (and pool) of their own
+# An Update Conference with AnnounceUrl answers in a REST round trip (SignalWire fetches the LaML afterwards): one
+# slower than this is failing, and the notice is worth something only right after the recording (re)started, so
+# the lane gives up sooner than SIGNALWIRE_TIMEOUT_S and its one more try comes seconds earlier.
+ANNOUNCE_TIMEOUT_S = 2.0
 
 
 class SignalWireHttp(HttpClient):
@@ -106,12 +111,14 @@ class SignalWireHttp(HttpClient):
                         answer.headers)
 
 
-def build_client(config: Config) -> Client:
-    """The SDK client with a timeout (it has none by default) and the optional API URL override."""
+def build_client(config: Config, timeout_s: Optional[float] = None, pool_size: Optional[int] = None) -> Client:
+    """The SDK client with a timeout (it has none by default; default SIGNALWIRE_TIMEOUT_S) and the optional API URL
+    override; `pool_size` defaults to a connection per command worker, reader and the reconciler."""
     base_url = config.signalwire_api_url or f"https://{config.signalwire_space_url}"
     # requests re-reads proxy variables from the environment on every call, which costs more CPU than
     # the rest of the call; read them once here.
-    http_client = SignalWireHttp(config.signalwire_timeout_s, config.signalwire_concurrency + READERS + 1,
+    http_client = SignalWireHttp(timeout_s or config.signalwire_timeout_s,
+                                 pool_size or config.signalwire_concurrency + READERS + 1,
                                  get_environ_proxies(base_url) or None)
     client = Client(
         config.signalwire_project_id,
@@ -123,6 +130,11 @@ def build_client(config: Config) -> Client:
         # The SDK forces https://SPACE; a local emulator listens on plain http.
         client.api.base_url = config.signalwire_api_url.rstrip("/")
     return client
+
+
+def build_announcer(config: Config) -> Client:
+    """The announcement lane's SDK client: its own connections, and ANNOUNCE_TIMEOUT_S at most."""
+    return build_client(config, min(ANNOUNCE_TIMEOUT_S, config.signalwire_timeout_s), ANNOUNCERS)
 
 
 def _status(error: Exception) -> Optional[int]:
@@ -149,8 +161,10 @@ class SignalWireGateway:
     """REST commands Quorum issues, each returning an `Outcome` instead of raising."""
 
     def __init__(self, client: Client,
-                 observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None):
+                 observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None,
+                 announcer: Optional[Client] = None):
         self._client = client
+        self._announcer = announcer or client  # the client `announce` sends with (`build_announcer`)
         self._observe = observe  # (command kind, outcome, seconds) of every call, for metrics
 
     def set_recording(self, conference_sid: str, recording_sid: str, target: str,
@@ -169,7 +183,7 @@ class SignalWireGateway:
 
     def announce(self, conference_sid: str, url: str) -> Outcome:
         """Have SignalWire fetch LaML from `url` and play it to everyone (Update a Conference: AnnounceUrl)."""
-        return self._call("announce", f"announce to conference {conference_sid}", lambda: self._client.conferences(
+        return self._call("announce", f"announce to conference {conference_sid}", lambda: self._announcer.conferences(
             conference_sid).update(announce_url=url, announce_method="POST"))
 
     def record_call(self, call_sid: str, callback_url: str) -> Tuple[Outcome, Optional[str]]:
@@ -182,9 +196,11 @@ class SignalWireGateway:
             recording_status_callback_event="in-progress completed absent")))
         return outcome, (created[0].sid if created else None)
 
-    def read_conference(self, conference_sid: str) -> Tuple[Outcome, Optional[Snapshot]]:
+    def read_conference(self, conference_sid: str,
+                        call_recordings: Tuple[Tuple[str, str], ...] = ()) -> Tuple[Outcome, Optional[Snapshot]]:
         """The conference's calls on the line and recordings, read from the REST API: two GETs, and a third
-        for its status only when nobody is on the line (SignalWire ends a conference when the last one leaves)."""
+        for its status only when nobody is on the line (SignalWire ends a conference when the last one leaves);
+        one more per (call, recording) of `call_recordings`, participant recordings the conference does not list."""
         found = []
 
         def read():
@@ -196,10 +212,20 @@ class SignalWireGateway:
             held = tuple(p.call_sid for p in on_the_line if getattr(p, "hold", False) is True)
             recordings = {r.sid: r.status for r in conference.recordings.list()}
             status = "in-progress" if present else conference.fetch().status
-            found.append(Snapshot(status, present, recordings, held))
+            fetched = {sid: self._call_recording_status(call, sid) for call, sid in call_recordings}
+            found.append(Snapshot(status, present, recordings, held, fetched))
 
         outcome = self._call("read-conference", f"read conference {conference_sid}", read)
         return outcome, (found[0] if found else None)
+
+    def _call_recording_status(self, call_sid: str, recording_sid: str) -> Optional[str]:
+        """A participant recording's status (`GET /Calls/{C}/Recordings/{R}`); None when the API answers 404."""
+        try:
+            return self._client.calls(call_sid).recordings(recording_sid).fetch().status
+        except TwilioRestException as error:
+            if error.status == 404:
+                return None  # nothing of that sid is left: the recording is over
+            raise
 
     def list_live_conferences(self) -> Tuple[Outcome, List[LiveConference]]:
         """Every in-progress conference of the project, page by page."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from config import RoomRule
-from recording_state import (ABANDONED, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
+from recording_state import (ABANDONED, DOUBT, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
                              Conference, Presence, RecordingInfo, Transition, evolve)
 
 # Recording statuses SignalWire reports in recording-status callbacks: `failed` for a conference recording,
@@ -43,8 +43,10 @@ class Snapshot:
 
     status: str  # init | in-progress | completed
     present: tuple
-    recordings: dict
+    recordings: dict  # the conference's own list: complete
     held: tuple = ()  # the calls among `present` that are on hold
+    # Participant recordings in doubt, fetched one by one (not in the list): sid -> status, None for a 404.
+    call_recordings: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -217,10 +219,13 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
                                           True, line[1], call in hosts or (seen is not None and seen.host))
     merged = evolve(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
                      read_version=conf.version + 1)
-    for sid, status in snapshot.recordings.items():
+    # A conference recording in doubt that the conference's (complete) list leaves out is over.
+    unlisted = {sid: None for sid, state in conf.recordings.items()
+                if state == DOUBT and _owner(conf, sid) is None and sid not in snapshot.recordings}
+    for sid, status in {**snapshot.recordings, **snapshot.call_recordings, **unlisted}.items():
         if conf.recording_versions.get(sid, 0) > start.version:
             continue  # a callback or command result newer than the read
-        state = API_RECORDING_STATES.get(status, UNSURE)
+        state = GONE if status is None else API_RECORDING_STATES.get(status, UNSURE)
         if merged.recordings.get(sid) not in (GONE, state):
             merged = _confirmed(merged, sid, state, at)
     # The read lists conference recordings only: a participant's own recording whose command failed
@@ -232,8 +237,10 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
 
 
 def assume_verified(conf: Optional[Conference]) -> Optional[Conference]:
-    """Go on with what the callbacks told us when the REST API refuses to be read."""
-    return None if conf is None else evolve(conf, verified=True, recheck=False)
+    """Go on with what the callbacks told us when the REST API refuses to be read; a recording in doubt is sent
+    the wanted state again (unsure), never taken for gone."""
+    doubts = {sid: UNSURE for sid, state in (conf.recordings if conf else {}).items() if state == DOUBT}
+    return conf and evolve(conf, verified=True, recheck=False, recordings={**conf.recordings, **doubts})
 
 
 def conference_ended(conf: Conference, at: float) -> Conference:
@@ -285,11 +292,11 @@ def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: 
 
 
 def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> Conference:
-    """Record the API-confirmed state of one recording (UNSURE is not a state the timeline shows)."""
+    """Record the API-confirmed state of one recording (UNSURE and DOUBT are not states the timeline shows)."""
     recordings = {**conf.recordings, recording_sid: state}
     versions = {**conf.recording_versions, recording_sid: conf.version + 1}
     refused = {sid: target for sid, target in conf.refused.items() if sid != recording_sid}
-    if state == UNSURE:
+    if state in (UNSURE, DOUBT):
         return evolve(conf, recordings=recordings, recording_versions=versions, refused=refused)
     # The conference recording (re)started: everyone hears the announcement, and the recording carries it.
     starts = (state == RECORDING and conf.recordings.get(recording_sid) != RECORDING
@@ -301,26 +308,13 @@ def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> C
     )
 
 
-def announced(conf: Optional[Conference], outcome: str, at: float) -> Optional[Conference]:
-    """Record how an announcement went (played, failed, skipped): a first failure leaves one more try."""
-    if conf is None or not conf.announce_tries:
-        return conf
-    if outcome == "failed" and conf.announce_tries > 1:
-        return evolve(conf, announce_tries=conf.announce_tries - 1)
-    return evolve(conf, announce_tries=0, timeline=_log(conf, at, "announced", outcome))
-
-
-def announcement_plays(conf: Conference) -> bool:
-    """Whether a due announcement is worth playing: the recording is to go on, not about to pause."""
-    return conf.wanted == RECORDING
-
-
 def command_result(conf: Optional[Conference], recording_sid: str, state: str, at: float,
                    target: Optional[str] = None) -> Optional[Conference]:
     """Record the outcome of a REST command unless the recording has finished meanwhile.
 
     ABANDONED (the API refused `target`) keeps the recording's last confirmed state, remembers the refusal
     so the same command is not sent again, and lets the next change of the wanted state command it anew.
+    DOUBT (a 404 or 422, which may be transient) asks for a read: only a read or a callback ends a recording.
     """
     if conf is None or conf.recordings.get(recording_sid) in (None, GONE):
         return conf
@@ -334,14 +328,11 @@ def command_result(conf: Optional[Conference], recording_sid: str, state: str, a
 
 
 def next_action(conf: Optional[Conference]) -> Optional[Action]:
-    """The command that brings one recording to the wanted state, if any is needed."""
+    """The command that brings one recording to the wanted state, if any (announcements: quorum/announcements.py)."""
     if conf is None or conf.ended or conf.conference_sid is None:
         return None
     if needs_recovery(conf):
         return Action(conf.conference_sid, None, RECOVER, urgent=True)
-    if conf.announce_tries:
-        # Before any pause: a pause first would send recording.paused ahead of the recording.resumed it ends.
-        return Action(conf.conference_sid, None, ANNOUNCE)
     present = set(conf.present())
     for sid, confirmed in sorted(conf.recordings.items()):
         owner = _owner(conf, sid)
@@ -352,10 +343,19 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
     if conf.wanted == RECORDING:
         for call_sid in _callers_to_record(conf):
             return Action(conf.conference_sid, None, CREATE, call_sid)
+    if in_doubt(conf):
+        return Action(conf.conference_sid, None, RECOVER, urgent=True)  # what is known was commanded first
     if conf.recheck and (conf.recordings or len(conf.participants) >= 2):
         # Known state's commands go first: a routine re-read must not delay a pause.
         return Action(conf.conference_sid, None, RECOVER)
     return None
+
+
+def in_doubt(conf: Conference) -> tuple:
+    """(recording, its caller or None) in doubt for a read to settle; a caller's own that hung up ends by itself."""
+    present = set(conf.present())
+    return tuple((sid, _owner(conf, sid)) for sid, state in sorted(conf.recordings.items())
+                 if state == DOUBT and _owner(conf, sid) in (None, *present))
 
 
 def _due(conf: Conference, recording_sid: str, confirmed: str) -> bool:
@@ -379,7 +379,7 @@ def _callers_to_record(conf: Conference) -> list:
     """
     # An abandoned recording may still be running: starting another would record the caller twice.
     running = {_owner(conf, sid) for sid, state in conf.recordings.items()
-               if state in (RECORDING, PAUSED, UNSURE, ABANDONED)}
+               if state in (RECORDING, PAUSED, UNSURE, DOUBT, ABANDONED)}
     return [call for call in conf.present()
             if conf.callers.get(call, Caller()).record and call not in running and call not in conf.unrecordable]
 

@@ -270,13 +270,16 @@ def test_documented_order_with_known_calls_reads_nothing(line):
     assert line.state().recordings == {REC: PAUSED}
 
 
-def test_an_update_answering_422_means_the_recording_is_over(line):
+def test_an_update_answering_422_means_the_recording_is_over_once_a_read_says_so(line):
     line.fake.remove(responses.POST, RECORDING_UPDATE)
     line.fake.add(responses.POST, RECORDING_UPDATE, status=422, json={"code": 422, "message": "finished"})
     line.two_known_callers()
+    line.settle()
+    answer_reads(line.fake, present=[CALL_A], recordings={REC: "completed"})
     line.conference("participant-leave", CALL_B, at=T0 + 1)
     line.settle()
     assert line.state().recordings == {REC: "gone"}
+    assert len(line.updates()) == 1
 
 
 @pytest.mark.slow

@@ -82,10 +82,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from config import RoomRule
 from quorum import policy
-from quorum.command_queue import CommandQueue, _for_conference
+from quorum.command_queue import CommandQueue, _for_conference, read_is_urgent
 from quorum.controller import CallStatusEvent, ConferenceEvent, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
 from quorum.state_file import FileBackedStore, StateFile
+from quorum.store_writes import Writes
 from recording_state import PAUSED, RECORDING, MemoryStore
 
 ROOM = "+15550001111"
@@ -112,7 +113,8 @@ PLACE = {"participant-join": (True, False), "participant-leave": (False, False),
 CALL_STATUS_TIMES = ("event", "arrival", "creation")
 # How the model's SignalWire answers a pause/resume: (what the gateway returns, whether it took effect).
 COMMAND_OUTCOMES = {"ok": (Outcome.OK, True), "timeout-applied": (Outcome.RETRY, True),
-                    "timeout-lost": (Outcome.RETRY, False), "refused": (Outcome.REJECTED, False)}
+                    "timeout-lost": (Outcome.RETRY, False), "refused": (Outcome.REJECTED, False),
+                    "transient-404": (Outcome.GONE, False)}  # a 404 can be transient: the recording goes on
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ class SteppedQueue(CommandQueue):
         self._crossed, self._observe_crossing = {}, lambda seconds: None
         self._attempts: Dict[str, int] = {}
         self._attempts_lock = threading.Lock()
+        self._writes = Writes(store)
         self._later = self
 
     def later(self, room: str, delay_s: float) -> None:
@@ -388,7 +391,7 @@ class OrderingMachine(RuleBasedStateMachine):
         """`CommandQueue._read`'s own test of whether the room still needs a read."""
         conf = self.store.get(ROOM)
         return (conf is not None and not conf.ended and conf.conference_sid is not None
-                and (policy.needs_recovery(conf) or conf.recheck))
+                and (read_is_urgent(conf) or conf.recheck))
 
     @rule()
     def send_read(self) -> None:
@@ -397,7 +400,7 @@ class OrderingMachine(RuleBasedStateMachine):
             return
         conf, snapshot = self.store.get(ROOM), self._snapshot()
         self.sends += 1
-        self.reads.append(PendingRead(policy.read_start(conf), snapshot, policy.needs_recovery(conf),
+        self.reads.append(PendingRead(policy.read_start(conf), snapshot, read_is_urgent(conf),
                                       self.seq, len(self.delivered), self.queue._hosts(conf, snapshot), self.sends))
 
     def _land(self, read: PendingRead, outcome: Outcome) -> None:

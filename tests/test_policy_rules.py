@@ -3,7 +3,7 @@
 import pytest
 
 from config import RoomRule
-from quorum import policy
+from quorum import announcements, policy
 from recording_state import PAUSED, RECORDING, bump
 
 HOST, GUEST, OTHER = "call-host", "call-guest", "call-other"
@@ -87,12 +87,25 @@ def announcing(conf):
     return policy.recording_status(conf, "rec-1", "in-progress", 10.0)
 
 
-def test_the_announcement_is_due_when_the_recording_starts_and_before_any_other_command():
+def test_the_announcement_is_due_when_the_recording_starts_and_a_pause_never_waits_for_it():
     conf = announcing(play(started(RoomRule(recording_announcement=NOTICE)), [(HOST, J, 1), (GUEST, J, 2)]))
-    assert conf.announce_tries == policy.ANNOUNCE_TRIES
-    assert policy.next_action(conf).target == policy.ANNOUNCE
-    paused = play(conf, [(GUEST, L, 11)])  # a pause now due still waits for the announcement's outcome
-    assert policy.next_action(paused).target == policy.ANNOUNCE and not policy.announcement_plays(paused)
+    assert conf.announce_tries == policy.ANNOUNCE_TRIES and announcements.announcement_due(conf)
+    assert policy.next_action(conf) is None  # the announcement has a lane of its own
+    paused = play(conf, [(GUEST, L, 11)])
+    assert policy.next_action(paused).target == PAUSED and not announcements.announcement_plays(paused)
+    paused = announcements.paused_first(policy.command_result(paused, "rec-1", PAUSED, 11.5), "rec-1", PAUSED, 11.5)
+    assert not announcements.announcement_due(paused)
+    assert [t.state for t in paused.timeline if t.kind == "announced"] == ["skipped"]
+
+
+def test_an_announcement_answered_after_the_next_resume_is_not_taken_for_its_own():
+    conf = announcing(play(started(RoomRule(recording_announcement=NOTICE)), [(HOST, J, 1), (GUEST, J, 2)]))
+    sent_for = announcements.announcement_start(conf)
+    conf = policy.command_result(play(conf, [(GUEST, L, 11)]), "rec-1", PAUSED, 11.5)
+    conf = policy.command_result(play(conf, [(OTHER, J, 12)]), "rec-1", RECORDING, 12.5)
+    assert announcements.announced(conf, "played", 13.0, sent_for) is conf  # the resume owes one of its own
+    played = announcements.announced(conf, "played", 13.0, announcements.announcement_start(conf))
+    assert not announcements.announcement_due(played)
 
 
 def test_no_announcement_without_one_configured():
@@ -102,7 +115,7 @@ def test_no_announcement_without_one_configured():
 
 def test_each_resume_announces_again():
     conf = announcing(play(started(RoomRule(recording_announcement=NOTICE)), [(HOST, J, 1), (GUEST, J, 2)]))
-    conf = policy.announced(conf, "played", 10.5)
+    conf = announcements.announced(conf, "played", 10.5)
     conf = policy.command_result(play(conf, [(GUEST, L, 11)]), "rec-1", PAUSED, 11.5)
     assert conf.announce_tries == 0
     conf = policy.command_result(play(conf, [(OTHER, J, 12)]), "rec-1", RECORDING, 12.5)
@@ -119,7 +132,7 @@ def test_each_resume_announces_again():
 def test_announcement_outcomes(outcomes, tries_left, logged):
     conf = announcing(play(started(RoomRule(recording_announcement=NOTICE)), [(HOST, J, 1), (GUEST, J, 2)]))
     for n, outcome in enumerate(outcomes):
-        conf = policy.announced(conf, outcome, 11.0 + n)
+        conf = announcements.announced(conf, outcome, 11.0 + n)
     assert conf.announce_tries == tries_left
     assert [t.state for t in conf.timeline if t.kind == "announced"] == logged
     assert conf.recordings["rec-1"] == RECORDING
@@ -141,8 +154,8 @@ def test_recording_resumed_waits_for_the_announcement_and_says_how_it_went():
     conf = announcing(play(started(RoomRule(recording_announcement=NOTICE)), [(HOST, J, 1), (GUEST, J, 2)]))
     resume = policy.Action("conf-1", "rec-1", RECORDING)
     assert recording_change(conf, resume, 10.0) is None  # not yet: the announcement comes first
-    kind, _, data = recording_change(policy.announced(conf, "played", 10.2), policy.Action("conf-1", None,
-                                                                                           policy.ANNOUNCE), 10.2)
+    announce = policy.Action("conf-1", None, policy.ANNOUNCE)
+    kind, _, data = recording_change(announcements.announced(conf, "played", 10.2), announce, 10.2)
     assert (kind, data["recording_sid"], data["announcement"]) == ("recording.resumed", "rec-1", "played")
     kind, _, data = recording_change(announcing(play(started(), [(HOST, J, 1), (GUEST, J, 2)])), resume, 10.0)
     assert (kind, data["announcement"]) == ("recording.resumed", None)  # no announcement configured: at once

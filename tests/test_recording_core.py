@@ -6,7 +6,8 @@ import pytest
 
 from config import RoomRule
 from quorum import policy
-from quorum.command_queue import FIRST_BACKOFF_S, MAX_BACKOFF_S, CommandQueue, backoff
+from quorum.command_queue import CommandQueue
+from quorum.delayed_kicks import FIRST_BACKOFF_S, MAX_BACKOFF_S, backoff
 from quorum.controller import ConferenceEvent, Decision, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
 from recording_state import PAUSED, PROCESSING, RECORDING, UNSURE, MemoryStore
@@ -31,7 +32,7 @@ class FakeGateway:
     def record_call(self, call_sid, callback_url):
         return Outcome.REJECTED, None
 
-    def read_conference(self, conference_sid):
+    def read_conference(self, conference_sid, call_recordings=()):
         self.reads.append(conference_sid)
         return Outcome.GONE, None
 
@@ -107,7 +108,7 @@ def until(condition, timeout=5.0):
 class ReadableGateway(FakeGateway):
     """A SignalWire that answers reads: A and B on the line, no recording yet."""
 
-    def read_conference(self, conference_sid):
+    def read_conference(self, conference_sid, call_recordings=()):
         self.reads.append(conference_sid)
         return Outcome.OK, policy.Snapshot("in-progress", (A, B), {})
 

@@ -233,7 +233,6 @@ def replace_update(signalwire, *replies):
     ((503, 500, 200), 3, PAUSED),
     ((requests.exceptions.ReadTimeout("slow"), 200), 2, PAUSED),
     ((requests.exceptions.ConnectionError("reset"), 429, 200), 3, PAUSED),
-    ((404,), 1, GONE),
     ((400,), 1, ABANDONED),
     ((401,), 1, ABANDONED),
 ])
@@ -247,8 +246,11 @@ def test_api_errors(events, signalwire, replies, posts, final):
     assert events.state().recordings == {REC: final}
 
 
-def test_gone_recording_is_not_acted_on_again(events, signalwire):
-    replace_update(signalwire, 404)
+@pytest.mark.parametrize("status", [404, 422])
+def test_gone_recording_is_not_acted_on_again(events, signalwire, status):
+    """A 404 (or 422) is checked by a read; the recording listed `completed`, it is gone for good."""
+    replace_update(signalwire, status)
+    fake_conference_reads(signalwire, present=[A], recording_status="completed")
     events.conference("conference-start")
     events.conference("participant-join", A)
     events.recording("in-progress")
@@ -257,6 +259,7 @@ def test_gone_recording_is_not_acted_on_again(events, signalwire):
     events.conference("participant-leave", B, at=1_800_000_006)
     events.settle()
     assert len(recording_updates(signalwire)) == 1
+    assert events.state().recordings == {REC: GONE}
 
 
 @pytest.mark.slow
