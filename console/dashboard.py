@@ -15,7 +15,8 @@ from flask import Blueprint, abort, current_app, jsonify, render_template, reque
 
 from console import signin
 from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversation_facts, live_conference,
-                           live_summary, paginate, recordings_view, retention_words, rule_words, timeline_view)
+                           live_summary, paginate, recordings_view, retention_words, rule_words, timeline_view,
+                           unrecorded_channels)
 from conversations.archive import valid_id
 from conversations.queries import find_conversation, known_rooms, listing, search_filters
 
@@ -86,7 +87,8 @@ def conversation_page(conversation_id: str):
         return url_for(".media", conversation_id=conversation_id, name=name)
 
     return render_template("conversation.html", facts=conversation_facts(record), timeline=timeline_view(record),
-                           recordings=recordings_view(record, media_url), thresholds=THRESHOLDS)
+                           recordings=recordings_view(record, media_url), unrecorded=unrecorded_channels(record),
+                           thresholds=THRESHOLDS)
 
 
 @bp.get("/conversations/<conversation_id>/media/<name>")

@@ -178,11 +178,22 @@ def conversation_facts(record: dict) -> dict:
     return {"id": record["id"], "room": record["room"], "status": record["status"],
             "status_words": STATUS_WORDS.get(record["status"], record["status"]),
             "started": started.strftime("%Y-%m-%d %H:%M:%S UTC") if started else "—",
+            "started_iso": record.get("started_at"), "ended_iso": record.get("ended_at") if ended else None,
             "ended": ended.strftime("%Y-%m-%d %H:%M:%S UTC") if ended else "not yet",
+            "id_parts": record["id"].split("-"),
             "length": duration_words((ended - started).total_seconds()) if started and ended else "still on the line",
             "recorded": duration_words(total[RECORDING] / 1000), "paused": duration_words(total[PAUSED] / 1000),
-            "callers": len({c["connection_id"] for c in record.get("channels") or []}),
+            "callers": callers_words(record.get("channels") or []),
             "mix": snr_reading((record.get("audio") or {}).get("snr"))}
+
+
+def callers_words(channels: List[dict]) -> str:
+    """How many people called, and how many calls that took when some called again (one lane each)."""
+    people = len({c.get("connection_id") or c.get("call_sid") for c in channels})
+    if people == len(channels):
+        return str(people)
+    again = len(channels) - people
+    return f"{people} ({len(channels)} calls: {again} called again)"
 
 
 LANE_H, BAR_Y, BAR_H, TOP, AXIS_H = 50, 22, 20, 4, 24
@@ -214,9 +225,10 @@ def timeline_view(record: dict) -> dict:
     marks = [{"x": round(100 * a["at_ms"] / total, 3), "outcome": a["outcome"],
               "text": f"announcement {ANNOUNCEMENT_WORDS.get(a['outcome'], a['outcome'])} at {elapsed(a['at_ms'])}"}
              for a in record.get("announcements") or []]
+    # Pins hang below the recording's bar: above it they would cover its label.
     return {"lanes": lanes, "total_ms": total, "bar_h": BAR_H, "axis_y": bottom + 16, "height": bottom + AXIS_H,
             "grid_bottom": bottom - (LANE_H - BAR_Y - BAR_H), "ticks": ticks(total), "total": elapsed(total),
-            "marks": marks, "mark_y": lanes[0]["bar_y"]}
+            "marks": marks, "mark_top": lanes[0]["bar_y"], "mark_pin": lanes[0]["bar_y"] + BAR_H + 7}
 
 
 def _lane(label: str, kind: str, spans: list, total: int) -> dict:
@@ -243,19 +255,32 @@ def ticks(total_ms: int, most: int = 6) -> List[dict]:
 
 
 def recordings_view(record: dict, media_url: Callable[[str], str]) -> List[dict]:
-    """The mix and each channel: audio sources (MP3 first, smaller), length, SNR and RT60 readings."""
+    """The mix and each channel that had a recording of its own: audio sources (MP3 first, smaller), downloads,
+    length, SNR and RT60 readings. A channel without one (participant recording off, or not chosen) has no card."""
     entries = [("Full mix", record.get("audio") or {})]
     entries += [(f"Channel {n:02d}: {c.get('from') or c.get('connection_id')}", c.get("audio") or {})
-                for n, c in enumerate(record.get("channels") or [], start=1)]
+                for n, c in enumerate(record.get("channels") or [], start=1) if _had_recording(c.get("audio"))]
     rows = []
     for name, audio in entries:
         files = [(audio.get("mp3_file"), MEDIA_TYPES["mp3"]), (audio.get("wav_file"), MEDIA_TYPES["wav"])]
         duration = audio.get("duration_ms")
         rows.append({"name": name, "sources": [{"url": media_url(f), "type": t} for f, t in files if f],
-                     "download": media_url(audio["wav_file"]) if audio.get("wav_file") else None,
+                     "downloads": [{"url": media_url(f), "format": f.rsplit(".", 1)[-1].upper()}
+                                   for f, _ in reversed(files) if f],
                      "length": duration_words(duration / 1000) if duration is not None else None,
+                     "missing": audio.get("missing"),
                      "snr": snr_reading(audio.get("snr")), "rt60": rt60_reading(audio.get("rt60"))})
     return rows
+
+
+def _had_recording(audio: Optional[dict]) -> bool:
+    """Whether a channel's audio entry is of a recording (kept, or missing for a stated reason)."""
+    return bool(audio) and any(audio.get(key) for key in ("wav_file", "mp3_file", "missing"))
+
+
+def unrecorded_channels(record: dict) -> int:
+    """Channels without a recording of their own, which get no card."""
+    return sum(not _had_recording(c.get("audio")) for c in record.get("channels") or [])
 
 
 def paginate(total: int, page: int, per_page: int = PER_PAGE) -> dict:

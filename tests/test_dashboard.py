@@ -246,7 +246,8 @@ def test_conversation_page_draws_the_timeline_and_reads_the_figures(app, operato
     assert "Conference recording: recorded 0:02.0–0:06.0; paused 0:06.0–0:09.0; recorded 0:09.0–0:12.0." in html
     assert [a["src"] for a in tags.find("source")] == [f"/conversations/{CONF}/media/mix.wav",
                                                         f"/conversations/{CONF}/media/channel-01.wav"]
-    assert len(tags.find("audio")) == 2 and "No audio was kept for this one." in html  # the guest had no channel
+    # The guest had no recording of their own: no card, a line says so.
+    assert len(tags.find("audio")) == 2 and "1 channel had no recording of its own" in " ".join(html.split())
     for words in ("24.0 dB <strong>clear line", "0.45 s <strong>some echo",
                   "8.5 dB <strong>noisy line", "— <strong>not enough audio to tell", "20 dB or more",
                   "under 10 dB", "0.3 s or less", "over 0.6 s"):
@@ -449,18 +450,41 @@ def test_thresholds_on_the_page_match_the_readings():
 
 
 def test_recordings_view_lists_mix_then_channels_with_sources():
-    rows = views.recordings_view(record(audio={**EMPTY_AUDIO, "wav_file": "mix.wav", "mp3_file": "mix.mp3",
-                                                   "duration_ms": 65000}), lambda name: f"/m/{name}")
-    assert [r["name"] for r in rows] == ["Full mix", f"Channel 01: {HOST}", f"Channel 02: {GUEST}"]
+    shown = record(audio={**EMPTY_AUDIO, "wav_file": "mix.wav", "mp3_file": "mix.mp3", "duration_ms": 65000})
+    rows = views.recordings_view(shown, lambda name: f"/m/{name}")
+    # The guest had no recording of their own (EMPTY_AUDIO): no card, a line says so.
+    assert [r["name"] for r in rows] == ["Full mix", f"Channel 01: {HOST}"]
+    assert views.unrecorded_channels(shown) == 1
     assert rows[0]["sources"] == [{"url": "/m/mix.mp3", "type": "audio/mpeg"},
                                   {"url": "/m/mix.wav", "type": "audio/wav"}]
-    assert (rows[0]["download"], rows[0]["length"]) == ("/m/mix.wav", "1 min 05 s")
-    assert rows[2]["sources"] == [] and rows[2]["download"] is None and rows[2]["length"] is None
+    assert rows[0]["downloads"] == [{"url": "/m/mix.wav", "format": "WAV"}, {"url": "/m/mix.mp3", "format": "MP3"}]
+    assert rows[0]["length"] == "1 min 05 s"
+    shown["channels"][1]["audio"] = {**EMPTY_AUDIO, "missing": "SignalWire answered 404 for its media"}
+    missing = views.recordings_view(shown, lambda name: f"/m/{name}")[2]
+    assert missing["sources"] == [] and missing["downloads"] == [] and missing["missing"].endswith("media")
+
+
+def test_callers_count_people_and_say_when_someone_called_again():
+    channels = record()["channels"]
+    assert views.callers_words(channels) == "2"
+    again = channels + [{**channels[1], "call_sid": sid("again")}]
+    assert views.callers_words(again) == "2 (3 calls: 1 called again)"
+
+
+def test_the_conversation_page_offers_mp3_and_keeps_the_pin_off_the_label(app, operator):
+    archive(app, record(audio={**EMPTY_AUDIO, "wav_file": "mix.wav", "mp3_file": "mix.mp3", "duration_ms": 1000},
+                        announcements=[{"at_ms": 0, "outcome": "played"}]))
+    html = operator.get(f"/conversations/{CONF}").get_data(as_text=True)
+    assert "Download MP3" in html and "consent announcement" in html and "-<wbr>" in html
+    view = views.timeline_view(record(announcements=[{"at_ms": 0, "outcome": "played"}]))
+    assert view["mark_pin"] > view["lanes"][0]["bar_y"] + view["bar_h"]  # below the bar, clear of the label
+    plain = operator.get(f"/conversations/{CONF}").get_data(as_text=True)
+    assert plain.count("time datetime=") == 2
 
 
 def test_conversation_facts():
     facts = views.conversation_facts(record())
-    assert (facts["recorded"], facts["paused"], facts["length"], facts["callers"]) == ("7.0 s", "3.0 s", "12 s", 2)
+    assert (facts["recorded"], facts["paused"], facts["length"], facts["callers"]) == ("7.0 s", "3.0 s", "12 s", "2")
     live = views.conversation_facts(record(status="live", ended_at=None))
     assert (live["ended"], live["length"], live["status_words"]) == ("not yet", "still on the line", "live")
 
