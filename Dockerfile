@@ -4,7 +4,7 @@
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml requirements.txt constraints.txt README.md LICENSE ./
-COPY app.py config.py recording_state.py serving.py ./
+COPY app.py config.py frozen.py recording_state.py serving.py ./
 COPY quorum ./quorum
 COPY console ./console
 COPY conversations ./conversations

@@ -11,27 +11,11 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields, is_dataclass
-from functools import cache
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from config import RoomRule
-
-class _memo:
-    """`functools.cached_property` without its lock: Python 3.11's is one RLock for every instance, which the
-    webhook threads and command workers queued on. The value is a pure function of a frozen instance, so two
-    threads computing it at once store the same thing."""
-
-    def __init__(self, fn):
-        self._fn, self._name, self.__doc__ = fn, fn.__name__, fn.__doc__
-
-    def __get__(self, obj, owner=None):
-        """The value, computed once and kept in the instance's __dict__ (which then shadows this descriptor)."""
-        if obj is None:
-            return self
-        value = obj.__dict__[self._name] = self._fn(obj)
-        return value
-
+from frozen import evolve, memo, plain  # evolve: every module that changes this state uses it from here
 
 RECORDING = "recording"
 PAUSED = "paused"
@@ -124,7 +108,7 @@ class Conference:
     ended_at: Optional[float] = None
     timeline: tuple = ()
 
-    @_memo
+    @memo
     def _on_the_line(self) -> tuple:
         """Computed once per (immutable) conference: every decision asks for it."""
         return tuple(sorted(sid for sid, p in self.participants.items() if p.present))
@@ -140,7 +124,7 @@ class Conference:
 
     def to_dict(self) -> dict:
         """A JSON-ready copy: the JSON `dataclasses.asdict` gives, made faster."""
-        return _plain(self)
+        return plain(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Conference":
@@ -161,52 +145,6 @@ Mutation = Callable[[Optional[Conference]], Optional[Conference]]
 EventMutation = Callable[[Optional[Conference], Optional[dict]], Optional[Conference]]  # also told the caller record
 
 
-def evolve(obj, **changes):
-    """`dataclasses.replace` for this module's frozen dataclasses, five times cheaper: it copies the
-    instance's fields instead of running `__init__` again (27 fields for a Conference, several per callback).
-
-    Cached properties are dropped, since the fields they derive from may change.
-    """
-    unknown = changes.keys() - _FIELDS[type(obj)]
-    if unknown:
-        raise TypeError(f"{type(obj).__name__} has no field {sorted(unknown)[0]!r}")
-    new = object.__new__(type(obj))
-    state = new.__dict__
-    state.update(obj.__dict__)
-    for name in _CACHED[type(obj)]:
-        state.pop(name, None)
-    state.update(changes)
-    return new
-
-
-_KINDS = (Presence, Transition, Caller, RecordingInfo, Conference)
-_FIELDS = {kind: frozenset(f.name for f in fields(kind)) for kind in _KINDS}
-_CACHED = {kind: tuple(name for name, value in vars(kind).items() if isinstance(value, _memo)) for kind in _KINDS}
-
-
-_SCALARS = frozenset((str, int, float, bool, type(None)))
-
-
-@cache
-def _field_names(kind: type) -> Optional[Tuple[str, ...]]:
-    """A dataclass's field names, looked up once per class; None for any other type."""
-    return tuple(f.name for f in fields(kind)) if is_dataclass(kind) else None
-
-
-def _plain(value):
-    """Dataclasses, dicts and tuples as JSON-ready builtins: `asdict` without its deep copy of every
-    value, which made it most of a Redis write's CPU. Fields are read from the classes, so new ones need no edit."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return value  # most values: checked first
-    names = _field_names(kind)
-    if names is not None:
-        return {name: _plain(getattr(value, name)) for name in names}
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(item) for item in value]
-    return value
 
 
 def bump(current: Optional[Conference], result: Optional[Conference]) -> Optional[Conference]:

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Lowest first: a module may import its own layer and those below it, never one above.
-LAYERS = (("config", "recording_state"), ("quorum",), ("conversations",), ("console",), ("app",))
+LAYERS = (("config", "frozen", "recording_state"), ("quorum",), ("conversations",), ("console",), ("app",))
 PACKAGES = ("quorum", "conversations", "console")
 MAX_LINES = 400
 IGNORED = {"__pycache__", "recordings", "artifacts"}
@@ -22,7 +22,7 @@ def layer_of(module: str):
 
 def application_modules():
     """The application's modules: the root's three and every module of the three packages."""
-    return [ROOT / "app.py", ROOT / "config.py", ROOT / "recording_state.py",
+    return [ROOT / "app.py", ROOT / "config.py", ROOT / "frozen.py", ROOT / "recording_state.py",
             *sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))]
 
 

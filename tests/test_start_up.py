@@ -66,6 +66,7 @@ def test_healthz_reports_the_archive(tmp_path, signalwire):
     try:
         healthy = app.test_client().get("/healthz")
         assert healthy.status_code == 200 and healthy.get_json()["archive"] == "ok"
+        assert services(app).archive.wait_synced(10)  # the index's first sync writes into the directory
         shutil.rmtree(root)
         root.write_text("the disk was swapped for a file")
         broken = app.test_client().get("/healthz")
