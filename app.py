@@ -28,7 +28,7 @@ from conversations.media_download import MediaSource, allowed_origins
 from conversations.processing import DOWNLOAD_TIMEOUT_S, ConversationProcessor
 from conversations.retention import Retention
 from conversations.signalwire_copies import SignalWireCopies
-from quorum import laml, webhooks
+from quorum import laml, redis_outage, webhooks
 from quorum.command_queue import CommandQueue
 from quorum.controller import Housekeeper, RecordingController
 from quorum.gateway import SignalWireGateway, build_client
@@ -58,6 +58,7 @@ class Services:
     metrics: Metrics
     copies: SignalWireCopies
     retention: Retention
+    outage: Optional[redis_outage.RedisOutage] = None  # the watch of REDIS_URL, when set
 
     def start(self) -> None:
         """Start the sweeps, reconciler rounds and the archive index's sync (the queues' threads run already)."""
@@ -73,6 +74,8 @@ class Services:
         self.archive.stop()
         if self.events:
             self.events.stop()
+        if self.outage:
+            self.outage.stop()
 
 
 def build_services(config: Config, client=None, store: Optional[StateStore] = None,
@@ -86,6 +89,8 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
         raise ConfigError("RECORDINGS_DIR", f"cannot write the archive at {config.recordings_dir}: "
                                             f"{error.strerror or error}") from None
     store = store if store is not None else build_store(config)
+    # Before anything reads Redis: an unreachable REDIS_URL is said once, here, and Quorum starts all the same.
+    outage = redis_outage.watch(config.redis_url) if config.redis_url else None
     metrics = Metrics(store)
     gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest)
     events = EventSender(config.event_callback_url, config.event_callback_secret, build_outbox(config),
@@ -112,7 +117,7 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                               reconcile_s=config.reconcile_interval_s,
                               on_sweep=lambda: _archive_upkeep(copies, retention))
     return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics,
-                    copies, retention)
+                    copies, retention, outage)
 
 
 def _archive_upkeep(copies: SignalWireCopies, retention: Retention) -> None:
@@ -173,7 +178,8 @@ def build_store(config: Config) -> StateStore:
 def build_outbox(config: Config) -> Outbox:
     """Where undelivered event callbacks outlive a restart: Redis when shared, else files in the archive root."""
     if config.redis_url:
-        return RedisOutbox(redis.Redis.from_url(config.redis_url), f"{config.redis_namespace}:events")
+        return RedisOutbox(redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2),
+                           f"{config.redis_namespace}:events")
     return FileOutbox(Path(config.recordings_dir) / ".outbox")
 
 
@@ -190,8 +196,8 @@ def _refuse_oversized_body():
 
 
 def _store_unavailable(error: Exception):
-    """Redis is down: answer 503 so SignalWire retries, without a traceback per request."""
-    log.error("state store unavailable: %s", type(error).__name__)
+    """Redis is down: answer 503 so SignalWire retries, without a line per request (one per outage)."""
+    redis_outage.reported(error)
     return jsonify(error="state store unavailable"), 503
 
 

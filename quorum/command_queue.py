@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from quorum import policy
+from quorum import policy, redis_outage
 from quorum.keyed_workers import KeyedWorkers
 from recording_state import ABANDONED, GONE, UNSURE, Conference, StateStore
 from quorum.gateway import READERS, READS_PER_CONFERENCE, Outcome, SignalWireGateway
@@ -156,8 +156,9 @@ class ReadQueue:
         while (room := self._next()) is not None:
             try:
                 self._read(room)
-            except Exception:  # a reader must never die: the next round asks again
-                log.exception("read of room %s crashed", room)
+            except Exception as error:  # a reader must never die: the next round asks again
+                if not redis_outage.reported(error):
+                    log.exception("read of room %s crashed", room)
             finally:
                 with self._cond:
                     again = self._reading.pop(room)
