@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,6 +32,7 @@ from quorum import laml, redis_outage, webhooks
 from quorum.command_queue import CommandQueue
 from quorum.controller import Housekeeper, RecordingController
 from quorum.gateway import SignalWireGateway, build_client
+from quorum.log_throttle import Throttle
 from recording_state import MemoryStore, StateStore
 
 log = logging.getLogger("quorum")
@@ -59,6 +60,7 @@ class Services:
     copies: SignalWireCopies
     retention: Retention
     outage: Optional[redis_outage.RedisOutage] = None  # the watch of REDIS_URL, when set
+    refusals: Throttle = field(default_factory=Throttle)  # refused signatures: a log line a minute at most
 
     def start(self) -> None:
         """Start the sweeps, reconciler rounds and the archive index's sync (the queues' threads run already)."""
