@@ -140,7 +140,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     if from_env:
         config = _config_or_exit()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    request_logs.configure_werkzeug(config.log_level)
+    request_logs.configure_werkzeug(config.log_level, config.log_caller_numbers)
     if not config.validate_signatures:
         log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
                     "Use this only for local experiments.")

@@ -7,7 +7,7 @@ import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from quorum import input_checks
+from quorum import caller_numbers, input_checks
 from quorum import laml
 from quorum import signatures
 from quorum.log_throttle import since
@@ -89,7 +89,8 @@ def inbound():
         current_app.extensions["quorum"].controller.inbound_call(call_sid, caller, dialed)
     rule = config.rule_for(room)
     starts = not rule.host_numbers or rule.is_host(caller)
-    log.info("room=%s call=%s from=%s action=join-conference starts=%s", room, call_sid, caller, starts)
+    log.info("room=%s call=%s from=%s action=join-conference starts=%s", room, call_sid,
+             caller_numbers.for_log(caller, config.log_caller_numbers), starts)
     return Response(laml.conference_laml(room, config.public_url, config.trim, starts), mimetype="text/xml")
 
 
