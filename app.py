@@ -231,7 +231,11 @@ def main() -> None:
     if config.use_ngrok:
         from quorum import tunnel as ngrok_tunnel
 
-        config = ngrok_tunnel.expose(config, SignalWireGateway(client))
+        try:
+            config = ngrok_tunnel.expose(config, SignalWireGateway(client))
+        except ngrok_tunnel.TunnelFailed as failed:
+            print(f"quorum: ngrok tunnel not opened: {failed}", file=sys.stderr)
+            raise SystemExit(2) from None
     try:
         app = create_app(config, client=client)
     except ConfigError as error:

@@ -75,6 +75,7 @@ class Config:
     public_url: str = ""
     use_ngrok: bool = False
     ngrok_authtoken: Optional[str] = None
+    ngrok_path: Optional[str] = None  # the ngrok binary; unset: ngrok on PATH, else pyngrok downloads its own
     port: int = 5000
     min_participants: int = 2
     pause_behavior: str = "skip"
@@ -250,6 +251,8 @@ def _check(config: Config) -> None:
     if config.use_ngrok:
         if config.public_url:
             _http_url("PUBLIC_URL", config.public_url)
+        if config.ngrok_path and not (os.path.isfile(config.ngrok_path) and os.access(config.ngrok_path, os.X_OK)):
+            raise ConfigError("NGROK_PATH", f"is not an executable file: {config.ngrok_path!r}")
     else:
         if not config.public_url:
             raise ConfigError("PUBLIC_URL", "is required when USE_NGROK=false (the https URL SignalWire calls)")
