@@ -139,7 +139,9 @@ def report(emulator: Emulator, minimum: int) -> List[str]:
     if played != starts:
         problems.append(f"the announcement played {played} times for {starts} starts and resumes")
     counts = emulator.rest_log.counts()
-    t0 = min(c.created_at for c in emulator.conferences())
+    # No conference when Quorum refused every call: the REST calls, if any, are timed from the first.
+    t0 = min((c.created_at for c in emulator.conferences()), default=min((c.at for c in emulator.rest_log.calls),
+                                                                         default=0.0))
     print(f"\nREST calls Quorum made: {counts['POST']} writes, {counts['GET']} reads")
     for call in emulator.rest_log.calls:
         form = " ".join(f"{k}={v}" for k, v in call.form.items())
