@@ -27,8 +27,10 @@ lint: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
+# make demo DEMO_LINGER=600 (seconds, or forever) keeps Quorum, its dashboard and the emulator up after the scenario.
+DEMO_LINGER ?= 0
 demo: install
-	$(PY) -m emulator.demo
+	$(PY) -m emulator.demo --linger $(DEMO_LINGER)
 
 # The production server (gunicorn, serving.py's settings); `make dev` is the development server (and ngrok).
 run: install

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -28,10 +28,11 @@ from conversations.media_download import MediaSource, allowed_origins
 from conversations.processing import DOWNLOAD_TIMEOUT_S, ConversationProcessor
 from conversations.retention import Retention
 from conversations.signalwire_copies import SignalWireCopies
-from quorum import laml, webhooks
+from quorum import laml, redis_outage, webhooks
 from quorum.command_queue import CommandQueue
 from quorum.controller import Housekeeper, RecordingController
 from quorum.gateway import SignalWireGateway, build_announcer, build_client
+from quorum.log_throttle import Throttle
 from quorum.state_file import FileBackedStore, StateFile
 from recording_state import MemoryStore, StateStore
 
@@ -59,6 +60,8 @@ class Services:
     metrics: Metrics
     copies: SignalWireCopies
     retention: Retention
+    outage: Optional[redis_outage.RedisOutage] = None  # the watch of REDIS_URL, when set
+    refusals: Throttle = field(default_factory=Throttle)  # refused signatures: a log line a minute at most
 
     def start(self) -> None:
         """Start the sweeps, reconciler rounds and the archive index's sync (the queues' threads run already)."""
@@ -74,6 +77,8 @@ class Services:
         self.archive.stop()
         if self.events:
             self.events.stop()
+        if self.outage:
+            self.outage.stop()
         if isinstance(self.store, FileBackedStore):
             self.store.close()  # last: everything above may still change the state
 
@@ -84,6 +89,8 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     `archive_clock` is the clock of the archive's upkeep (retention, deletion retries), for tests to move."""
     archive = prepared_archive(config)
     store = store if store is not None else build_store(config)
+    # Before anything reads Redis: an unreachable REDIS_URL is said once, here, and Quorum starts all the same.
+    outage = redis_outage.watch(config.redis_url) if config.redis_url else None
     metrics = Metrics(store)
     gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest,
                                 announcer=build_announcer(config))
@@ -111,7 +118,7 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                               reconcile_s=config.reconcile_interval_s,
                               on_sweep=lambda: _archive_upkeep(copies, retention))
     return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics,
-                    copies, retention)
+                    copies, retention, outage)
 
 
 def prepared_archive(config: Config) -> Archive:
@@ -143,7 +150,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     if from_env:
         config = _config_or_exit()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    request_logs.configure_werkzeug(config.log_level)
+    request_logs.configure_werkzeug(config.log_level, config.log_caller_numbers)
     if not config.validate_signatures:
         log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
                     "Use this only for local experiments.")
@@ -184,7 +191,8 @@ def build_store(config: Config) -> StateStore:
 def build_outbox(config: Config) -> Outbox:
     """Where undelivered event callbacks outlive a restart: Redis when shared, else files in the archive root."""
     if config.redis_url:
-        return RedisOutbox(redis.Redis.from_url(config.redis_url), f"{config.redis_namespace}:events")
+        return RedisOutbox(redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2),
+                           f"{config.redis_namespace}:events")
     return FileOutbox(Path(config.recordings_dir) / ".outbox")
 
 
@@ -201,8 +209,8 @@ def _refuse_oversized_body():
 
 
 def _store_unavailable(error: Exception):
-    """Redis is down: answer 503 so SignalWire retries, without a traceback per request."""
-    log.error("state store unavailable: %s", type(error).__name__)
+    """Redis is down: answer 503 so SignalWire retries, without a line per request (one per outage)."""
+    redis_outage.reported(error)
     return jsonify(error="state store unavailable"), 503
 
 
@@ -239,7 +247,11 @@ def main() -> None:
     if config.use_ngrok:
         from quorum import tunnel as ngrok_tunnel
 
-        config = ngrok_tunnel.expose(config, SignalWireGateway(client))
+        try:
+            config = ngrok_tunnel.expose(config, SignalWireGateway(client))
+        except ngrok_tunnel.TunnelFailed as failed:
+            print(f"quorum: ngrok tunnel not opened: {failed}", file=sys.stderr)
+            raise SystemExit(2) from None
     try:
         app = create_app(config, client=client)
     except ConfigError as error:

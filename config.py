@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 PAUSE_BEHAVIORS = ("skip", "silence")
 TRIM_CHOICES = ("do-not-trim", "trim-silence")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_CALLER_NUMBERS_CHOICES = ("masked", "full")
 PER_NUMBER = "per-number"
 PARTICIPANT_RECORDING_CHOICES = ("off", "inbound")
 READS_PER_CONFERENCE = 2  # GETs in one conference read: its participants and its recordings
@@ -76,6 +77,7 @@ class Config:
     public_url: str = ""
     use_ngrok: bool = False
     ngrok_authtoken: Optional[str] = None
+    ngrok_path: Optional[str] = None  # the ngrok binary; unset: ngrok on PATH, else pyngrok downloads its own
     port: int = 5000
     min_participants: int = 2
     pause_behavior: str = "skip"
@@ -87,6 +89,7 @@ class Config:
     trim: str = "do-not-trim"
     validate_signatures: bool = True
     log_level: str = "INFO"
+    log_caller_numbers: str = "masked"  # full: log lines show callers' numbers whole
     signalwire_timeout_s: float = 5.0
     signalwire_concurrency: int = 32
     end_grace_s: float = 300.0
@@ -212,6 +215,7 @@ def _check(config: Config) -> None:
     """Refuse values that would only fail later, naming the setting."""
     _choice("TRIM", config.trim, TRIM_CHOICES)
     _choice("LOG_LEVEL", config.log_level, LOG_LEVELS)
+    _choice("LOG_CALLER_NUMBERS", config.log_caller_numbers, LOG_CALLER_NUMBERS_CHOICES)
     _choice("PARTICIPANT_RECORDING", config.participant_recording, PARTICIPANT_RECORDING_CHOICES)
     if config.event_callback_url:
         _http_url("EVENT_CALLBACK_URL", config.event_callback_url)
@@ -256,6 +260,8 @@ def _check(config: Config) -> None:
     if config.use_ngrok:
         if config.public_url:
             _http_url("PUBLIC_URL", config.public_url)
+        if config.ngrok_path and not (os.path.isfile(config.ngrok_path) and os.access(config.ngrok_path, os.X_OK)):
+            raise ConfigError("NGROK_PATH", f"is not an executable file: {config.ngrok_path!r}")
     else:
         if not config.public_url:
             raise ConfigError("PUBLIC_URL", "is required when USE_NGROK=false (the https URL SignalWire calls)")

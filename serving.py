@@ -9,7 +9,7 @@ import os
 from dotenv import load_dotenv
 from gunicorn.glogging import Logger
 
-from console.request_logs import RedactTokens
+from console.request_logs import redact
 
 load_dotenv()
 
@@ -26,14 +26,14 @@ loglevel = os.environ.get("LOG_LEVEL", "INFO").strip().lower() or "info"
 
 
 class QuorumLogger(Logger):
-    """gunicorn's logger, with the access log at LOG_LEVEL and the dashboard's `?token=` blanked."""
+    """gunicorn's logger, with the access log at LOG_LEVEL, the dashboard's `?token=` blanked and a searched
+    `?caller=` masked (unless LOG_CALLER_NUMBERS=full)."""
 
     def setup(self, cfg):
-        """gunicorn's set-up, then our level and filter (setup runs again on reload: add the filter once)."""
+        """gunicorn's set-up, then our level and filters (setup runs again on reload: each filter once)."""
         super().setup(cfg)
         self.access_log.setLevel(self.error_log.level)
-        if not any(isinstance(f, RedactTokens) for f in self.access_log.filters):
-            self.access_log.addFilter(RedactTokens())
+        redact(self.access_log, os.environ.get("LOG_CALLER_NUMBERS", "masked").strip())
 
 
 logger_class = QuorumLogger

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import redis
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file, url_for
 
 from console import signin
@@ -19,6 +20,7 @@ from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversatio
                            unrecorded_channels)
 from conversations.archive import valid_id
 from conversations.queries import find_conversation, known_rooms, listing, search_filters
+from quorum import redis_outage
 
 bp = Blueprint("dashboard", __name__)
 bp.before_request(signin.gate)
@@ -40,6 +42,16 @@ def harden(response):
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "private, no-cache" if request.endpoint == "dashboard.media" else "no-store"
     return response
+
+
+@bp.errorhandler(redis.RedisError)
+def store_unavailable(error: redis.RedisError):
+    """Redis does not answer: a page that says so (the live page's data stays JSON), 503, said once per outage."""
+    redis_outage.reported(error)
+    if request.endpoint in signin.DATA_ENDPOINTS:
+        return jsonify(error="state store unavailable"), 503
+    redis_url = current_app.config["QUORUM"].redis_url
+    return render_template("unavailable.html", redis=redis_outage.address(redis_url) if redis_url else None), 503
 
 
 # Pages

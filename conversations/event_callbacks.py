@@ -29,6 +29,7 @@ from typing import Callable, List, Optional, Protocol, Tuple
 import requests
 
 from conversations.record import iso, mix_recording
+from quorum import redis_outage
 from quorum.policy import ANNOUNCE, Action
 from recording_state import PAUSED, RECORDING, Conference
 
@@ -174,7 +175,10 @@ class EventSender:
         self._dropped = 0
         self._cond = threading.Condition()
         self._stopped = False
-        for event_id, body in outbox.load():
+        kept = []
+        with redis_outage.tolerated():  # Redis down at start: what it keeps waits there for the next start
+            kept = outbox.load()
+        for event_id, body in kept:
             self._queue(event_id, body, 1, self._clock())
         if self._pending:
             log.info("%d undelivered event callback(s) from the last run queued again", len(self._pending))
@@ -193,7 +197,8 @@ class EventSender:
         """Queue one event (kept in the outbox until delivered); returns at once."""
         body = json.dumps({"id": event_id, "type": event_type, "data": data,
                            "created_at": datetime.now(timezone.utc).isoformat()}, sort_keys=True).encode()
-        self._outbox.put(event_id, body)
+        with redis_outage.tolerated():  # Redis down: delivered all the same, only not kept for a restart
+            self._outbox.put(event_id, body)
         self._queue(event_id, body, 1, self._clock())
 
     def pending_ids(self) -> List[str]:
@@ -229,7 +234,7 @@ class EventSender:
             self._dropped += len(dropped)
             self._cond.notify_all()
         for old in dropped:
-            self._outbox.remove(old)
+            self._unkeep(old)
         if dropped:
             log.warning("event callback queue full (%d): dropped %d oldest, %d since start", self._max_queued,
                         len(dropped), self._dropped)
@@ -278,7 +283,13 @@ class EventSender:
             if self._pending.get(event_id) is entry:
                 del self._pending[event_id]
             self._cond.notify_all()
-        self._outbox.remove(event_id)
+        self._unkeep(event_id)
+
+    def _unkeep(self, event_id: str) -> None:
+        """Drop the event from the outbox; with Redis down it stays there, so the next start sends it again
+        (with the same id, which receivers drop as a duplicate)."""
+        with redis_outage.tolerated():
+            self._outbox.remove(event_id)
 
     def _post(self, body: bytes) -> Optional[str]:
         """POST the body; None on a 2xx answer, else what went wrong."""

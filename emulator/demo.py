@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -139,7 +141,9 @@ def report(emulator: Emulator, minimum: int) -> List[str]:
     if played != starts:
         problems.append(f"the announcement played {played} times for {starts} starts and resumes")
     counts = emulator.rest_log.counts()
-    t0 = min(c.created_at for c in emulator.conferences())
+    # No conference when Quorum refused every call: the REST calls, if any, are timed from the first.
+    t0 = min((c.created_at for c in emulator.conferences()), default=min((c.at for c in emulator.rest_log.calls),
+                                                                         default=0.0))
     print(f"\nREST calls Quorum made: {counts['POST']} writes, {counts['GET']} reads")
     for call in emulator.rest_log.calls:
         form = " ".join(f"{k}={v}" for k, v in call.form.items())
@@ -206,6 +210,21 @@ def _short(text: str) -> str:
     return SID.sub(lambda m: m.group(0)[:8] + "…", text)
 
 
+def linger(emulator: Emulator, public: str, token: str, seconds: float) -> None:
+    """Keep Quorum, its dashboard and the emulator up `seconds` (math.inf: until Ctrl-C), saying how to call in."""
+    how_long = "until Ctrl-C" if math.isinf(seconds) else f"for {seconds:g} s (Ctrl-C stops sooner)"
+    print(f"\nQuorum, its dashboard and the emulator stay up {how_long}: {public}/login?token={token}\n"
+          f"Place more calls meanwhile: python -m emulator call {DEMO_NUMBER} --emulator {emulator.url} "
+          f"--project {emulator.project} --token {emulator.token} [--hold-after S] [--hangup-after S]", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait(None if math.isinf(seconds) else seconds)
+
+
+def seconds_or_forever(raw: str) -> float:
+    """`--linger`'s value: seconds, or `forever`."""
+    return math.inf if raw.strip().lower() == "forever" else float(raw)
+
+
 def run(minimum: int, behavior: str, speed: float, linger_s: float = 0.0) -> int:
     """The whole demo; returns the exit status."""
     with Emulator() as emulator, tempfile.TemporaryFile(mode="w+") as server_log, \
@@ -224,7 +243,9 @@ def run(minimum: int, behavior: str, speed: float, linger_s: float = 0.0) -> int
                 server_log.seek(0)
                 print("Quorum did not start:\n" + server_log.read()[-3000:], file=sys.stderr)
                 return 1
-            print(f"Dashboard (watch it live; one-time token for this run): {public}/login?token={token}")
+            print(f"Dashboard (watch it live; one-time token for this run, up until the demo ends"
+                  f"{'' if linger_s else '; make demo DEMO_LINGER=600 keeps it up after'}): "
+                  f"{public}/login?token={token}")
             emulator.add_number(DEMO_NUMBER, public + "/voice/inbound", public + "/voice/call-status")
             emulator.sim.listeners.append(EventPrinter())
             print(f"\nA host calls {DEMO_NUMBER}, a guest joins, drops and rejoins, is put on hold and taken off it,"
@@ -233,10 +254,7 @@ def run(minimum: int, behavior: str, speed: float, linger_s: float = 0.0) -> int
             emulator.settle(15)
             problems = report(emulator, minimum) + archived(Path(archive))
             if linger_s > 0:
-                print(f"\nThe dashboard stays up for {linger_s:g} s (Ctrl-C to stop): {public}/login?token={token}",
-                      flush=True)
-                with contextlib.suppress(KeyboardInterrupt):
-                    time.sleep(linger_s)
+                linger(emulator, public, token, linger_s)
         finally:
             stop(process)
         server_log.seek(0)
@@ -253,8 +271,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--min-participants", type=int, default=2)
     parser.add_argument("--pause-behavior", choices=("skip", "silence"), default="skip")
     parser.add_argument("--speed", type=float, default=1.0, help="multiply every wait of the scenario")
-    parser.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
-                        help="keep Quorum and its dashboard up this long after the scenario")
+    parser.add_argument("--linger", type=seconds_or_forever, default=0.0, metavar="SECONDS",
+                        help="keep Quorum, its dashboard and the emulator up this long after the scenario "
+                             "(or `forever`: until Ctrl-C); meanwhile `python -m emulator call` places more calls")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the `finally` that stops Quorum
     try:

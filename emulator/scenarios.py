@@ -95,7 +95,8 @@ def random_session(rng: random.Random, to: str, steps: int, people: int = 4,
 
 
 class Player:
-    """Plays steps against an emulator (anything with `dial(to, from_, label)`, `hangup(sid)`, `hold(sid, on)`)."""
+    """Plays steps against an emulator (anything with `dial(to, from_, label)`, `hangup(sid)`, `hold(sid, on)`);
+    a hold or hangup of a call that is not in its conference (Quorum refused it, say) is skipped."""
 
     def __init__(self, emulator, on_step: Optional[Callable[[Step], None]] = None):
         self._emulator = emulator
@@ -113,7 +114,9 @@ class Player:
             elif kind == "hangup":
                 self._emulator.hangup(self.calls[step[1]].sid)
             elif kind in ("hold", "unhold"):
-                self._emulator.hold(self.calls[step[1]].sid, kind == "hold")
+                call = self.calls[step[1]]
+                if call.conference_sid is not None and call.left_at is None:  # else it failed (said already) or left
+                    self._emulator.hold(call.sid, kind == "hold")
             elif kind == "wait":
                 time.sleep(step[1])
             else:

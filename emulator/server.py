@@ -13,7 +13,7 @@ from typing import List, Optional
 import numpy as np
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from emulator import audio
+from emulator import audio, control
 from emulator.callbacks import Attempt, Dispatcher
 from emulator.calls import Simulator
 from emulator.faults import Behaviour, FaultInjector, Faults
@@ -51,6 +51,7 @@ class Emulator:
         self.sim = Simulator(self.project, self.signing_key, self.dispatcher, lambda: self.url, seed, behaviour)
         self.rest_log = RestLog()
         self.app = create_rest_app(self.sim, self.project, self.token, self.injector, self.rest_log)
+        self.app.register_blueprint(control.blueprint(self))  # `python -m emulator call`
         self._host, self._port = host, port
         self._server: Optional[BaseWSGIServer] = None
         self._thread: Optional[threading.Thread] = None

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from quorum import announcements, policy
+from quorum import announcements, policy, redis_outage
 from quorum.announcer import Announcer
 from quorum.delayed_kicks import DelayedKicks, backoff
 from quorum.keyed_workers import KeyedWorkers
@@ -104,8 +104,9 @@ class ReadQueue:
         while (room := self._next()) is not None:
             try:
                 self._read(room)
-            except Exception:  # a reader must never die: the next round asks again
-                log.exception("read of room %s crashed", room)
+            except Exception as error:  # a reader must never die: the next round asks again
+                if not redis_outage.reported(error):
+                    log.exception("read of room %s crashed", room)
             finally:
                 with self._cond:
                     again = self._reading.pop(room)

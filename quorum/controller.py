@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from config import RoomRule
-from quorum import announcements, policy
+from quorum import announcements, policy, redis_outage
 from quorum.call_end import call_ended
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
@@ -390,8 +390,9 @@ class Housekeeper(threading.Thread):
                 if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + self._reconcile_s
                     self._controller.reconcile()
-            except Exception:  # a store outage must not end housekeeping for good
-                log.exception("housekeeping round failed; trying again")
+            except Exception as error:  # a store outage must not end housekeeping for good
+                if not redis_outage.reported(error):
+                    log.exception("housekeeping round failed; trying again")
 
     def stop(self) -> None:
         """Ask the thread to end after its current round."""

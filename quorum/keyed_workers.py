@@ -7,6 +7,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Set
 
+from quorum import redis_outage
+
 log = logging.getLogger("quorum.workers")
 
 
@@ -58,8 +60,9 @@ class KeyedWorkers:
                 self._again.discard(key)
             try:
                 self._work(key)
-            except Exception:  # a worker must never die silently with the key marked active
-                log.exception("%s: work on %s crashed", self._name, key)
+            except Exception as error:  # a worker must never die silently with the key marked active
+                if not redis_outage.reported(error):
+                    log.exception("%s: work on %s crashed", self._name, key)
             with self._lock:
                 if key not in self._again:
                     self._active.discard(key)

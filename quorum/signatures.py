@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 SIGNATURE_HEADERS = ("X-SignalWire-Signature", "X-Twilio-Signature")
@@ -50,6 +50,21 @@ def is_valid(signing_key: str, url: str, form: Mapping[str, str], signature: Opt
     given = signature.encode("utf-8", "surrogateescape")
     return any(hmac.compare_digest(compute(signing_key, candidate, params).encode(), given)
                for candidate in _port_spellings(url))
+
+
+def refusal_hint(signing_key: str, checked_url: str, request_bases: Iterable[str], path: str, query_string: bytes,
+                 form: Mapping[str, str], signature: Optional[str]) -> str:
+    """What a refusal's log line adds: the URL the signature was checked against, and what to fix (the PUBLIC_URL
+    to set when the signature signs one of the request's own base URLs instead). Never the signature or the form."""
+    if not signature:
+        return f"no {SIGNATURE_HEADERS[0]} (or {SIGNATURE_HEADERS[1]}) header"
+    hint = "check SIGNALWIRE_SIGNING_KEY and PUBLIC_URL"
+    for base in request_bases:
+        url = public_url_for(base, path, query_string)
+        if is_valid(signing_key, url, form, signature):
+            hint = f"signed for {url}: set PUBLIC_URL to {base}"
+            break
+    return f"checked against {checked_url}; {hint}"
 
 
 def _port_spellings(url: str):

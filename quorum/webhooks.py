@@ -7,9 +7,10 @@ import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from quorum import input_checks
+from quorum import caller_numbers, input_checks
 from quorum import laml
 from quorum import signatures
+from quorum.log_throttle import since
 from quorum.call_end import CALL_OVER, end_time
 from quorum.controller import CallStatusEvent, ConferenceEvent, Decision, RecordingEvent
 
@@ -34,10 +35,25 @@ def require_signature():
     if not config.validate_signatures:
         return None
     url = signatures.public_url_for(config.public_url, request.path, request.query_string)
-    if signatures.is_valid(config.signalwire_signing_key, url, request.form, signatures.signature_from(request.headers)):
+    signature = signatures.signature_from(request.headers)
+    if signatures.is_valid(config.signalwire_signing_key, url, request.form, signature):
         return None
-    log.warning("refused unsigned or badly signed %s %s from %s", request.method, request.path, request.remote_addr)
+    held = current_app.extensions["quorum"].refusals.due()  # a wrong PUBLIC_URL refuses every call: a line a minute
+    if held is not None:  # the hint costs HMACs: only for a line that is written
+        hint = signatures.refusal_hint(config.signalwire_signing_key, url, _request_bases(), request.path,
+                                       request.query_string, request.form, signature)
+        log.warning("refused %s %s %s from %s: %s%s", "badly signed" if signature else "unsigned", request.method,
+                    request.path, request.remote_addr, hint, since(held))
     return _error(403, "invalid or missing X-SignalWire-Signature")
+
+
+def _request_bases() -> list:
+    """The base URLs the request names itself by: as it arrived, and as a proxy's X-Forwarded-Proto/-Host say."""
+    bases = [request.url_root.rstrip("/")]
+    proto, host = (request.headers.get(f"X-Forwarded-{name}", "").split(",")[0].strip() for name in ("Proto", "Host"))
+    if proto or host:
+        bases.append(f"{proto or request.scheme}://{host or request.host}")
+    return bases
 
 
 @bp.before_request
@@ -73,7 +89,8 @@ def inbound():
         current_app.extensions["quorum"].controller.inbound_call(call_sid, caller, dialed)
     rule = config.rule_for(room)
     starts = not rule.host_numbers or rule.is_host(caller)
-    log.info("room=%s call=%s from=%s action=join-conference starts=%s", room, call_sid, caller, starts)
+    log.info("room=%s call=%s from=%s action=join-conference starts=%s", room, call_sid,
+             caller_numbers.for_log(caller, config.log_caller_numbers), starts)
     return Response(laml.conference_laml(room, config.public_url, config.trim, starts), mimetype="text/xml")
 
 
