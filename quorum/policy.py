@@ -163,17 +163,15 @@ def conference_started(conf: Conference) -> Conference:
 
 
 def needs_recovery(conf: Conference) -> bool:
-    """Whether deciding needs a REST read first: state begun mid-conference with something to decide on.
+    """Whether deciding needs a REST read first: state begun mid-conference, or it may have been.
 
     Calls that came through our voice webhook are known, so a conference of known calls is trusted as
-    its callbacks arrive, before `conference-start` (which SignalWire sends after the second join). A
-    recording needs two participants, so a conference that never had two and lost no one has nothing
-    we could have missed.
-    """
-    if conf.verified or (conf.participants and all(p.known for p in conf.participants.values())):
+    its callbacks arrive, before `conference-start` (which SignalWire sends after the second join). Any
+    other call, in a conference not seen started, may be from before a restart or a flushed store, with
+    others on the line we have no word of (its hold may leave one of them recorded alone)."""
+    if conf.verified:
         return False
-    departed = any(not p.present for p in conf.participants.values())
-    return bool(conf.recordings) or departed or len(conf.participants) >= 2
+    return not all(p.known for p in conf.participants.values()) if conf.participants else bool(conf.recordings)
 
 
 def why_read(conf: Conference) -> str:
