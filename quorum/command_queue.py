@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from quorum import policy
 from quorum.keyed_workers import KeyedWorkers
 from recording_state import ABANDONED, GONE, UNSURE, Conference, StateStore
-from quorum.gateway import READERS, READS_PER_CONFERENCE, Outcome, SignalWireGateway
+from quorum.gateway import READS_PER_CONFERENCE, Outcome, SignalWireGateway, readers_for
 
 log = logging.getLogger("quorum.commands")
 
@@ -88,30 +88,34 @@ class DelayedKicks(threading.Thread):
 
 
 class ReadQueue:
-    """REST reads of conferences: urgent ones (a decision waits) before routine ones, each room once,
+    """REST reads of conferences, each room once: urgent ones (a decision waits), routine ones, then scheduled ones
+    (`since`: the `read_at` their schedule saw) the longest `due` first, done only if no read has answered since;
     at most `reads_per_s` GETs per second across every process sharing the store."""
 
-    def __init__(self, read: Callable[[str], None], store: StateStore, reads_per_s: int, readers: int = READERS,
-                 sleep: Callable[[float], None] = time.sleep):
-        self._read = read
+    def __init__(self, read: Callable[[str, Optional[float]], None], store: StateStore, reads_per_s: int,
+                 readers: int = 2, sleep: Callable[[float], None] = time.sleep):
+        self._read = read  # (room, since)
         self._store = store
         self._reads_per_s = reads_per_s
         self._sleep = sleep
-        self._heap: List[Tuple[int, int, str]] = []
+        self._heap: List[Tuple[int, float, int, str]] = []
         self._queued: Dict[str, int] = {}  # room -> priority it is queued at
         self._reading: Dict[str, int] = {}  # room under a read -> priority to queue it again at (2: none)
+        self._since: Dict[str, float] = {}  # room -> the newest `read_at` a scheduled read of it was asked on
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
         for i in range(readers):
             threading.Thread(target=self._serve, name=f"quorum-read-{i}", daemon=True).start()
 
-    def request(self, room: str, urgent: bool) -> None:
+    def request(self, room: str, urgent: bool, since: Optional[float] = None, due: float = 0.0) -> None:
         """Read `room` soon; a room already queued is queued once, at the higher priority."""
         with self._cond:
-            self._queue(room, 0 if urgent else 1)
+            if since is not None:
+                self._since[room] = max(since, self._since.get(room, since))
+            self._queue(room, 0 if urgent else 1, due)
 
-    def _queue(self, room: str, priority: int) -> None:
+    def _queue(self, room: str, priority: int, due: float = 0.0) -> None:
         """Queue `room` (lock held); a room under a read is queued again once that read ends."""
         if room in self._reading:
             self._reading[room] = min(self._reading[room], priority)
@@ -119,7 +123,7 @@ class ReadQueue:
         if self._queued.get(room, 2) <= priority:
             return
         self._queued[room] = priority
-        heapq.heappush(self._heap, (priority, next(self._seq), room))
+        heapq.heappush(self._heap, (priority, due, next(self._seq), room))
         self._cond.notify()
 
     def take_budget(self, reads: int) -> None:
@@ -138,24 +142,24 @@ class ReadQueue:
             self._stopped = True
             self._cond.notify_all()
 
-    def _next(self) -> Optional[str]:
-        """The next room to read (waiting for one), or None once stopped."""
+    def _next(self) -> Optional[Tuple[str, Optional[float]]]:
+        """The next room to read and its `since` (waiting for one), or None once stopped."""
         with self._cond:
             while not self._stopped:
                 while self._heap:
-                    priority, _, room = heapq.heappop(self._heap)
+                    priority, _, _, room = heapq.heappop(self._heap)
                     if self._queued.get(room) == priority:  # else a stale, superseded entry
                         del self._queued[room]
                         self._reading[room] = 2
-                        return room
+                        return room, self._since.pop(room, None)
                 self._cond.wait()
             return None
 
     def _serve(self) -> None:
         """Read rooms until stopped."""
-        while (room := self._next()) is not None:
+        for room, since in iter(self._next, None):
             try:
-                self._read(room)
+                self._read(room, since)
             except Exception:  # a reader must never die: the next round asks again
                 log.exception("read of room %s crashed", room)
             finally:
@@ -189,7 +193,7 @@ class CommandQueue:
         self._crossed: Dict[str, float] = {}  # room -> perf_counter() of the oldest crossing not yet commanded
         self._workers = KeyedWorkers(self._drive, workers, "quorum-cmd")
         self._later = DelayedKicks(self.kick, "quorum-retry")
-        self.reads = ReadQueue(self._read, store, reads_per_s, sleep=sleep)
+        self.reads = ReadQueue(self._read, store, reads_per_s, readers=readers_for(reads_per_s), sleep=sleep)
 
     def kick(self, room: str, crossed_at: Optional[float] = None) -> None:
         """Make sure the room is brought to its wanted state soon; never blocks on the API.
@@ -201,9 +205,9 @@ class CommandQueue:
                 self._crossed.setdefault(room, crossed_at)
         self._workers.submit(room)
 
-    def read(self, room: str, urgent: bool = False) -> None:
-        """Ask for a REST read of the room's conference on the read path."""
-        self.reads.request(room, urgent)
+    def read(self, room: str, urgent: bool = False, since: Optional[float] = None, due: float = 0.0) -> None:
+        """Ask for a REST read of the room's conference on the read path (`since`, `due`: see `ReadQueue`)."""
+        self.reads.request(room, urgent, since, due)
 
     def depth(self) -> int:
         """Rooms waiting for or under a command or a read."""
@@ -326,27 +330,28 @@ class CommandQueue:
         state = {Outcome.OK: action.target, Outcome.GONE: GONE, Outcome.RETRY: UNSURE}.get(outcome, ABANDONED)
         return lambda conf: policy.command_result(conf, action.recording_sid, state, now, action.target)
 
-    def _read(self, room: str) -> None:
+    def _read(self, room: str, since: Optional[float] = None) -> None:
         """On the read path: read the room's conference if it still needs it, merge, then kick commands."""
-        if not _wants_read(self._store.get(room)):
+        if not _wants_read(self._store.get(room), since):
             return
         self.reads.take_budget(READS_PER_CONFERENCE)  # before the lock: waiting must not outlast its expiry
         token, conf = self._store.try_lock_and_get(f"read:{room}", self._lock_ttl_s, room)
         if token is None:
             return  # another process is reading it now
         try:
-            if not _wants_read(conf):
+            if not _wants_read(conf, since):
                 return  # a read that landed while this one waited for its budget settled it
             urgent = policy.needs_recovery(conf)
             start = policy.read_start(conf)
             outcome, snapshot = self._gateway.read_conference(conf.conference_sid)
             change = self._read_change(room, outcome, snapshot, start, urgent, self._hosts(conf, snapshot))
-            self._store.mutate(room, _for_conference(policy.Action(conf.conference_sid, None, policy.RECOVER),
-                                                     change))
+            after = self._store.mutate(room, _for_conference(policy.Action(conf.conference_sid, None,
+                                                                           policy.RECOVER), change))
         finally:
             self._store.unlock(f"read:{room}", token)
         log.info("room=%s conference=%s action=read outcome=%s", room, conf.conference_sid, outcome.value)
-        self.kick(room)
+        if policy.next_action(after) is not None:  # most routine reads confirm what was known: nothing to do
+            self.kick(room)
 
     def _hosts(self, conf: Conference, snapshot) -> frozenset:
         """Listed calls we have no event for that dialed in from a host number (as our voice webhook saw)."""
@@ -374,10 +379,10 @@ class CommandQueue:
         return policy.assume_verified  # the API will not tell us: go on with what the callbacks said
 
 
-def _wants_read(conf: Optional[Conference]) -> bool:
-    """Whether a live conference still needs a REST read: something unknown, or a confirmation asked for."""
+def _wants_read(conf: Optional[Conference], since: Optional[float] = None) -> bool:
+    """Whether a live conference still needs a REST read: something unknown, a confirmation, or a read since `since`."""
     return (conf is not None and not conf.ended and conf.conference_sid is not None
-            and (policy.needs_recovery(conf) or conf.recheck))
+            and (policy.needs_recovery(conf) or conf.recheck or (since is not None and conf.read_at <= since)))
 
 
 def _for_conference(action: policy.Action, change: Callable) -> Callable:

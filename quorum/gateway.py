@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,7 +63,15 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # any other 4xx: retrying would not help
 
 
-READERS = 2  # threads of the command queue's read path, each with a connection of its own
+# The read path's threads, each with a connection of its own: enough GETs in flight to spend the read budget at
+# SignalWire's answer time (Little's law: in flight = rate x time; ~100 ms a GET), at least two, at most MAX_READERS.
+GET_ANSWER_S = 0.1
+MIN_READERS, MAX_READERS = 2, 64
+
+
+def readers_for(reads_per_s: int) -> int:
+    """Reader threads for a budget of `reads_per_s` GETs a second."""
+    return max(MIN_READERS, min(MAX_READERS, math.ceil(reads_per_s * GET_ANSWER_S)))
 
 
 class SignalWireHttp(HttpClient):
@@ -111,7 +120,8 @@ def build_client(config: Config) -> Client:
     base_url = config.signalwire_api_url or f"https://{config.signalwire_space_url}"
     # requests re-reads proxy variables from the environment on every call, which costs more CPU than
     # the rest of the call; read them once here.
-    http_client = SignalWireHttp(config.signalwire_timeout_s, config.signalwire_concurrency + READERS + 1,
+    readers = readers_for(config.reconcile_max_reads_per_s)
+    http_client = SignalWireHttp(config.signalwire_timeout_s, config.signalwire_concurrency + readers + 1,
                                  get_environ_proxies(base_url) or None)
     client = Client(
         config.signalwire_project_id,

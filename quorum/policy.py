@@ -202,7 +202,8 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     changed_meanwhile = start is not None and any(p.version > start.version for p in conf.participants.values())
     start = start or read_start(conf)
     if snapshot is None or snapshot.status == "completed":
-        return evolve(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1)
+        return evolve(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1,
+                      read_at=at)
     participants = dict(conf.participants)
     for call in set(conf.participants) | set(snapshot.present):
         seen = conf.participants.get(call)
@@ -213,7 +214,7 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
             participants[call] = Presence(line[0], max(start.stamp, seen.at if seen else 0.0), conf.version + 1,
                                           True, line[1], call in hosts or (seen is not None and seen.host))
     merged = evolve(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
-                     read_version=conf.version + 1)
+                     read_version=conf.version + 1, read_at=at)
     for sid, status in snapshot.recordings.items():
         if conf.recording_versions.get(sid, 0) > start.version:
             continue  # a callback or command result newer than the read

@@ -11,7 +11,7 @@ import requests
 import responses
 
 from support import API_BASE, make_config, sid
-from quorum.gateway import READERS, Outcome, SignalWireGateway, build_client
+from quorum.gateway import Outcome, SignalWireGateway, build_client, readers_for
 from recording_state import PAUSED
 
 
@@ -41,7 +41,8 @@ def test_the_client_keeps_a_connection_per_command_worker_and_reader():
     config = make_config(signalwire_concurrency=32)
     session = build_client(config).http_client.session
     for url in ("https://example.signalwire.com/", "http://127.0.0.1:8099/"):
-        assert session.get_adapter(url)._pool_maxsize >= config.signalwire_concurrency + READERS
+        assert session.get_adapter(url)._pool_maxsize >= (config.signalwire_concurrency
+                                                           + readers_for(config.reconcile_max_reads_per_s))
 
 
 @pytest.mark.parametrize("answer, outcome", [
