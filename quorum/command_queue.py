@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from quorum import policy
 from quorum.keyed_workers import KeyedWorkers
-from recording_state import ABANDONED, GONE, UNSURE, Conference, StateStore
+from recording_state import ABANDONED, GONE, UNSURE, Caller, Conference, StateStore
 from quorum.gateway import READS_PER_CONFERENCE, Outcome, SignalWireGateway, readers_for
 
 log = logging.getLogger("quorum.commands")
@@ -354,12 +354,22 @@ class CommandQueue:
             self.kick(room)
 
     def _hosts(self, conf: Conference, snapshot) -> frozenset:
-        """Listed calls we have no event for that dialed in from a host number (as our voice webhook saw)."""
+        """Listed calls that dialed in from a host number, not marked yet (a callback's number was judged then)."""
         if snapshot is None or not conf.rule.host_numbers:
             return frozenset()
-        unseen = [call for call in snapshot.present if call not in conf.participants]
-        return frozenset(call for call in unseen
-                         if conf.rule.is_host((self._store.recall_call(call) or {}).get("from", "")))
+        unjudged = [call for call in snapshot.present if not (conf.callers.get(call) or Caller()).from_
+                    and not (call in conf.participants and conf.participants[call].host)]
+        return frozenset(call for call in unjudged if conf.rule.is_host((self._caller(call) or {}).get("from", "")))
+
+    def _caller(self, call_sid: str) -> Optional[dict]:
+        """Who a call is: its record, else the Call resource's (a budgeted GET; remembered, or tried next read)."""
+        caller = self._store.recall_call(call_sid)
+        if caller is None:
+            self.reads.take_budget(1)
+            outcome, caller = self._gateway.fetch_call(call_sid)
+            if outcome is Outcome.OK:
+                self._store.remember_call(call_sid, caller)
+        return caller
 
     def _read_change(self, room: str, outcome: Outcome, snapshot, start: policy.ReadStart, urgent: bool,
                      hosts: frozenset = frozenset()) -> Callable:

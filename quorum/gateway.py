@@ -33,6 +33,7 @@ API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
 LIVE_PAGE_SIZE = 100
 UPDATE_GONE = (404, 422)  # the Compatibility API answers 422 to an update of a finished recording
 DELETE_GONE = (404,)  # "Delete a Recording" documents 204; 404: nothing of that sid is left
+FETCH_GONE = (404,)  # a call SignalWire no longer has
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,13 @@ class SignalWireGateway:
 
         outcome = self._call("read-conference", f"read conference {conference_sid}", read)
         return outcome, (found[0] if found else None)
+
+    def fetch_call(self, call_sid: str) -> Tuple[Outcome, Optional[dict]]:
+        """Who a call is, from the Call resource (`GET /Calls/{sid}`): {"from", "to"} as the voice webhook keeps."""
+        found = []
+        outcome = self._call("fetch-call", f"fetch call {call_sid}",
+                             lambda: found.append(self._client.calls(call_sid).fetch()), gone=FETCH_GONE)
+        return outcome, ({"from": found[0].from_ or "", "to": found[0].to or ""} if found else None)
 
     def list_live_conferences(self) -> Tuple[Outcome, List[LiveConference]]:
         """Every in-progress conference of the project, page by page."""

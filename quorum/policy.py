@@ -208,11 +208,12 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     for call in set(conf.participants) | set(snapshot.present):
         seen = conf.participants.get(call)
         line = (call in snapshot.present, call in snapshot.held)
+        host = call in hosts or (seen is not None and seen.host)  # a fact about the call: kept whatever the order
         if seen is not None and (seen.version > start.version or seen.line == line):
-            participants[call] = evolve(seen, known=True) if seen.line == line else seen
+            participants[call] = evolve(seen, known=seen.known or seen.line == line, host=host)
         else:
             participants[call] = Presence(line[0], max(start.stamp, seen.at if seen else 0.0), conf.version + 1,
-                                          True, line[1], call in hosts or (seen is not None and seen.host))
+                                          True, line[1], host)
     merged = evolve(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
                      read_version=conf.version + 1, read_at=at)
     for sid, status in snapshot.recordings.items():

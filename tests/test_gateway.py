@@ -64,6 +64,21 @@ def test_delete_recording_sends_the_documented_delete_and_reads_404_as_gone(answ
         assert [c.request.method for c in fake.calls] == ["DELETE"]
 
 
+@pytest.mark.parametrize("answer, outcome, caller", [
+    ({"json": {"sid": "c", "from": "+15557770001", "to": "+15550004444", "status": "in-progress"}}, Outcome.OK,
+     {"from": "+15557770001", "to": "+15550004444"}),
+    ({"status": 404, "json": {"code": 20404, "message": "Not Found", "status": 404}}, Outcome.GONE, None),
+    ({"status": 503, "json": {"code": 20503, "message": "Service Unavailable", "status": 503}}, Outcome.RETRY, None),
+])
+def test_fetch_call_reads_who_dialed_in_from_the_call_resource(answer, outcome, caller):
+    """`GET /Calls/{sid}` (Compatibility API, Retrieve a Call): its `from` and `to`, as the voice webhook saw them."""
+    call = sid("CA1")
+    with responses.RequestsMock() as fake:
+        fake.add(responses.GET, f"{API_BASE}/Calls/{call}.json", **answer)
+        assert SignalWireGateway(build_client(make_config())).fetch_call(call) == (outcome, caller)
+        assert [c.request.method for c in fake.calls] == ["GET"]
+
+
 class _Recorder(BaseHTTPRequestHandler):
     """A real HTTP server that records each request and answers as told (or too late)."""
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import List, Optional
+
 import pytest
 import redis
+import responses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app import create_app, services, shutdown
 from config import RoomRule
 from e2e_support import quorum_stack, wait_until
 from emulator.faults import Faults
@@ -25,7 +29,7 @@ from quorum.controller import REPAIR_TICK_S, ConferenceEvent, RecordingControlle
 from quorum.gateway import MAX_READERS, Outcome, readers_for
 from quorum.redis_store import RedisStore
 from recording_state import PAUSED, RECORDING, Conference, MemoryStore
-from support import sid
+from support import API_BASE, SignedCallbacks, conference_form, make_config, recording_updates, sid
 
 ROOM = "+15550004444"
 CONF, REC = sid("conf"), sid("rec")
@@ -235,6 +239,75 @@ def test_two_stores_on_one_redis_share_the_read_budget(redis_url):
     assert not other.take_reads(3, 5)  # 6 would pass this second's 5
     assert other.take_reads(2, 5)
     assert not one.take_reads(1, 5)
+
+
+# --- Hosts after a flush: the Call resource's From ------------------------------------------------------
+
+def _calls_fetched(fake) -> List[str]:
+    """Sids of the calls fetched (`GET /Calls/{sid}`)."""
+    return [c.request.url.rsplit("/", 1)[1].removesuffix(".json") for c in fake.calls
+            if c.request.method == "GET" and "/Calls/" in c.request.url]
+
+
+def _answer_conference(fake, present, recordings: Optional[dict] = None, held=()):
+    """Answer reads of CONF (participants, recordings) and fetches of the calls on its line."""
+    base = f"{API_BASE}/Conferences/{CONF}"
+    fake.add(responses.GET, f"{base}/Participants.json", json={
+        "participants": [{"call_sid": call, "conference_sid": CONF, "status": "in-progress", "hold": call in held}
+                         for call in present], "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/p"})
+    fake.add(responses.GET, f"{base}/Recordings.json", json={
+        "recordings": [{"sid": s, "conference_sid": CONF, "status": v}
+                       for s, v in (recordings or {REC: "in-progress"}).items()],
+        "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/r"})
+    for call, number in ((HOST, HOST_NUMBER), (GUEST, GUEST_NUMBER)):
+        fake.add(responses.GET, f"{API_BASE}/Calls/{call}.json",
+                 json={"sid": call, "from": number, "to": ROOM, "status": "in-progress"})
+
+
+@pytest.fixture
+def hosted(signalwire, config):
+    """A fresh app whose room has a host (its store empty: a restart without state, or a flushed Redis)."""
+    app = create_app(make_config(host_numbers=HOST_NUMBER, redis_url=config.redis_url,
+                                 redis_namespace=config.redis_namespace))
+    yield SignedCallbacks(app)
+    shutdown(app)
+
+
+def test_after_a_flush_the_host_is_known_again_from_the_call_resource(hosted, signalwire):
+    """Host and guest were recorded when the store was lost; the guest goes on hold and comes back. Without
+    the host's From the conference would stay paused for the rest of the call."""
+    _answer_conference(signalwire, [HOST, GUEST], held=(GUEST,))
+    hosted.post("/voice/conference-status", {**conference_form("participant-hold", CONF, ROOM, GUEST, T0),
+                                             "Hold": "true"})
+    hosted.settle()
+    conf = hosted.state(ROOM)
+    assert conf.participants[HOST].host and not conf.participants[GUEST].host
+    assert sorted(_calls_fetched(signalwire)) == sorted([HOST, GUEST])  # each once, in the read budget
+    store = services(hosted.app).store
+    assert store.recall_call(HOST) == {"from": HOST_NUMBER, "to": ROOM}  # later reads need no fetch
+    hosted.post("/voice/conference-status", conference_form("participant-unhold", CONF, ROOM, GUEST, T0 + 1))
+    hosted.settle()
+    assert [form["Status"] for _, form in recording_updates(signalwire)] == ["paused", "in-progress"]
+    store.mutate(ROOM, policy.ask_confirmation)
+    services(hosted.app).commands.read(ROOM)
+    hosted.settle()
+    assert len(_calls_fetched(signalwire)) == 2
+
+
+def test_a_call_that_cannot_be_fetched_is_fetched_again_at_the_next_read(hosted, signalwire):
+    """A transient failure must not lose the host for the rest of the call."""
+    _answer_conference(signalwire, [HOST, GUEST])
+    signalwire.replace(responses.GET, f"{API_BASE}/Calls/{HOST}.json", status=503, json={"status": 503})
+    hosted.post("/voice/conference-status", conference_form("participant-leave", CONF, ROOM, OTHER, T0))
+    hosted.settle()
+    assert not hosted.state(ROOM).participants[HOST].host
+    signalwire.replace(responses.GET, f"{API_BASE}/Calls/{HOST}.json",
+                       json={"sid": HOST, "from": HOST_NUMBER, "to": ROOM, "status": "in-progress"})
+    services(hosted.app).store.mutate(ROOM, policy.ask_confirmation)
+    services(hosted.app).commands.read(ROOM)
+    hosted.settle()
+    assert hosted.state(ROOM).participants[HOST].host
+    assert hosted.state(ROOM).wanted == RECORDING
 
 
 # --- End to end: a lost callback at the threshold, after a confirming read ------------------------------
