@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: install system-packages test test-fast lint demo run dev bench bench-churn bench-audio bench-archive bench-wrk \
-	bench-crossing bench-scale
+	bench-crossing bench-scale bench-repair
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench-crossing: install system-packages
 # A thousand live conferences on the emulator, two gunicorn workers on Redis.
 bench-scale: install system-packages
 	$(PY) bench/scale_bench.py
+
+# Lost leaves, joins and holds among a thousand live conferences: time to repair (memory, then Redis).
+bench-repair: install system-packages
+	$(PY) bench/repair_bench.py
 
 bench-audio: install
 	bench/audio_quality_setup.sh

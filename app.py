@@ -30,7 +30,8 @@ from conversations.retention import Retention
 from conversations.signalwire_copies import SignalWireCopies
 from quorum import laml, redis_outage, webhooks
 from quorum.command_queue import CommandQueue
-from quorum.controller import Housekeeper, RecordingController
+from quorum.controller import RecordingController
+from quorum.housekeeper import Housekeeper
 from quorum.gateway import SignalWireGateway, build_announcer, build_client
 from quorum.log_throttle import Throttle
 from quorum.state_file import FileBackedStore, StateFile
@@ -113,10 +114,11 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                             observe_crossing=metrics.crossing_seconds.observe)
     metrics.watch_queue(commands.depth)
     controller = RecordingController(store, commands, processor, config.rule_for, config.end_grace_s,
-                                     config.reconcile_interval_s, config.records_caller, gateway=gateway)
+                                     config.reconcile_interval_s, config.records_caller, gateway=gateway,
+                                     repair_interval_s=config.repair_interval_s)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
                               reconcile_s=config.reconcile_interval_s,
-                              on_sweep=lambda: _archive_upkeep(copies, retention))
+                              on_sweep=lambda: _archive_upkeep(copies, retention), repair_s=controller.repair_tick_s)
     return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics,
                     copies, retention, outage)
 

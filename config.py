@@ -104,7 +104,8 @@ class Config:
     redis_url: Optional[str] = None
     redis_namespace: str = "quorum"
     reconcile_interval_s: float = 60.0
-    reconcile_max_reads_per_s: int = 5
+    reconcile_max_reads_per_s: int = 400
+    repair_interval_s: float = 8.0
     event_max_age_s: float = 900.0
     max_recording_mb: int = 240
     delete_from_signalwire: bool = False  # SignalWire serves media without auth: delete its copy once ours is checked
@@ -201,6 +202,7 @@ _PARSERS = {
     "end_grace_s": _parse_number(float),
     "reconcile_interval_s": _parse_number(float),
     "reconcile_max_reads_per_s": _parse_number(int),
+    "repair_interval_s": _parse_number(float),
     "event_max_age_s": _parse_number(float),
     "max_recording_mb": _parse_number(int),
     "event_callback_concurrency": _parse_number(int),
@@ -236,6 +238,9 @@ def _check(config: Config) -> None:
     if config.reconcile_max_reads_per_s < READS_PER_CONFERENCE:
         raise ConfigError("RECONCILE_MAX_READS_PER_S",
                           f"must be at least {READS_PER_CONFERENCE} (one conference read), got {config.reconcile_max_reads_per_s}")
+    if config.repair_interval_s <= 0:
+        raise ConfigError("REPAIR_INTERVAL_S", "must be greater than 0 (seconds between reads of a conference "
+                                               "at the threshold)")
     if config.event_max_age_s <= 0:
         raise ConfigError("EVENT_MAX_AGE_S", "must be greater than 0 (seconds a conference event may be late)")
     if config.event_callback_concurrency < 1:

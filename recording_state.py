@@ -100,6 +100,7 @@ class Conference:
     recheck: bool = False  # a confirmation REST read is wanted, after any command due
     version: int = 0  # bumped by the store on every change
     read_version: int = 0  # the version a REST read last confirmed
+    read_at: float = 0.0  # our clock: when a REST read last answered (the repair schedule every process shares)
     ended: bool = False
     status: str = LIVE  # LIVE, then PROCESSING once ended and every recording has reported its end
     started_at: float = 0.0  # SignalWire's clock: orders conferences that share a room

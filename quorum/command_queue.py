@@ -13,105 +13,25 @@ write the store does not take (Redis down) is kept (`Writes`) and made when the 
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
-from quorum import announcements, policy, redis_outage
+from quorum import announcements, policy
 from quorum.announcer import Announcer
 from quorum.delayed_kicks import DelayedKicks, backoff
 from quorum.keyed_workers import KeyedWorkers
+from quorum.read_queue import ReadQueue
 from quorum.store_writes import STORE_ERRORS, Writes, nothing
-from recording_state import ABANDONED, DOUBT, UNSURE, Conference, StateStore
-from quorum.gateway import ANNOUNCERS, READERS, READS_PER_CONFERENCE, Outcome, SignalWireGateway
+from recording_state import ABANDONED, DOUBT, UNSURE, Caller, Conference, StateStore
+from config import READS_PER_CONFERENCE
+from quorum.gateway import ANNOUNCERS, Outcome, SignalWireGateway, readers_for
 
 log = logging.getLogger("quorum.commands")
 
 LOCK_POLL_S = 0.05
 URGENT_READ_ATTEMPTS = 5  # then decide on what the callbacks said rather than not at all
-BUDGET_POLL_S = 0.05
-
-
-class ReadQueue:
-    """REST reads of conferences: urgent ones (a decision waits) before routine ones, each room once,
-    at most `reads_per_s` GETs per second across every process sharing the store."""
-
-    def __init__(self, read: Callable[[str], None], store: StateStore, reads_per_s: int, readers: int = READERS,
-                 sleep: Callable[[float], None] = time.sleep):
-        self._read = read
-        self._store = store
-        self._reads_per_s = reads_per_s
-        self._sleep = sleep
-        self._heap: List[Tuple[int, int, str]] = []
-        self._queued: Dict[str, int] = {}  # room -> priority it is queued at
-        self._reading: Dict[str, int] = {}  # room under a read -> priority to queue it again at (2: none)
-        self._seq = itertools.count()
-        self._cond = threading.Condition()
-        self._stopped = False
-        for i in range(readers):
-            threading.Thread(target=self._serve, name=f"quorum-read-{i}", daemon=True).start()
-
-    def request(self, room: str, urgent: bool) -> None:
-        """Read `room` soon; a room already queued is queued once, at the higher priority."""
-        with self._cond:
-            self._queue(room, 0 if urgent else 1)
-
-    def _queue(self, room: str, priority: int) -> None:
-        """Queue `room` (lock held); a room under a read is queued again once that read ends."""
-        if room in self._reading:
-            self._reading[room] = min(self._reading[room], priority)
-            return
-        if self._queued.get(room, 2) <= priority:
-            return
-        self._queued[room] = priority
-        heapq.heappush(self._heap, (priority, next(self._seq), room))
-        self._cond.notify()
-
-    def take_budget(self, reads: int) -> None:
-        """Block until `reads` more GETs fit the shared per-second budget."""
-        while not self._stopped and not self._store.take_reads(reads, self._reads_per_s):
-            self._sleep(BUDGET_POLL_S)
-
-    def depth(self) -> int:
-        """Rooms waiting for or under a read."""
-        with self._cond:
-            return len(self._queued) + len(self._reading)
-
-    def stop(self) -> None:
-        """Stop serving once the reads under way finish."""
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-
-    def _next(self) -> Optional[str]:
-        """The next room to read (waiting for one), or None once stopped."""
-        with self._cond:
-            while not self._stopped:
-                while self._heap:
-                    priority, _, room = heapq.heappop(self._heap)
-                    if self._queued.get(room) == priority:  # else a stale, superseded entry
-                        del self._queued[room]
-                        self._reading[room] = 2
-                        return room
-                self._cond.wait()
-            return None
-
-    def _serve(self) -> None:
-        """Read rooms until stopped."""
-        while (room := self._next()) is not None:
-            try:
-                self._read(room)
-            except Exception as error:  # a reader must never die: the next round asks again
-                if not redis_outage.reported(error):
-                    log.exception("read of room %s crashed", room)
-            finally:
-                with self._cond:
-                    again = self._reading.pop(room)
-                    if again < 2:
-                        self._queue(room, again)
 
 
 class CommandQueue:
@@ -142,7 +62,7 @@ class CommandQueue:
         self._announcer = Announcer(store, gateway, self._writes, lock_ttl_s, announce_url, on_done, self._retry,
                                     clock, announcers)
         self._later = DelayedKicks(self.kick, "quorum-retry")
-        self.reads = ReadQueue(self._read, store, reads_per_s, sleep=sleep)
+        self.reads = ReadQueue(self._read, store, reads_per_s, readers=readers_for(reads_per_s), sleep=sleep)
 
     def kick(self, room: str, crossed_at: Optional[float] = None) -> None:
         """Make sure the room is brought to its wanted state soon; never blocks on the API.
@@ -168,9 +88,9 @@ class CommandQueue:
         self._workers.submit(room)
         return True
 
-    def read(self, room: str, urgent: bool = False) -> None:
-        """Ask for a REST read of the room's conference on the read path."""
-        self.reads.request(room, urgent)
+    def read(self, room: str, urgent: bool = False, since: Optional[float] = None, due: float = 0.0) -> None:
+        """Ask for a REST read of the room's conference on the read path (`since`, `due`: see `ReadQueue`)."""
+        self.reads.request(room, urgent, since, due)
 
     def depth(self) -> int:
         """Rooms waiting for or under a command, an announcement or a read."""
@@ -317,19 +237,19 @@ class CommandQueue:
             return announcements.paused_first(after, action.recording_sid, state, now)  # settles what is owed
         return change
 
-    def _read(self, room: str) -> None:
+    def _read(self, room: str, since: Optional[float] = None) -> None:
         """On the read path: `_read_once`; a store that does not answer has the room driven again after a backoff."""
         try:
-            self._read_once(room)
+            self._read_once(room, since)
         except STORE_ERRORS as error:
             log.warning("room=%s store unavailable (%s) for a read: asked again after a backoff", room,
                         type(error).__name__)
             self._retry(room)
 
-    def _read_once(self, room: str) -> None:
-        """Read the room's conference if it still needs it, merge, then kick commands."""
+    def _read_once(self, room: str, since: Optional[float]) -> None:
+        """Read the room's conference if it still needs it (`since`: see `ReadQueue`), merge, then kick commands."""
         conf = self._store.get(room)
-        if not _wants_read(conf):
+        if not _wants_read(conf, since):
             return
         # Before the lock: waiting must not outlast its expiry.
         self.reads.take_budget(READS_PER_CONFERENCE + len(_call_recordings_in_doubt(conf)))
@@ -338,25 +258,36 @@ class CommandQueue:
             return  # another process is reading it now
         lock = (f"read:{room}", token)
         with self._writes.releasing_on_error(room, lock):
-            if not _wants_read(conf):
+            if not _wants_read(conf, since):
                 self._writes.release(room, lock)
                 return  # a read that landed while this one waited for its budget settled it
             urgent = read_is_urgent(conf)
             start = policy.read_start(conf)
             outcome, snapshot = self._gateway.read_conference(conf.conference_sid, _call_recordings_in_doubt(conf))
             change = self._read_change(room, outcome, snapshot, start, urgent, self._hosts(conf, snapshot))
-            self._writes.write(room, lock, _for_conference(policy.Action(conf.conference_sid, None, policy.RECOVER),
+            after = self._writes.write(room, lock, _for_conference(policy.Action(conf.conference_sid, None, policy.RECOVER),
                                                            change))
         log.info("room=%s conference=%s action=read outcome=%s", room, conf.conference_sid, outcome.value)
-        self.kick(room)
+        if policy.next_action(after) is not None:  # most routine reads confirm what was known: nothing to do
+            self.kick(room)
 
     def _hosts(self, conf: Conference, snapshot) -> frozenset:
-        """Listed calls we have no event for that dialed in from a host number (as our voice webhook saw)."""
+        """Listed calls that dialed in from a host number, not marked yet (a callback's number was judged then)."""
         if snapshot is None or not conf.rule.host_numbers:
             return frozenset()
-        unseen = [call for call in snapshot.present if call not in conf.participants]
-        return frozenset(call for call in unseen
-                         if conf.rule.is_host((self._store.recall_call(call) or {}).get("from", "")))
+        unjudged = [call for call in snapshot.present if not (conf.callers.get(call) or Caller()).from_
+                    and not (call in conf.participants and conf.participants[call].host)]
+        return frozenset(call for call in unjudged if conf.rule.is_host((self._caller(call) or {}).get("from", "")))
+
+    def _caller(self, call_sid: str) -> Optional[dict]:
+        """Who a call is: its record, else the Call resource's (a budgeted GET; remembered, or tried next read)."""
+        caller = self._store.recall_call(call_sid)
+        if caller is None:
+            self.reads.take_budget(1)
+            outcome, caller = self._gateway.fetch_call(call_sid)
+            if outcome is Outcome.OK:
+                self._store.remember_call(call_sid, caller)
+        return caller
 
     def _read_change(self, room: str, outcome: Outcome, snapshot, start: policy.ReadStart, urgent: bool,
                      hosts: frozenset = frozenset()) -> Callable:
@@ -386,11 +317,11 @@ def _call_recordings_in_doubt(conf: Conference) -> tuple:
     return tuple((call, sid) for sid, call in policy.in_doubt(conf) if call is not None)
 
 
-def _wants_read(conf: Optional[Conference]) -> bool:
-    """Whether a live conference still needs a REST read: something unknown or in doubt, or a confirmation asked
-    for."""
+def _wants_read(conf: Optional[Conference], since: Optional[float] = None) -> bool:
+    """Whether a live conference still needs a REST read: something unknown or in doubt, a confirmation, or a
+    read since `since`."""
     return (conf is not None and not conf.ended and conf.conference_sid is not None
-            and (read_is_urgent(conf) or conf.recheck))
+            and (read_is_urgent(conf) or conf.recheck or (since is not None and conf.read_at <= since)))
 
 
 def _for_conference(action: policy.Action, change: Callable) -> Callable:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import enum
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from config import RoomRule
-from quorum import announcements, policy, redis_outage
+from quorum import announcements, policy, read_schedule
 from quorum.call_end import call_ended
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
@@ -19,10 +18,9 @@ from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference
 
 log = logging.getLogger("quorum.controller")
 
-# Reconcile rounds a conference must stay unchanged before it is read once, to catch a callback SignalWire
-# gave up on: long enough that a busy conference is never read, short enough to bound the damage.
-QUIET_ROUNDS = 10
-REDRIVE_S = 5.0  # between re-drives: the longest retry backoff (the sweep's min(30, END_GRACE_S / 2) is 30 s)
+# How often a repair round looks for conferences due a read. A round asks for the reads due before the next
+# one, so a conference is read every REPAIR_INTERVAL_S less up to this, never later (the budget allowing).
+REPAIR_TICK_S = 1.0
 PARTICIPANT_EVENTS = ("participant-join", "participant-leave", "participant-hold", "participant-unhold")
 
 
@@ -80,13 +78,16 @@ class RecordingController:
     def __init__(self, store: StateStore, commands: CommandQueue, processor, rules: Callable[[str], RoomRule],
                  end_grace_s: float, reconcile_interval_s: float = 0,
                  records_caller: Callable[[str, str], bool] = lambda number, room: False,
-                 clock: Callable[[], float] = time.time, gateway: Optional[SignalWireGateway] = None):
+                 clock: Callable[[], float] = time.time, gateway: Optional[SignalWireGateway] = None,
+                 repair_interval_s: float = 0):
         self._store = store
         self._commands = commands
         self._processor = processor  # has .submit(room)
         self._rules = rules  # room -> the rule a new conference in it follows
         self._grace = end_grace_s
         self._reconcile_interval_s = reconcile_interval_s
+        # Conferences at the threshold are read at least as often as the rest.
+        self._repair_s = min(repair_interval_s or reconcile_interval_s, reconcile_interval_s or repair_interval_s)
         self._records_caller = records_caller
         self._gateway = gateway
         self._clock = clock
@@ -228,9 +229,9 @@ class RecordingController:
 
         One paged list of in-progress conferences finds those the store lost (adopted and read) and those
         it holds but SignalWire does not list twice running (read: their end was probably lost). Beyond
-        that, only conferences that asked for a confirmation, conferences quiet for QUIET_ROUNDS rounds
-        since they last changed, and, in a process's first round, every held conference (callbacks may
-        have gone unanswered while it was down) are read: routine reads, budgeted, behind every command.
+        that, only conferences that asked for a confirmation and, in a process's first round, every held
+        conference (callbacks may have gone unanswered while it was down) are read: routine reads,
+        budgeted, behind every command. Lost callbacks in conferences it holds are `repair`'s.
         Returns how many reads were asked for.
         """
         # 0 while another process is in a round.
@@ -255,6 +256,30 @@ class RecordingController:
                 self._commands.read(key)
                 asked += 1
         return asked
+
+    def repair(self) -> int:
+        """Ask for the routine reads due by the next round (`read_schedule.next_read_at`): a conference at the threshold
+        every REPAIR_INTERVAL_S, any other every RECONCILE_INTERVAL_S, the longest due first, in the read budget.
+
+        Reads are how lost callbacks are found. The schedule is the conferences' own `read_at`, so processes
+        share it: the read due after each `read_at` is claimed in the store (for one repair interval at most),
+        so another process's round does not ask for it too, and happens only if no read has answered since.
+        Returns how many reads were asked for.
+        """
+        horizon = self._clock() + self.repair_tick_s
+        due = sorted((at, key, conf.read_at) for key, conf in self._store.conferences()
+                     if (at := read_schedule.next_read_at(conf, self._repair_s, self._reconcile_interval_s)) <= horizon)
+        asked = 0
+        for at, key, read_at in due:
+            if self._store.try_lock(f"due:{key}@{read_at!r}", self._repair_s) is not None:
+                self._commands.read(key, since=read_at, due=at)
+                asked += 1
+        return asked
+
+    @property
+    def repair_tick_s(self) -> float:
+        """Seconds between repair rounds (0: none, as with no reconciler)."""
+        return min(REPAIR_TICK_S, self._repair_s / 2) if self._reconcile_interval_s else 0.0
 
     def _adopt(self, live: LiveConference) -> int:
         """Take on a conference SignalWire lists but the store does not know (state lost): read it now."""
@@ -294,7 +319,7 @@ class RecordingController:
         if conf.read_version == conf.version:
             return False  # nothing changed since a read confirmed it
         # Listed but never seen started, or started but no longer listed (a lost end), twice running.
-        return ((conf.conference_sid in listed) != conf.verified and rounds >= 1) or rounds == QUIET_ROUNDS
+        return (conf.conference_sid in listed) != conf.verified and rounds >= 1
 
     def _caller(self, known: Optional[dict], conf: Conference) -> Optional[Caller]:
         """Who a call is, from what the voice webhook kept: a host or not by the rule the conference began under
@@ -358,42 +383,3 @@ class RecordingController:
             self._commands.kick(room, crossed_at)
             return Decision.QUEUED
         return Decision.APPLIED
-
-
-class Housekeeper(threading.Thread):
-    """Sweeps every `sweep_s`, reconciles every `reconcile_s` (0: never) and re-drives every `redrive_s`."""
-
-    def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float,
-                 on_sweep: Callable[[], None] = lambda: None, redrive_s: float = REDRIVE_S):
-        super().__init__(name="quorum-housekeeper", daemon=True)
-        self._controller = controller
-        self._on_sweep = on_sweep  # run after each sweep: the archive's upkeep, wired in app.py
-        self._sweep_s = sweep_s
-        self._reconcile_s = reconcile_s
-        self._redrive_s = redrive_s
-        self._stopped = threading.Event()
-
-    def run(self) -> None:
-        """Sweep, reconcile and re-drive until stopped, each at its own period."""
-        next_sweep = time.monotonic() + self._sweep_s
-        next_reconcile = time.monotonic() + self._reconcile_s if self._reconcile_s else float("inf")
-        next_redrive = time.monotonic() + self._redrive_s
-        while not self._stopped.wait(max(0.0, min(next_sweep, next_reconcile, next_redrive) - time.monotonic())):
-            try:
-                if time.monotonic() >= next_redrive:
-                    next_redrive = time.monotonic() + self._redrive_s
-                    self._controller.redrive()
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + self._sweep_s
-                    self._controller.sweep()
-                    self._on_sweep()
-                if time.monotonic() >= next_reconcile:
-                    next_reconcile = time.monotonic() + self._reconcile_s
-                    self._controller.reconcile()
-            except Exception as error:  # a store outage must not end housekeeping for good
-                if not redis_outage.reported(error):
-                    log.exception("housekeeping round failed; trying again")
-
-    def stop(self) -> None:
-        """Ask the thread to end after its current round."""
-        self._stopped.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +23,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
-from config import READS_PER_CONFERENCE, Config
+from config import Config
 from quorum.policy import Snapshot
 from recording_state import PAUSED, RECORDING
 
@@ -32,6 +33,7 @@ API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
 LIVE_PAGE_SIZE = 100
 UPDATE_GONE = (404, 422)  # the Compatibility API answers 422 to an update of a finished recording
 DELETE_GONE = (404,)  # "Delete a Recording" documents 204; 404: nothing of that sid is left
+FETCH_GONE = (404,)  # a call SignalWire no longer has
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,20 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # any other 4xx: retrying would not help
 
 
-READERS = 2  # threads of the command queue's read path, each with a connection of its own
 ANNOUNCERS = 4  # threads of the command queue's announcement lane, on a client (and pool) of their own
 # An Update Conference with AnnounceUrl answers in a REST round trip (SignalWire fetches the LaML afterwards): one
 # slower than this is failing, and the notice is worth something only right after the recording (re)started, so
 # the lane gives up sooner than SIGNALWIRE_TIMEOUT_S and its one more try comes seconds earlier.
 ANNOUNCE_TIMEOUT_S = 2.0
+# The read path's threads, each with a connection of its own: enough GETs in flight to spend the read budget at
+# SignalWire's answer time (Little's law: in flight = rate x time; ~100 ms a GET), at least two, at most MAX_READERS.
+GET_ANSWER_S = 0.1
+MIN_READERS, MAX_READERS = 2, 64
+
+
+def readers_for(reads_per_s: int) -> int:
+    """Reader threads for a budget of `reads_per_s` GETs a second."""
+    return max(MIN_READERS, min(MAX_READERS, math.ceil(reads_per_s * GET_ANSWER_S)))
 
 
 class SignalWireHttp(HttpClient):
@@ -118,7 +128,7 @@ def build_client(config: Config, timeout_s: Optional[float] = None, pool_size: O
     # requests re-reads proxy variables from the environment on every call, which costs more CPU than
     # the rest of the call; read them once here.
     http_client = SignalWireHttp(timeout_s or config.signalwire_timeout_s,
-                                 pool_size or config.signalwire_concurrency + READERS + 1,
+                                 pool_size or config.signalwire_concurrency + readers_for(config.reconcile_max_reads_per_s) + 1,
                                  get_environ_proxies(base_url) or None)
     client = Client(
         config.signalwire_project_id,
@@ -226,6 +236,13 @@ class SignalWireGateway:
             if error.status == 404:
                 return None  # nothing of that sid is left: the recording is over
             raise
+
+    def fetch_call(self, call_sid: str) -> Tuple[Outcome, Optional[dict]]:
+        """Who a call is, from the Call resource (`GET /Calls/{sid}`): {"from", "to"} as the voice webhook keeps."""
+        found = []
+        outcome = self._call("fetch-call", f"fetch call {call_sid}",
+                             lambda: found.append(self._client.calls(call_sid).fetch()), gone=FETCH_GONE)
+        return outcome, ({"from": found[0].from_ or "", "to": found[0].to or ""} if found else None)
 
     def list_live_conferences(self) -> Tuple[Outcome, List[LiveConference]]:
         """Every in-progress conference of the project, page by page."""

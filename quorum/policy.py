@@ -166,17 +166,15 @@ def conference_started(conf: Conference) -> Conference:
 
 
 def needs_recovery(conf: Conference) -> bool:
-    """Whether deciding needs a REST read first: state begun mid-conference with something to decide on.
+    """Whether deciding needs a REST read first: state begun mid-conference, or it may have been.
 
     Calls that came through our voice webhook are known, so a conference of known calls is trusted as
-    its callbacks arrive, before `conference-start` (which SignalWire sends after the second join). A
-    recording needs two participants, so a conference that never had two and lost no one has nothing
-    we could have missed.
-    """
-    if conf.verified or (conf.participants and all(p.known for p in conf.participants.values())):
+    its callbacks arrive, before `conference-start` (which SignalWire sends after the second join). Any
+    other call, in a conference not seen started, may be from before a restart or a flushed store, with
+    others on the line we have no word of (its hold may leave one of them recorded alone)."""
+    if conf.verified:
         return False
-    departed = any(not p.present for p in conf.participants.values())
-    return bool(conf.recordings) or departed or len(conf.participants) >= 2
+    return not all(p.known for p in conf.participants.values()) if conf.participants else bool(conf.recordings)
 
 
 def why_read(conf: Conference) -> str:
@@ -207,18 +205,20 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
     changed_meanwhile = start is not None and any(p.version > start.version and not p.terminal for p in conf.participants.values())
     start = start or read_start(conf)
     if snapshot is None or snapshot.status == "completed":
-        return evolve(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1)
+        return evolve(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1,
+                      read_at=at)
     participants = dict(conf.participants)
     for call in set(conf.participants) | set(snapshot.present):
         seen = conf.participants.get(call)
         line = (call in snapshot.present, call in snapshot.held)
+        host = call in hosts or (seen is not None and seen.host)  # a fact about the call: kept whatever the order
         if seen is not None and (seen.terminal or seen.version > start.version or seen.line == line):
-            participants[call] = evolve(seen, known=True) if seen.line == line else seen
+            participants[call] = evolve(seen, known=seen.known or seen.line == line, host=host)
         else:
             participants[call] = Presence(line[0], max(start.stamp, seen.at if seen else 0.0), conf.version + 1,
-                                          True, line[1], call in hosts or (seen is not None and seen.host))
+                                          True, line[1], host)
     merged = evolve(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
-                     read_version=conf.version + 1)
+                     read_version=conf.version + 1, read_at=at)
     # A conference recording in doubt that the conference's (complete) list leaves out is over.
     unlisted = {sid: None for sid, state in conf.recordings.items()
                 if state == DOUBT and _owner(conf, sid) is None and sid not in snapshot.recordings}

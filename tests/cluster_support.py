@@ -25,7 +25,6 @@ from werkzeug.serving import make_server
 
 from emulator.faults import Faults
 from emulator.server import Emulator, QuietHandler
-from quorum.controller import QUIET_ROUNDS
 from quorum.redis_store import RedisStore
 from support import free_port
 
@@ -203,10 +202,10 @@ class Cluster:
     kills: List[dict] = field(default_factory=list)
 
     def settle(self, timeout: float = 30.0) -> bool:
-        """Until callbacks are delivered, every worker's queue is empty, and the reconciler had the rounds it
-        needs to act (QUIET_ROUNDS and more) without any REST request but its list: retry timers live
-        inside the workers, where /healthz does not show them."""
-        quiet_s = max(2.0, (QUIET_ROUNDS + 1.5) * self.reconcile_s)
+        """Until callbacks are delivered, every worker's queue is empty, and no command went out for long enough
+        that every live conference was read since (each is read every `reconcile_s` at least, on a repair
+        round's tick): retry timers live inside the workers, where /healthz does not show them."""
+        quiet_s = max(2.0, 3 * self.reconcile_s + 1.0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (self.emulator.settle(max(0.0, deadline - time.monotonic())) and self._queues_empty()
@@ -220,9 +219,9 @@ class Cluster:
         return all(worker.healthz()["queue_depth"] == 0 for worker in self.workers)
 
     def _last_rest_work(self) -> float:
-        """When the emulator last answered a REST request other than the reconciler's list of conferences."""
+        """When the emulator last answered a REST command (reads go on while conferences are live)."""
         calls = self.emulator.rest_log.calls
-        return next((call.at for call in reversed(list(calls)) if not is_conference_list(call.path)), 0.0)
+        return next((call.at for call in reversed(list(calls)) if call.method != "GET"), 0.0)
 
     def wait_for_empty_store(self, timeout: float) -> bool:
         """Wait until Quorum holds no room (ended conferences processed and forgotten)."""

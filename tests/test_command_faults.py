@@ -27,7 +27,7 @@ from e2e_support import quorum_stack
 from emulator.scenarios import DEMO_NUMBER, Player, logged_quorum, recorded_spans, span_problems
 from quorum import policy
 from quorum.command_queue import URGENT_READ_ATTEMPTS
-from quorum.controller import Housekeeper
+from quorum.housekeeper import Housekeeper
 from quorum.gateway import Outcome, SignalWireHttp
 from quorum.redis_store import RedisStore
 from recording_state import DOUBT, GONE, PAUSED, RECORDING, UNSURE, bump

@@ -11,7 +11,7 @@ import requests
 import responses
 
 from support import API_BASE, make_config, sid
-from quorum.gateway import READERS, Outcome, SignalWireGateway, build_client
+from quorum.gateway import Outcome, SignalWireGateway, build_client, readers_for
 from recording_state import PAUSED
 
 
@@ -41,7 +41,8 @@ def test_the_client_keeps_a_connection_per_command_worker_and_reader():
     config = make_config(signalwire_concurrency=32)
     session = build_client(config).http_client.session
     for url in ("https://example.signalwire.com/", "http://127.0.0.1:8099/"):
-        assert session.get_adapter(url)._pool_maxsize >= config.signalwire_concurrency + READERS
+        assert session.get_adapter(url)._pool_maxsize >= (config.signalwire_concurrency
+                                                           + readers_for(config.reconcile_max_reads_per_s))
 
 
 @pytest.mark.parametrize("answer, outcome", [
@@ -61,6 +62,21 @@ def test_delete_recording_sends_the_documented_delete_and_reads_404_as_gone(answ
         gateway = SignalWireGateway(build_client(make_config()))
         assert gateway.delete_recording(recording) is outcome
         assert [c.request.method for c in fake.calls] == ["DELETE"]
+
+
+@pytest.mark.parametrize("answer, outcome, caller", [
+    ({"json": {"sid": "c", "from": "+15557770001", "to": "+15550004444", "status": "in-progress"}}, Outcome.OK,
+     {"from": "+15557770001", "to": "+15550004444"}),
+    ({"status": 404, "json": {"code": 20404, "message": "Not Found", "status": 404}}, Outcome.GONE, None),
+    ({"status": 503, "json": {"code": 20503, "message": "Service Unavailable", "status": 503}}, Outcome.RETRY, None),
+])
+def test_fetch_call_reads_who_dialed_in_from_the_call_resource(answer, outcome, caller):
+    """`GET /Calls/{sid}` (Compatibility API, Retrieve a Call): its `from` and `to`, as the voice webhook saw them."""
+    call = sid("CA1")
+    with responses.RequestsMock() as fake:
+        fake.add(responses.GET, f"{API_BASE}/Calls/{call}.json", **answer)
+        assert SignalWireGateway(build_client(make_config())).fetch_call(call) == (outcome, caller)
+        assert [c.request.method for c in fake.calls] == ["GET"]
 
 
 class _Recorder(BaseHTTPRequestHandler):

@@ -172,6 +172,21 @@ def test_a_conference_the_store_lost_is_found_and_paused(line):
     assert line.state().present() == [CALL_A]
 
 
+def test_after_a_restart_a_hold_of_a_call_from_before_is_read_at_once(line):
+    """A fresh store (restart without the state file, or a flushed Redis); A and B were recorded, A is put on
+    hold. A's call is one Quorum never saw dial in, in a conference it never saw start: read it now, not at
+    the reconciler's next round, or B is recorded alone until then."""
+    held = [{"call_sid": CALL_A, "conference_sid": CONF, "status": "in-progress", "hold": True},
+            {"call_sid": CALL_B, "conference_sid": CONF, "status": "in-progress", "hold": False}]
+    answer_reads(line.fake, present=[], participants=held)
+    line.post("/voice/conference-status", {"AccountSid": "acct", "ConferenceSid": CONF, "FriendlyName": ROOM,
+                                           "StatusCallbackEvent": "participant-hold", "CallSid": CALL_A,
+                                           "Hold": "true", "Timestamp": formatdate(T0, usegmt=True)})
+    line.settle()
+    assert line.updates() == [(update_path(CONF, REC), {"Status": "paused", "PauseBehavior": "skip"})]
+    assert line.state().counted() == [CALL_B] and line.state().verified
+
+
 # 4. A few seconds of REST errors never abandon a live recording.
 
 @pytest.mark.slow

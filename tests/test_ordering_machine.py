@@ -22,11 +22,12 @@ The room's rule is drawn once per example: `minimum`, whether a call on hold cou
 the calls on the line, less those on hold unless hold counts; "the rule" below is
 `wanted_state(len(counted line-up), minimum, a known host among them)`. With a host, SignalWire starts
 the conference only once two are in and the host is one of them (guests do not start it, as
-Quorum's LaML says). A host is known to this process only through its voice webhook
-(`inbound_call`, before its first join, in the process up then): the REST API does not say who
-dialed in from where, and a restart on an empty store forgets it, so the rule counts the host only
-while this process remembers it. A restart keeping its state file loads what the last process knew
-(only its reads in flight are lost), voice webhooks included.
+Quorum's LaML says). A host is known to this process through its voice webhook (`inbound_call`, before
+its first join, in the process up then), or once a read that looked its call up (`GET /Calls/{sid}`,
+for a call it has no record of: a restart on an empty store forgets them) has landed, or a callback has
+moved the call after that look-up; the rule counts the host only while this process knows it. A restart
+keeping its state file loads what the last process knew (only its reads in flight are lost), voice
+webhooks included.
 
 Invariants:
 1. Quiescence (teardown): once every queued callback is delivered, every read in flight has landed,
@@ -83,6 +84,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from config import RoomRule
 from quorum import policy
 from quorum.command_queue import CommandQueue, _for_conference, read_is_urgent
+from quorum.read_queue import ReadQueue
 from quorum.controller import CallStatusEvent, ConferenceEvent, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
 from quorum.state_file import FileBackedStore, StateFile
@@ -137,7 +139,7 @@ class PendingRead:
     urgent: bool
     seq: int  # the snapshot reflects every event up to this one
     told: int  # how many callbacks this process had been delivered when it was sent
-    hosts: frozenset  # `CommandQueue._hosts` when it was sent: listed calls new to it that dialed in as hosts
+    hosts: frozenset  # `CommandQueue._hosts` when it was sent: listed calls it looked up that dialed in as hosts
     sent: int  # it was this process's n-th read
 
 
@@ -160,6 +162,10 @@ class Collaborators:
         """SignalWire receiving a pause/resume: apply it or not, as the rule chose."""
         return self._model.signalwire_command(recording_sid, target)
 
+    def fetch_call(self, call_sid):
+        """The Call resource: who dialed in from where."""
+        return Outcome.OK, {"from": HOST_NUMBER if call_sid == self._model.host else GUEST_NUMBER, "to": ROOM}
+
 
 class SteppedQueue(CommandQueue):
     """The production command path (`_act_once`, `_command_change`, `_read_change`) without its threads."""
@@ -173,6 +179,7 @@ class SteppedQueue(CommandQueue):
         self._attempts_lock = threading.Lock()
         self._writes = Writes(store)
         self._later = self
+        self.reads = ReadQueue(self._read, store, reads_per_s=10**6, readers=0)  # the budget the look-ups take
 
     def later(self, room: str, delay_s: float) -> None:
         """A retry is a later read or command, which the machine's rules already offer."""
@@ -335,7 +342,12 @@ class OrderingMachine(RuleBasedStateMachine):
             return
         callback = self.pending.pop(index % len(self.pending))
         ends = self._ends_the_call(callback)
+        before = self._presence(callback.call)
+        recorded = callback.call is not None and self.store.recall_call(callback.call) is not None
         self._deliver(callback)
+        after = self._presence(callback.call)
+        if recorded and after is not None and (before is None or after.version != before.version):
+            self.remembered.add(callback.call)  # a callback that moves a call carries who it is, if recorded
         if ends:
             self._told_it_ended(callback)
         elif callback.call is not None and callback.kind != "call-status" and callback.call not in self.ended:
@@ -356,6 +368,11 @@ class OrderingMachine(RuleBasedStateMachine):
         self.ended.add(callback.call)
         self.conflicts.pop(callback.call, None)
         self.given_up.discard(callback.call)
+
+    def _presence(self, call: Optional[str]):
+        """The stored conference's word on `call`, if any."""
+        conf = self.store.get(ROOM)
+        return conf.participants.get(call) if conf is not None and call is not None else None
 
     @rule(index=st.integers(0, 7))
     def deliver_duplicate(self, index: int) -> None:
@@ -410,6 +427,7 @@ class OrderingMachine(RuleBasedStateMachine):
         if change is policy.assume_verified:  # the API will not say: arrival order decides the conflicts
             self.given_up |= set(self.conflicts)
         if outcome is Outcome.OK:
+            self.remembered |= read.hosts  # the read marks the hosts it looked up
             self._note_overtaking(read)
             for call in set(self.told) | set(read.snapshot.present):
                 self._tell(call, read.seq, (call in read.snapshot.present, call in read.snapshot.held))

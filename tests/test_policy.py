@@ -120,9 +120,13 @@ def test_adopt_ignores_older_and_replaces_with_newer_conference(event_at, expect
 
 
 @pytest.mark.parametrize("events, needs", [
-    ([("A", True)], False),  # a first join before conference-start: a new conference, nothing to read
+    # A join of a call that never came through the voice webhook, before conference-start: a new conference,
+    # or one from before a restart (others may be on the line, recorded): read, as for any unknown call.
+    ([("A", True)], True),
     ([("A", True), ("A", False)], True),  # someone left a conference we never saw start
     ([("rec", None)], True),  # a recording we cannot place without knowing who is on the line
+    ([("A", "known")], False),  # a first join of a call our voice webhook saw: a new conference, trusted
+    ([("A", "known"), ("B", "known")], False),
 ])
 def test_state_begun_mid_conference_is_recovered_before_deciding(events, needs):
     conf = policy.new_conference("R", "conf-1", 100.0, RULE)
@@ -130,7 +134,7 @@ def test_state_begun_mid_conference_is_recovered_before_deciding(events, needs):
         if joined_now is None:
             conf = policy.recording_status(conf, "rec-1", "in-progress", 101.0 + i)
         else:
-            conf = policy.participant_event(conf, what, joined_now, 101.0 + i)
+            conf = policy.participant_event(conf, what, bool(joined_now), 101.0 + i, known=joined_now == "known")
     assert policy.needs_recovery(conf) is needs
     assert (policy.next_action(conf) == policy.Action("conf-1", None, policy.RECOVER)) is needs
     assert not policy.needs_recovery(policy.conference_started(conf))
