@@ -114,7 +114,8 @@ def test_participant_recordings_run_only_while_the_conference_recording_does():
             expected = _within(quorum, call.joined_at, call.left_at)
             assert span_problems(recorded_spans(rec), expected, TOLERANCE_S) == []
         assert all(w.status in (200, 201) for w in stack.emulator.rest_log.writes())
-        assert stack.emulator.rest_log.counts()["GET"] == 2 * _same_second_stays(stack)
+        reads = stack.emulator.rest_log.counts()["GET"]  # a same-second stay's confirmation, if its end came later
+        assert reads % 2 == 0 and reads <= 2 * _same_second_stays(stack)
         assert stack.wait_for_empty_store(5)
         channels = sorted(Path(stack.config.recordings_dir).glob("*/*/*/channel-*.wav"))
         assert sorted(p.read_bytes() for p in channels) == sorted(stack.emulator.wav(r.sid) for r in own)
