@@ -114,7 +114,8 @@ class Dispatcher:
 
     def send(self, callback: Callback) -> None:
         """Queue a callback; faults may drop, delay, hold back or duplicate it."""
-        plan = self._injector.plan_callback(callback.fault_key or callback.lane, callback.event)
+        plan = self._injector.plan_callback(callback.fault_key or callback.lane, callback.event,
+                                            callback.params.get("CallSid", ""))
         now = time.time()
         if plan.drop:
             with self._lock:
