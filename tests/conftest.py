@@ -16,8 +16,8 @@ from support import (MEDIA_BASE, RECORDING_DELETE, RECORDING_UPDATE, RECORDINGS_
 
 # Whole files that start processes, servers, a browser or real Redis, or analyse seconds of audio: all `slow`.
 SLOW_SUITES = {"test_audio_quality.py", "test_browser.py", "test_churn.py", "test_compliance.py", "test_emulator.py", "test_end_to_end.py",
-               "test_fault_drill.py", "test_fuzz_routes.py", "test_gunicorn.py", "test_hardening.py",
-               "test_redis_store.py", "test_retention_end_to_end.py", "test_scale_out.py"}
+               "test_fault_drill.py", "test_fault_table.py", "test_fuzz_routes.py", "test_gunicorn.py",
+               "test_hardening.py", "test_redis_store.py", "test_retention_end_to_end.py", "test_scale_out.py"}
 
 
 def pytest_configure(config):
