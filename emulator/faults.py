@@ -6,8 +6,9 @@ the same order draws the same faults on every run, whatever the other threads do
 
 Targeted faults, set at runtime on the `FaultInjector`, break exactly one thing a test names:
 `drop_next` (SignalWire gives up on the next callback of an event, e.g. one call's
-`participant-leave`), `fail_next` (the next matching REST request answers an error, e.g. 404 or
-422, without applying) and `slow_next` (it applies at once but answers late).
+`participant-leave`), `delay_next` (it comes late, the conference's later callbacks behind it),
+`fail_next` (the next matching REST request answers an error, e.g. 404 or 422, without applying)
+and `slow_next` (it applies at once but answers late).
 
 `Behaviour` is not a fault: it picks SignalWire's behaviour where the documentation is silent.
 """
@@ -19,6 +20,9 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
+
+
+CALLBACK_FAULTS = ("drop_next", "delay_next")  # targeted faults of callbacks; the others are of REST requests
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class RestPlan:
 class _Targeted:
     """One targeted fault still to fire `left` times: a callback event (and call) or a REST method and path."""
 
-    kind: str  # drop_next | fail_next | slow_next
+    kind: str  # drop_next | delay_next | fail_next | slow_next
     left: int
     event: str = ""
     call_sid: Optional[str] = None
@@ -108,11 +112,15 @@ class _Targeted:
     path_contains: str = ""
     field: Optional[str] = None  # the REST request's form must carry this field (e.g. AnnounceUrl)
     status: int = 0
-    late_s: float = 0.0
+    late_s: float = 0.0  # slow_next: how late the answer is; delay_next: how late the callback is
+
+    def matches_callback(self, event: str, call_sid: str) -> bool:
+        """Whether a callback is one this fault is waiting for."""
+        return self.kind in CALLBACK_FAULTS and self.event == event and self.call_sid in (None, call_sid)
 
     def matches_rest(self, method: str, path: str, fields: Iterable[str]) -> bool:
         """Whether a REST request is one this fault is waiting for."""
-        return (self.kind != "drop_next" and self.method == method.upper() and self.path_contains in path
+        return (self.kind not in CALLBACK_FAULTS and self.method == method.upper() and self.path_contains in path
                 and (self.field is None or self.field in fields))
 
 
@@ -131,6 +139,11 @@ class FaultInjector:
         only those about `call_sid` when given: SignalWire gave up on them."""
         self._target(_Targeted("drop_next", count, event=event, call_sid=call_sid))
 
+    def delay_next(self, event: str, seconds: float, call_sid: Optional[str] = None, count: int = 1) -> None:
+        """Deliver the next `count` callbacks of `event` (about `call_sid`, when given) `seconds` late; the
+        conference's callbacks after them wait behind them, as `callback_delay_s` keeps a lane's order."""
+        self._target(_Targeted("delay_next", count, event=event, call_sid=call_sid, late_s=seconds))
+
     def fail_next(self, method: str, path_contains: str, status: int, count: int = 1,
                   field: Optional[str] = None) -> None:
         """Answer the next `count` REST requests of `method` whose path contains `path_contains` (and whose form
@@ -140,7 +153,7 @@ class FaultInjector:
 
     def slow_next(self, method: str, path_contains: str, seconds: float, count: int = 1,
                   field: Optional[str] = None) -> None:
-        """Apply the next `count` matching REST requests (as `fail_next` matches them) at once, answer `seconds` later."""
+        """Apply the next `count` REST requests matching as in `fail_next` at once, and answer `seconds` later."""
         self._target(_Targeted("slow_next", count, method=method.upper(), path_contains=path_contains, field=field,
                                late_s=seconds))
 
@@ -181,15 +194,16 @@ class FaultInjector:
             rng = self._stream(key)
             # Draw every number every time so one knob does not shift another's decisions.
             drop, hold, dup, delay = rng.random(), rng.random(), rng.random(), rng.random()
-            targeted = self._take(lambda t: t.kind == "drop_next" and t.event == event
-                                  and t.call_sid in (None, call_sid)) is not None
-            plan = CallbackPlan(drop=targeted or drop < f.callback_drop or event in f.callback_drop_events,
-                                delay_s=delay * f.callback_delay_s,
+            targeted = self._take(lambda t: t.matches_callback(event, call_sid))
+            dropped = targeted is not None and targeted.kind == "drop_next"
+            late_s = targeted.late_s if targeted is not None and targeted.kind == "delay_next" else 0.0
+            plan = CallbackPlan(drop=dropped or drop < f.callback_drop or event in f.callback_drop_events,
+                                delay_s=late_s or delay * f.callback_delay_s,
                                 hold_s=f.callback_reorder_hold_s if hold < f.callback_reorder else 0.0,
                                 duplicate=dup < f.callback_duplicate)
-            self._count(callback_drop=plan.drop and not targeted, callback_reorder=plan.hold_s > 0 and not plan.drop,
+            self._count(callback_drop=plan.drop and not dropped, callback_reorder=plan.hold_s > 0 and not plan.drop,
                         callback_duplicate=plan.duplicate and not plan.drop,
-                        callback_delay=plan.delay_s > 0 and not plan.drop)
+                        callback_delay=plan.delay_s > 0 and not plan.drop and not late_s)
             return plan
 
     def plan_rest(self, key: str, method: str = "GET", path: str = "", fields: Iterable[str] = ()) -> RestPlan:
