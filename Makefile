@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: install system-packages test test-fast demo run bench bench-churn bench-audio bench-archive bench-wrk \
-	bench-crossing bench-scale
+	bench-crossing bench-scale bench-faults
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-crossing: install system-packages
 # A thousand live conferences on the emulator, two gunicorn workers on Redis.
 bench-scale: install system-packages
 	$(PY) bench/scale_bench.py
+
+# The issue's fault table against the memory store (with and without its state file) and two workers on Redis.
+bench-faults: install system-packages
+	$(PY) bench/fault_drill.py --json bench/results/fault_drill.json
 
 bench-audio: install
 	bench/audio_quality_setup.sh
