@@ -12,7 +12,7 @@ Row 2 plays a 404 and a 422 mid-call, then the last two callers hanging up toget
 pause, found by this drill).
 RECONCILE_INTERVAL_S is 60, so no row is rescued by a fast poll, except row 4, where everything about the
 call's end is lost and only the reconciler (each second, as in the issue) can learn of it: it runs against a
-deployment of its own. END_GRACE_S is 2 everywhere.
+deployment of its own. END_GRACE_S is 3 (fault_table.END_GRACE_S) everywhere.
 
 Per row and deployment: seconds a lone caller was recorded and seconds a quorum sat paused (beyond 1 s after
 each change of the rule), recordings lost (SignalWire held them, finished with media, and the archive has no
@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import fault_table  # noqa: E402
 from cluster_support import Balancer, GunicornWorker  # noqa: E402
 from emulator.server import Emulator  # noqa: E402
-from fault_table import LIVE_TOKEN, QUICK, ROOMS, RedisServer, ScenarioError, Timing, room_rules  # noqa: E402
+from fault_table import (END_GRACE_S, LIVE_TOKEN, QUICK, ROOMS, RedisServer, ScenarioError, Timing,  # noqa: E402
+                         room_rules)
 from support import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -78,7 +79,7 @@ class Deployment:
                "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": self.emulator.signing_key,
                "SIGNALWIRE_API_URL": self.emulator.url, "PUBLIC_URL": self.balancer.url, "USE_NGROK": "false",
                "REDIS_URL": self.redis.url if self.redis else "", "RECONCILE_INTERVAL_S": str(reconcile_s),
-               "END_GRACE_S": "2", "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO", "API_TOKEN": LIVE_TOKEN,
+               "END_GRACE_S": str(END_GRACE_S), "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO", "API_TOKEN": LIVE_TOKEN,
                "RECORDINGS_DIR": str(self.archive_root), "ROOM_RULES_FILE": str(self.rules_path),
                "HOST_NUMBERS": "", "RECORDING_ANNOUNCEMENT": "", "MIN_PARTICIPANTS": "2", "EVENT_CALLBACK_URL": "",
                **({"STATE_FILE": "off"} if mode == "memory-no-file" else {})}

@@ -50,6 +50,7 @@ ROOMS = {row: f"+1555019{row:04d}" for row in range(1, 10)}
 HOST = caller_number("host")
 MINIMUM_BEFORE, MINIMUM_AFTER = 2, 3  # row 8: the rules file's min_participants before and after the edit
 ANNOUNCE_LATE_S = 4.0  # row 9: how late SignalWire answers the announcement request (Quorum waits up to 5 s)
+END_GRACE_S = 3.0  # Quorum's END_GRACE_S: longer than any callback a row delays (a recording's end comes late)
 HANGUP_GAP_S = 0.5  # between the hang-ups that end a call: callers hanging up together are row 2's own case
 
 
