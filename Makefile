@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: install system-packages test test-fast lint demo run dev bench bench-churn bench-audio bench-archive bench-wrk \
-	bench-crossing bench-scale bench-repair
+	bench-crossing bench-scale bench-repair bench-faults
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench-scale: install system-packages
 # Lost leaves, joins and holds among a thousand live conferences: time to repair (memory, then Redis).
 bench-repair: install system-packages
 	$(PY) bench/repair_bench.py
+
+# The issue's fault table against the memory store (with and without its state file) and two workers on Redis.
+bench-faults: install system-packages
+	$(PY) bench/fault_drill.py --json bench/results/fault_drill.json
 
 bench-audio: install
 	bench/audio_quality_setup.sh

@@ -122,7 +122,8 @@ class Dispatcher:
 
     def send(self, callback: Callback) -> None:
         """Queue a callback; faults may drop, delay, hold back or duplicate it."""
-        plan = self._injector.plan_callback(callback.fault_key or callback.lane, callback.event)
+        plan = self._injector.plan_callback(callback.fault_key or callback.lane, callback.event,
+                                            callback.params.get("CallSid", ""))
         now = time.time()
         with self._lock:
             if plan.drop:  # through the lane all the same, so its on_answer runs like any other's

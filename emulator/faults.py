@@ -4,6 +4,12 @@ Decisions come from seeded per-stream random generators (one stream per conferen
 or per REST path outside any conference), so a scenario that produces its events in
 the same order draws the same faults on every run, whatever the other threads do.
 
+Targeted faults, set at runtime on the `FaultInjector`, break exactly one thing a test names:
+`drop_next` (SignalWire gives up on the next callback of an event, e.g. one call's
+`participant-leave`), `delay_next` (it comes late, the conference's later callbacks behind it),
+`fail_next` (the next matching REST request answers an error, e.g. 404 or 422, without applying)
+and `slow_next` (it applies at once but answers late).
+
 `Behaviour` is not a fault: it picks SignalWire's behaviour where the documentation is silent.
 """
 
@@ -13,7 +19,10 @@ import random
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Iterable, List, Optional
+
+
+CALLBACK_FAULTS = ("drop_next", "delay_next")  # targeted faults of callbacks; the others are of REST requests
 
 
 @dataclass(frozen=True)
@@ -99,8 +108,33 @@ class RestPlan:
     """What the injector decided for one REST request."""
 
     latency_s: float
-    error: int  # 0, 500 or 503
+    error: int  # 0, or the status to answer instead of applying (500, 503; a targeted fault's 404, 422, ...)
     hang_s: float  # > 0 when the request is to time out
+    late_s: float = 0.0  # > 0: applied at once, answered this much later (a targeted slow answer)
+
+
+@dataclass
+class _Targeted:
+    """One targeted fault still to fire `left` times: a callback event (and call) or a REST method and path."""
+
+    kind: str  # drop_next | delay_next | fail_next | slow_next
+    left: int
+    event: str = ""
+    call_sid: Optional[str] = None
+    method: str = ""
+    path_contains: str = ""
+    field: Optional[str] = None  # the REST request's form must carry this field (e.g. AnnounceUrl)
+    status: int = 0
+    late_s: float = 0.0  # slow_next: how late the answer is; delay_next: how late the callback is
+
+    def matches_callback(self, event: str, call_sid: str) -> bool:
+        """Whether a callback is one this fault is waiting for."""
+        return self.kind in CALLBACK_FAULTS and self.event == event and self.call_sid in (None, call_sid)
+
+    def matches_rest(self, method: str, path: str, fields: Iterable[str]) -> bool:
+        """Whether a REST request is one this fault is waiting for."""
+        return (self.kind not in CALLBACK_FAULTS and self.method == method.upper() and self.path_contains in path
+                and (self.field is None or self.field in fields))
 
 
 class FaultInjector:
@@ -110,7 +144,54 @@ class FaultInjector:
         self.faults = faults
         self._streams: Dict[str, random.Random] = {}
         self._lock = threading.Lock()
+        self._targeted: List[_Targeted] = []
         self.injected: Counter = Counter()
+
+    def drop_next(self, event: str, call_sid: Optional[str] = None, count: int = 1) -> None:
+        """Never deliver the next `count` callbacks of `event` (e.g. "participant-leave", "recording:completed"),
+        only those about `call_sid` when given: SignalWire gave up on them."""
+        self._target(_Targeted("drop_next", count, event=event, call_sid=call_sid))
+
+    def delay_next(self, event: str, seconds: float, call_sid: Optional[str] = None, count: int = 1) -> None:
+        """Deliver the next `count` callbacks of `event` (about `call_sid`, when given) `seconds` late; the
+        conference's callbacks after them wait behind them, as `callback_delay_s` keeps a lane's order."""
+        self._target(_Targeted("delay_next", count, event=event, call_sid=call_sid, late_s=seconds))
+
+    def fail_next(self, method: str, path_contains: str, status: int, count: int = 1,
+                  field: Optional[str] = None) -> None:
+        """Answer the next `count` REST requests of `method` whose path contains `path_contains` (and whose form
+        carries `field`, when given) with `status` and SignalWire's error body, without applying them."""
+        self._target(_Targeted("fail_next", count, method=method.upper(), path_contains=path_contains, field=field,
+                               status=status))
+
+    def slow_next(self, method: str, path_contains: str, seconds: float, count: int = 1,
+                  field: Optional[str] = None) -> None:
+        """Apply the next `count` REST requests matching as in `fail_next` at once, and answer `seconds` later."""
+        self._target(_Targeted("slow_next", count, method=method.upper(), path_contains=path_contains, field=field,
+                               late_s=seconds))
+
+    def pending(self) -> int:
+        """Targeted faults that have not fired yet."""
+        with self._lock:
+            return sum(t.left for t in self._targeted)
+
+    def _target(self, fault: _Targeted) -> None:
+        """Arm one targeted fault."""
+        if fault.left < 1:
+            raise ValueError("count must be at least 1")
+        with self._lock:
+            self._targeted.append(fault)
+
+    def _take(self, match) -> Optional[_Targeted]:
+        """The oldest armed fault `match` accepts, spent once and counted (lock held); None if none."""
+        for fault in self._targeted:
+            if match(fault):
+                fault.left -= 1
+                if not fault.left:
+                    self._targeted.remove(fault)
+                self.injected[fault.kind] += 1
+                return fault
+        return None
 
     def _stream(self, key: str) -> random.Random:
         """The generator for one stream, created on first use from the seed and the key."""
@@ -119,28 +200,36 @@ class FaultInjector:
             stream = self._streams[key] = random.Random(f"{self.faults.seed}/{key}")
         return stream
 
-    def plan_callback(self, key: str, event: str = "") -> CallbackPlan:
-        """Decide the fate of the next callback (of kind `event`) of stream `key`."""
+    def plan_callback(self, key: str, event: str = "", call_sid: str = "") -> CallbackPlan:
+        """Decide the fate of the next callback (of kind `event`, about `call_sid`) of stream `key`."""
         f = self.faults
         with self._lock:
             rng = self._stream(key)
             # Draw every number every time so one knob does not shift another's decisions.
             drop, hold, dup, delay = rng.random(), rng.random(), rng.random(), rng.random()
-            plan = CallbackPlan(drop=drop < f.callback_drop or event in f.callback_drop_events,
-                                delay_s=delay * f.callback_delay_s,
+            targeted = self._take(lambda t: t.matches_callback(event, call_sid))
+            dropped = targeted is not None and targeted.kind == "drop_next"
+            late_s = targeted.late_s if targeted is not None and targeted.kind == "delay_next" else 0.0
+            plan = CallbackPlan(drop=dropped or drop < f.callback_drop or event in f.callback_drop_events,
+                                delay_s=late_s or delay * f.callback_delay_s,
                                 hold_s=f.callback_reorder_hold_s if hold < f.callback_reorder else 0.0,
                                 duplicate=dup < f.callback_duplicate)
-            self._count(callback_drop=plan.drop, callback_reorder=plan.hold_s > 0 and not plan.drop,
+            self._count(callback_drop=plan.drop and not dropped, callback_reorder=plan.hold_s > 0 and not plan.drop,
                         callback_duplicate=plan.duplicate and not plan.drop,
-                        callback_delay=plan.delay_s > 0 and not plan.drop)
+                        callback_delay=plan.delay_s > 0 and not plan.drop and not late_s)
             return plan
 
-    def plan_rest(self, key: str, method: str = "GET") -> RestPlan:
-        """Decide the fate of the next REST request (of HTTP `method`) of stream `key`."""
+    def plan_rest(self, key: str, method: str = "GET", path: str = "", fields: Iterable[str] = ()) -> RestPlan:
+        """Decide the fate of the next REST request (of HTTP `method` to `path`, its form carrying `fields`)
+        of stream `key`: a targeted fault it matches, else the seeded draws."""
         f = self.faults
         with self._lock:
             rng = self._stream("rest/" + key)
             error, hang, jitter, which = rng.random(), rng.random(), rng.random(), rng.random()
+            fields = frozenset(fields)
+            targeted = self._take(lambda t: t.matches_rest(method, path, fields))
+            if targeted is not None:
+                return RestPlan(latency_s=0.0, error=targeted.status, hang_s=0.0, late_s=targeted.late_s)
             timeout = hang < f.rest_timeout
             for_this_method = not f.rest_error_methods or method in f.rest_error_methods
             failed = error < f.rest_error and not timeout and for_this_method

@@ -52,7 +52,7 @@ class RestCall:
     form: Dict[str, str]
     status: int
     elapsed_s: float  # from arrival to answer, injected latency included
-    injected: str = ""  # "", "error" or "timeout"
+    injected: str = ""  # "", "error", "timeout" or "late"
 
 
 @dataclass
@@ -148,8 +148,8 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
         if injector.faults.announce_error and request.form.get("AnnounceUrl"):
             g.injected = "error"
             return error(500)
-        return _inject(injector.plan_rest(views.fault_key(request.view_args), request.method),
-                       injector.faults.rest_timeout_applies)
+        plan = injector.plan_rest(views.fault_key(request.view_args), request.method, request.path, request.form)
+        return _inject(plan, injector.faults.rest_timeout_applies)
 
     @app.before_request
     def count_in():
@@ -194,6 +194,10 @@ def _inject(plan, timeout_applies: bool) -> Optional[Response]:
     """Apply a REST fault plan: latency, then maybe a timeout or a 5xx instead of the answer."""
     if plan.latency_s:
         time.sleep(plan.latency_s)
+    if plan.late_s:
+        g.injected = "late"
+        g.late_by = plan.late_s  # served normally, answered late
+        return None
     if plan.hang_s:
         g.injected = "timeout"
         if timeout_applies:
@@ -203,8 +207,17 @@ def _inject(plan, timeout_applies: bool) -> Optional[Response]:
         return error(504)
     if plan.error:
         g.injected = "error"
-        return error(plan.error)
+        return _injected_error(plan.error)
     return None
+
+
+def _injected_error(status: int) -> Response:
+    """An injected error with the body SignalWire answers that status with (see the views' own errors)."""
+    if status == 404:
+        return error(404, f"The requested resource {request.path} was not found", 20404)
+    if status == 422 and request.endpoint is not None and request.endpoint.endswith(".conference_recording"):
+        return _unprocessable(f"Recording {(request.view_args or {}).get('recording_sid')} can no longer be updated")
+    return error(status)
 
 
 class _Views:

@@ -24,6 +24,7 @@ SLOW_SUITES = {
     "test_emulator.py",
     "test_end_to_end.py",
     "test_fault_drill.py",
+    "test_fault_table.py",
     "test_fuzz_routes.py",
     "test_gunicorn.py",
     "test_hardening.py",

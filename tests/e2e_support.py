@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, List
+from typing import Callable, Iterator, List, Optional
 
 from flask import Flask, request
 from markupsafe import escape
@@ -119,6 +120,9 @@ class _LateApp:
     app = None
 
     def __call__(self, environ, start_response):
+        if self.app is None:  # between a restart's stop and start: what a proxy with no backend answers
+            start_response("503 Service Unavailable", [("Content-Length", "0")])
+            return [b""]
         return self.app(environ, start_response)
 
 
@@ -131,6 +135,8 @@ class Stack:
     config: Config
     log: LogCapture
     numbers: List[str] = field(default_factory=list)
+    late: Optional[_LateApp] = field(default=None, repr=False)
+    build: Optional[Callable[[Config], object]] = field(default=None, repr=False)  # config -> a started app
 
     @property
     def store(self):
@@ -147,6 +153,15 @@ class Stack:
                     and self.emulator.dispatcher.pending() == 0 and commands.depth() == 0):
                 return True
         return False
+
+    def restart(self, **changes) -> None:
+        """Stop Quorum and start another on the same port, RECORDINGS_DIR and emulator, as a process restart
+        does (the memory store is lost, Redis is kept); `changes` are Config fields, and the config is built
+        again (so ROOM_RULES_FILE is read anew)."""
+        shutdown(self.app)
+        self.late.app = None
+        self.config = dataclasses.replace(self.config, **changes)
+        self.app = self.late.app = self.build(self.config)
 
     def wait_for_empty_store(self, timeout: float) -> bool:
         """Wait until Quorum holds no room (ended conferences processed and forgotten)."""
@@ -167,16 +182,24 @@ def wait_until(condition, timeout: float) -> bool:
     return True
 
 
+def as_env(config: Config) -> dict:
+    """The settings of `config` as the environment variables `Config.from_env` reads them from."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    return {name.upper(): ("true" if value else "false") if isinstance(value, bool) else str(value)
+            for name, value in values.items() if value is not None}
+
+
 @contextlib.contextmanager
 def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_behavior: str = "skip",
                  end_grace_s: float = 0.5, api_timeout_s: float = 5.0, numbers=(DEMO_NUMBER,),
-                 wrong_signing_key: bool = False, seed: int = 0, archive_clock=None,
+                 wrong_signing_key: bool = False, seed: int = 0, archive_clock=None, env: Optional[dict] = None,
                  **settings) -> Iterator[Stack]:
     """Emulator + Quorum (in-process, real HTTP on loopback); everything stopped on exit.
 
     `wrong_signing_key` gives Quorum another key than the one the emulator signs with;
     `archive_clock` replaces the clock of the archive's upkeep (retention, deletion retries);
-    `settings` are further Config fields.
+    `settings` are further Config fields; `env` further settings as environment variables, read by
+    `Config.from_env` (which ignores names it does not know, so a test may name a setting a later version adds).
     """
     capture = LogCapture()
     logging.getLogger().addHandler(capture)
@@ -190,10 +213,13 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
                     signalwire_api_url=emulator.url, public_url=f"http://127.0.0.1:{server.server_port}",
                     min_participants=min_participants, pause_behavior=pause_behavior, end_grace_s=end_grace_s,
                     signalwire_timeout_s=api_timeout_s, log_level="WARNING", recordings_dir=archive, **settings)
-    late.app = create_app(config, archive_clock=archive_clock)
+    if env:
+        config = Config.from_env({**as_env(config), **env})
+    build = lambda config: create_app(config, archive_clock=archive_clock)  # noqa: E731
+    late.app = build(config)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="quorum-http", daemon=True)
     thread.start()
-    stack = Stack(emulator, late.app, config, capture, list(numbers))
+    stack = Stack(emulator, late.app, config, capture, list(numbers), late, build)
     for number in numbers:
         # As `quorum point-number` sets it: the voice webhook and the call status callback.
         emulator.add_number(number, f"{config.public_url}/voice/inbound", f"{config.public_url}/voice/call-status")
