@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Callable, Dict, Optional, Tuple
 
-from quorum import announcements, policy
+from quorum import announcements, policy, redis_outage
 from quorum.announcer import Announcer
 from quorum.delayed_kicks import DelayedKicks, backoff
 from quorum.keyed_workers import KeyedWorkers
@@ -31,6 +31,9 @@ from quorum.gateway import ANNOUNCERS, Outcome, SignalWireGateway, readers_for
 log = logging.getLogger("quorum.commands")
 
 LOCK_POLL_S = 0.05
+# A store that did not answer is tried again within a second, not after the REST backoff's 5 s: a try costs no
+# REST call, and the kept write is made (its lock freed, the room driven) soon after the store answers again.
+STORE_RETRY_MAX_S = 1.0
 URGENT_READ_ATTEMPTS = 5  # then decide on what the callbacks said rather than not at all
 
 
@@ -114,7 +117,7 @@ class CommandQueue:
 
     def _drive(self, room: str) -> None:
         """Write what the store did not take before (`Writes.flush`), send commands (`_command`) and hand a due
-        announcement to its lane; a store that does not answer has the room driven again after a backoff."""
+        announcement to its lane; a store that does not answer has the room driven again shortly."""
         with self._attempts_lock:
             redriven = room in self._redriven
             self._redriven.discard(room)
@@ -122,8 +125,8 @@ class CommandQueue:
             self._writes.flush(room)
             conf = self._command(room, redriven)
         except STORE_ERRORS as error:
-            log.warning("room=%s store unavailable (%s): driven again after a backoff", room, type(error).__name__)
-            self._retry(room)
+            redis_outage.reported(error)  # one line per outage, not one per room and try
+            self._retry_store(room)
             return
         if announcements.announcement_due(conf):
             self._announcer.submit(room)
@@ -131,6 +134,10 @@ class CommandQueue:
     def _retry(self, room: str) -> None:
         """Drive the room again after the backoff its failures in a row call for."""
         self._later.later(room, backoff(self._failed(room)))
+
+    def _retry_store(self, room: str) -> None:
+        """Drive the room again once the store may answer: the backoff, capped at STORE_RETRY_MAX_S."""
+        self._later.later(room, min(STORE_RETRY_MAX_S, backoff(self._failed(room))))
 
     def _command(self, room: str, redriven: bool = False) -> Optional[Conference]:
         """Send commands until the room's recordings match the wanted state, or hand over to the read path;
@@ -238,13 +245,12 @@ class CommandQueue:
         return change
 
     def _read(self, room: str, since: Optional[float] = None) -> None:
-        """On the read path: `_read_once`; a store that does not answer has the room driven again after a backoff."""
+        """On the read path: `_read_once`; a store that does not answer has the room driven again shortly."""
         try:
             self._read_once(room, since)
         except STORE_ERRORS as error:
-            log.warning("room=%s store unavailable (%s) for a read: asked again after a backoff", room,
-                        type(error).__name__)
-            self._retry(room)
+            redis_outage.reported(error)
+            self._retry_store(room)
 
     def _read_once(self, room: str, since: Optional[float]) -> None:
         """Read the room's conference if it still needs it (`since`: see `ReadQueue`), merge, then kick commands."""
