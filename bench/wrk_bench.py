@@ -15,7 +15,7 @@ Printed: requests/s and its ratio to the bare route served the same way, server 
 Redis's), wrk's p50/p99, non-2xx answers (must be 0), and for Quorum the crossing-to-command p99 from
 /metrics (the bucket bound it falls under).
 
-    python bench/wrk_bench.py [--duration 10] [--variants bare,memory,bare-dev,memory-dev,redis-1,redis-2]
+    python bench/wrk_bench.py [--duration 10] [--variants bare,memory,memory-nofile,bare-dev,memory-dev,redis-1,redis-2]
 """
 
 from __future__ import annotations
@@ -96,8 +96,10 @@ def start(variant: str, fake: LatencyFake, redis_server) -> Server:
         return Server("bench.bare_app:create_app()", 1, {}, ROOT)
     if variant == "bare-dev":
         return DevServer(True, {})
-    env = {**quorum_env(fake, redis_server.url if variant.startswith("redis") else None), "API_TOKEN": TOKEN,
-           "RECORDINGS_DIR": tempfile.mkdtemp(prefix="quorum-wrk-")}
+    # memory-nofile: the memory store alone, as before it wrote through to its state file.
+    env = {**quorum_env(fake, redis_server.url if variant.startswith("redis") else None,
+                        tempfile.mkdtemp(prefix="quorum-wrk-"), "off" if variant == "memory-nofile" else ""),
+           "API_TOKEN": TOKEN}
     if variant == "memory-dev":
         return DevServer(False, env)
     workers = int(variant.split("-")[1]) if variant.startswith("redis") else 1
