@@ -29,8 +29,7 @@ class _memo:
         """The value, computed once and kept in the instance's __dict__ (which then shadows this descriptor)."""
         if obj is None:
             return self
-        value = obj.__dict__[self._name] = self._fn(obj)
-        return value
+        return obj.__dict__.setdefault(self._name, self._fn(obj))
 
 
 RECORDING = "recording"
@@ -93,6 +92,7 @@ class RecordingInfo:
     call_sid: Optional[str] = None  # set for a participant's own recording
     url: Optional[str] = None
     duration_s: Optional[float] = None
+    missing: Optional[str] = None  # why there is no audio for it (yet), for the conversation record
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ class Conference:
     updated_at: float = 0.0  # newest event, either clock: only compared with STALE_AFTER_S
     ended_at: Optional[float] = None
     timeline: tuple = ()
+    process_after: float = 0.0  # our clock: archiving was put off (SignalWire unreachable...) until then
 
     @_memo
     def _on_the_line(self) -> tuple:
@@ -180,8 +181,7 @@ def evolve(obj, **changes):
 
 _KINDS = (Presence, Transition, Caller, RecordingInfo, Conference)
 _FIELDS = {kind: frozenset(f.name for f in fields(kind)) for kind in _KINDS}
-_CACHED = {kind: tuple(name for name, value in vars(kind).items() if isinstance(value, _memo))
-           for kind in _KINDS}
+_CACHED = {kind: tuple(name for name, value in vars(kind).items() if isinstance(value, _memo)) for kind in _KINDS}
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))

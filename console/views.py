@@ -253,6 +253,7 @@ def recordings_view(record: dict, media_url: Callable[[str], str]) -> List[dict]
         rows.append({"name": name, "sources": [{"url": media_url(f), "type": t} for f, t in files if f],
                      "download": media_url(audio["wav_file"]) if audio.get("wav_file") else None,
                      "length": duration_words(duration / 1000) if duration is not None else None,
+                     "missing": audio.get("missing"),
                      "snr": snr_reading(audio.get("snr")), "rt60": rt60_reading(audio.get("rt60"))})
     return rows
 

@@ -127,21 +127,24 @@ class RecordingController:
             self._processor.submit(key)
 
     def recording_event(self, event: RecordingEvent) -> Decision:
-        """Apply a recording status callback to the conference that holds the recording."""
+        """Apply a recording status callback to the conference that holds the recording; the end of a recording
+        no conference holds is kept on its own (`_keep_unclaimed`)."""
         key = event.room if event.status == "in-progress" else self._holder(event.room, event.recording_sid)
-        sids, displaced = {}, {}
+        sids, displaced, unclaimed = {}, {}, {}
 
         def apply(conf: Optional[Conference], _caller: Optional[dict]) -> Optional[Conference]:
             displaced.clear()  # a retried mutation starts over
             sids.clear()
+            unclaimed.clear()
+            if event.status != "in-progress" and (conf is None or event.recording_sid not in conf.recordings):
+                unclaimed["recording"] = event.recording_sid  # whose it is, only SignalWire can say
+                return conf
             if conf is not None and conf.ended and event.recording_sid not in conf.recordings:
                 # A recording we do not know yet belongs to the room's next conference, never to an ended
                 # one: the ended conference moves aside and a fresh one holds the recording.
                 displaced["conference"] = conf
                 conf = None
             if conf is None:
-                if event.status != "in-progress":
-                    return None  # the end of a recording we no longer track
                 conf = policy.new_conference(event.room, None, event.at, self._rules(event.room), self._clock())
             sids["conference"] = conf.conference_sid
             return self._finish_if_done(policy.recording_status(
@@ -150,9 +153,27 @@ class RecordingController:
         retired, result = self._store.mutate_unless_retired(key, apply, event.recording_sid)
         if retired:
             return Decision.STALE  # its conversation is archived: a late or retried callback
+        if unclaimed:
+            return self._keep_unclaimed(event)
         if displaced:
             self._park(displaced["conference"], self._clock())
         return self._after(key, result, f"recording={event.recording_sid} {event.status}", sids.get("conference"))
+
+    def _keep_unclaimed(self, event: RecordingEvent) -> Decision:
+        """Keep the end of a recording no held conference knows (its in-progress was lost, or a restart forgot its
+        conference) under a key of its own, ended, for processing to ask SignalWire whose it is: never forgotten."""
+        key, now = unclaimed_key(event.room, event.recording_sid), self._clock()
+
+        def keep(conf: Optional[Conference], _caller: Optional[dict]) -> Conference:
+            conf = conf or policy.new_conference(event.room, None, event.at, self._rules(event.room), now)
+            conf = policy.recording_status(conf, event.recording_sid, event.status, event.at, event.url,
+                                           event.duration_s, event.call_sid)
+            return policy.to_processing(policy.conference_ended(conf, now))
+
+        retired, result = self._store.mutate_unless_retired(key, keep, event.recording_sid)
+        if retired:
+            return Decision.STALE
+        return self._after(key, result, f"recording={event.recording_sid} {event.status} unclaimed", None)
 
     def _holder(self, room: str, recording_sid: str) -> str:
         """The store key of the room's conference (live or parked) that knows this recording."""
@@ -314,6 +335,11 @@ class RecordingController:
             self._commands.kick(room, crossed_at)
             return Decision.QUEUED
         return Decision.APPLIED
+
+
+def unclaimed_key(room: str, recording_sid: str) -> str:
+    """Where the end of a recording no held conference knows waits until SignalWire says whose it is."""
+    return f"{room}#recording:{recording_sid}"
 
 
 class Housekeeper(threading.Thread):

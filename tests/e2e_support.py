@@ -17,7 +17,7 @@ from werkzeug.serving import make_server
 
 from app import create_app, services, shutdown
 from config import Config
-from emulator.faults import Faults
+from emulator.faults import Behaviour, Faults
 from emulator.scenarios import DEMO_NUMBER
 from emulator.server import Emulator, QuietHandler
 
@@ -131,6 +131,7 @@ class Stack:
     config: Config
     log: LogCapture
     numbers: List[str] = field(default_factory=list)
+    server_app: _LateApp = field(default_factory=_LateApp)  # what the Quorum server serves: `app`
 
     @property
     def store(self):
@@ -147,6 +148,12 @@ class Stack:
                     and self.emulator.dispatcher.pending() == 0 and commands.depth() == 0):
                 return True
         return False
+
+    def restart(self, store=None) -> None:
+        """Stop Quorum and start it again on the same settings and archive, as a new process would (`store`:
+        the new process's state store; by default the settings' own)."""
+        shutdown(self.app)
+        self.app = self.server_app.app = create_app(self.config, store=store)
 
     def wait_for_empty_store(self, timeout: float) -> bool:
         """Wait until Quorum holds no room (ended conferences processed and forgotten)."""
@@ -171,18 +178,18 @@ def wait_until(condition, timeout: float) -> bool:
 def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_behavior: str = "skip",
                  end_grace_s: float = 0.5, api_timeout_s: float = 5.0, numbers=(DEMO_NUMBER,),
                  wrong_signing_key: bool = False, seed: int = 0, archive_clock=None,
-                 **settings) -> Iterator[Stack]:
+                 behaviour: Behaviour = Behaviour(), **settings) -> Iterator[Stack]:
     """Emulator + Quorum (in-process, real HTTP on loopback); everything stopped on exit.
 
     `wrong_signing_key` gives Quorum another key than the one the emulator signs with;
     `archive_clock` replaces the clock of the archive's upkeep (retention, deletion retries);
-    `settings` are further Config fields.
+    `behaviour` picks the emulator's reading where SignalWire's docs are silent; `settings` are further Config fields.
     """
     capture = LogCapture()
     logging.getLogger().addHandler(capture)
     late = _LateApp()
     server = make_server("127.0.0.1", 0, late, threaded=True, request_handler=QuietHandler)
-    emulator = Emulator(faults=faults, seed=seed).start()
+    emulator = Emulator(faults=faults, seed=seed, behaviour=behaviour).start()
     archive = tempfile.mkdtemp(prefix="quorum-e2e-recordings-")
     config = Config(signalwire_project_id=emulator.project, signalwire_api_token=emulator.token,
                     signalwire_space_url="emulator.invalid", signalwire_signing_key=
@@ -193,7 +200,7 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
     late.app = create_app(config, archive_clock=archive_clock)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="quorum-http", daemon=True)
     thread.start()
-    stack = Stack(emulator, late.app, config, capture, list(numbers))
+    stack = Stack(emulator, late.app, config, capture, list(numbers), late)
     for number in numbers:
         emulator.add_number(number, f"{config.public_url}/voice/inbound")
     try:
@@ -203,6 +210,6 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
         server.server_close()
         thread.join(timeout=5)
         emulator.stop()
-        shutdown(late.app)
+        shutdown(stack.app)
         shutil.rmtree(archive, ignore_errors=True)
         logging.getLogger().removeHandler(capture)
