@@ -24,7 +24,7 @@ FINAL = WITH_MEDIA + WITHOUT_MEDIA  # any other status (in-progress, paused, que
 RUNNING_WAIT_S = 3600.0
 # Between tries that could not finish: as long again as the conference has waited since it ended (a backoff that
 # doubles), within these bounds. The sweep runs each try once it is due.
-RETRY_FIRST_S, RETRY_MAX_S = 5.0, 600.0
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 600.0
 
 
 def no_media(found: ListedRecording) -> Optional[str]:

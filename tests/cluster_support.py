@@ -27,7 +27,7 @@ from emulator.faults import Faults
 from emulator.server import Emulator, QuietHandler
 from quorum.controller import QUIET_ROUNDS
 from quorum.redis_store import RedisStore
-from support import free_port
+from support import checks_the_archive, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -220,9 +220,12 @@ class Cluster:
         return all(worker.healthz()["queue_depth"] == 0 for worker in self.workers)
 
     def _last_rest_work(self) -> float:
-        """When the emulator last answered a REST request other than the reconciler's list of conferences."""
+        """When the emulator last answered a REST request other than the reconciler's list of conferences and the
+        archive's checks of ended conferences (put off with a backoff when they fail, so never quiet for long)."""
         calls = self.emulator.rest_log.calls
-        return next((call.at for call in reversed(list(calls)) if not is_conference_list(call.path)), 0.0)
+        ended = {conf.sid: conf.ended_at for conf in self.emulator.conferences()}
+        return next((call.at for call in reversed(list(calls))
+                     if not is_conference_list(call.path) and not checks_the_archive(call, ended)), 0.0)
 
     def wait_for_empty_store(self, timeout: float) -> bool:
         """Wait until Quorum holds no room (ended conferences processed and forgotten)."""

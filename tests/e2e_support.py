@@ -20,6 +20,7 @@ from config import Config
 from emulator.faults import Behaviour, Faults
 from emulator.scenarios import DEMO_NUMBER
 from emulator.server import Emulator, QuietHandler
+from support import checks_the_archive
 
 
 class LogCapture(logging.Handler):
@@ -162,6 +163,13 @@ class Stack:
             time.sleep(0.05)
         services(self.app).processor.wait_idle(max(0.0, deadline - time.time()))
         return not self.store.rooms()
+
+
+def live_reads(stack: Stack) -> int:
+    """GETs Quorum sent, but for the archive's check of each ended conference (a list of its recordings)."""
+    ended = {conf.sid: conf.ended_at for conf in stack.emulator.conferences()}
+    return sum(1 for call in stack.emulator.rest_log.calls
+               if call.method == "GET" and not checks_the_archive(call, ended))
 
 
 def wait_until(condition, timeout: float) -> bool:

@@ -30,7 +30,8 @@ LAML_RECORDINGS = f"https://example.signalwire.com/api/laml/2010-04-01/Accounts/
 LAML_MEDIA = re.compile(re.escape(LAML_RECORDINGS) + r"([^/.]+)\.wav")
 # What the archive's reconcile asks before a conference is archived: its recordings (paged), each caller's own
 # (List all Recordings, CallSid), and one recording's resource.
-CONFERENCE_RECORDINGS_LIST = re.compile(rf"{re.escape(API_BASE)}/Conferences/([^/]+)/Recordings\.json\?(?:.*&)?PageSize=")
+CONFERENCE_RECORDINGS_LIST = re.compile(
+    rf"{re.escape(API_BASE)}/Conferences/([^/]+)/Recordings\.json\?(?:.*&)?PageSize=")
 CALL_RECORDINGS_LIST = re.compile(rf"{re.escape(API_BASE)}/Recordings\.json\?")
 RECORDING_RESOURCE = re.compile(rf"{re.escape(API_BASE)}/Recordings/([^/.]+)\.json")
 # Archives of apps made by make_config; conftest removes it when the session ends.
@@ -50,6 +51,17 @@ def wav_bytes(seconds: float = 2.0, rate: int = 8000, seed: int = 0) -> bytes:
         writer.setframerate(rate)
         writer.writeframes((samples * 32767).astype("<i2").tobytes())
     return out.getvalue()
+
+
+def checks_the_archive(call, ended_at: dict) -> bool:
+    """Whether an emulator RestCall is the archive's check of an ended conference at SignalWire (a list of its
+    recordings or a caller's, a recording's resource); `ended_at`: conference sid -> when it ended there."""
+    parts = call.path.split("/")
+    if call.method != "GET" or not parts[-1].startswith("Recordings") and parts[-2] != "Recordings":
+        return False
+    if parts[-3] != "Conferences":
+        return True
+    return ended_at.get(parts[-2]) is not None and call.at >= ended_at[parts[-2]]
 
 
 def recordings_page(items: list) -> dict:

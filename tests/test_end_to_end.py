@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 
-from e2e_support import quorum_stack, wait_until
+from e2e_support import live_reads, quorum_stack, wait_until
 from emulator.audio import RATE
 from emulator.faults import Faults
 from emulator.scenarios import (DEMO, DEMO_NUMBER, Player, expected_writes, logged_quorum, presence, quorum_spans,
@@ -38,18 +38,6 @@ def _same_second_stays(stack) -> int:
     """Calls that joined and left within one second of SignalWire's clock."""
     return sum(1 for call in stack.emulator.sim.calls.values()
                if call.left_at is not None and int(call.joined_at) == int(call.left_at))
-
-
-def _live_reads(stack) -> int:
-    """GETs Quorum sent, but for the archive's check of each ended conference (a list of its recordings)."""
-    ended = {conf.sid: conf.ended_at for conf in stack.emulator.conferences()}
-
-    def checks_the_archive(call) -> bool:
-        parts = call.path.split("/")
-        return (parts[-1] == "Recordings.json" and parts[-3] == "Conferences"
-                and ended.get(parts[-2]) is not None and call.at >= ended[parts[-2]])
-
-    return sum(1 for call in stack.emulator.rest_log.calls if call.method == "GET" and not checks_the_archive(call))
 
 
 def _download_wav(url: str) -> np.ndarray:
@@ -88,7 +76,7 @@ def test_demo_records_exactly_while_a_quorum_is_on_the_line(minimum, behavior):
 
         # No reads on the hot path; only a call that joins and leaves within one second (SignalWire's
         # Timestamp resolution) is confirmed with a read: its participants and its recordings.
-        assert _live_reads(stack) == 2 * _same_second_stays(stack)
+        assert live_reads(stack) == 2 * _same_second_stays(stack)
         writes = stack.emulator.rest_log.writes()
         assert len(writes) == crossings
         assert all(w.status == 200 for w in writes)
@@ -124,7 +112,7 @@ def test_participant_recordings_run_only_while_the_conference_recording_does():
             expected = _within(quorum, call.joined_at, call.left_at)
             assert span_problems(recorded_spans(rec), expected, TOLERANCE_S) == []
         assert all(w.status in (200, 201) for w in stack.emulator.rest_log.writes())
-        assert _live_reads(stack) == 2 * _same_second_stays(stack)
+        assert live_reads(stack) == 2 * _same_second_stays(stack)
         assert stack.wait_for_empty_store(5)
         channels = sorted(Path(stack.config.recordings_dir).glob("*/*/*/channel-*.wav"))
         assert sorted(p.read_bytes() for p in channels) == sorted(stack.emulator.wav(r.sid) for r in own)
