@@ -172,32 +172,37 @@ class ConversationProcessor:
         outcome, conference_sid = self._conference_of(conf)
         if outcome is not Outcome.OK:
             return self._put_off(key, conf, "SignalWire could not say whose recording it is")
-        recordings = ",".join(sorted(conf.recordings))
         if conference_sid is None:
-            log.warning("room=%s recording=%s action=drop reason=SignalWire names no conference Quorum knows for it;"
-                        " SignalWire keeps it", conf.room, recordings)
+            log.warning("room=%s recording=%s action=drop reason=SignalWire names no conference Quorum holds for it",
+                        conf.room, ",".join(sorted(conf.recordings)))
             self._drop(key)
             return None
         holder = next((k for k, held in self._store.conferences() if k != key and held.conference_sid == conference_sid),
                       None)
         if holder is not None:
-            merged = self._store.mutate(holder, lambda h: reconcile.adopted(h, conf)
-                                        if h is not None and h.conference_sid == conference_sid else h)
-            self._drop(key)
-            log.info("room=%s conference=%s recording=%s action=adopt key=%s", conf.room, conference_sid, recordings,
-                     holder)
-            if merged is not None and merged.status == PROCESSING:
-                self.submit(holder)
+            self._hand_over(key, conf, holder, conference_sid)
             return None
-        if self._store.is_retired(conference_sid) or self._archive.find(conference_sid) is not None:
+        # Retired but neither held nor archived: its end came when nothing of it was held (a restart). It is not
+        # archived yet, so these recordings become its conversation.
+        if self._archive.find(conference_sid) is not None:
             log.warning("room=%s conference=%s recording=%s action=drop reason=its conversation is archived "
-                        "without it; SignalWire keeps it", conf.room, conference_sid, recordings)
+                        "without it; SignalWire keeps it", conf.room, conference_sid, ",".join(sorted(conf.recordings)))
             self._drop(key)
             return None
         result = self._store.mutate(key, lambda c: reconcile.claimed(c, conference_sid)
                                     if c is not None and c.conference_sid is None else c)
-        log.info("room=%s conference=%s recording=%s action=claim key=%s", conf.room, conference_sid, recordings, key)
+        log.info("room=%s conference=%s action=claim key=%s", conf.room, conference_sid, key)
         return result if result is not None and result.conference_sid == conference_sid else None
+
+    def _hand_over(self, key: str, unclaimed: Conference, holder: str, conference_sid: str) -> None:
+        """Merge recordings no held conference knew into the one SignalWire says they are of (under `holder`)."""
+        merged = self._store.mutate(holder, lambda h: reconcile.adopted(h, unclaimed)
+                                    if h is not None and h.conference_sid == conference_sid else h)
+        self._drop(key)
+        log.info("room=%s conference=%s recording=%s action=adopt key=%s", unclaimed.room, conference_sid,
+                 ",".join(sorted(unclaimed.recordings)), holder)
+        if merged is not None and merged.status == PROCESSING:
+            self.submit(holder)
 
     def _conference_of(self, conf: Conference) -> Tuple[Outcome, Optional[str]]:
         """The conference SignalWire names for the first of these recordings it knows (`GET /Recordings/{R}`

@@ -448,6 +448,15 @@ def test_recordings_view_lists_mix_then_channels_with_sources():
     assert rows[2]["sources"] == [] and rows[2]["download"] is None and rows[2]["length"] is None
 
 
+def test_the_conversation_page_says_why_a_recording_has_no_audio(app, operator):
+    why = "SignalWire lists it as absent: it has no audio"
+    guest = {**record()["channels"][1], "audio": {**EMPTY_AUDIO, "missing": why}}
+    archive(app, record(channels=[record()["channels"][0], guest]))
+    assert views.recordings_view(record(channels=[guest]), str)[1]["missing"] == why
+    html = unescape(operator.get(f"/conversations/{CONF}").get_data(as_text=True))
+    assert f"No audio: {why}." in html and "No audio was kept for this one." not in html
+
+
 def test_conversation_facts():
     facts = views.conversation_facts(record())
     assert (facts["recorded"], facts["paused"], facts["length"], facts["callers"]) == ("7.0 s", "3.0 s", "12 s", 2)

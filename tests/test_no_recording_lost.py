@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import redis
+import requests
 import responses
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app import create_app, services, shutdown
 from e2e_support import quorum_stack, wait_until
@@ -24,7 +31,7 @@ from emulator.scenarios import DEMO_NUMBER, Player
 from recording_state import PROCESSING, MemoryStore
 from support import (API_BASE, CALL_RECORDINGS_LIST, CONFERENCE_RECORDINGS_LIST, LAML_MEDIA, LAML_RECORDINGS,
                      RECORDING_DELETE, RECORDING_RESOURCE, SignedCallbacks, conference_form, make_config,
-                     recording_resource, recordings_page, sid, wav_bytes)
+                     free_port, recording_resource, recordings_page, sid, wav_bytes)
 
 ROOM = "+15550009999"
 CONF = sid("conf-n")
@@ -305,6 +312,24 @@ def test_a_callers_own_recording_whose_end_was_lost_is_found_by_listing_the_call
         shutdown(line.app)
 
 
+def test_a_callers_own_recording_whose_creation_timed_out_and_whose_callbacks_were_lost_is_still_archived(
+        tmp_path, holds, signalwire):
+    """The create took effect at SignalWire but its answer never came (not retried: that would record the caller
+    twice), and none of its callbacks got through: listing the caller's recordings finds it."""
+    signalwire.add(responses.POST, CALL_RECORDING_CREATE, body=requests.ConnectionError("answer lost"))
+    line = make_line(tmp_path, participant_recording="inbound", record_participants=HOST_NUMBER)
+    try:
+        holds.hold(MIX)
+        holds.hold(OWN, call=HOST)
+        line.begin()
+        line.end()
+        line.recording(MIX, "completed")
+        record = line.archived()
+        assert audio_of(record) == [("mix.wav", None), ("channel-01.wav", None), (None, None)]
+    finally:
+        shutdown(line.app)
+
+
 def test_without_participant_recording_no_caller_is_listed(line, holds):
     holds.hold(MIX)
     line.begin()
@@ -353,6 +378,33 @@ def test_after_a_restart_the_completed_callback_is_archived_with_the_conference_
         assert services(again.app).store.rooms() == []
     finally:
         shutdown(again.app)
+
+
+LAST_EVENTS = [("participant-leave", GUEST), ("participant-leave", HOST), ("conference-end", None),
+               ("recording", MIX)]
+
+
+@settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(LAST_EVENTS))
+def test_after_a_restart_the_end_of_a_call_in_any_order_is_archived_once_with_its_audio(tmp_path_factory, order):
+    """A new process with an empty store gets the end of a call it never saw begin, in any order."""
+    tmp_path = tmp_path_factory.mktemp("restart")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as fake:
+        SignalWireHolds(fake).hold(MIX)
+        line = Line(create_app(make_config(recordings_dir=str(tmp_path), end_grace_s=0.2), store=MemoryStore()))
+        try:
+            for at, (kind, sid_or_call) in enumerate(order, start=1):
+                if kind == "recording":
+                    line.recording(sid_or_call, "completed")
+                else:  # SignalWire's Timestamps are in the order things happened, whatever the order they came in
+                    at = 1_800_000_000 + [e for e, _ in LAST_EVENTS].index(kind) + (sid_or_call == HOST)
+                    line.ok("/voice/conference-status", conference_form(kind, CONF, ROOM, sid_or_call, at=at))
+            record = line.archived()
+            assert record["status"] == "ready" and audio_of(record)[0] == ("mix.wav", None)
+            assert len(list(tmp_path.glob(f"*/*/{CONF}"))) == 1
+            assert wait_until(lambda: services(line.app).store.rooms() == [], 10)
+        finally:
+            shutdown(line.app)
 
 
 def test_a_completed_callback_naming_a_recording_of_the_held_conference_is_merged_into_it(line, holds):
@@ -465,6 +517,48 @@ def test_end_to_end_the_end_of_a_call_lost_to_an_outage_is_still_archived_with_a
         stack.emulator.set_faults(lost)
         player.play(SESSION[4:])
         assert stack.settle() and stack.wait_for_empty_store(20)
+        record, wav = _archived_mix(stack)
+        assert record["status"] == "ready" and wav == stack.emulator.wav(_mix_sid(stack))
+
+
+@pytest.fixture
+def redis_to_stop(tmp_path):
+    """A redis-server of this test's own (the session's is shared), to stop and resume: (its URL, its process)."""
+    port = free_port()
+    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    assert wait_until(lambda: _answers(url), 10)
+    yield url, server
+    server.send_signal(signal.SIGCONT)
+    server.terminate()
+    server.wait(10)
+
+
+def _answers(url) -> bool:
+    try:
+        return redis.Redis.from_url(url).ping()
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.mark.slow
+def test_end_to_end_redis_unreachable_while_a_call_ends_loses_no_audio(redis_to_stop):
+    """Row 4 itself: Redis stops answering as the call ends, Quorum answers every callback of its end 503 until
+    SignalWire gives up (three attempts each); Redis comes back; SignalWire holds the whole recording."""
+    url, server = redis_to_stop
+    with quorum_stack(reconcile_interval_s=0.3, redis_url=url) as stack:
+        player = Player(stack.emulator)
+        player.play(SESSION[:4])
+        assert stack.settle()
+        server.send_signal(signal.SIGSTOP)
+        stopped_at = time.time()
+        player.play(SESSION[4:])
+        assert stack.emulator.settle(90) and wait_until(lambda: stack.emulator.dispatcher.pending() == 0, 30)
+        ends = {(a.callback.event, a.status) for a in stack.emulator.callback_attempts() if a.at > stopped_at}
+        assert ends == {("participant-leave", 503), ("conference-end", 503), ("recording:completed", 503)}
+        server.send_signal(signal.SIGCONT)
+        assert stack.wait_for_empty_store(30)
         record, wav = _archived_mix(stack)
         assert record["status"] == "ready" and wav == stack.emulator.wav(_mix_sid(stack))
 
