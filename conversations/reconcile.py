@@ -124,9 +124,9 @@ def adopted(holder: Conference, unclaimed: Conference) -> Conference:
 def _ended(conf: Conference, recording_sid: str, found: ListedRecording, url: Optional[str] = None) -> Conference:
     """The recording over, as SignalWire lists it; what its callbacks told is kept, what they did not is filled in."""
     if conf.recordings.get(recording_sid) != GONE:
-        conf = policy.recording_status(conf, recording_sid, "completed", _ended_at(conf), call_sid=found.owner)
+        conf = policy.recording_status(conf, recording_sid, "completed", _ended_at(conf))
     info = _info(conf, recording_sid)
-    conf = _with_info(conf, recording_sid, url=info.url or url,
+    conf = _with_info(conf, recording_sid, url=info.url or url, call_sid=info.call_sid or found.owner,
                       duration_s=info.duration_s if info.duration_s is not None else found.duration_s)
     owner = _info(conf, recording_sid).call_sid
     return _as_channel(conf, owner) if owner else conf

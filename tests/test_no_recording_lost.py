@@ -28,7 +28,9 @@ from app import create_app, services, shutdown
 from e2e_support import quorum_stack, wait_until
 from emulator.faults import Faults
 from emulator.scenarios import DEMO_NUMBER, Player
-from recording_state import PROCESSING, MemoryStore
+from conversations import reconcile
+from quorum.gateway import ListedRecording
+from recording_state import ABANDONED, GONE, PROCESSING, Conference, MemoryStore, RecordingInfo
 from support import (API_BASE, CALL_RECORDINGS_LIST, CONFERENCE_RECORDINGS_LIST, LAML_MEDIA, LAML_RECORDINGS,
                      RECORDING_DELETE, RECORDING_RESOURCE, SignedCallbacks, conference_form, make_config,
                      free_port, recording_resource, recordings_page, sid, wav_bytes)
@@ -475,6 +477,58 @@ def test_a_recording_found_only_by_the_reconcile_is_deleted_only_once_its_copy_i
             assert seen == []  # the listed 5 s does not match the 2 s WAV: SignalWire keeps its copy
     finally:
         shutdown(line.app)
+
+
+# --- the pure decisions (conversations/reconcile.py) ----------------------------------------------
+
+def ended_conference(**changes):
+    return Conference(**{"room": ROOM, "conference_sid": CONF, "ended": True, "ended_at": 1000.0, "opened_at": 900.0,
+                         "status": PROCESSING, **changes})
+
+
+def media_at(recording_sid):
+    return f"https://example.signalwire.com/media/{recording_sid}"
+
+
+def test_merged_fills_in_what_no_callback_told_and_keeps_what_one_did():
+    conf = ended_conference(recordings={MIX: ABANDONED, OWN: GONE},
+                            recording_info={OWN: RecordingInfo(url="https://callback/own", duration_s=None)})
+    merged = reconcile.merged(conf, {MIX: ListedRecording("completed", 4.0, CONF),
+                                     OWN: ListedRecording("completed", 3.0, None, HOST)}, media_at)
+    assert merged.recordings == {MIX: GONE, OWN: GONE}
+    assert merged.recording_info[MIX] == RecordingInfo(url=media_at(MIX), duration_s=4.0)
+    assert merged.recording_info[OWN] == RecordingInfo(call_sid=HOST, url="https://callback/own", duration_s=3.0)
+    assert merged.callers[HOST].joined_at == 900.0  # a channel for it, from when Quorum first heard of the call
+
+
+def test_merged_says_why_a_recording_listed_without_media_has_none_and_fetches_nothing():
+    conf = ended_conference(recordings={MIX: GONE}, recording_info={MIX: RecordingInfo(url=media_at(MIX))})
+    merged = reconcile.merged(conf, {MIX: ListedRecording("absent", 0.0, CONF)}, media_at)
+    assert merged.recording_info[MIX].url is None
+    assert merged.recording_info[MIX].missing == "SignalWire lists it as absent: it has no audio"
+
+
+def test_a_recording_still_running_at_signalwire_waits_unless_a_callback_reported_its_end():
+    listed = {MIX: ListedRecording("in-progress", None, CONF), OWN: ListedRecording("paused", None, None, HOST)}
+    conf = ended_conference(recordings={MIX: ABANDONED, OWN: GONE})
+    assert reconcile.running(conf, listed) == {MIX: listed[MIX]}
+    gave_up = reconcile.gave_up(conf, {MIX: listed[MIX]}, 3720.0)
+    assert gave_up.recordings[MIX] == ABANDONED
+    assert gave_up.recording_info[MIX].missing == "still in-progress at SignalWire 62 min after the conference ended"
+
+
+@pytest.mark.parametrize("waited_s, delay_s", [(0.2, 1.0), (30.0, 30.0), (5000.0, 600.0)])
+def test_a_try_put_off_waits_as_long_again_as_the_conference_has_waited_within_bounds(waited_s, delay_s):
+    assert reconcile.put_off(ended_conference(), 1000.0 + waited_s).process_after == 1000.0 + waited_s + delay_s
+
+
+def test_an_unclaimed_recording_adopted_by_its_ended_conference_finishes_it():
+    holder = ended_conference(status="live", recordings={})
+    unclaimed = Conference(room=ROOM, recordings={MIX: GONE}, ended=True, ended_at=1200.0,
+                           recording_info={MIX: RecordingInfo(url=media_at(MIX), duration_s=2.0)})
+    adopted = reconcile.adopted(holder, unclaimed)
+    assert adopted.status == PROCESSING and adopted.recordings == {MIX: GONE}
+    assert adopted.recording_info[MIX].url == media_at(MIX)
 
 
 # --- end to end, against the emulator -------------------------------------------------------------
