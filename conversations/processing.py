@@ -257,7 +257,9 @@ class ConversationProcessor:
             outcome, found = self._gateway.fetch_recording(recording_sid)
             if outcome is Outcome.GONE:
                 return True, "its media and its resource answer 404 at SignalWire: deleted there"
-            why = reconcile.no_media_served(found) if outcome is Outcome.OK else None
+            if outcome is not Outcome.OK:
+                return False, "its media answered HTTP 404 and SignalWire could not be asked why; Quorum tries again"
+            why = reconcile.no_media_served(found)
             if why is not None:
                 return True, why
             return False, "its media answered HTTP 404, yet SignalWire still lists it; Quorum tries again"
