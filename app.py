@@ -87,7 +87,8 @@ class Services:
 def build_services(config: Config, client=None, store: Optional[StateStore] = None,
                    archive_clock: Optional[Callable[[], float]] = None) -> Services:
     """Wire every part once; `client` (the SignalWire SDK client) and `store` default from `config`;
-    `archive_clock` is the clock of the archive's upkeep (retention, deletion retries), for tests to move."""
+    `archive_clock` is the clock of the archive's upkeep (retention, deletion and archiving retries), for tests to
+    move."""
     archive = prepared_archive(config)
     store = store if store is not None else build_store(config)
     # Before anything reads Redis: an unreachable REDIS_URL is said once, here, and Quorum starts all the same.
@@ -103,7 +104,6 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     copies = SignalWireCopies(archive, store, gateway.delete_recording, config.delete_from_signalwire,
                               clock=archive_clock or time.time)
     retention = Retention(archive, store, copies, config.archive_retention_days, clock=archive_clock or time.time)
-    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media, copies=copies)
     # The lock outlives the longest action (a read of three requests, each with connect and read timeouts),
     # so two processes never command one room at once.
     commands = CommandQueue(store, gateway, lock_ttl_s=6 * config.signalwire_timeout_s + 5,
@@ -113,6 +113,11 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
                             workers=config.signalwire_concurrency, reads_per_s=config.reconcile_max_reads_per_s,
                             observe_crossing=metrics.crossing_seconds.observe)
     metrics.watch_queue(commands.depth)
+    # Archiving asks SignalWire for each conference's recordings: GETs within the readers' shared budget.
+    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media, gateway,
+                                      copies=copies, reads=commands.reads.take_budget,
+                                      list_calls=config.participant_recording != "off",
+                                      clock=archive_clock or time.time)
     controller = RecordingController(store, commands, processor, config.rule_for, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller, gateway=gateway,
                                      repair_interval_s=config.repair_interval_s)

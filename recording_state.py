@@ -78,6 +78,7 @@ class RecordingInfo:
     call_sid: Optional[str] = None  # set for a participant's own recording
     url: Optional[str] = None
     duration_s: Optional[float] = None
+    missing: Optional[str] = None  # why there is no audio for it (yet), for the conversation record
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class Conference:
     updated_at: float = 0.0  # newest event, either clock: only compared with STALE_AFTER_S
     ended_at: Optional[float] = None
     timeline: tuple = ()
+    process_after: float = 0.0  # our clock: archiving was put off (SignalWire unreachable...) until then
 
     @memo
     def _on_the_line(self) -> tuple:

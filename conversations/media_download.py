@@ -22,12 +22,14 @@ Origin = Tuple[str, str, int]  # scheme, lower-case host, port
 
 
 class DownloadFailed(Exception):
-    """A download that produced no file; `retry` says whether another attempt could help."""
+    """A download that produced no file; `retry` says whether another attempt could help, `status` is the HTTP
+    status SignalWire answered (None when it answered none)."""
 
-    def __init__(self, problem: str, retry: bool):
+    def __init__(self, problem: str, retry: bool, status: Optional[int] = None):
         super().__init__(problem)
         self.problem = problem
         self.retry = retry
+        self.status = status
 
 
 def origin_of(url: str) -> Optional[Origin]:
@@ -81,7 +83,8 @@ class MediaSource:
     def _copy(self, response: requests.Response, out: BinaryIO) -> None:
         """Write a 200's body chunk by chunk, stopping at the cap."""
         if response.status_code != 200:
-            raise DownloadFailed(f"HTTP {response.status_code}", retry=response.status_code >= 500)
+            code = response.status_code
+            raise DownloadFailed(f"HTTP {code}", retry=code >= 500 or code == 429, status=code)
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise DownloadFailed("larger than MAX_RECORDING_MB", retry=False)

@@ -3,7 +3,7 @@
 Shape (times in ms from the conversation's start, which is when Quorum first heard of it):
 
     {id, room, started_at, ended_at, status: live|processing|ready|failed,
-     audio: {wav_file, mp3_file, duration_ms, snr, rt60, deleted_from_signalwire},
+     audio: {wav_file, mp3_file, duration_ms, snr, rt60, deleted_from_signalwire, missing},
      recording_timeline: [{state: recording|paused, start_ms, end_ms}],
      announcements: [{at_ms, outcome: played|failed|skipped}],
      channels: [{connection_id, call_sid, from, to, host, start_ms, end_ms, holds: [{start_ms, end_ms}],
@@ -11,7 +11,9 @@ Shape (times in ms from the conversation's start, which is when Quorum first hea
 
 `status` is `failed` when the conference recording never reported its end (the mix is
 then missing); a missing channel recording leaves that channel's audio empty.
-`deleted_from_signalwire` turns true once SignalWire's copy of that recording is deleted.
+`deleted_from_signalwire` turns true once SignalWire's copy of that recording is deleted. `missing` says why a
+recording has no audio (SignalWire lists it absent, it is gone there, it never finished...; while processing, why
+not yet); it is null when there is audio, or no recording at all.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ READY = "ready"
 UNFINISHED = "failed"  # archived, but the conference recording never reported its end
 STATUSES = (LIVE, PROCESSING, READY, UNFINISHED)
 EMPTY_AUDIO = {"wav_file": None, "mp3_file": None, "duration_ms": None, "snr": None, "rt60": None,
-               "deleted_from_signalwire": False}
+               "deleted_from_signalwire": False, "missing": None}
 
 
 def iso(at: Optional[float]) -> Optional[str]:
@@ -97,9 +99,17 @@ def channels(conf: Conference, media: Dict[str, dict], until: float) -> List[dic
             "connection_id": caller.from_ or call_sid, "call_sid": call_sid, "from": caller.from_, "to": caller.to,
             "host": caller.host, "start_ms": _ms(caller.joined_at, conf.opened_at), "end_ms": _ms(end, conf.opened_at),
             "holds": [{"start_ms": _ms(a, conf.opened_at), "end_ms": _ms(b, conf.opened_at)} for a, b in holds],
-            "audio": media.get(own.get(call_sid), EMPTY_AUDIO),
+            "audio": audio(conf, media, own.get(call_sid)),
         })
     return result
+
+
+def audio(conf: Conference, media: Dict[str, dict], recording_sid: Optional[str]) -> dict:
+    """A recording's audio entry: what was archived of it, or none and why (EMPTY_AUDIO for no recording)."""
+    if recording_sid in media:
+        return media[recording_sid]
+    info = conf.recording_info.get(recording_sid) if recording_sid else None
+    return {**EMPTY_AUDIO, "missing": info.missing} if info else EMPTY_AUDIO
 
 
 def announcements(conf: Conference) -> List[dict]:
@@ -117,7 +127,7 @@ def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None
     return {
         "id": conf.conference_sid, "room": conf.room, "status": status,
         "started_at": iso(conf.opened_at), "ended_at": iso(conf.ended_at),
-        "audio": media.get(mix, EMPTY_AUDIO),
+        "audio": audio(conf, media, mix),
         "recording_timeline": recording_timeline(conf, mix, until),
         "announcements": announcements(conf),
         "channels": channels(conf, media, until),

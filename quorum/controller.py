@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
-from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from config import RoomRule
 from quorum import announcements, policy, read_schedule
 from quorum.call_end import call_ended
 from quorum.command_queue import CommandQueue
+# The events are imported from here by the routes and the tests, as before they had a module of their own.
+from quorum.events import PARTICIPANT_EVENTS, CallStatusEvent, ConferenceEvent, Decision, RecordingEvent  # noqa: F401
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
 from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, alone, evolve,
                              parked_key)
@@ -21,54 +21,6 @@ log = logging.getLogger("quorum.controller")
 # How often a repair round looks for conferences due a read. A round asks for the reads due before the next
 # one, so a conference is read every REPAIR_INTERVAL_S less up to this, never later (the budget allowing).
 REPAIR_TICK_S = 1.0
-PARTICIPANT_EVENTS = ("participant-join", "participant-leave", "participant-hold", "participant-unhold")
-
-
-class Decision(enum.StrEnum):
-    """What the controller did with a callback (the `X-Quorum-Outcome` header)."""
-
-    APPLIED = "applied"  # the state changed, or not, and no command is due
-    QUEUED = "queued"  # a command is due: the room was kicked
-    PROCESSING = "processing"  # the conference is over: handed to conversation processing
-    FORGOTTEN = "forgotten"  # nothing is left to track
-    STALE = "stale"  # a late callback for a finished conference or an archived recording
-    IGNORED = "ignored"  # an event kind Quorum does not act on
-
-
-@dataclass(frozen=True)
-class ConferenceEvent:
-    """A conference status callback, reduced to what the policy needs."""
-
-    kind: str  # conference-start | conference-end | participant-join | -leave | -hold | -unhold
-    room: str
-    conference_sid: str
-    call_sid: Optional[str]
-    at: float  # SignalWire's Timestamp: orders events
-    hold: bool = False  # the participant is on hold after this event
-    received: Optional[float] = None  # perf_counter() when the callback arrived, for the crossing latency
-
-
-@dataclass(frozen=True)
-class RecordingEvent:
-    """A recording status callback; the room comes from the callback URL's query string."""
-
-    room: str
-    recording_sid: str
-    status: str
-    at: float
-    url: Optional[str] = None
-    duration_s: Optional[float] = None
-    call_sid: Optional[str] = None  # set for a participant's own recording (from our callback URL)
-
-
-@dataclass(frozen=True)
-class CallStatusEvent:
-    """A call's own end: its <Dial> action (it left the conference) or its status callback (it hung up)."""
-
-    room: str  # from our <Dial> action's query, or the room /voice/inbound chose from the dialed number
-    call_sid: str
-    at: float  # when it ended: from SignalWire's Timestamp, else our arrival clock
-    received: Optional[float] = None  # perf_counter() when the callback arrived, for the crossing latency
 
 
 class RecordingController:
@@ -166,21 +118,24 @@ class RecordingController:
             self._processor.submit(key)
 
     def recording_event(self, event: RecordingEvent) -> Decision:
-        """Apply a recording status callback to the conference that holds the recording."""
+        """Apply a recording status callback to the conference that holds the recording; the end of a recording
+        no conference holds is kept on its own (`_keep_unclaimed`)."""
         key = event.room if event.status == "in-progress" else self._holder(event.room, event.recording_sid)
-        sids, displaced = {}, {}
+        sids, displaced, unclaimed = {}, {}, {}
 
         def apply(conf: Optional[Conference], _caller: Optional[dict]) -> Optional[Conference]:
             displaced.clear()  # a retried mutation starts over
             sids.clear()
+            unclaimed.clear()
+            if event.status != "in-progress" and (conf is None or event.recording_sid not in conf.recordings):
+                unclaimed["recording"] = event.recording_sid  # whose it is, only SignalWire can say
+                return conf
             if conf is not None and conf.ended and event.recording_sid not in conf.recordings:
                 # A recording we do not know yet belongs to the room's next conference, never to an ended
                 # one: the ended conference moves aside and a fresh one holds the recording.
                 displaced["conference"] = conf
                 conf = None
             if conf is None:
-                if event.status != "in-progress":
-                    return None  # the end of a recording we no longer track
                 conf = policy.new_conference(event.room, None, event.at, self._rules(event.room), self._clock())
             sids["conference"] = conf.conference_sid
             return self._finish_if_done(policy.recording_status(
@@ -189,9 +144,27 @@ class RecordingController:
         retired, result = self._store.mutate_unless_retired(key, apply, event.recording_sid)
         if retired:
             return Decision.STALE  # its conversation is archived: a late or retried callback
+        if unclaimed:
+            return self._keep_unclaimed(event)
         if displaced:
             self._park(displaced["conference"], self._clock())
         return self._after(key, result, f"recording={event.recording_sid} {event.status}", sids.get("conference"))
+
+    def _keep_unclaimed(self, event: RecordingEvent) -> Decision:
+        """Keep the end of a recording no held conference knows (its in-progress was lost, or a restart forgot its
+        conference) under a key of its own, ended, for processing to ask SignalWire whose it is: never forgotten."""
+        key, now = unclaimed_key(event.room, event.recording_sid), self._clock()
+
+        def keep(conf: Optional[Conference], _caller: Optional[dict]) -> Conference:
+            conf = conf or policy.new_conference(event.room, None, event.at, self._rules(event.room), now)
+            conf = policy.recording_status(conf, event.recording_sid, event.status, event.at, event.url,
+                                           event.duration_s, event.call_sid)
+            return policy.to_processing(policy.conference_ended(conf, now))
+
+        retired, result = self._store.mutate_unless_retired(key, keep, event.recording_sid)
+        if retired:
+            return Decision.STALE
+        return self._after(key, result, f"recording={event.recording_sid} {event.status} unclaimed", None)
 
     def _holder(self, room: str, recording_sid: str) -> str:
         """The store key of the room's conference (live or parked) that knows this recording."""
@@ -383,3 +356,8 @@ class RecordingController:
             self._commands.kick(room, crossed_at)
             return Decision.QUEUED
         return Decision.APPLIED
+
+
+def unclaimed_key(room: str, recording_sid: str) -> str:
+    """Where the end of a recording no held conference knows waits until SignalWire says whose it is."""
+    return f"{room}#recording:{recording_sid}"

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlencode
 
 import requests
@@ -31,9 +31,11 @@ log = logging.getLogger("quorum.signalwire")
 
 API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
 LIVE_PAGE_SIZE = 100
+RECORDINGS_PAGE_SIZE = 100  # recordings of one conference or call: one page in practice
+API_VERSION = "2010-04-01"
 UPDATE_GONE = (404, 422)  # the Compatibility API answers 422 to an update of a finished recording
 DELETE_GONE = (404,)  # "Delete a Recording" documents 204; 404: nothing of that sid is left
-FETCH_GONE = (404,)  # a call SignalWire no longer has
+READ_GONE = (404,)  # a list or fetch: SignalWire has no such conference, call or recording
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,36 @@ class LiveConference:
     sid: str
     room: str  # its FriendlyName
     created_at: float  # SignalWire's clock
+
+
+@dataclass(frozen=True)
+class ListedRecording:
+    """A recording as the REST API lists it: what archiving needs to know of it."""
+
+    status: str  # in-progress | paused | completed | absent | ... (ConferenceRecordingStatus, RecordingStatus)
+    duration_s: Optional[float]  # None while SignalWire does not know it yet
+    conference_sid: Optional[str] = None
+    call_sid: Optional[str] = None
+
+    @property
+    def owner(self) -> Optional[str]:
+        """The call whose own recording this is; None for a conference's recording."""
+        return self.call_sid if self.conference_sid is None else None
+
+
+def _listed(recording) -> ListedRecording:
+    """The SDK's recording resource as a ListedRecording."""
+    return ListedRecording(str(recording.status or ""), _seconds(recording.duration),
+                           recording.conference_sid or None, recording.call_sid or None)
+
+
+def _seconds(value) -> Optional[float]:
+    """A duration as the API gives it (a string per the docs, an integer, -1 or none while unfinished)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def _epoch(value) -> float:
@@ -241,7 +273,7 @@ class SignalWireGateway:
         """Who a call is, from the Call resource (`GET /Calls/{sid}`): {"from", "to"} as the voice webhook keeps."""
         found = []
         outcome = self._call("fetch-call", f"fetch call {call_sid}",
-                             lambda: found.append(self._client.calls(call_sid).fetch()), gone=FETCH_GONE)
+                             lambda: found.append(self._client.calls(call_sid).fetch()), gone=READ_GONE)
         return outcome, ({"from": found[0].from_ or "", "to": found[0].to or ""} if found else None)
 
     def list_live_conferences(self) -> Tuple[Outcome, List[LiveConference]]:
@@ -265,6 +297,35 @@ class SignalWireGateway:
         return self._call("point-number", f"point {phone_number} at {voice_url}",
                           lambda: found[0].update(voice_url=voice_url, voice_method="POST", status_callback=status_url,
                                                   status_callback_method="POST"))
+
+    def list_recordings(self, conference_sid: Optional[str] = None,
+                        call_sid: Optional[str] = None) -> Tuple[Outcome, Dict[str, ListedRecording]]:
+        """A conference's recordings (`GET /Conferences/{C}/Recordings`), or a call's own (List all Recordings,
+        `GET /Recordings?CallSid=`, the list SignalWire documents for calls), finished ones included."""
+        found: Dict[str, ListedRecording] = {}
+        if conference_sid is not None:
+            listing = self._client.conferences(conference_sid).recordings
+            what, page = f"list recordings of conference {conference_sid}", lambda: listing.stream(
+                page_size=RECORDINGS_PAGE_SIZE)
+        else:
+            what, page = f"list recordings of call {call_sid}", lambda: self._client.recordings.stream(
+                call_sid=call_sid, page_size=RECORDINGS_PAGE_SIZE)
+        outcome = self._call("list-recordings", what, lambda: found.update((r.sid, _listed(r)) for r in page()),
+                             gone=READ_GONE)
+        return outcome, found
+
+    def fetch_recording(self, recording_sid: str) -> Tuple[Outcome, Optional[ListedRecording]]:
+        """One recording's resource (`GET /Recordings/{R}.json`, which names its conference); GONE: 404."""
+        found = []
+        outcome = self._call("fetch-recording", f"fetch recording {recording_sid}", lambda: found.append(
+            _listed(self._client.recordings(recording_sid).fetch())), gone=READ_GONE)
+        return outcome, (found[0] if found else None)
+
+    def media_url(self, recording_sid: str) -> str:
+        """Where SignalWire serves a recording's media, without extension, as RecordingUrl names it (Retrieve a
+        Recording: `{space}/api/laml/2010-04-01/Accounts/{project}/Recordings/{sid}`), on the REST client's base."""
+        base = self._client.api.base_url.rstrip("/")
+        return f"{base}/api/laml/{API_VERSION}/Accounts/{self._client.account_sid}/Recordings/{recording_sid}"
 
     def delete_recording(self, recording_sid: str) -> Outcome:
         """Delete a recording and its media at SignalWire (`DELETE /Recordings/{R}`); GONE: 404, already gone."""

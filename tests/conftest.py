@@ -11,8 +11,9 @@ import redis
 import responses
 
 from app import create_app, shutdown
-from support import (MEDIA_BASE, RECORDING_DELETE, RECORDING_UPDATE, RECORDINGS_ROOT, SignedCallbacks, free_port,
-                     make_config, wav_bytes)
+from support import (CALL_RECORDINGS_LIST, CONFERENCE_RECORDINGS_LIST, LAML_MEDIA, LAML_RECORDINGS, MEDIA_BASE,
+                     RECORDING_DELETE, RECORDING_RESOURCE, RECORDING_UPDATE, RECORDINGS_ROOT, SignedCallbacks,
+                     free_port, make_config, recordings_page, wav_bytes)
 
 # Whole files that start processes, servers, a browser or real Redis, or analyse seconds of audio: all `slow`.
 SLOW_SUITES = {
@@ -63,6 +64,14 @@ def signalwire():
         fake.add(responses.GET, re.compile(re.escape(MEDIA_BASE) + r"[^/]+\.wav"), body=wav_bytes(),
                  content_type="audio/x-wav")
         fake.add(responses.GET, re.compile(re.escape(MEDIA_BASE) + r"[^/]+\.mp3"), status=404)
+        # Before archiving, Quorum asks SignalWire for the conference's recordings: by default it lists none
+        # and knows of no other, so what the callbacks reported is what is archived.
+        fake.add(responses.GET, CONFERENCE_RECORDINGS_LIST, json=recordings_page([]))
+        fake.add(responses.GET, CALL_RECORDINGS_LIST, json=recordings_page([]))
+        fake.add(responses.GET, RECORDING_RESOURCE, status=404,
+                 json={"code": 20404, "message": "Not Found", "status": 404})
+        fake.add(responses.GET, LAML_MEDIA, body=wav_bytes(), content_type="audio/x-wav")
+        fake.add(responses.GET, re.compile(re.escape(LAML_RECORDINGS) + r"[^/.]+\.mp3"), status=404)
         yield fake
 
 

@@ -18,9 +18,10 @@ from werkzeug.serving import make_server
 
 from app import create_app, services, shutdown
 from config import Config
-from emulator.faults import Faults
+from emulator.faults import Behaviour, Faults
 from emulator.scenarios import DEMO_NUMBER
 from emulator.server import Emulator, QuietHandler
+from support import checks_the_archive
 
 
 class LogCapture(logging.Handler):
@@ -136,7 +137,7 @@ class Stack:
     log: LogCapture
     numbers: List[str] = field(default_factory=list)
     late: Optional[_LateApp] = field(default=None, repr=False)
-    build: Optional[Callable[[Config], object]] = field(default=None, repr=False)  # config -> a started app
+    build: Optional[Callable[..., object]] = field(default=None, repr=False)  # (config, store) -> a started app
 
     @property
     def store(self):
@@ -154,14 +155,15 @@ class Stack:
                 return True
         return False
 
-    def restart(self, **changes) -> None:
+    def restart(self, store=None, **changes) -> None:
         """Stop Quorum and start another on the same port, RECORDINGS_DIR and emulator, as a process restart
-        does (the memory store is lost, Redis is kept); `changes` are Config fields, and the config is built
-        again (so ROOM_RULES_FILE is read anew)."""
+        does (the memory store reloads its state file, Redis is kept); `store`: the new process's state store
+        (by default the settings' own); `changes` are Config fields, and the config is built again (so
+        ROOM_RULES_FILE is read anew)."""
         shutdown(self.app)
         self.late.app = None
         self.config = dataclasses.replace(self.config, **changes)
-        self.app = self.late.app = self.build(self.config)
+        self.app = self.late.app = self.build(self.config, store)
 
     def wait_for_empty_store(self, timeout: float) -> bool:
         """Wait until Quorum holds no room (ended conferences processed and forgotten)."""
@@ -170,6 +172,13 @@ class Stack:
             time.sleep(0.05)
         services(self.app).processor.wait_idle(max(0.0, deadline - time.time()))
         return not self.store.rooms()
+
+
+def live_reads(stack: Stack) -> int:
+    """GETs Quorum sent, but for the archive's check of each ended conference (a list of its recordings)."""
+    ended = {conf.sid: conf.ended_at for conf in stack.emulator.conferences()}
+    return sum(1 for call in stack.emulator.rest_log.calls
+               if call.method == "GET" and not checks_the_archive(call, ended))
 
 
 def wait_until(condition, timeout: float) -> bool:
@@ -193,19 +202,20 @@ def as_env(config: Config) -> dict:
 def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_behavior: str = "skip",
                  end_grace_s: float = 0.5, api_timeout_s: float = 5.0, numbers=(DEMO_NUMBER,),
                  wrong_signing_key: bool = False, seed: int = 0, archive_clock=None, env: Optional[dict] = None,
-                 **settings) -> Iterator[Stack]:
+                 behaviour: Behaviour = Behaviour(), **settings) -> Iterator[Stack]:
     """Emulator + Quorum (in-process, real HTTP on loopback); everything stopped on exit.
 
     `wrong_signing_key` gives Quorum another key than the one the emulator signs with;
     `archive_clock` replaces the clock of the archive's upkeep (retention, deletion retries);
-    `settings` are further Config fields; `env` further settings as environment variables, read by
-    `Config.from_env` (which ignores names it does not know, so a test may name a setting a later version adds).
+    `behaviour` picks the emulator's reading where SignalWire's docs are silent; `settings` are further Config
+    fields; `env` further settings as environment variables, read by `Config.from_env` (which ignores names it
+    does not know, so a test may name a setting a later version adds).
     """
     capture = LogCapture()
     logging.getLogger().addHandler(capture)
     late = _LateApp()
     server = make_server("127.0.0.1", 0, late, threaded=True, request_handler=QuietHandler)
-    emulator = Emulator(faults=faults, seed=seed).start()
+    emulator = Emulator(faults=faults, seed=seed, behaviour=behaviour).start()
     archive = tempfile.mkdtemp(prefix="quorum-e2e-recordings-")
     config = Config(signalwire_project_id=emulator.project, signalwire_api_token=emulator.token,
                     signalwire_space_url="emulator.invalid", signalwire_signing_key=
@@ -215,7 +225,7 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
                     signalwire_timeout_s=api_timeout_s, log_level="WARNING", recordings_dir=archive, **settings)
     if env:
         config = Config.from_env({**as_env(config), **env})
-    build = lambda config: create_app(config, archive_clock=archive_clock)  # noqa: E731
+    build = lambda config, store=None: create_app(config, store=store, archive_clock=archive_clock)  # noqa: E731
     late.app = build(config)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="quorum-http", daemon=True)
     thread.start()
@@ -230,6 +240,6 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
         server.server_close()
         thread.join(timeout=5)
         emulator.stop()
-        shutdown(late.app)
+        shutdown(stack.app)
         shutil.rmtree(archive, ignore_errors=True)
         logging.getLogger().removeHandler(capture)

@@ -25,6 +25,15 @@ API_BASE = f"https://example.signalwire.com/2010-04-01/Accounts/{PROJECT}"
 RECORDING_UPDATE = re.compile(rf"{re.escape(API_BASE)}/Conferences/[^/]+/Recordings/[^/]+\.json")
 RECORDING_DELETE = re.compile(rf"{re.escape(API_BASE)}/Recordings/([^/]+)\.json")
 MEDIA_BASE = "https://example.signalwire.com/recordings/"
+# Where SignalWire serves a recording's media (Retrieve a Recording): the archive's reconcile forms these URLs.
+LAML_RECORDINGS = f"https://example.signalwire.com/api/laml/2010-04-01/Accounts/{PROJECT}/Recordings/"
+LAML_MEDIA = re.compile(re.escape(LAML_RECORDINGS) + r"([^/.]+)\.wav")
+# What the archive's reconcile asks before a conference is archived: its recordings (paged), each caller's own
+# (List all Recordings, CallSid), and one recording's resource.
+CONFERENCE_RECORDINGS_LIST = re.compile(
+    rf"{re.escape(API_BASE)}/Conferences/([^/]+)/Recordings\.json\?(?:.*&)?PageSize=")
+CALL_RECORDINGS_LIST = re.compile(rf"{re.escape(API_BASE)}/Recordings\.json\?")
+RECORDING_RESOURCE = re.compile(rf"{re.escape(API_BASE)}/Recordings/([^/.]+)\.json")
 # Archives of apps made by make_config; conftest removes it when the session ends.
 RECORDINGS_ROOT = tempfile.mkdtemp(prefix="quorum-test-recordings-")
 
@@ -42,6 +51,30 @@ def wav_bytes(seconds: float = 2.0, rate: int = 8000, seed: int = 0) -> bytes:
         writer.setframerate(rate)
         writer.writeframes((samples * 32767).astype("<i2").tobytes())
     return out.getvalue()
+
+
+def checks_the_archive(call, ended_at: dict) -> bool:
+    """Whether an emulator RestCall is the archive's check of an ended conference at SignalWire (a list of its
+    recordings or a caller's, a recording's resource); `ended_at`: conference sid -> when it ended there."""
+    parts = call.path.split("/")
+    if call.method != "GET" or not parts[-1].startswith("Recordings") and parts[-2] != "Recordings":
+        return False
+    if parts[-3] != "Conferences":
+        return True
+    return ended_at.get(parts[-2]) is not None and call.at >= ended_at[parts[-2]]
+
+
+def recordings_page(items: list) -> dict:
+    """A Recordings list page as the API answers it, with no next page."""
+    return {"recordings": items, "page": 0, "page_size": 100, "next_page_uri": None, "uri": "/recordings"}
+
+
+def recording_resource(recording_sid: str, status: str = "completed", duration=2, conference=None, call=None) -> dict:
+    """A Recording resource with every field the SDK reads (its RecordingInstance reads them all)."""
+    return {"account_sid": PROJECT, "api_version": "2010-04-01", "sid": recording_sid, "call_sid": call,
+            "conference_sid": conference, "status": status, "duration": duration, "source": "Conference",
+            "channels": 1, "date_created": None, "date_updated": None, "start_time": None, "price": None,
+            "price_unit": "USD", "error_code": None, "uri": f"/Recordings/{recording_sid}.json"}
 
 
 def sid(label: str) -> str:

@@ -482,6 +482,15 @@ def test_the_conversation_page_offers_mp3_and_keeps_the_pin_off_the_label(app, o
     assert plain.count("time datetime=") == 2
 
 
+def test_the_conversation_page_says_why_a_recording_has_no_audio(app, operator):
+    why = "SignalWire lists it as absent: it has no audio"
+    guest = {**record()["channels"][1], "audio": {**EMPTY_AUDIO, "missing": why}}
+    archive(app, record(channels=[record()["channels"][0], guest]))
+    assert views.recordings_view(record(channels=[guest]), str)[1]["missing"] == why
+    html = unescape(operator.get(f"/conversations/{CONF}").get_data(as_text=True))
+    assert f"No audio: {why}." in html and "No audio was kept for this one." not in html
+
+
 def test_conversation_facts():
     facts = views.conversation_facts(record())
     assert (facts["recorded"], facts["paused"], facts["length"], facts["callers"]) == ("7.0 s", "3.0 s", "12 s", "2")

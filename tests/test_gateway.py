@@ -10,8 +10,8 @@ import pytest
 import requests
 import responses
 
-from support import API_BASE, make_config, sid
-from quorum.gateway import Outcome, SignalWireGateway, build_client, readers_for
+from support import API_BASE, PROJECT, make_config, recording_resource, recordings_page, sid
+from quorum.gateway import ListedRecording, Outcome, SignalWireGateway, build_client, readers_for
 from recording_state import PAUSED
 
 
@@ -149,3 +149,38 @@ def test_a_read_goes_out_as_a_get_without_a_body_or_its_length(recorder):
     [(method, path, headers, _)] = recorder.seen
     assert method == "GET" and "Status=in-progress" in path
     assert "Content-Length" not in headers  # as requests sends a GET: nothing to measure
+
+
+@pytest.mark.parametrize("api_url, base", [
+    (None, "https://example.signalwire.com"), ("http://127.0.0.1:8099/", "http://127.0.0.1:8099")])
+def test_a_recordings_media_url_is_where_signalwire_documents_it_on_the_rest_base(api_url, base):
+    gateway = SignalWireGateway(build_client(make_config(signalwire_api_url=api_url)))
+    assert gateway.media_url(sid("R1")) == f"{base}/api/laml/2010-04-01/Accounts/{PROJECT}/Recordings/{sid('R1')}"
+
+
+def test_recordings_are_listed_per_conference_and_per_call_with_their_owner_and_duration():
+    conference, call = sid("C1"), sid("CA1")
+    with responses.RequestsMock() as fake:
+        fake.add(responses.GET, f"{API_BASE}/Conferences/{conference}/Recordings.json", json=recordings_page([
+            recording_resource(sid("R1"), "completed", "4", conference=conference, call=call)]))
+        fake.add(responses.GET, f"{API_BASE}/Recordings.json", json=recordings_page([
+            recording_resource(sid("R2"), "in-progress", -1, call=call)]))
+        gateway = SignalWireGateway(build_client(make_config()))
+        assert gateway.list_recordings(conference_sid=conference) == (
+            Outcome.OK, {sid("R1"): ListedRecording("completed", 4.0, conference, call)})
+        outcome, listed = gateway.list_recordings(call_sid=call)
+        assert outcome is Outcome.OK and listed[sid("R2")].duration_s is None and listed[sid("R2")].owner == call
+        assert listed.keys() == {sid("R2")} and ListedRecording("completed", 4.0, conference, call).owner is None
+        sent = [made.request.url for made in fake.calls]
+    assert "PageSize=100" in sent[0] and f"CallSid={call}" in sent[1]  # the list SignalWire documents for calls
+
+
+def test_fetching_a_recording_names_its_conference_and_reads_404_as_gone():
+    with responses.RequestsMock() as fake:
+        fake.add(responses.GET, f"{API_BASE}/Recordings/{sid('R1')}.json",
+                 json=recording_resource(sid("R1"), conference=sid("C1")))
+        fake.add(responses.GET, f"{API_BASE}/Recordings/{sid('R2')}.json", status=404,
+                 json={"code": 20404, "message": "Not Found", "status": 404})
+        gateway = SignalWireGateway(build_client(make_config()))
+        assert gateway.fetch_recording(sid("R1")) == (Outcome.OK, ListedRecording("completed", 2.0, sid("C1"), None))
+        assert gateway.fetch_recording(sid("R2")) == (Outcome.GONE, None)
