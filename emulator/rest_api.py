@@ -127,6 +127,7 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
     route("/Calls/<sid:call_sid>/Recordings/<sid:recording_sid>", views.call_recording, ("GET", "POST"))
     route("/IncomingPhoneNumbers", views.numbers)
     route("/IncomingPhoneNumbers/<sid:number_sid>", views.number, ("GET", "POST"))
+    route("/Recordings", views.recordings)
     route("/Recordings/<sid:recording_sid>", views.delete_recording, ("DELETE",))
     route("/Recordings/<sid:recording_sid>", views.recording_media, json_suffix=False)
     route("/Recordings/<sid:recording_sid>.<any(json, wav, mp3):ext>", views.recording_media, json_suffix=False)
@@ -324,6 +325,15 @@ class _Views:
         if request.method == "DELETE":
             return self._delete_recording(recording_sid, conference_sid)
         return self._recording(recording_sid, conference_sid=conference_sid)
+
+    def recordings(self):
+        """List the project's recordings, deleted ones left out, filtered by `CallSid` and `ConferenceSid`
+        (OpenAPI list_all_recordings)."""
+        call, conference = request.args.get("CallSid"), request.args.get("ConferenceSid")
+        with self.sim.lock:
+            items = [self._recording_json(rec) for rec in self.sim.recordings.values() if not rec.deleted
+                     and call in (None, rec.call_sid) and conference in (None, rec.conference_sid)]
+        return self._page("recordings", items)
 
     def delete_recording(self, recording_sid: str):
         """DELETE /Recordings/{R}, as the Compatibility API's "Delete a Recording" page documents it."""

@@ -445,6 +445,21 @@ def test_a_calls_recordings_list_keeps_finished_ones_and_drops_deleted_ones(sink
         assert api_get(emulator, f"/Calls/{uuid.uuid4()}/Recordings.json").status_code == 404
 
 
+def test_the_projects_recordings_list_filters_by_call_and_conference(sink):
+    # List all Recordings (OpenAPI list_all_recordings): CallSid and ConferenceSid filters; deleted ones are gone.
+    with emulator_for(sink, conference_laml(sink)) as emulator:
+        host, guest = two_callers(emulator)
+        own = sdk(emulator).calls(host.sid).recordings.create()
+        (conference,) = emulator.conferences(ROOM)
+        assert [r.sid for r in sdk(emulator).recordings.list(call_sid=host.sid)] == [own.sid]
+        assert sdk(emulator).recordings.list(call_sid=guest.sid) == []
+        assert [r.sid for r in sdk(emulator).recordings.list(conference_sid=conference.sid)] == \
+            conference.recording_sids
+        hang_up(emulator, host, guest)
+        assert sdk(emulator).recordings(own.sid).delete() is True
+        assert sdk(emulator).recordings.list(call_sid=host.sid) == []
+
+
 def test_a_recordings_json_names_its_conference_or_its_call(sink):
     with emulator_for(sink, conference_laml(sink)) as emulator:
         host, guest = two_callers(emulator)
