@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional
 
 import requests
 
-from conversations import record as conversation
+from conversations import record as conversation, talk_time
 from conversations.archive import Archive, valid_id
 from conversations.event_callbacks import EventSender
 from quorum.keyed_workers import KeyedWorkers
@@ -99,6 +99,7 @@ class ConversationProcessor:
         """Fetch every recording, then write conversation.json (after what SignalWire's copies wait on)."""
         media = self._fetch_all(conf, directory)
         record = conversation.record(conf, self._clock(), media, conversation.final_status(conf))
+        record = talk_time.with_audio_talk(record, directory, conf.rule.pause_behavior)  # without speaker events
         if self._copies:
             # Before conversation.json: a crash between the two still deletes, never the reverse.
             self._copies.hold(directory, self._checked(conf, directory, media))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from config import RoomRule
-from quorum import announcements, policy, redis_outage
+from quorum import announcements, policy, redis_outage, talk
 from quorum.call_end import call_ended
 from quorum.command_queue import CommandQueue
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
@@ -41,7 +41,7 @@ class Decision(enum.StrEnum):
 class ConferenceEvent:
     """A conference status callback, reduced to what the policy needs."""
 
-    kind: str  # conference-start | conference-end | participant-join | -leave | -hold | -unhold
+    kind: str  # conference-start | conference-end | participant-join | -leave | -hold | -unhold | -speech-start | -stop
     room: str
     conference_sid: str
     call_sid: Optional[str]
@@ -331,7 +331,7 @@ class RecordingController:
             if after is conf:
                 return conf  # a duplicate or a stale event
             return policy.connection_event(after, event.call_sid, joined, now, caller if joined else None, event.hold)
-        return conf
+        return talk.speech_event(conf, event.kind, event.call_sid, event.at)  # TALK_TIME's; any other: unchanged
 
     def _finish_if_done(self, conf: Conference) -> Conference:
         """Once ended with every recording's end reported, the conference awaits processing."""
