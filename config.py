@@ -94,6 +94,7 @@ class Config:
     signalwire_concurrency: int = 32
     end_grace_s: float = 300.0
     participant_recording: str = "off"
+    talk_time: bool = False  # ask SignalWire for speaker events (a callback per turn), for talk-time figures
     record_participants: str = "all"
     api_token: Optional[str] = None
     recordings_dir: str = "./recordings"
@@ -209,6 +210,7 @@ _PARSERS = {
     "event_queue_max": _parse_number(int),
     "log_level": _parse_upper,
     "delete_from_signalwire": _parse_bool,
+    "talk_time": _parse_bool,
     "archive_retention_days": _parse_number(int),
 }
 

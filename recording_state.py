@@ -82,6 +82,14 @@ class RecordingInfo:
 
 
 @dataclass(frozen=True)
+class TalkEvents:
+    """One call's speaker events (TALK_TIME), by SignalWire's Timestamp: spans come from them (quorum/talk.py)."""
+
+    starts: tuple = ()  # Timestamps of participant-speech-start, ascending, each once
+    stops: tuple = ()  # ... of participant-speech-stop
+
+
+@dataclass(frozen=True)
 class Conference:
     """Everything Quorum knows about the live conference in one room."""
 
@@ -110,6 +118,7 @@ class Conference:
     ended_at: Optional[float] = None
     timeline: tuple = ()
     process_after: float = 0.0  # our clock: archiving was put off (SignalWire unreachable...) until then
+    talk: Dict[str, TalkEvents] = field(default_factory=dict)  # call sid -> its speaker events (TALK_TIME)
 
     @memo
     def _on_the_line(self) -> tuple:
@@ -141,6 +150,7 @@ class Conference:
         data["rule"] = RoomRule(**{**rule, "host_numbers": tuple(rule.get("host_numbers", ()))})
         data["unrecordable"] = tuple(data["unrecordable"])
         data["timeline"] = tuple(Transition(**t) for t in data["timeline"])
+        data["talk"] = {k: TalkEvents(tuple(v["starts"]), tuple(v["stops"])) for k, v in data.get("talk", {}).items()}
         return cls(**data)
 
 

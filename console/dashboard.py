@@ -15,6 +15,7 @@ import redis
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file, url_for
 
 from console import signin
+from console.talk_view import talk_view
 from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversation_facts, live_conference,
                            live_summary, paginate, recordings_view, retention_words, rule_words, timeline_view,
                            unrecorded_channels)
@@ -100,7 +101,7 @@ def conversation_page(conversation_id: str):
 
     return render_template("conversation.html", facts=conversation_facts(record), timeline=timeline_view(record),
                            recordings=recordings_view(record, media_url), unrecorded=unrecorded_channels(record),
-                           thresholds=THRESHOLDS)
+                           thresholds=THRESHOLDS, talk=talk_view(record))
 
 
 @bp.get("/conversations/<conversation_id>/media/<name>")

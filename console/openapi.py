@@ -98,6 +98,13 @@ def _webhooks() -> dict:
                                                 "acts on, and no older than EVENT_MAX_AGE_S"},
                    "Hold": {}, "Muted": {}}, required=("ConferenceSid", "StatusCallbackEvent")),
             {"204": OUTCOME}),
+        "/voice/call-status": _webhook(
+            "A call's own end: its <Dial action> (it left the conference) or the number's StatusCallback (it "
+            "hung up); SignalWire's Timestamp and CallDuration, when sent, order it (fresh within EVENT_MAX_AGE_S)",
+            _form({"CallSid": SID["CA"], "To": ROOM, "From": {}, "CallStatus": {}, "DialCallStatus": {},
+                   "AccountSid": {}}, required=("CallSid", "To")),
+            {"200": {"description": "the <Dial action>: LaML that hangs up", "content": LAML}, "204": OUTCOME},
+            query=(("room", False, ROOM),)),
         "/voice/recording-status": _webhook(
             "A recording's status (recordingStatusCallback); the room is in Quorum's own callback URL",
             _form({"RecordingSid": SID["RE"], "RecordingStatus": {}, "RecordingUrl": {}, "RecordingDuration": {},
@@ -162,15 +169,23 @@ def _schemas() -> dict:
     channel = {"type": "object", "required": ["call_sid", "start_ms", "end_ms", "holds", "audio"], "properties": {
         "connection_id": {"type": "string"}, "call_sid": {"type": "string"}, "from": {"type": "string"},
         "to": {"type": "string"}, "host": {"type": "boolean"}, "start_ms": millis, "end_ms": millis,
-        "holds": {"type": "array", "items": span}, "audio": _ref("Audio")}}
+        "holds": {"type": "array", "items": span}, "audio": _ref("Audio"),
+        "recording_timeline": {"type": "array", "items": _ref("TimelineSpan")}, "talk": _ref("ChannelTalk")}}
     timeline_span = {"type": "object", "required": ["state", "start_ms", "end_ms"], "properties": {
         "state": {"type": "string", "enum": ["recording", "paused"]}, "start_ms": millis, "end_ms": millis}}
+    seconds = {"type": ["number", "null"], "minimum": 0}
+    channel_talk = {"type": "object", "description": "recorded time only (docs/conversations.md#talk-time)",
+                    "properties": {"seconds": seconds, "longest_monologue_s": seconds, "overlap_s": seconds,
+                                   "share": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                                   "spans": {"type": "array", "items": span}}}
+    talk = {"type": "object", "properties": {"silence_s": seconds, "source": {
+        "type": ["string", "null"], "enum": ["speaker-events", "audio", None]}}}
     conversation = {"type": "object", "required": ["id", "room", "status", "started_at", "ended_at", "audio",
                                                    "recording_timeline", "channels"], "properties": {
         "id": {"type": "string"}, "room": {"type": "string"}, "status": {"type": "string", "enum": list(STATUSES)},
         "started_at": {"type": "string", "format": "date-time"},
         "ended_at": {"type": ["string", "null"], "format": "date-time"}, "audio": _ref("Audio"),
-        "recording_timeline": {"type": "array", "items": timeline_span},
+        "recording_timeline": {"type": "array", "items": _ref("TimelineSpan")}, "talk": talk,
         "announcements": {"type": "array", "items": {"type": "object", "properties": {
             "at_ms": millis, "outcome": {"type": "string", "enum": ["played", "failed", "skipped"]}}}},
         "channels": {"type": "array", "items": _ref("Channel")}}}
@@ -182,6 +197,7 @@ def _schemas() -> dict:
         "participants": {"type": "array", "items": participant}, "url": NULLABLE_STRING}}
     return {
         "Error": ERROR, "Audio": audio, "Channel": channel, "Conversation": conversation,
+        "TimelineSpan": timeline_span, "ChannelTalk": channel_talk,
         "ConversationPage": {"type": "object", "required": ["conversations", "page", "per_page", "total"],
                              "properties": {"conversations": {"type": "array", "items": _ref("Conversation")},
                                             "page": {"type": "integer"}, "per_page": {"type": "integer"},

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, List, Optional
 
+from console.talk_view import TALK_H, TALK_INSET, talk_marks
 from conversations import record as conversation
 from conversations.record import READY, UNFINISHED
 from config import RoomRule
@@ -218,9 +219,11 @@ def timeline_view(record: dict) -> dict:
         holds = [(ON_HOLD, h["start_ms"], h["end_ms"]) for h in channel.get("holds") or []]
         lanes.append(_lane(f"Channel {number:02d}: {who}{host}", "channel",
                            [(ON_THE_CALL, channel["start_ms"], channel["end_ms"])] + holds, total))
+        lanes[-1]["talk"] = talk_marks(channel, total)  # drawn inside the channel's bar
     for index, lane in enumerate(lanes):
         lane["label_y"] = TOP + index * LANE_H + 15
         lane["bar_y"] = TOP + index * LANE_H + BAR_Y
+        lane["talk_y"] = lane["bar_y"] + TALK_INSET
     bottom = TOP + len(lanes) * LANE_H
     marks = [{"x": round(100 * a["at_ms"] / total, 3), "outcome": a["outcome"],
               "text": f"announcement {ANNOUNCEMENT_WORDS.get(a['outcome'], a['outcome'])} at {elapsed(a['at_ms'])}"}
@@ -228,6 +231,7 @@ def timeline_view(record: dict) -> dict:
     # Pins hang below the recording's bar: above it they would cover its label.
     return {"lanes": lanes, "total_ms": total, "bar_h": BAR_H, "axis_y": bottom + 16, "height": bottom + AXIS_H,
             "grid_bottom": bottom - (LANE_H - BAR_Y - BAR_H), "ticks": ticks(total), "total": elapsed(total),
+            "talk_h": TALK_H, "talking": any(lane.get("talk") for lane in lanes),
             "marks": marks, "mark_top": lanes[0]["bar_y"], "mark_pin": lanes[0]["bar_y"] + BAR_H + 7}
 
 

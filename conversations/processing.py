@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import requests
 
 from conversations import reconcile
-from conversations import record as conversation
+from conversations import record as conversation, talk_time
 from conversations.archive import Archive, valid_id
 from conversations.event_callbacks import EventSender
 from quorum.keyed_workers import KeyedWorkers
@@ -243,6 +243,7 @@ class ConversationProcessor:
             return self._put_off(key, conf, f"media not downloaded of {','.join(sorted(later))}", change)
         conf = change(conf)
         record = conversation.record(conf, self._clock(), media, conversation.final_status(conf))
+        record = talk_time.with_audio_talk(record, directory, conf.rule.pause_behavior)  # without speaker events
         if self._copies:
             # Before conversation.json: a crash between the two still deletes, never the reverse.
             self._copies.hold(directory, self._checked(conf, directory, media))

@@ -7,7 +7,8 @@ Shape (times in ms from the conversation's start, which is when Quorum first hea
      recording_timeline: [{state: recording|paused, start_ms, end_ms}],
      announcements: [{at_ms, outcome: played|failed|skipped}],
      channels: [{connection_id, call_sid, from, to, host, start_ms, end_ms, holds: [{start_ms, end_ms}],
-                 audio: {...}}]}
+                 audio: {...}, recording_timeline: [...] (its own recording's), talk: {...}}],
+     talk: {silence_s, source}}     (talk figures: conversations/talk_time.py)
 
 `status` is `failed` when the conference recording never reported its end (the mix is
 then missing); a missing channel recording leaves that channel's audio empty.
@@ -21,6 +22,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
+from conversations import talk_time
 from recording_state import ABANDONED, LIVE, PAUSED, PROCESSING, RECORDING, Conference
 
 # A conversation's status: its conference's (LIVE, PROCESSING) until archived, then one of these two.
@@ -100,6 +102,7 @@ def channels(conf: Conference, media: Dict[str, dict], until: float) -> List[dic
             "host": caller.host, "start_ms": _ms(caller.joined_at, conf.opened_at), "end_ms": _ms(end, conf.opened_at),
             "holds": [{"start_ms": _ms(a, conf.opened_at), "end_ms": _ms(b, conf.opened_at)} for a, b in holds],
             "audio": audio(conf, media, own.get(call_sid)),
+            "recording_timeline": recording_timeline(conf, own[call_sid], until) if call_sid in own else [],
         })
     return result
 
@@ -124,14 +127,14 @@ def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None
     mix = mix_recording(conf)
     if status is None:
         status = conf.status
-    return {
+    return talk_time.with_speaker_talk({
         "id": conf.conference_sid, "room": conf.room, "status": status,
         "started_at": iso(conf.opened_at), "ended_at": iso(conf.ended_at),
         "audio": audio(conf, media, mix),
         "recording_timeline": recording_timeline(conf, mix, until),
         "announcements": announcements(conf),
         "channels": channels(conf, media, until),
-    }
+    }, conf, until)
 
 
 def final_status(conf: Conference) -> str:

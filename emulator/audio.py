@@ -18,13 +18,14 @@ import subprocess
 import wave
 import zlib
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 RATE = 8000
 PEAK = 0.45  # one voice's peak: speech-like level, and a few overlapping voices rarely clip
 PHRASE_SYLLABLES = 7
+WORD_GAP = 0.18  # the share of a phrase's syllables left silent: gaps between words
 # F1-F3 (Hz) of /a e i o u/.
 VOWELS = np.array([(730, 1090, 2440), (530, 1840, 2480), (270, 2290, 3010), (570, 840, 2410), (300, 870, 2240)])
 FORMANT_GAIN = np.array([1.0, 0.55, 0.3])
@@ -50,11 +51,16 @@ def voice_seed(seed: int, caller: str) -> int:
 
 
 class Voice:
-    """One speaker: pitch, speaking rate, vocal tract length and talkativeness drawn from `seed`."""
+    """One speaker: pitch, speaking rate, vocal tract length and talkativeness drawn from `seed`.
 
-    def __init__(self, seed: int):
+    `script` (spans in samples, as `render` counts them) replaces its own turns: it talks exactly then,
+    every syllable spoken, and is silent otherwise (scenarios with known talk spans).
+    """
+
+    def __init__(self, seed: int, script: Optional[Sequence[Tuple[int, int]]] = None):
         rng = random.Random(seed)
         self.seed = seed
+        self.script = None if script is None else tuple(sorted((int(a), int(b)) for a, b in script if b > a))
         self.f0 = rng.uniform(85.0, 240.0)
         self.syllable_s = rng.uniform(0.16, 0.26)
         self.talk_share = rng.uniform(0.5, 0.75)
@@ -100,6 +106,36 @@ class Voice:
         hiss = self.hiss * self._hiss[np.arange(start, start + count) % NOISE_LEN]
         return (wet + hiss).astype(np.float32)
 
+    def speech(self, start: int = 0) -> Iterator[Tuple[int, int]]:
+        """The spans (samples) this voice talks from sample `start` on, in order, as SignalWire's speaker events
+        would report them: each run of talking phrases from its first spoken syllable to the end of its last
+        (the word gaps inside are part of it), or the script's spans. Unending without a script."""
+        if self.script is not None:
+            yield from ((max(a, start), b) for a, b in self.script if b > start)
+            return
+        syllable_samples = self.syllable_s * RATE
+        phrase = int(start / syllable_samples) // PHRASE_SYLLABLES
+        while True:
+            while not self._talking(phrase):
+                phrase += 1
+            first = phrase
+            while self._talking(phrase + 1):
+                phrase += 1
+            spoken = [k for k in range(first * PHRASE_SYLLABLES, (phrase + 1) * PHRASE_SYLLABLES) if self._spoken(k)]
+            phrase += 1
+            if spoken:
+                begin, end = round(spoken[0] * syllable_samples), round((spoken[-1] + 1) * syllable_samples)
+                if end > start:
+                    yield max(begin, start), end
+
+    def _talking(self, phrase: int) -> bool:
+        """Whether the voice talks in this phrase (not one of its turns of silence)."""
+        return bool(_unit(self.seed, np.array([phrase]), 1)[0] < self.talk_share)
+
+    def _spoken(self, syllable: int) -> bool:
+        """Whether this syllable of a talking phrase is spoken (not a word gap)."""
+        return bool(_unit(self.seed, np.array([syllable]), 2)[0] >= WORD_GAP)
+
     def _dry(self, start: int, count: int) -> np.ndarray:
         """The speech itself, before the room: samples [start, start + count)."""
         n = np.arange(start, start + count, dtype=np.int64)
@@ -107,8 +143,13 @@ class Voice:
         position = t / self.syllable_s
         syllable = np.floor(position).astype(np.int64)
         within = position - syllable
-        talking = _unit(self.seed, syllable // PHRASE_SYLLABLES, 1) < self.talk_share
-        spoken = talking & (_unit(self.seed, syllable, 2) >= 0.18)  # word gaps
+        if self.script is None:
+            talking = _unit(self.seed, syllable // PHRASE_SYLLABLES, 1) < self.talk_share
+            spoken = talking & (_unit(self.seed, syllable, 2) >= WORD_GAP)
+        else:
+            spoken = np.zeros(count, dtype=bool)
+            for a, b in self.script:
+                spoken |= (n >= a) & (n < b)
         vowel = (_unit(self.seed, syllable, 3) * len(VOWELS)).astype(np.int64)
         stress = 0.55 + 0.45 * _unit(self.seed, syllable, 4)
         phase = self._phase(t)

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import requests
 
-from emulator import audio
+from emulator import audio, speech
 from emulator.callbacks import Attempt, Callback, Dispatcher, signed_request
 from emulator.faults import Behaviour
 from emulator.model import Call, CallbackTarget, Conference, PhoneNumber, Recording, Verb
@@ -24,7 +24,10 @@ from emulator.model import Call, CallbackTarget, Conference, PhoneNumber, Record
 API_VERSION = "2010-04-01"
 CONFERENCE_EVENTS = {"start": "conference-start", "end": "conference-end",
                      "join": "participant-join", "leave": "participant-leave",
-                     "hold": "participant-hold", "unhold": "participant-unhold"}
+                     "hold": "participant-hold", "unhold": "participant-unhold",
+                     speech.START: "participant-speech-start", speech.STOP: "participant-speech-stop"}
+# statusCallbackEvent table: `hold` covers "put on hold or put out of hold", `speaker` "begun or stopped speaking".
+ASKED_AS = {"unhold": "hold", speech.START: "speaker", speech.STOP: "speaker"}
 # <Conference> noun, recordingStatusCallbackEvent table: in-progress, completed, failed (the attribute's
 # default is "completed failed"); the OpenAPI RecordingStatusCallbackPayload names a failure `absent`.
 CONFERENCE_RECORDING_EVENTS = frozenset({"in-progress", "completed", "failed", "absent"})
@@ -101,6 +104,7 @@ class Simulator:
         self._dialled: Dict[Tuple[str, str], int] = {}  # (to, from) -> calls so far, for the calls' fault keys
         self.events: List[Event] = []
         self.listeners: List[Callable[[Event], None]] = []
+        self.speakers = speech.Speakers(self.lock, self._speech)
 
     # Numbers
 
@@ -120,13 +124,15 @@ class Simulator:
 
     # Calls
 
-    def dial(self, to: str, from_: str, label: str = "") -> Call:
-        """An inbound call to `to`: fetch its LaML, then do what it says (e.g. join a conference)."""
+    def dial(self, to: str, from_: str, label: str = "", talk: Sequence[Tuple[float, float]] = ()) -> Call:
+        """An inbound call to `to`: fetch its LaML, then do what it says (e.g. join a conference).
+
+        `talk`: when the caller talks, (start, end) seconds after joining; empty: its voice's own turns."""
         with self.lock:
             number = self.number_for(to)
             call = Call(new_sid(), from_, to, label or from_, audio.voice_seed(self._seed, from_), time.time(),
                         fault_key=self._call_fault_key(to, from_), phone_number_sid=number.sid if number else None,
-                        status_callback=_status_target(number))
+                        status_callback=_status_target(number), talk=tuple(map(tuple, talk)))
             self.calls[call.sid] = call
         if number is None or not number.voice_url:
             return self._fail(call, f"{to} has no voice URL")
@@ -326,6 +332,10 @@ class Simulator:
         conf.present.add(call.sid)
         self._conference_callback(conf, "join", now, call)
         self._emit("joined", conf.name, call.label, len(conf.present))
+        if "speaker" in conf.status_callback.events:
+            voice = self._voice(call, conf.created_at)
+            turns = voice.speech(round((now - conf.created_at) * audio.RATE))
+            self.speakers.follow(call.sid, speech.wall_turns(turns, conf.created_at, audio.RATE))
         self._maybe_start(conf, now, call)
 
     def _maybe_start(self, conf: Conference, now: float, call: Call) -> None:
@@ -424,6 +434,8 @@ class Simulator:
 
     def _depart(self, conf: Conference, call: Call, now: float) -> None:
         """One participant leaves: report it, then finish the call's own recordings (as SignalWire does)."""
+        if self.speakers.forget(call.sid) and self.behaviour.speech_stop_on_leave:
+            self._conference_callback(conf, speech.STOP, now, call)  # talking as it left: its turn ends first
         call.left_at = call.updated_at = now
         conf.present.discard(call.sid)
         self._conference_callback(conf, "leave", now, call)
@@ -453,8 +465,7 @@ class Simulator:
         # Muted, Hold, StartConferenceOnEnter, EndConferenceOnExit, StatusCallbackEvent, Timestamp ("in RFC
         # 2822 format"). No SequenceNumber is documented.
         target = conf.status_callback
-        # statusCallbackEvent table: `hold` covers "put on hold or put out of hold".
-        asked = "hold" if event == "unhold" else event
+        asked = ASKED_AS.get(event, event)
         if not target.url or asked not in target.events:
             return
         params = self._call_params(call) if call is not None else {"AccountSid": self.account_sid}
@@ -618,11 +629,25 @@ class Simulator:
         outbound = [p for sid, p in parts.items() if sid != rec.call_sid] if rec.track in ("outbound", "both") else []
         return [inbound, outbound] if rec.channels == 2 else [inbound + outbound]
 
-    @staticmethod
-    def _part(call: Call, origin: float) -> audio.Part:
+    @classmethod
+    def _part(cls, call: Call, origin: float) -> audio.Part:
         """A caller's voice over the time they were on the line."""
         end = None if call.left_at is None else round((call.left_at - origin) * audio.RATE)
-        return audio.Part(audio.Voice(call.voice_seed), round((call.joined_at - origin) * audio.RATE), end)
+        return audio.Part(cls._voice(call, origin), round((call.joined_at - origin) * audio.RATE), end)
+
+    @staticmethod
+    def _voice(call: Call, origin: float) -> audio.Voice:
+        """A caller's voice, its script (if the call has one) in samples from `origin`, as recordings count them."""
+        if not call.talk:
+            return audio.Voice(call.voice_seed)
+        at = lambda seconds: round((call.joined_at + seconds - origin) * audio.RATE)  # noqa: E731
+        return audio.Voice(call.voice_seed, [(at(start), at(end)) for start, end in call.talk])
+
+    def _speech(self, call_sid: str, kind: str, at: float) -> None:
+        """A followed call began or stopped talking (lock held): its speaker event."""
+        call = self.calls[call_sid]
+        if call.conference_sid is not None and call.left_at is None:
+            self._conference_callback(self.conferences[call.conference_sid], kind, at, call)
 
     # Live output
 

@@ -81,6 +81,9 @@ class Behaviour:
     # <Dial> action parameters: "DialCallSid: The unique identifier of the new call leg"; silent on a
     # <Conference>, where no new leg is dialed. False: not sent (there is no new leg); True: the caller's CallSid.
     conference_dial_call_sid: bool = False
+    # statusCallbackEvent `speaker`: "When a participant has begun or stopped speaking"; silent on a participant
+    # who leaves while talking. True: a participant-speech-stop comes first, then participant-leave; False: none.
+    speech_stop_on_leave: bool = True
 
     def __post_init__(self) -> None:
         """Refuse a value that is neither documented possibility."""

@@ -166,6 +166,7 @@ class Call:
     hold: bool = False
     updated_at: Optional[float] = None  # last hold change or leave, the participant's date_updated
     recording_sids: List[str] = field(default_factory=list)
+    talk: Tuple[Tuple[float, float], ...] = ()  # scripted turns, (start, end) s after joining; empty: the voice's own
 
     @property
     def on_the_line(self) -> bool:

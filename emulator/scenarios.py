@@ -2,6 +2,7 @@
 
 A scenario is a list of steps:
     ("call", LABEL, TO)   LABEL dials TO (a new call each time, so a rejoin is a new CallSid)
+    ("call", LABEL, TO, TALK)   ... and talks exactly then: TALK is ((start, end), ...) seconds after joining
     ("hangup", LABEL)     LABEL's current call hangs up
     ("hold", LABEL)       LABEL's current call is put on hold
     ("unhold", LABEL)     ... and taken off hold
@@ -110,7 +111,8 @@ class Player:
                 self._on_step(step)
             kind = step[0]
             if kind == "call":
-                self.calls[step[1]] = self._emulator.dial(step[2], caller_number(step[1]), step[1])
+                talk = {"talk": step[3]} if len(step) > 3 else {}  # scripted turns: the emulator's own voices else
+                self.calls[step[1]] = self._emulator.dial(step[2], caller_number(step[1]), step[1], **talk)
             elif kind == "hangup":
                 self._emulator.hangup(self.calls[step[1]].sid)
             elif kind in ("hold", "unhold"):

@@ -98,9 +98,9 @@ class Emulator:
         """Provision a number whose calls fetch LaML from `voice_url` (and report their end to `status_callback`)."""
         return self.sim.add_number(phone_number, voice_url, status_callback=status_callback)
 
-    def dial(self, to: str, from_: str, label: str = "") -> Call:
-        """Place an inbound call to `to` and follow the LaML it gets."""
-        return self.sim.dial(to, from_, label)
+    def dial(self, to: str, from_: str, label: str = "", talk=()) -> Call:
+        """Place an inbound call to `to` and follow the LaML it gets; `talk`: scripted turns (Simulator.dial)."""
+        return self.sim.dial(to, from_, label, talk)
 
     def hangup(self, call_sid: str) -> None:
         """Hang up a call."""

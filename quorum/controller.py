@@ -7,7 +7,7 @@ import time
 from typing import Callable, Dict, Optional, Tuple
 
 from config import RoomRule
-from quorum import announcements, policy, read_schedule
+from quorum import announcements, policy, read_schedule, talk
 from quorum.call_end import call_ended
 from quorum.command_queue import CommandQueue
 # The events are imported from here by the routes and the tests, as before they had a module of their own.
@@ -329,7 +329,7 @@ class RecordingController:
             if after is conf:
                 return conf  # a duplicate or a stale event
             return policy.connection_event(after, event.call_sid, joined, now, caller if joined else None, event.hold)
-        return conf
+        return talk.speech_event(conf, event.kind, event.call_sid, event.at)  # TALK_TIME's; any other: unchanged
 
     def _finish_if_done(self, conf: Conference) -> Conference:
         """Once ended with every recording's end reported, the conference awaits processing."""

@@ -24,7 +24,7 @@ class Decision(enum.StrEnum):
 class ConferenceEvent:
     """A conference status callback, reduced to what the policy needs."""
 
-    kind: str  # conference-start | conference-end | participant-join | -leave | -hold | -unhold
+    kind: str  # conference-start | conference-end | participant-join | -leave | -hold | -unhold | -speech-start | -stop
     room: str
     conference_sid: str
     call_sid: Optional[str]

@@ -9,6 +9,9 @@ from signalwire.voice_response import Dial, VoiceResponse
 from config import PER_NUMBER
 
 STATUS_EVENTS = "start end join leave hold"
+# <Conference> statusCallbackEvent `speaker`: "When a participant has begun or stopped speaking"
+# (participant-speech-start, participant-speech-stop). Asked for only with TALK_TIME: a callback per turn.
+SPEAKER_EVENTS = "speaker"
 # <Conference recordingStatusCallbackEvent>: documented values in-progress, completed, failed (default
 # "completed failed"); `absent` is for call recordings only. in-progress tells us the recording's sid.
 RECORDING_EVENTS = "in-progress completed failed"
@@ -46,8 +49,9 @@ def announcement_laml(text: str) -> str:
     return str(response)
 
 
-def conference_laml(room: str, public_base: str, trim: str, starts_conference: bool = True) -> str:
-    """Join the caller to `room`, recorded from the start, with our callbacks.
+def conference_laml(room: str, public_base: str, trim: str, starts_conference: bool = True,
+                    talk_time: bool = False) -> str:
+    """Join the caller to `room`, recorded from the start, with our callbacks (speaker events too with `talk_time`).
 
     A caller who does not start the conference (not a host, where the room has hosts) waits with
     SignalWire's hold music, which is not recorded, until one who does arrives.
@@ -59,7 +63,7 @@ def conference_laml(room: str, public_base: str, trim: str, starts_conference: b
         record="record-from-start",
         start_conference_on_enter=starts_conference,
         status_callback=f"{public_base}/voice/conference-status",
-        status_callback_event=STATUS_EVENTS,
+        status_callback_event=f"{STATUS_EVENTS} {SPEAKER_EVENTS}" if talk_time else STATUS_EVENTS,
         status_callback_method="POST",
         recording_status_callback=recording_callback_url(public_base, room),
         recording_status_callback_event=RECORDING_EVENTS,

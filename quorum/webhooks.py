@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from quorum import caller_numbers, input_checks
 from quorum import laml
-from quorum import signatures
+from quorum import signatures, talk
 from quorum.log_throttle import since
 from quorum.call_end import CALL_OVER, end_time
 from quorum.controller import CallStatusEvent, ConferenceEvent, Decision, RecordingEvent
@@ -19,7 +19,7 @@ log = logging.getLogger("quorum.webhooks")
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave",
-                     "participant-hold", "participant-unhold")
+                     "participant-hold", "participant-unhold", *talk.SPEECH_EVENTS)
 
 
 @bp.before_request
@@ -91,7 +91,8 @@ def inbound():
     starts = not rule.host_numbers or rule.is_host(caller)
     log.info("room=%s call=%s from=%s action=join-conference starts=%s", room, call_sid,
              caller_numbers.for_log(caller, config.log_caller_numbers), starts)
-    return Response(laml.conference_laml(room, config.public_url, config.trim, starts), mimetype="text/xml")
+    return Response(laml.conference_laml(room, config.public_url, config.trim, starts, config.talk_time),
+                    mimetype="text/xml")
 
 
 @bp.post("/announce")

@@ -34,6 +34,7 @@ SLOW_SUITES = {
     "test_retention_end_to_end.py",
     "test_scale_out.py",
     "test_slow_clients.py",
+    "test_talk_end_to_end.py",
 }
 
 

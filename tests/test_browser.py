@@ -18,6 +18,7 @@ import pytest
 from app import services
 from e2e_support import quorum_stack
 from emulator.scenarios import DEMO_NUMBER, Player, caller_number
+from test_talk_end_to_end import OPENING as TALK_OPENING, REST as TALK_REST
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -223,3 +224,31 @@ def test_history_lists_filters_and_links(page, stack, finished):
     assert "room=%2B15550199" in page.url
     row.get_by_role("link").click()
     expect(page.get_by_role("heading", name=f"Conversation in room {DONE_ROOM}")).to_be_visible()
+
+
+def test_conversation_page_draws_each_callers_talk_and_its_table(browser):
+    """TALK_TIME on the scripted turns of test_talk_end_to_end (a hold pauses the recording in the middle)."""
+    with quorum_stack(api_token=TOKEN, participant_recording="inbound", talk_time=True) as talking:
+        Player(talking.emulator).play(TALK_OPENING + TALK_REST)
+        assert talking.settle() and talking.wait_for_empty_store(10)
+        (record,) = services(talking.app).archive.all()
+        context = browser.new_context(base_url=talking.config.public_url, viewport={"width": 1100, "height": 800})
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        sign_in(page)
+        page.goto(f"/conversations/{record['id']}")
+        drawn = page.eval_on_selector_all("svg.timeline g.lane[data-kind=channel]", """lanes => lanes.map(lane =>
+            [...lane.querySelectorAll('rect.talk')].map(r => [+r.dataset.startMs, +r.dataset.endMs]))""")
+        assert drawn == [[[s["start_ms"], s["end_ms"]] for s in c["talk"]["spans"]] for c in record["channels"]]
+        assert all(drawn)  # both callers talked while the recording ran
+        table = page.get_by_role("region", name="Talk time table")
+        rows = table.locator("tbody tr")
+        expect(rows).to_have_count(2)
+        for row, channel in zip(range(2), record["channels"]):
+            expect(rows.nth(row)).to_contain_text(f"{channel['talk']['seconds']:.1f} s")
+            expect(rows.nth(row)).to_contain_text(f"{channel['talk']['share']:.0%}")
+        expect(table.locator("tfoot")).to_contain_text(f"{record['talk']['silence_s']:.1f} s")
+        expect(page.locator("[data-source=speaker-events]")).to_contain_text("speaker events")
+        expect(page.get_by_role("list", name="Legend")).to_contain_text("talking (recorded time only)")
+        screenshot(page, "conversation-talk")
+        context.close()

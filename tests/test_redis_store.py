@@ -17,7 +17,7 @@ from config import ConfigError, RoomRule
 from quorum.controller import Decision, RecordingEvent
 from support import conference_form, make_config, sid
 from recording_state import (PAUSED, PROCESSING, RECORDING, STALE_AFTER_S, TIMELINE_LIMIT, Caller, MemoryStore,
-                             RecordingInfo, Transition)
+                             RecordingInfo, TalkEvents, Transition)
 from test_recording_core import A, B, CONF, REC, ROOM, T0, Core
 from quorum.redis_store import CACHE_BYTES, RedisStore
 
@@ -77,7 +77,7 @@ def rich_conference():
     conf = policy.conference_ended(conf, 7.0)
     return dataclasses.replace(conf, recording_info={"rec-1": RecordingInfo("A", "https://x/r.wav", 3.5)},
                                unrecordable=("B",), wanted=RECORDING, read_version=3, recheck=True, status=PROCESSING,
-                               started_at=0.5, opened_at=0.25)
+                               started_at=0.5, opened_at=0.25, talk={"A": TalkEvents((1.0, 5.0), (3.0,))})
 
 
 def test_stored_json_is_what_asdict_gave_and_older_data_still_loads(redis_url, store):
@@ -86,6 +86,14 @@ def test_stored_json_is_what_asdict_gave_and_older_data_still_loads(redis_url, s
     assert raw == json.dumps(dataclasses.asdict(conf), separators=(",", ":")).encode()
     store._redis.set(f"{store._ns}:conf:old", raw)  # as an earlier release wrote it
     assert RedisStore.from_url(redis_url, store._ns, 30).get("old") == conf
+
+
+def test_a_conference_stored_before_talk_time_loads_without_speaker_events(redis_url, store):
+    conf = store.mutate("R", lambda _: rich_conference())
+    stored = json.loads(store._redis.get(f"{store._ns}:conf:R"))
+    del stored["talk"]  # as a release before TALK_TIME wrote it
+    store._redis.set(f"{store._ns}:conf:old", json.dumps(stored))
+    assert RedisStore.from_url(redis_url, store._ns, 30).get("old") == dataclasses.replace(conf, talk={})
 
 
 def test_one_round_trip_per_change_in_the_common_case(redis_url, store):

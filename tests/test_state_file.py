@@ -1,5 +1,6 @@
 """The memory store's state file: what a restart keeps (real SQLite files, the real app, SignalWire faked over HTTP)."""
 
+import json
 import logging
 import os
 import sqlite3
@@ -151,6 +152,33 @@ def test_recording_urls_a_parked_conference_and_retired_sids_survive_restarts(se
     assert phone.recording("completed", DONE_REC, OTHER_ROOM) == "stale"
     assert phone.recording("completed", REC) == "stale"
     assert phone.state(OTHER_ROOM) is None
+    shutdown(phone.app)
+
+
+def test_speaker_events_survive_a_restart_and_a_file_written_before_them_loads(settings, signalwire, tmp_path):
+    phone = started({**settings, "talk_time": True})
+    for call, number in ((HOST, HOST_NUMBER), (GUEST, GUEST_NUMBER)):
+        phone.dial(call, number)
+        phone.conference("participant-join", call)
+    phone.conference("participant-speech-start", HOST)
+    phone.conference("participant-speech-start", GUEST)
+    phone.conference("participant-speech-stop", HOST)
+    phone.settle()
+    before = phone.state(ROOM)
+    assert {call: (len(events.starts), len(events.stops)) for call, events in before.talk.items()} == {
+        HOST: (1, 1), GUEST: (1, 0)}
+
+    phone = restarted(phone, settings)
+    assert phone.state(ROOM) == before
+    shutdown(phone.app)
+    path = Path(settings["recordings_dir"]) / STATE_FILE_NAME
+    with closing(sqlite3.connect(path)) as db, db:
+        (text,) = db.execute("SELECT conference FROM conferences WHERE room = ?", (ROOM,)).fetchone()
+        row = json.loads(text)
+        del row["talk"]  # as a release before TALK_TIME wrote it
+        db.execute("UPDATE conferences SET conference = ? WHERE room = ?", (json.dumps(row), ROOM))
+    phone = started(settings)
+    assert phone.state(ROOM) == evolve(before, talk={})
     shutdown(phone.app)
 
 

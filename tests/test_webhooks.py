@@ -352,7 +352,7 @@ def test_bad_input_is_refused_with_the_field_named(post_signed, path, form, quer
     assert (response.status_code, response.get_json()) == (status, {"error": error})
 
 
-@pytest.mark.parametrize("event", ["participant-mute", "participant-speech-start", "conference-record-start"])
+@pytest.mark.parametrize("event", ["participant-mute", "announcement-end", "conference-record-start"])
 def test_unknown_events_are_ignored(post_signed, app, event):
     response = post_signed("/voice/conference-status", status_form(event, A))
     assert response.status_code == 204
