@@ -15,7 +15,7 @@ import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Protocol, Sequence, cast
 
 import requests
 
@@ -35,11 +35,21 @@ DOWNLOAD_TIMEOUT_S = 30.0
 PROCESS_LOCK_TTL_S = 900  # longer than any download and analysis; frees the room if the process dies
 
 
+class Figures(Protocol):
+    """What `analyze` tells of each channel (audio_quality.AudioQuality): None for a figure it could not estimate."""
+
+    @property
+    def snr(self) -> Optional[float]: ...
+
+    @property
+    def rt60(self) -> Optional[float]: ...
+
+
 class ConversationProcessor:
     """Processes finished conferences on a small pool; one room at a time, across processes too."""
 
     def __init__(self, store: StateStore, archive: Archive, events: Optional[EventSender],
-                 analyze: Callable[[Path], object], media: MediaSource, workers: int = 2, downloads: int = 4,
+                 analyze: Callable[[Path], Sequence[Figures]], media: MediaSource, workers: int = 2, downloads: int = 4,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
                  copies: Optional[SignalWireCopies] = None):
         self._store = store
@@ -112,7 +122,7 @@ class ConversationProcessor:
         for sid, info in _fetchable(conf).items():
             audio = media.get(sid)
             problem = "not downloaded" if audio is None else check_copy(directory / audio["wav_file"], info.duration_s)
-            if problem is None:
+            if problem is None and audio is not None:  # no problem: it was downloaded
                 checked[sid] = audio["wav_file"]
             else:
                 log.warning("room=%s conference=%s recording=%s: %s; SignalWire's copy is kept", conf.room,
@@ -132,7 +142,9 @@ class ConversationProcessor:
         names = _file_names(conf)
         wanted = _fetchable(conf)
         with ThreadPoolExecutor(max_workers=max(1, len(wanted))) as pool:
-            futures = {sid: pool.submit(self._fetch, info.url, directory, names[sid]) for sid, info in wanted.items()}
+            # _fetchable keeps only recordings with a URL, which RecordingInfo's Optional cannot say.
+            futures = {sid: pool.submit(self._fetch, cast(str, info.url), directory, names[sid])
+                       for sid, info in wanted.items()}
             fetched = {sid: future.result() for sid, future in futures.items()}
         return {sid: audio for sid, audio in fetched.items() if audio is not None}
 

@@ -51,7 +51,9 @@ def _is_channel(conf: Conference, recording_sid: str) -> bool:
 
 def recording_timeline(conf: Conference, recording_sid: Optional[str], until: float) -> List[dict]:
     """Recorded and paused spans of one recording, from its confirmed transitions."""
-    spans, state, since = [], None, None
+    spans: List[dict] = []
+    state: Optional[str] = None
+    since = 0.0  # read only once a transition has set `state`
     for t in conf.timeline:
         if t.kind != "confirmed" or t.recording_sid != recording_sid:
             continue
@@ -97,7 +99,7 @@ def channels(conf: Conference, media: Dict[str, dict], until: float) -> List[dic
             "connection_id": caller.from_ or call_sid, "call_sid": call_sid, "from": caller.from_, "to": caller.to,
             "host": caller.host, "start_ms": _ms(caller.joined_at, conf.opened_at), "end_ms": _ms(end, conf.opened_at),
             "holds": [{"start_ms": _ms(a, conf.opened_at), "end_ms": _ms(b, conf.opened_at)} for a, b in holds],
-            "audio": media.get(own.get(call_sid), EMPTY_AUDIO),
+            "audio": media.get(own[call_sid], EMPTY_AUDIO) if call_sid in own else EMPTY_AUDIO,
         })
     return result
 
@@ -117,7 +119,7 @@ def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None
     return {
         "id": conf.conference_sid, "room": conf.room, "status": status,
         "started_at": iso(conf.opened_at), "ended_at": iso(conf.ended_at),
-        "audio": media.get(mix, EMPTY_AUDIO),
+        "audio": media.get(mix, EMPTY_AUDIO) if mix is not None else EMPTY_AUDIO,
         "recording_timeline": recording_timeline(conf, mix, until),
         "announcements": announcements(conf),
         "channels": channels(conf, media, until),
