@@ -162,8 +162,8 @@ class RecordingController:
         key = parked_key(old.room, str(old.conference_sid))  # "None" for one known only from a recording's callback
         ended = old if old.ended else policy.conference_ended(old, now)  # its end callback was lost
         parked = self._store.mutate(key, lambda current: current or self._finish_if_done(ended))
-        if old.conference_sid is not None:  # its own late conference events are stale now
-            self._store.retire(old.conference_sid)
+        if old.conference_sid is not None:  # one known only from recordings has no sid: the state file takes no NULL
+            self._store.retire(old.conference_sid)  # its own late conference events are stale now
         log.info("room=%s conference=%s action=park key=%s", old.room, old.conference_sid, key)
         if parked is not None and parked.status == PROCESSING:
             self._processor.submit(key)
