@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-packages test test-fast lint demo run dev bench bench-churn bench-audio bench-archive bench-wrk \
+.PHONY: install system-packages test test-fast lint typecheck demo run dev bench bench-churn bench-audio bench-archive bench-wrk \
 	bench-crossing bench-scale bench-repair bench-faults
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -22,6 +22,10 @@ test: install system-packages
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# mypy over the product modules and packages ([tool.mypy] in pyproject.toml).
+typecheck: install
+	$(VENV)/bin/mypy
 
 # The edit loop: pure code, the routes through Flask's test client, the memory store; no processes or Redis.
 test-fast: install

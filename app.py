@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 import redis
 from flask import Flask, Response, current_app, jsonify, request
@@ -96,9 +96,10 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     metrics = Metrics(store)
     gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest,
                                 announcer=build_announcer(config))
-    events = EventSender(config.event_callback_url, config.event_callback_secret, build_outbox(config),
+    secret = config.event_callback_secret  # Config requires it with EVENT_CALLBACK_URL
+    events = EventSender(config.event_callback_url, secret, build_outbox(config),
                          workers=config.event_callback_concurrency,
-                         max_queued=config.event_queue_max) if config.event_callback_url else None
+                         max_queued=config.event_queue_max) if config.event_callback_url and secret else None
     media = MediaSource(allowed_origins(config.signalwire_space_url, config.signalwire_api_url),
                         max_bytes=config.max_recording_mb * 1024 * 1024, timeout_s=DOWNLOAD_TIMEOUT_S)
     copies = SignalWireCopies(archive, store, gateway.delete_recording, config.delete_from_signalwire,
@@ -154,7 +155,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
                archive_clock: Optional[Callable[[], float]] = None) -> Flask:
     """Build the services, start them, and serve them through the Flask app (arguments: see build_services)."""
     from_env = config is None
-    if from_env:
+    if config is None:
         config = _config_or_exit()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     request_logs.configure_werkzeug(config.log_level, config.log_caller_numbers)
@@ -239,7 +240,7 @@ def _or_exit(build: Callable):
         _exit_with(error)
 
 
-def _exit_with(error: ConfigError) -> None:
+def _exit_with(error: ConfigError) -> NoReturn:
     """Stop start-up with one line naming the setting, and no traceback."""
     print(f"quorum: configuration error: {error}", file=sys.stderr)
     raise SystemExit(2) from None
@@ -313,7 +314,9 @@ def cli(argv: Optional[list] = None) -> None:
         from quorum.__main__ import main as point
 
         raise SystemExit(point(argv))
-    COMMANDS[argv[0]][1](argv[1:])
+    command = COMMANDS[argv[0]][1]
+    assert command is not None  # only demo and point-number have none, and both were run above
+    command(argv[1:])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
 PAUSE_BEHAVIORS = ("skip", "silence")
@@ -148,7 +148,7 @@ class Config:
 
             load_dotenv()
             environ = os.environ
-        values = {}
+        values: Dict[str, Any] = {}  # each field's own type, from its parser
         for setting in fields(cls):
             name = setting.name.upper()
             raw = environ.get(name, "").strip()
@@ -299,8 +299,9 @@ def _check_rule(where: str, rule: RoomRule) -> None:
 
 
 # ROOM_RULES_FILE keys and the types TOML must give them.
-_RULE_KEYS = {"min_participants": int, "pause_behavior": str, "record_participants": (str, list),
-              "host_numbers": (str, list), "recording_announcement": str, "hold_counts_as_present": bool}
+_RULE_KEYS: Dict[str, type | tuple[type, ...]] = {"min_participants": int, "pause_behavior": str,
+                                                  "record_participants": (str, list), "host_numbers": (str, list),
+                                                  "recording_announcement": str, "hold_counts_as_present": bool}
 
 
 def load_room_rules(path: str, default: RoomRule, conference_room: str = PER_NUMBER) -> Dict[str, RoomRule]:
@@ -331,7 +332,7 @@ def _room_rule(path: str, room: str, table, default: RoomRule) -> RoomRule:
     where = f"ROOM_RULES_FILE {path} [{room}] "
     if not isinstance(table, dict) or not valid_room(room):
         raise ConfigError(where.rstrip(), "must be a table named by a dialed number such as \"+15551230000\"")
-    changes = {}
+    changes: Dict[str, Any] = {}  # each rule's own type, checked against _RULE_KEYS
     for key, value in table.items():
         kind = _RULE_KEYS.get(key)
         if kind is None:

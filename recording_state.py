@@ -243,7 +243,7 @@ class MemoryStore:
     RETIRED_LIMIT = 10_000
     CALLS_LIMIT = 50_000
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._conferences: Dict[str, Conference] = {}
         # Striped locks: per-room exclusion without a lock table that grows with rooms.
         self._locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]

@@ -13,7 +13,7 @@ OFF_MESSAGE = ("set API_TOKEN to a long random secret and send it as 'Authorizat
 
 def token_matches(expected: Optional[str], given: Optional[str]) -> bool:
     """Whether `given` is the expected token (constant time); never true without a token configured."""
-    return bool(expected) and given is not None and hmac.compare_digest(given.encode(), expected.encode())
+    return bool(expected and given is not None and hmac.compare_digest(given.encode(), expected.encode()))
 
 
 def bearer_token() -> Optional[str]:

@@ -10,6 +10,7 @@ Sign-in is in console/signin.py; the view data, as pure functions, in console/vi
 from __future__ import annotations
 
 import time
+from typing import Tuple
 
 import redis
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file, url_for
@@ -19,9 +20,10 @@ from console.talk_view import talk_view
 from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversation_facts, live_conference,
                            live_summary, paginate, recordings_view, retention_words, rule_words, timeline_view,
                            unrecorded_channels)
-from conversations.archive import valid_id
+from conversations.archive import Archive, valid_id
 from conversations.queries import find_conversation, known_rooms, listing, search_filters
 from quorum import redis_outage
+from recording_state import StateStore
 
 bp = Blueprint("dashboard", __name__)
 bp.before_request(signin.gate)
@@ -126,7 +128,7 @@ def _live_data() -> dict:
     return {"conferences": items, "summary": live_summary(items), "updated": clock(now)}
 
 
-def _store_and_archive() -> tuple:
+def _store_and_archive() -> Tuple[StateStore, Archive]:
     """The app's state store and archive, which the conversation queries read."""
     held = current_app.extensions["quorum"]
     return held.store, held.archive

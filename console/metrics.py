@@ -9,7 +9,7 @@ recording gauges are read from the store at scrape time, so they are global eith
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 # prometheus-client picks multiprocess mode when the variable merely exists, and an empty one (`.env` files
 # carry `PROMETHEUS_MULTIPROC_DIR=`) then writes its files to the working directory: empty means off, for both.
@@ -42,7 +42,7 @@ class Metrics:
         self.crossing_seconds = Histogram(
             "quorum_crossing_to_command_seconds", "From the arrival of a callback that crosses the threshold to "
             "its pause or resume leaving for SignalWire.", buckets=CROSSING_BUCKETS, registry=self.registry)
-        self._webhook_children = {}
+        self._webhook_children: Dict[Tuple[str, str], Counter] = {}
         self._state = _StateCollector(store)
         self.registry.register(self._state)
 

@@ -34,8 +34,8 @@ BAD_INPUT = _error("a required field is missing, or an id, room or Timestamp is 
 TOO_LARGE = {"description": "the body is over 64 KB"}
 NO_TOKEN = _error("API_TOKEN is not set: this part is off")
 WRONG_TOKEN = _error("missing or wrong bearer token")
-SIGNED = [{"signalwireSignature": []}]
-BEARER = [{"bearer": []}]
+SIGNED: list[dict[str, list[str]]] = [{"signalwireSignature": []}]  # security requirements: scheme -> scopes
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 # What quorum/input_checks.py accepts: SignalWire's sids are UUIDs (Twilio-style ones are accepted too).

@@ -279,7 +279,7 @@ def recordings_view(record: dict, media_url: Callable[[str], str]) -> List[dict]
 
 def _had_recording(audio: Optional[dict]) -> bool:
     """Whether a channel's audio entry is of a recording (kept, or missing for a stated reason)."""
-    return bool(audio) and any(audio.get(key) for key in ("wav_file", "mp3_file", "missing"))
+    return bool(audio and any(audio.get(key) for key in ("wav_file", "mp3_file", "missing")))
 
 
 def unrecorded_channels(record: dict) -> int:

@@ -211,7 +211,7 @@ class Archive:
 
     def all(self) -> List[dict]:
         """Every archived conversation, newest first, read from the files themselves."""
-        found = [c for c in (_read(p) for p in self._files()) if fields(c) is not None]
+        found = [c for c in (_read(p) for p in self._files()) if c is not None and fields(c) is not None]
         return sorted(found, key=sort_key, reverse=True)
 
     def prepare(self) -> None:

@@ -146,7 +146,8 @@ class ScanView:
     """The same queries over records read from the files (while the index cannot answer)."""
 
     def __init__(self, records: Iterable[dict]):
-        self._rows = [(fields(r), r) for r in sorted(filter(fields, records), key=sort_key, reverse=True)]
+        rows = [(found, r) for r in records if (found := fields(r)) is not None]
+        self._rows = sorted(rows, key=lambda row: sort_key(row[1]), reverse=True)
 
     def _matching(self, query: Query) -> List[Tuple[Fields, dict]]:
         """Rows that pass the query, newest first."""

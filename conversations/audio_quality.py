@@ -224,11 +224,11 @@ class _ChannelAnalyzer:
             raw = _wada(self.abs_sum, self.log_sum, self.count)
             method = "wada"
         else:
-            noise = sum(b.noise_power * b.n for b in self.blocks)
+            noise = sum(b.noise_power * b.n for b in self.blocks if b.noise_power is not None)  # every block's
             raw = 10 * math.log10(max(total - noise, 1e-12 * total) / max(noise, 1e-30 * total))
             # name the estimator that covered most of the audio
             covered = {m: sum(b.n for b in self.blocks if b.method == m) for m in ("noise-floor", "spectral-floor")}
-            method = max(covered, key=covered.get)
+            method = max(covered, key=covered.__getitem__)
         return min(max(raw, SNR_MIN), SNR_MAX), method, not SNR_MIN < raw < SNR_MAX
 
 

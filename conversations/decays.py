@@ -77,9 +77,8 @@ def _find_decays(sub: np.ndarray, noise: np.ndarray, first: int, limit: int, res
         ends.append(chunk + 1 + stop_at)
         lows.append(chunk + 1 + masked.argmin(axis=1))
         mins.append(np.where(stop_at > 0, masked.min(axis=1), level[chunk]))
-    ends, lows, mins = np.concatenate(ends), np.concatenate(lows), np.concatenate(mins)
     segments = []
-    for peak, end, low, minimum in zip(peaks, ends, lows, mins):
+    for peak, end, low, minimum in zip(peaks, np.concatenate(ends), np.concatenate(lows), np.concatenate(mins)):
         if peak < resume:
             continue  # this peak is a ripple inside the previous decay
         resume = int(end)

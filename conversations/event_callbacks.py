@@ -170,7 +170,7 @@ class EventSender:
         self._clock = clock
         self._session = requests.Session()
         self._pending: "OrderedDict[str, _Pending]" = OrderedDict()  # oldest first
-        self._due = []  # heap of (due time, order, event id); stale entries are skipped
+        self._due: List[Tuple[float, int, str]] = []  # heap of (due time, order, event id); stale entries are skipped
         self._order = itertools.count()
         self._dropped = 0
         self._cond = threading.Condition()
@@ -260,6 +260,7 @@ class EventSender:
                     self._cond.wait(None if found is None else max(0.0, found[0] - self._clock()))
                 if self._stopped:
                     return
+                assert found is not None  # the wait above ends, unless stopped, on an event that is due
                 heapq.heappop(self._due)
                 event_id = found[1]
                 entry = self._pending[event_id]

@@ -36,7 +36,7 @@ def origin_of(url: str) -> Optional[Origin]:
     """(scheme, host, port) of an http(s) URL, or None for anything else."""
     try:
         parts = urlsplit(url)
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 0)  # 0: not http(s), refused below
     except ValueError:
         return None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:

@@ -20,7 +20,7 @@ import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, cast
 
 import requests
 
@@ -43,11 +43,21 @@ PROCESS_LOCK_TTL_S = 900  # longer than any download and analysis; frees the roo
 Change = Callable[[Conference], Conference]
 
 
+class Figures(Protocol):
+    """What `analyze` tells of each channel (audio_quality.AudioQuality): None for a figure it could not estimate."""
+
+    @property
+    def snr(self) -> Optional[float]: ...
+
+    @property
+    def rt60(self) -> Optional[float]: ...
+
+
 class ConversationProcessor:
     """Processes finished conferences on a small pool; one room at a time, across processes too."""
 
     def __init__(self, store: StateStore, archive: Archive, events: Optional[EventSender],
-                 analyze: Callable[[Path], object], media: MediaSource, gateway: SignalWireGateway, workers: int = 2,
+                 analyze: Callable[[Path], Sequence[Figures]], media: MediaSource, gateway: SignalWireGateway, workers: int = 2,
                  downloads: int = 4, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, copies: Optional[SignalWireCopies] = None,
                  reads: Callable[[int], None] = lambda count: None, list_calls: bool = False):

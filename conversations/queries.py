@@ -58,7 +58,8 @@ def listing(store: StateStore, archive: Archive, offset: Callable[[int], int], l
     live = [conversation.record(conf, now) for _, conf in store.conferences() if conf.conference_sid]
     # Live ones were perhaps archived a moment ago: shown once.
     query = Query(room, status, frozenset(c["id"] for c in live), caller, since, until)
-    shown = sorted((c for c in live if query.matches(fields(c), numbers(c))), key=sort_key, reverse=True)
+    shown = sorted((c for c in live if (found := fields(c)) and query.matches(found, numbers(c))), key=sort_key,
+                   reverse=True)
     return archive.view(lambda view: _merged(view, query, shown, offset, limit))
 
 

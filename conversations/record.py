@@ -55,7 +55,9 @@ def _is_channel(conf: Conference, recording_sid: str) -> bool:
 
 def recording_timeline(conf: Conference, recording_sid: Optional[str], until: float) -> List[dict]:
     """Recorded and paused spans of one recording, from its confirmed transitions."""
-    spans, state, since = [], None, None
+    spans: List[dict] = []
+    state: Optional[str] = None
+    since = 0.0  # read only once a transition has set `state`
     for t in conf.timeline:
         if t.kind != "confirmed" or t.recording_sid != recording_sid:
             continue

@@ -8,13 +8,13 @@ that pause's `recording.paused`.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, TypeGuard
 
 from quorum.policy import _log, _owner
 from recording_state import PAUSED, RECORDING, Conference, evolve
 
 
-def announcement_due(conf: Optional[Conference]) -> bool:
+def announcement_due(conf: Optional[Conference]) -> TypeGuard[Conference]:
     """Whether the announcement lane has something to do: a start or resume of a live conference not yet announced."""
     return conf is not None and not conf.ended and conf.conference_sid is not None and conf.announce_tries > 0
 

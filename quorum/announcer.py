@@ -64,6 +64,7 @@ class Announcer:
     def _play(self, room: str, conf: Conference, lock: Tuple[str, str]) -> None:
         """Play the announcement (skipped if the recording is about to pause) and record how it went, releasing
         `lock`; a first failure is tried once more after a backoff."""
+        assert conf.conference_sid is not None  # announcement_due wants only a conference with its sid
         action = policy.Action(conf.conference_sid, None, policy.ANNOUNCE)
         start = announcements.announcement_start(conf)
         outcome = "skipped"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, TypeGuard
 
 from quorum import announcements, policy, redis_outage
 from quorum.announcer import Announcer
@@ -192,7 +192,7 @@ class CommandQueue:
         record what is now known, releasing the lock in that record. Returns the outcome (None if nothing was
         recorded, the lock still held) and the conference as that record left it."""
         action = policy.next_action(conf)
-        if action is None or action.target == policy.RECOVER:
+        if action is None or conf is None or action.target == policy.RECOVER:  # an action has its conference
             return None, conf
         crossed_at = self._crossing(room) if action.call_sid is None and action.target != policy.CREATE else None
         if crossed_at is not None:
@@ -223,25 +223,30 @@ class CommandQueue:
     def _send(self, room: str, conf: Conference, action: policy.Action) -> Tuple[Outcome, object]:
         """The REST call a command stands for; returns its outcome and what it created."""
         if action.target == policy.CREATE:
+            assert action.call_sid is not None  # next_action's CREATE names the call to record
             return self._gateway.record_call(action.call_sid, self._recording_callback(room, action.call_sid))
+        assert action.recording_sid is not None  # its pause or resume names the recording
         return self._gateway.set_recording(action.conference_sid, action.recording_sid, action.target,
                                            action.call_sid, conf.rule.pause_behavior), None
 
     def _command_change(self, action: policy.Action, outcome: Outcome, result) -> Callable:
         """What a command's outcome changes in its conference."""
         now = self._clock()
+        call_sid, recording_sid = action.call_sid, action.recording_sid  # narrowed below for the closures
         if action.target == policy.CREATE:
+            assert call_sid is not None  # next_action's CREATE names the call to record
             # Never retried: a create that timed out may have worked, and a second would record the caller
             # twice. If it did work, its in-progress callback names the call and it is managed from then on.
-            return lambda conf: policy.recording_created(conf, action.call_sid, result, now)
+            return lambda conf: policy.recording_created(conf, call_sid, result, now)
         # A retryable failure may or may not have taken effect: the recording is unsure, and whatever is
         # wanted next is sent again, even the old state. Never given up on while the conference is live.
         # A 404 or 422 may be a transient error as well as a finished recording: a read decides (DOUBT).
         state = {Outcome.OK: action.target, Outcome.GONE: DOUBT, Outcome.RETRY: UNSURE}.get(outcome, ABANDONED)
+        assert recording_sid is not None  # its pause or resume names the recording
 
         def change(conf: Optional[Conference]) -> Optional[Conference]:
-            after = policy.command_result(conf, action.recording_sid, state, now, action.target)
-            return announcements.paused_first(after, action.recording_sid, state, now)  # settles what is owed
+            after = policy.command_result(conf, recording_sid, state, now, action.target)
+            return announcements.paused_first(after, recording_sid, state, now)  # settles what is owed
         return change
 
     def _read(self, room: str, since: Optional[float] = None) -> None:
@@ -267,6 +272,7 @@ class CommandQueue:
             if not _wants_read(conf, since):
                 self._writes.release(room, lock)
                 return  # a read that landed while this one waited for its budget settled it
+            assert conf.conference_sid is not None  # _wants_read wants only a conference with its sid
             urgent = read_is_urgent(conf)
             start = policy.read_start(conf)
             outcome, snapshot = self._gateway.read_conference(conf.conference_sid, _call_recordings_in_doubt(conf))
@@ -291,7 +297,7 @@ class CommandQueue:
         if caller is None:
             self.reads.take_budget(1)
             outcome, caller = self._gateway.fetch_call(call_sid)
-            if outcome is Outcome.OK:
+            if outcome is Outcome.OK and caller is not None:  # an OK fetch found the call
                 self._store.remember_call(call_sid, caller)
         return caller
 
@@ -323,7 +329,7 @@ def _call_recordings_in_doubt(conf: Conference) -> tuple:
     return tuple((call, sid) for sid, call in policy.in_doubt(conf) if call is not None)
 
 
-def _wants_read(conf: Optional[Conference], since: Optional[float] = None) -> bool:
+def _wants_read(conf: Optional[Conference], since: Optional[float] = None) -> TypeGuard[Conference]:
     """Whether a live conference still needs a REST read: something unknown or in doubt, a confirmation, or a
     read since `since`."""
     return (conf is not None and not conf.ended and conf.conference_sid is not None

@@ -54,7 +54,8 @@ class RecordingController:
         """Apply a conference or participant event; returns what happened, for logs and tests."""
         call_sid = event.call_sid if event.kind in PARTICIPANT_EVENTS else None
         now = self._clock()
-        displaced, crossed = {}, {}
+        displaced: Dict[str, Conference] = {}
+        crossed: Dict[str, Optional[float]] = {}
 
         def apply(conf: Optional[Conference], known: Optional[dict]) -> Optional[Conference]:
             displaced.clear()  # a retried mutation starts over
@@ -84,7 +85,8 @@ class RecordingController:
         """End a call's presence in the room's current conference, if that conference holds the call;
         IGNORED otherwise (a call-status never creates a conference: it names none)."""
         now = self._clock()
-        held, crossed = {}, {}
+        held: Dict[str, Optional[str]] = {}
+        crossed: Dict[str, Optional[float]] = {}
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
             held.clear()  # a retried mutation starts over
@@ -109,10 +111,11 @@ class RecordingController:
     def _park(self, old: Conference, now: float) -> None:
         """Keep a conference that the room's next one displaced under a key of its own, so its
         recordings' late callbacks still find it and it is archived like any other."""
-        key = parked_key(old.room, old.conference_sid)
+        key = parked_key(old.room, str(old.conference_sid))  # "None" for one known only from a recording's callback
         ended = old if old.ended else policy.conference_ended(old, now)  # its end callback was lost
         parked = self._store.mutate(key, lambda current: current or self._finish_if_done(ended))
-        self._store.retire(old.conference_sid)  # its own late conference events are stale now
+        if old.conference_sid is not None:  # one known only from recordings has no sid: the state file takes no NULL
+            self._store.retire(old.conference_sid)  # its own late conference events are stale now
         log.info("room=%s conference=%s action=park key=%s", old.room, old.conference_sid, key)
         if parked is not None and parked.status == PROCESSING:
             self._processor.submit(key)
@@ -121,7 +124,9 @@ class RecordingController:
         """Apply a recording status callback to the conference that holds the recording; the end of a recording
         no conference holds is kept on its own (`_keep_unclaimed`)."""
         key = event.room if event.status == "in-progress" else self._holder(event.room, event.recording_sid)
-        sids, displaced, unclaimed = {}, {}, {}
+        sids: Dict[str, Optional[str]] = {}
+        displaced: Dict[str, Conference] = {}
+        unclaimed: Dict[str, str] = {}
 
         def apply(conf: Optional[Conference], _caller: Optional[dict]) -> Optional[Conference]:
             displaced.clear()  # a retried mutation starts over
@@ -215,6 +220,7 @@ class RecordingController:
         """One round of `reconcile`, under its lock."""
         held = dict(self._store.conferences())
         self._commands.reads.take_budget(1 + len(held) // LIVE_PAGE_SIZE)  # one GET per page of the list
+        assert self._gateway is not None  # a controller that reconciles is given the gateway (app.py's always is)
         outcome, listed = self._gateway.list_live_conferences()
         if outcome is not Outcome.OK:
             return 0
@@ -259,7 +265,7 @@ class RecordingController:
         if self._store.is_retired(live.sid) or not live.room:
             return 0
         now = self._clock()
-        displaced = {}
+        displaced: Dict[str, Conference] = {}
 
         def apply(conf: Optional[Conference]) -> Optional[Conference]:
             displaced.clear()
@@ -311,6 +317,7 @@ class RecordingController:
         if conf.status != LIVE:
             return False
         if conf.ended:
+            assert conf.ended_at is not None  # conference_ended sets both
             return now - conf.ended_at >= self._grace
         return now - conf.updated_at >= STALE_AFTER_S
 

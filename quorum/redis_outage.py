@@ -98,6 +98,7 @@ class RedisOutage:
             except redis.RedisError:
                 continue
             with self._lock:
+                assert self._since is not None  # set when this watch started; only the watch clears it
                 lasted, self._since = self._clock() - self._since, None
             log.warning("Redis at REDIS_URL=%s answers again after %.1f s out", self.address, lasted)
             return

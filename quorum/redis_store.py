@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import List, Optional, Tuple
+from typing import Generic, List, Optional, Set, Tuple, TypeVar, cast
 
 import redis
 
@@ -97,8 +97,8 @@ class RedisStore:
         self._unlock = client.register_script(_UNLOCK)
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
         self._take_reads = client.register_script(_TAKE_READS)
-        self._recent = _Recent(CACHE_BYTES)
-        self._callers = _Recent(CALLERS_BYTES)
+        self._recent: _Recent[Conference] = _Recent(CACHE_BYTES)
+        self._callers: _Recent[dict] = _Recent(CALLERS_BYTES)
 
     @classmethod
     def from_url(cls, url: str, namespace: str, ended_ttl_s: float) -> "RedisStore":
@@ -113,7 +113,8 @@ class RedisStore:
     def get(self, room: str) -> Optional[Conference]:
         """The conference in `room`, always read from Redis: the command path, the reconciler and the
         dashboards decide on what it says. JSON this process has seen before is not decoded again."""
-        return self._seen(room, self._redis.get(self._key("conf", room)))[1]
+        # Without decode_responses Redis answers bytes; redis-py's types allow str for clients made with it.
+        return self._seen(room, cast(Optional[bytes], self._redis.get(self._key("conf", room))))[1]
 
     def mutate(self, room: str, fn: Mutation, release: Optional[Tuple[str, str]] = None) -> Optional[Conference]:
         """Apply `fn` to this process's last copy of the room and write the result back in one
@@ -186,12 +187,13 @@ class RedisStore:
 
     def conferences(self) -> List[Tuple[str, Conference]]:
         """(room, conference) for every room with live state: one SMEMBERS, then one pipeline of MGETs."""
-        return [(name, self._seen(name, raw)[1]) for name, raw in self._stored()]
+        # `_seen` of JSON that is there (not None) is its Conference, which its Optional return cannot say.
+        return [(name, cast(Conference, self._seen(name, raw)[1])) for name, raw in self._stored()]
 
     def _stored(self) -> List[Tuple[str, bytes]]:
         """(room, JSON) of every room in the set, sorted; names whose key has expired are pruned from the set."""
         rooms_key = f"{self._ns}:rooms"
-        names = sorted(name.decode() for name in self._redis.smembers(rooms_key))
+        names = sorted(name.decode() for name in cast(Set[bytes], self._redis.smembers(rooms_key)))  # as in `get`
         pipe = self._redis.pipeline(transaction=False)
         for start in range(0, len(names), MGET_BATCH):
             pipe.mget([self._key("conf", name) for name in names[start:start + MGET_BATCH]])
@@ -255,17 +257,20 @@ class RedisStore:
             return False
 
 
-class _Recent:
+V = TypeVar("V")  # what a _Recent holds: a room's Conference, or a call's caller record
+
+
+class _Recent(Generic[V]):
     """The last value this process saw under each name (a room's conference, a call's caller), with what the
     compare-and-set compares it by: an LRU bounded in bytes."""
 
     def __init__(self, limit_bytes: int):
         self._limit = limit_bytes
         self._bytes = 0
-        self._items: "OrderedDict[str, Tuple[str, object, int]]" = OrderedDict()
+        self._items: "OrderedDict[str, Tuple[str, V, int]]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, room: str) -> Tuple[str, Optional[object]]:
+    def get(self, room: str) -> Tuple[str, Optional[V]]:
         """(digest, value) last seen under `room`; ('', None), the guess "no key", if none."""
         with self._lock:
             entry = self._items.get(room)
@@ -274,7 +279,7 @@ class _Recent:
             self._items.move_to_end(room)
             return entry[:2]
 
-    def put(self, room: str, digest: str, size: int, conf: Optional[object]) -> None:
+    def put(self, room: str, digest: str, size: int, conf: Optional[V]) -> None:
         """Remember `conf` (`size` bytes of JSON) as the newest under `room`; None forgets it (it was deleted)."""
         with self._lock:
             old = self._items.pop(room, None)

@@ -52,7 +52,8 @@ def _field_names(kind: type) -> Tuple[str, ...]:
 def _state(obj) -> dict:
     """What JSON keeps of one of recording_state's frozen dataclasses: its fields, as `Conference.to_dict` has them
     (but read from `__dict__`, not copied: the C encoder then walks the dicts, lists and scalars itself)."""
-    state, names = obj.__dict__, _field_names(type(obj))
+    # A class is hashable, but mypy does not see `type[...]` as Hashable (python/mypy#20409).
+    state, names = obj.__dict__, _field_names(type(obj))  # type: ignore[arg-type]
     return state if len(state) == len(names) else {name: state[name] for name in names}  # less a `_memo`'s value
 
 

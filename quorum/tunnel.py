@@ -6,7 +6,7 @@ import logging
 import shutil
 from dataclasses import replace
 from functools import partial
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, cast
 
 from config import Config
 from quorum import laml
@@ -37,7 +37,9 @@ def open_tunnel(port: int, authtoken: Optional[str], ngrok_path: Optional[str] =
     if binary:
         settings.ngrok_path = binary
     try:
-        return ngrok.connect(port, "http", bind_tls=True).public_url
+        # pyngrok types addr as a string (it takes str() of it) and public_url as Optional: a tunnel that connect()
+        # returned has started, and so has its URL.
+        return cast(str, ngrok.connect(str(port), "http", bind_tls=True).public_url)
     except PyngrokNgrokInstallError as error:
         raise TunnelFailed(f"downloading the ngrok binary failed ({_one_line(error)}); it is downloaded on first "
                            f"use: install ngrok on PATH or set NGROK_PATH to it, {OR_PUBLIC_URL}") from None

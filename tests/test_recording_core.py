@@ -10,11 +10,12 @@ from quorum.command_queue import CommandQueue
 from quorum.delayed_kicks import FIRST_BACKOFF_S, MAX_BACKOFF_S, backoff
 from quorum.controller import ConferenceEvent, Decision, RecordingController, RecordingEvent
 from quorum.gateway import LiveConference, Outcome
-from recording_state import PAUSED, PROCESSING, RECORDING, UNSURE, MemoryStore
+from quorum.state_file import FileBackedStore, StateFile
+from recording_state import PAUSED, PROCESSING, RECORDING, STALE_AFTER_S, UNSURE, MemoryStore
 from support import sid
 
 ROOM = "+15550003333"
-CONF, REC, A, B = sid("conf"), sid("rec"), sid("A"), sid("B")
+CONF, REC, NEXT_REC, A, B = sid("conf"), sid("rec"), sid("next-rec"), sid("A"), sid("B")
 T0 = 1_800_000_000.0
 
 
@@ -186,6 +187,27 @@ def test_an_ended_conference_waits_out_its_grace_then_is_handed_over(core):
     core.clock.now += 1
     assert core.controller.sweep() == 1
     assert core.processor.submitted == [ROOM] and core.store.get(ROOM).status == PROCESSING
+
+
+def test_parking_a_conference_known_only_from_recordings_leaves_the_state_file_writing(tmp_path, caplog):
+    """A recording's callback with no conference event makes a conference without a sid; swept as stale, then
+    displaced by the room's next recording, it is parked: the state file (no NULL sid) must keep taking changes."""
+    path = str(tmp_path / "state.sqlite3")
+    core = Core(store=FileBackedStore(StateFile(path)))
+    try:
+        core.controller.recording_event(RecordingEvent(ROOM, REC, "in-progress", T0))
+        core.clock.now += STALE_AFTER_S  # no event since: its end was lost
+        assert core.controller.sweep() == 1
+        core.controller.recording_event(RecordingEvent(ROOM, NEXT_REC, "in-progress", core.clock.now))
+        core.settle()
+    finally:
+        core.commands.shutdown()
+        core.store.close()
+    assert "not written" not in caplog.text
+    again = FileBackedStore(StateFile(path))
+    assert dict(again.conferences()) == dict(core.store.conferences())
+    assert NEXT_REC in again.get(ROOM).recordings
+    again.close()
 
 
 def test_the_round_adopts_a_listed_conference_the_store_lost():
