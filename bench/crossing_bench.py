@@ -7,7 +7,8 @@ fake answers REST commands after ~80 ms. Quorum times each crossing itself
 (`quorum_crossing_to_command_seconds` in /metrics); the p50 and p99 reported are the histogram bucket
 bounds they fall under (target: p99 <= 15 ms), with the callbacks' own answer times as the client saw them.
 
-    python bench/crossing_bench.py [--conferences 400] [--period-s 4] [--duration 20] [--variants memory,redis-1,redis-2]
+    python bench/crossing_bench.py [--conferences 400] [--period-s 4] [--duration 20] \\
+        [--variants memory,redis-1,redis-2]
 """
 
 from __future__ import annotations

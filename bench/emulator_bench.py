@@ -71,8 +71,10 @@ def main() -> int:
     wrong = violations(emulator)
     print(f"{args.conferences} conferences × {args.steps} joins/leaves, REST latency {args.latency_ms:.0f} ms")
     print(f"callbacks: {len(answered)} in {seconds:.1f} s = {len(answered) / seconds:.0f}/s (the emulator's pace); "
-          f"p50 {1000 * statistics.median(latencies):.1f} ms, p99 {1000 * latencies[int(len(latencies) * 0.99)]:.1f} ms")
-    print(f"REST reads/callback {counts['GET'] / len(answered):.3f}, writes/callback {counts['POST'] / len(answered):.3f}; "
+          f"p50 {1000 * statistics.median(latencies):.1f} ms, "
+          f"p99 {1000 * latencies[int(len(latencies) * 0.99)]:.1f} ms")
+    print(f"REST reads/callback {counts['GET'] / len(answered):.3f}, "
+          f"writes/callback {counts['POST'] / len(answered):.3f}; "
           f"answers not 2xx: {sum(not a.ok for a in answered)}; recordings breaking the rule: {len(wrong)}")
     return 1 if wrong else 0
 

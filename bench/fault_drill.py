@@ -92,7 +92,8 @@ class Deployment:
             raise
         self.balancer.backends.extend(worker.url for worker in self.workers)
         for room in ROOMS.values():
-            self.emulator.add_number(room, f"{self.balancer.url}/voice/inbound", f"{self.balancer.url}/voice/call-status")
+            self.emulator.add_number(room, f"{self.balancer.url}/voice/inbound",
+                                     f"{self.balancer.url}/voice/call-status")
 
     def settle(self, timeout: float = 15.0) -> bool:
         """Until callbacks are delivered and every worker has had nothing queued three times running."""

@@ -11,7 +11,6 @@ reconciler makes (against RECONCILE_MAX_READS_PER_S), and how long /live.json an
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile

@@ -280,7 +280,7 @@ class Archive:
         return "/".join(parts)
 
     def _directory_of(self, conversation_id: str) -> Optional[Path]:
-        """Where a complete conversation lives: where the index says if its file is there, else where a search finds it."""
+        """Where a complete conversation lives: the index's directory if its file is there, else a search's."""
         if not valid_id(conversation_id):
             return None
         indexed = self.index.directory_of(conversation_id)

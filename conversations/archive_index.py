@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass

@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 from emulator.faults import Faults
 from emulator.server import Emulator, QuietHandler
 from quorum.redis_store import RedisStore
-from support import checks_the_archive, free_port
+from support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))

@@ -88,7 +88,7 @@ def test_started_before_lists_the_conversations_of_days_that_began_before_the_cu
     archive = Archive(tmp_path)
     old = archived(archive, "room", T0 - 3 * DAY, A)
     edge = archived(archive, "room", T0, B)  # 08:00 on the cutoff's own day
-    new = archived(archive, "room", T0 + DAY, C)
+    archived(archive, "room", T0 + DAY, C)  # a later day's: not listed
     (tmp_path / ".outbox").mkdir()
     (tmp_path / "room" / "not-a-day").mkdir()
     assert set(archive.started_before(T0 + 3600)) == {old, edge}

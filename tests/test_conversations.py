@@ -62,8 +62,8 @@ class Phone(SignedCallbacks):
             self.conference("participant-leave", call)
         self.conference("conference-end")
         self.settle()
-        for sid in list(self.state().recordings):
-            self.recording(sid, "completed")
+        for recording_sid in list(self.state().recordings):
+            self.recording(recording_sid, "completed")
         assert services(self.app).processor.wait_idle(20)
 
 
@@ -318,8 +318,8 @@ def test_next_call_in_the_room_does_not_swallow_the_previous_conversation(phone,
     assert phone.state().conference_sid == phone.conference_sid and phone.state().recordings == {}
     parked = services(phone.app).store.get(f"{ROOM}#{previous}")
     assert parked.ended and MIX in parked.recordings
-    for sid in parked.recordings:  # A's recordings report completed late: they must still find A
-        phone.recording(sid, "completed")
+    for recording_sid in parked.recordings:  # A's recordings report completed late: they must still find A
+        phone.recording(recording_sid, "completed")
     assert services(phone.app).processor.wait_idle(20)
     archived = services(phone.app).archive.find(previous)
     assert archived["status"] == "ready" and archived["audio"]["wav_file"] == "mix.wav"

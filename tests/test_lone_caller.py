@@ -235,7 +235,8 @@ def test_a_pause_is_not_held_up_behind_a_slow_read(signalwire):
                             ("participant-join", CALL_C)):
             line.post("/voice/conference-status", {
                 "AccountSid": "acct", "ConferenceSid": other_conf, "FriendlyName": other_room,
-                "StatusCallbackEvent": event, "Timestamp": formatdate(T0, usegmt=True), **({"CallSid": call} if call else {})})
+                "StatusCallbackEvent": event, "Timestamp": formatdate(T0, usegmt=True),
+                **({"CallSid": call} if call else {})})
         line.post("/voice/recording-status", {"RecordingSid": other_rec, "RecordingStatus": "in-progress"},
                   query="room=%2B15550003333")
         line.post("/voice/conference-status", {
@@ -303,7 +304,10 @@ def test_the_reconciler_runs_at_its_own_interval_not_the_sweeps(signalwire):
     answer_list(signalwire, [])
     app = create_app(make_config(reconcile_interval_s=0.2, end_grace_s=300.0))
     try:
-        lists = lambda: sum(1 for c in signalwire.calls if urlsplit(c.request.url).path.endswith("/Conferences.json"))
+        def lists() -> int:
+            """How many conference listings SignalWire has answered so far."""
+            return sum(1 for c in signalwire.calls if urlsplit(c.request.url).path.endswith("/Conferences.json"))
+
         assert wait_for(lambda: lists() >= 3, timeout=3)
     finally:
         shutdown(app)

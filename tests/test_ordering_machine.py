@@ -13,8 +13,8 @@ including ones whose answer timed out). A call that hangs up sends two signals, 
 reordered or dropped on its own: the conference's `participant-leave` and the call's own status (its <Dial>
 action or the number's StatusCallback), stamped with the event's second, its arrival's, or the call's creation
 (SignalWire documents both of the latter); its CallSid never comes back. A call may also leave without hanging up
-(LaML from before the <Dial action>) and rejoin with the same CallSid. Out of scope: conference-end and the room's next conference,
-participant recordings, recording callbacks other than `in-progress` (tests/test_lone_caller.py
+(LaML from before the <Dial action>) and rejoin with the same CallSid. Out of scope: conference-end and the room's next
+conference, participant recordings, recording callbacks other than `in-progress` (tests/test_lone_caller.py
 covers those), a call that joins already on hold.
 
 The room's rule is drawn once per example: `minimum`, whether a call on hold counts

@@ -132,7 +132,11 @@ def test_a_stale_copy_of_a_room_deleted_and_made_again_is_never_written_back(red
 def test_the_cache_is_bounded_in_bytes_and_forgets_the_least_recent_room(redis_url, store):
     counting = CountingStore(redis_url, store._ns)
     timeline = tuple(Transition(float(n), "wanted", RECORDING) for n in range(TIMELINE_LIMIT))
-    full = lambda conf: dataclasses.replace(join("A", 1.0)(conf), timeline=timeline)  # the largest a room gets
+
+    def full(conf):
+        """A's join with the longest timeline kept: the largest a room gets."""
+        return dataclasses.replace(join("A", 1.0)(conf), timeline=timeline)
+
     counting.store.mutate("R0", full)
     rooms = CACHE_BYTES // store._redis.strlen(f"{store._ns}:conf:R0") + 1
     for n in range(1, rooms):
