@@ -25,7 +25,8 @@ from conversations import audio_quality
 from conversations.archive import Archive
 from conversations.event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
 from conversations.media_download import MediaSource, allowed_origins
-from conversations.processing import DOWNLOAD_TIMEOUT_S, ConversationProcessor
+from conversations.processing import ConversationProcessor
+from conversations.recording_fetch import DOWNLOAD_TIMEOUT_S
 from conversations.retention import Retention
 from conversations.signalwire_copies import SignalWireCopies
 from quorum import laml, redis_outage, webhooks

@@ -15,14 +15,9 @@ conversations/signalwire_copies.py, durably before conversation.json is written.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import wave
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, cast
-
-import requests
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from conversations import reconcile
 from conversations import record as conversation, talk_time
@@ -30,27 +25,17 @@ from conversations.archive import Archive, valid_id
 from conversations.event_callbacks import EventSender
 from quorum.keyed_workers import KeyedWorkers
 from conversations.media_download import DownloadFailed, MediaSource
+from conversations.recording_fetch import Figures, RecordingFetcher
 from conversations.signalwire_copies import SignalWireCopies, check_copy
 from quorum.gateway import ListedRecording, Outcome, SignalWireGateway
-from recording_state import GONE, PROCESSING, Conference, RecordingInfo, StateStore, alone
+from recording_state import PROCESSING, Conference, RecordingInfo, StateStore, alone
 
 log = logging.getLogger("quorum.conversations")
 
-DOWNLOAD_ATTEMPTS = 3  # per try; a try whose downloads all failed is put off, not given up on
-DOWNLOAD_BACKOFF_S = 1.0
-DOWNLOAD_TIMEOUT_S = 30.0
 PROCESS_LOCK_TTL_S = 900  # longer than any download and analysis; frees the room if the process dies
 Change = Callable[[Conference], Conference]
 
 
-class Figures(Protocol):
-    """What `analyze` tells of each channel (audio_quality.AudioQuality): None for a figure it could not estimate."""
-
-    @property
-    def snr(self) -> Optional[float]: ...
-
-    @property
-    def rt60(self) -> Optional[float]: ...
 
 
 class ConversationProcessor:
@@ -65,15 +50,11 @@ class ConversationProcessor:
         self._archive = archive
         self._events = events
         self._copies = copies if copies is not None and copies.enabled else None
-        self._analyze = analyze  # path -> list of per-channel figures with .snr and .rt60
-        self._media = media
+        self._fetcher = RecordingFetcher(archive, analyze, media, downloads, sleep)
         self._gateway = gateway
         self._reads = reads  # blocks until this many more GETs fit RECONCILE_MAX_READS_PER_S (default: no budget)
         self._list_calls = list_calls  # PARTICIPANT_RECORDING is on: callers may have recordings of their own
         self._clock = clock
-        self._sleep = sleep
-        self._session = requests.Session()
-        self._downloads = threading.BoundedSemaphore(downloads)
         self._workers = KeyedWorkers(self._process_alone, workers, "quorum-conv")
 
     def submit(self, key: str) -> None:
@@ -101,12 +82,14 @@ class ConversationProcessor:
             conf = self._claim(key, conf)
             if conf is None:
                 return
-        if not valid_id(conf.conference_sid):
+        conference_sid = conf.conference_sid
+        assert conference_sid is not None  # set, or _claim returned only a conference SignalWire named
+        if not valid_id(conference_sid):
             # Stored before the edge checked ids: it can never name a directory, so retrying is pointless.
             log.error("room=%s action=drop reason=conference id unusable as an archive name", conf.room)
             self._forget(key, conf)
             return
-        directory = self._archive.directory_for(conf.room, conf.opened_at, conf.conference_sid)
+        directory = self._archive.directory_for(conf.room, conf.opened_at, conference_sid)
         # Archived already by a process that died before forgetting it: never fetched again, as SignalWire's
         # copies may be deleted by now and a failed download would overwrite a good record.
         record = self._archive.read(directory)
@@ -120,7 +103,7 @@ class ConversationProcessor:
         log.info("room=%s conference=%s action=archive status=%s dir=%s", conf.room, conf.conference_sid,
                  record["status"], directory)
         if self._copies:
-            self._copies.submit(conf.conference_sid)
+            self._copies.submit(conference_sid)
         if self._events:
             self._events.send("conversation.ready", f"{conf.conference_sid}.ready", record)
 
@@ -130,20 +113,22 @@ class ConversationProcessor:
         """The conference with what SignalWire lists of its recordings; None if the try is put off."""
         listed = self._listed(conf)
         if listed is None:
-            return self._put_off(key, conf, "SignalWire could not be asked for its recordings")
+            self._put_off(key, conf, "SignalWire could not be asked for its recordings")
+            return None
         found, vanished = listed
         change: Change = lambda c: reconcile.merged(c, found, self._gateway.media_url)  # noqa: E731
         for sid in vanished:
-            change = _then(change, lambda c, sid=sid: reconcile.gone(
-                c, sid, "SignalWire has no such recording (404): deleted there, or never made"))
-        conf = self._update(key, conf, change)
-        still = reconcile.running(conf, found) if conf is not None else {}
-        if conf is None or not still:
-            return conf
+            change = _then(change, _gone(sid, "SignalWire has no such recording (404): deleted there, or never made"))
+        updated = self._update(key, conf, change)
+        still = reconcile.running(updated, found) if updated is not None else {}
+        if updated is None or not still:
+            return updated
+        conf = updated
         waited_s = self._clock() - (conf.ended_at if conf.ended_at is not None else conf.updated_at)
         if waited_s < reconcile.RUNNING_WAIT_S:
-            return self._put_off(key, conf, "recording still being made at SignalWire: " + ", ".join(
+            self._put_off(key, conf, "recording still being made at SignalWire: " + ", ".join(
                 f"{sid} {listed_as.status}" for sid, listed_as in sorted(still.items())))
+            return None
         log.warning("room=%s conference=%s action=archive-without recordings=%s reason=still being made at "
                     "SignalWire %.0f min after the conference ended", conf.room, conf.conference_sid,
                     ",".join(sorted(still)), waited_s / 60)
@@ -166,6 +151,7 @@ class ConversationProcessor:
             self._reads(1)
             outcome, one = self._gateway.fetch_recording(sid)
             if outcome is Outcome.OK:
+                assert one is not None  # fetch_recording's OK: the recording was fetched
                 found[sid] = one
             elif outcome is Outcome.GONE:
                 vanished.append(sid)
@@ -181,7 +167,8 @@ class ConversationProcessor:
             return None
         outcome, conference_sid = self._conference_of(conf)
         if outcome is not Outcome.OK:
-            return self._put_off(key, conf, "SignalWire could not say whose recording it is")
+            self._put_off(key, conf, "SignalWire could not say whose recording it is")
+            return None
         if conference_sid is None:
             log.warning("room=%s recording=%s action=drop reason=SignalWire names no conference Quorum holds for it",
                         conf.room, ",".join(sorted(conf.recordings)))
@@ -224,6 +211,7 @@ class ConversationProcessor:
                 continue
             if outcome is not Outcome.OK:
                 return outcome, None
+            assert found is not None  # fetch_recording's OK: the recording was fetched
             if found.conference_sid:
                 return Outcome.OK, found.conference_sid
             call = found.call_sid or (conf.recording_info.get(sid) or RecordingInfo()).call_sid
@@ -238,8 +226,9 @@ class ConversationProcessor:
     def _archive_now(self, key: str, conf: Conference, directory: Path) -> Optional[Tuple[Conference, dict]]:
         """Fetch every recording, then write conversation.json (after what SignalWire's copies wait on); None if
         a download is to be tried again (the try is put off, what SignalWire says is gone is remembered)."""
-        media, failed = self._fetch_all(conf, directory)
-        later, gone = {}, {}
+        media, failed = self._fetcher.fetch_all(conf, directory)
+        later: Dict[str, str] = {}
+        gone: Dict[str, str] = {}
         for sid, failure in sorted(failed.items()):
             final, why = self._why_not_downloaded(failure, sid)
             (gone if final else later)[sid] = why
@@ -248,9 +237,10 @@ class ConversationProcessor:
                         sid, why)
         change: Change = lambda c: reconcile.with_missing(c, later)  # noqa: E731
         for sid, why in gone.items():
-            change = _then(change, lambda c, sid=sid, why=why: reconcile.gone(c, sid, why))
+            change = _then(change, _gone(sid, why))
         if later:
-            return self._put_off(key, conf, f"media not downloaded of {','.join(sorted(later))}", change)
+            self._put_off(key, conf, f"media not downloaded of {','.join(sorted(later))}", change)
+            return None
         conf = change(conf)
         record = conversation.record(conf, self._clock(), media, conversation.final_status(conf))
         record = talk_time.with_audio_talk(record, directory, conf.rule.pause_behavior)  # without speaker events
@@ -270,6 +260,7 @@ class ConversationProcessor:
                 return True, "its media and its resource answer 404 at SignalWire: deleted there"
             if outcome is not Outcome.OK:
                 return False, "its media answered HTTP 404 and SignalWire could not be asked why; Quorum tries again"
+            assert found is not None  # fetch_recording's OK: the recording was fetched
             why = reconcile.no_media_served(found)
             if why is not None:
                 return True, why
@@ -291,58 +282,6 @@ class ConversationProcessor:
                             conf.conference_sid, sid, problem)
         return checked
 
-    def _fetch_all(self, conf: Conference, directory: Path) -> Tuple[Dict[str, dict], Dict[str, DownloadFailed]]:
-        """(audio entries of the recordings downloaded, why the others were not), keyed by recording sid."""
-        names = _file_names(conf)
-        wanted = _fetchable(conf)
-        with ThreadPoolExecutor(max_workers=max(1, len(wanted))) as pool:
-            futures = {sid: pool.submit(self._fetch, conf, sid, info.url, directory, names[sid])
-                       for sid, info in wanted.items()}
-            fetched = {sid: future.result() for sid, future in futures.items()}
-        return ({sid: audio for sid, (audio, _) in fetched.items() if audio is not None},
-                {sid: failure for sid, (_, failure) in fetched.items() if failure is not None})
-
-    def _fetch(self, conf: Conference, recording_sid: str, url: str, directory: Path,
-               stem: str) -> Tuple[Optional[dict], Optional[DownloadFailed]]:
-        """One recording: WAV (required), MP3 (if served), figures; or why the WAV could not be had."""
-        wav_path, failure = self._download(conf, recording_sid, url + ".wav", directory, f"{stem}.wav")
-        if wav_path is None:
-            return None, failure
-        mp3_path, _ = self._download(conf, recording_sid, url + ".mp3", directory, f"{stem}.mp3", attempts=1)
-        return {"wav_file": wav_path.name, "mp3_file": mp3_path.name if mp3_path else None,
-                "duration_ms": _duration_ms(wav_path), **self._figures(wav_path), "deleted_from_signalwire": False,
-                "missing": None}, None
-
-    def _figures(self, path: Path) -> dict:
-        """SNR and RT60 of a mono recording; None for what cannot be estimated or read."""
-        try:
-            quality = self._analyze(path)[0]
-        except ValueError as error:
-            log.warning("%s: no audio figures (%s)", path.name, error)
-            return {"snr": None, "rt60": None}
-        return {"snr": None if quality.snr is None else round(quality.snr, 1),
-                "rt60": None if quality.rt60 is None else round(quality.rt60, 2)}
-
-    def _download(self, conf: Conference, recording_sid: str, url: str, directory: Path, name: str,
-                  attempts: int = DOWNLOAD_ATTEMPTS) -> Tuple[Optional[Path], Optional[DownloadFailed]]:
-        """Stream into the archive, retrying timeouts and 5xx; logs name the conversation and the recording, never
-        the URL (it grants access)."""
-        failure = None
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                self._sleep(DOWNLOAD_BACKOFF_S * 2 ** (attempt - 2))
-            with self._downloads:
-                try:
-                    return self._archive.write_stream(
-                        directory, name, lambda out: self._media.download(self._session, url, out)), None
-                except DownloadFailed as failed:
-                    failure = failed
-                    if not failed.retry:
-                        break  # missing, forbidden, too large or not SignalWire's: asking again will not help
-        log.warning("room=%s conference=%s recording=%s media=.%s not downloaded: %s", conf.room, conf.conference_sid,
-                    recording_sid, name.rsplit(".", 1)[-1], failure.problem)
-        return None, failure
-
     # State
 
     def _update(self, key: str, conf: Conference, change: Change) -> Optional[Conference]:
@@ -352,13 +291,12 @@ class ConversationProcessor:
         return result if result is not None and result.conference_sid == conf.conference_sid else None
 
     def _put_off(self, key: str, conf: Conference, why: str, change: Change = lambda c: c) -> None:
-        """Put the next try off by a growing backoff, with `change` (what this try learned) kept; returns None."""
+        """Put the next try off by a growing backoff, with `change` (what this try learned) kept."""
         now = self._clock()
         after = self._update(key, conf, lambda c: reconcile.put_off(change(c), now))
         if after is not None:
             log.info("room=%s conference=%s action=retry-archive in_s=%.0f why=%s", conf.room, conf.conference_sid,
                      after.process_after - now, why)
-        return None
 
     def _drop(self, key: str) -> None:
         """Drop what was kept under `key` for recordings no held conference knew (once it has been dealt with)."""
@@ -378,30 +316,6 @@ def _then(first: Change, second: Change) -> Change:
     return lambda conf: second(first(conf))
 
 
-def _fetchable(conf: Conference) -> Dict[str, RecordingInfo]:
-    """The recordings to download: completed, with a media URL and an archive name."""
-    names = _file_names(conf)
-    return {sid: info for sid, info in conf.recording_info.items()
-            if info.url and conf.recordings.get(sid) == GONE and sid in names}
-
-
-def _file_names(conf: Conference) -> Dict[str, str]:
-    """Archive file stems: `mix` for the conference recording, `channel-NN` for the others."""
-    names = {}
-    mix = conversation.mix_recording(conf)
-    if mix:
-        names[mix] = "mix"
-    for index, channel in enumerate(conversation.channels(conf, {}, conf.ended_at or 0), start=1):
-        for sid, info in conf.recording_info.items():
-            if info.call_sid == channel["call_sid"]:
-                names[sid] = f"channel-{index:02d}"
-    return names
-
-
-def _duration_ms(wav: Path) -> Optional[int]:
-    """Length of a WAV in ms, read from its header."""
-    try:
-        with wave.open(str(wav)) as reader:
-            return round(1000 * reader.getnframes() / reader.getframerate())
-    except (wave.Error, EOFError):
-        return None
+def _gone(recording_sid: str, why: str) -> Change:
+    """Mark that recording gone, saying why."""
+    return lambda conf: reconcile.gone(conf, recording_sid, why)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import wave
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, TypedDict
 
 from conversations import voice_activity
 from quorum import talk
@@ -25,7 +25,19 @@ log = logging.getLogger("quorum.conversations")
 SPEAKER_EVENTS, AUDIO = "speaker-events", "audio"
 # A monologue goes on through its speaker's own pauses up to this long, while nobody else talks.
 MONOLOGUE_PAUSE_MS = 2000
-UNMEASURED = {"seconds": None, "share": None, "longest_monologue_s": None, "overlap_s": None, "spans": []}
+
+
+class ChannelTalk(TypedDict):
+    """A channel's `talk` in the record (None: not measured)."""
+
+    seconds: Optional[float]
+    share: Optional[float]
+    longest_monologue_s: Optional[float]
+    overlap_s: Optional[float]
+    spans: List[Dict[str, int]]
+
+
+UNMEASURED: ChannelTalk = {"seconds": None, "share": None, "longest_monologue_s": None, "overlap_s": None, "spans": []}
 Spans = List[Tuple[int, int]]  # (start_ms, end_ms), ordered and disjoint
 
 
@@ -77,25 +89,26 @@ def total(spans: Spans) -> int:
 def longest_monologue(own: Spans, others: Spans, recorded: Spans) -> int:
     """The longest stretch (ms) of one channel talking alone: its own pauses up to MONOLOGUE_PAUSE_MS are part of
     it while nobody else talks and the recording runs; another's talk or a recording pause ends it."""
-    best, begin, last = 0, None, None
+    best, begin = 0, 0  # begin is set by the first span: no span came before it (last is None)
+    last: Optional[int] = None
     for start, end in subtract(own, others):
-        gap = [(last, start)] if last is not None else []
-        if begin is None or start - last > MONOLOGUE_PAUSE_MS or intersect(gap, others) or total(
+        gap: Spans = [(last, start)] if last is not None else []
+        if last is None or start - last > MONOLOGUE_PAUSE_MS or intersect(gap, others) or total(
                 intersect(gap, recorded)) < start - last:
             begin = start
         best, last = max(best, end - begin), end
     return best
 
 
-def figures(recorded: Spans, channels: List[Optional[Spans]]) -> Tuple[List[dict], Optional[float]]:
+def figures(recorded: Spans, channels: List[Optional[Spans]]) -> Tuple[List[ChannelTalk], Optional[float]]:
     """Each channel's talk (None: not measured) counted in recorded time, and the silence (None unless all were)."""
     counted = [None if spans is None else intersect(union(spans), recorded) for spans in channels]
     measured = [spans for spans in counted if spans is not None]
     everyone = sum(total(spans) for spans in measured)
-    out = []
+    out: List[ChannelTalk] = []
     for index, own in enumerate(counted):
         if own is None:
-            out.append(dict(UNMEASURED))
+            out.append(UNMEASURED.copy())
             continue
         others = union(*(spans for n, spans in enumerate(counted) if n != index and spans is not None))
         out.append({"seconds": total(own) / 1000, "share": round(total(own) / everyone, 3) if everyone else None,
@@ -110,7 +123,7 @@ def with_talk(record: dict, channels: List[Optional[Spans]], source: Optional[st
     """The record with its `talk` figures from per-channel spans (ms; None: that channel not measured)."""
     recorded = [(s["start_ms"], s["end_ms"]) for s in record.get("recording_timeline") or [] if s["state"] == RECORDING]
     if source is None:
-        talks, silence = [dict(UNMEASURED) for _ in record["channels"]], None
+        talks, silence = [UNMEASURED.copy() for _ in record["channels"]], None
     else:
         talks, silence = figures(recorded, channels)
     return {**record, "talk": {"silence_s": silence, "source": source},
