@@ -364,25 +364,25 @@ class Housekeeper(threading.Thread):
     """Sweeps every `sweep_s`, reconciles every `reconcile_s` (0: never) and re-drives every `redrive_s`."""
 
     def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float,
-                 on_sweep: Callable[[], None] = lambda: None, redrive_s: float = REDRIVE_S):
+                 on_sweep: Callable[[], None] = lambda: None, redrive_s: float = REDRIVE_S,
+                 on_redrive: Callable[[], None] = lambda: None):
         super().__init__(name="quorum-housekeeper", daemon=True)
         self._controller = controller
         self._on_sweep = on_sweep  # run after each sweep: the archive's upkeep, wired in app.py
-        self._sweep_s = sweep_s
-        self._reconcile_s = reconcile_s
-        self._redrive_s = redrive_s
+        self._on_redrive = on_redrive  # run after each re-drive: secure pauses past their deadline, wired in app.py
+        self._sweep_s, self._reconcile_s, self._redrive_s = sweep_s, reconcile_s, redrive_s
         self._stopped = threading.Event()
 
     def run(self) -> None:
         """Sweep, reconcile and re-drive until stopped, each at its own period."""
-        next_sweep = time.monotonic() + self._sweep_s
+        next_sweep, next_redrive = time.monotonic() + self._sweep_s, time.monotonic() + self._redrive_s
         next_reconcile = time.monotonic() + self._reconcile_s if self._reconcile_s else float("inf")
-        next_redrive = time.monotonic() + self._redrive_s
         while not self._stopped.wait(max(0.0, min(next_sweep, next_reconcile, next_redrive) - time.monotonic())):
             try:
                 if time.monotonic() >= next_redrive:
                     next_redrive = time.monotonic() + self._redrive_s
                     self._controller.redrive()
+                    self._on_redrive()
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self._sweep_s
                     self._controller.sweep()

@@ -131,6 +131,12 @@ class Stack:
     config: Config
     log: LogCapture
     numbers: List[str] = field(default_factory=list)
+    served: _LateApp = field(default_factory=_LateApp)  # what the loopback server serves: `app`
+
+    def restart(self) -> None:
+        """Stop Quorum and serve a new app on the same settings and address (its RECORDINGS_DIR, so its state file)."""
+        shutdown(self.app)
+        self.app = self.served.app = create_app(self.config)
 
     @property
     def store(self):
@@ -193,7 +199,7 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
     late.app = create_app(config, archive_clock=archive_clock)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="quorum-http", daemon=True)
     thread.start()
-    stack = Stack(emulator, late.app, config, capture, list(numbers))
+    stack = Stack(emulator, late.app, config, capture, list(numbers), late)
     for number in numbers:
         # As `quorum point-number` sets it: the voice webhook and the call status callback.
         emulator.add_number(number, f"{config.public_url}/voice/inbound", f"{config.public_url}/voice/call-status")
