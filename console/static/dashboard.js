@@ -88,9 +88,9 @@
     const form = event.target.closest("form.secure");
     if (!form) return;
     event.preventDefault();
-    const button = form.querySelector("button");
+    if (form.dataset.busy) return;  // one post at a time; not `disabled`, which would take the focus away
+    form.dataset.busy = "true";
     const said = form.querySelector("[role=alert]");
-    button.disabled = true;
     try {
       const response = await fetch(form.action, {method: "POST", body: new FormData(form),
                                                   headers: {Accept: "application/json"}, cache: "no-store"});
@@ -106,7 +106,7 @@
       said.textContent = "Cannot reach Quorum: nothing changed. Try again.";
       said.hidden = false;
     } finally {
-      button.disabled = false;
+      delete form.dataset.busy;
     }
     await refresh();  // the card shows the new state now, not at the next poll
   }
