@@ -19,7 +19,7 @@ import redis
 from flask import Flask, Response, current_app, jsonify, request
 
 from config import Config, ConfigError
-from console import api, dashboard, health, request_logs
+from console import api, dashboard, health, request_logs, secure_pause
 from console.metrics import Metrics
 from conversations import audio_quality
 from conversations.archive import Archive
@@ -35,6 +35,7 @@ from quorum.controller import RecordingController
 from quorum.housekeeper import Housekeeper
 from quorum.gateway import SignalWireGateway, build_announcer, build_client
 from quorum.log_throttle import Throttle
+from quorum.secure_pauser import SecurePauser
 from quorum.state_file import FileBackedStore, StateFile
 from recording_state import MemoryStore, StateStore
 
@@ -62,17 +63,21 @@ class Services:
     metrics: Metrics
     copies: SignalWireCopies
     retention: Retention
+    secure: SecurePauser
     outage: Optional[redis_outage.RedisOutage] = None  # the watch of REDIS_URL, when set
     refusals: Throttle = field(default_factory=Throttle)  # refused signatures: a log line a minute at most
 
     def start(self) -> None:
         """Start the sweeps, reconciler rounds and the archive index's sync (the queues' threads run already)."""
+        with redis_outage.tolerated():  # else the re-drive tick does it
+            self.secure.sweep()  # the timers of secure pauses a previous run left on
         self.housekeeper.start()
         self.archive.start()
 
     def stop(self) -> None:
         """Stop the background threads after the work under way finishes."""
         self.housekeeper.stop()
+        self.secure.stop()
         self.commands.shutdown()
         self.processor.shutdown()
         self.copies.shutdown()
@@ -123,11 +128,14 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     controller = RecordingController(store, commands, processor, config.rule_for, config.end_grace_s,
                                      config.reconcile_interval_s, config.records_caller, gateway=gateway,
                                      repair_interval_s=config.repair_interval_s)
+    secure = SecurePauser(store, commands.kick, config.secure_pause_max_s,
+                          notify=events.notify_secure_pause if events else lambda conf, pause: None)
     housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
                               reconcile_s=config.reconcile_interval_s,
-                              on_sweep=lambda: _archive_upkeep(copies, retention), repair_s=controller.repair_tick_s)
+                              on_sweep=lambda: _archive_upkeep(copies, retention), repair_s=controller.repair_tick_s,
+                              on_redrive=secure.sweep)
     return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics,
-                    copies, retention, outage)
+                    copies, retention, secure, outage)
 
 
 def prepared_archive(config: Config) -> Archive:
@@ -177,7 +185,7 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.before_request(_refuse_oversized_body)
     app.extensions[SERVICES] = built
-    for blueprint in (webhooks.bp, api.bp, health.bp, dashboard.bp):
+    for blueprint in (webhooks.bp, api.bp, secure_pause.bp, health.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(redis.RedisError, _store_unavailable)
     # The SDK logs every request's URL and form at INFO, and urllib3 logs every URL at DEBUG:

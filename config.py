@@ -23,6 +23,7 @@ _SPACE = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:[0-9]{1,5})?")  # a host 
 ANNOUNCEMENT_MAX_CHARS = 500  # a sentence or two: <Say> reads it to everyone on every start and resume
 STATE_FILE_NAME = ".quorum-state.sqlite3"  # STATE_FILE's default, in RECORDINGS_DIR
 STATE_FILE_OFF = "off"
+SECURE_PAUSE_MAX_S_LIMIT = 86400  # a day: longer than any call
 
 
 def valid_room(value: str) -> bool:
@@ -112,6 +113,7 @@ class Config:
     delete_from_signalwire: bool = False  # SignalWire serves media without auth: delete its copy once ours is checked
     archive_retention_days: int = 0  # 0: keep archived conversations forever
     state_file: str = ""  # empty: RECORDINGS_DIR/.quorum-state.sqlite3; "off": none; see state_path
+    secure_pause_max_s: float = 180.0  # a secure pause (PCI) not resumed ends by itself after this long
     # Built from the settings above (and ROOM_RULES_FILE) once, at construction.
     rules: Dict[str, RoomRule] = field(default_factory=dict, init=False, repr=False, compare=False)
     default_rule: RoomRule = field(default=RoomRule(), init=False, repr=False, compare=False)
@@ -212,6 +214,7 @@ _PARSERS = {
     "delete_from_signalwire": _parse_bool,
     "talk_time": _parse_bool,
     "archive_retention_days": _parse_number(int),
+    "secure_pause_max_s": _parse_number(float),
 }
 
 
@@ -278,6 +281,9 @@ def _check(config: Config) -> None:
     if config.state_file.lower() in ("on", "true", "false", "yes", "no", "0", "1"):  # a switch, not a file name
         raise ConfigError("STATE_FILE", f"must be empty (RECORDINGS_DIR/{STATE_FILE_NAME}), {STATE_FILE_OFF} "
                                         f"or a file path, got {config.state_file!r}")
+    if not 0 < config.secure_pause_max_s <= SECURE_PAUSE_MAX_S_LIMIT:  # NaN fails too
+        raise ConfigError("SECURE_PAUSE_MAX_S", f"must be more than 0 and at most {SECURE_PAUSE_MAX_S_LIMIT} seconds "
+                                                f"(the longest a secure pause lasts), got {config.secure_pause_max_s}")
     if config.archive_retention_days < 0:
         raise ConfigError("ARCHIVE_RETENTION_DAYS",
                           f"must be 0 (keep forever) or a number of days, got {config.archive_retention_days}")

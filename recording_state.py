@@ -90,6 +90,19 @@ class TalkEvents:
 
 
 @dataclass(frozen=True)
+class SecurePause:
+    """An agent's secure pause (PCI): nothing records, whatever the quorum says, until resumed or `until`."""
+
+    start: float  # our clock
+    until: float  # SECURE_PAUSE_MAX_S after `start`: then it times out and the quorum rule applies again
+    by: str  # who asked: "api" (the API token) or "dashboard"
+    reason: str = ""
+    end: Optional[float] = None  # None while it is on
+    ended: str = ""  # how it ended: resumed | timed-out
+    resumed_by: str = ""  # who resumed it, as `by`
+
+
+@dataclass(frozen=True)
 class Conference:
     """Everything Quorum knows about the live conference in one room."""
 
@@ -119,6 +132,7 @@ class Conference:
     timeline: tuple = ()
     process_after: float = 0.0  # our clock: archiving was put off (SignalWire unreachable...) until then
     talk: Dict[str, TalkEvents] = field(default_factory=dict)  # call sid -> its speaker events (TALK_TIME)
+    secure_pauses: tuple = ()  # SecurePause, oldest first (bounded): the last is on while its `end` is None
 
     @memo
     def _on_the_line(self) -> tuple:
@@ -133,6 +147,11 @@ class Conference:
         """CallSids that count toward the quorum: in the conference, and not on hold unless the rule says so."""
         hold_counts = self.rule.hold_counts_as_present
         return [sid for sid in self._on_the_line if hold_counts or not self.participants[sid].hold]
+
+    def secure_pause(self) -> Optional[SecurePause]:
+        """The secure pause on now, if any (quorum/secure_pause.py): while it is, nothing records."""
+        last = self.secure_pauses[-1] if self.secure_pauses else None
+        return last if last is not None and last.end is None else None
 
     def to_dict(self) -> dict:
         """A JSON-ready copy: the JSON `dataclasses.asdict` gives, made faster."""
@@ -151,6 +170,7 @@ class Conference:
         data["unrecordable"] = tuple(data["unrecordable"])
         data["timeline"] = tuple(Transition(**t) for t in data["timeline"])
         data["talk"] = {k: TalkEvents(tuple(v["starts"]), tuple(v["stops"])) for k, v in data.get("talk", {}).items()}
+        data["secure_pauses"] = tuple(SecurePause(**p) for p in data.get("secure_pauses", ()))  # older JSON: none
         return cls(**data)
 
 

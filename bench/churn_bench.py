@@ -4,25 +4,29 @@ Concurrent conferences (one room per dialed number) are played through the bundl
 emulator: in each room a caller joins or leaves every 0.2-1.2 s (seeded), rooms drop to one or
 no caller and climb to three or four, and now and then someone leaves and rejoins within a
 second. One of each room's five callers is its host (in HOST_NUMBERS: the rule needs the host),
-and now and then someone on the line goes on hold for 0.4-3 s; `--plain` plays neither (its
-joins and leaves are exactly those played before holds and hosts existed). The emulator answers
-REST calls after 80 ms. The same scenario is played against:
+and now and then someone on the line goes on hold for 0.4-3 s. An agent asks for a secure pause
+(PCI) every 3-15 s of a live conference, through the API, and resumes most within
+`--secure-max-s` (3 s); the others time out. `--plain` plays no holds, hosts or secure pauses (its
+joins and leaves are exactly those played before they existed), `--no-secure` no secure pauses.
+The emulator answers REST calls after 80 ms. The same scenario is played against:
 
     quorum   this repo's `python app.py` (or `--quorum-dir`'s), RECONCILE_INTERVAL_S=1
     seed     bench/seed_app.py, SignalWire's guide: list participants on every join/leave
 
 Ground truth is the emulator's own record (each call's joined_at/left_at, its holds from the event
-log, each recording's spans). Wrong seconds: the recording disagrees with the rule (record while
-MIN_PARTICIPANTS or more are on the line and not on hold, the host among them) beyond the grace
-after each change of the rule or start of a conference, split into recorded below quorum and
-paused (or not recorded at all) at quorum. The seed script knows nothing of holds or hosts: it is
-judged by the same rule, which is what its users would get. A lone caller before anyone joins has
+log, each recording's spans) and the times the agent's requests were sent. Wrong seconds: the
+recording disagrees with the rule (record while MIN_PARTICIPANTS or more are on the line and not on
+hold, the host among them, and no secure pause holds: from its request to its resume, its timeout
+or the room's emptying) beyond the grace after each change of the rule or start of a conference,
+split into recorded below quorum, recorded in a secure pause, and paused (or not recorded at all)
+at quorum. The seed script knows nothing of holds, hosts or secure pauses (its API answers 404): it
+is judged by the same rule, which is what its users would get. A lone caller before anyone joins has
 no recording on SignalWire, which is right. REST reads and writes come from the emulator's request
 log, per conference callback delivered (the seed script does not subscribe to hold events).
 
     python bench/churn_bench.py [--quick] [--seconds 250] [--conferences 16] [--grace-ms 400]
                                 [--implementations quorum,seed] [--quorum-dir DIR] [--quorum-env NAME=VALUE]
-                                [--plain] [--json FILE]
+                                [--plain] [--no-secure] [--secure-max-s 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import requests
 
@@ -50,8 +54,8 @@ from emulator.faults import Faults  # noqa: E402
 from emulator.server import Emulator  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from churn_measure import Stay, on_line_seconds, presence, seconds_of, wrong_stretches  # noqa: E402
-from churn_scenario import Step, caller_number, host_numbers, scenario  # noqa: E402
+from churn_measure import Stay, on_line_seconds, presence, seconds_of, secure_windows, wrong_stretches  # noqa: E402
+from churn_scenario import SECURE_KINDS, Step, caller_number, host_numbers, scenario, secure_pauses  # noqa: E402
 
 MIN_PARTICIPANTS = 2
 CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave",
@@ -59,13 +63,16 @@ CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "
 RESULTS = ROOT / "bench" / "results"
 STARTUP_TIMEOUT_S = 30.0
 SETTLE_S = 3.0  # after the last hang-up: late commands land, then REST counting stops
+BENCH_TOKEN = "churn-bench-api-token"  # Quorum's API_TOKEN: the agent's secure pauses use it
 
 
 # Playing the scenario
 
 
-def play(emulator: Emulator, schedule: Dict[str, List[Step]]) -> Dict[str, list]:
-    """Play every room on its own thread against absolute times; returns each room's calls."""
+def play(emulator: Emulator, schedule: Dict[str, List[Step]],
+         agent=lambda room, kind: None) -> Dict[str, list]:
+    """Play every room on its own thread against absolute times (secure-pause steps through `agent(room, kind)`);
+    returns each room's calls."""
     calls: Dict[str, list] = {room: [] for room in schedule}
     start = time.time() + 0.5
 
@@ -73,7 +80,9 @@ def play(emulator: Emulator, schedule: Dict[str, List[Step]]) -> Dict[str, list]
         latest = {}
         for step in schedule[room]:
             time.sleep(max(0.0, start + step.at - time.time()))
-            if step.kind == "call":
+            if step.kind in SECURE_KINDS:
+                agent(room, step.kind)
+            elif step.kind == "call":
                 latest[step.label] = emulator.dial(room, caller_number(step.label), step.label)
                 calls[room].append(latest[step.label])
             elif step.kind == "hangup":
@@ -123,17 +132,22 @@ def stays(emulator: Emulator, room: str, calls: list, hosts: set) -> List[Stay]:
                  c.from_ in hosts) for c in calls if c.joined_at is not None]
 
 
-def measure_room(emulator: Emulator, room: str, calls: list, end: float, grace_s: float, hosts: set) -> dict:
-    """One room's line-up under the rule, recording and wrong stretches, from the emulator's own times."""
+def measure_room(emulator: Emulator, room: str, calls: list, end: float, grace_s: float, hosts: set,
+                 asked: tuple = (), secure_max_s: float = 0.0) -> dict:
+    """One room's line-up under the rule, recording and wrong stretches, from the emulator's own times and the
+    (time, kind, status) of the agent's secure-pause requests."""
     line = stays(emulator, room, calls, hosts)
     changes = presence(line, end, hosts=bool(hosts))
+    windows = secure_windows([(at, kind) for at, kind, _ in asked], presence(line, end, hold_counts=True),
+                             secure_max_s)
     sids = {c.conference_sid for c in calls if c.joined_at is not None}
     spans = recorded_spans(emulator, sids, end)
     # A host joining a guest on hold starts the conference, and record-from-start with it, though the rule
     # says not to record: the earliest anyone can pause is the recording's callback, so the grace applies.
     starts = [conf.started_at for conf in emulator.conferences() if conf.sid in sids and conf.started_at]
     return {"changes": changes, "spans": spans, "on_line_s": on_line_seconds(presence(line, end, hold_counts=True)),
-            "wrong": wrong_stretches(changes, spans, MIN_PARTICIPANTS, grace_s, starts)}
+            "secure_s": sum(b - a for a, b in windows),
+            "wrong": wrong_stretches(changes, spans, MIN_PARTICIPANTS, grace_s, starts, windows)}
 
 
 def rest_counts(emulator: Emulator, until: float) -> Tuple[int, int]:
@@ -180,7 +194,8 @@ def seed_env(emulator: Emulator, port: int, archive: str) -> dict:
 def implementation(name: str, args):
     """(command, working directory, env builder, extra settings) of an implementation."""
     if name == "quorum":
-        extra = {"HOST_NUMBERS": ",".join(sorted(rule_hosts(args))),
+        extra = {"HOST_NUMBERS": ",".join(sorted(rule_hosts(args))), "API_TOKEN": BENCH_TOKEN,
+                 "SECURE_PAUSE_MAX_S": str(args.secure_max_s),
                  **dict(setting.split("=", 1) for setting in args.quorum_env)}
         return [sys.executable, "app.py"], Path(args.quorum_dir).resolve(), quorum_env, extra
     if name == "seed":
@@ -229,33 +244,55 @@ def wait_until_up(url: str, process: subprocess.Popen) -> None:
 # One run
 
 
-def run(name: str, schedule: Dict[str, List[Step]], args) -> dict:
-    """Play the scenario against one implementation; its figures and wrong stretches."""
+def run(name: str, schedule: Dict[str, List[Step]], secure: Dict[str, List[Step]], args) -> dict:
+    """Play the scenario (and the agents' secure pauses) against one implementation; its figures and wrong
+    stretches."""
     log_path = RESULTS / f"churn-{name}.log"
-    emulator, calls, end = play_against(name, schedule, args, log_path)
-    return summarize(name, emulator, calls, end, args, log_path)
+    asked: Dict[str, list] = {room: [] for room in schedule}
+    emulator, calls, end = play_against(name, schedule, args, log_path, secure, asked)
+    return summarize(name, emulator, calls, end, args, log_path, asked)
 
 
-def play_against(name: str, schedule: Dict[str, List[Step]], args, log_path: Path):
-    """(the stopped emulator, each room's calls, time of the last hang-up) after one run on a fresh emulator."""
+def agent_at(url: str, asked: Dict[str, list]):
+    """The agents: `agent(room, kind)` POSTs the secure pause or resume and keeps (sent at, kind, status)."""
+    def agent(room: str, kind: str) -> None:
+        sent = time.time()
+        try:
+            status = requests.post(f"{url}/api/conferences/{room}/{kind}", data={"reason": "churn bench"},
+                                   headers={"Authorization": f"Bearer {BENCH_TOKEN}"}, timeout=5).status_code
+        except requests.RequestException:
+            status = 0
+        asked[room].append((sent, kind, status))
+    return agent
+
+
+def play_against(name: str, schedule: Dict[str, List[Step]], args, log_path: Path,
+                 secure: Optional[Dict[str, List[Step]]] = None, asked: Optional[Dict[str, list]] = None):
+    """(the stopped emulator, each room's calls, time of the last hang-up) after one run on a fresh emulator;
+    `secure`'s steps are played too, what they were answered kept in `asked`."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     faults = Faults(seed=args.seed, rest_latency_s=args.latency_ms / 1000)
+    secure = secure or {}
+    merged = {room: sorted(steps + secure.get(room, []), key=lambda step: step.at) for room, steps in schedule.items()}
     with Emulator(faults=faults, seed=args.seed) as emulator:
         with served(name, args, emulator, log_path) as url:
             for room in schedule:
                 emulator.add_number(room, f"{url}/voice/inbound", f"{url}/voice/call-status")
-            calls = play(emulator, schedule)
+            calls = play(emulator, merged, agent_at(url, asked if asked is not None else {r: [] for r in schedule}))
             end = time.time()
             emulator.settle(SETTLE_S)
             time.sleep(max(0.0, end + SETTLE_S - time.time()))
     return emulator, calls, end
 
 
-def summarize(name: str, emulator: Emulator, calls: Dict[str, list], end: float, args, log_path: Path) -> dict:
+def summarize(name: str, emulator: Emulator, calls: Dict[str, list], end: float, args, log_path: Path,
+              asked: Optional[Dict[str, list]] = None) -> dict:
     """The row of figures for one implementation, plus each room's wrong stretches."""
-    hosts = rule_hosts(args)
-    rooms = {room: measure_room(emulator, room, room_calls, end, args.grace_ms / 1000, hosts)
+    hosts, asked = rule_hosts(args), asked or {}
+    rooms = {room: measure_room(emulator, room, room_calls, end, args.grace_ms / 1000, hosts,
+                                tuple(asked.get(room, ())), getattr(args, "secure_max_s", 0.0))
              for room, room_calls in calls.items()}
+    pauses = [status for requests_of in asked.values() for _, kind, status in requests_of if kind == "secure-pause"]
     wrong = [w for r in rooms.values() for w in r["wrong"]]
     reads, writes = rest_counts(emulator, end + SETTLE_S)
     delivered, refused = callbacks_delivered(emulator)
@@ -263,9 +300,12 @@ def summarize(name: str, emulator: Emulator, calls: Dict[str, list], end: float,
     origin = rooms_start(rooms)
     return {"implementation": name, "wrong_s": round(seconds_of(wrong), 2),
             "recorded_below_quorum_s": round(seconds_of(wrong, "below"), 2),
+            "recorded_in_secure_pause_s": round(seconds_of(wrong, "secure"), 2),
             "paused_at_quorum_s": round(seconds_of(wrong, "paused"), 2),
             "worst_conference_s": max(per_room.values(), default=0.0),
             "conference_s": round(sum(r["on_line_s"] for r in rooms.values()), 1),
+            "secure_pause_s": round(sum(r["secure_s"] for r in rooms.values()), 1),
+            "secure_pauses_asked": len(pauses), "secure_pauses_refused": sum(status != 200 for status in pauses),
             "rest_reads_per_event": round(reads / max(1, delivered), 3),
             "rest_writes_per_event": round(writes / max(1, delivered), 3),
             "callbacks_delivered": delivered, "callbacks_not_2xx": refused, "log": str(log_path),
@@ -284,8 +324,10 @@ def rooms_start(rooms: dict) -> float:
 
 
 COLUMNS = (("implementation", "implementation"), ("wrong s", "wrong_s"),
-           ("recorded below quorum s", "recorded_below_quorum_s"), ("paused at quorum s", "paused_at_quorum_s"),
+           ("recorded below quorum s", "recorded_below_quorum_s"),
+           ("recorded in secure pause s", "recorded_in_secure_pause_s"), ("paused at quorum s", "paused_at_quorum_s"),
            ("worst conference s", "worst_conference_s"), ("conference s", "conference_s"),
+           ("secure pause s", "secure_pause_s"),
            ("REST reads/event", "rest_reads_per_event"), ("REST writes/event", "rest_writes_per_event"),
            ("callbacks delivered", "callbacks_delivered"))
 
@@ -300,7 +342,9 @@ def print_report(params: dict, rows: List[dict]) -> None:
     for row in rows:
         longest = sorted(row["wrong_stretches"], key=lambda w: w["start"] - w["end"])[:8]
         print(f"\n{row['implementation']}: {len(row['wrong_stretches'])} wrong stretches, "
-              f"{row['callbacks_not_2xx']} callback attempts not answered 2xx; log {row['log']}; longest "
+              f"{row['callbacks_not_2xx']} callback attempts not answered 2xx, "
+              f"{row['secure_pauses_refused']} of {row['secure_pauses_asked']} secure pauses not answered 200; "
+              f"log {row['log']}; longest "
               f"(seconds from the first join, {time.strftime('%H:%M:%S', time.gmtime(row['origin_epoch']))} UTC):")
         for w in longest:
             print(f"  {w['room']}  {w['start']:8.2f}-{w['end']:8.2f}s  {w['end'] - w['start']:5.2f}s  {w['kind']:<6} "
@@ -320,19 +364,28 @@ def main() -> int:
     parser.add_argument("--quorum-dir", default=str(ROOT), help="a Quorum checkout to run (default: this one)")
     parser.add_argument("--quorum-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a further Quorum setting (repeatable), e.g. END_GRACE_S=2")
-    parser.add_argument("--plain", action="store_true", help="no holds and no hosts: the scenario before they were")
+    parser.add_argument("--plain", action="store_true",
+                        help="no holds, hosts or secure pauses: the scenario before they were")
+    parser.add_argument("--no-secure", action="store_true", help="no secure pauses")
+    parser.add_argument("--secure-max-s", type=float, default=3.0,
+                        help="Quorum's SECURE_PAUSE_MAX_S: secure pauses not resumed end after this (at least 1)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     if args.quick:
         args.seconds = 30
+    if args.secure_max_s < 1:
+        parser.error("--secure-max-s must be at least 1")
     schedule = scenario(args.seed, args.conferences, args.seconds, holds=not args.plain)
+    secure = {} if args.plain or args.no_secure else secure_pauses(args.seed, schedule, args.secure_max_s)
     kinds = [step.kind for steps in schedule.values() for step in steps]
     params = {"conferences": args.conferences, "seconds": args.seconds, "seed": args.seed,
               "joins_and_leaves": sum(k in ("call", "hangup") for k in kinds), "holds": kinds.count("hold"),
+              "secure_pauses": sum(step.kind == "secure-pause" for steps in secure.values() for step in steps),
+              "secure_pause_max_s": args.secure_max_s,
               "hosts": "none" if args.plain else "one per room, required", "min_participants": MIN_PARTICIPANTS,
               "grace_ms": args.grace_ms, "rest_latency_ms": args.latency_ms, "reconcile_interval_s": 1,
               "quorum_dir": str(Path(args.quorum_dir).resolve()), "quorum_env": " ".join(args.quorum_env) or "-"}
-    rows = [run(name, schedule, args) for name in args.implementations.split(",")]
+    rows = [run(name, schedule, secure, args) for name in args.implementations.split(",")]
     print_report(params, rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"scenario": params, "rows": rows}, indent=2))

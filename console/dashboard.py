@@ -15,7 +15,7 @@ from typing import Tuple
 import redis
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file, url_for
 
-from console import signin
+from console import secure_pause, signin
 from console.talk_view import talk_view
 from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversation_facts, live_conference,
                            live_summary, paginate, recordings_view, retention_words, rule_words, timeline_view,
@@ -30,6 +30,8 @@ bp.before_request(signin.gate)
 bp.add_url_rule("/login", view_func=signin.login_page, methods=["GET"])
 bp.add_url_rule("/login", view_func=signin.login, methods=["POST"])
 bp.add_url_rule("/logout", view_func=signin.logout, methods=["POST"])
+bp.add_url_rule("/live/<room>/secure-pause", "secure_pause", secure_pause.dashboard_pause, methods=["POST"])
+bp.add_url_rule("/live/<room>/secure-resume", "secure_resume", secure_pause.dashboard_resume, methods=["POST"])
 
 POLL_MS = 1500
 # Only our own files: no inline script or style, nothing framed, forms post only here.
@@ -65,7 +67,8 @@ def live():
     """Every active conference, updated in place by static/dashboard.js."""
     config = current_app.config["QUORUM"]
     return render_template("live.html", live=_live_data(), poll_ms=POLL_MS, rule=rule_words(config.default_rule),
-                           retention=retention_words(config.delete_from_signalwire, config.archive_retention_days))
+                           retention=retention_words(config.delete_from_signalwire, config.archive_retention_days),
+                           csrf=signin.csrf_token(), reason_max=secure_pause.REASON_MAX_CHARS)
 
 
 @bp.get("/live.json")
@@ -122,8 +125,10 @@ def _live_data() -> dict:
                          key=lambda c: (c.opened_at, c.room))
     # One url_for per page, not per card: a thousand calls were a fifth of the page's time.
     page_url = url_for(".conversation_page", conversation_id="ID").rsplit("/", 1)[0]
+    secure_url = url_for(".secure_pause", room="ROOM").rsplit("/", 2)[0]  # + /ROOM/secure-pause|resume
     default = current_app.config["QUORUM"].default_rule
-    items = [{**live_conference(c, now, default), "url": f"{page_url}/{c.conference_sid}" if c.conference_sid else None}
+    items = [{**live_conference(c, now, default), "url": f"{page_url}/{c.conference_sid}" if c.conference_sid else None,
+              "secure_url": f"{secure_url}/{c.room}/secure-{'resume' if c.secure_pause() else 'pause'}"}
              for c in conferences]
     return {"conferences": items, "summary": live_summary(items), "updated": clock(now)}
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from console.api import MAX_PER_PAGE
 from conversations.archive_index import CALLER_MIN_DIGITS
 from conversations.record import STATUSES
+from quorum.secure_pause import REASON_MAX_CHARS, REASON_REFUSED
 
-API_VERSION = "0.3.0"
+API_VERSION = "0.4.0"
 NULLABLE_STRING = {"type": ["string", "null"]}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 LAML = {"text/xml": {"schema": {"type": "string"}}}
@@ -108,7 +109,7 @@ def _webhooks() -> dict:
         "/voice/recording-status": _webhook(
             "A recording's status (recordingStatusCallback); the room is in Quorum's own callback URL",
             _form({"RecordingSid": SID["RE"], "RecordingStatus": {}, "RecordingUrl": {}, "RecordingDuration": {},
-                   "CallSid": {}, "AccountSid": {}}, required=("RecordingSid", "RecordingStatus")),
+                   "CallSid": SID["CA"], "AccountSid": {}}, required=("RecordingSid", "RecordingStatus")),
             {"204": OUTCOME}, query=(("room", True, ROOM), ("call", False, SID["CA"]))),
     }
 
@@ -138,6 +139,7 @@ def _operations() -> dict:
             "responses": {"200": _json(_ref("Conversation"), "the conversation record"),
                           "400": _error("the id is too long"), "404": _error("no such conversation"),
                           "401": WRONG_TOKEN, "503": NO_TOKEN}}},
+        **{f"/api/conferences/{{room}}/secure-{what}": {"post": _secure_pause(what)} for what in ("pause", "resume")},
         "/live.json": {"get": {
             "summary": "What the live page shows: every active conference", "tags": ["dashboard"],
             "security": [{"bearer": []}, {"dashboardCookie": []}],
@@ -156,6 +158,26 @@ def _operations() -> dict:
             "summary": "This document", "tags": ["operations"], "security": [],
             "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}},
     }
+
+
+def _secure_pause(what: str) -> dict:
+    """POST /api/conferences/{room}/secure-pause or secure-resume."""
+    pause = what == "pause"
+    operation: dict = {
+        "summary": "Secure pause (PCI): stop the recording whatever the quorum says, until resumed or "
+                   "SECURE_PAUSE_MAX_S" if pause else "End the secure pause: the quorum rule decides again",
+        "tags": ["conferences"], "security": BEARER,
+        "parameters": [{"name": "room", "in": "path", "required": True, "schema": {"type": "string", **ROOM}}],
+        "responses": {"200": _json(_ref("SecurePauseState"), "the conference's secure-pause state"),
+                      "404": _error("no live conference in that room"), "401": WRONG_TOKEN, "503": NO_TOKEN}}
+    if pause:
+        reason = {"type": "object", "properties": {"reason": {
+            "type": "string", "maxLength": REASON_MAX_CHARS, "pattern": f"^[^{REASON_REFUSED}]*$",
+            "description": "why, for the record: one line, no control characters"}}}
+        operation["requestBody"] = {"required": False, "content": {
+            "application/x-www-form-urlencoded": {"schema": reason}, "application/json": {"schema": reason}}}
+        operation["responses"]["400"] = _error("the reason is too long, or not one line of text")
+    return operation
 
 
 def _schemas() -> dict:
@@ -188,7 +210,15 @@ def _schemas() -> dict:
         "recording_timeline": {"type": "array", "items": _ref("TimelineSpan")}, "talk": talk,
         "announcements": {"type": "array", "items": {"type": "object", "properties": {
             "at_ms": millis, "outcome": {"type": "string", "enum": ["played", "failed", "skipped"]}}}},
+        "secure_pauses": {"type": "array", "items": _ref("SecurePause")},
         "channels": {"type": "array", "items": _ref("Channel")}}}
+    secure_pause = {"type": "object", "required": ["start_ms", "end_ms", "by", "reason", "ended"], "properties": {
+        "start_ms": millis, "end_ms": millis, "by": {"type": "string", "enum": ["api", "dashboard"]},
+        "reason": {"type": "string"}, "resumed_by": NULLABLE_STRING,
+        "ended": {"type": ["string", "null"], "enum": ["resumed", "timed-out", "conference-ended", None]}}}
+    on_now = {"type": ["object", "null"], "properties": {
+        "by": {"type": "string"}, "reason": {"type": "string"}, "started_at": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"}}}
     participant = {"type": "object", "properties": {"number": {"type": "string"}, "hold": {"type": "boolean"},
                                                     "host": {"type": "boolean"}, "joined": {"type": "string"}}}
     live_card = {"type": "object", "required": ["room", "state", "present", "participants"], "properties": {
@@ -196,8 +226,14 @@ def _schemas() -> dict:
         "state_words": {"type": "string"}, "present": {"type": "integer", "minimum": 0}, "rule": {"type": "string"},
         "participants": {"type": "array", "items": participant}, "url": NULLABLE_STRING}}
     return {
-        "Error": ERROR, "Audio": audio, "Channel": channel, "Conversation": conversation,
+        "Error": ERROR, "Audio": audio, "Channel": channel, "Conversation": conversation, "SecurePause": secure_pause,
         "TimelineSpan": timeline_span, "ChannelTalk": channel_talk,
+        "SecurePauseState": {"type": "object", "required": ["room", "secure_paused", "secure_pause", "wanted"],
+                             "properties": {"room": {"type": "string"}, "conversation_id": NULLABLE_STRING,
+                                            "secure_paused": {"type": "boolean"}, "secure_pause": on_now,
+                                            "wanted": {"type": "string", "enum": ["recording", "paused"]},
+                                            "recording": {"type": "string"},
+                                            "secure_pauses": {"type": "array", "items": _ref("SecurePause")}}},
         "ConversationPage": {"type": "object", "required": ["conversations", "page", "per_page", "total"],
                              "properties": {"conversations": {"type": "array", "items": _ref("Conversation")},
                                             "page": {"type": "integer"}, "per_page": {"type": "integer"},

@@ -1,4 +1,4 @@
-"""The dashboard's gate and sign-in: a signed session cookie derived from API_TOKEN, or the bearer token."""
+"""The dashboard's gate and sign-in: a signed session cookie derived from API_TOKEN, or the bearer token; CSRF."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from console.auth import OFF_MESSAGE, bearer_token, token_matches
 COOKIE = "quorum_dashboard"
 SESSION_S = 12 * 3600
 OPEN_ENDPOINTS = ("dashboard.login_page", "dashboard.login")
-DATA_ENDPOINTS = ("dashboard.live_data", "dashboard.media")
+DATA_ENDPOINTS = ("dashboard.live_data", "dashboard.media", "dashboard.secure_pause", "dashboard.secure_resume")
+CSRF_FIELD = "csrf_token"
 
 
 def gate():
@@ -48,6 +49,23 @@ def signed_in(expected: str) -> bool:
             pass
     return token_matches(expected, bearer_token())
 
+
+def csrf_token() -> str:
+    """The session's CSRF token: an HMAC of its cookie, which a page of another site can neither read nor make."""
+    key = hmac.new(current_app.config["QUORUM"].api_token.encode(), b"quorum dashboard csrf", hashlib.sha256).digest()
+    return hmac.new(key, request.cookies.get(COOKIE, "").encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_refusal():
+    """None when a signed-in POST carries its session's CSRF token (form field or X-CSRF-Token header), or the
+    bearer token (which another site cannot send); else 403. SameSite=Lax already keeps the cookie off most
+    cross-site posts: this is the second lock."""
+    if token_matches(current_app.config["QUORUM"].api_token, bearer_token()):
+        return None
+    given = request.form.get(CSRF_FIELD) or request.headers.get("X-CSRF-Token") or ""
+    if request.cookies.get(COOKIE) and hmac.compare_digest(given.encode(), csrf_token().encode()):
+        return None
+    return jsonify(error="missing or wrong CSRF token: reload the page"), 403
 
 
 def login_page():

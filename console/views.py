@@ -90,7 +90,18 @@ def live_conference(conf: Conference, now: float, default_rule: Optional[RoomRul
             "for": f"for {duration_words(now - since)}" if since is not None else "",
             "present": len(present), "rule": rule_words(conf.rule), "own_rule": conf.rule != default_rule,
             "present_words": f"{len(present)} on the line" + (f" ({len(held)} on hold)" if held else ""),
-            "opened": f"opened {clock(conf.opened_at)}", "participants": participants}
+            "opened": f"opened {clock(conf.opened_at)}", "participants": participants, **secure_pause_card(conf)}
+
+
+def secure_pause_card(conf: Conference) -> dict:
+    """A live card's secure pause: whether one is on, a sentence of whose, why and until when, the button's words."""
+    pause = conf.secure_pause()
+    if pause is None:
+        return {"secure": False, "secure_words": "", "secure_button": "Secure pause"}
+    why = f" ({pause.reason})" if pause.reason else ""
+    return {"secure": True, "secure_button": "Resume recording",
+            "secure_words": f"Secure pause by {pause.by} since {clock(pause.start)}{why}: nothing is recorded; "
+                            f"it ends by itself at {clock(pause.until)}."}
 
 
 def _participant(conf: Conference, call_sid: str, now: float) -> dict:
@@ -185,6 +196,7 @@ def conversation_facts(record: dict) -> dict:
             "length": duration_words((ended - started).total_seconds()) if started and ended else "still on the line",
             "recorded": duration_words(total[RECORDING] / 1000), "paused": duration_words(total[PAUSED] / 1000),
             "callers": callers_words(record.get("channels") or []),
+            "secure_pauses": len(record.get("secure_pauses") or []),
             "mix": snr_reading((record.get("audio") or {}).get("snr"))}
 
 
@@ -199,7 +211,9 @@ def callers_words(channels: List[dict]) -> str:
 
 LANE_H, BAR_Y, BAR_H, TOP, AXIS_H = 50, 22, 20, 4, 24
 TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
-SPAN_WORDS = {RECORDING: "recorded", PAUSED: "paused"}
+SECURE = "secure pause"  # a span of the recording lane: paused during an agent's secure pause (PCI)
+SPAN_WORDS = {RECORDING: "recorded", PAUSED: "paused", SECURE: "secure pause"}
+SECURE_ENDS = {"resumed": "resumed by {by}", "timed-out": "timed out", "conference-ended": "ended with the call"}
 ANNOUNCEMENT_WORDS = {"played": "played", "failed": "failed (tried twice)", "skipped": "skipped (paused at once)"}
 
 
@@ -211,8 +225,10 @@ def timeline_view(record: dict) -> dict:
     if started and ended:
         ends.append(round((ended - started).total_seconds() * 1000))
     total = max([1] + [e for e in ends if e is not None])
-    lanes = [_lane("Conference recording", "recording",
-                   [(s["state"], s["start_ms"], s["end_ms"]) for s in record.get("recording_timeline") or []], total)]
+    secure = record.get("secure_pauses") or []
+    windows = [(p["start_ms"], total if p["end_ms"] is None else p["end_ms"]) for p in secure]
+    lanes = [_lane("Conference recording", "recording", secure_shaded(
+        [(s["state"], s["start_ms"], s["end_ms"]) for s in record.get("recording_timeline") or []], windows), total)]
     for number, channel in enumerate(channels, start=1):
         who = channel.get("from") or channel.get("connection_id") or "unknown"
         host = " (host)" if channel.get("host") else ""
@@ -232,7 +248,28 @@ def timeline_view(record: dict) -> dict:
     return {"lanes": lanes, "total_ms": total, "bar_h": BAR_H, "axis_y": bottom + 16, "height": bottom + AXIS_H,
             "grid_bottom": bottom - (LANE_H - BAR_Y - BAR_H), "ticks": ticks(total), "total": elapsed(total),
             "talk_h": TALK_H, "talking": any(lane.get("talk") for lane in lanes),
-            "marks": marks, "mark_top": lanes[0]["bar_y"], "mark_pin": lanes[0]["bar_y"] + BAR_H + 7}
+            "marks": marks, "mark_top": lanes[0]["bar_y"], "mark_pin": lanes[0]["bar_y"] + BAR_H + 7,
+            "secure": [_secure_row(p, end) for p, (_, end) in zip(secure, windows)]}
+
+
+def secure_shaded(spans: list, windows: list) -> list:
+    """The recording lane's (state, start, end) spans, each paused stretch inside a secure pause's window (start,
+    end) told apart as SECURE: quorum pauses and secure pauses are shaded differently."""
+    shaded = []
+    for state, start, end in spans:
+        cuts = sorted({start, end, *(t for window in windows for t in window if start < t < end)})
+        for a, b in zip(cuts, cuts[1:]) if state == PAUSED else [(start, end)]:
+            inside = state == PAUSED and any(first <= a and b <= last for first, last in windows)
+            shaded.append((SECURE if inside else state, a, b))
+    return shaded
+
+
+def _secure_row(pause: dict, end_ms: int) -> dict:
+    """One secure pause as the timeline's table lists it: who asked, why, how it ended."""
+    why = f" ({pause['reason']})" if pause.get("reason") else ""
+    ended = SECURE_ENDS.get(pause["ended"], "still on").format(by=pause.get("resumed_by") or "someone")
+    return {"text": f"secure pause by {pause['by']}{why}, {ended}", "from": elapsed(pause["start_ms"]),
+            "to": elapsed(end_ms)}
 
 
 def _lane(label: str, kind: str, spans: list, total: int) -> dict:

@@ -31,7 +31,7 @@ import requests
 from conversations.record import iso, mix_recording
 from quorum import redis_outage
 from quorum.policy import ANNOUNCE, Action
-from recording_state import PAUSED, RECORDING, Conference
+from recording_state import PAUSED, RECORDING, Conference, SecurePause
 
 log = logging.getLogger("quorum.events")
 
@@ -56,6 +56,18 @@ def recording_change(conf: Conference, action: Action, at: float) -> Optional[Tu
             "at": iso(at), "participants": len(conf.counted()),
             "announcement": _announcement(conf) if announces and target == RECORDING else None}
     return kind, f"{conf.conference_sid}.{recording_sid}.{target}.{at:.3f}", data
+
+
+def secure_pause_change(conf: Conference, pause: SecurePause) -> Tuple[str, str, dict]:
+    """The (type, id, data) of `recording.secure_paused` (a secure pause began) or `recording.secure_resumed` (it
+    was resumed or timed out): who asked, why, until when, and how it ended."""
+    data = {"conversation_id": conf.conference_sid, "room": conf.room, "by": pause.by, "reason": pause.reason,
+            "started_at": iso(pause.start), "until": iso(pause.until)}
+    if pause.end is None:
+        kind, end = "paused", {"at": iso(pause.start)}
+    else:
+        kind, end = "resumed", {"at": iso(pause.end), "ended": pause.ended, "resumed_by": pause.resumed_by or None}
+    return f"recording.secure_{kind}", f"{conf.conference_sid}.secure.{pause.start:.3f}.{kind}", {**data, **end}
 
 
 def _announcement(conf: Conference) -> Optional[str]:
@@ -192,6 +204,10 @@ class EventSender:
         event = recording_change(conf, action, time.time())
         if event is not None:
             self.send(*event)
+
+    def notify_secure_pause(self, conf: Conference, pause: SecurePause) -> None:
+        """Send `recording.secure_paused` or `recording.secure_resumed` for a secure pause that began or ended."""
+        self.send(*secure_pause_change(conf, pause))
 
     def send(self, event_type: str, event_id: str, data: dict) -> None:
         """Queue one event (kept in the outbox until delivered); returns at once."""

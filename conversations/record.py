@@ -6,6 +6,8 @@ Shape (times in ms from the conversation's start, which is when Quorum first hea
      audio: {wav_file, mp3_file, duration_ms, snr, rt60, deleted_from_signalwire, missing},
      recording_timeline: [{state: recording|paused, start_ms, end_ms}],
      announcements: [{at_ms, outcome: played|failed|skipped}],
+     secure_pauses: [{start_ms, end_ms, by: api|dashboard, reason, ended: resumed|timed-out|conference-ended,
+                      resumed_by}],
      channels: [{connection_id, call_sid, from, to, host, start_ms, end_ms, holds: [{start_ms, end_ms}],
                  audio: {...}, recording_timeline: [...] (its own recording's), talk: {...}}],
      talk: {silence_s, source}}     (talk figures: conversations/talk_time.py)
@@ -15,6 +17,7 @@ then missing); a missing channel recording leaves that channel's audio empty.
 `deleted_from_signalwire` turns true once SignalWire's copy of that recording is deleted. `missing` says why a
 recording has no audio (SignalWire lists it absent, it is gone there, it never finished...; while processing, why
 not yet); it is null when there is audio, or no recording at all.
+A secure pause still on has `end_ms` and `ended` null.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
 from conversations import talk_time
+from quorum.secure_pause import outcome
 from recording_state import ABANDONED, LIVE, PAUSED, PROCESSING, RECORDING, Conference
 
 # A conversation's status: its conference's (LIVE, PROCESSING) until archived, then one of these two.
@@ -122,6 +126,16 @@ def announcements(conf: Conference) -> List[dict]:
     return [{"at_ms": _ms(t.at, conf.opened_at), "outcome": t.state} for t in conf.timeline if t.kind == "announced"]
 
 
+def secure_pauses(conf: Conference, now: float) -> List[dict]:
+    """Each secure pause (PCI) an agent asked for: when, who, why, and how it ended (as of `now`)."""
+    entries = []
+    for pause in conf.secure_pauses:
+        end, ended = outcome(pause, conf.ended_at, now)
+        entries.append({"start_ms": _ms(pause.start, conf.opened_at), "end_ms": _ms(end, conf.opened_at),
+                        "by": pause.by, "reason": pause.reason, "ended": ended, "resumed_by": pause.resumed_by or None})
+    return entries
+
+
 def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None, status: Optional[str] = None) -> dict:
     """The conversation record; `media` maps recording sid to its audio entry once processed."""
     media = media or {}
@@ -135,6 +149,7 @@ def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None
         "audio": audio(conf, media, mix),
         "recording_timeline": recording_timeline(conf, mix, until),
         "announcements": announcements(conf),
+        "secure_pauses": secure_pauses(conf, now),
         "channels": channels(conf, media, until),
     }, conf, until)
 

@@ -21,10 +21,12 @@ class Housekeeper(threading.Thread):
     every `redrive_s`."""
 
     def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float,
-                 on_sweep: Callable[[], None] = lambda: None, repair_s: float = 0.0, redrive_s: float = REDRIVE_S):
+                 on_sweep: Callable[[], None] = lambda: None, repair_s: float = 0.0, redrive_s: float = REDRIVE_S,
+                 on_redrive: Callable[[], object] = lambda: None):
         super().__init__(name="quorum-housekeeper", daemon=True)
         self._controller = controller
         self._on_sweep = on_sweep  # run after each sweep: the archive's upkeep, wired in app.py
+        self._on_redrive = on_redrive  # run after each re-drive: secure pauses past their deadline, wired in app.py
         self._sweep_s = sweep_s
         self._reconcile_s = reconcile_s
         self._repair_s = repair_s
@@ -33,7 +35,7 @@ class Housekeeper(threading.Thread):
 
     def run(self) -> None:
         """Re-drive, sweep, reconcile and repair until stopped, each at its own period."""
-        jobs = [(self._redrive_s, self._controller.redrive), (self._sweep_s, self._sweep),
+        jobs = [(self._redrive_s, self._redrive), (self._sweep_s, self._sweep),
                 (self._reconcile_s, self._controller.reconcile), (self._repair_s, self._controller.repair)]
         due = [time.monotonic() + period if period else math.inf for period, _ in jobs]
         while not self._stopped.wait(max(0.0, min(due) - time.monotonic())):
@@ -46,6 +48,11 @@ class Housekeeper(threading.Thread):
                 except Exception as error:  # a store outage must not end housekeeping for good
                     if not redis_outage.reported(error):
                         log.exception("housekeeping round failed; trying again")
+
+    def _redrive(self) -> None:
+        """One re-drive, then what is due on it (secure pauses past their deadline)."""
+        self._controller.redrive()
+        self._on_redrive()
 
     def _sweep(self) -> None:
         """One sweep, then the archive's upkeep."""

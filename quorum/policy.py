@@ -73,10 +73,10 @@ def wanted_state(present: int, minimum: int, host_on_the_line: bool = True) -> s
 
 
 def quorum_wanted(conf: Conference) -> str:
-    """The wanted state under the conference's rule: calls on hold count only if the rule says so."""
+    """The wanted state under the conference's rule (held calls count if it says so); PAUSED in a secure pause."""
     counted = conf.counted()
     host = not conf.rule.host_numbers or any(conf.participants[sid].host for sid in counted)
-    return wanted_state(len(counted), conf.rule.min_participants, host)
+    return PAUSED if conf.secure_pause() else wanted_state(len(counted), conf.rule.min_participants, host)
 
 
 def _log(conf: Conference, at: float, kind: str, state: str, recording_sid: Optional[str] = None) -> tuple:

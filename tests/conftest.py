@@ -33,6 +33,7 @@ SLOW_SUITES = {
     "test_redis_store.py",
     "test_retention_end_to_end.py",
     "test_scale_out.py",
+    "test_secure_pause_e2e.py",
     "test_slow_clients.py",
     "test_talk_end_to_end.py",
 }

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from app import services
-from e2e_support import quorum_stack
+from e2e_support import quorum_stack, wait_until
 from emulator.scenarios import DEMO_NUMBER, Player, caller_number
 from test_talk_end_to_end import OPENING as TALK_OPENING, REST as TALK_REST
 
@@ -26,7 +26,7 @@ except ImportError:  # reported by the `browser` fixture, so the tests fail with
     expect = sync_playwright = None
 
 TOKEN = secrets.token_urlsafe(24)
-LIVE_ROOM, DONE_ROOM, HOLD_ROOM = DEMO_NUMBER, "+15550199", "+15550188"
+LIVE_ROOM, DONE_ROOM, HOLD_ROOM, SECURE_ROOM = DEMO_NUMBER, "+15550199", "+15550188", "+15550177"
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's own background connections are refused here; none of them matter to the page.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -39,7 +39,8 @@ FOR_SECONDS = re.compile(r"^for \d+(\.\d)? s$")  # how long the recording has be
 @pytest.fixture(scope="module")
 def stack():
     """Quorum (with per-participant channels) on the emulator, two rooms: one to watch live, one to archive."""
-    with quorum_stack(api_token=TOKEN, numbers=(LIVE_ROOM, DONE_ROOM, HOLD_ROOM), participant_recording="inbound",
+    with quorum_stack(api_token=TOKEN, numbers=(LIVE_ROOM, DONE_ROOM, HOLD_ROOM, SECURE_ROOM),
+                      participant_recording="inbound",
                       recording_announcement="This call is recorded.") as running:
         yield running
 
@@ -209,6 +210,55 @@ def test_holds_and_announcements_are_shown_live_and_on_the_timeline(page, stack)
     expect(guest_lane.locator('rect.span[data-state="on hold"]')).to_have_count(1)
     expect(page.locator("svg.timeline g.mark")).to_have_count(2)
     screenshot(page, "conversation-hold")
+
+
+def test_the_secure_pause_button_stops_every_recording_until_resumed(page, stack):
+    sign_in(page)
+    page.evaluate("window.notReloaded = true")
+    player = Player(stack.emulator)
+    card = page.locator(f'li.card[data-room="{SECURE_ROOM}"]')
+    player.play([("call", "host", SECURE_ROOM), ("wait", 1.2), ("call", "guest", SECURE_ROOM)])
+    expect(card.locator(".badge")).to_have_text("recording")
+    # A post without the session's CSRF token, though the cookie goes with it, changes nothing.
+    assert page.request.post(f"/live/{SECURE_ROOM}/secure-pause", form={"reason": "forged"}).status == 403
+    card.get_by_label("Reason (optional)").fill("card number")
+    screenshot(page, "live-secure-pause-ready")
+    card.get_by_role("button", name=f"Secure pause in room {SECURE_ROOM}").click()
+    expect(card.locator(".badge")).to_have_text("paused")
+    words = card.locator("[data-field=secure_words]")
+    expect(words).to_contain_text("Secure pause by dashboard since")
+    expect(words).to_contain_text("(card number): nothing is recorded; it ends by itself at")
+    resume = card.get_by_role("button", name=f"Resume recording in room {SECURE_ROOM}")
+    expect(resume).to_be_visible()
+    expect(card.get_by_label("Reason (optional)")).to_be_hidden()
+    (conf,) = stack.emulator.conferences(SECURE_ROOM)
+    recordings = conf.recording_sids + [sid for call in stack.emulator.sim.calls.values() if call.to == SECURE_ROOM
+                                        for sid in call.recording_sids]
+    assert len(recordings) == 3  # the mix and each caller's own, all paused
+    assert wait_until(lambda: all(stack.emulator.recording(sid).status == "paused" for sid in recordings), 5)
+    screenshot(page, "live-secure-pause")
+
+    resume.click()
+    expect(card.locator(".badge")).to_have_text("recording")
+    expect(words).to_be_hidden()
+    expect(card.get_by_role("button", name=f"Secure pause in room {SECURE_ROOM}")).to_be_visible()
+    assert page.evaluate("window.notReloaded") is True
+    assert page.evaluate("document.activeElement.closest('form.secure') !== null")  # focus stayed on the button
+    player.play([("wait", 1.2), ("hangup", "guest"), ("wait", 0.3), ("hangup", "host")])
+    assert stack.settle() and stack.wait_for_empty_store(10)
+    (record,) = [c for c in services(stack.app).archive.all() if c["room"] == SECURE_ROOM]
+    (entry,) = record["secure_pauses"]
+    assert (entry["by"], entry["reason"], entry["ended"], entry["resumed_by"]) == (
+        "dashboard", "card number", "resumed", "dashboard")
+
+    page.goto(f"/conversations/{record['id']}")
+    lane = page.locator('g.lane[data-kind="recording"]')
+    expect(lane.locator('rect.span[data-state="secure pause"]')).to_have_count(1)
+    expect(page.get_by_role("list", name="Legend")).to_contain_text("secure pause")
+    page.get_by_text("The timeline as a table").click()
+    row = "secure pause by dashboard (card number), resumed by dashboard"
+    expect(page.get_by_role("cell", name=row)).to_be_visible()
+    screenshot(page, "conversation-secure-pause")
 
 
 def test_history_lists_filters_and_links(page, stack, finished):

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import churn_bench  # noqa: E402
 import churn_scenario  # noqa: E402
-from churn_measure import Stay, on_line_seconds, presence, seconds_of, wrong_stretches  # noqa: E402
-from churn_scenario import room_schedule  # noqa: E402
+from churn_measure import Stay, on_line_seconds, presence, seconds_of, secure_windows, wrong_stretches  # noqa: E402
+from churn_scenario import live_spans, room_schedule, secure_schedule  # noqa: E402
 
 GRACE = 0.4
 
@@ -113,6 +113,39 @@ def test_a_conference_start_the_rule_did_not_ask_for_opens_the_grace():
     changes = presence([Stay(0.0, 9.0, ((1.0, 9.0),)), Stay(3.0, 9.0, host=True)], end=9.0, hosts=True)
     assert wrong_stretches(changes, [(3.0, 3.3)], 2, GRACE, starts=[3.0]) == []
     assert seconds_of(wrong_stretches(changes, [(3.0, 3.3)], 2, GRACE)) == pytest.approx(0.3)
+
+
+def test_a_secure_pause_holds_from_its_request_to_its_resume_timeout_or_the_room_emptying():
+    line_up = line((0.0, 1), (1.0, 2), (9.0, 1), (10.0, 0), (12.0, 1), (20.0, 0))
+    asked = [(2.0, "secure-pause"), (3.0, "secure-pause"), (4.0, "secure-resume"),  # a second pause changes nothing
+             (5.0, "secure-pause"),  # times out at 8
+             (9.5, "secure-pause"),  # the room empties at 10: its conference ends with it
+             (11.0, "secure-pause"),  # nobody on the line: no conference to pause
+             (13.0, "secure-pause"), (14.0, "secure-resume"), (15.0, "secure-resume")]
+    assert secure_windows(asked, line_up, 3.0) == [(2.0, 4.0), (5.0, 8.0), (9.5, 10.0), (13.0, 14.0)]
+
+
+def test_recording_in_a_secure_pause_is_wrong_beyond_the_grace_and_pausing_in_one_is_right():
+    changes = line((0.0, 1), (1.0, 2), (10.0, 0))
+    windows = [(3.0, 6.0)]
+    assert wrong_stretches(changes, [(1.0, 3.2), (6.3, 10.0)], 2, GRACE, windows=windows) == []
+    assert seconds_of(wrong_stretches(changes, [(1.0, 10.0)], 2, GRACE, windows=windows), "secure") == (
+        pytest.approx(3.0 - GRACE))
+    late = wrong_stretches(changes, [(1.0, 3.2), (7.0, 10.0)], 2, GRACE, windows=windows)
+    assert [(w.kind, w.start, w.end) for w in late] == [("paused", 6.0 + GRACE, 7.0)]  # the resume was late
+
+
+def test_secure_pauses_are_asked_only_in_a_live_room_and_never_overlap():
+    steps = room_schedule(random.Random(7), 0, 250)
+    asked = secure_schedule(random.Random(7), steps, 3.0)
+    pauses = [step.at for step in asked if step.kind == "secure-pause"]
+    live = live_spans(steps)
+    assert len(pauses) > 10 and any(step.kind == "secure-resume" for step in asked)
+    assert all(any(start + 1.5 <= at < end - 0.5 for start, end in live) for at in pauses)
+    ends = [b.at if b.kind == "secure-resume" else a.at + 3.0
+            for a, b in zip(asked, asked[1:] + [asked[-1]]) if a.kind == "secure-pause"]
+    assert all(end < next_at for end, next_at in zip(ends, pauses[1:]))
+    assert asked == secure_schedule(random.Random(7), steps, 3.0)
 
 
 def _counts(steps):

@@ -1,5 +1,6 @@
 // Live page: polls live.json and updates the cards in place (no reload), so keyboard focus stays put.
 // Screen readers hear only #live-summary (aria-live), which changes when a state or a count does.
+// A card's secure-pause button posts its form here (so focus stays put too); without script it posts as a form.
 "use strict";
 
 (function () {
@@ -34,6 +35,11 @@
       return item;
     }));
     card.querySelector(".rule").hidden = !conf.own_rule;  // the page states the default rule once
+    card.dataset.secure = String(conf.secure);
+    card.querySelector(".secure-words").hidden = !conf.secure;
+    const form = card.querySelector("form.secure");
+    form.setAttribute("action", conf.secure_url);
+    form.querySelector("label").hidden = conf.secure;  // a reason is for a pause
     const link = card.querySelector("[data-link]");
     link.hidden = !conf.url;
     if (conf.url) link.setAttribute("href", conf.url);
@@ -57,7 +63,7 @@
     document.getElementById("live-updated").textContent = data.updated;
   }
 
-  async function poll() {
+  async function refresh() {
     const problem = document.getElementById("live-problem");
     try {
       const response = await fetch(root.dataset.source, {headers: {Accept: "application/json"}, cache: "no-store"});
@@ -71,8 +77,41 @@
     } catch (error) {
       problem.hidden = false;
     }
+  }
+
+  async function poll() {
+    await refresh();
     window.setTimeout(poll, Number(root.dataset.intervalMs));
   }
+
+  async function secure(event) {
+    const form = event.target.closest("form.secure");
+    if (!form) return;
+    event.preventDefault();
+    if (form.dataset.busy) return;  // one post at a time; not `disabled`, which would take the focus away
+    form.dataset.busy = "true";
+    const said = form.querySelector("[role=alert]");
+    try {
+      const response = await fetch(form.action, {method: "POST", body: new FormData(form),
+                                                  headers: {Accept: "application/json"}, cache: "no-store"});
+      if (response.status === 401) {
+        window.location.assign(root.dataset.login);
+        return;
+      }
+      const answer = await response.json();
+      said.textContent = response.ok ? "" : answer.error;
+      said.hidden = response.ok;
+      if (response.ok) form.querySelector("[name=reason]").value = "";
+    } catch (error) {
+      said.textContent = "Cannot reach Quorum: nothing changed. Try again.";
+      said.hidden = false;
+    } finally {
+      delete form.dataset.busy;
+    }
+    await refresh();  // the card shows the new state now, not at the next poll
+  }
+
+  list.addEventListener("submit", secure);
 
   window.setTimeout(poll, Number(root.dataset.intervalMs));
 })();
