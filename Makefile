@@ -20,8 +20,10 @@ system-packages:
 test: install system-packages
 	$(PY) -m pytest -q
 
+# ruff ([tool.ruff] in pyproject.toml): the checks, and that the tree is formatted as `ruff format` leaves it.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # mypy over the product modules and packages ([tool.mypy] in pyproject.toml).
 typecheck: install

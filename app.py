@@ -90,8 +90,9 @@ class Services:
             self.store.close()  # last: everything above may still change the state
 
 
-def build_services(config: Config, client=None, store: Optional[StateStore] = None,
-                   archive_clock: Optional[Callable[[], float]] = None) -> Services:
+def build_services(
+    config: Config, client=None, store: Optional[StateStore] = None, archive_clock: Optional[Callable[[], float]] = None
+) -> Services:
     """Wire every part once; `client` (the SignalWire SDK client) and `store` default from `config`;
     `archive_clock` is the clock of the archive's upkeep (retention, deletion and archiving retries), for tests to
     move."""
@@ -100,42 +101,100 @@ def build_services(config: Config, client=None, store: Optional[StateStore] = No
     # Before anything reads Redis: an unreachable REDIS_URL is said once, here, and Quorum starts all the same.
     outage = redis_outage.watch(config.redis_url) if config.redis_url else None
     metrics = Metrics(store)
-    gateway = SignalWireGateway(client if client is not None else build_client(config), observe=metrics.observe_rest,
-                                announcer=build_announcer(config))
+    gateway = SignalWireGateway(
+        client if client is not None else build_client(config),
+        observe=metrics.observe_rest,
+        announcer=build_announcer(config),
+    )
     secret = config.event_callback_secret  # Config requires it with EVENT_CALLBACK_URL
-    events = EventSender(config.event_callback_url, secret, build_outbox(config),
-                         workers=config.event_callback_concurrency,
-                         max_queued=config.event_queue_max) if config.event_callback_url and secret else None
-    media = MediaSource(allowed_origins(config.signalwire_space_url, config.signalwire_api_url),
-                        max_bytes=config.max_recording_mb * 1024 * 1024, timeout_s=DOWNLOAD_TIMEOUT_S)
-    copies = SignalWireCopies(archive, store, gateway.delete_recording, config.delete_from_signalwire,
-                              clock=archive_clock or time.time)
+    events = (
+        EventSender(
+            config.event_callback_url,
+            secret,
+            build_outbox(config),
+            workers=config.event_callback_concurrency,
+            max_queued=config.event_queue_max,
+        )
+        if config.event_callback_url and secret
+        else None
+    )
+    media = MediaSource(
+        allowed_origins(config.signalwire_space_url, config.signalwire_api_url),
+        max_bytes=config.max_recording_mb * 1024 * 1024,
+        timeout_s=DOWNLOAD_TIMEOUT_S,
+    )
+    copies = SignalWireCopies(
+        archive, store, gateway.delete_recording, config.delete_from_signalwire, clock=archive_clock or time.time
+    )
     retention = Retention(archive, store, copies, config.archive_retention_days, clock=archive_clock or time.time)
     # The lock outlives the longest action (a read of three requests, each with connect and read timeouts),
     # so two processes never command one room at once.
-    commands = CommandQueue(store, gateway, lock_ttl_s=6 * config.signalwire_timeout_s + 5,
-                            recording_callback=lambda room, call: laml.recording_callback_url(config.public_url, room, call),
-                            announce_url=lambda room: laml.announce_url(config.public_url, room),
-                            on_done=events.notify if events else lambda conf, action: None,
-                            workers=config.signalwire_concurrency, reads_per_s=config.reconcile_max_reads_per_s,
-                            observe_crossing=metrics.crossing_seconds.observe)
+    commands = CommandQueue(
+        store,
+        gateway,
+        lock_ttl_s=6 * config.signalwire_timeout_s + 5,
+        recording_callback=lambda room, call: laml.recording_callback_url(config.public_url, room, call),
+        announce_url=lambda room: laml.announce_url(config.public_url, room),
+        on_done=events.notify if events else lambda conf, action: None,
+        workers=config.signalwire_concurrency,
+        reads_per_s=config.reconcile_max_reads_per_s,
+        observe_crossing=metrics.crossing_seconds.observe,
+    )
     metrics.watch_queue(commands.depth)
     # Archiving asks SignalWire for each conference's recordings: GETs within the readers' shared budget.
-    processor = ConversationProcessor(store, archive, events, audio_quality.analyze_file, media, gateway,
-                                      copies=copies, reads=commands.reads.take_budget,
-                                      list_calls=config.participant_recording != "off",
-                                      clock=archive_clock or time.time)
-    controller = RecordingController(store, commands, processor, config.rule_for, config.end_grace_s,
-                                     config.reconcile_interval_s, config.records_caller, gateway=gateway,
-                                     repair_interval_s=config.repair_interval_s)
-    secure = SecurePauser(store, commands.kick, config.secure_pause_max_s,
-                          notify=events.notify_secure_pause if events else lambda conf, pause: None)
-    housekeeper = Housekeeper(controller, sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
-                              reconcile_s=config.reconcile_interval_s,
-                              on_sweep=lambda: _archive_upkeep(copies, retention), repair_s=controller.repair_tick_s,
-                              on_redrive=secure.sweep)
-    return Services(config, store, gateway, commands, controller, housekeeper, archive, processor, events, metrics,
-                    copies, retention, secure, outage)
+    processor = ConversationProcessor(
+        store,
+        archive,
+        events,
+        audio_quality.analyze_file,
+        media,
+        gateway,
+        copies=copies,
+        reads=commands.reads.take_budget,
+        list_calls=config.participant_recording != "off",
+        clock=archive_clock or time.time,
+    )
+    controller = RecordingController(
+        store,
+        commands,
+        processor,
+        config.rule_for,
+        config.end_grace_s,
+        config.reconcile_interval_s,
+        config.records_caller,
+        gateway=gateway,
+        repair_interval_s=config.repair_interval_s,
+    )
+    secure = SecurePauser(
+        store,
+        commands.kick,
+        config.secure_pause_max_s,
+        notify=events.notify_secure_pause if events else lambda conf, pause: None,
+    )
+    housekeeper = Housekeeper(
+        controller,
+        sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
+        reconcile_s=config.reconcile_interval_s,
+        on_sweep=lambda: _archive_upkeep(copies, retention),
+        repair_s=controller.repair_tick_s,
+        on_redrive=secure.sweep,
+    )
+    return Services(
+        config,
+        store,
+        gateway,
+        commands,
+        controller,
+        housekeeper,
+        archive,
+        processor,
+        events,
+        metrics,
+        copies,
+        retention,
+        secure,
+        outage,
+    )
 
 
 def prepared_archive(config: Config) -> Archive:
@@ -144,8 +203,9 @@ def prepared_archive(config: Config) -> Archive:
     try:
         archive.prepare()
     except OSError as error:
-        raise ConfigError("RECORDINGS_DIR", f"cannot write the archive at {config.recordings_dir}: "
-                                            f"{error.strerror or error}") from None
+        raise ConfigError(
+            "RECORDINGS_DIR", f"cannot write the archive at {config.recordings_dir}: {error.strerror or error}"
+        ) from None
     return archive
 
 
@@ -160,8 +220,13 @@ def services(app: Optional[Flask] = None) -> Services:
     return (app or current_app).extensions[SERVICES]
 
 
-def create_app(config: Optional[Config] = None, *, client=None, store: Optional[StateStore] = None,
-               archive_clock: Optional[Callable[[], float]] = None) -> Flask:
+def create_app(
+    config: Optional[Config] = None,
+    *,
+    client=None,
+    store: Optional[StateStore] = None,
+    archive_clock: Optional[Callable[[], float]] = None,
+) -> Flask:
     """Build the services, start them, and serve them through the Flask app (arguments: see build_services)."""
     from_env = config is None
     if config is None:
@@ -169,8 +234,10 @@ def create_app(config: Optional[Config] = None, *, client=None, store: Optional[
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     request_logs.configure_werkzeug(config.log_level, config.log_caller_numbers)
     if not config.validate_signatures:
-        log.warning("VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
-                    "Use this only for local experiments.")
+        log.warning(
+            "VALIDATE_SIGNATURES=false: anyone who can reach this server can forge callbacks. "
+            "Use this only for local experiments."
+        )
     try:
         built = build_services(config, client, store, archive_clock)  # RECORDINGS_DIR and STATE_FILE open here
     except ConfigError as error:
@@ -208,8 +275,10 @@ def build_store(config: Config) -> StateStore:
 def build_outbox(config: Config) -> Outbox:
     """Where undelivered event callbacks outlive a restart: Redis when shared, else files in the archive root."""
     if config.redis_url:
-        return RedisOutbox(redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2),
-                           f"{config.redis_namespace}:events")
+        return RedisOutbox(
+            redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2),
+            f"{config.redis_namespace}:events",
+        )
     return FileOutbox(Path(config.recordings_dir) / ".outbox")
 
 
@@ -288,8 +357,10 @@ def check_config() -> None:
     except ConfigError as error:
         _exit_with(error)
     store = "Redis" if config.redis_url else "memory"
-    print(f"quorum: configuration OK: webhook {config.public_url or '(ngrok)'}/voice/inbound, {store} store, "
-          f"archive {config.recordings_dir}")
+    print(
+        f"quorum: configuration OK: webhook {config.public_url or '(ngrok)'}/voice/inbound, {store} store, "
+        f"archive {config.recordings_dir}"
+    )
 
 
 def run_production(args: list) -> None:
@@ -311,9 +382,11 @@ def cli(argv: Optional[list] = None) -> None:
     """The `quorum` command: `quorum run | dev | demo | check-config | point-number [args]`."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        print("usage: quorum COMMAND [args]\n" + "\n".join(f"  {name:<13} {what}"
-                                                           for name, (what, _) in COMMANDS.items()),
-              file=sys.stderr)
+        print(
+            "usage: quorum COMMAND [args]\n"
+            + "\n".join(f"  {name:<13} {what}" for name, (what, _) in COMMANDS.items()),
+            file=sys.stderr,
+        )
         raise SystemExit(0 if argv[:1] in (["-h"], ["--help"]) else 2)
     if argv[0] == "demo":
         from emulator.demo import main as demo

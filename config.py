@@ -50,7 +50,8 @@ class RoomRule:
     def records(self, number: str) -> bool:
         """Whether RECORD_PARTICIPANTS picks this caller (PARTICIPANT_RECORDING decides whether anyone is)."""
         return self.record_participants.strip().lower() == "all" or number.strip() in numbers_in(
-            self.record_participants)
+            self.record_participants
+        )
 
     def is_host(self, number: str) -> bool:
         """Whether a caller from `number` is a host of this room."""
@@ -136,8 +137,14 @@ class Config:
         # A trailing slash would double up in every callback URL and break signatures.
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
         _check(self)
-        default = RoomRule(self.min_participants, self.pause_behavior, self.record_participants,
-                           numbers_in(self.host_numbers), self.recording_announcement, self.hold_counts_as_present)
+        default = RoomRule(
+            self.min_participants,
+            self.pause_behavior,
+            self.record_participants,
+            numbers_in(self.host_numbers),
+            self.recording_announcement,
+            self.hold_counts_as_present,
+        )
         object.__setattr__(self, "default_rule", default)
         if self.room_rules_file:
             object.__setattr__(self, "rules", load_room_rules(self.room_rules_file, default, self.conference_room))
@@ -230,8 +237,16 @@ def _check(config: Config) -> None:
             raise ConfigError("EVENT_CALLBACK_SECRET", "is required with EVENT_CALLBACK_URL (receivers verify with it)")
     if not 1 <= config.port <= 65535:
         raise ConfigError("PORT", f"must be between 1 and 65535, got {config.port}")
-    _check_rule("", RoomRule(config.min_participants, config.pause_behavior, config.record_participants,
-                             numbers_in(config.host_numbers), config.recording_announcement))
+    _check_rule(
+        "",
+        RoomRule(
+            config.min_participants,
+            config.pause_behavior,
+            config.record_participants,
+            numbers_in(config.host_numbers),
+            config.recording_announcement,
+        ),
+    )
     if config.signalwire_concurrency < 1:
         raise ConfigError("SIGNALWIRE_CONCURRENCY", f"must be at least 1, got {config.signalwire_concurrency}")
     if config.signalwire_timeout_s <= 0:
@@ -241,11 +256,14 @@ def _check(config: Config) -> None:
     if config.reconcile_interval_s < 0:
         raise ConfigError("RECONCILE_INTERVAL_S", "must be 0 (off) or more")
     if config.reconcile_max_reads_per_s < READS_PER_CONFERENCE:
-        raise ConfigError("RECONCILE_MAX_READS_PER_S",
-                          f"must be at least {READS_PER_CONFERENCE} (one conference read), got {config.reconcile_max_reads_per_s}")
+        raise ConfigError(
+            "RECONCILE_MAX_READS_PER_S",
+            f"must be at least {READS_PER_CONFERENCE} (one conference read), got {config.reconcile_max_reads_per_s}",
+        )
     if config.repair_interval_s <= 0:
-        raise ConfigError("REPAIR_INTERVAL_S", "must be greater than 0 (seconds between reads of a conference "
-                                               "at the threshold)")
+        raise ConfigError(
+            "REPAIR_INTERVAL_S", "must be greater than 0 (seconds between reads of a conference at the threshold)"
+        )
     if config.event_max_age_s <= 0:
         raise ConfigError("EVENT_MAX_AGE_S", "must be greater than 0 (seconds a conference event may be late)")
     if config.event_callback_concurrency < 1:
@@ -255,13 +273,19 @@ def _check(config: Config) -> None:
     if config.max_recording_mb < 1:
         raise ConfigError("MAX_RECORDING_MB", f"must be at least 1, got {config.max_recording_mb}")
     if not _SPACE.fullmatch(config.signalwire_space_url):
-        raise ConfigError("SIGNALWIRE_SPACE_URL", "must be the space's host name, such as example.signalwire.com "
-                                                  f"(no https://, no path), got {config.signalwire_space_url!r}")
+        raise ConfigError(
+            "SIGNALWIRE_SPACE_URL",
+            "must be the space's host name, such as example.signalwire.com "
+            f"(no https://, no path), got {config.signalwire_space_url!r}",
+        )
     if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL", f"must start with redis://, rediss:// or unix://, got {config.redis_url!r}")
     if config.conference_room != PER_NUMBER and not valid_room(config.conference_room):
-        raise ConfigError("CONFERENCE_ROOM", f"must be {PER_NUMBER!r} or a room name of 1-64 letters, digits, "
-                                             f"'_', '.', '+' or '-', got {config.conference_room!r}")
+        raise ConfigError(
+            "CONFERENCE_ROOM",
+            f"must be {PER_NUMBER!r} or a room name of 1-64 letters, digits, "
+            f"'_', '.', '+' or '-', got {config.conference_room!r}",
+        )
     if config.validate_signatures and not config.signalwire_signing_key:
         raise ConfigError(
             "SIGNALWIRE_SIGNING_KEY",
@@ -279,18 +303,27 @@ def _check(config: Config) -> None:
     if config.signalwire_api_url:
         _http_url("SIGNALWIRE_API_URL", config.signalwire_api_url)
     if config.state_file.lower() in ("on", "true", "false", "yes", "no", "0", "1"):  # a switch, not a file name
-        raise ConfigError("STATE_FILE", f"must be empty (RECORDINGS_DIR/{STATE_FILE_NAME}), {STATE_FILE_OFF} "
-                                        f"or a file path, got {config.state_file!r}")
+        raise ConfigError(
+            "STATE_FILE",
+            f"must be empty (RECORDINGS_DIR/{STATE_FILE_NAME}), {STATE_FILE_OFF} "
+            f"or a file path, got {config.state_file!r}",
+        )
     if not 0 < config.secure_pause_max_s <= SECURE_PAUSE_MAX_S_LIMIT:  # NaN fails too
-        raise ConfigError("SECURE_PAUSE_MAX_S", f"must be more than 0 and at most {SECURE_PAUSE_MAX_S_LIMIT} seconds "
-                                                f"(the longest a secure pause lasts), got {config.secure_pause_max_s}")
+        raise ConfigError(
+            "SECURE_PAUSE_MAX_S",
+            f"must be more than 0 and at most {SECURE_PAUSE_MAX_S_LIMIT} seconds "
+            f"(the longest a secure pause lasts), got {config.secure_pause_max_s}",
+        )
     if config.archive_retention_days < 0:
-        raise ConfigError("ARCHIVE_RETENTION_DAYS",
-                          f"must be 0 (keep forever) or a number of days, got {config.archive_retention_days}")
+        raise ConfigError(
+            "ARCHIVE_RETENTION_DAYS",
+            f"must be 0 (keep forever) or a number of days, got {config.archive_retention_days}",
+        )
 
 
 def _check_rule(where: str, rule: RoomRule) -> None:
     """Refuse a rule that could not be followed; `where` prefixes the setting's name (a rules-file table)."""
+
     def name(setting: str) -> str:
         return f"{where}{setting.lower()}" if where else setting
 
@@ -305,9 +338,14 @@ def _check_rule(where: str, rule: RoomRule) -> None:
 
 
 # ROOM_RULES_FILE keys and the types TOML must give them.
-_RULE_KEYS: Dict[str, type | tuple[type, ...]] = {"min_participants": int, "pause_behavior": str,
-                                                  "record_participants": (str, list), "host_numbers": (str, list),
-                                                  "recording_announcement": str, "hold_counts_as_present": bool}
+_RULE_KEYS: Dict[str, type | tuple[type, ...]] = {
+    "min_participants": int,
+    "pause_behavior": str,
+    "record_participants": (str, list),
+    "host_numbers": (str, list),
+    "recording_announcement": str,
+    "hold_counts_as_present": bool,
+}
 
 
 def load_room_rules(path: str, default: RoomRule, conference_room: str = PER_NUMBER) -> Dict[str, RoomRule]:
@@ -325,11 +363,15 @@ def load_room_rules(path: str, default: RoomRule, conference_room: str = PER_NUM
     rules = {room: _room_rule(path, room, table, default) for room, table in tables.items()}
     for room in rules:
         if conference_room == PER_NUMBER and not _E164.fullmatch(room):
-            raise ConfigError(f"ROOM_RULES_FILE {path} [{room}]", "must be named by a dialed number in E.164 form, "
-                                                                  f"such as \"+{room.lstrip('+')}\"")
+            raise ConfigError(
+                f"ROOM_RULES_FILE {path} [{room}]",
+                f'must be named by a dialed number in E.164 form, such as "+{room.lstrip("+")}"',
+            )
         if conference_room != PER_NUMBER and room != conference_room:
-            raise ConfigError(f"ROOM_RULES_FILE {path} [{room}]", f"can never apply: CONFERENCE_ROOM puts every "
-                                                                  f"call in {conference_room!r}")
+            raise ConfigError(
+                f"ROOM_RULES_FILE {path} [{room}]",
+                f"can never apply: CONFERENCE_ROOM puts every call in {conference_room!r}",
+            )
     return rules
 
 
@@ -337,7 +379,7 @@ def _room_rule(path: str, room: str, table, default: RoomRule) -> RoomRule:
     """One table of the rules file as a RoomRule."""
     where = f"ROOM_RULES_FILE {path} [{room}] "
     if not isinstance(table, dict) or not valid_room(room):
-        raise ConfigError(where.rstrip(), "must be a table named by a dialed number such as \"+15551230000\"")
+        raise ConfigError(where.rstrip(), 'must be a table named by a dialed number such as "+15551230000"')
     changes: Dict[str, Any] = {}  # each rule's own type, checked against _RULE_KEYS
     for key, value in table.items():
         kind = _RULE_KEYS.get(key)

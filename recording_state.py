@@ -163,8 +163,9 @@ class Conference:
         data = dict(data)
         data["participants"] = {k: Presence(**v) for k, v in data["participants"].items()}
         data["recording_info"] = {k: RecordingInfo(**v) for k, v in data["recording_info"].items()}
-        data["callers"] = {k: Caller(**{**v, "holds": tuple(map(tuple, v.get("holds", ())))})
-                           for k, v in data["callers"].items()}
+        data["callers"] = {
+            k: Caller(**{**v, "holds": tuple(map(tuple, v.get("holds", ())))}) for k, v in data["callers"].items()
+        }
         rule = data.get("rule") or {}
         data["rule"] = RoomRule(**{**rule, "host_numbers": tuple(rule.get("host_numbers", ()))})
         data["unrecordable"] = tuple(data["unrecordable"])
@@ -176,8 +177,6 @@ class Conference:
 
 Mutation = Callable[[Optional[Conference]], Optional[Conference]]
 EventMutation = Callable[[Optional[Conference], Optional[dict]], Optional[Conference]]  # also told the caller record
-
-
 
 
 def bump(current: Optional[Conference], result: Optional[Conference]) -> Optional[Conference]:
@@ -214,8 +213,9 @@ class StateStore(Protocol):
     def mutate(self, room: str, fn: Mutation, release: Optional[Tuple[str, str]] = None) -> Optional[Conference]:
         """Atomically replace the room's conference with `fn(current)` (None deletes it), then `unlock(*release)`."""
 
-    def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
-                              call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
+    def mutate_unless_retired(
+        self, room: str, fn: EventMutation, conference_sid: str, call_sid: Optional[str] = None
+    ) -> Tuple[bool, Optional[Conference]]:
         """Unless `conference_sid` is retired, `mutate` with `fn(current, what remember_call kept for call_sid)`;
         returns (retired, result)."""
 
@@ -299,8 +299,9 @@ class MemoryStore:
         else:
             self._conferences[room] = conf
 
-    def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
-                              call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
+    def mutate_unless_retired(
+        self, room: str, fn: EventMutation, conference_sid: str, call_sid: Optional[str] = None
+    ) -> Tuple[bool, Optional[Conference]]:
         """Check the retired set, recall the caller, then `mutate`: (retired, result)."""
         if self.is_retired(conference_sid):
             return True, None
@@ -368,4 +369,3 @@ class MemoryStore:
     def ping(self) -> bool:
         """Memory always answers."""
         return True
-

@@ -1,7 +1,7 @@
 """Gunicorn settings for Quorum: `quorum run`, or gunicorn.conf.py in a checkout, loads them.
 
-    gunicorn 'app:create_app()'                       # one worker, memory store
-    WEB_CONCURRENCY=4 REDIS_URL=redis://... gunicorn 'app:create_app()'
+gunicorn 'app:create_app()'                       # one worker, memory store
+WEB_CONCURRENCY=4 REDIS_URL=redis://... gunicorn 'app:create_app()'
 """
 
 import os
@@ -44,7 +44,8 @@ def on_starting(server):
     if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
         raise SystemExit(
             f"quorum: {server.cfg.workers} gunicorn workers need REDIS_URL (the memory store is per process); "
-            "set REDIS_URL or run one worker")
+            "set REDIS_URL or run one worker"
+        )
 
 
 def worker_exit(server, worker):

@@ -42,13 +42,19 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 def endpoints(room: str) -> Dict[str, str]:
     """What is timed: name -> path and query."""
     quoted = room.replace("+", "%2B")
-    return {"api": "/api/conversations", "api room": f"/api/conversations?room={quoted}",
-            "api status=ready": "/api/conversations?status=ready", "api page=250": "/api/conversations?page=250",
-            "history": "/history", "history room page 3": f"/history?room={quoted}&page=3",
-            # Callers dial from +1555111XXXX: four last digits match a few conversations, "111" all of them.
-            "api caller": "/api/conversations?caller=4321", "api caller, all match": "/api/conversations?caller=111",
-            "api one month": "/api/conversations?from=2026-03-01&to=2026-03-31",
-            "history caller and month": "/history?caller=4321&from=2026-03-01&to=2026-06-30"}
+    return {
+        "api": "/api/conversations",
+        "api room": f"/api/conversations?room={quoted}",
+        "api status=ready": "/api/conversations?status=ready",
+        "api page=250": "/api/conversations?page=250",
+        "history": "/history",
+        "history room page 3": f"/history?room={quoted}&page=3",
+        # Callers dial from +1555111XXXX: four last digits match a few conversations, "111" all of them.
+        "api caller": "/api/conversations?caller=4321",
+        "api caller, all match": "/api/conversations?caller=111",
+        "api one month": "/api/conversations?from=2026-03-01&to=2026-03-31",
+        "history caller and month": "/history?caller=4321&from=2026-03-01&to=2026-06-30",
+    }
 
 
 def room_name(number: int) -> str:
@@ -66,9 +72,13 @@ def iso(at: datetime) -> str:
 
 def audio(rng: random.Random, name: str, duration_ms: int) -> dict:
     """One recording's audio entry."""
-    return {"wav_file": f"{name}.wav", "mp3_file": f"{name}.mp3" if rng.random() < 0.5 else None,
-            "duration_ms": duration_ms, "snr": round(rng.uniform(-5, 30), 1),
-            "rt60": round(rng.uniform(0.15, 1.2), 2) if rng.random() < 0.8 else None}
+    return {
+        "wav_file": f"{name}.wav",
+        "mp3_file": f"{name}.mp3" if rng.random() < 0.5 else None,
+        "duration_ms": duration_ms,
+        "snr": round(rng.uniform(-5, 30), 1),
+        "rt60": round(rng.uniform(0.15, 1.2), 2) if rng.random() < 0.8 else None,
+    }
 
 
 def conversation(rng: random.Random, started: datetime, room: str) -> dict:
@@ -76,23 +86,39 @@ def conversation(rng: random.Random, started: datetime, room: str) -> dict:
     length_ms = rng.randint(60_000, 3_600_000)
     cuts = sorted(rng.sample(range(1000, length_ms), rng.randint(1, 7)))
     edges = [rng.randint(0, 5000)] + cuts + [length_ms]
-    timeline = [{"state": "recording" if n % 2 == 0 else "paused", "start_ms": a, "end_ms": b}
-                for n, (a, b) in enumerate(zip(edges, edges[1:]))]
+    timeline = [
+        {"state": "recording" if n % 2 == 0 else "paused", "start_ms": a, "end_ms": b}
+        for n, (a, b) in enumerate(zip(edges, edges[1:]))
+    ]
     channels = []
     for n in range(rng.randint(2, 4)):
         number = f"+1555111{rng.randint(0, 9999):04d}"
         start = 0 if n == 0 else rng.randint(0, length_ms // 2)
         hold = rng.randint(start, length_ms - 1)
-        channels.append({"connection_id": number, "call_sid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                         "from": number, "to": room, "host": n == 0, "start_ms": start, "end_ms": length_ms,
-                         "holds": [{"start_ms": hold, "end_ms": min(length_ms, hold + 30_000)}] if n == 1 else [],
-                         "audio": audio(rng, f"channel-{n + 1:02d}", length_ms - start)})
-    return {"id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "room": room,
-            "status": "ready" if rng.random() < 0.93 else "failed", "started_at": iso(started),
-            "ended_at": iso(started + timedelta(milliseconds=length_ms)), "audio": audio(rng, "mix", length_ms),
-            "recording_timeline": timeline, "channels": channels,
-            "announcements": [{"at_ms": s["start_ms"], "outcome": "played"} for s in timeline
-                              if s["state"] == "recording"]}
+        channels.append(
+            {
+                "connection_id": number,
+                "call_sid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "from": number,
+                "to": room,
+                "host": n == 0,
+                "start_ms": start,
+                "end_ms": length_ms,
+                "holds": [{"start_ms": hold, "end_ms": min(length_ms, hold + 30_000)}] if n == 1 else [],
+                "audio": audio(rng, f"channel-{n + 1:02d}", length_ms - start),
+            }
+        )
+    return {
+        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "room": room,
+        "status": "ready" if rng.random() < 0.93 else "failed",
+        "started_at": iso(started),
+        "ended_at": iso(started + timedelta(milliseconds=length_ms)),
+        "audio": audio(rng, "mix", length_ms),
+        "recording_timeline": timeline,
+        "channels": channels,
+        "announcements": [{"at_ms": s["start_ms"], "outcome": "played"} for s in timeline if s["state"] == "recording"],
+    }
 
 
 def write_archive(root: Path, count: int, rooms: int, seed: int) -> int:
@@ -125,10 +151,17 @@ def measure(checkout: Path, archive: Path, requests: int, room: str) -> dict:
     from app import create_app, services, shutdown  # noqa: E402  (the checkout's, not necessarily ours)
     from config import Config  # noqa: E402
 
-    settings = {"SIGNALWIRE_PROJECT_ID": "bench", "SIGNALWIRE_API_TOKEN": "bench", "SIGNALWIRE_SPACE_URL":
-                "bench.signalwire.invalid", "PUBLIC_URL": "https://quorum.invalid", "VALIDATE_SIGNATURES": "false",
-                "API_TOKEN": TOKEN, "RECORDINGS_DIR": str(archive), "RECONCILE_INTERVAL_S": "0",
-                "LOG_LEVEL": "WARNING"}
+    settings = {
+        "SIGNALWIRE_PROJECT_ID": "bench",
+        "SIGNALWIRE_API_TOKEN": "bench",
+        "SIGNALWIRE_SPACE_URL": "bench.signalwire.invalid",
+        "PUBLIC_URL": "https://quorum.invalid",
+        "VALIDATE_SIGNATURES": "false",
+        "API_TOKEN": TOKEN,
+        "RECORDINGS_DIR": str(archive),
+        "RECONCILE_INTERVAL_S": "0",
+        "LOG_LEVEL": "WARNING",
+    }
     began = time.perf_counter()
     app = create_app(Config.from_env(settings))
     held = services(app).archive
@@ -150,8 +183,14 @@ def measure(checkout: Path, archive: Path, requests: int, room: str) -> dict:
                     samples[name].append(took * 1000)
     finally:
         shutdown(app)
-    result["endpoints"] = {name: {"p50_ms": round(statistics.median(s), 2), "p95_ms": round(percentile(s, 0.95), 2),
-                                  "answer": digests[name]} for name, s in samples.items()}
+    result["endpoints"] = {
+        name: {
+            "p50_ms": round(statistics.median(s), 2),
+            "p95_ms": round(percentile(s, 0.95), 2),
+            "answer": digests[name],
+        }
+        for name, s in samples.items()
+    }
     return result
 
 
@@ -170,15 +209,28 @@ def time_index(held, archive: Path) -> dict:
         began = time.perf_counter()
         assert held.sync() == (0, 0)
         checks.append(time.perf_counter() - began)
-    return {"startup_sync_s": round(first, 3), "rebuild_s": round(statistics.median(rebuilds), 3),
-            "check_s": round(statistics.median(checks), 3),
-            "index_mb": round(held.index.path.stat().st_size / 2**20, 1)}
+    return {
+        "startup_sync_s": round(first, 3),
+        "rebuild_s": round(statistics.median(rebuilds), 3),
+        "check_s": round(statistics.median(checks), 3),
+        "index_mb": round(held.index.path.stat().st_size / 2**20, 1),
+    }
 
 
 def run_checkout(checkout: Path, archive: Path, args) -> dict:
     """`measure` in a fresh interpreter with the checkout first on sys.path."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--measure", str(checkout), "--archive", str(archive),
-               "--requests", str(args.requests), "--room", room_name(ROOM)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--measure",
+        str(checkout),
+        "--archive",
+        str(archive),
+        "--requests",
+        str(args.requests),
+        "--room",
+        room_name(ROOM),
+    ]
     done = subprocess.run(command, cwd=checkout, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{checkout}: {done.stderr[-2000:]}")
@@ -207,8 +259,12 @@ def main() -> int:
     parser.add_argument("--rooms", type=int, default=25)
     parser.add_argument("--requests", type=int, default=40, help="timed requests per endpoint")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--quorum-dir", action="append", default=[], help="another checkout to measure first "
-                        "(repeatable), e.g. `git worktree add /tmp/index-before a777e0c`")
+    parser.add_argument(
+        "--quorum-dir",
+        action="append",
+        default=[],
+        help="another checkout to measure first (repeatable), e.g. `git worktree add /tmp/index-before a777e0c`",
+    )
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child: measure this checkout
     parser.add_argument("--archive", help=argparse.SUPPRESS)
@@ -221,9 +277,14 @@ def main() -> int:
         archive = Path(scratch) / "recordings"
         began = time.perf_counter()
         size = write_archive(archive, args.conversations, args.rooms, args.seed)
-        params = {"conversations": args.conversations, "rooms": args.rooms, "json_mb": round(size / 2**20, 1),
-                  "written_s": round(time.perf_counter() - began, 1), "requests": args.requests,
-                  "load_average": os.getloadavg()[0]}
+        params = {
+            "conversations": args.conversations,
+            "rooms": args.rooms,
+            "json_mb": round(size / 2**20, 1),
+            "written_s": round(time.perf_counter() - began, 1),
+            "requests": args.requests,
+            "load_average": os.getloadavg()[0],
+        }
         checkouts = [Path(d).resolve() for d in args.quorum_dir] + [ROOT]
         rows = [{"label": "this" if c == ROOT else c.name, **run_checkout(c, archive, args)} for c in checkouts]
     print_report(params, rows)

@@ -49,8 +49,13 @@ def snr_task(job: dict) -> dict:
     """Make one SNR clip and score our estimate and plain WADA against the truth."""
     clip = make_clip(Speaker(job["cache"], 8000), **job["clip"])
     q = aq.analyze(clip.samples, clip.sample_rate)
-    return {**job["key"], "truth": clip.snr_db, "ours": q.snr, "method": q.snr_method,
-            "wada": aq.wada_snr(clip.samples)}
+    return {
+        **job["key"],
+        "truth": clip.snr_db,
+        "ours": q.snr,
+        "method": q.snr_method,
+        "wada": aq.wada_snr(clip.samples),
+    }
 
 
 def rt60_task(job: dict) -> dict:
@@ -70,8 +75,9 @@ def snr_jobs(args) -> list[dict]:
                     seed += 1
                     rng = np.random.default_rng(seed)
                     rt60 = None if rng.random() < 0.25 else float(rng.uniform(0.2, 0.5))
-                    clip = dict(seed=seed, split=args.split, seconds=20, noise=noise, snr_db=snr, rt60=rt60,
-                                pauses=pauses)
+                    clip = dict(
+                        seed=seed, split=args.split, seconds=20, noise=noise, snr_db=snr, rt60=rt60, pauses=pauses
+                    )
                     key = dict(noise=noise, snr=snr, talk="pauses" if pauses else "continuous", room="mild")
                     jobs.append(dict(cache=str(corpus_dir(args)), clip=clip, key=key))
     for snr in [10, 20]:  # late reverberation is counted as signal but looks like noise to any blind method
@@ -121,16 +127,20 @@ def stats(errors: list[float | None]) -> tuple[float, float, float]:
 def report_snr(rows: list[dict]) -> dict:
     """Print the SNR table per condition and return the headline MAEs."""
     print("\n## SNR (dB): error = estimate - truth, whole-file SNR")
-    print(f"{'noise':<7} {'talk':<11} {'room':<13} {'SNR':>4} {'n':>3} | {'bias':>6} {'MAE':>5} {'None':>5} | "
-          f"{'WADA bias':>9} {'MAE':>5}")
+    print(
+        f"{'noise':<7} {'talk':<11} {'room':<13} {'SNR':>4} {'n':>3} | {'bias':>6} {'MAE':>5} {'None':>5} | "
+        f"{'WADA bias':>9} {'MAE':>5}"
+    )
     groups = defaultdict(list)
     for r in rows:
         groups[(r["noise"], r["talk"], r["room"], r["snr"])].append(r)
     for (noise, talk, room, snr), rs in groups.items():
         b, mae, none = stats([None if r["ours"] is None else r["ours"] - r["truth"] for r in rs])
         wb, wmae, _ = stats([r["wada"] - r["truth"] for r in rs])
-        print(f"{noise:<7} {talk:<11} {room:<13} {snr:>4} {len(rs):>3} | {b:>+6.2f} {mae:>5.2f} {none:>5.0%} | "
-              f"{wb:>+9.2f} {wmae:>5.2f}")
+        print(
+            f"{noise:<7} {talk:<11} {room:<13} {snr:>4} {len(rs):>3} | {b:>+6.2f} {mae:>5.2f} {none:>5.0%} | "
+            f"{wb:>+9.2f} {wmae:>5.2f}"
+        )
     print("\nSummary over 0-25 dB, mild rooms:")
     headline = {}
     for label, noises, talk, target in [
@@ -143,8 +153,10 @@ def report_snr(rows: list[dict]) -> dict:
         b, mae, none = stats([None if r["ours"] is None else r["ours"] - r["truth"] for r in rs])
         wb, wmae, _ = stats([r["wada"] - r["truth"] for r in rs])
         verdict = "met" if mae <= target else "NOT met"
-        print(f"  {label:<24} MAE {mae:4.2f} dB (bias {b:+.2f}, None {none:.0%}); WADA alone MAE {wmae:4.2f}; "
-              f"target <= {target} dB: {verdict}")
+        print(
+            f"  {label:<24} MAE {mae:4.2f} dB (bias {b:+.2f}, None {none:.0%}); WADA alone MAE {wmae:4.2f}; "
+            f"target <= {target} dB: {verdict}"
+        )
         headline[label] = mae
     return headline
 
@@ -159,20 +171,26 @@ def report_rt60(rows: list[dict]) -> dict:
             groups[(r["band"], r["snr"])].append(r)
     for (band, snr), rs in groups.items():
         b, mae, none = stats([None if r["ours"] is None else r["ours"] - r["truth"] for r in rs])
-        print(f"{band:<10} {snr:>4} {len(rs):>3} | {b:>+6.3f} {mae:>5.3f} {none:>5.0%} "
-              f"{np.mean([r['decays'] for r in rs]):>6.0f}")
+        print(
+            f"{band:<10} {snr:>4} {len(rs):>3} | {b:>+6.3f} {mae:>5.3f} {none:>5.0%} "
+            f"{np.mean([r['decays'] for r in rs]):>6.0f}"
+        )
     headline = {}
     for label, snrs, target in [("SNR >= 20 dB", (30, 20), 0.12), ("SNR 10 dB", (10,), 0.2)]:
         rs = [r for r in rows if r["kind"] == "valid" and r["snr"] in snrs]
         b, mae, none = stats([None if r["ours"] is None else r["ours"] - r["truth"] for r in rs])
         verdict = "met" if mae <= target else "NOT met"
-        print(f"  0.2-1.2 s, {label:<13} MAE {mae:.3f} s (bias {b:+.3f}, None {none:.0%}); "
-              f"target <= {target} s: {verdict}")
+        print(
+            f"  0.2-1.2 s, {label:<13} MAE {mae:.3f} s (bias {b:+.3f}, None {none:.0%}); "
+            f"target <= {target} s: {verdict}"
+        )
         headline[label] = mae
     rs = [r for r in rows if r["kind"] == "continuous talk"]
     b, mae, none = stats([None if r["ours"] is None else r["ours"] - r["truth"] for r in rs])
-    print(f"  0.4-1.0 s, continuous talk (no pauses), SNR 20 dB: MAE {mae:.3f} s (bias {b:+.3f}, "
-          f"None {none:.0%}); no target")
+    print(
+        f"  0.4-1.0 s, continuous talk (no pauses), SNR 20 dB: MAE {mae:.3f} s (bias {b:+.3f}, "
+        f"None {none:.0%}); no target"
+    )
     print("Outside the valid range (None is the wanted answer):")
     for kind in ["dry room", "RT60 > 1.5 s", "SNR 5 dB"]:
         rs = [r for r in rows if r["kind"] == kind]
@@ -193,8 +211,9 @@ def blind_rt60_comparison(args) -> None:
     speaker = Speaker(corpus_dir(args), 8000)
     seconds = 15 if args.quick else 30
     truths = [0.3, 0.6, 1.0] if args.quick else [0.25, 0.4, 0.55, 0.7, 0.85, 1.0, 1.1, 1.2]
-    print(f"{'true':>5} {'ours':>6} {'blind-rt60':>10} | {'ours s':>7} {'theirs s':>8}   "
-          f"({seconds} s clips, SNR 30 dB)")
+    print(
+        f"{'true':>5} {'ours':>6} {'blind-rt60':>10} | {'ours s':>7} {'theirs s':>8}   ({seconds} s clips, SNR 30 dB)"
+    )
     spent, audio, ours_time, errors = 0.0, 0.0, 0.0, defaultdict(list)
     for i, rt60 in enumerate(truths):
         if spent > args.blind_budget:
@@ -219,14 +238,18 @@ def blind_rt60_comparison(args) -> None:
         audio += seconds
         errors["ours"].append(None if ours is None else ours - rt60)
         errors["theirs"].append(theirs - rt60)
-        print(f"{rt60:>5.2f} {'-' if ours is None else f'{ours:.2f}':>6} {theirs:>10.2f} | "
-              f"{t1 - t0:>7.2f} {t2 - t1:>8.1f}")
+        print(
+            f"{rt60:>5.2f} {'-' if ours is None else f'{ours:.2f}':>6} {theirs:>10.2f} | "
+            f"{t1 - t0:>7.2f} {t2 - t1:>8.1f}"
+        )
     if audio:
         ob, omae, _ = stats(errors["ours"])
         tb, tmae, _ = stats(errors["theirs"])
         ratio = np.mean([(e + t) / t for e, t in zip(errors["theirs"], truths)])
-        print(f"MAE ours {omae:.3f} s (bias {ob:+.3f}); "
-              f"blind-rt60 {tmae:.3f} s (bias {tb:+.3f}, estimate/truth {ratio:.2f}x)")
+        print(
+            f"MAE ours {omae:.3f} s (bias {ob:+.3f}); "
+            f"blind-rt60 {tmae:.3f} s (bias {tb:+.3f}, estimate/truth {ratio:.2f}x)"
+        )
         print(
             f"CPU per hour of audio: ours {ours_time / audio * 3600:.1f} s (RT60 and SNR together); "
             f"blind-rt60 {spent / audio * 3600 / 60:.0f} min (RT60 only, extrapolated)"
@@ -252,8 +275,9 @@ print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() -
 def write_long_wav(path: Path, hours: float, args) -> None:
     """Tile reverberant, noisy corpus clips (varying levels) into one long 8 kHz mono WAV."""
     speaker = Speaker(corpus_dir(args), 8000)
-    clips = [make_clip(speaker, SEED_BASE + 95_000 + i, args.split, 30, "pink", 15 + i, 0.3 + 0.1 * i)
-             for i in range(6)]
+    clips = [
+        make_clip(speaker, SEED_BASE + 95_000 + i, args.split, 30, "pink", 15 + i, 0.3 + 0.1 * i) for i in range(6)
+    ]
     target = int(hours * 3600 * 8000)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -276,14 +300,21 @@ def speed(args) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         runs = []
         for _ in range(2 if args.quick else 3):
-            out = subprocess.run([sys.executable, "-c", SPEED_CHILD, str(path), str(ROOT)], env=env,
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", SPEED_CHILD, str(path), str(ROOT)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs.append(json.loads(out.stdout))
     best = min(runs, key=lambda r: r["wall"])
     walls = ", ".join(f"{r['wall']:.2f}" for r in runs)
     verdict = "met" if best["wall"] <= 10 else "NOT met"
-    print(f"wall {best['wall']:.2f} s, CPU {best['cpu']:.2f} s per hour of audio (best of {len(runs)}; all: {walls}); "
-          f"target <= 10 s: {verdict}")
+    print(
+        f"wall {best['wall']:.2f} s, CPU {best['cpu']:.2f} s per hour of audio (best of {len(runs)}; all: {walls}); "
+        f"target <= 10 s: {verdict}"
+    )
     print(
         f"peak RSS {best['peak_kb'] / 1024:.0f} MB, "
         f"of which {(best['peak_kb'] - best['base_kb']) / 1024:.0f} MB above the "
@@ -296,8 +327,9 @@ def speed(args) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer clips, a few minutes in all")
-    parser.add_argument("--split", default="test", choices=["test", "dev"],
-                        help="voices and sentences to use (dev was used for tuning)")
+    parser.add_argument(
+        "--split", default="test", choices=["test", "dev"], help="voices and sentences to use (dev was used for tuning)"
+    )
     parser.add_argument("--cache", help="directory for rendered sentences (default: a temp dir)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], choices=["snr", "rt60", "blind", "speed"])
@@ -317,8 +349,10 @@ def main() -> int:
         blind_rt60_comparison(args)
     if "speed" not in args.skip:
         speed(args)
-    print(f"\nbenchmark took {time.perf_counter() - started:.0f} s; "
-          f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(
+        f"\nbenchmark took {time.perf_counter() - started:.0f} s; "
+        f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
     return 0
 
 

@@ -58,8 +58,14 @@ from churn_measure import Stay, on_line_seconds, presence, seconds_of, secure_wi
 from churn_scenario import SECURE_KINDS, Step, caller_number, host_numbers, scenario, secure_pauses  # noqa: E402
 
 MIN_PARTICIPANTS = 2
-CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave",
-                     "participant-hold", "participant-unhold")
+CONFERENCE_EVENTS = (
+    "conference-start",
+    "conference-end",
+    "participant-join",
+    "participant-leave",
+    "participant-hold",
+    "participant-unhold",
+)
 RESULTS = ROOT / "bench" / "results"
 STARTUP_TIMEOUT_S = 30.0
 SETTLE_S = 3.0  # after the last hang-up: late commands land, then REST counting stops
@@ -69,8 +75,7 @@ BENCH_TOKEN = "churn-bench-api-token"  # Quorum's API_TOKEN: the agent's secure 
 # Playing the scenario
 
 
-def play(emulator: Emulator, schedule: Dict[str, List[Step]],
-         agent=lambda room, kind: None) -> Dict[str, list]:
+def play(emulator: Emulator, schedule: Dict[str, List[Step]], agent=lambda room, kind: None) -> Dict[str, list]:
     """Play every room on its own thread against absolute times (secure-pause steps through `agent(room, kind)`);
     returns each room's calls."""
     calls: Dict[str, list] = {room: [] for room in schedule}
@@ -107,8 +112,11 @@ def recorded_spans(emulator: Emulator, conference_sids: set, end: float) -> List
     for conf in emulator.conferences():
         if conf.sid in conference_sids:
             for sid in conf.recording_sids:
-                spans += [(s.start, s.end if s.end is not None else end)
-                          for s in emulator.recording(sid).timeline.spans if s.state == "recording"]
+                spans += [
+                    (s.start, s.end if s.end is not None else end)
+                    for s in emulator.recording(sid).timeline.spans
+                    if s.state == "recording"
+                ]
     return spans
 
 
@@ -127,27 +135,47 @@ def holds_of(emulator: Emulator, room: str) -> Dict[str, List[Tuple[float, float
 def stays(emulator: Emulator, room: str, calls: list, hosts: set) -> List[Stay]:
     """Each call that joined the room, with its holds and whether it dialed in from a host number."""
     holds = holds_of(emulator, room)
-    return [Stay(c.joined_at, c.left_at, tuple(h for h in holds.get(c.label, ())
-                                               if c.joined_at <= h[0] and (c.left_at is None or h[0] <= c.left_at)),
-                 c.from_ in hosts) for c in calls if c.joined_at is not None]
+    return [
+        Stay(
+            c.joined_at,
+            c.left_at,
+            tuple(
+                h for h in holds.get(c.label, ()) if c.joined_at <= h[0] and (c.left_at is None or h[0] <= c.left_at)
+            ),
+            c.from_ in hosts,
+        )
+        for c in calls
+        if c.joined_at is not None
+    ]
 
 
-def measure_room(emulator: Emulator, room: str, calls: list, end: float, grace_s: float, hosts: set,
-                 asked: tuple = (), secure_max_s: float = 0.0) -> dict:
+def measure_room(
+    emulator: Emulator,
+    room: str,
+    calls: list,
+    end: float,
+    grace_s: float,
+    hosts: set,
+    asked: tuple = (),
+    secure_max_s: float = 0.0,
+) -> dict:
     """One room's line-up under the rule, recording and wrong stretches, from the emulator's own times and the
     (time, kind, status) of the agent's secure-pause requests."""
     line = stays(emulator, room, calls, hosts)
     changes = presence(line, end, hosts=bool(hosts))
-    windows = secure_windows([(at, kind) for at, kind, _ in asked], presence(line, end, hold_counts=True),
-                             secure_max_s)
+    windows = secure_windows([(at, kind) for at, kind, _ in asked], presence(line, end, hold_counts=True), secure_max_s)
     sids = {c.conference_sid for c in calls if c.joined_at is not None}
     spans = recorded_spans(emulator, sids, end)
     # A host joining a guest on hold starts the conference, and record-from-start with it, though the rule
     # says not to record: the earliest anyone can pause is the recording's callback, so the grace applies.
     starts = [conf.started_at for conf in emulator.conferences() if conf.sid in sids and conf.started_at]
-    return {"changes": changes, "spans": spans, "on_line_s": on_line_seconds(presence(line, end, hold_counts=True)),
-            "secure_s": sum(b - a for a, b in windows),
-            "wrong": wrong_stretches(changes, spans, MIN_PARTICIPANTS, grace_s, starts, windows)}
+    return {
+        "changes": changes,
+        "spans": spans,
+        "on_line_s": on_line_seconds(presence(line, end, hold_counts=True)),
+        "secure_s": sum(b - a for a, b in windows),
+        "wrong": wrong_stretches(changes, spans, MIN_PARTICIPANTS, grace_s, starts, windows),
+    }
 
 
 def rest_counts(emulator: Emulator, until: float) -> Tuple[int, int]:
@@ -174,29 +202,56 @@ def free_port() -> int:
 
 def quorum_env(emulator: Emulator, port: int, archive: str) -> dict:
     """Every setting Quorum reads, so a developer's `.env` cannot leak in; defaults except the reconciler."""
-    return {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
-            "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
-            "SIGNALWIRE_API_URL": emulator.url, "SIGNALWIRE_PHONE_NUMBER": "", "PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "PORT": str(port), "USE_NGROK": "false", "NGROK_AUTHTOKEN": "", "LOG_LEVEL": "INFO",
-            "MIN_PARTICIPANTS": str(MIN_PARTICIPANTS), "PAUSE_BEHAVIOR": "skip", "CONFERENCE_ROOM": "per-number",
-            "VALIDATE_SIGNATURES": "true", "RECORDINGS_DIR": archive, "PARTICIPANT_RECORDING": "off",
-            "REDIS_URL": "", "EVENT_CALLBACK_URL": "", "API_TOKEN": "", "RECONCILE_INTERVAL_S": "1",
-            "HOST_NUMBERS": "", "HOLD_COUNTS_AS_PRESENT": "false", "RECORDING_ANNOUNCEMENT": "", "ROOM_RULES_FILE": ""}
+    return {
+        "SIGNALWIRE_PROJECT_ID": emulator.project,
+        "SIGNALWIRE_API_TOKEN": emulator.token,
+        "SIGNALWIRE_SPACE_URL": "emulator.invalid",
+        "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
+        "SIGNALWIRE_API_URL": emulator.url,
+        "SIGNALWIRE_PHONE_NUMBER": "",
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "PORT": str(port),
+        "USE_NGROK": "false",
+        "NGROK_AUTHTOKEN": "",
+        "LOG_LEVEL": "INFO",
+        "MIN_PARTICIPANTS": str(MIN_PARTICIPANTS),
+        "PAUSE_BEHAVIOR": "skip",
+        "CONFERENCE_ROOM": "per-number",
+        "VALIDATE_SIGNATURES": "true",
+        "RECORDINGS_DIR": archive,
+        "PARTICIPANT_RECORDING": "off",
+        "REDIS_URL": "",
+        "EVENT_CALLBACK_URL": "",
+        "API_TOKEN": "",
+        "RECONCILE_INTERVAL_S": "1",
+        "HOST_NUMBERS": "",
+        "HOLD_COUNTS_AS_PRESENT": "false",
+        "RECORDING_ANNOUNCEMENT": "",
+        "ROOM_RULES_FILE": "",
+    }
 
 
 def seed_env(emulator: Emulator, port: int, archive: str) -> dict:
     """The guide's script needs only the credentials, its public URL and the port."""
-    return {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
-            "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_API_URL": emulator.url,
-            "PUBLIC_URL": f"http://127.0.0.1:{port}", "PORT": str(port)}
+    return {
+        "SIGNALWIRE_PROJECT_ID": emulator.project,
+        "SIGNALWIRE_API_TOKEN": emulator.token,
+        "SIGNALWIRE_SPACE_URL": "emulator.invalid",
+        "SIGNALWIRE_API_URL": emulator.url,
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "PORT": str(port),
+    }
 
 
 def implementation(name: str, args):
     """(command, working directory, env builder, extra settings) of an implementation."""
     if name == "quorum":
-        extra = {"HOST_NUMBERS": ",".join(sorted(rule_hosts(args))), "API_TOKEN": BENCH_TOKEN,
-                 "SECURE_PAUSE_MAX_S": str(args.secure_max_s),
-                 **dict(setting.split("=", 1) for setting in args.quorum_env)}
+        extra = {
+            "HOST_NUMBERS": ",".join(sorted(rule_hosts(args))),
+            "API_TOKEN": BENCH_TOKEN,
+            "SECURE_PAUSE_MAX_S": str(args.secure_max_s),
+            **dict(setting.split("=", 1) for setting in args.quorum_env),
+        }
         return [sys.executable, "app.py"], Path(args.quorum_dir).resolve(), quorum_env, extra
     if name == "seed":
         return [sys.executable, str(ROOT / "bench" / "seed_app.py")], ROOT / "bench", seed_env, {}
@@ -255,19 +310,31 @@ def run(name: str, schedule: Dict[str, List[Step]], secure: Dict[str, List[Step]
 
 def agent_at(url: str, asked: Dict[str, list]):
     """The agents: `agent(room, kind)` POSTs the secure pause or resume and keeps (sent at, kind, status)."""
+
     def agent(room: str, kind: str) -> None:
         sent = time.time()
         try:
-            status = requests.post(f"{url}/api/conferences/{room}/{kind}", data={"reason": "churn bench"},
-                                   headers={"Authorization": f"Bearer {BENCH_TOKEN}"}, timeout=5).status_code
+            status = requests.post(
+                f"{url}/api/conferences/{room}/{kind}",
+                data={"reason": "churn bench"},
+                headers={"Authorization": f"Bearer {BENCH_TOKEN}"},
+                timeout=5,
+            ).status_code
         except requests.RequestException:
             status = 0
         asked[room].append((sent, kind, status))
+
     return agent
 
 
-def play_against(name: str, schedule: Dict[str, List[Step]], args, log_path: Path,
-                 secure: Optional[Dict[str, List[Step]]] = None, asked: Optional[Dict[str, list]] = None):
+def play_against(
+    name: str,
+    schedule: Dict[str, List[Step]],
+    args,
+    log_path: Path,
+    secure: Optional[Dict[str, List[Step]]] = None,
+    asked: Optional[Dict[str, list]] = None,
+):
     """(the stopped emulator, each room's calls, time of the last hang-up) after one run on a fresh emulator;
     `secure`'s steps are played too, what they were answered kept in `asked`."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -285,34 +352,60 @@ def play_against(name: str, schedule: Dict[str, List[Step]], args, log_path: Pat
     return emulator, calls, end
 
 
-def summarize(name: str, emulator: Emulator, calls: Dict[str, list], end: float, args, log_path: Path,
-              asked: Optional[Dict[str, list]] = None) -> dict:
+def summarize(
+    name: str,
+    emulator: Emulator,
+    calls: Dict[str, list],
+    end: float,
+    args,
+    log_path: Path,
+    asked: Optional[Dict[str, list]] = None,
+) -> dict:
     """The row of figures for one implementation, plus each room's wrong stretches."""
     hosts, asked = rule_hosts(args), asked or {}
-    rooms = {room: measure_room(emulator, room, room_calls, end, args.grace_ms / 1000, hosts,
-                                tuple(asked.get(room, ())), getattr(args, "secure_max_s", 0.0))
-             for room, room_calls in calls.items()}
+    rooms = {
+        room: measure_room(
+            emulator,
+            room,
+            room_calls,
+            end,
+            args.grace_ms / 1000,
+            hosts,
+            tuple(asked.get(room, ())),
+            getattr(args, "secure_max_s", 0.0),
+        )
+        for room, room_calls in calls.items()
+    }
     pauses = [status for requests_of in asked.values() for _, kind, status in requests_of if kind == "secure-pause"]
     wrong = [w for r in rooms.values() for w in r["wrong"]]
     reads, writes = rest_counts(emulator, end + SETTLE_S)
     delivered, refused = callbacks_delivered(emulator)
     per_room = {room: round(seconds_of(r["wrong"]), 2) for room, r in rooms.items()}
     origin = rooms_start(rooms)
-    return {"implementation": name, "wrong_s": round(seconds_of(wrong), 2),
-            "recorded_below_quorum_s": round(seconds_of(wrong, "below"), 2),
-            "recorded_in_secure_pause_s": round(seconds_of(wrong, "secure"), 2),
-            "paused_at_quorum_s": round(seconds_of(wrong, "paused"), 2),
-            "worst_conference_s": max(per_room.values(), default=0.0),
-            "conference_s": round(sum(r["on_line_s"] for r in rooms.values()), 1),
-            "secure_pause_s": round(sum(r["secure_s"] for r in rooms.values()), 1),
-            "secure_pauses_asked": len(pauses), "secure_pauses_refused": sum(status != 200 for status in pauses),
-            "rest_reads_per_event": round(reads / max(1, delivered), 3),
-            "rest_writes_per_event": round(writes / max(1, delivered), 3),
-            "callbacks_delivered": delivered, "callbacks_not_2xx": refused, "log": str(log_path),
-            "origin_epoch": origin,  # stretches are in seconds from here: add it to find them in the log
-            "wrong_by_conference_s": per_room,
-            "wrong_stretches": [dict(asdict(w), room=room, start=round(w.start - origin, 3),
-                                     end=round(w.end - origin, 3)) for room, r in rooms.items() for w in r["wrong"]]}
+    return {
+        "implementation": name,
+        "wrong_s": round(seconds_of(wrong), 2),
+        "recorded_below_quorum_s": round(seconds_of(wrong, "below"), 2),
+        "recorded_in_secure_pause_s": round(seconds_of(wrong, "secure"), 2),
+        "paused_at_quorum_s": round(seconds_of(wrong, "paused"), 2),
+        "worst_conference_s": max(per_room.values(), default=0.0),
+        "conference_s": round(sum(r["on_line_s"] for r in rooms.values()), 1),
+        "secure_pause_s": round(sum(r["secure_s"] for r in rooms.values()), 1),
+        "secure_pauses_asked": len(pauses),
+        "secure_pauses_refused": sum(status != 200 for status in pauses),
+        "rest_reads_per_event": round(reads / max(1, delivered), 3),
+        "rest_writes_per_event": round(writes / max(1, delivered), 3),
+        "callbacks_delivered": delivered,
+        "callbacks_not_2xx": refused,
+        "log": str(log_path),
+        "origin_epoch": origin,  # stretches are in seconds from here: add it to find them in the log
+        "wrong_by_conference_s": per_room,
+        "wrong_stretches": [
+            dict(asdict(w), room=room, start=round(w.start - origin, 3), end=round(w.end - origin, 3))
+            for room, r in rooms.items()
+            for w in r["wrong"]
+        ],
+    }
 
 
 def rooms_start(rooms: dict) -> float:
@@ -323,13 +416,19 @@ def rooms_start(rooms: dict) -> float:
 # Output
 
 
-COLUMNS = (("implementation", "implementation"), ("wrong s", "wrong_s"),
-           ("recorded below quorum s", "recorded_below_quorum_s"),
-           ("recorded in secure pause s", "recorded_in_secure_pause_s"), ("paused at quorum s", "paused_at_quorum_s"),
-           ("worst conference s", "worst_conference_s"), ("conference s", "conference_s"),
-           ("secure pause s", "secure_pause_s"),
-           ("REST reads/event", "rest_reads_per_event"), ("REST writes/event", "rest_writes_per_event"),
-           ("callbacks delivered", "callbacks_delivered"))
+COLUMNS = (
+    ("implementation", "implementation"),
+    ("wrong s", "wrong_s"),
+    ("recorded below quorum s", "recorded_below_quorum_s"),
+    ("recorded in secure pause s", "recorded_in_secure_pause_s"),
+    ("paused at quorum s", "paused_at_quorum_s"),
+    ("worst conference s", "worst_conference_s"),
+    ("conference s", "conference_s"),
+    ("secure pause s", "secure_pause_s"),
+    ("REST reads/event", "rest_reads_per_event"),
+    ("REST writes/event", "rest_writes_per_event"),
+    ("callbacks delivered", "callbacks_delivered"),
+)
 
 
 def print_report(params: dict, rows: List[dict]) -> None:
@@ -341,14 +440,18 @@ def print_report(params: dict, rows: List[dict]) -> None:
         print("| " + " | ".join(str(row[key]) for _, key in COLUMNS) + " |")
     for row in rows:
         longest = sorted(row["wrong_stretches"], key=lambda w: w["start"] - w["end"])[:8]
-        print(f"\n{row['implementation']}: {len(row['wrong_stretches'])} wrong stretches, "
-              f"{row['callbacks_not_2xx']} callback attempts not answered 2xx, "
-              f"{row['secure_pauses_refused']} of {row['secure_pauses_asked']} secure pauses not answered 200; "
-              f"log {row['log']}; longest "
-              f"(seconds from the first join, {time.strftime('%H:%M:%S', time.gmtime(row['origin_epoch']))} UTC):")
+        print(
+            f"\n{row['implementation']}: {len(row['wrong_stretches'])} wrong stretches, "
+            f"{row['callbacks_not_2xx']} callback attempts not answered 2xx, "
+            f"{row['secure_pauses_refused']} of {row['secure_pauses_asked']} secure pauses not answered 200; "
+            f"log {row['log']}; longest "
+            f"(seconds from the first join, {time.strftime('%H:%M:%S', time.gmtime(row['origin_epoch']))} UTC):"
+        )
         for w in longest:
-            print(f"  {w['room']}  {w['start']:8.2f}-{w['end']:8.2f}s  {w['end'] - w['start']:5.2f}s  {w['kind']:<6} "
-                  f"({w['on_line']} counted{'' if w['hosted'] else ', no host'})")
+            print(
+                f"  {w['room']}  {w['start']:8.2f}-{w['end']:8.2f}s  {w['end'] - w['start']:5.2f}s  {w['kind']:<6} "
+                f"({w['on_line']} counted{'' if w['hosted'] else ', no host'})"
+            )
 
 
 def main() -> int:
@@ -362,13 +465,23 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--implementations", default="quorum,seed")
     parser.add_argument("--quorum-dir", default=str(ROOT), help="a Quorum checkout to run (default: this one)")
-    parser.add_argument("--quorum-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="a further Quorum setting (repeatable), e.g. END_GRACE_S=2")
-    parser.add_argument("--plain", action="store_true",
-                        help="no holds, hosts or secure pauses: the scenario before they were")
+    parser.add_argument(
+        "--quorum-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a further Quorum setting (repeatable), e.g. END_GRACE_S=2",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="no holds, hosts or secure pauses: the scenario before they were"
+    )
     parser.add_argument("--no-secure", action="store_true", help="no secure pauses")
-    parser.add_argument("--secure-max-s", type=float, default=3.0,
-                        help="Quorum's SECURE_PAUSE_MAX_S: secure pauses not resumed end after this (at least 1)")
+    parser.add_argument(
+        "--secure-max-s",
+        type=float,
+        default=3.0,
+        help="Quorum's SECURE_PAUSE_MAX_S: secure pauses not resumed end after this (at least 1)",
+    )
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     if args.quick:
@@ -378,13 +491,22 @@ def main() -> int:
     schedule = scenario(args.seed, args.conferences, args.seconds, holds=not args.plain)
     secure = {} if args.plain or args.no_secure else secure_pauses(args.seed, schedule, args.secure_max_s)
     kinds = [step.kind for steps in schedule.values() for step in steps]
-    params = {"conferences": args.conferences, "seconds": args.seconds, "seed": args.seed,
-              "joins_and_leaves": sum(k in ("call", "hangup") for k in kinds), "holds": kinds.count("hold"),
-              "secure_pauses": sum(step.kind == "secure-pause" for steps in secure.values() for step in steps),
-              "secure_pause_max_s": args.secure_max_s,
-              "hosts": "none" if args.plain else "one per room, required", "min_participants": MIN_PARTICIPANTS,
-              "grace_ms": args.grace_ms, "rest_latency_ms": args.latency_ms, "reconcile_interval_s": 1,
-              "quorum_dir": str(Path(args.quorum_dir).resolve()), "quorum_env": " ".join(args.quorum_env) or "-"}
+    params = {
+        "conferences": args.conferences,
+        "seconds": args.seconds,
+        "seed": args.seed,
+        "joins_and_leaves": sum(k in ("call", "hangup") for k in kinds),
+        "holds": kinds.count("hold"),
+        "secure_pauses": sum(step.kind == "secure-pause" for steps in secure.values() for step in steps),
+        "secure_pause_max_s": args.secure_max_s,
+        "hosts": "none" if args.plain else "one per room, required",
+        "min_participants": MIN_PARTICIPANTS,
+        "grace_ms": args.grace_ms,
+        "rest_latency_ms": args.latency_ms,
+        "reconcile_interval_s": 1,
+        "quorum_dir": str(Path(args.quorum_dir).resolve()),
+        "quorum_env": " ".join(args.quorum_env) or "-",
+    }
     rows = [run(name, schedule, secure, args) for name in args.implementations.split(",")]
     print_report(params, rows)
     if args.json:

@@ -42,7 +42,7 @@ def counted_spans(stay: Stay, end: float, hold_counts: bool) -> List[Tuple[float
     """When a call counts toward the quorum: its time on the line, less its holds unless they count."""
     left = stay.left if stay.left is not None else end
     spans, start = [], stay.joined
-    for held, back in ([] if hold_counts else sorted(stay.holds)):
+    for held, back in [] if hold_counts else sorted(stay.holds):
         spans.append((start, held))
         start = back if back is not None else left
     spans.append((start, left))
@@ -51,9 +51,12 @@ def counted_spans(stay: Stay, end: float, hold_counts: bool) -> List[Tuple[float
 
 def presence(stays: Sequence[Stay], end: float, hold_counts: bool = False, hosts: bool = False) -> List[Change]:
     """The changes after each join, leave, hold or unhold; calls still on the line leave at `end`."""
-    deltas = sorted((at, delta, delta if stay.host else 0)
-                    for stay in stays for a, b in counted_spans(stay, end, hold_counts)
-                    for at, delta in ((a, 1), (b, -1)))
+    deltas = sorted(
+        (at, delta, delta if stay.host else 0)
+        for stay in stays
+        for a, b in counted_spans(stay, end, hold_counts)
+        for at, delta in ((a, 1), (b, -1))
+    )
     out, count, hosted = [], 0, 0
     for at, delta, host_delta in deltas:
         count, hosted = count + delta, hosted + host_delta
@@ -75,6 +78,7 @@ def secure_windows(asked: Sequence[Tuple[float, str]], line: Sequence[Change], m
     """When secure pauses held, from the (time, secure-pause | secure-resume) requests and the room's line (holds
     counted): from a pause asked while someone is on the line to its resume, `max_s` after it, or the room's
     emptying (its conference ends), whichever comes first; a pause asked while one holds changes nothing."""
+
     def count_at(at: float) -> int:
         return next((c[1] for c in reversed(line) if c[0] <= at), 0)
 
@@ -96,8 +100,9 @@ def secure_windows(asked: Sequence[Tuple[float, str]], line: Sequence[Change], m
     return windows + ([(since, limit(since))] if since is not None else [])
 
 
-def records(changes: Sequence[Change], times: Sequence[float], windows: Sequence[Window], minimum: int,
-            at: float) -> bool:
+def records(
+    changes: Sequence[Change], times: Sequence[float], windows: Sequence[Window], minimum: int, at: float
+) -> bool:
     """Whether the rule records at `at`: the quorum rule met, and no secure pause holding."""
     index = bisect.bisect_right(times, at) - 1
     return index >= 0 and meets(changes[index], minimum) and not held(windows, at)
@@ -114,9 +119,14 @@ def policy_changes(changes: Sequence[Change], minimum: int, windows: Sequence[Wi
     return flips
 
 
-def wrong_stretches(changes: Sequence[Change], recorded: Sequence[Tuple[float, float]],
-                    minimum: int, grace_s: float, starts: Sequence[float] = (),
-                    windows: Sequence[Window] = ()) -> List[Wrong]:
+def wrong_stretches(
+    changes: Sequence[Change],
+    recorded: Sequence[Tuple[float, float]],
+    minimum: int,
+    grace_s: float,
+    starts: Sequence[float] = (),
+    windows: Sequence[Window] = (),
+) -> List[Wrong]:
     """Where `recorded` spans disagree with the rule (secure pauses `windows` included), more than `grace_s`
     after its last change or the last of the conference `starts` (record-from-start records from there even
     when the rule says not to)."""
@@ -124,8 +134,14 @@ def wrong_stretches(changes: Sequence[Change], recorded: Sequence[Tuple[float, f
         return []
     times = [change[0] for change in changes]
     flips = sorted(policy_changes(changes, minimum, windows) + list(starts))
-    edges = sorted(set(times + [t for span in recorded for t in span] + [t for w in windows for t in w]
-                       + [f + grace_s for f in flips]))
+    edges = sorted(
+        set(
+            times
+            + [t for span in recorded for t in span]
+            + [t for w in windows for t in w]
+            + [f + grace_s for f in flips]
+        )
+    )
     edges = [t for t in edges if times[0] <= t <= times[-1]]
     out: List[Wrong] = []
     for a, b in zip(edges, edges[1:]):
@@ -139,8 +155,11 @@ def wrong_stretches(changes: Sequence[Change], recorded: Sequence[Tuple[float, f
             continue
         kind = ("secure" if held(windows, mid) else "below") if is_recorded else "paused"
         wrong = Wrong(a, b, kind, change[1], change[2])
-        if out and out[-1].end == a and (out[-1].kind, out[-1].on_line, out[-1].hosted) == (
-                wrong.kind, wrong.on_line, wrong.hosted):
+        if (
+            out
+            and out[-1].end == a
+            and (out[-1].kind, out[-1].on_line, out[-1].hosted) == (wrong.kind, wrong.on_line, wrong.hosted)
+        ):
             out[-1] = Wrong(out[-1].start, b, wrong.kind, wrong.on_line, wrong.hosted)
         else:
             out.append(wrong)

@@ -128,5 +128,6 @@ def secure_schedule(rng: random.Random, steps: List[Step], max_s: float) -> List
 
 def secure_pauses(seed: int, schedule: Dict[str, List[Step]], max_s: float) -> Dict[str, List[Step]]:
     """Every room's secure pauses, from a stream of their own (the joins and holds stay as they were drawn)."""
-    return {room: secure_schedule(random.Random(f"{seed}/{room}/secure"), steps, max_s)
-            for room, steps in schedule.items()}
+    return {
+        room: secure_schedule(random.Random(f"{seed}/{room}/secure"), steps, max_s) for room, steps in schedule.items()
+    }

@@ -44,16 +44,26 @@ class Room:
 
     def status(self, event: str, call: str | None = None) -> tuple:
         """A conference-status callback stamped now."""
-        form = {"AccountSid": PROJECT, "ConferenceSid": self.conf, "FriendlyName": self.room,
-                "StatusCallbackEvent": event, "Timestamp": formatdate(time.time(), usegmt=True)}
+        form = {
+            "AccountSid": PROJECT,
+            "ConferenceSid": self.conf,
+            "FriendlyName": self.room,
+            "StatusCallbackEvent": event,
+            "Timestamp": formatdate(time.time(), usegmt=True),
+        }
         return "/voice/conference-status", form | ({"CallSid": call} if call else {})
 
     def opening(self) -> list:
         """Two joins, the start, the recording's in-progress."""
-        return [self.status("participant-join", self.host), self.status("participant-join", self.guest),
-                self.status("conference-start"),
-                (f"/voice/recording-status?room=%2B{self.room[1:]}",
-                 {"AccountSid": PROJECT, "RecordingSid": self.rec, "RecordingStatus": "in-progress"})]
+        return [
+            self.status("participant-join", self.host),
+            self.status("participant-join", self.guest),
+            self.status("conference-start"),
+            (
+                f"/voice/recording-status?room=%2B{self.room[1:]}",
+                {"AccountSid": PROJECT, "RecordingSid": self.rec, "RecordingStatus": "in-progress"},
+            ),
+        ]
 
     def crossing(self) -> tuple:
         """The guest leaves, or a new guest call joins: either way the threshold is crossed."""
@@ -70,8 +80,12 @@ def post(session_local, base: str, validator, path: str, form: dict) -> float:
     """POST one signed callback; returns its answer time."""
     session = getattr(session_local, "s", None) or setattr(session_local, "s", requests.Session()) or session_local.s
     started = time.perf_counter()
-    answer = session.post(base + path, data=form, timeout=30,
-                          headers={"X-SignalWire-Signature": validator.compute_signature(PUBLIC_URL + path, form)})
+    answer = session.post(
+        base + path,
+        data=form,
+        timeout=30,
+        headers={"X-SignalWire-Signature": validator.compute_signature(PUBLIC_URL + path, form)},
+    )
     if answer.status_code >= 300:
         raise RuntimeError(f"{path}: HTTP {answer.status_code}")
     return time.perf_counter() - started
@@ -103,8 +117,12 @@ def drive(base: str, conferences: int, period_s: float, duration_s: float, seed:
 def histogram(base: str) -> list:
     """(bucket bound, cumulative count) of the crossing histogram."""
     body = requests.get(base + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).text
-    return sorted((float(s.labels["le"]), s.value) for f in text_string_to_metric_families(body)
-                  for s in f.samples if s.name == "quorum_crossing_to_command_seconds_bucket")
+    return sorted(
+        (float(s.labels["le"]), s.value)
+        for f in text_string_to_metric_families(body)
+        for s in f.samples
+        if s.name == "quorum_crossing_to_command_seconds_bucket"
+    )
 
 
 def quantile_bound(buckets: list, q: float) -> float:
@@ -137,17 +155,29 @@ def main() -> int:
                 buckets = histogram(server.url)
             finally:
                 server.stop()
-            rows.append((variant, len(answers), int(buckets[-1][1]), quantile_bound(buckets, 0.5),
-                         quantile_bound(buckets, 0.99), round(1000 * answers[len(answers) // 2], 1),
-                         round(1000 * answers[int(0.99 * len(answers))], 1)))
+            rows.append(
+                (
+                    variant,
+                    len(answers),
+                    int(buckets[-1][1]),
+                    quantile_bound(buckets, 0.5),
+                    quantile_bound(buckets, 0.99),
+                    round(1000 * answers[len(answers) // 2], 1),
+                    round(1000 * answers[int(0.99 * len(answers))], 1),
+                )
+            )
     finally:
         fake.shutdown()
         if redis_server:
             redis_server.stop()
-    print(f"{args.conferences} live conferences, one crossing each every ~{args.period_s:g} s for {args.duration:g} s; "
-          f"REST fake {args.latency_ms:.0f} ms; {os.cpu_count()} cores shared; load {os.getloadavg()[0]:.2f}")
-    print("| variant | crossings sent | commands timed | crossing p50 ms (≤) | crossing p99 ms (≤) | "
-          "callback p50 ms | callback p99 ms |\n|---|---|---|---|---|---|---|")
+    print(
+        f"{args.conferences} live conferences, one crossing each every ~{args.period_s:g} s for {args.duration:g} s; "
+        f"REST fake {args.latency_ms:.0f} ms; {os.cpu_count()} cores shared; load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        "| variant | crossings sent | commands timed | crossing p50 ms (≤) | crossing p99 ms (≤) | "
+        "callback p50 ms | callback p99 ms |\n|---|---|---|---|---|---|---|"
+    )
     for row in rows:
         print("| " + " | ".join(str(v) for v in row) + " |")
     return 1 if any(row[4] > 15 for row in rows) else 0

@@ -46,9 +46,14 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=80)
     args = parser.parse_args()
     emulator = Emulator(faults=Faults(rest_latency_s=args.latency_ms / 1000), seed=1).start()
-    env = {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
-           "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
-           "SIGNALWIRE_API_URL": emulator.url, "RECONCILE_INTERVAL_S": "0"}
+    env = {
+        "SIGNALWIRE_PROJECT_ID": emulator.project,
+        "SIGNALWIRE_API_TOKEN": emulator.token,
+        "SIGNALWIRE_SPACE_URL": "emulator.invalid",
+        "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
+        "SIGNALWIRE_API_URL": emulator.url,
+        "RECONCILE_INTERVAL_S": "0",
+    }
     server = Server("app:create_app()", 1, env, ROOT)  # PUBLIC_URL: the server itself
     rooms = [f"+1555030{i:04d}" for i in range(args.conferences)]
     for room in rooms:
@@ -56,8 +61,9 @@ def main() -> int:
     try:
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=len(rooms)) as pool:
-            sessions = [random_session(random.Random(i), room, args.steps, wait_s=(0.02, 0.2))
-                        for i, room in enumerate(rooms)]
+            sessions = [
+                random_session(random.Random(i), room, args.steps, wait_s=(0.02, 0.2)) for i, room in enumerate(rooms)
+            ]
             list(pool.map(lambda s: Player(emulator).play(s), sessions))
         emulator.settle(60)
         server.settle()
@@ -70,12 +76,16 @@ def main() -> int:
     counts = emulator.rest_log.counts()
     wrong = violations(emulator)
     print(f"{args.conferences} conferences × {args.steps} joins/leaves, REST latency {args.latency_ms:.0f} ms")
-    print(f"callbacks: {len(answered)} in {seconds:.1f} s = {len(answered) / seconds:.0f}/s (the emulator's pace); "
-          f"p50 {1000 * statistics.median(latencies):.1f} ms, "
-          f"p99 {1000 * latencies[int(len(latencies) * 0.99)]:.1f} ms")
-    print(f"REST reads/callback {counts['GET'] / len(answered):.3f}, "
-          f"writes/callback {counts['POST'] / len(answered):.3f}; "
-          f"answers not 2xx: {sum(not a.ok for a in answered)}; recordings breaking the rule: {len(wrong)}")
+    print(
+        f"callbacks: {len(answered)} in {seconds:.1f} s = {len(answered) / seconds:.0f}/s (the emulator's pace); "
+        f"p50 {1000 * statistics.median(latencies):.1f} ms, "
+        f"p99 {1000 * latencies[int(len(latencies) * 0.99)]:.1f} ms"
+    )
+    print(
+        f"REST reads/callback {counts['GET'] / len(answered):.3f}, "
+        f"writes/callback {counts['POST'] / len(answered):.3f}; "
+        f"answers not 2xx: {sum(not a.ok for a in answered)}; recordings breaking the rule: {len(wrong)}"
+    )
     return 1 if wrong else 0
 
 

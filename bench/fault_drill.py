@@ -45,20 +45,31 @@ sys.path.insert(0, str(ROOT / "tests"))
 import fault_table  # noqa: E402
 from cluster_support import Balancer, GunicornWorker  # noqa: E402
 from emulator.server import Emulator  # noqa: E402
-from fault_table import (END_GRACE_S, LIVE_TOKEN, QUICK, ROOMS, RedisServer, ScenarioError, Timing,  # noqa: E402
-                         room_rules)
+from fault_table import (  # noqa: E402
+    END_GRACE_S,
+    LIVE_TOKEN,
+    QUICK,
+    ROOMS,
+    RedisServer,
+    ScenarioError,
+    Timing,
+    room_rules,
+)
 from support import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODES = ("memory", "memory-no-file", "redis")
-FAULTS = {1: "SignalWire gives up on one `participant-leave`",
-          2: "one 404 or 422 answer to a pause (and SignalWire's own 422 when the last two hang up together)",
-          3: "Redis unreachable for 3 s while a pause is in flight",
-          4: "Redis unreachable for 8 s while a call ends (callbacks answered 503, SignalWire gives up)",
-          5: "restart, then the last callers hang up before the first read lands",
-          6: "restart (memory) or Redis flush, with a host required",
-          7: "restart, then a caller from before it is put on hold",
-          8: "restart after editing ROOM_RULES_FILE", 9: "a slow announcement request (RECORDING_ANNOUNCEMENT)"}
+FAULTS = {
+    1: "SignalWire gives up on one `participant-leave`",
+    2: "one 404 or 422 answer to a pause (and SignalWire's own 422 when the last two hang up together)",
+    3: "Redis unreachable for 3 s while a pause is in flight",
+    4: "Redis unreachable for 8 s while a call ends (callbacks answered 503, SignalWire gives up)",
+    5: "restart, then the last callers hang up before the first read lands",
+    6: "restart (memory) or Redis flush, with a host required",
+    7: "restart, then a caller from before it is put on hold",
+    8: "restart after editing ROOM_RULES_FILE",
+    9: "a slow announcement request (RECORDING_ANNOUNCEMENT)",
+}
 REDIS_ONLY = (3, 4)
 FAST_RECONCILER = (4,)  # rows played against a deployment whose reconciler runs each second
 
@@ -75,14 +86,28 @@ class Deployment:
         self.emulator = Emulator().start()
         self.balancer = Balancer().__enter__()
         self.redis: Optional[RedisServer] = RedisServer(workdir, free_port()) if mode == "redis" else None
-        env = {"SIGNALWIRE_PROJECT_ID": self.emulator.project, "SIGNALWIRE_API_TOKEN": self.emulator.token,
-               "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": self.emulator.signing_key,
-               "SIGNALWIRE_API_URL": self.emulator.url, "PUBLIC_URL": self.balancer.url, "USE_NGROK": "false",
-               "REDIS_URL": self.redis.url if self.redis else "", "RECONCILE_INTERVAL_S": str(reconcile_s),
-               "END_GRACE_S": str(END_GRACE_S), "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO", "API_TOKEN": LIVE_TOKEN,
-               "RECORDINGS_DIR": str(self.archive_root), "ROOM_RULES_FILE": str(self.rules_path),
-               "HOST_NUMBERS": "", "RECORDING_ANNOUNCEMENT": "", "MIN_PARTICIPANTS": "2", "EVENT_CALLBACK_URL": "",
-               **({"STATE_FILE": "off"} if mode == "memory-no-file" else {})}
+        env = {
+            "SIGNALWIRE_PROJECT_ID": self.emulator.project,
+            "SIGNALWIRE_API_TOKEN": self.emulator.token,
+            "SIGNALWIRE_SPACE_URL": "emulator.invalid",
+            "SIGNALWIRE_SIGNING_KEY": self.emulator.signing_key,
+            "SIGNALWIRE_API_URL": self.emulator.url,
+            "PUBLIC_URL": self.balancer.url,
+            "USE_NGROK": "false",
+            "REDIS_URL": self.redis.url if self.redis else "",
+            "RECONCILE_INTERVAL_S": str(reconcile_s),
+            "END_GRACE_S": str(END_GRACE_S),
+            "WEB_CONCURRENCY": "1",
+            "LOG_LEVEL": "INFO",
+            "API_TOKEN": LIVE_TOKEN,
+            "RECORDINGS_DIR": str(self.archive_root),
+            "ROOM_RULES_FILE": str(self.rules_path),
+            "HOST_NUMBERS": "",
+            "RECORDING_ANNOUNCEMENT": "",
+            "MIN_PARTICIPANTS": "2",
+            "EVENT_CALLBACK_URL": "",
+            **({"STATE_FILE": "off"} if mode == "memory-no-file" else {}),
+        }
         self.workers: List[GunicornWorker] = []
         try:
             for i in range(2 if self.redis else 1):
@@ -92,8 +117,9 @@ class Deployment:
             raise
         self.balancer.backends.extend(worker.url for worker in self.workers)
         for room in ROOMS.values():
-            self.emulator.add_number(room, f"{self.balancer.url}/voice/inbound",
-                                     f"{self.balancer.url}/voice/call-status")
+            self.emulator.add_number(
+                room, f"{self.balancer.url}/voice/inbound", f"{self.balancer.url}/voice/call-status"
+            )
 
     def settle(self, timeout: float = 15.0) -> bool:
         """Until callbacks are delivered and every worker has had nothing queued three times running."""
@@ -124,8 +150,9 @@ class Deployment:
 
     def live(self) -> list:
         """The live cards Quorum shows."""
-        answer = requests.get(self.balancer.url + "/live.json", headers={"Authorization": f"Bearer {LIVE_TOKEN}"},
-                              timeout=5)
+        answer = requests.get(
+            self.balancer.url + "/live.json", headers={"Authorization": f"Bearer {LIVE_TOKEN}"}, timeout=5
+        )
         answer.raise_for_status()
         return answer.json()["conferences"]
 
@@ -166,8 +193,10 @@ def run_mode(mode: str, rows: List[int], timing: Timing, workdir: Path) -> Dict[
     """Every applicable row against deployments of one mode (row 4 against its own fast-reconciler one)."""
     results: Dict[int, dict] = {}
     playable = [row for row in rows if mode == "redis" or row not in REDIS_ONLY]
-    for reconcile_s, subset in ((60.0, [r for r in playable if r not in FAST_RECONCILER]),
-                                (1.0, [r for r in playable if r in FAST_RECONCILER])):
+    for reconcile_s, subset in (
+        (60.0, [r for r in playable if r not in FAST_RECONCILER]),
+        (1.0, [r for r in playable if r in FAST_RECONCILER]),
+    ):
         if not subset:
             continue
         with deployment(mode, workdir / f"{mode}-reconcile-{reconcile_s:g}", reconcile_s) as target:
@@ -183,10 +212,12 @@ def cell(result: Optional[dict]) -> str:
         return "n/a"
     if "error" in result:
         return f"not measured: {result['error']}"
-    parts = [f"lone {result['lone_s']:.1f} s" if result["lone_s"] else "",
-             f"paused {result['paused_s']:.1f} s" if result["paused_s"] else "",
-             f"{result['lost']} lost" if result["lost"] else "",
-             "rule changed" if result["wrong_rules"] else ""]
+    parts = [
+        f"lone {result['lone_s']:.1f} s" if result["lone_s"] else "",
+        f"paused {result['paused_s']:.1f} s" if result["paused_s"] else "",
+        f"{result['lost']} lost" if result["lost"] else "",
+        "rule changed" if result["wrong_rules"] else "",
+    ]
     text = ", ".join(part for part in parts if part) or "0"
     return text + ("" if result["problems"] else " ✓")
 
@@ -200,15 +231,19 @@ def print_report(results: Dict[str, Dict[int, dict]], rows: List[int]) -> None:
             if result is None or "error" in result:
                 print(f"  {row} | {cell(result)}")
                 continue
-            print(f"  {row} | {result['lone_s']} | {result['paused_s']} | {result['lost']} | {result['wrong_rules']}"
-                  f" | {result['seconds']}" + (f"   {'; '.join(result['problems'])}" if result["problems"] else ""))
+            print(
+                f"  {row} | {result['lone_s']} | {result['paused_s']} | {result['lost']} | {result['wrong_rules']}"
+                f" | {result['seconds']}" + (f"   {'; '.join(result['problems'])}" if result["problems"] else "")
+            )
     modes = list(results)
     print("\n| # | fault | " + " | ".join(modes) + " |")
     print("|---|---|" + "---|" * len(modes))
     for row in rows:
         print(f"| {row} | {FAULTS[row]} | " + " | ".join(cell(results[mode].get(row)) for mode in modes) + " |")
-    print("\nCells: seconds a lone caller was recorded / a quorum sat paused beyond 1 s after each change, recordings"
-          " lost, a rule changed across a restart; ✓: within the targets (10 s per lost callback, else 0).")
+    print(
+        "\nCells: seconds a lone caller was recorded / a quorum sat paused beyond 1 s after each change, recordings"
+        " lost, a rule changed across a restart; ✓: within the targets (10 s per lost callback, else 0)."
+    )
 
 
 def main() -> int:
@@ -240,8 +275,13 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     print_report(results, rows)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"timing": vars(timing), "seconds": round(time.monotonic() - started),
-                                           "results": results}, indent=2, ensure_ascii=False))
+    Path(args.json).write_text(
+        json.dumps(
+            {"timing": vars(timing), "seconds": round(time.monotonic() - started), "results": results},
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
     print(f"\n{round(time.monotonic() - started)} s; figures in {args.json}")
     return 0
 

@@ -57,9 +57,11 @@ HANGUP_GAP_S = 0.5  # between the hang-ups that end a call: callers hanging up t
 def room_rules(edited: bool = False) -> str:
     """ROOM_RULES_FILE: row 6's room has a host, row 8's a minimum (edited before its restart), row 9's an
     announcement; every other room follows the global settings."""
-    return (f'["{ROOMS[6]}"]\nhost_numbers = ["{HOST}"]\n\n'
-            f'["{ROOMS[8]}"]\nmin_participants = {MINIMUM_AFTER if edited else MINIMUM_BEFORE}\n\n'
-            f'["{ROOMS[9]}"]\nrecording_announcement = "{ANNOUNCEMENT}"\n')
+    return (
+        f'["{ROOMS[6]}"]\nhost_numbers = ["{HOST}"]\n\n'
+        f'["{ROOMS[8]}"]\nmin_participants = {MINIMUM_AFTER if edited else MINIMUM_BEFORE}\n\n'
+        f'["{ROOMS[9]}"]\nrecording_announcement = "{ANNOUNCEMENT}"\n'
+    )
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,11 @@ class Figures:
     def problems(self) -> List[str]:
         """How the figures miss the issue's targets (empty: met)."""
         allowed = LOST_EVENT_TARGET_S * self.lost_events
-        out = [f"row {self.row}: {what} {seconds:.1f} s > {allowed:.0f} s"
-               for what, seconds in (("lone caller recorded", self.lone_s), ("quorum paused", self.paused_s))
-               if seconds > allowed]
+        out = [
+            f"row {self.row}: {what} {seconds:.1f} s > {allowed:.0f} s"
+            for what, seconds in (("lone caller recorded", self.lone_s), ("quorum paused", self.paused_s))
+            if seconds > allowed
+        ]
         out += [f"row {self.row}: {self.lost} recording(s) lost"] if self.lost else []
         out += [f"row {self.row}: {self.wrong_rules} conference(s) under a changed rule"] if self.wrong_rules else []
         return out + [f"row {self.row}: {'; '.join(self.notes)}"] if out and self.notes else out
@@ -131,8 +135,23 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self._workdir)], stdout=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self._workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port, socket_timeout=1)
         deadline = time.monotonic() + 10
         while True:
@@ -329,8 +348,11 @@ def redis_lost_at_the_end(target, timing: Timing) -> Figures:
     time.sleep(max(0.0, timing.end_outage_s - (time.monotonic() - started)))
     target.redis.up()
     lanes = {conf.sid for conf in target.emulator.conferences(room)}
-    figures.lost_events = sum(1 for attempt in target.emulator.callback_attempts()
-                              if attempt.callback.lane in lanes and attempt.number == 3 and not attempt.ok)
+    figures.lost_events = sum(
+        1
+        for attempt in target.emulator.callback_attempts()
+        if attempt.callback.lane in lanes and attempt.number == 3 and not attempt.ok
+    )
     return measure(target, figures, room, timing)
 
 
@@ -400,11 +422,15 @@ def slow_announcement(target, timing: Timing) -> Figures:
     room, figures = ROOMS[9], Figures(9)
     a = target.emulator.dial(room, caller_number("a"), "a")
     fired = _counting(target, "slow_next")
-    target.emulator.injector.slow_next("POST", f"/Conferences/{conference_sid(target, room)}", ANNOUNCE_LATE_S,
-                                       field="AnnounceUrl")
+    target.emulator.injector.slow_next(
+        "POST", f"/Conferences/{conference_sid(target, room)}", ANNOUNCE_LATE_S, field="AnnounceUrl"
+    )
     b = target.emulator.dial(room, caller_number("b"), "b")
-    wait_for(lambda: any(e.kind == "announced" and e.room == room for e in list(target.emulator.sim.events)), 10,
-             f"{room}: the announcement")
+    wait_for(
+        lambda: any(e.kind == "announced" and e.room == room for e in list(target.emulator.sim.events)),
+        10,
+        f"{room}: the announcement",
+    )
     target.emulator.hangup(b.sid)
     time.sleep(ANNOUNCE_LATE_S + timing.wrong_s / 2)  # the pause lands well before the last hang-up, even today
     hang_up(target, a)
@@ -420,9 +446,18 @@ def _counting(target, kind: str) -> Callable[[], None]:
     def check() -> None:
         if target.emulator.injector.injected[kind] <= before:
             raise ScenarioError(f"the {kind} fault never fired")
+
     return check
 
 
-ROWS: Dict[int, Callable] = {1: lost_leave, 2: refused_pause, 3: redis_lost_during_pause, 4: redis_lost_at_the_end,
-                             5: restart_before_the_end, 6: host_forgotten, 7: hold_after_restart,
-                             8: rules_edited_before_restart, 9: slow_announcement}
+ROWS: Dict[int, Callable] = {
+    1: lost_leave,
+    2: refused_pause,
+    3: redis_lost_during_pause,
+    4: redis_lost_at_the_end,
+    5: restart_before_the_end,
+    6: host_forgotten,
+    7: hold_after_restart,
+    8: rules_edited_before_restart,
+    9: slow_announcement,
+}

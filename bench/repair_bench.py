@@ -45,8 +45,11 @@ from emulator.server import Emulator  # noqa: E402
 from quorum.gateway import SignalWireGateway, build_client  # noqa: E402
 
 TOKEN = "bench-repair-token"
-KINDS = (("leave", "participant-leave", "paused"), ("hold", "participant-hold", "paused"),
-         ("join", "participant-join", "in-progress"))
+KINDS = (
+    ("leave", "participant-leave", "paused"),
+    ("hold", "participant-hold", "paused"),
+    ("join", "participant-join", "in-progress"),
+)
 GIVE_UP_S = 60.0  # a repair not seen by then counts as never
 
 
@@ -63,16 +66,21 @@ def percentile(values: list, share: float) -> float:
 
 def read_cpu_ms(emulator: Emulator, conference_sid: str, reads: int = 500) -> float:
     """Median thread CPU (ms) of one conference read through the SDK and SignalWireHttp, as Quorum sends it."""
-    config = Config(signalwire_project_id=emulator.project, signalwire_api_token=emulator.token,
-                    signalwire_space_url="emulator.invalid", signalwire_api_url=emulator.url,
-                    validate_signatures=False, public_url="http://bench.invalid")
+    config = Config(
+        signalwire_project_id=emulator.project,
+        signalwire_api_token=emulator.token,
+        signalwire_space_url="emulator.invalid",
+        signalwire_api_url=emulator.url,
+        validate_signatures=False,
+        public_url="http://bench.invalid",
+    )
     gateway = SignalWireGateway(build_client(config))
     took = []
     for _ in range(reads):
         started = time.thread_time()
         gateway.read_conference(conference_sid)
         took.append(time.thread_time() - started)
-    return 1000 * statistics.median(took[reads // 10:])
+    return 1000 * statistics.median(took[reads // 10 :])
 
 
 class Meter:
@@ -86,21 +94,30 @@ class Meter:
         """(wall, Quorum CPU s, own CPU s, Redis CPU s, REST log length)."""
         own = resource.getrusage(resource.RUSAGE_SELF)
         info = self._redis.info("cpu") if self._redis else {}
-        return (time.monotonic(), self._server.cpu_seconds(), own.ru_utime + own.ru_stime,
-                info.get("used_cpu_user", 0.0) + info.get("used_cpu_sys", 0.0), len(self._emulator.rest_log.calls))
+        return (
+            time.monotonic(),
+            self._server.cpu_seconds(),
+            own.ru_utime + own.ru_stime,
+            info.get("used_cpu_user", 0.0) + info.get("used_cpu_sys", 0.0),
+            len(self._emulator.rest_log.calls),
+        )
 
     def figures(self) -> dict:
         """What the window used: CPU in % of one core, GETs and conference reads per second."""
         end = self._sample()
         wall = end[0] - self._start[0]
-        calls = self._emulator.rest_log.calls[self._start[4]:end[4]]
+        calls = self._emulator.rest_log.calls[self._start[4] : end[4]]
         gets = sum(call.method == "GET" for call in calls)
         reads = sum(call.path.endswith("/Participants.json") for call in calls)
-        return {"seconds": wall, "quorum_cpu_pct": 100 * (end[1] - self._start[1]) / wall,
-                "emulator_cpu_pct": 100 * (end[2] - self._start[2]) / wall,
-                "redis_cpu_pct": 100 * (end[3] - self._start[3]) / wall,
-                "gets_per_s": gets / wall, "conference_reads_per_s": reads / wall,
-                "quorum_cpu_ms_per_read": 1000 * (end[1] - self._start[1]) / max(1, reads)}
+        return {
+            "seconds": wall,
+            "quorum_cpu_pct": 100 * (end[1] - self._start[1]) / wall,
+            "emulator_cpu_pct": 100 * (end[2] - self._start[2]) / wall,
+            "redis_cpu_pct": 100 * (end[3] - self._start[3]) / wall,
+            "gets_per_s": gets / wall,
+            "conference_reads_per_s": reads / wall,
+            "quorum_cpu_ms_per_read": 1000 * (end[1] - self._start[1]) / max(1, reads),
+        }
 
 
 def lose(emulator: Emulator, base: Faults, event: str, action) -> None:
@@ -153,10 +170,16 @@ def run_variant(name: str, args) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     redis_server = RedisServer(workdir) if name == "redis" else None
     emulator = Emulator().start()
-    env = {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
-           "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
-           "SIGNALWIRE_API_URL": emulator.url, "API_TOKEN": TOKEN, "END_GRACE_S": "1",
-           "RECORDINGS_DIR": tempfile.mkdtemp(prefix="quorum-repair-")}
+    env = {
+        "SIGNALWIRE_PROJECT_ID": emulator.project,
+        "SIGNALWIRE_API_TOKEN": emulator.token,
+        "SIGNALWIRE_SPACE_URL": "emulator.invalid",
+        "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
+        "SIGNALWIRE_API_URL": emulator.url,
+        "API_TOKEN": TOKEN,
+        "END_GRACE_S": "1",
+        "RECORDINGS_DIR": tempfile.mkdtemp(prefix="quorum-repair-"),
+    }
     if redis_server:
         env.update(REDIS_URL=redis_server.url, PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="quorum-prom-"))
     server = Server("app:create_app()", args.workers if redis_server else 1, env, ROOT)
@@ -170,8 +193,10 @@ def run_variant(name: str, args) -> dict:
         for n in range(args.conferences):
             room = f"+1557{n:07d}"
             emulator.add_number(room, server.url + "/voice/inbound")
-            calls[room] = (emulator.dial(room, f"+1558{n:07d}", f"host-{n}").sid,
-                           emulator.dial(room, f"+1559{n:07d}", f"guest-{n}").sid)
+            calls[room] = (
+                emulator.dial(room, f"+1558{n:07d}", f"host-{n}").sid,
+                emulator.dial(room, f"+1559{n:07d}", f"guest-{n}").sid,
+            )
             rooms.append(room)
         emulator.settle(300)
         deadline = time.monotonic() + 120
@@ -183,7 +208,7 @@ def run_variant(name: str, args) -> dict:
         figures["read_cpu_ms"] = read_cpu_ms(emulator, first.sid)
         base = Faults(rest_latency_s=args.rest_latency_s)
         emulator.set_faults(base)
-        samples = {kind: rooms[i * args.sample:(i + 1) * args.sample] for i, (kind, _, _) in enumerate(KINDS)}
+        samples = {kind: rooms[i * args.sample : (i + 1) * args.sample] for i, (kind, _, _) in enumerate(KINDS)}
         for room in samples["join"]:
             emulator.hangup(calls[room][1])  # delivered: paused one short
         emulator.settle(60)
@@ -214,28 +239,38 @@ def seconds(value: float) -> str:
 
 def report(runs: list, args) -> None:
     """Print the tables."""
-    print(f"{args.conferences} live two-party conferences, {args.sample} lost events of each kind, REST answers "
-          f"after {args.rest_latency_s * 1000:.0f} ms, Quorum's defaults; the emulator and this driver share the "
-          f"machine's {os.cpu_count()} cores with Quorum")
+    print(
+        f"{args.conferences} live two-party conferences, {args.sample} lost events of each kind, REST answers "
+        f"after {args.rest_latency_s * 1000:.0f} ms, Quorum's defaults; the emulator and this driver share the "
+        f"machine's {os.cpu_count()} cores with Quorum"
+    )
     print("\n| variant | lost event | repaired | p50 s | p99 s | max s |\n|---|---|---|---|---|---|")
     for run in runs:
         for kind, _, _ in KINDS:
             took = run[kind]
             fine = [t for t in took if t != float("inf")]
-            print(f"| {run['variant']} | {kind} | {len(fine)}/{len(took)} | {seconds(percentile(took, 0.5))} | "
-                  f"{seconds(percentile(took, 0.99))} | {seconds(max(took))} |")
-    print("\n| variant | window | conference reads/s | GETs/s | Quorum CPU % | Quorum CPU ms/read | emulator+driver "
-          "CPU % | Redis CPU % |\n|---|---|---|---|---|---|---|---|")
+            print(
+                f"| {run['variant']} | {kind} | {len(fine)}/{len(took)} | {seconds(percentile(took, 0.5))} | "
+                f"{seconds(percentile(took, 0.99))} | {seconds(max(took))} |"
+            )
+    print(
+        "\n| variant | window | conference reads/s | GETs/s | Quorum CPU % | Quorum CPU ms/read | emulator+driver "
+        "CPU % | Redis CPU % |\n|---|---|---|---|---|---|---|---|"
+    )
     for run in runs:
         for window in ("steady", "repairing"):
             f = run[window]
-            print(f"| {run['variant']} ({run['workers']} worker{'s' if run['workers'] > 1 else ''}) | {window} "
-                  f"{f['seconds']:.0f} s | {f['conference_reads_per_s']:.1f} | {f['gets_per_s']:.1f} | "
-                  f"{f['quorum_cpu_pct']:.0f} | {f['quorum_cpu_ms_per_read']:.2f} | {f['emulator_cpu_pct']:.0f} | "
-                  f"{f['redis_cpu_pct']:.0f} |")
+            print(
+                f"| {run['variant']} ({run['workers']} worker{'s' if run['workers'] > 1 else ''}) | {window} "
+                f"{f['seconds']:.0f} s | {f['conference_reads_per_s']:.1f} | {f['gets_per_s']:.1f} | "
+                f"{f['quorum_cpu_pct']:.0f} | {f['quorum_cpu_ms_per_read']:.2f} | {f['emulator_cpu_pct']:.0f} | "
+                f"{f['redis_cpu_pct']:.0f} |"
+            )
     for run in runs:
-        print(f"\n{run['variant']}: filled in {run['filled_s']:.0f} s ({run['recording']} recording); one conference "
-              f"read costs Quorum's client {run['read_cpu_ms']:.2f} ms CPU (2 GETs, median, no REST latency)")
+        print(
+            f"\n{run['variant']}: filled in {run['filled_s']:.0f} s ({run['recording']} recording); one conference "
+            f"read costs Quorum's client {run['read_cpu_ms']:.2f} ms CPU (2 GETs, median, no REST latency)"
+        )
 
 
 def main() -> int:

@@ -70,12 +70,20 @@ def main() -> int:
     workdir = ROOT / "bench" / "results"
     workdir.mkdir(parents=True, exist_ok=True)
     redis_server, emulator = RedisServer(workdir), Emulator().start()
-    env = {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
-           "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
-           "SIGNALWIRE_API_URL": emulator.url, "REDIS_URL": redis_server.url, "API_TOKEN": TOKEN,
-           "RECONCILE_INTERVAL_S": str(RECONCILE_S), "RECONCILE_MAX_READS_PER_S": str(READS_PER_S),
-           "RECORDINGS_DIR": tempfile.mkdtemp(prefix="quorum-scale-"), "END_GRACE_S": "1",
-           "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="quorum-prom-")}
+    env = {
+        "SIGNALWIRE_PROJECT_ID": emulator.project,
+        "SIGNALWIRE_API_TOKEN": emulator.token,
+        "SIGNALWIRE_SPACE_URL": "emulator.invalid",
+        "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
+        "SIGNALWIRE_API_URL": emulator.url,
+        "REDIS_URL": redis_server.url,
+        "API_TOKEN": TOKEN,
+        "RECONCILE_INTERVAL_S": str(RECONCILE_S),
+        "RECONCILE_MAX_READS_PER_S": str(READS_PER_S),
+        "RECORDINGS_DIR": tempfile.mkdtemp(prefix="quorum-scale-"),
+        "END_GRACE_S": "1",
+        "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="quorum-prom-"),
+    }
     server = Server("app:create_app()", args.workers, env, ROOT)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {TOKEN}"
@@ -87,8 +95,10 @@ def main() -> int:
         for n in range(args.conferences):
             number = f"+1557{n:07d}"
             emulator.add_number(number, server.url + "/voice/inbound", server.url + "/voice/call-status")
-            calls += [emulator.dial(number, f"+1558{n:07d}", f"host-{n}").sid,
-                      emulator.dial(number, f"+1559{n:07d}", f"guest-{n}").sid]
+            calls += [
+                emulator.dial(number, f"+1558{n:07d}", f"host-{n}").sid,
+                emulator.dial(number, f"+1559{n:07d}", f"guest-{n}").sid,
+            ]
         emulator.settle(300)
         deadline = time.monotonic() + 120
         while live_recording(session, server.url) < args.conferences and time.monotonic() < deadline:
@@ -108,8 +118,10 @@ def main() -> int:
         emulator.stop()
         redis_server.stop()
     n = args.conferences
-    print(f"{n} live conferences ({recording} recording after {filled_s:.0f} s), {args.workers} gunicorn workers on "
-          f"one Redis, emulator in the same 2 cores; reconciler every {RECONCILE_S} s, {READS_PER_S} reads/s budget")
+    print(
+        f"{n} live conferences ({recording} recording after {filled_s:.0f} s), {args.workers} gunicorn workers on "
+        f"one Redis, emulator in the same 2 cores; reconciler every {RECONCILE_S} s, {READS_PER_S} reads/s budget"
+    )
     print("| figure | value |\n|---|---|")
     print(f"| worker memory per live conference | {1024 * (rss1 - rss0) / n:.1f} KB ({rss0:.0f} → {rss1:.0f} MB) |")
     print(f"| Redis memory per live conference | {(redis1 - redis0) / n / 1024:.1f} KB |")

@@ -33,8 +33,11 @@ from signalwire.voice_response import Dial, VoiceResponse
 LIVE_RECORDING = ("in-progress", "paused")
 
 app = Flask(__name__)
-client = SignalWireClient(os.environ["SIGNALWIRE_PROJECT_ID"], os.environ["SIGNALWIRE_API_TOKEN"],
-                          signalwire_space_url=os.environ["SIGNALWIRE_SPACE_URL"])
+client = SignalWireClient(
+    os.environ["SIGNALWIRE_PROJECT_ID"],
+    os.environ["SIGNALWIRE_API_TOKEN"],
+    signalwire_space_url=os.environ["SIGNALWIRE_SPACE_URL"],
+)
 if os.environ.get("SIGNALWIRE_API_URL"):
     client.api.base_url = os.environ["SIGNALWIRE_API_URL"].rstrip("/")  # the SDK forces https://SPACE
 public_url = os.environ["PUBLIC_URL"].rstrip("/")
@@ -46,14 +49,16 @@ def inbound_call():
     """Every caller joins the dialed number's conference, recorded from the start."""
     response = VoiceResponse()
     dial = Dial()
-    dial.conference(request.form.get("To"),
-                    record="record-from-start",
-                    start_conference_on_enter=True,
-                    status_callback=f"{public_url}/callback",
-                    status_callback_event="start end join leave",
-                    recording_status_callback=f"{public_url}/store_recording_sid",
-                    recording_status_callback_event="in-progress",
-                    trim="do-not-trim")
+    dial.conference(
+        request.form.get("To"),
+        record="record-from-start",
+        start_conference_on_enter=True,
+        status_callback=f"{public_url}/callback",
+        status_callback_event="start end join leave",
+        recording_status_callback=f"{public_url}/store_recording_sid",
+        recording_status_callback_event="in-progress",
+        trim="do-not-trim",
+    )
     response.append(dial)
     return str(response)
 
@@ -86,8 +91,7 @@ def callback():
         client.conferences(conference_sid).recordings(recording_sid).update(pause_behavior="skip", status="paused")
         active_conferences[conference_sid]["recording_active"] = False
     elif joining and recording_sid and not is_active:
-        client.conferences(conference_sid).recordings(recording_sid).update(pause_behavior="skip",
-                                                                            status="in-progress")
+        client.conferences(conference_sid).recordings(recording_sid).update(pause_behavior="skip", status="in-progress")
         active_conferences[conference_sid]["recording_active"] = True
     return "200"
 
@@ -96,8 +100,10 @@ def find_recording(conference_sid: str) -> dict:
     """The guide's REST way to a recording sid: list the conference's recordings; remember a live one."""
     for recording in client.conferences(conference_sid).recordings.list(limit=50):
         if recording.status in LIVE_RECORDING:
-            active_conferences[conference_sid] = {"recording_sid": recording.sid,
-                                                  "recording_active": recording.status == "in-progress"}
+            active_conferences[conference_sid] = {
+                "recording_sid": recording.sid,
+                "recording_active": recording.status == "in-progress",
+            }
             return active_conferences[conference_sid]
     return {"recording_sid": None, "recording_active": False}
 

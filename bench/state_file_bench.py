@@ -81,8 +81,10 @@ def main() -> int:
         if on:
             store.close()
         cpu = time.process_time() - started
-    print(f"state file {args.state_file}: {callbacks} callbacks, {args.threads} threads, "
-          f"CPU {1e6 * cpu / callbacks:.1f} us per callback")
+    print(
+        f"state file {args.state_file}: {callbacks} callbacks, {args.threads} threads, "
+        f"CPU {1e6 * cpu / callbacks:.1f} us per callback"
+    )
     return 0
 
 

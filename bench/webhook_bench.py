@@ -124,14 +124,25 @@ def conference_events(n: int, churn: int) -> list:
     at = iter(range(1_800_000_000, 1_800_100_000))
 
     def status(event, call=None):
-        form = {"AccountSid": PROJECT, "ConferenceSid": conf, "FriendlyName": room, "StatusCallbackEvent": event,
-                "Timestamp": formatdate(next(at), usegmt=True)}
+        form = {
+            "AccountSid": PROJECT,
+            "ConferenceSid": conf,
+            "FriendlyName": room,
+            "StatusCallbackEvent": event,
+            "Timestamp": formatdate(next(at), usegmt=True),
+        }
         return ("/voice/conference-status", "", form | ({"CallSid": call} if call else {}))
 
-    events = [status("conference-start"), status("participant-join", bench_sid(f"{n}-host")),
-              status("participant-join", bench_sid(f"{n}-guest-0")),
-              ("/voice/recording-status", urlencode({"room": room}),
-               {"AccountSid": PROJECT, "RecordingSid": rec, "RecordingStatus": "in-progress"})]
+    events = [
+        status("conference-start"),
+        status("participant-join", bench_sid(f"{n}-host")),
+        status("participant-join", bench_sid(f"{n}-guest-0")),
+        (
+            "/voice/recording-status",
+            urlencode({"room": room}),
+            {"AccountSid": PROJECT, "RecordingSid": rec, "RecordingStatus": "in-progress"},
+        ),
+    ]
     for cycle in range(churn):
         events.append(status("participant-leave", bench_sid(f"{n}-guest-{cycle}")))
         events.append(status("participant-join", bench_sid(f"{n}-guest-{cycle + 1}")))
@@ -189,14 +200,26 @@ class Server:
     def __init__(self, app: str, workers: int, env: dict, cwd: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "PUBLIC_URL": self.url, **env, "PORT": str(self.port),
-                    "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": "16", "LOG_LEVEL": "WARNING"}
+        full_env = {
+            **os.environ,
+            "PUBLIC_URL": self.url,
+            **env,
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_THREADS": "16",
+            "LOG_LEVEL": "WARNING",
+        }
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         # Every variant uses its checkout's gunicorn.conf.py, so they differ only in the app.
         # A file, not a pipe: a server that logs more than a pipe holds would block on it.
         self._log = tempfile.TemporaryFile(mode="w+")
-        self._process = subprocess.Popen([gunicorn, "-c", str(cwd / "gunicorn.conf.py"), app], cwd=cwd,
-                                         env=full_env, stdout=subprocess.DEVNULL, stderr=self._log)
+        self._process = subprocess.Popen(
+            [gunicorn, "-c", str(cwd / "gunicorn.conf.py"), app],
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
         try:
             self._wait()
         except BaseException:
@@ -246,10 +269,18 @@ class Server:
 
 def quorum_env(fake: LatencyFake, redis_url: str | None, recordings_dir: str, state_file: str) -> dict:
     """Settings for a Quorum server under test."""
-    env = {"SIGNALWIRE_PROJECT_ID": PROJECT, "SIGNALWIRE_API_TOKEN": "bench", "SIGNALWIRE_SPACE_URL": "bench.invalid",
-           "SIGNALWIRE_SIGNING_KEY": SIGNING_KEY, "SIGNALWIRE_API_URL": fake.url, "PUBLIC_URL": PUBLIC_URL,
-           "RECONCILE_INTERVAL_S": "0", "SIGNALWIRE_TIMEOUT_S": "5", "RECORDINGS_DIR": recordings_dir,
-           "STATE_FILE": state_file}
+    env = {
+        "SIGNALWIRE_PROJECT_ID": PROJECT,
+        "SIGNALWIRE_API_TOKEN": "bench",
+        "SIGNALWIRE_SPACE_URL": "bench.invalid",
+        "SIGNALWIRE_SIGNING_KEY": SIGNING_KEY,
+        "SIGNALWIRE_API_URL": fake.url,
+        "PUBLIC_URL": PUBLIC_URL,
+        "RECONCILE_INTERVAL_S": "0",
+        "SIGNALWIRE_TIMEOUT_S": "5",
+        "RECORDINGS_DIR": recordings_dir,
+        "STATE_FILE": state_file,
+    }
     if redis_url:
         env.update(REDIS_URL=redis_url, REDIS_NAMESPACE=f"bench{time.monotonic_ns()}")
     return env
@@ -287,24 +318,39 @@ def run_variant(name: str, args, fake: LatencyFake, redis_server) -> dict:
         recordings.cleanup()
     events = len(latencies)
     latencies.sort()
-    wrong = 0 if name == "bare" else sum(
-        fake.status.get(bench_sid(f"rec-{n}"), "in-progress") != expected_status(n) for n in range(args.conferences))
+    wrong = (
+        0
+        if name == "bare"
+        else sum(
+            fake.status.get(bench_sid(f"rec-{n}"), "in-progress") != expected_status(n) for n in range(args.conferences)
+        )
+    )
     return {
-        "variant": name, "events": events, "seconds": round(seconds, 2), "events_per_s": round(events / seconds),
+        "variant": name,
+        "events": events,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(events / seconds),
         "server_cpu_ms_per_event": round(1000 * cpu / events, 2),
-        "p50_ms": round(1000 * latencies[events // 2], 1), "p99_ms": round(1000 * latencies[int(events * 0.99)], 1),
+        "p50_ms": round(1000 * latencies[events // 2], 1),
+        "p99_ms": round(1000 * latencies[int(events * 0.99)], 1),
         "rest_reads_per_event": round((fake.reads - reads_before) / events, 3),
         "rest_writes_per_event": round((fake.writes - writes_before) / events, 3),
-        "redis_commands_by_name": (per_event(redis_server.commands_by_name(), commands_before, events)
-                                   if redis_server and name.startswith("redis") else {}),
+        "redis_commands_by_name": (
+            per_event(redis_server.commands_by_name(), commands_before, events)
+            if redis_server and name.startswith("redis")
+            else {}
+        ),
         "wrong_final_states": wrong,
     }
 
 
 def per_event(after: dict, before: dict, events: int) -> dict:
     """Each command's calls between two `commands_by_name`, per event."""
-    return {name: round((calls - before.get(name, 0)) / events, 3) for name, calls in after.items()
-            if calls > before.get(name, 0)}
+    return {
+        name: round((calls - before.get(name, 0)) / events, 3)
+        for name, calls in after.items()
+        if calls > before.get(name, 0)
+    }
 
 
 class RedisServer:
@@ -314,8 +360,21 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process = subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+            [
+                shutil.which("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         self._client = redis.Redis(port=self.port)
         for _ in range(100):
             try:
@@ -343,8 +402,10 @@ def median_row(runs: list) -> dict:
         if isinstance(value, (int, float)) and key != "wrong_final_states":
             row[key] = statistics.median(r[key] for r in runs)
     row["wrong_final_states"] = sum(r["wrong_final_states"] for r in runs)
-    row["redis_commands_by_name"] = {name: statistics.median(r["redis_commands_by_name"].get(name, 0) for r in runs)
-                                     for name in runs[0]["redis_commands_by_name"]}
+    row["redis_commands_by_name"] = {
+        name: statistics.median(r["redis_commands_by_name"].get(name, 0) for r in runs)
+        for name in runs[0]["redis_commands_by_name"]
+    }
     row["runs"] = len(runs)
     return row
 
@@ -352,26 +413,46 @@ def median_row(runs: list) -> dict:
 def print_table(rows: list) -> None:
     """The figures, with throughput as a ratio of the bare route measured in this run."""
     bare = next((r["events_per_s"] for r in rows if r["variant"] == "bare"), None)
-    header = ("variant", "events", "events/s", "vs bare", "p50 ms", "p99 ms", "server CPU ms/ev", "REST reads/ev",
-              "REST writes/ev", "Redis cmds/ev", "wrong states")
+    header = (
+        "variant",
+        "events",
+        "events/s",
+        "vs bare",
+        "p50 ms",
+        "p99 ms",
+        "server CPU ms/ev",
+        "REST reads/ev",
+        "REST writes/ev",
+        "Redis cmds/ev",
+        "wrong states",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         ratio = f"{r['events_per_s'] / bare:.2f}" if bare else "-"
         trips = round(sum(r["redis_commands_by_name"].values()), 2) if r["redis_commands_by_name"] else "-"
-        print(f"| {r['variant']} | {r['events']} | {r['events_per_s']} | {ratio} | {r['p50_ms']} | {r['p99_ms']} | "
-              f"{r['server_cpu_ms_per_event']} | "
-              f"{r['rest_reads_per_event']} | {r['rest_writes_per_event']} | {trips} | {r['wrong_final_states']} |")
+        print(
+            f"| {r['variant']} | {r['events']} | {r['events_per_s']} | {ratio} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{r['server_cpu_ms_per_event']} | "
+            f"{r['rest_reads_per_event']} | {r['rest_writes_per_event']} | {trips} | {r['wrong_final_states']} |"
+        )
     for r in (r for r in rows if r["redis_commands_by_name"]):
         counts = sorted(r["redis_commands_by_name"].items(), key=lambda item: -item[1])
         print(f"{r['variant']} Redis commands/ev: " + ", ".join(f"{n} {c:g}" for n, c in counts if c >= 0.01))
     by_name = {r["variant"]: r for r in rows}
-    for on, off in ((r, by_name.get(r["variant"].replace("memory", "memory-nofile", 1))) for r in rows
-                    if r["variant"].startswith("memory") and "-nofile" not in r["variant"]):
+    for on, off in (
+        (r, by_name.get(r["variant"].replace("memory", "memory-nofile", 1)))
+        for r in rows
+        if r["variant"].startswith("memory") and "-nofile" not in r["variant"]
+    ):
         if off:
             figures = {"server CPU ms/ev": "server_cpu_ms_per_event", "p50 ms": "p50_ms", "p99 ms": "p99_ms"}
-            print(f"{on['variant']} with its state file / without: " + ", ".join(
-                f"{label} {on[key]} / {off[key]} = {on[key] / off[key]:.2f}" for label, key in figures.items()))
+            print(
+                f"{on['variant']} with its state file / without: "
+                + ", ".join(
+                    f"{label} {on[key]} / {off[key]} = {on[key] / off[key]:.2f}" for label, key in figures.items()
+                )
+            )
 
 
 def main() -> int:
@@ -384,20 +465,41 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
     parser.add_argument("--threads", type=int, default=16, help="concurrent conferences per load process")
     parser.add_argument("--latency-ms", type=float, default=80, help="the SignalWire fake's answer time")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run every variant this many times, interleaved, and report medians (this VM is noisy)")
-    parser.add_argument("--baseline", help="another Quorum checkout (e.g. before a change): each Quorum variant "
-                                           "also runs from it, right after this one's, as NAME@baseline")
-    parser.add_argument("--state-file", choices=("on", "off", "both"), default="on",
-                        help="memory variants: with their state file (on), without (off), or each both ways, "
-                             "in turn, the one without named NAME-nofile")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every variant this many times, interleaved, and report medians (this VM is noisy)",
+    )
+    parser.add_argument(
+        "--baseline",
+        help="another Quorum checkout (e.g. before a change): each Quorum variant "
+        "also runs from it, right after this one's, as NAME@baseline",
+    )
+    parser.add_argument(
+        "--state-file",
+        choices=("on", "off", "both"),
+        default="on",
+        help="memory variants: with their state file (on), without (off), or each both ways, "
+        "in turn, the one without named NAME-nofile",
+    )
     args = parser.parse_args()
     if args.quick:
         args.conferences, args.churn = 40, 3
-    variants = [run for v in args.variants.split(",")
-                for run in ([v, f"{v}@baseline"] if args.baseline and v != "bare" else [v])]
-    variants = [run for v in variants for run in ([v, v.replace("memory", "memory-nofile", 1)]
-                                                   if args.state_file == "both" and v.startswith("memory") else [v])]
+    variants = [
+        run
+        for v in args.variants.split(",")
+        for run in ([v, f"{v}@baseline"] if args.baseline and v != "bare" else [v])
+    ]
+    variants = [
+        run
+        for v in variants
+        for run in (
+            [v, v.replace("memory", "memory-nofile", 1)]
+            if args.state_file == "both" and v.startswith("memory")
+            else [v]
+        )
+    ]
     fake = LatencyFake(args.latency_ms / 1000)
     threading.Thread(target=fake.serve_forever, daemon=True).start()
     workdir = ROOT / "bench" / "results"
@@ -410,9 +512,11 @@ def main() -> int:
         fake.shutdown()
         if redis_server:
             redis_server.stop()
-    print(f"{args.conferences} conferences × {len(conference_events(0, args.churn))} callbacks, "
-          f"{args.processes}×{args.threads} concurrent clients, REST fake {args.latency_ms:.0f} ms, "
-          f"{os.cpu_count()} cores shared by clients, fake and server; median of {args.repeat} interleaved run(s)")
+    print(
+        f"{args.conferences} conferences × {len(conference_events(0, args.churn))} callbacks, "
+        f"{args.processes}×{args.threads} concurrent clients, REST fake {args.latency_ms:.0f} ms, "
+        f"{os.cpu_count()} cores shared by clients, fake and server; median of {args.repeat} interleaved run(s)"
+    )
     print_table(rows)
     (workdir / "webhook_bench.json").write_text(json.dumps(rows, indent=2))
     return 1 if any(r["wrong_final_states"] for r in rows) else 0

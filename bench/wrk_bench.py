@@ -36,8 +36,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from webhook_bench import (PUBLIC_URL, ROOT, SIGNING_KEY, LatencyFake, RedisServer, Server,  # noqa: E402
-                           conference_events, free_port, quorum_env)
+from webhook_bench import (
+    PUBLIC_URL,
+    ROOT,
+    SIGNING_KEY,
+    LatencyFake,
+    RedisServer,
+    Server,  # noqa: E402
+    conference_events,
+    free_port,
+    quorum_env,
+)
 
 WRK_THREADS = 2
 BATCH = 400  # conferences sending callbacks at the same time
@@ -54,8 +63,9 @@ def write_calls(path: Path, conferences: int, churn: int) -> int:
                 if step < len(events):
                     route, query, form = events[step]
                     target = route + (f"?{query}" if query else "")
-                    lines.append(f"{target}\t{validator.compute_signature(PUBLIC_URL + target, form)}\t"
-                                 f"{urlencode(form)}")
+                    lines.append(
+                        f"{target}\t{validator.compute_signature(PUBLIC_URL + target, form)}\t{urlencode(form)}"
+                    )
     path.write_text("\n".join(lines) + "\n")
     return len(lines)
 
@@ -70,8 +80,7 @@ class DevServer(Server):
         argv = [sys.executable, "-c", code] if bare else [sys.executable, "app.py"]
         full_env = {**os.environ, **env, "PORT": str(self.port), "LOG_LEVEL": "WARNING"}
         self._log = tempfile.TemporaryFile(mode="w+")
-        self._process = subprocess.Popen(argv, cwd=ROOT, env=full_env,
-                                         stdout=subprocess.DEVNULL, stderr=self._log)
+        self._process = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=self._log)
         try:
             self._wait()
         except BaseException:
@@ -96,9 +105,15 @@ def start(variant: str, fake: LatencyFake, redis_server) -> Server:
     if variant == "bare-dev":
         return DevServer(True, {})
     # memory-nofile: the memory store alone, as before it wrote through to its state file.
-    env = {**quorum_env(fake, redis_server.url if variant.startswith("redis") else None,
-                        tempfile.mkdtemp(prefix="quorum-wrk-"), "off" if variant == "memory-nofile" else ""),
-           "API_TOKEN": TOKEN}
+    env = {
+        **quorum_env(
+            fake,
+            redis_server.url if variant.startswith("redis") else None,
+            tempfile.mkdtemp(prefix="quorum-wrk-"),
+            "off" if variant == "memory-nofile" else "",
+        ),
+        "API_TOKEN": TOKEN,
+    }
     if variant == "memory-dev":
         return DevServer(False, env)
     workers = int(variant.split("-")[1]) if variant.startswith("redis") else 1
@@ -109,16 +124,35 @@ def start(variant: str, fake: LatencyFake, redis_server) -> Server:
 
 def run_wrk(url: str, calls: Path, duration: float, connections: int) -> dict:
     """wrk's requests, rate, latency and non-2xx answers."""
-    out = subprocess.run(["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{duration:g}s", "--latency",
-                          "-s", str(ROOT / "bench" / "wrk_replay.lua"), url, "--", str(calls), str(WRK_THREADS)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{WRK_THREADS}",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--latency",
+            "-s",
+            str(ROOT / "bench" / "wrk_replay.lua"),
+            url,
+            "--",
+            str(calls),
+            str(WRK_THREADS),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     count = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"requests": count, "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
-            "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
-            "non_2xx": int(bad.group(1)) if bad else 0, "socket_errors": errors.group(1) if errors else ""}
+    return {
+        "requests": count,
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
 
 
 def _ms(text: str) -> float:
@@ -130,8 +164,12 @@ def _ms(text: str) -> float:
 def crossing_p99_ms(url: str) -> float | None:
     """The bucket bound under which 99% of crossings reached their command (Quorum's /metrics)."""
     body = requests.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).text
-    buckets = sorted((float(s.labels["le"]), s.value) for f in text_string_to_metric_families(body)
-                     for s in f.samples if s.name == "quorum_crossing_to_command_seconds_bucket")
+    buckets = sorted(
+        (float(s.labels["le"]), s.value)
+        for f in text_string_to_metric_families(body)
+        for s in f.samples
+        if s.name == "quorum_crossing_to_command_seconds_bucket"
+    )
     total = buckets[-1][1] if buckets else 0
     if not total:
         return None
@@ -151,24 +189,41 @@ def run_variant(variant: str, args, calls: Path, lines: int, fake: LatencyFake, 
         crossing = None if variant.startswith("bare") else crossing_p99_ms(server.url)
     finally:
         server.stop()
-    return {"variant": variant, **figures, "passes": round(figures["requests"] / lines, 2),
-            "server_cpu_ms_per_request": round(1000 * cpu / figures["requests"], 3),
-            "redis_cpu_ms_per_request": round(1000 * redis_cpu / figures["requests"], 3) if redis_cpu else None,
-            "crossing_p99_ms": crossing}
+    return {
+        "variant": variant,
+        **figures,
+        "passes": round(figures["requests"] / lines, 2),
+        "server_cpu_ms_per_request": round(1000 * cpu / figures["requests"], 3),
+        "redis_cpu_ms_per_request": round(1000 * redis_cpu / figures["requests"], 3) if redis_cpu else None,
+        "crossing_p99_ms": crossing,
+    }
 
 
 def print_table(rows: list, baseline: dict) -> None:
     """Rows with their throughput and CPU against the bare route served the same way."""
-    header = ("variant", "req/s", "vs bare", "server CPU ms/req", "bare CPU / this", "Redis CPU ms/req",
-              "p50 ms", "p99 ms", "crossing p99 ms", "non-2xx", "passes")
+    header = (
+        "variant",
+        "req/s",
+        "vs bare",
+        "server CPU ms/req",
+        "bare CPU / this",
+        "Redis CPU ms/req",
+        "p50 ms",
+        "p99 ms",
+        "crossing p99 ms",
+        "non-2xx",
+        "passes",
+    )
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for r in rows:
         bare = baseline.get("bare-dev" if r["variant"].endswith("-dev") else "bare")
         ratio = f"{r['requests_per_s'] / bare['requests_per_s']:.2f}" if bare else "-"
         cpu_ratio = f"{bare['server_cpu_ms_per_request'] / r['server_cpu_ms_per_request']:.2f}" if bare else "-"
-        print(f"| {r['variant']} | {r['requests_per_s']:.0f} | {ratio} | {r['server_cpu_ms_per_request']} | "
-              f"{cpu_ratio} | {r['redis_cpu_ms_per_request'] or '-'} | {r['p50_ms']} | {r['p99_ms']} | "
-              f"{r['crossing_p99_ms'] if r['crossing_p99_ms'] is not None else '-'} | {r['non_2xx']} | {r['passes']} |")
+        print(
+            f"| {r['variant']} | {r['requests_per_s']:.0f} | {ratio} | {r['server_cpu_ms_per_request']} | "
+            f"{cpu_ratio} | {r['redis_cpu_ms_per_request'] or '-'} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{r['crossing_p99_ms'] if r['crossing_p99_ms'] is not None else '-'} | {r['non_2xx']} | {r['passes']} |"
+        )
 
 
 def main() -> int:
@@ -195,9 +250,11 @@ def main() -> int:
         fake.shutdown()
         if redis_server:
             redis_server.stop()
-    print(f"wrk -t{WRK_THREADS} -c{args.connections} -d{args.duration:g}s replaying {lines} signed callbacks "
-          f"({args.conferences} conferences, {BATCH} at a time); REST fake {args.latency_ms:.0f} ms; "
-          f"{os.cpu_count()} cores shared by wrk, fake, Redis and server; load before: {os.getloadavg()[0]:.2f}")
+    print(
+        f"wrk -t{WRK_THREADS} -c{args.connections} -d{args.duration:g}s replaying {lines} signed callbacks "
+        f"({args.conferences} conferences, {BATCH} at a time); REST fake {args.latency_ms:.0f} ms; "
+        f"{os.cpu_count()} cores shared by wrk, fake, Redis and server; load before: {os.getloadavg()[0]:.2f}"
+    )
     print_table(rows, {r["variant"]: r for r in rows if r["variant"].startswith("bare")})
     (workdir / "wrk_bench.json").write_text(json.dumps(rows, indent=2))
     return 1 if any(r["non_2xx"] for r in rows) else 0

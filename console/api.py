@@ -42,10 +42,24 @@ def list_conversations():
     except ValueError as problem:
         return _error(400, str(problem))
     held = current_app.extensions["quorum"]
-    found = listing(held.store, held.archive, lambda total: (page - 1) * per_page, per_page,
-                    room=request.args.get("room"), status=status, caller=caller, since=since, until=until)
-    return jsonify(conversations=found.conversations, page=page, per_page=per_page, total=found.total,
-                   next_page=page + 1 if page * per_page < found.total else None)
+    found = listing(
+        held.store,
+        held.archive,
+        lambda total: (page - 1) * per_page,
+        per_page,
+        room=request.args.get("room"),
+        status=status,
+        caller=caller,
+        since=since,
+        until=until,
+    )
+    return jsonify(
+        conversations=found.conversations,
+        page=page,
+        per_page=per_page,
+        total=found.total,
+        next_page=page + 1 if page * per_page < found.total else None,
+    )
 
 
 @bp.get("/conversations/<conversation_id>")

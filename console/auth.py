@@ -7,8 +7,10 @@ from typing import Optional
 
 from flask import current_app, jsonify, request
 
-OFF_MESSAGE = ("set API_TOKEN to a long random secret and send it as 'Authorization: Bearer <API_TOKEN>'; "
-               "behind ngrok every request looks local, so nothing is open without it")
+OFF_MESSAGE = (
+    "set API_TOKEN to a long random secret and send it as 'Authorization: Bearer <API_TOKEN>'; "
+    "behind ngrok every request looks local, so nothing is open without it"
+)
 
 
 def token_matches(expected: Optional[str], given: Optional[str]) -> bool:

@@ -17,9 +17,21 @@ from flask import Blueprint, abort, current_app, jsonify, render_template, reque
 
 from console import secure_pause, signin
 from console.talk_view import talk_view
-from console.views import (MEDIA_TYPES, PER_PAGE, THRESHOLDS, clock, conversation_facts, live_conference,
-                           live_summary, paginate, recordings_view, retention_words, rule_words, timeline_view,
-                           unrecorded_channels)
+from console.views import (
+    MEDIA_TYPES,
+    PER_PAGE,
+    THRESHOLDS,
+    clock,
+    conversation_facts,
+    live_conference,
+    live_summary,
+    paginate,
+    recordings_view,
+    retention_words,
+    rule_words,
+    timeline_view,
+    unrecorded_channels,
+)
 from conversations.archive import Archive, valid_id
 from conversations.queries import find_conversation, known_rooms, listing, search_filters
 from quorum import redis_outage
@@ -35,8 +47,10 @@ bp.add_url_rule("/live/<room>/secure-resume", "secure_resume", secure_pause.dash
 
 POLL_MS = 1500
 # Only our own files: no inline script or style, nothing framed, forms post only here.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
-       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 @bp.after_request
@@ -66,9 +80,15 @@ def store_unavailable(error: redis.RedisError):
 def live():
     """Every active conference, updated in place by static/dashboard.js."""
     config = current_app.config["QUORUM"]
-    return render_template("live.html", live=_live_data(), poll_ms=POLL_MS, rule=rule_words(config.default_rule),
-                           retention=retention_words(config.delete_from_signalwire, config.archive_retention_days),
-                           csrf=signin.csrf_token(), reason_max=secure_pause.REASON_MAX_CHARS)
+    return render_template(
+        "live.html",
+        live=_live_data(),
+        poll_ms=POLL_MS,
+        rule=rule_words(config.default_rule),
+        retention=retention_words(config.delete_from_signalwire, config.archive_retention_days),
+        csrf=signin.csrf_token(),
+        reason_max=secure_pause.REASON_MAX_CHARS,
+    )
 
 
 @bp.get("/live.json")
@@ -86,11 +106,23 @@ def history():
         caller, (since, until) = search_filters(request.args)
     except ValueError as problem:
         caller, since, until, search["problem"] = None, None, None, str(problem)
-    found = listing(*_store_and_archive(), lambda total: paginate(total, asked)["offset"], PER_PAGE, room=room,
-                    caller=caller, since=since, until=until)
-    return render_template("history.html", page=paginate(found.total, asked), room=room, search=search,
-                           rooms=known_rooms(*_store_and_archive()),
-                           rows=[conversation_facts(c) for c in found.conversations]), 400 if "problem" in search else 200
+    found = listing(
+        *_store_and_archive(),
+        lambda total: paginate(total, asked)["offset"],
+        PER_PAGE,
+        room=room,
+        caller=caller,
+        since=since,
+        until=until,
+    )
+    return render_template(
+        "history.html",
+        page=paginate(found.total, asked),
+        room=room,
+        search=search,
+        rooms=known_rooms(*_store_and_archive()),
+        rows=[conversation_facts(c) for c in found.conversations],
+    ), 400 if "problem" in search else 200
 
 
 @bp.get("/conversations/<conversation_id>")
@@ -104,9 +136,15 @@ def conversation_page(conversation_id: str):
         """The URL of one of this conversation's media files."""
         return url_for(".media", conversation_id=conversation_id, name=name)
 
-    return render_template("conversation.html", facts=conversation_facts(record), timeline=timeline_view(record),
-                           recordings=recordings_view(record, media_url), unrecorded=unrecorded_channels(record),
-                           thresholds=THRESHOLDS, talk=talk_view(record))
+    return render_template(
+        "conversation.html",
+        facts=conversation_facts(record),
+        timeline=timeline_view(record),
+        recordings=recordings_view(record, media_url),
+        unrecorded=unrecorded_channels(record),
+        thresholds=THRESHOLDS,
+        talk=talk_view(record),
+    )
 
 
 @bp.get("/conversations/<conversation_id>/media/<name>")
@@ -121,15 +159,22 @@ def media(conversation_id: str, name: str):
 def _live_data() -> dict:
     """Active conferences (oldest first), a one-line summary for screen readers, and when."""
     now = time.time()
-    conferences = sorted((c for _, c in current_app.extensions["quorum"].store.conferences() if not c.ended),
-                         key=lambda c: (c.opened_at, c.room))
+    conferences = sorted(
+        (c for _, c in current_app.extensions["quorum"].store.conferences() if not c.ended),
+        key=lambda c: (c.opened_at, c.room),
+    )
     # One url_for per page, not per card: a thousand calls were a fifth of the page's time.
     page_url = url_for(".conversation_page", conversation_id="ID").rsplit("/", 1)[0]
     secure_url = url_for(".secure_pause", room="ROOM").rsplit("/", 2)[0]  # + /ROOM/secure-pause|resume
     default = current_app.config["QUORUM"].default_rule
-    items = [{**live_conference(c, now, default), "url": f"{page_url}/{c.conference_sid}" if c.conference_sid else None,
-              "secure_url": f"{secure_url}/{c.room}/secure-{'resume' if c.secure_pause() else 'pause'}"}
-             for c in conferences]
+    items = [
+        {
+            **live_conference(c, now, default),
+            "url": f"{page_url}/{c.conference_sid}" if c.conference_sid else None,
+            "secure_url": f"{secure_url}/{c.room}/secure-{'resume' if c.secure_pause() else 'pause'}",
+        }
+        for c in conferences
+    ]
     return {"conferences": items, "summary": live_summary(items), "updated": clock(now)}
 
 

@@ -16,8 +16,7 @@ def healthz():
     held = current_app.extensions["quorum"]
     archive = "ok" if held.archive.writable() else "unwritable"
     if not held.store.ping():
-        return jsonify(status="degraded", store="unreachable", archive=archive,
-                       queue_depth=held.commands.depth()), 503
+        return jsonify(status="degraded", store="unreachable", archive=archive, queue_depth=held.commands.depth()), 503
     body = dict(store="ok", archive=archive, queue_depth=held.commands.depth(), conferences=held.store.count_rooms())
     if archive != "ok":
         return jsonify(status="degraded", **body), 503

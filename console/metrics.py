@@ -33,15 +33,28 @@ class Metrics:
     def __init__(self, store: StateStore):
         self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
-        self.webhooks = Counter("quorum_webhooks", "Webhooks received, by route and outcome.",
-                                ["route", "outcome"], registry=self.registry)
-        self.rest_commands = Counter("quorum_rest_commands", "SignalWire REST calls, by kind and result.",
-                                     ["kind", "result"], registry=self.registry)
-        self.rest_seconds = Histogram("quorum_rest_command_seconds", "SignalWire REST call latency.",
-                                      ["kind"], buckets=REST_BUCKETS, registry=self.registry)
+        self.webhooks = Counter(
+            "quorum_webhooks", "Webhooks received, by route and outcome.", ["route", "outcome"], registry=self.registry
+        )
+        self.rest_commands = Counter(
+            "quorum_rest_commands",
+            "SignalWire REST calls, by kind and result.",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.rest_seconds = Histogram(
+            "quorum_rest_command_seconds",
+            "SignalWire REST call latency.",
+            ["kind"],
+            buckets=REST_BUCKETS,
+            registry=self.registry,
+        )
         self.crossing_seconds = Histogram(
-            "quorum_crossing_to_command_seconds", "From the arrival of a callback that crosses the threshold to "
-            "its pause or resume leaving for SignalWire.", buckets=CROSSING_BUCKETS, registry=self.registry)
+            "quorum_crossing_to_command_seconds",
+            "From the arrival of a callback that crosses the threshold to its pause or resume leaving for SignalWire.",
+            buckets=CROSSING_BUCKETS,
+            registry=self.registry,
+        )
         self._webhook_children: Dict[Tuple[str, str], Counter] = {}
         self._state = _StateCollector(store)
         self.registry.register(self._state)
@@ -94,12 +107,17 @@ class _StateCollector:
     def collect(self) -> Iterable:
         """Yield the gauges."""
         conferences = [conf for _, conf in self._store.conferences()]
-        yield GaugeMetricFamily("quorum_command_queue_depth", "Rooms waiting for or under a REST command "
-                                "(this process).", value=self.queue_depth())
-        yield GaugeMetricFamily("quorum_active_conferences", "Conferences not yet ended.",
-                                value=sum(not c.ended for c in conferences))
-        recordings = GaugeMetricFamily("quorum_recordings", "Recordings of live conferences by confirmed state.",
-                                       labels=["state"])
+        yield GaugeMetricFamily(
+            "quorum_command_queue_depth",
+            "Rooms waiting for or under a REST command (this process).",
+            value=self.queue_depth(),
+        )
+        yield GaugeMetricFamily(
+            "quorum_active_conferences", "Conferences not yet ended.", value=sum(not c.ended for c in conferences)
+        )
+        recordings = GaugeMetricFamily(
+            "quorum_recordings", "Recordings of live conferences by confirmed state.", labels=["state"]
+        )
         states = [state for c in conferences if not c.ended for state in c.recordings.values() if state != GONE]
         for state in (RECORDING, PAUSED):
             recordings.add_metric([state], states.count(state))

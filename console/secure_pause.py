@@ -83,7 +83,14 @@ def _from_page(answer):
 def secure_pause_state(conf: Conference, now: float) -> dict:
     """What the secure-pause routes answer: the conference, its secure pause on (or null), and every one so far."""
     pause = conf.secure_pause()
-    return {"room": conf.room, "conversation_id": conf.conference_sid, "secure_paused": pause is not None,
-            "secure_pause": None if pause is None else {"by": pause.by, "reason": pause.reason,
-                                                        "started_at": iso(pause.start), "until": iso(pause.until)},
-            "wanted": conf.wanted, "recording": recording_now(conf)[0], "secure_pauses": secure_pauses(conf, now)}
+    return {
+        "room": conf.room,
+        "conversation_id": conf.conference_sid,
+        "secure_paused": pause is not None,
+        "secure_pause": None
+        if pause is None
+        else {"by": pause.by, "reason": pause.reason, "started_at": iso(pause.start), "until": iso(pause.until)},
+        "wanted": conf.wanted,
+        "recording": recording_now(conf)[0],
+        "secure_pauses": secure_pauses(conf, now),
+    }

@@ -89,8 +89,14 @@ def _sign_in(given: str):
     if not token_matches(config.api_token, given):
         return render_template("login.html", error="That is not the API token."), 401
     response = redirect(url_for(".live"), 303)
-    response.set_cookie(COOKIE, session_serializer(config.api_token).dumps("operator"), max_age=SESSION_S,
-                        httponly=True, samesite="Lax", secure=urlsplit(config.public_url).scheme == "https")
+    response.set_cookie(
+        COOKIE,
+        session_serializer(config.api_token).dumps("operator"),
+        max_age=SESSION_S,
+        httponly=True,
+        samesite="Lax",
+        secure=urlsplit(config.public_url).scheme == "https",
+    )
     return response
 
 

@@ -17,10 +17,21 @@ from recording_state import ABANDONED, DOUBT, GONE, LIVE, PAUSED, PROCESSING, RE
 PER_PAGE = 20
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 WAITING = "waiting"  # no conference recording yet: SignalWire starts it with the second caller
-STATE_WORDS = {WAITING: "not started", RECORDING: "recording", PAUSED: "paused", UNSURE: "unconfirmed",
-               DOUBT: "checking", GONE: "stopped", ABANDONED: "failed"}
-STATUS_WORDS = {LIVE: "live", PROCESSING: "processing (fetching and measuring the audio)", READY: "ready",
-                UNFINISHED: "failed (the recording never reported its end)"}
+STATE_WORDS = {
+    WAITING: "not started",
+    RECORDING: "recording",
+    PAUSED: "paused",
+    UNSURE: "unconfirmed",
+    DOUBT: "checking",
+    GONE: "stopped",
+    ABANDONED: "failed",
+}
+STATUS_WORDS = {
+    LIVE: "live",
+    PROCESSING: "processing (fetching and measuring the audio)",
+    READY: "ready",
+    UNFINISHED: "failed (the recording never reported its end)",
+}
 ON_HOLD, ON_THE_CALL = "on hold", "on the call"
 
 
@@ -34,12 +45,13 @@ def rule_words(rule: RoomRule) -> str:
 
 def retention_words(delete_from_signalwire: bool, retention_days: int) -> str:
     """What becomes of the recordings once archived (DELETE_FROM_SIGNALWIRE, ARCHIVE_RETENTION_DAYS), in one line."""
-    theirs = ("deleted once archived and checked" if delete_from_signalwire
-              else "kept at SignalWire (anyone with a recording's URL can fetch it)")
+    theirs = (
+        "deleted once archived and checked"
+        if delete_from_signalwire
+        else "kept at SignalWire (anyone with a recording's URL can fetch it)"
+    )
     ours = f"kept {retention_days} day{'' if retention_days == 1 else 's'}" if retention_days else "kept forever"
     return f"SignalWire's copies: {theirs}. Archive: {ours}."
-
-
 
 
 def duration_words(seconds: float) -> str:
@@ -86,11 +98,20 @@ def live_conference(conf: Conference, now: float, default_rule: Optional[RoomRul
     held = [sid for sid in present if conf.participants[sid].hold]
     on_line = sorted(present, key=lambda sid: (conf.callers.get(sid) or Caller()).joined_at or now)
     participants = [_participant(conf, sid, now) for sid in on_line]
-    return {"room": conf.room, "id": conf.conference_sid, "state": state, "state_words": STATE_WORDS.get(state, state),
-            "for": f"for {duration_words(now - since)}" if since is not None else "",
-            "present": len(present), "rule": rule_words(conf.rule), "own_rule": conf.rule != default_rule,
-            "present_words": f"{len(present)} on the line" + (f" ({len(held)} on hold)" if held else ""),
-            "opened": f"opened {clock(conf.opened_at)}", "participants": participants, **secure_pause_card(conf)}
+    return {
+        "room": conf.room,
+        "id": conf.conference_sid,
+        "state": state,
+        "state_words": STATE_WORDS.get(state, state),
+        "for": f"for {duration_words(now - since)}" if since is not None else "",
+        "present": len(present),
+        "rule": rule_words(conf.rule),
+        "own_rule": conf.rule != default_rule,
+        "present_words": f"{len(present)} on the line" + (f" ({len(held)} on hold)" if held else ""),
+        "opened": f"opened {clock(conf.opened_at)}",
+        "participants": participants,
+        **secure_pause_card(conf),
+    }
 
 
 def secure_pause_card(conf: Conference) -> dict:
@@ -99,17 +120,25 @@ def secure_pause_card(conf: Conference) -> dict:
     if pause is None:
         return {"secure": False, "secure_words": "", "secure_button": "Secure pause"}
     why = f" ({pause.reason})" if pause.reason else ""
-    return {"secure": True, "secure_button": "Resume recording",
-            "secure_words": f"Secure pause by {pause.by} since {clock(pause.start)}{why}: nothing is recorded; "
-                            f"it ends by itself at {clock(pause.until)}."}
+    return {
+        "secure": True,
+        "secure_button": "Resume recording",
+        "secure_words": f"Secure pause by {pause.by} since {clock(pause.start)}{why}: nothing is recorded; "
+        f"it ends by itself at {clock(pause.until)}.",
+    }
 
 
 def _participant(conf: Conference, call_sid: str, now: float) -> dict:
     """One caller on a live card: number, since when, on hold or not, host or not."""
     caller, presence = conf.callers.get(call_sid) or Caller(), conf.participants[call_sid]
-    return {"number": caller.from_ or "unknown number", "hold": presence.hold, "host": presence.host,
-            "joined": f"joined {clock(caller.joined_at)}, {duration_words(now - caller.joined_at)} ago"
-            if caller.joined_at is not None else "joined (time unknown)"}
+    return {
+        "number": caller.from_ or "unknown number",
+        "hold": presence.hold,
+        "host": presence.host,
+        "joined": f"joined {clock(caller.joined_at)}, {duration_words(now - caller.joined_at)} ago"
+        if caller.joined_at is not None
+        else "joined (time unknown)",
+    }
 
 
 def live_summary(conferences: List[dict]) -> str:
@@ -146,8 +175,9 @@ SNR_CLEAR_DB, SNR_NOISY_DB = 20.0, 10.0
 RT60_DRY_S, RT60_ECHOEY_S = 0.3, 0.6
 SNR_BANDS = (
     Band("SNR", f"{SNR_CLEAR_DB:g} dB or more", "clear line", "good", lambda v: v >= SNR_CLEAR_DB),
-    Band("SNR", f"{SNR_NOISY_DB:g} to {SNR_CLEAR_DB:g} dB", "some background noise", "fair",
-         lambda v: v >= SNR_NOISY_DB),
+    Band(
+        "SNR", f"{SNR_NOISY_DB:g} to {SNR_CLEAR_DB:g} dB", "some background noise", "fair", lambda v: v >= SNR_NOISY_DB
+    ),
     Band("SNR", f"under {SNR_NOISY_DB:g} dB", "noisy line", "poor", lambda v: True),
 )
 RT60_BANDS = (
@@ -185,19 +215,26 @@ def conversation_facts(record: dict) -> dict:
     """The headline facts of a conversation, for the history table and the conversation page."""
     started, ended = _parse(record.get("started_at")), _parse(record.get("ended_at"))
     spans = record.get("recording_timeline") or []
-    total = {state: sum(s["end_ms"] - s["start_ms"] for s in spans if s["state"] == state)
-             for state in (RECORDING, PAUSED)}
-    return {"id": record["id"], "room": record["room"], "status": record["status"],
-            "status_words": STATUS_WORDS.get(record["status"], record["status"]),
-            "started": started.strftime("%Y-%m-%d %H:%M:%S UTC") if started else "—",
-            "started_iso": record.get("started_at"), "ended_iso": record.get("ended_at") if ended else None,
-            "ended": ended.strftime("%Y-%m-%d %H:%M:%S UTC") if ended else "not yet",
-            "id_parts": record["id"].split("-"),
-            "length": duration_words((ended - started).total_seconds()) if started and ended else "still on the line",
-            "recorded": duration_words(total[RECORDING] / 1000), "paused": duration_words(total[PAUSED] / 1000),
-            "callers": callers_words(record.get("channels") or []),
-            "secure_pauses": len(record.get("secure_pauses") or []),
-            "mix": snr_reading((record.get("audio") or {}).get("snr"))}
+    total = {
+        state: sum(s["end_ms"] - s["start_ms"] for s in spans if s["state"] == state) for state in (RECORDING, PAUSED)
+    }
+    return {
+        "id": record["id"],
+        "room": record["room"],
+        "status": record["status"],
+        "status_words": STATUS_WORDS.get(record["status"], record["status"]),
+        "started": started.strftime("%Y-%m-%d %H:%M:%S UTC") if started else "—",
+        "started_iso": record.get("started_at"),
+        "ended_iso": record.get("ended_at") if ended else None,
+        "ended": ended.strftime("%Y-%m-%d %H:%M:%S UTC") if ended else "not yet",
+        "id_parts": record["id"].split("-"),
+        "length": duration_words((ended - started).total_seconds()) if started and ended else "still on the line",
+        "recorded": duration_words(total[RECORDING] / 1000),
+        "paused": duration_words(total[PAUSED] / 1000),
+        "callers": callers_words(record.get("channels") or []),
+        "secure_pauses": len(record.get("secure_pauses") or []),
+        "mix": snr_reading((record.get("audio") or {}).get("snr")),
+    }
 
 
 def callers_words(channels: List[dict]) -> str:
@@ -227,29 +264,59 @@ def timeline_view(record: dict) -> dict:
     total = max([1] + [e for e in ends if e is not None])
     secure = record.get("secure_pauses") or []
     windows = [(p["start_ms"], total if p["end_ms"] is None else p["end_ms"]) for p in secure]
-    lanes = [_lane("Conference recording", "recording", secure_shaded(
-        [(s["state"], s["start_ms"], s["end_ms"]) for s in record.get("recording_timeline") or []], windows), total)]
+    lanes = [
+        _lane(
+            "Conference recording",
+            "recording",
+            secure_shaded(
+                [(s["state"], s["start_ms"], s["end_ms"]) for s in record.get("recording_timeline") or []], windows
+            ),
+            total,
+        )
+    ]
     for number, channel in enumerate(channels, start=1):
         who = channel.get("from") or channel.get("connection_id") or "unknown"
         host = " (host)" if channel.get("host") else ""
         holds = [(ON_HOLD, h["start_ms"], h["end_ms"]) for h in channel.get("holds") or []]
-        lanes.append(_lane(f"Channel {number:02d}: {who}{host}", "channel",
-                           [(ON_THE_CALL, channel["start_ms"], channel["end_ms"])] + holds, total))
+        lanes.append(
+            _lane(
+                f"Channel {number:02d}: {who}{host}",
+                "channel",
+                [(ON_THE_CALL, channel["start_ms"], channel["end_ms"])] + holds,
+                total,
+            )
+        )
         lanes[-1]["talk"] = talk_marks(channel, total)  # drawn inside the channel's bar
     for index, lane in enumerate(lanes):
         lane["label_y"] = TOP + index * LANE_H + 15
         lane["bar_y"] = TOP + index * LANE_H + BAR_Y
         lane["talk_y"] = lane["bar_y"] + TALK_INSET
     bottom = TOP + len(lanes) * LANE_H
-    marks = [{"x": round(100 * a["at_ms"] / total, 3), "outcome": a["outcome"],
-              "text": f"announcement {ANNOUNCEMENT_WORDS.get(a['outcome'], a['outcome'])} at {elapsed(a['at_ms'])}"}
-             for a in record.get("announcements") or []]
+    marks = [
+        {
+            "x": round(100 * a["at_ms"] / total, 3),
+            "outcome": a["outcome"],
+            "text": f"announcement {ANNOUNCEMENT_WORDS.get(a['outcome'], a['outcome'])} at {elapsed(a['at_ms'])}",
+        }
+        for a in record.get("announcements") or []
+    ]
     # Pins hang below the recording's bar: above it they would cover its label.
-    return {"lanes": lanes, "total_ms": total, "bar_h": BAR_H, "axis_y": bottom + 16, "height": bottom + AXIS_H,
-            "grid_bottom": bottom - (LANE_H - BAR_Y - BAR_H), "ticks": ticks(total), "total": elapsed(total),
-            "talk_h": TALK_H, "talking": any(lane.get("talk") for lane in lanes),
-            "marks": marks, "mark_top": lanes[0]["bar_y"], "mark_pin": lanes[0]["bar_y"] + BAR_H + 7,
-            "secure": [_secure_row(p, end) for p, (_, end) in zip(secure, windows)]}
+    return {
+        "lanes": lanes,
+        "total_ms": total,
+        "bar_h": BAR_H,
+        "axis_y": bottom + 16,
+        "height": bottom + AXIS_H,
+        "grid_bottom": bottom - (LANE_H - BAR_Y - BAR_H),
+        "ticks": ticks(total),
+        "total": elapsed(total),
+        "talk_h": TALK_H,
+        "talking": any(lane.get("talk") for lane in lanes),
+        "marks": marks,
+        "mark_top": lanes[0]["bar_y"],
+        "mark_pin": lanes[0]["bar_y"] + BAR_H + 7,
+        "secure": [_secure_row(p, end) for p, (_, end) in zip(secure, windows)],
+    }
 
 
 def secure_shaded(spans: list, windows: list) -> list:
@@ -268,16 +335,28 @@ def _secure_row(pause: dict, end_ms: int) -> dict:
     """One secure pause as the timeline's table lists it: who asked, why, how it ended."""
     why = f" ({pause['reason']})" if pause.get("reason") else ""
     ended = SECURE_ENDS.get(pause["ended"], "still on").format(by=pause.get("resumed_by") or "someone")
-    return {"text": f"secure pause by {pause['by']}{why}, {ended}", "from": elapsed(pause["start_ms"]),
-            "to": elapsed(end_ms)}
+    return {
+        "text": f"secure pause by {pause['by']}{why}, {ended}",
+        "from": elapsed(pause["start_ms"]),
+        "to": elapsed(end_ms),
+    }
 
 
 def _lane(label: str, kind: str, spans: list, total: int) -> dict:
     """One lane: its label, its spans placed in % of `total`, and a sentence describing them."""
-    placed = [{"state": state, "words": SPAN_WORDS.get(state, state), "start_ms": start, "end_ms": end,
-               "from": elapsed(start), "to": elapsed(end),
-               "x": round(100 * start / total, 3), "width": round(100 * (end - start) / total, 3)}
-              for state, start, end in spans]
+    placed = [
+        {
+            "state": state,
+            "words": SPAN_WORDS.get(state, state),
+            "start_ms": start,
+            "end_ms": end,
+            "from": elapsed(start),
+            "to": elapsed(end),
+            "x": round(100 * start / total, 3),
+            "width": round(100 * (end - start) / total, 3),
+        }
+        for state, start, end in spans
+    ]
     for span in placed:
         span["text"] = f"{span['words']} {span['from']}–{span['to']}"
     sentence = "; ".join(s["text"] for s in placed) or "nothing yet"
@@ -299,18 +378,28 @@ def recordings_view(record: dict, media_url: Callable[[str], str]) -> List[dict]
     """The mix and each channel that had a recording of its own: audio sources (MP3 first, smaller), downloads,
     length, SNR and RT60 readings. A channel without one (participant recording off, or not chosen) has no card."""
     entries = [("Full mix", record.get("audio") or {})]
-    entries += [(f"Channel {n:02d}: {c.get('from') or c.get('connection_id')}", c.get("audio") or {})
-                for n, c in enumerate(record.get("channels") or [], start=1) if _had_recording(c.get("audio"))]
+    entries += [
+        (f"Channel {n:02d}: {c.get('from') or c.get('connection_id')}", c.get("audio") or {})
+        for n, c in enumerate(record.get("channels") or [], start=1)
+        if _had_recording(c.get("audio"))
+    ]
     rows = []
     for name, audio in entries:
         files = [(audio.get("mp3_file"), MEDIA_TYPES["mp3"]), (audio.get("wav_file"), MEDIA_TYPES["wav"])]
         duration = audio.get("duration_ms")
-        rows.append({"name": name, "sources": [{"url": media_url(f), "type": t} for f, t in files if f],
-                     "downloads": [{"url": media_url(f), "format": f.rsplit(".", 1)[-1].upper()}
-                                   for f, _ in reversed(files) if f],
-                     "length": duration_words(duration / 1000) if duration is not None else None,
-                     "missing": audio.get("missing"),
-                     "snr": snr_reading(audio.get("snr")), "rt60": rt60_reading(audio.get("rt60"))})
+        rows.append(
+            {
+                "name": name,
+                "sources": [{"url": media_url(f), "type": t} for f, t in files if f],
+                "downloads": [
+                    {"url": media_url(f), "format": f.rsplit(".", 1)[-1].upper()} for f, _ in reversed(files) if f
+                ],
+                "length": duration_words(duration / 1000) if duration is not None else None,
+                "missing": audio.get("missing"),
+                "snr": snr_reading(audio.get("snr")),
+                "rt60": rt60_reading(audio.get("rt60")),
+            }
+        )
     return rows
 
 
@@ -328,5 +417,11 @@ def paginate(total: int, page: int, per_page: int = PER_PAGE) -> dict:
     """Page `page` of a list of `total` (clamped into range): where it starts and its neighbours."""
     pages = max(1, math.ceil(total / per_page))
     page = min(max(1, page), pages)
-    return {"page": page, "pages": pages, "total": total, "offset": (page - 1) * per_page,
-            "previous": page - 1 if page > 1 else None, "next": page + 1 if page < pages else None}
+    return {
+        "page": page,
+        "pages": pages,
+        "total": total,
+        "offset": (page - 1) * per_page,
+        "previous": page - 1 if page > 1 else None,
+        "next": page + 1 if page < pages else None,
+    }

@@ -205,8 +205,7 @@ class Archive:
             if self._kick():
                 # Before the first sync of a new archive this is expected: not worth an operator's attention.
                 level = logging.INFO if problem.args == (NOT_BUILT,) else logging.WARNING
-                log.log(level, "archive index unusable (%s): lists are read from the files until it is synced",
-                        problem)
+                log.log(level, "archive index unusable (%s): lists are read from the files until it is synced", problem)
             return work(ScanView(self.all()))
 
     def all(self) -> List[dict]:
@@ -254,8 +253,12 @@ class Archive:
             return
         self._failed_at = None
         if written or dropped:
-            log.info("archive index synced: %d rows written, %d dropped in %.2f s", written, dropped,
-                     time.monotonic() - began)
+            log.info(
+                "archive index synced: %d rows written, %d dropped in %.2f s",
+                written,
+                dropped,
+                time.monotonic() - began,
+            )
 
     def _kick(self) -> bool:
         """Start a sync unless one is under way or the last one failed lately; whether one was started."""

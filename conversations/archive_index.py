@@ -76,10 +76,13 @@ class Query:
 
     def matches(self, found: "Fields", numbers: Iterable[str] = ()) -> bool:
         """Whether a conversation (its indexed fields, its callers' numbers) passes every filter."""
-        return (self.room in (None, found.room) and self.status in (None, found.status)
-                and (self.since is None or found.started_at >= self.since)
-                and (self.until is None or found.started_at < self.until)
-                and (self.caller is None or any(digits(n).endswith(digits(self.caller)) for n in numbers)))
+        return (
+            self.room in (None, found.room)
+            and self.status in (None, found.status)
+            and (self.since is None or found.started_at >= self.since)
+            and (self.until is None or found.started_at < self.until)
+            and (self.caller is None or any(digits(n).endswith(digits(self.caller)) for n in numbers))
+        )
 
 
 class Fields(NamedTuple):
@@ -107,8 +110,11 @@ def fields(record) -> Optional[Fields]:
 def numbers(record: dict) -> List[str]:
     """The callers' numbers of a record (its channels' `from`)."""
     channels = record.get("channels") if isinstance(record, dict) else None
-    return [c["from"] for c in channels if isinstance(c, dict) and isinstance(c.get("from"), str)] \
-        if isinstance(channels, list) else []
+    return (
+        [c["from"] for c in channels if isinstance(c, dict) and isinstance(c.get("from"), str)]
+        if isinstance(channels, list)
+        else []
+    )
 
 
 def sort_key(record: dict) -> Tuple[str, str]:
@@ -131,14 +137,19 @@ class IndexView:
     def page(self, query: Query, offset: int, limit: int) -> List[dict]:
         """Matching conversations `offset` to `offset + limit`, newest first."""
         where, args = _where(query, None)
-        rows = self._db.execute(f"SELECT record FROM conversations{where}{NEWEST_FIRST} LIMIT ? OFFSET ?",
-                                [*args, limit, offset])
-        return [json.loads(text) for text, in rows]
+        rows = self._db.execute(
+            f"SELECT record FROM conversations{where}{NEWEST_FIRST} LIMIT ? OFFSET ?", [*args, limit, offset]
+        )
+        return [json.loads(text) for (text,) in rows]
 
     def rooms(self) -> List[str]:
         """Every room with an archived conversation, sorted."""
-        return [room for room, in self._db.execute(
-            "SELECT DISTINCT room FROM conversations WHERE room IS NOT NULL ORDER BY room")]
+        return [
+            room
+            for (room,) in self._db.execute(
+                "SELECT DISTINCT room FROM conversations WHERE room IS NOT NULL ORDER BY room"
+            )
+        ]
 
 
 class ScanView:
@@ -158,7 +169,7 @@ class ScanView:
 
     def page(self, query: Query, offset: int, limit: int) -> List[dict]:
         """As IndexView.page."""
-        return [r for _, r in self._matching(query)[offset:offset + limit]]
+        return [r for _, r in self._matching(query)[offset : offset + limit]]
 
     def rooms(self) -> List[str]:
         """As IndexView.rooms."""
@@ -199,9 +210,10 @@ def _upsert(db: sqlite3.Connection, rows: List[tuple]) -> None:
     """Write conversation rows and their callers (inside the caller's transaction)."""
     _drop_callers(db, [(row[0],) for row in rows])
     db.executemany(UPSERT, rows)
-    db.executemany("INSERT OR IGNORE INTO callers VALUES (?, ?)",
-                   [(digits(number)[::-1], row[0]) for row in rows for number in numbers(json.loads(row[-1]))
-                    if digits(number)])
+    db.executemany(
+        "INSERT OR IGNORE INTO callers VALUES (?, ?)",
+        [(digits(number)[::-1], row[0]) for row in rows for number in numbers(json.loads(row[-1])) if digits(number)],
+    )
 
 
 def _drop(db: sqlite3.Connection, directories: List[tuple]) -> None:
@@ -241,8 +253,10 @@ class ArchiveIndex:
         try:
             with closing(self._connect(create=False)) as db:
                 db.execute("BEGIN")  # every query of `work` then reads the same snapshot
-                if db.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is None or _version(db) != \
-                        SCHEMA_VERSION:
+                if (
+                    db.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is None
+                    or _version(db) != SCHEMA_VERSION
+                ):
                     raise IndexUnusable(NOT_BUILT)
                 return work(IndexView(db))
         except sqlite3.DatabaseError as error:
@@ -270,14 +284,16 @@ class ArchiveIndex:
         """Where the conversation with this id lives, by the index; None if unknown or unreadable."""
         try:
             with closing(self._connect(create=False)) as db:
-                found = db.execute("SELECT directory FROM conversations WHERE id = ?" + NEWEST_FIRST + " LIMIT 1",
-                                   (conversation_id,)).fetchone()
+                found = db.execute(
+                    "SELECT directory FROM conversations WHERE id = ?" + NEWEST_FIRST + " LIMIT 1", (conversation_id,)
+                ).fetchone()
         except sqlite3.DatabaseError:
             return None
         return found[0] if found else None
 
-    def sync(self, files: Callable[[], Iterable[Tuple[str, int]]],
-             load: Callable[[str], Optional[str]]) -> Tuple[int, int]:
+    def sync(
+        self, files: Callable[[], Iterable[Tuple[str, int]]], load: Callable[[str], Optional[str]]
+    ) -> Tuple[int, int]:
         """Make the rows match `files()`, (directory, mtime_ns) each: (rows written, rows dropped).
 
         A corrupt index file is deleted and built again."""
@@ -290,8 +306,9 @@ class ArchiveIndex:
             self._discard()
             return self._sync(files, load)
 
-    def _sync(self, files: Callable[[], Iterable[Tuple[str, int]]],
-              load: Callable[[str], Optional[str]]) -> Tuple[int, int]:
+    def _sync(
+        self, files: Callable[[], Iterable[Tuple[str, int]]], load: Callable[[str], Optional[str]]
+    ) -> Tuple[int, int]:
         """One pass under the write lock, so two processes' syncs (and their saves) never interleave."""
         with closing(self._connect(create=True)) as db:
             db.execute("BEGIN IMMEDIATE")
@@ -328,8 +345,9 @@ class ArchiveIndex:
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         """A connection in autocommit mode (transactions are explicit); `create` also makes the file and tables."""
-        db = sqlite3.connect(self.path.as_uri() + ("" if create else "?mode=rw"), uri=True, timeout=BUSY_TIMEOUT_S,
-                             isolation_level=None)
+        db = sqlite3.connect(
+            self.path.as_uri() + ("" if create else "?mode=rw"), uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None
+        )
         try:
             db.execute("PRAGMA synchronous = NORMAL")  # the files are the truth: a lost last commit is resynced
             if create:

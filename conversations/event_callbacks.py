@@ -52,17 +52,28 @@ def recording_change(conf: Conference, action: Action, at: float) -> Optional[Tu
     recording_sid = mix_recording(conf) if action.target == ANNOUNCE else action.recording_sid
     target = PAUSED if action.target == PAUSED else RECORDING
     kind = "recording.paused" if target == PAUSED else "recording.resumed"
-    data = {"conversation_id": conf.conference_sid, "room": conf.room, "recording_sid": recording_sid,
-            "at": iso(at), "participants": len(conf.counted()),
-            "announcement": _announcement(conf) if announces and target == RECORDING else None}
+    data = {
+        "conversation_id": conf.conference_sid,
+        "room": conf.room,
+        "recording_sid": recording_sid,
+        "at": iso(at),
+        "participants": len(conf.counted()),
+        "announcement": _announcement(conf) if announces and target == RECORDING else None,
+    }
     return kind, f"{conf.conference_sid}.{recording_sid}.{target}.{at:.3f}", data
 
 
 def secure_pause_change(conf: Conference, pause: SecurePause) -> Tuple[str, str, dict]:
     """The (type, id, data) of `recording.secure_paused` (a secure pause began) or `recording.secure_resumed` (it
     was resumed or timed out): who asked, why, until when, and how it ended."""
-    data = {"conversation_id": conf.conference_sid, "room": conf.room, "by": pause.by, "reason": pause.reason,
-            "started_at": iso(pause.start), "until": iso(pause.until)}
+    data = {
+        "conversation_id": conf.conference_sid,
+        "room": conf.room,
+        "by": pause.by,
+        "reason": pause.reason,
+        "started_at": iso(pause.start),
+        "until": iso(pause.until),
+    }
     if pause.end is None:
         kind, end = "paused", {"at": iso(pause.start)}
     else:
@@ -169,9 +180,18 @@ class _Pending:
 class EventSender:
     """Delivers events on a few threads at once, retrying with backoff, from a bounded, kept queue."""
 
-    def __init__(self, url: str, secret: str, outbox: Outbox, workers: int = 4, max_queued: int = 1000,
-                 max_attempts: int = 8, first_backoff_s: float = 1.0, timeout_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        outbox: Outbox,
+        workers: int = 4,
+        max_queued: int = 1000,
+        max_attempts: int = 8,
+        first_backoff_s: float = 1.0,
+        timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._url = url
         self._secret = secret
         self._outbox = outbox
@@ -194,8 +214,9 @@ class EventSender:
             self._queue(event_id, body, 1, self._clock())
         if self._pending:
             log.info("%d undelivered event callback(s) from the last run queued again", len(self._pending))
-        self._threads = [threading.Thread(target=self._run, name=f"quorum-events-{n}", daemon=True)
-                         for n in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._run, name=f"quorum-events-{n}", daemon=True) for n in range(workers)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -211,8 +232,10 @@ class EventSender:
 
     def send(self, event_type: str, event_id: str, data: dict) -> None:
         """Queue one event (kept in the outbox until delivered); returns at once."""
-        body = json.dumps({"id": event_id, "type": event_type, "data": data,
-                           "created_at": datetime.now(timezone.utc).isoformat()}, sort_keys=True).encode()
+        body = json.dumps(
+            {"id": event_id, "type": event_type, "data": data, "created_at": datetime.now(timezone.utc).isoformat()},
+            sort_keys=True,
+        ).encode()
         with redis_outage.tolerated():  # Redis down: delivered all the same, only not kept for a restart
             self._outbox.put(event_id, body)
         self._queue(event_id, body, 1, self._clock())
@@ -235,8 +258,9 @@ class EventSender:
         for thread in self._threads:
             thread.join(timeout=self._timeout_s + 5)
         if self._pending:
-            log.warning("%d event callback(s) not delivered before shutdown; kept for the next start",
-                        len(self._pending))
+            log.warning(
+                "%d event callback(s) not delivered before shutdown; kept for the next start", len(self._pending)
+            )
 
     def _queue(self, event_id: str, body: bytes, attempt: int, due: float) -> None:
         """Add or reschedule an event, dropping the oldest beyond the bound."""
@@ -252,8 +276,12 @@ class EventSender:
         for old in dropped:
             self._unkeep(old)
         if dropped:
-            log.warning("event callback queue full (%d): dropped %d oldest, %d since start", self._max_queued,
-                        len(dropped), self._dropped)
+            log.warning(
+                "event callback queue full (%d): dropped %d oldest, %d since start",
+                self._max_queued,
+                len(dropped),
+                self._dropped,
+            )
 
     def _next_due(self) -> Optional[Tuple[float, str]]:
         """(due time, id) of the earliest live heap entry, discarding stale ones; caller holds the lock."""

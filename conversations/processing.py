@@ -36,16 +36,25 @@ PROCESS_LOCK_TTL_S = 900  # longer than any download and analysis; frees the roo
 Change = Callable[[Conference], Conference]
 
 
-
-
 class ConversationProcessor:
     """Processes finished conferences on a small pool; one room at a time, across processes too."""
 
-    def __init__(self, store: StateStore, archive: Archive, events: Optional[EventSender],
-                 analyze: Callable[[Path], Sequence[Figures]], media: MediaSource, gateway: SignalWireGateway, workers: int = 2,
-                 downloads: int = 4, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, copies: Optional[SignalWireCopies] = None,
-                 reads: Callable[[int], None] = lambda count: None, list_calls: bool = False):
+    def __init__(
+        self,
+        store: StateStore,
+        archive: Archive,
+        events: Optional[EventSender],
+        analyze: Callable[[Path], Sequence[Figures]],
+        media: MediaSource,
+        gateway: SignalWireGateway,
+        workers: int = 2,
+        downloads: int = 4,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        copies: Optional[SignalWireCopies] = None,
+        reads: Callable[[int], None] = lambda count: None,
+        list_calls: bool = False,
+    ):
         self._store = store
         self._archive = archive
         self._events = events
@@ -100,8 +109,13 @@ class ConversationProcessor:
                 return  # put off: the sweep tries again when it is due
             conf, record = archived
         self._forget(key, conf)
-        log.info("room=%s conference=%s action=archive status=%s dir=%s", conf.room, conf.conference_sid,
-                 record["status"], directory)
+        log.info(
+            "room=%s conference=%s action=archive status=%s dir=%s",
+            conf.room,
+            conf.conference_sid,
+            record["status"],
+            directory,
+        )
         if self._copies:
             self._copies.submit(conference_sid)
         if self._events:
@@ -126,12 +140,21 @@ class ConversationProcessor:
         conf = updated
         waited_s = self._clock() - (conf.ended_at if conf.ended_at is not None else conf.updated_at)
         if waited_s < reconcile.RUNNING_WAIT_S:
-            self._put_off(key, conf, "recording still being made at SignalWire: " + ", ".join(
-                f"{sid} {listed_as.status}" for sid, listed_as in sorted(still.items())))
+            self._put_off(
+                key,
+                conf,
+                "recording still being made at SignalWire: "
+                + ", ".join(f"{sid} {listed_as.status}" for sid, listed_as in sorted(still.items())),
+            )
             return None
-        log.warning("room=%s conference=%s action=archive-without recordings=%s reason=still being made at "
-                    "SignalWire %.0f min after the conference ended", conf.room, conf.conference_sid,
-                    ",".join(sorted(still)), waited_s / 60)
+        log.warning(
+            "room=%s conference=%s action=archive-without recordings=%s reason=still being made at "
+            "SignalWire %.0f min after the conference ended",
+            conf.room,
+            conf.conference_sid,
+            ",".join(sorted(still)),
+            waited_s / 60,
+        )
         return self._update(key, conf, lambda c: reconcile.gave_up(c, still, waited_s))
 
     def _listed(self, conf: Conference) -> Optional[Tuple[Dict[str, ListedRecording], List[str]]]:
@@ -170,34 +193,51 @@ class ConversationProcessor:
             self._put_off(key, conf, "SignalWire could not say whose recording it is")
             return None
         if conference_sid is None:
-            log.warning("room=%s recording=%s action=drop reason=SignalWire names no conference Quorum holds for it",
-                        conf.room, ",".join(sorted(conf.recordings)))
+            log.warning(
+                "room=%s recording=%s action=drop reason=SignalWire names no conference Quorum holds for it",
+                conf.room,
+                ",".join(sorted(conf.recordings)),
+            )
             self._drop(key)
             return None
-        holder = next((k for k, held in self._store.conferences() if k != key and held.conference_sid == conference_sid),
-                      None)
+        holder = next(
+            (k for k, held in self._store.conferences() if k != key and held.conference_sid == conference_sid), None
+        )
         if holder is not None:
             self._hand_over(key, conf, holder, conference_sid)
             return None
         # Retired but neither held nor archived: its end came when nothing of it was held (a restart). It is not
         # archived yet, so these recordings become its conversation.
         if self._archive.find(conference_sid) is not None:
-            log.warning("room=%s conference=%s recording=%s action=drop reason=its conversation is archived "
-                        "without it; SignalWire keeps it", conf.room, conference_sid, ",".join(sorted(conf.recordings)))
+            log.warning(
+                "room=%s conference=%s recording=%s action=drop reason=its conversation is archived "
+                "without it; SignalWire keeps it",
+                conf.room,
+                conference_sid,
+                ",".join(sorted(conf.recordings)),
+            )
             self._drop(key)
             return None
-        result = self._store.mutate(key, lambda c: reconcile.claimed(c, conference_sid)
-                                    if c is not None and c.conference_sid is None else c)
+        result = self._store.mutate(
+            key, lambda c: reconcile.claimed(c, conference_sid) if c is not None and c.conference_sid is None else c
+        )
         log.info("room=%s conference=%s action=claim key=%s", conf.room, conference_sid, key)
         return result if result is not None and result.conference_sid == conference_sid else None
 
     def _hand_over(self, key: str, unclaimed: Conference, holder: str, conference_sid: str) -> None:
         """Merge recordings no held conference knew into the one SignalWire says they are of (under `holder`)."""
-        merged = self._store.mutate(holder, lambda h: reconcile.adopted(h, unclaimed)
-                                    if h is not None and h.conference_sid == conference_sid else h)
+        merged = self._store.mutate(
+            holder,
+            lambda h: reconcile.adopted(h, unclaimed) if h is not None and h.conference_sid == conference_sid else h,
+        )
         self._drop(key)
-        log.info("room=%s conference=%s recording=%s action=adopt key=%s", unclaimed.room, conference_sid,
-                 ",".join(sorted(unclaimed.recordings)), holder)
+        log.info(
+            "room=%s conference=%s recording=%s action=adopt key=%s",
+            unclaimed.room,
+            conference_sid,
+            ",".join(sorted(unclaimed.recordings)),
+            holder,
+        )
         if merged is not None and merged.status == PROCESSING:
             self.submit(holder)
 
@@ -215,8 +255,11 @@ class ConversationProcessor:
             if found.conference_sid:
                 return Outcome.OK, found.conference_sid
             call = found.call_sid or (conf.recording_info.get(sid) or RecordingInfo()).call_sid
-            held = [c for k, c in self._store.conferences()
-                    if k.split("#", 1)[0] == conf.room and c.conference_sid and call in c.participants]
+            held = [
+                c
+                for k, c in self._store.conferences()
+                if k.split("#", 1)[0] == conf.room and c.conference_sid and call in c.participants
+            ]
             if held:
                 return Outcome.OK, held[0].conference_sid
         return Outcome.OK, None
@@ -233,8 +276,9 @@ class ConversationProcessor:
             final, why = self._why_not_downloaded(failure, sid)
             (gone if final else later)[sid] = why
         for sid, why in gone.items():
-            log.warning("room=%s conference=%s recording=%s: no audio archived: %s", conf.room, conf.conference_sid,
-                        sid, why)
+            log.warning(
+                "room=%s conference=%s recording=%s: no audio archived: %s", conf.room, conf.conference_sid, sid, why
+            )
         change: Change = lambda c: reconcile.with_missing(c, later)  # noqa: E731
         for sid, why in gone.items():
             change = _then(change, _gone(sid, why))
@@ -278,16 +322,22 @@ class ConversationProcessor:
             if problem is None:
                 checked[sid] = audio["wav_file"]
             else:
-                log.warning("room=%s conference=%s recording=%s: %s; SignalWire's copy is kept", conf.room,
-                            conf.conference_sid, sid, problem)
+                log.warning(
+                    "room=%s conference=%s recording=%s: %s; SignalWire's copy is kept",
+                    conf.room,
+                    conf.conference_sid,
+                    sid,
+                    problem,
+                )
         return checked
 
     # State
 
     def _update(self, key: str, conf: Conference, change: Change) -> Optional[Conference]:
         """Apply `change` to this conference's state (not to a newer one under the same key); None if it is gone."""
-        result = self._store.mutate(key, lambda c: change(c) if c is not None and c.conference_sid == conf.conference_sid
-                                    else c)
+        result = self._store.mutate(
+            key, lambda c: change(c) if c is not None and c.conference_sid == conf.conference_sid else c
+        )
         return result if result is not None and result.conference_sid == conf.conference_sid else None
 
     def _put_off(self, key: str, conf: Conference, why: str, change: Change = lambda c: c) -> None:
@@ -295,8 +345,13 @@ class ConversationProcessor:
         now = self._clock()
         after = self._update(key, conf, lambda c: reconcile.put_off(change(c), now))
         if after is not None:
-            log.info("room=%s conference=%s action=retry-archive in_s=%.0f why=%s", conf.room, conf.conference_sid,
-                     after.process_after - now, why)
+            log.info(
+                "room=%s conference=%s action=retry-archive in_s=%.0f why=%s",
+                conf.room,
+                conf.conference_sid,
+                after.process_after - now,
+                why,
+            )
 
     def _drop(self, key: str) -> None:
         """Drop what was kept under `key` for recordings no held conference knew (once it has been dealt with)."""

@@ -24,6 +24,7 @@ class Listing:
 def date_bounds(first: Optional[str], last: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
     """[since, until) as ISO 8601 UTC strings for the days `first` to `last` (YYYY-MM-DD, UTC, both included, in
     either order); ValueError naming the problem when a date is malformed."""
+
     def day(value: Optional[str], name: str) -> Optional[datetime]:
         if not value:
             return None
@@ -48,9 +49,17 @@ def search_filters(args) -> Tuple[Optional[str], Tuple[Optional[str], Optional[s
     return caller, date_bounds(args.get("from"), args.get("to"))
 
 
-def listing(store: StateStore, archive: Archive, offset: Callable[[int], int], limit: int,
-            room: Optional[str] = None, status: Optional[str] = None, caller: Optional[str] = None,
-            since: Optional[str] = None, until: Optional[str] = None) -> Listing:
+def listing(
+    store: StateStore,
+    archive: Archive,
+    offset: Callable[[int], int],
+    limit: int,
+    room: Optional[str] = None,
+    status: Optional[str] = None,
+    caller: Optional[str] = None,
+    since: Optional[str] = None,
+    until: Optional[str] = None,
+) -> Listing:
     """Conversations `offset(total)` to `offset(total) + limit`, newest first: the live ones from the store
     among the archive's (the offset is a function of the total so that a page can be clamped into range).
     `caller` is a number or its last digits; [`since`, `until`) bound the start (ISO 8601 UTC)."""
@@ -58,8 +67,9 @@ def listing(store: StateStore, archive: Archive, offset: Callable[[int], int], l
     live = [conversation.record(conf, now) for _, conf in store.conferences() if conf.conference_sid]
     # Live ones were perhaps archived a moment ago: shown once.
     query = Query(room, status, frozenset(c["id"] for c in live), caller, since, until)
-    shown = sorted((c for c in live if (found := fields(c)) and query.matches(found, numbers(c))), key=sort_key,
-                   reverse=True)
+    shown = sorted(
+        (c for c in live if (found := fields(c)) and query.matches(found, numbers(c))), key=sort_key, reverse=True
+    )
     return archive.view(lambda view: _merged(view, query, shown, offset, limit))
 
 

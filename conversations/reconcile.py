@@ -56,14 +56,18 @@ def merged(conf: Conference, listed: Dict[str, ListedRecording], media_url: Call
 
 def running(conf: Conference, listed: Dict[str, ListedRecording]) -> Dict[str, ListedRecording]:
     """The listed recordings SignalWire is still making, whose end no callback has reported either."""
-    return {sid: found for sid, found in listed.items()
-            if found.status not in FINAL and conf.recordings.get(sid) != GONE}
+    return {
+        sid: found for sid, found in listed.items() if found.status not in FINAL and conf.recordings.get(sid) != GONE
+    }
 
 
 def unlisted(conf: Conference, listed: Dict[str, ListedRecording]) -> List[str]:
     """Recordings Quorum knows that SignalWire did not list and that there is no media URL for: asked one by one."""
-    return sorted(sid for sid, state in conf.recordings.items()
-                  if sid not in listed and not (state == GONE and _info(conf, sid).url))
+    return sorted(
+        sid
+        for sid, state in conf.recordings.items()
+        if sid not in listed and not (state == GONE and _info(conf, sid).url)
+    )
 
 
 def gone(conf: Conference, recording_sid: str, why: str) -> Conference:
@@ -79,8 +83,12 @@ def gave_up(conf: Conference, still: Dict[str, ListedRecording], waited_s: float
         if found.owner:
             conf = _as_channel(_with_info(conf, sid, call_sid=found.owner), found.owner)
         conf = evolve(conf, recordings={**conf.recordings, sid: ABANDONED})
-        conf = _with_info(conf, sid, url=None, missing=f"still {found.status} at SignalWire "
-                                                       f"{round(waited_s / 60)} min after the conference ended")
+        conf = _with_info(
+            conf,
+            sid,
+            url=None,
+            missing=f"still {found.status} at SignalWire {round(waited_s / 60)} min after the conference ended",
+        )
     return conf
 
 
@@ -114,8 +122,11 @@ def adopted(holder: Conference, unclaimed: Conference) -> Conference:
         if state == GONE:
             holder = policy.recording_status(holder, sid, "completed", at, info.url, info.duration_s, info.call_sid)
         elif sid not in holder.recordings:
-            holder = evolve(holder, recordings={**holder.recordings, sid: state},
-                            recording_info={**holder.recording_info, sid: info})
+            holder = evolve(
+                holder,
+                recordings={**holder.recordings, sid: state},
+                recording_info={**holder.recording_info, sid: info},
+            )
         if info.call_sid:
             holder = _as_channel(holder, info.call_sid)
     return policy.to_processing(holder) if policy.finished(holder) else holder
@@ -126,8 +137,13 @@ def _ended(conf: Conference, recording_sid: str, found: ListedRecording, url: Op
     if conf.recordings.get(recording_sid) != GONE:
         conf = policy.recording_status(conf, recording_sid, "completed", _ended_at(conf))
     info = _info(conf, recording_sid)
-    conf = _with_info(conf, recording_sid, url=info.url or url, call_sid=info.call_sid or found.owner,
-                      duration_s=info.duration_s if info.duration_s is not None else found.duration_s)
+    conf = _with_info(
+        conf,
+        recording_sid,
+        url=info.url or url,
+        call_sid=info.call_sid or found.owner,
+        duration_s=info.duration_s if info.duration_s is not None else found.duration_s,
+    )
     owner = _info(conf, recording_sid).call_sid
     return _as_channel(conf, owner) if owner else conf
 

@@ -33,8 +33,15 @@ from recording_state import ABANDONED, LIVE, PAUSED, PROCESSING, RECORDING, Conf
 READY = "ready"
 UNFINISHED = "failed"  # archived, but the conference recording never reported its end
 STATUSES = (LIVE, PROCESSING, READY, UNFINISHED)
-EMPTY_AUDIO = {"wav_file": None, "mp3_file": None, "duration_ms": None, "snr": None, "rt60": None,
-               "deleted_from_signalwire": False, "missing": None}
+EMPTY_AUDIO = {
+    "wav_file": None,
+    "mp3_file": None,
+    "duration_ms": None,
+    "snr": None,
+    "rt60": None,
+    "deleted_from_signalwire": False,
+    "missing": None,
+}
 
 
 def iso(at: Optional[float]) -> Optional[str]:
@@ -103,13 +110,20 @@ def channels(conf: Conference, media: Dict[str, dict], until: float) -> List[dic
             continue
         end = caller.left_at if caller.left_at is not None else until
         holds = caller.holds + (((caller.held_at, end),) if caller.held_at is not None else ())
-        result.append({
-            "connection_id": caller.from_ or call_sid, "call_sid": call_sid, "from": caller.from_, "to": caller.to,
-            "host": caller.host, "start_ms": _ms(caller.joined_at, conf.opened_at), "end_ms": _ms(end, conf.opened_at),
-            "holds": [{"start_ms": _ms(a, conf.opened_at), "end_ms": _ms(b, conf.opened_at)} for a, b in holds],
-            "audio": audio(conf, media, own.get(call_sid)),
-            "recording_timeline": recording_timeline(conf, own[call_sid], until) if call_sid in own else [],
-        })
+        result.append(
+            {
+                "connection_id": caller.from_ or call_sid,
+                "call_sid": call_sid,
+                "from": caller.from_,
+                "to": caller.to,
+                "host": caller.host,
+                "start_ms": _ms(caller.joined_at, conf.opened_at),
+                "end_ms": _ms(end, conf.opened_at),
+                "holds": [{"start_ms": _ms(a, conf.opened_at), "end_ms": _ms(b, conf.opened_at)} for a, b in holds],
+                "audio": audio(conf, media, own.get(call_sid)),
+                "recording_timeline": recording_timeline(conf, own[call_sid], until) if call_sid in own else [],
+            }
+        )
     return result
 
 
@@ -131,8 +145,16 @@ def secure_pauses(conf: Conference, now: float) -> List[dict]:
     entries = []
     for pause in conf.secure_pauses:
         end, ended = outcome(pause, conf.ended_at, now)
-        entries.append({"start_ms": _ms(pause.start, conf.opened_at), "end_ms": _ms(end, conf.opened_at),
-                        "by": pause.by, "reason": pause.reason, "ended": ended, "resumed_by": pause.resumed_by or None})
+        entries.append(
+            {
+                "start_ms": _ms(pause.start, conf.opened_at),
+                "end_ms": _ms(end, conf.opened_at),
+                "by": pause.by,
+                "reason": pause.reason,
+                "ended": ended,
+                "resumed_by": pause.resumed_by or None,
+            }
+        )
     return entries
 
 
@@ -143,15 +165,22 @@ def record(conf: Conference, now: float, media: Optional[Dict[str, dict]] = None
     mix = mix_recording(conf)
     if status is None:
         status = conf.status
-    return talk_time.with_speaker_talk({
-        "id": conf.conference_sid, "room": conf.room, "status": status,
-        "started_at": iso(conf.opened_at), "ended_at": iso(conf.ended_at),
-        "audio": audio(conf, media, mix),
-        "recording_timeline": recording_timeline(conf, mix, until),
-        "announcements": announcements(conf),
-        "secure_pauses": secure_pauses(conf, now),
-        "channels": channels(conf, media, until),
-    }, conf, until)
+    return talk_time.with_speaker_talk(
+        {
+            "id": conf.conference_sid,
+            "room": conf.room,
+            "status": status,
+            "started_at": iso(conf.opened_at),
+            "ended_at": iso(conf.ended_at),
+            "audio": audio(conf, media, mix),
+            "recording_timeline": recording_timeline(conf, mix, until),
+            "announcements": announcements(conf),
+            "secure_pauses": secure_pauses(conf, now),
+            "channels": channels(conf, media, until),
+        },
+        conf,
+        until,
+    )
 
 
 def final_status(conf: Conference) -> str:

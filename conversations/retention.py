@@ -42,8 +42,14 @@ def _epoch(value) -> Optional[float]:
 class Retention:
     """Expires old conversations from the archive; 0 days keeps them forever."""
 
-    def __init__(self, archive: Archive, store: StateStore, copies: SignalWireCopies, days: int,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        archive: Archive,
+        store: StateStore,
+        copies: SignalWireCopies,
+        days: int,
+        clock: Callable[[], float] = time.time,
+    ):
         self._archive = archive
         self._store = store
         self._copies = copies
@@ -73,9 +79,16 @@ class Retention:
                 continue
             removed += self._archive.remove(directory)
         if removed:
-            log.info("archive retention: removed %d conversation%s that ended more than %d days ago",
-                     removed, "" if removed == 1 else "s", self._days)
+            log.info(
+                "archive retention: removed %d conversation%s that ended more than %d days ago",
+                removed,
+                "" if removed == 1 else "s",
+                self._days,
+            )
         if waiting:
-            log.info("archive retention: %d expired conversation%s kept until SignalWire's copies are deleted",
-                     waiting, "" if waiting == 1 else "s")
+            log.info(
+                "archive retention: %d expired conversation%s kept until SignalWire's copies are deleted",
+                waiting,
+                "" if waiting == 1 else "s",
+            )
         return removed

@@ -78,8 +78,15 @@ class SignalWireCopies:
     """Deletes SignalWire's copies conversation by conversation: one at a time per conversation, across
     processes too (the store's lock), on a small pool so a slow API never holds up the sweeper."""
 
-    def __init__(self, archive: Archive, store: StateStore, delete: Callable[[str], Outcome], enabled: bool,
-                 clock: Callable[[], float] = time.time, workers: int = 2):
+    def __init__(
+        self,
+        archive: Archive,
+        store: StateStore,
+        delete: Callable[[str], Outcome],
+        enabled: bool,
+        clock: Callable[[], float] = time.time,
+        workers: int = 2,
+    ):
         self.enabled = enabled
         self._archive = archive
         self._store = store
@@ -122,8 +129,11 @@ class SignalWireCopies:
         if not self.enabled or not self._directory.is_dir():
             return 0
         now = self._clock()
-        names = (name[:-len(".json")] for name in sorted(os.listdir(self._directory))
-                 if name.endswith(".json") and not name.startswith("."))
+        names = (
+            name[: -len(".json")]
+            for name in sorted(os.listdir(self._directory))
+            if name.endswith(".json") and not name.startswith(".")
+        )
         due = [cid for cid in names if valid_id(cid) and self._due(cid, now)][:PER_ROUND]
         for conversation_id in due:
             self._workers.submit(conversation_id)
@@ -157,8 +167,12 @@ class SignalWireCopies:
         deleted, left = set(), {}
         for sid, wav in held["recordings"].items():
             if not (directory / wav).is_file():
-                log.warning("conversation=%s recording=%s: our copy %s is gone; SignalWire's copy is kept",
-                            conversation_id, sid, wav)
+                log.warning(
+                    "conversation=%s recording=%s: our copy %s is gone; SignalWire's copy is kept",
+                    conversation_id,
+                    sid,
+                    wav,
+                )
             elif self._delete(sid) in (Outcome.OK, Outcome.GONE):
                 log.info("conversation=%s recording=%s action=deleted-at-signalwire", conversation_id, sid)
                 deleted.add(wav)
@@ -219,7 +233,9 @@ class SignalWireCopies:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
-            log.warning("conversation=%s: unreadable pending-deletion file dropped; SignalWire's copies are kept",
-                        conversation_id)
+            log.warning(
+                "conversation=%s: unreadable pending-deletion file dropped; SignalWire's copies are kept",
+                conversation_id,
+            )
             self._forget(conversation_id)
             return None

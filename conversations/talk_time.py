@@ -93,8 +93,12 @@ def longest_monologue(own: Spans, others: Spans, recorded: Spans) -> int:
     last: Optional[int] = None
     for start, end in subtract(own, others):
         gap: Spans = [(last, start)] if last is not None else []
-        if last is None or start - last > MONOLOGUE_PAUSE_MS or intersect(gap, others) or total(
-                intersect(gap, recorded)) < start - last:
+        if (
+            last is None
+            or start - last > MONOLOGUE_PAUSE_MS
+            or intersect(gap, others)
+            or total(intersect(gap, recorded)) < start - last
+        ):
             begin = start
         best, last = max(best, end - begin), end
     return best
@@ -111,10 +115,15 @@ def figures(recorded: Spans, channels: List[Optional[Spans]]) -> Tuple[List[Chan
             out.append(UNMEASURED.copy())
             continue
         others = union(*(spans for n, spans in enumerate(counted) if n != index and spans is not None))
-        out.append({"seconds": total(own) / 1000, "share": round(total(own) / everyone, 3) if everyone else None,
-                    "longest_monologue_s": longest_monologue(own, others, recorded) / 1000,
-                    "overlap_s": total(intersect(own, others)) / 1000,
-                    "spans": [{"start_ms": start, "end_ms": end} for start, end in own]})
+        out.append(
+            {
+                "seconds": total(own) / 1000,
+                "share": round(total(own) / everyone, 3) if everyone else None,
+                "longest_monologue_s": longest_monologue(own, others, recorded) / 1000,
+                "overlap_s": total(intersect(own, others)) / 1000,
+                "spans": [{"start_ms": start, "end_ms": end} for start, end in own],
+            }
+        )
     silence = None if len(measured) < len(counted) else total(subtract(recorded, union(*measured))) / 1000
     return out, silence
 
@@ -126,8 +135,11 @@ def with_talk(record: dict, channels: List[Optional[Spans]], source: Optional[st
         talks, silence = [UNMEASURED.copy() for _ in record["channels"]], None
     else:
         talks, silence = figures(recorded, channels)
-    return {**record, "talk": {"silence_s": silence, "source": source},
-            "channels": [{**channel, "talk": figures_} for channel, figures_ in zip(record["channels"], talks)]}
+    return {
+        **record,
+        "talk": {"silence_s": silence, "source": source},
+        "channels": [{**channel, "talk": figures_} for channel, figures_ in zip(record["channels"], talks)],
+    }
 
 
 def speaker_spans(conf: Conference, until: float) -> Dict[str, Spans]:
@@ -164,8 +176,9 @@ def _channel_spans(directory: Path, channel: dict, pause_behavior: str) -> Optio
     except (wave.Error, EOFError, ValueError) as error:
         log.warning("%s: no talk figures (%s)", name, error)
         return None
-    return to_conversation([(round(a * 1000), round(b * 1000)) for a, b in found],
-                           channel.get("recording_timeline") or [], pause_behavior)
+    return to_conversation(
+        [(round(a * 1000), round(b * 1000)) for a, b in found], channel.get("recording_timeline") or [], pause_behavior
+    )
 
 
 def to_conversation(spans: Spans, timeline: List[dict], pause_behavior: str) -> Spans:

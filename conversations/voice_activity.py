@@ -77,8 +77,11 @@ def speech_spans(levels: np.ndarray, frame_s: float) -> List[Tuple[float, float]
             runs[-1][1] = end
         else:
             runs.append([start, end])
-    return [(round(start * frame_s, 3), round(end * frame_s, 3)) for start, end in runs
-            if (end - start) * frame_s >= MIN_SPEECH_S]
+    return [
+        (round(start * frame_s, 3), round(end * frame_s, 3))
+        for start, end in runs
+        if (end - start) * frame_s >= MIN_SPEECH_S
+    ]
 
 
 def file_spans(path: Path) -> List[Tuple[float, float]]:

@@ -27,8 +27,12 @@ from emulator.scenarios import SCENARIOS, Player
 from emulator.server import Emulator
 
 
-CONVERTERS = {"float": float, "bool": lambda raw: raw.lower() in ("1", "true", "yes"), "str": str,
-              "frozenset": lambda raw: frozenset(raw.split(","))}
+CONVERTERS = {
+    "float": float,
+    "bool": lambda raw: raw.lower() in ("1", "true", "yes"),
+    "str": str,
+    "frozenset": lambda raw: frozenset(raw.split(",")),
+}
 
 
 def parse_faults(pairs: List[str], seed: int) -> Faults:
@@ -59,22 +63,32 @@ def call(argv: List[str]) -> int:
     parser.add_argument("room", metavar="ROOM", help="the number to dial (with CONFERENCE_ROOM=per-number, the room)")
     parser.add_argument("--from", dest="from_", metavar="NUMBER", help="the caller (default: a new one each call)")
     parser.add_argument("--hold-after", type=float, metavar="S", help="put the call on hold S seconds after it joins")
-    parser.add_argument("--hangup-after", type=float, metavar="S", help="hang up S seconds after it joins (default: "
-                                                                        "never, until the emulator stops)")
+    parser.add_argument(
+        "--hangup-after",
+        type=float,
+        metavar="S",
+        help="hang up S seconds after it joins (default: never, until the emulator stops)",
+    )
     parser.add_argument("--emulator", default=os.environ.get("SIGNALWIRE_API_URL") or "http://127.0.0.1:8089")
     parser.add_argument("--project", default=os.environ.get("SIGNALWIRE_PROJECT_ID", ""))
     parser.add_argument("--token", default=os.environ.get("SIGNALWIRE_API_TOKEN", ""))
     args = parser.parse_args(argv)
     try:
-        answer = request_call(args.emulator, args.project, args.token, args.room, args.from_, args.hold_after,
-                              args.hangup_after)
+        answer = request_call(
+            args.emulator, args.project, args.token, args.room, args.from_, args.hold_after, args.hangup_after
+        )
     except requests.RequestException as failure:
-        print(f"no emulator answers at {args.emulator} ({type(failure).__name__}): start one with python -m emulator",
-              file=sys.stderr)
+        print(
+            f"no emulator answers at {args.emulator} ({type(failure).__name__}): start one with python -m emulator",
+            file=sys.stderr,
+        )
         return 2
     if answer.status_code == 401:
-        print(f"the emulator at {args.emulator} refused these credentials: give it its --project and --token "
-              "(it prints them when it starts)", file=sys.stderr)
+        print(
+            f"the emulator at {args.emulator} refused these credentials: give it its --project and --token "
+            "(it prints them when it starts)",
+            file=sys.stderr,
+        )
         return 2
     if answer.status_code != 200:
         print(f"the emulator refused the call: {answer.json().get('message', answer.status_code)}", file=sys.stderr)
@@ -90,8 +104,11 @@ def _where(placed: dict, args) -> str:
         return f"FAILED: {placed['detail']}"
     if not placed["conference_sid"]:
         return f"{placed['status']}, never in a conference"
-    plan = [f"{what} after {seconds:g} s" for what, seconds in (("hold", args.hold_after),
-                                                               ("hang up", args.hangup_after)) if seconds is not None]
+    plan = [
+        f"{what} after {seconds:g} s"
+        for what, seconds in (("hold", args.hold_after), ("hang up", args.hangup_after))
+        if seconds is not None
+    ]
     return "in the conference" + (f" ({', '.join(plan)})" if plan else " (on the line until the emulator stops)")
 
 
@@ -108,26 +125,46 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--signing-key")
     parser.add_argument("--seed", type=int, default=0, help="voices and fault decisions")
     parser.add_argument("--number", action="append", default=[], metavar="NUMBER=VOICE_URL")
-    parser.add_argument("--fault", action="append", default=[], metavar="KNOB=VALUE",
-                        help="e.g. callback_duplicate=0.2, rest_latency_s=0.1, "
-                             "callback_drop_events=conference-start (see emulator/faults.py)")
-    parser.add_argument("--behaviour", action="append", default=[], metavar="KNOB=VALUE",
-                        help="where SignalWire's docs are silent, e.g. unstarted_conference_end=false, "
-                             "empty_conference_recording=failed (see Behaviour in emulator/faults.py)")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="e.g. callback_duplicate=0.2, rest_latency_s=0.1, "
+        "callback_drop_events=conference-start (see emulator/faults.py)",
+    )
+    parser.add_argument(
+        "--behaviour",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="where SignalWire's docs are silent, e.g. unstarted_conference_end=false, "
+        "empty_conference_recording=failed (see Behaviour in emulator/faults.py)",
+    )
     parser.add_argument("--play", choices=sorted(SCENARIOS), help="play a scenario once the server is up")
     args = parser.parse_args(argv)
-    emulator = Emulator(project=args.project, token=args.token, signing_key=args.signing_key,
-                        faults=parse_faults(args.fault, args.seed), seed=args.seed, host=args.host, port=args.port,
-                        behaviour=parse_behaviour(args.behaviour))
+    emulator = Emulator(
+        project=args.project,
+        token=args.token,
+        signing_key=args.signing_key,
+        faults=parse_faults(args.fault, args.seed),
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+        behaviour=parse_behaviour(args.behaviour),
+    )
     with emulator:
         for pair in args.number:
             number, _, voice_url = pair.partition("=")
             emulator.add_number(number, voice_url)
-        print(f"SignalWire emulator on {emulator.url}. Give Quorum:\n"
-              f"  SIGNALWIRE_PROJECT_ID={emulator.project}\n  SIGNALWIRE_API_TOKEN={emulator.token}\n"
-              f"  SIGNALWIRE_SIGNING_KEY={emulator.signing_key}\n  SIGNALWIRE_SPACE_URL=emulator.invalid\n"
-              f"  SIGNALWIRE_API_URL={emulator.url}\nPlace a call: python -m emulator call NUMBER --emulator "
-              f"{emulator.url} --project {emulator.project} --token {emulator.token}\nCtrl-C stops.", flush=True)
+        print(
+            f"SignalWire emulator on {emulator.url}. Give Quorum:\n"
+            f"  SIGNALWIRE_PROJECT_ID={emulator.project}\n  SIGNALWIRE_API_TOKEN={emulator.token}\n"
+            f"  SIGNALWIRE_SIGNING_KEY={emulator.signing_key}\n  SIGNALWIRE_SPACE_URL=emulator.invalid\n"
+            f"  SIGNALWIRE_API_URL={emulator.url}\nPlace a call: python -m emulator call NUMBER --emulator "
+            f"{emulator.url} --project {emulator.project} --token {emulator.token}\nCtrl-C stops.",
+            flush=True,
+        )
         emulator.sim.listeners.append(EventPrinter())
         try:
             if args.play:

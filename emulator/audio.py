@@ -64,8 +64,10 @@ class Voice:
         self.f0 = rng.uniform(85.0, 240.0)
         self.syllable_s = rng.uniform(0.16, 0.26)
         self.talk_share = rng.uniform(0.5, 0.75)
-        self._intonation = [(rng.uniform(0.06, 0.12), rng.uniform(0.3, 0.6), rng.uniform(0, 6.3)),
-                            (rng.uniform(0.02, 0.05), rng.uniform(1.5, 2.5), rng.uniform(0, 6.3))]
+        self._intonation = [
+            (rng.uniform(0.06, 0.12), rng.uniform(0.3, 0.6), rng.uniform(0, 6.3)),
+            (rng.uniform(0.02, 0.05), rng.uniform(1.5, 2.5), rng.uniform(0, 6.3)),
+        ]
         self._harmonics = self._vowel_table(rng.uniform(0.88, 1.15))
         self.rt60 = rng.uniform(0.25, 0.7)
         self.hiss = rng.uniform(0.001, 0.004)  # line noise: about 20-30 dB below the speech
@@ -79,20 +81,21 @@ class Voice:
         top = int(3600 / (self.f0 * 1.2))  # stay under Nyquist at the highest pitch
         freqs = self.f0 * np.arange(1, top + 1)
         offsets = (freqs[None, :, None] - VOWELS[:, None, :] * tract) / FORMANT_WIDTH
-        gains = (FORMANT_GAIN / (1.0 + offsets ** 2)).sum(axis=2) / np.sqrt(np.arange(1, top + 1))
+        gains = (FORMANT_GAIN / (1.0 + offsets**2)).sum(axis=2) / np.sqrt(np.arange(1, top + 1))
         return gains / gains.sum(axis=1, keepdims=True)
 
     def _impulse_response(self, noise: np.random.Generator) -> np.ndarray:
         """Direct sound plus a noise tail decaying 60 dB over rt60 (a third of the direct energy)."""
         n = np.arange(1, int(self.rt60 * RATE))
         tail = noise.standard_normal(n.size) * np.exp(-6.908 * n / (self.rt60 * RATE))
-        tail *= np.sqrt(0.33 / np.sum(tail ** 2))
+        tail *= np.sqrt(0.33 / np.sum(tail**2))
         return np.concatenate([[1.0], tail])
 
     def _phase(self, t: np.ndarray) -> np.ndarray:
         """Integral of the wandering pitch, in closed form so any span can start anywhere."""
-        wander = sum(depth / (2 * np.pi * rate) * np.cos(2 * np.pi * rate * t + at)
-                     for depth, rate, at in self._intonation)
+        wander = sum(
+            depth / (2 * np.pi * rate) * np.cos(2 * np.pi * rate * t + at) for depth, rate, at in self._intonation
+        )
         return 2 * np.pi * self.f0 * (t - wander)
 
     def render(self, start: int, count: int) -> np.ndarray:
@@ -102,7 +105,7 @@ class Voice:
         tail = self._room.size - 1
         dry = self._dry(start - tail, count + tail)  # the room still rings with what came before `start`
         size = 1 << int(np.ceil(np.log2(dry.size + tail)))
-        wet = np.fft.irfft(np.fft.rfft(dry, size) * np.fft.rfft(self._room, size), size)[tail:tail + count]
+        wet = np.fft.irfft(np.fft.rfft(dry, size) * np.fft.rfft(self._room, size), size)[tail : tail + count]
         hiss = self.hiss * self._hiss[np.arange(start, start + count) % NOISE_LEN]
         return (wet + hiss).astype(np.float32)
 
@@ -177,7 +180,7 @@ def mix(parts: Sequence[Part], start: int, count: int) -> np.ndarray:
         lo = max(start, part.start)
         hi = start + count if part.end is None else min(start + count, part.end)
         if hi > lo:
-            out[lo - start:hi - start] += part.voice.render(lo, hi - lo)
+            out[lo - start : hi - start] += part.voice.render(lo, hi - lo)
     return out
 
 
@@ -194,8 +197,10 @@ def render(pieces: Sequence[Piece], tracks: Sequence[Sequence[Part]]) -> np.ndar
     """A recording: the pieces one after another, one column per track (channel)."""
     columns: List[np.ndarray] = []
     for parts in tracks:
-        chunks = [np.zeros(p.end - p.start, dtype=np.float32) if p.silent else mix(parts, p.start, p.end - p.start)
-                  for p in pieces]
+        chunks = [
+            np.zeros(p.end - p.start, dtype=np.float32) if p.silent else mix(parts, p.start, p.end - p.start)
+            for p in pieces
+        ]
         columns.append(np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32))
     return np.stack(columns, axis=1)
 

@@ -102,8 +102,15 @@ class _Lane:
 class Dispatcher:
     """Delivers callbacks on per-lane worker threads, applying callback faults and retries."""
 
-    def __init__(self, signing_key: str, injector: FaultInjector, connect_timeout_s: float = 2.0,
-                 read_timeout_s: float = 5.0, max_attempts: int = 3, retry_after_s: float = 0.25):
+    def __init__(
+        self,
+        signing_key: str,
+        injector: FaultInjector,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 5.0,
+        max_attempts: int = 3,
+        retry_after_s: float = 0.25,
+    ):
         self._key = signing_key
         self._injector = injector
         self._timeouts = (connect_timeout_s, read_timeout_s)
@@ -122,8 +129,9 @@ class Dispatcher:
 
     def send(self, callback: Callback) -> None:
         """Queue a callback; faults may drop, delay, hold back or duplicate it."""
-        plan = self._injector.plan_callback(callback.fault_key or callback.lane, callback.event,
-                                            callback.params.get("CallSid", ""))
+        plan = self._injector.plan_callback(
+            callback.fault_key or callback.lane, callback.event, callback.params.get("CallSid", "")
+        )
         now = time.time()
         with self._lock:
             if plan.drop:  # through the lane all the same, so its on_answer runs like any other's
@@ -206,8 +214,13 @@ class Dispatcher:
                 with self._lock:
                     self.attempts.append(attempt)
                     if not item.dropped and _retryable(attempt) and item.attempt < self._max_attempts:
-                        retry = _Item(time.time() + self._retry_after, next(self._seq), item.callback,
-                                      item.duplicate, item.attempt + 1)
+                        retry = _Item(
+                            time.time() + self._retry_after,
+                            next(self._seq),
+                            item.callback,
+                            item.duplicate,
+                            item.attempt + 1,
+                        )
                         heapq.heappush(self._lanes[name].heap, retry)  # the lane lives while its worker does
                         continue
                 self._answered(item, attempt, body)
@@ -234,13 +247,15 @@ class Dispatcher:
             return Attempt(callback, 0, False, at, None, "dropped"), ""
         url, form, headers = signed_request(self._key, callback.method, callback.url, callback.params)
         try:
-            response = session.request(callback.method, url, data=form, headers=headers,
-                                       timeout=self._timeouts, allow_redirects=False)
+            response = session.request(
+                callback.method, url, data=form, headers=headers, timeout=self._timeouts, allow_redirects=False
+            )
         except requests.RequestException as error:
             return Attempt(callback, item.attempt, item.duplicate, at, None, type(error).__name__), ""
         body = response.text if callback.on_answer is not None else ""
-        return Attempt(callback, item.attempt, item.duplicate, at, response.status_code,
-                       elapsed_s=time.time() - at), body
+        return Attempt(
+            callback, item.attempt, item.duplicate, at, response.status_code, elapsed_s=time.time() - at
+        ), body
 
 
 def _retryable(attempt: Attempt) -> bool:

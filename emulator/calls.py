@@ -22,10 +22,16 @@ from emulator.faults import Behaviour
 from emulator.model import Call, CallbackTarget, Conference, PhoneNumber, Recording, Verb
 
 API_VERSION = "2010-04-01"
-CONFERENCE_EVENTS = {"start": "conference-start", "end": "conference-end",
-                     "join": "participant-join", "leave": "participant-leave",
-                     "hold": "participant-hold", "unhold": "participant-unhold",
-                     speech.START: "participant-speech-start", speech.STOP: "participant-speech-stop"}
+CONFERENCE_EVENTS = {
+    "start": "conference-start",
+    "end": "conference-end",
+    "join": "participant-join",
+    "leave": "participant-leave",
+    "hold": "participant-hold",
+    "unhold": "participant-unhold",
+    speech.START: "participant-speech-start",
+    speech.STOP: "participant-speech-stop",
+}
 # statusCallbackEvent table: `hold` covers "put on hold or put out of hold", `speaker` "begun or stopped speaking".
 ASKED_AS = {"unhold": "hold", speech.START: "speaker", speech.STOP: "speaker"}
 # <Conference> noun, recordingStatusCallbackEvent table: in-progress, completed, failed (the attribute's
@@ -86,8 +92,15 @@ def _truthy(value: Optional[str], default: bool) -> bool:
 class Simulator:
     """Numbers, calls, conferences and recordings of one project, driven in wall-clock time."""
 
-    def __init__(self, account_sid: str, signing_key: str, dispatcher: Dispatcher, media_base: Callable[[], str],
-                 seed: int = 0, behaviour: Behaviour = Behaviour()):
+    def __init__(
+        self,
+        account_sid: str,
+        signing_key: str,
+        dispatcher: Dispatcher,
+        media_base: Callable[[], str],
+        seed: int = 0,
+        behaviour: Behaviour = Behaviour(),
+    ):
         self.account_sid = account_sid
         self.behaviour = behaviour
         self._key = signing_key
@@ -108,8 +121,9 @@ class Simulator:
 
     # Numbers
 
-    def add_number(self, phone_number: str, voice_url: str, voice_method: str = "POST",
-                   status_callback: str = "") -> PhoneNumber:
+    def add_number(
+        self, phone_number: str, voice_url: str, voice_method: str = "POST", status_callback: str = ""
+    ) -> PhoneNumber:
         """Provision a number whose calls fetch LaML from `voice_url` (and report their end to `status_callback`)."""
         now = time.time()
         with self.lock:
@@ -130,9 +144,18 @@ class Simulator:
         `talk`: when the caller talks, (start, end) seconds after joining; empty: its voice's own turns."""
         with self.lock:
             number = self.number_for(to)
-            call = Call(new_sid(), from_, to, label or from_, audio.voice_seed(self._seed, from_), time.time(),
-                        fault_key=self._call_fault_key(to, from_), phone_number_sid=number.sid if number else None,
-                        status_callback=_status_target(number), talk=tuple(map(tuple, talk)))
+            call = Call(
+                new_sid(),
+                from_,
+                to,
+                label or from_,
+                audio.voice_seed(self._seed, from_),
+                time.time(),
+                fault_key=self._call_fault_key(to, from_),
+                phone_number_sid=number.sid if number else None,
+                status_callback=_status_target(number),
+                talk=tuple(map(tuple, talk)),
+            )
             self.calls[call.sid] = call
         if number is None or not number.voice_url:
             return self._fail(call, f"{to} has no voice URL")
@@ -159,8 +182,15 @@ class Simulator:
     def _call_params(self, call: Call) -> Dict[str, str]:
         """A call's Standard Request Parameters (cXML voice overview, "Request parameters")."""
         # ParentCallSid is "A unique identifier for the call that created this call": an inbound call has none.
-        return {"AccountSid": self.account_sid, "CallSid": call.sid, "From": call.from_, "To": call.to,
-                "CallStatus": call.status, "ApiVersion": API_VERSION, "Direction": "inbound"}
+        return {
+            "AccountSid": self.account_sid,
+            "CallSid": call.sid,
+            "From": call.from_,
+            "To": call.to,
+            "CallStatus": call.status,
+            "ApiVersion": API_VERSION,
+            "Direction": "inbound",
+        }
 
     def _fetch_laml(self, call: Call, number: PhoneNumber) -> Tuple[Optional[str], str]:
         """POST the number's voice webhook, signed; (LaML, "") or (None, why it failed)."""
@@ -229,8 +259,9 @@ class Simulator:
     def _end_call(self, call: Call, now: float, status: str, why: str = "") -> None:
         """The call is over (lock held): its state, an event, and the number's status callback."""
         call.status, call.ended_at = status, now
-        self._emit("call-failed" if status == "failed" else "call-ended", self._room_of_call(call), call.label,
-                   detail=why)
+        self._emit(
+            "call-failed" if status == "failed" else "call-ended", self._room_of_call(call), call.label, detail=why
+        )
         self._call_status_callback(call, now)
 
     def _call_status_callback(self, call: Call, now: float) -> None:
@@ -243,10 +274,23 @@ class Simulator:
         if not target.url:
             return
         stamp = now if self.behaviour.call_status_timestamp == "event" else call.created_at
-        params = {**self._call_params(call), "CallDuration": str(call_duration(call)), "Timestamp": rfc2822(stamp),
-                  "SequenceNumber": "0", "AudioInMos": AUDIO_IN_MOS}  # its first and only event: number 0
-        self._dispatcher.send(Callback(target.url, params, f"{call.sid}/call-status", "call-status", target.method,
-                                       f"{call.fault_key}/call-status"))
+        params = {
+            **self._call_params(call),
+            "CallDuration": str(call_duration(call)),
+            "Timestamp": rfc2822(stamp),
+            "SequenceNumber": "0",
+            "AudioInMos": AUDIO_IN_MOS,
+        }  # its first and only event: number 0
+        self._dispatcher.send(
+            Callback(
+                target.url,
+                params,
+                f"{call.sid}/call-status",
+                "call-status",
+                target.method,
+                f"{call.fault_key}/call-status",
+            )
+        )
 
     def _room_of_call(self, call: Call) -> str:
         """The room of the conference a call joined, else the number it dialled."""
@@ -266,7 +310,7 @@ class Simulator:
             elif verb.name == "Hangup":
                 break
             elif conference is not None and call.conference_sid is None:
-                self._join(call, verb, conference, tuple(verbs[at + 1:]), now)
+                self._join(call, verb, conference, tuple(verbs[at + 1 :]), now)
                 return
             else:  # the emulator plays one conference per call, and no other verb
                 self._emit("laml-unsupported", self._room_of_call(call), call.label, detail=verb.name)
@@ -287,14 +331,26 @@ class Simulator:
         # "Request parameters for the action URL": the Standard Request Parameters, then DialCallStatus,
         # DialCallSid ("of the new call leg": Behaviour.conference_dial_call_sid), DialCallDuration
         # ("of the dialed call": the time in the conference) and RecordingUrl (only with <Dial record>).
-        params = {**self._call_params(call), "DialCallStatus": CONFERENCE_DIAL_STATUS,
-                  "DialCallDuration": str(round(call.left_at - call.joined_at))}
+        params = {
+            **self._call_params(call),
+            "DialCallStatus": CONFERENCE_DIAL_STATUS,
+            "DialCallDuration": str(round(call.left_at - call.joined_at)),
+        }
         if self.behaviour.conference_dial_call_sid:
             params["DialCallSid"] = call.sid
         on_answer = partial(self._dial_answered, call.sid) if call.on_the_line else None
         target = call.dial_action
-        self._dispatcher.send(Callback(target.url, params, f"{call.sid}/dial-action", "dial-action", target.method,
-                                       f"{call.fault_key}/dial-action", on_answer))
+        self._dispatcher.send(
+            Callback(
+                target.url,
+                params,
+                f"{call.sid}/dial-action",
+                "dial-action",
+                target.method,
+                f"{call.fault_key}/dial-action",
+                on_answer,
+            )
+        )
 
     def _dial_answered(self, call_sid: str, attempt: Attempt, body: str) -> None:
         """Follow the LaML the <Dial action> answered; no LaML (an error, a drop, not XML) ends the call."""
@@ -366,10 +422,15 @@ class Simulator:
         generation = self._generations.get(name, 0) + 1
         self._generations[name] = generation
         conf = Conference(
-            sid=new_sid(), name=name, created_at=now, record=attrs.get("record", "do-not-record"),
+            sid=new_sid(),
+            name=name,
+            created_at=now,
+            record=attrs.get("record", "do-not-record"),
             status_callback=_target(attrs, "statusCallback", set()),
-            recording_callback=_recording_target(attrs), fault_key=f"{name}#{generation}",
-            trim=attrs.get("trim", "trim-silence"))
+            recording_callback=_recording_target(attrs),
+            fault_key=f"{name}#{generation}",
+            trim=attrs.get("trim", "trim-silence"),
+        )
         self.conferences[conf.sid] = conf
         self._live[name] = conf.sid
         return conf
@@ -469,30 +530,46 @@ class Simulator:
         if not target.url or asked not in target.events:
             return
         params = self._call_params(call) if call is not None else {"AccountSid": self.account_sid}
-        params.update(ConferenceSid=conf.sid, FriendlyName=conf.name, StatusCallbackEvent=CONFERENCE_EVENTS[event],
-                      Timestamp=rfc2822(now))
+        params.update(
+            ConferenceSid=conf.sid,
+            FriendlyName=conf.name,
+            StatusCallbackEvent=CONFERENCE_EVENTS[event],
+            Timestamp=rfc2822(now),
+        )
         if call is not None:
-            params.update(Muted=_flag(call.muted), Hold=_flag(call.hold),
-                          StartConferenceOnEnter=_flag(call.start_conference_on_enter),
-                          EndConferenceOnExit=_flag(call.end_conference_on_exit))
-        self._dispatcher.send(Callback(target.url, params, conf.sid, CONFERENCE_EVENTS[event], target.method,
-                                       conf.fault_key))
+            params.update(
+                Muted=_flag(call.muted),
+                Hold=_flag(call.hold),
+                StartConferenceOnEnter=_flag(call.start_conference_on_enter),
+                EndConferenceOnExit=_flag(call.end_conference_on_exit),
+            )
+        self._dispatcher.send(
+            Callback(target.url, params, conf.sid, CONFERENCE_EVENTS[event], target.method, conf.fault_key)
+        )
 
     # Recordings
 
     def _start_recording(self, conf: Conference, now: float) -> None:
         """record-from-start: the conference recording begins when the conference starts."""
         # OpenAPI ConferenceRecordingSource: Conference | StartConferenceRecording.
-        rec = Recording(new_sid(), "Conference", conf.created_at, conf.recording_callback,
-                        conference_sid=conf.sid, started_at=now, trim=conf.trim)
+        rec = Recording(
+            new_sid(),
+            "Conference",
+            conf.created_at,
+            conf.recording_callback,
+            conference_sid=conf.sid,
+            started_at=now,
+            trim=conf.trim,
+        )
         rec.timeline.start(now)
         self.recordings[rec.sid] = rec
         conf.recording_sids.append(rec.sid)
         self._recording_callback(rec, "in-progress")
         self._emit("recording-started", conf.name, present=len(conf.present), detail=rec.sid)
 
-    def record_call(self, call_sid: str, channels: str, track: str, callback: CallbackTarget,
-                    trim: str = "do-not-trim") -> Recording:
+    def record_call(
+        self, call_sid: str, channels: str, track: str, callback: CallbackTarget, trim: str = "do-not-trim"
+    ) -> Recording:
         """Start recording one call (REST `POST /Calls/{CallSid}/Recordings`)."""
         with self.lock:
             call = self.calls.get(call_sid)
@@ -501,8 +578,17 @@ class Simulator:
             now = time.time()
             conf = self.conferences[call.conference_sid]
             # OpenAPI RecordingSource enum spells it StartCallRecordingApi.
-            rec = Recording(new_sid(), "StartCallRecordingApi", conf.created_at, callback, call_sid=call_sid,
-                            channels=2 if channels == "dual" else 1, track=track, started_at=now, trim=trim)
+            rec = Recording(
+                new_sid(),
+                "StartCallRecordingApi",
+                conf.created_at,
+                callback,
+                call_sid=call_sid,
+                channels=2 if channels == "dual" else 1,
+                track=track,
+                started_at=now,
+                trim=trim,
+            )
             rec.timeline.start(now)
             self.recordings[rec.sid] = rec
             call.recording_sids.append(rec.sid)
@@ -510,8 +596,9 @@ class Simulator:
             self._emit("recording-started", conf.name, call.label, detail=rec.sid)
             return rec
 
-    def update_recording(self, recording_sid: str, status: str, behavior: str, *, conference_sid: str = "",
-                         call_sid: str = "") -> Recording:
+    def update_recording(
+        self, recording_sid: str, status: str, behavior: str, *, conference_sid: str = "", call_sid: str = ""
+    ) -> Recording:
         """Pause, resume or stop a recording: unknown ones are not found, finished ones unprocessable."""
         with self.lock:
             rec = self.owned_recording(recording_sid, conference_sid=conference_sid, call_sid=call_sid)
@@ -537,8 +624,12 @@ class Simulator:
     def owned_recording(self, recording_sid: str, *, conference_sid: str = "", call_sid: str = "") -> Recording:
         """A live (not deleted) recording that belongs to the conference or call named; else NotFound."""
         rec = self.recordings.get(recording_sid)
-        if (rec is None or rec.deleted or (conference_sid and rec.conference_sid != conference_sid)
-                or (call_sid and rec.call_sid != call_sid)):
+        if (
+            rec is None
+            or rec.deleted
+            or (conference_sid and rec.conference_sid != conference_sid)
+            or (call_sid and rec.call_sid != call_sid)
+        ):
             raise NotFound(recording_sid)
         return rec
 
@@ -585,13 +676,20 @@ class Simulator:
         target = rec.callback
         if not target.url or not _asked(rec, status):
             return
-        params = {"AccountSid": self.account_sid, "CallSid": rec.call_sid or "", "RecordingSid": rec.sid,
-                  "RecordingUrl": self.recording_url(rec.sid), "RecordingStatus": status,
-                  "RecordingDuration": str(round(rec.duration())) if rec.finished else "0",
-                  "RecordingChannels": str(rec.channels), "RecordingSource": rec.source}
+        params = {
+            "AccountSid": self.account_sid,
+            "CallSid": rec.call_sid or "",
+            "RecordingSid": rec.sid,
+            "RecordingUrl": self.recording_url(rec.sid),
+            "RecordingStatus": status,
+            "RecordingDuration": str(round(rec.duration())) if rec.finished else "0",
+            "RecordingChannels": str(rec.channels),
+            "RecordingSource": rec.source,
+        }
         conf = self._conference_of(rec)
-        self._dispatcher.send(Callback(target.url, params, conf.sid, f"recording:{status}", target.method,
-                                       conf.fault_key))
+        self._dispatcher.send(
+            Callback(target.url, params, conf.sid, f"recording:{status}", target.method, conf.fault_key)
+        )
 
     def recording_url(self, recording_sid: str) -> str:
         """The media URL, without extension, as in RecordingUrl."""
@@ -666,8 +764,12 @@ def laml_verbs(laml: str) -> Tuple[Verb, ...]:
 
 def _verb(element: ElementTree.Element) -> Verb:
     """One LaML element as a Verb, its children as its nouns."""
-    return Verb(element.tag, tuple(element.attrib.items()), (element.text or "").strip(),
-                tuple(_verb(child) for child in element))
+    return Verb(
+        element.tag,
+        tuple(element.attrib.items()),
+        (element.text or "").strip(),
+        tuple(_verb(child) for child in element),
+    )
 
 
 def _conference_noun(verb: Verb) -> Optional[Verb]:
@@ -715,5 +817,8 @@ def _recording_target(attrs: Dict[str, str]) -> CallbackTarget:
 def _target(attrs: Dict[str, str], prefix: str, default_events: set) -> CallbackTarget:
     """A callback URL, method and event set from `<Conference>` attributes."""
     events = attrs.get(prefix + "Event")
-    return CallbackTarget(url=attrs.get(prefix, ""), method=attrs.get(prefix + "Method", "POST").upper(),
-                          events=frozenset(events.split() if events is not None else default_events))
+    return CallbackTarget(
+        url=attrs.get(prefix, ""),
+        method=attrs.get(prefix + "Method", "POST").upper(),
+        events=frozenset(events.split() if events is not None else default_events),
+    )

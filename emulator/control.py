@@ -66,14 +66,28 @@ def place_call(emulator, to: str, from_: str, hold_after: Optional[float], hangu
         if hangup_after is not None:
             _after(hangup_after, lambda: emulator.hangup(call.sid))
     with emulator.sim.lock:
-        why = next((e.detail for e in emulator.sim.events[seen:] if e.kind == "call-failed" and e.label == call.label),
-                   "")
-    return {"sid": call.sid, "from": call.from_, "to": call.to, "status": call.status,
-            "conference_sid": call.conference_sid, "detail": why}
+        why = next(
+            (e.detail for e in emulator.sim.events[seen:] if e.kind == "call-failed" and e.label == call.label), ""
+        )
+    return {
+        "sid": call.sid,
+        "from": call.from_,
+        "to": call.to,
+        "status": call.status,
+        "conference_sid": call.conference_sid,
+        "detail": why,
+    }
 
 
-def request_call(url: str, project: str, token: str, to: str, from_: Optional[str] = None,
-                 hold_after: Optional[float] = None, hangup_after: Optional[float] = None) -> requests.Response:
+def request_call(
+    url: str,
+    project: str,
+    token: str,
+    to: str,
+    from_: Optional[str] = None,
+    hold_after: Optional[float] = None,
+    hangup_after: Optional[float] = None,
+) -> requests.Response:
     """Ask the emulator at `url` for a call (requests' errors pass through)."""
     form = {"To": to, "From": from_ or "", "HoldAfter": _field(hold_after), "HangupAfter": _field(hangup_after)}
     return requests.post(url.rstrip("/") + CALLS_PATH, data=form, auth=(project, token), timeout=TIMEOUT_S)
@@ -81,6 +95,7 @@ def request_call(url: str, project: str, token: str, to: str, from_: Optional[st
 
 def _after(delay_s: float, action: Callable[[], object]) -> None:
     """Run `action` in `delay_s` seconds; a call that is over by then (hung up, its conference ended) is left be."""
+
     def run() -> None:
         with contextlib.suppress(NotFound, Unprocessable):
             action()

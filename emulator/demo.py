@@ -62,8 +62,11 @@ class EventPrinter:
             verb = "on hold " if kind == "held" else "off hold"
             return f"{event.label:<6} {verb} (hold music; on hold does not count)   recording: {self._recording}"
         if kind in ("announced", "announce-failed"):
-            return f"SignalWire played Quorum's announcement to everyone: {event.detail!r}" if kind == "announced" \
+            return (
+                f"SignalWire played Quorum's announcement to everyone: {event.detail!r}"
+                if kind == "announced"
                 else f"announcement FAILED: {event.detail}"
+            )
         if kind == "recording-started":
             self._recording = "RUNNING"
             return "recording started by SignalWire (record-from-start: 2 on the line)"
@@ -90,16 +93,38 @@ def free_port() -> int:
 
 def quorum_env(emulator: Emulator, port: int, minimum: int, behavior: str, archive: str, api_token: str) -> dict:
     """Every setting Quorum reads, so a developer's own `.env` cannot leak into the demo."""
-    return {**os.environ, "SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
-            "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
-            "SIGNALWIRE_API_URL": emulator.url, "SIGNALWIRE_PHONE_NUMBER": "", "PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "PORT": str(port), "USE_NGROK": "false", "NGROK_AUTHTOKEN": "", "LOG_LEVEL": "INFO",
-            "MIN_PARTICIPANTS": str(minimum), "PAUSE_BEHAVIOR": behavior, "CONFERENCE_ROOM": "per-number",
-            "HOLD_COUNTS_AS_PRESENT": "false", "HOST_NUMBERS": "", "RECORDING_ANNOUNCEMENT": ANNOUNCEMENT,
-            "ROOM_RULES_FILE": "",
-            "TRIM": "do-not-trim", "VALIDATE_SIGNATURES": "true", "SIGNALWIRE_TIMEOUT_S": "5",
-            "END_GRACE_S": "1", "RECORDINGS_DIR": archive, "PARTICIPANT_RECORDING": "off", "REDIS_URL": "",
-            "EVENT_CALLBACK_URL": "", "API_TOKEN": api_token, "RECONCILE_INTERVAL_S": "60", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "SIGNALWIRE_PROJECT_ID": emulator.project,
+        "SIGNALWIRE_API_TOKEN": emulator.token,
+        "SIGNALWIRE_SPACE_URL": "emulator.invalid",
+        "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
+        "SIGNALWIRE_API_URL": emulator.url,
+        "SIGNALWIRE_PHONE_NUMBER": "",
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "PORT": str(port),
+        "USE_NGROK": "false",
+        "NGROK_AUTHTOKEN": "",
+        "LOG_LEVEL": "INFO",
+        "MIN_PARTICIPANTS": str(minimum),
+        "PAUSE_BEHAVIOR": behavior,
+        "CONFERENCE_ROOM": "per-number",
+        "HOLD_COUNTS_AS_PRESENT": "false",
+        "HOST_NUMBERS": "",
+        "RECORDING_ANNOUNCEMENT": ANNOUNCEMENT,
+        "ROOM_RULES_FILE": "",
+        "TRIM": "do-not-trim",
+        "VALIDATE_SIGNATURES": "true",
+        "SIGNALWIRE_TIMEOUT_S": "5",
+        "END_GRACE_S": "1",
+        "RECORDINGS_DIR": archive,
+        "PARTICIPANT_RECORDING": "off",
+        "REDIS_URL": "",
+        "EVENT_CALLBACK_URL": "",
+        "API_TOKEN": api_token,
+        "RECONCILE_INTERVAL_S": "60",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def wait_until_up(url: str, process: subprocess.Popen, timeout: float) -> bool:
@@ -142,8 +167,10 @@ def report(emulator: Emulator, minimum: int) -> List[str]:
         problems.append(f"the announcement played {played} times for {starts} starts and resumes")
     counts = emulator.rest_log.counts()
     # No conference when Quorum refused every call: the REST calls, if any, are timed from the first.
-    t0 = min((c.created_at for c in emulator.conferences()), default=min((c.at for c in emulator.rest_log.calls),
-                                                                         default=0.0))
+    t0 = min(
+        (c.created_at for c in emulator.conferences()),
+        default=min((c.at for c in emulator.rest_log.calls), default=0.0),
+    )
     # Reads are the scheduled look for lost callbacks (a conference at the threshold, every REPAIR_INTERVAL_S):
     # not needed by the scenario, not a problem.
     print(f"\nREST calls Quorum made: {counts['POST']} writes, {counts['GET']} reads")
@@ -166,8 +193,10 @@ def _print_recording(emulator: Emulator, conf, sid: str, expected, minimum: int)
         note = f"  (PauseBehavior={span.behavior})" if span.behavior else ""
         print(f"  {span.start - t0:6.2f} - {span.end - t0:6.2f}  {span.state:<9} {span.seconds:5.2f} s{note}")
     frames = emulator.audio(sid).shape[0]
-    print(f"  recorded {rec.timeline.seconds('recording'):.2f} s, paused {rec.timeline.seconds('paused'):.2f} s; "
-          f"media {frames / 8000:.2f} s at {emulator.sim.recording_url(sid)}.wav")
+    print(
+        f"  recorded {rec.timeline.seconds('recording'):.2f} s, paused {rec.timeline.seconds('paused'):.2f} s; "
+        f"media {frames / 8000:.2f} s at {emulator.sim.recording_url(sid)}.wav"
+    )
     wanted = ", ".join(f"{a - t0:.2f}-{b - t0:.2f}" for a, b in expected) or "never"
     problems = span_problems(recorded_spans(rec), expected, TOLERANCE_S)
     verdict = "matches" if not problems else "DOES NOT MATCH"
@@ -185,14 +214,18 @@ def archived(root: Path, timeout: float = 10.0) -> List[str]:
         return ["Quorum did not archive the conversation"]
     record = json.loads(found[0].read_text())
     mix = record.get("audio") or {}
-    print(f"\nQuorum archived conversation {_short(record['id'])}: status {record['status']}, "
-          f"{len(record['channels'])} calls, mix.wav {(mix.get('duration_ms') or 0) / 1000:.2f} s "
-          f"downloaded from the emulator, SNR {_figure(mix.get('snr'), 'dB')}, RT60 {_figure(mix.get('rt60'), 's')}")
+    print(
+        f"\nQuorum archived conversation {_short(record['id'])}: status {record['status']}, "
+        f"{len(record['channels'])} calls, mix.wav {(mix.get('duration_ms') or 0) / 1000:.2f} s "
+        f"downloaded from the emulator, SNR {_figure(mix.get('snr'), 'dB')}, RT60 {_figure(mix.get('rt60'), 's')}"
+    )
     print("  channels (one per connection; a caller who rejoins gets a second one), seconds from Quorum's first event:")
     for channel in record["channels"]:
         holds = "".join(f", on hold {h['start_ms'] / 1000:.2f}-{h['end_ms'] / 1000:.2f} s" for h in channel["holds"])
-        print(f"    channel {channel['connection_id']}: on the call {channel['start_ms'] / 1000:.2f}-"
-              f"{channel['end_ms'] / 1000:.2f} s{holds}")
+        print(
+            f"    channel {channel['connection_id']}: on the call {channel['start_ms'] / 1000:.2f}-"
+            f"{channel['end_ms'] / 1000:.2f} s{holds}"
+        )
     marks = ", ".join(f"{a['at_ms'] / 1000:.2f} s ({a['outcome']})" for a in record["announcements"])
     print(f"  announcements: {marks or 'none'}")
     print("  recording timeline as Quorum confirmed it:")
@@ -214,9 +247,12 @@ def _short(text: str) -> str:
 def linger(emulator: Emulator, public: str, token: str, seconds: float) -> None:
     """Keep Quorum, its dashboard and the emulator up `seconds` (math.inf: until Ctrl-C), saying how to call in."""
     how_long = "until Ctrl-C" if math.isinf(seconds) else f"for {seconds:g} s (Ctrl-C stops sooner)"
-    print(f"\nQuorum, its dashboard and the emulator stay up {how_long}: {public}/login?token={token}\n"
-          f"Place more calls meanwhile: python -m emulator call {DEMO_NUMBER} --emulator {emulator.url} "
-          f"--project {emulator.project} --token {emulator.token} [--hold-after S] [--hangup-after S]", flush=True)
+    print(
+        f"\nQuorum, its dashboard and the emulator stay up {how_long}: {public}/login?token={token}\n"
+        f"Place more calls meanwhile: python -m emulator call {DEMO_NUMBER} --emulator {emulator.url} "
+        f"--project {emulator.project} --token {emulator.token} [--hold-after S] [--hangup-after S]",
+        flush=True,
+    )
     with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait(None if math.isinf(seconds) else seconds)
 
@@ -228,29 +264,39 @@ def seconds_or_forever(raw: str) -> float:
 
 def run(minimum: int, behavior: str, speed: float, linger_s: float = 0.0) -> int:
     """The whole demo; returns the exit status."""
-    with Emulator() as emulator, tempfile.TemporaryFile(mode="w+") as server_log, \
-            tempfile.TemporaryDirectory(prefix="quorum-demo-") as archive:
+    with (
+        Emulator() as emulator,
+        tempfile.TemporaryFile(mode="w+") as server_log,
+        tempfile.TemporaryDirectory(prefix="quorum-demo-") as archive,
+    ):
         port = free_port()
         public = f"http://127.0.0.1:{port}"
         token = secrets.token_urlsafe(24)  # this run's API_TOKEN: the dashboard link below is good only for it
-        print(f"Quorum demo: SignalWire emulator at {emulator.url}, Quorum at {public} "
-              f"(MIN_PARTICIPANTS={minimum}, PAUSE_BEHAVIOR={behavior}, RECORDING_ANNOUNCEMENT={ANNOUNCEMENT!r}); "
-              "throwaway credentials, no ngrok.")
+        print(
+            f"Quorum demo: SignalWire emulator at {emulator.url}, Quorum at {public} "
+            f"(MIN_PARTICIPANTS={minimum}, PAUSE_BEHAVIOR={behavior}, RECORDING_ANNOUNCEMENT={ANNOUNCEMENT!r}); "
+            "throwaway credentials, no ngrok."
+        )
         env = quorum_env(emulator, port, minimum, behavior, archive, token)
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT,
-                                   env=env)
+        process = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT, env=env
+        )
         try:
             if not wait_until_up(public, process, STARTUP_TIMEOUT_S):
                 server_log.seek(0)
                 print("Quorum did not start:\n" + server_log.read()[-3000:], file=sys.stderr)
                 return 1
-            print(f"Dashboard (watch it live; one-time token for this run, up until the demo ends"
-                  f"{'' if linger_s else '; make demo DEMO_LINGER=600 keeps it up after'}): "
-                  f"{public}/login?token={token}")
+            print(
+                f"Dashboard (watch it live; one-time token for this run, up until the demo ends"
+                f"{'' if linger_s else '; make demo DEMO_LINGER=600 keeps it up after'}): "
+                f"{public}/login?token={token}"
+            )
             emulator.add_number(DEMO_NUMBER, public + "/voice/inbound", public + "/voice/call-status")
             emulator.sim.listeners.append(EventPrinter())
-            print(f"\nA host calls {DEMO_NUMBER}, a guest joins, drops and rejoins, is put on hold and taken off it,"
-                  " a third caller comes and goes, everyone hangs up:\n")
+            print(
+                f"\nA host calls {DEMO_NUMBER}, a guest joins, drops and rejoins, is put on hold and taken off it,"
+                " a third caller comes and goes, everyone hangs up:\n"
+            )
             Player(emulator).play(scaled(DEMO, speed))
             emulator.settle(15)
             problems = report(emulator, minimum) + archived(Path(archive))
@@ -261,8 +307,11 @@ def run(minimum: int, behavior: str, speed: float, linger_s: float = 0.0) -> int
         server_log.seek(0)
         errors = [line for line in server_log if " ERROR " in line or "Traceback" in line]
         problems += [f"Quorum logged: {line.strip()}" for line in errors]
-    print("\nOK: recorded exactly while a quorum was on the line." if not problems
-          else "\nPROBLEMS:\n  " + "\n  ".join(problems))
+    print(
+        "\nOK: recorded exactly while a quorum was on the line."
+        if not problems
+        else "\nPROBLEMS:\n  " + "\n  ".join(problems)
+    )
     return 0 if not problems else 1
 
 
@@ -272,9 +321,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--min-participants", type=int, default=2)
     parser.add_argument("--pause-behavior", choices=("skip", "silence"), default="skip")
     parser.add_argument("--speed", type=float, default=1.0, help="multiply every wait of the scenario")
-    parser.add_argument("--linger", type=seconds_or_forever, default=0.0, metavar="SECONDS",
-                        help="keep Quorum, its dashboard and the emulator up this long after the scenario "
-                             "(or `forever`: until Ctrl-C); meanwhile `python -m emulator call` places more calls")
+    parser.add_argument(
+        "--linger",
+        type=seconds_or_forever,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep Quorum, its dashboard and the emulator up this long after the scenario "
+        "(or `forever`: until Ctrl-C); meanwhile `python -m emulator call` places more calls",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the `finally` that stops Quorum
     try:

@@ -87,11 +87,13 @@ class Behaviour:
 
     def __post_init__(self) -> None:
         """Refuse a value that is neither documented possibility."""
-        for name, allowed in (("empty_conference_recording", ("completed", "failed")),
-                              ("resumed_status", ("in-progress", "resumed")),
-                              ("stopped_status", ("completed", "stopped")),
-                              ("failed_recording_status", ("failed", "absent")),
-                              ("call_status_timestamp", ("event", "created"))):
+        for name, allowed in (
+            ("empty_conference_recording", ("completed", "failed")),
+            ("resumed_status", ("in-progress", "resumed")),
+            ("stopped_status", ("completed", "stopped")),
+            ("failed_recording_status", ("failed", "absent")),
+            ("call_status_timestamp", ("event", "created")),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
@@ -136,8 +138,12 @@ class _Targeted:
 
     def matches_rest(self, method: str, path: str, fields: Iterable[str]) -> bool:
         """Whether a REST request is one this fault is waiting for."""
-        return (self.kind not in CALLBACK_FAULTS and self.method == method.upper() and self.path_contains in path
-                and (self.field is None or self.field in fields))
+        return (
+            self.kind not in CALLBACK_FAULTS
+            and self.method == method.upper()
+            and self.path_contains in path
+            and (self.field is None or self.field in fields)
+        )
 
 
 class FaultInjector:
@@ -160,18 +166,26 @@ class FaultInjector:
         conference's callbacks after them wait behind them, as `callback_delay_s` keeps a lane's order."""
         self._target(_Targeted("delay_next", count, event=event, call_sid=call_sid, late_s=seconds))
 
-    def fail_next(self, method: str, path_contains: str, status: int, count: int = 1,
-                  field: Optional[str] = None) -> None:
+    def fail_next(
+        self, method: str, path_contains: str, status: int, count: int = 1, field: Optional[str] = None
+    ) -> None:
         """Answer the next `count` REST requests of `method` whose path contains `path_contains` (and whose form
         carries `field`, when given) with `status` and SignalWire's error body, without applying them."""
-        self._target(_Targeted("fail_next", count, method=method.upper(), path_contains=path_contains, field=field,
-                               status=status))
+        self._target(
+            _Targeted(
+                "fail_next", count, method=method.upper(), path_contains=path_contains, field=field, status=status
+            )
+        )
 
-    def slow_next(self, method: str, path_contains: str, seconds: float, count: int = 1,
-                  field: Optional[str] = None) -> None:
+    def slow_next(
+        self, method: str, path_contains: str, seconds: float, count: int = 1, field: Optional[str] = None
+    ) -> None:
         """Apply the next `count` REST requests matching as in `fail_next` at once, and answer `seconds` later."""
-        self._target(_Targeted("slow_next", count, method=method.upper(), path_contains=path_contains, field=field,
-                               late_s=seconds))
+        self._target(
+            _Targeted(
+                "slow_next", count, method=method.upper(), path_contains=path_contains, field=field, late_s=seconds
+            )
+        )
 
     def pending(self) -> int:
         """Targeted faults that have not fired yet."""
@@ -213,13 +227,18 @@ class FaultInjector:
             targeted = self._take(lambda t: t.matches_callback(event, call_sid))
             dropped = targeted is not None and targeted.kind == "drop_next"
             late_s = targeted.late_s if targeted is not None and targeted.kind == "delay_next" else 0.0
-            plan = CallbackPlan(drop=dropped or drop < f.callback_drop or event in f.callback_drop_events,
-                                delay_s=late_s or delay * f.callback_delay_s,
-                                hold_s=f.callback_reorder_hold_s if hold < f.callback_reorder else 0.0,
-                                duplicate=dup < f.callback_duplicate)
-            self._count(callback_drop=plan.drop and not dropped, callback_reorder=plan.hold_s > 0 and not plan.drop,
-                        callback_duplicate=plan.duplicate and not plan.drop,
-                        callback_delay=plan.delay_s > 0 and not plan.drop and not late_s)
+            plan = CallbackPlan(
+                drop=dropped or drop < f.callback_drop or event in f.callback_drop_events,
+                delay_s=late_s or delay * f.callback_delay_s,
+                hold_s=f.callback_reorder_hold_s if hold < f.callback_reorder else 0.0,
+                duplicate=dup < f.callback_duplicate,
+            )
+            self._count(
+                callback_drop=plan.drop and not dropped,
+                callback_reorder=plan.hold_s > 0 and not plan.drop,
+                callback_duplicate=plan.duplicate and not plan.drop,
+                callback_delay=plan.delay_s > 0 and not plan.drop and not late_s,
+            )
             return plan
 
     def plan_rest(self, key: str, method: str = "GET", path: str = "", fields: Iterable[str] = ()) -> RestPlan:
@@ -236,9 +255,11 @@ class FaultInjector:
             timeout = hang < f.rest_timeout
             for_this_method = not f.rest_error_methods or method in f.rest_error_methods
             failed = error < f.rest_error and not timeout and for_this_method
-            plan = RestPlan(latency_s=f.rest_latency_s + jitter * f.rest_jitter_s,
-                            error=(503 if which < 0.5 else 500) if failed else 0,
-                            hang_s=f.rest_hang_s if timeout else 0.0)
+            plan = RestPlan(
+                latency_s=f.rest_latency_s + jitter * f.rest_jitter_s,
+                error=(503 if which < 0.5 else 500) if failed else 0,
+                hang_s=f.rest_hang_s if timeout else 0.0,
+            )
             self._count(rest_error=failed, rest_timeout=timeout, rest_latency=plan.latency_s > 0)
             return plan
 

@@ -31,9 +31,16 @@ MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 STATUS_CHOICES = ("paused", "in-progress", "stopped")
 CALLBACK_METHODS = ("GET", "POST")
 PAUSE_BEHAVIORS = ("skip", "silence")
-ERROR_TEXT = {400: "Bad Request", 401: "Authentication Error - invalid username", 404: "Not Found",
-              405: "Method Not Allowed", 422: "Unprocessable Entity", 500: "Internal Server Error",
-              503: "Service Unavailable", 504: "Gateway Timeout"}
+ERROR_TEXT = {
+    400: "Bad Request",
+    401: "Authentication Error - invalid username",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 class SidConverter(BaseConverter):
@@ -95,8 +102,12 @@ class RestLog:
 def error(status: int, message: str = "", code: Optional[int] = None) -> Response:
     """SignalWire's error body: code, message, more_info, status (OpenAPI CompatibilityErrorResponse)."""
     code = code or 20000 + status
-    body = jsonify(code=code, message=message or ERROR_TEXT.get(status, "Error"),
-                   more_info=f"https://www.signalwire.com/docs/errors/{code}", status=status)
+    body = jsonify(
+        code=code,
+        message=message or ERROR_TEXT.get(status, "Error"),
+        more_info=f"https://www.signalwire.com/docs/errors/{code}",
+        status=status,
+    )
     body.status_code = status
     return body
 
@@ -119,8 +130,11 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
     route("/Conferences/<sid:conference_sid>/Participants", views.participants)
     route("/Conferences/<sid:conference_sid>/Participants/<sid:call_sid>", views.participant, ("GET", "POST"))
     route("/Conferences/<sid:conference_sid>/Recordings", views.conference_recordings)
-    route("/Conferences/<sid:conference_sid>/Recordings/<sid:recording_sid>", views.conference_recording,
-          ("GET", "POST", "DELETE"))
+    route(
+        "/Conferences/<sid:conference_sid>/Recordings/<sid:recording_sid>",
+        views.conference_recording,
+        ("GET", "POST", "DELETE"),
+    )
     route("/Calls/<sid:call_sid>", views.call)
     route("/Calls/<sid:call_sid>/Recordings", views.create_call_recording, ("POST",))
     route("/Calls/<sid:call_sid>/Recordings", views.call_recordings)
@@ -165,8 +179,17 @@ def create_rest_app(sim: Simulator, project: str, token: str, injector: FaultInj
         if not _is_media():
             g.logged = True
             now = time.time()
-            log.end(RestCall(now, request.method, request.path, request.form.to_dict(), response.status_code,
-                             now - g.arrived, g.get("injected", "")))
+            log.end(
+                RestCall(
+                    now,
+                    request.method,
+                    request.path,
+                    request.form.to_dict(),
+                    response.status_code,
+                    now - g.arrived,
+                    g.get("injected", ""),
+                )
+            )
         return response
 
     @app.teardown_request
@@ -248,8 +271,11 @@ class _Views:
         if status is not None and status not in CONFERENCE_STATUSES:
             return error(400, "Status must be init|in-progress|completed", 20001)
         with self.sim.lock:
-            items = [self._conference_json(c) for c in self.sim.conferences.values()
-                     if (status is None or c.status == status) and (name is None or c.name == name)]
+            items = [
+                self._conference_json(c)
+                for c in self.sim.conferences.values()
+                if (status is None or c.status == status) and (name is None or c.name == name)
+            ]
         return self._page("conferences", items)
 
     def conference(self, conference_sid: str):
@@ -285,8 +311,11 @@ class _Views:
         listed = self.sim.behaviour.departed_participants_listed
         with self.sim.lock:
             conf = self._conference(conference_sid)
-            items = [self._participant_json(self.sim.calls[sid], conf) for sid in conf.call_sids
-                     if listed or sid in conf.present]
+            items = [
+                self._participant_json(self.sim.calls[sid], conf)
+                for sid in conf.call_sids
+                if listed or sid in conf.present
+            ]
         return self._page("participants", items)
 
     def participant(self, conference_sid: str, call_sid: str):
@@ -295,8 +324,11 @@ class _Views:
         if hold is not None and hold.lower() not in ("true", "false"):
             return error(400, "Hold must be true or false", 20001)
         try:
-            call = (self.sim.hold(call_sid, hold.lower() == "true", conference_sid) if hold is not None
-                    else self._listed_participant(call_sid, conference_sid))
+            call = (
+                self.sim.hold(call_sid, hold.lower() == "true", conference_sid)
+                if hold is not None
+                else self._listed_participant(call_sid, conference_sid)
+            )
         except NotFound:
             return error(404, f"The requested resource /Participants/{call_sid} was not found", 20404)
         except Unprocessable:  # OpenAPI update_participant: 422 CompatibilityErrorResponse
@@ -316,8 +348,11 @@ class _Views:
         """List a conference's recordings, finished ones included, deleted ones not."""
         with self.sim.lock:
             conf = self._conference(conference_sid)
-            items = [self._recording_json(self.sim.recordings[sid]) for sid in conf.recording_sids
-                     if not self.sim.recordings[sid].deleted]
+            items = [
+                self._recording_json(self.sim.recordings[sid])
+                for sid in conf.recording_sids
+                if not self.sim.recordings[sid].deleted
+            ]
         return self._page("recordings", items)
 
     def conference_recording(self, conference_sid: str, recording_sid: str):
@@ -331,8 +366,11 @@ class _Views:
         (OpenAPI list_all_recordings)."""
         call, conference = request.args.get("CallSid"), request.args.get("ConferenceSid")
         with self.sim.lock:
-            items = [self._recording_json(rec) for rec in self.sim.recordings.values() if not rec.deleted
-                     and call in (None, rec.call_sid) and conference in (None, rec.conference_sid)]
+            items = [
+                self._recording_json(rec)
+                for rec in self.sim.recordings.values()
+                if not rec.deleted and call in (None, rec.call_sid) and conference in (None, rec.conference_sid)
+            ]
         return self._page("recordings", items)
 
     def delete_recording(self, recording_sid: str):
@@ -364,8 +402,11 @@ class _Views:
         # CreateCallRecordingRequest: RecordingStatusCallbackEvent "Default is `completed`", Trim
         # "Default is `do-not-trim`".
         events = " ".join(form.getlist("RecordingStatusCallbackEvent")) or "completed"
-        target = CallbackTarget(form.get("RecordingStatusCallback", ""),
-                                form.get("RecordingStatusCallbackMethod", "POST").upper(), frozenset(events.split()))
+        target = CallbackTarget(
+            form.get("RecordingStatusCallback", ""),
+            form.get("RecordingStatusCallbackMethod", "POST").upper(),
+            frozenset(events.split()),
+        )
         try:
             rec = self.sim.record_call(call_sid, channels, track, target, form.get("Trim", "do-not-trim"))
         except NotFound:
@@ -378,8 +419,11 @@ class _Views:
         # OpenAPI Call.subresource_uris.recordings: ".../Calls/{CallSid}/Recordings.json".
         with self.sim.lock:
             call = self._call(call_sid)
-            items = [self._recording_json(self.sim.recordings[sid]) for sid in call.recording_sids
-                     if not self.sim.recordings[sid].deleted]
+            items = [
+                self._recording_json(self.sim.recordings[sid])
+                for sid in call.recording_sids
+                if not self.sim.recordings[sid].deleted
+            ]
         return self._page("recordings", items)
 
     def call(self, call_sid: str):
@@ -404,8 +448,9 @@ class _Views:
         except NotFound:
             return self._missing_recording(recording_sid)
         except Unprocessable:
-            message = (f"Recording {recording_sid} is {self.sim.recordings[recording_sid].status} "
-                       "and can no longer be updated")
+            message = (
+                f"Recording {recording_sid} is {self.sim.recordings[recording_sid].status} and can no longer be updated"
+            )
             # OpenAPI: update_conference_recording answers 422 CompatibilityErrorStringArrayResponse,
             # update_recording (a call's) 422 CompatibilityErrorResponse.
             return _unprocessable(message) if owner.get("conference_sid") else error(422, message)
@@ -440,8 +485,9 @@ class _Views:
         """List the project's numbers, optionally only `PhoneNumber`."""
         wanted = request.args.get("PhoneNumber")
         with self.sim.lock:
-            items = [self._number_json(n) for n in self.sim.numbers.values()
-                     if wanted is None or n.phone_number == wanted]
+            items = [
+                self._number_json(n) for n in self.sim.numbers.values() if wanted is None or n.phone_number == wanted
+            ]
         return self._page("incoming_phone_numbers", items)
 
     def number(self, number_sid: str):
@@ -509,84 +555,164 @@ class _Views:
         # e.g. CallListResponse: uri, first_page_uri, next_page_uri, previous_page_uri, page, page_size and
         # the list; no start, end or total.
         start = page * size
-        return jsonify({key: items[start:start + size], "uri": _page_uri(page, size),
-                        "first_page_uri": _page_uri(0, size),
-                        "next_page_uri": _page_uri(page + 1, size) if start + size < len(items) else None,
-                        "previous_page_uri": _page_uri(page - 1, size) if page > 0 else None,
-                        "page": page, "page_size": size})
+        return jsonify(
+            {
+                key: items[start : start + size],
+                "uri": _page_uri(page, size),
+                "first_page_uri": _page_uri(0, size),
+                "next_page_uri": _page_uri(page + 1, size) if start + size < len(items) else None,
+                "previous_page_uri": _page_uri(page - 1, size) if page > 0 else None,
+                "page": page,
+                "page_size": size,
+            }
+        )
 
     def _conference_json(self, conf: Conference) -> dict:
         """A conference resource: exactly the OpenAPI Conference schema's fields."""
         uri = f"{self.base}/Conferences/{conf.sid}"
         updated = conf.ended_at or conf.started_at or conf.created_at
-        return {"account_sid": self.project, "api_version": API_VERSION, "sid": conf.sid,
-                "friendly_name": conf.name, "status": conf.status, "region": "us1",
-                "date_created": rfc2822(conf.created_at), "date_updated": rfc2822(updated), "uri": uri + ".json",
-                "subresource_uris": {"participants": uri + "/Participants.json",
-                                     "recordings": uri + "/Recordings.json"}}
+        return {
+            "account_sid": self.project,
+            "api_version": API_VERSION,
+            "sid": conf.sid,
+            "friendly_name": conf.name,
+            "status": conf.status,
+            "region": "us1",
+            "date_created": rfc2822(conf.created_at),
+            "date_updated": rfc2822(updated),
+            "uri": uri + ".json",
+            "subresource_uris": {"participants": uri + "/Participants.json", "recordings": uri + "/Recordings.json"},
+        }
 
     def _participant_json(self, call: Call, conf: Conference) -> dict:
         """A participant resource: the OpenAPI ConferenceParticipant schema (status in-progress|completed)."""
-        return {"account_sid": self.project, "call_sid": call.sid, "conference_sid": conf.sid,
-                "date_created": rfc2822(call.joined_at), "date_updated": rfc2822(call.updated_at or call.joined_at),
-                "end_conference_on_exit": call.end_conference_on_exit, "muted": call.muted, "hold": call.hold,
-                "coaching": False, "call_sid_to_coach": None,
-                "start_conference_on_enter": call.start_conference_on_enter,
-                "status": "completed" if call.left_at is not None else "in-progress",
-                "uri": f"{self.base}/Conferences/{conf.sid}/Participants/{call.sid}.json"}
+        return {
+            "account_sid": self.project,
+            "call_sid": call.sid,
+            "conference_sid": conf.sid,
+            "date_created": rfc2822(call.joined_at),
+            "date_updated": rfc2822(call.updated_at or call.joined_at),
+            "end_conference_on_exit": call.end_conference_on_exit,
+            "muted": call.muted,
+            "hold": call.hold,
+            "coaching": False,
+            "call_sid_to_coach": None,
+            "start_conference_on_enter": call.start_conference_on_enter,
+            "status": "completed" if call.left_at is not None else "in-progress",
+            "uri": f"{self.base}/Conferences/{conf.sid}/Participants/{call.sid}.json",
+        }
 
     def _recording_json(self, rec: Recording) -> dict:
         """A recording: the OpenAPI ConferenceRecording/CallRecordingResponse fields."""
         # duration is an integer there (-1 until finished here), channels a string ('1' | '2').
         owner = f"Conferences/{rec.conference_sid}" if rec.conference_sid else f"Calls/{rec.call_sid}"
-        return {"account_sid": self.project, "api_version": API_VERSION, "sid": rec.sid,
-                "call_sid": rec.call_sid, "conference_sid": rec.conference_sid, "status": rec.status,
-                "source": rec.source, "channel": str(rec.channels), "channels": str(rec.channels),
-                "duration": round(rec.duration()) if rec.finished else -1,
-                "start_time": rfc2822(rec.started_at), "end_time": rfc2822(rec.ended_at) if rec.finished else None,
-                "date_created": rfc2822(rec.started_at), "date_updated": rfc2822(rec.ended_at or rec.started_at),
-                "price": None, "price_unit": "USD", "error_code": None, "encryption_details": None, "trim": rec.trim,
-                "uri": f"{self.base}/{owner}/Recordings/{rec.sid}.json",
-                "subresource_uris": {"transcriptions": f"{self.base}/Recordings/{rec.sid}/Transcriptions.json"}}
+        return {
+            "account_sid": self.project,
+            "api_version": API_VERSION,
+            "sid": rec.sid,
+            "call_sid": rec.call_sid,
+            "conference_sid": rec.conference_sid,
+            "status": rec.status,
+            "source": rec.source,
+            "channel": str(rec.channels),
+            "channels": str(rec.channels),
+            "duration": round(rec.duration()) if rec.finished else -1,
+            "start_time": rfc2822(rec.started_at),
+            "end_time": rfc2822(rec.ended_at) if rec.finished else None,
+            "date_created": rfc2822(rec.started_at),
+            "date_updated": rfc2822(rec.ended_at or rec.started_at),
+            "price": None,
+            "price_unit": "USD",
+            "error_code": None,
+            "encryption_details": None,
+            "trim": rec.trim,
+            "uri": f"{self.base}/{owner}/Recordings/{rec.sid}.json",
+            "subresource_uris": {"transcriptions": f"{self.base}/Recordings/{rec.sid}/Transcriptions.json"},
+        }
 
     def _call_json(self, call: Call) -> dict:
         """A call: the OpenAPI Call schema's fields (quality figures once it is over, like SignalWire's)."""
         uri = f"{self.base}/Calls/{call.sid}"
         over = call.ended_at is not None
-        updated = max(t for t in (call.created_at, call.answered_at, call.joined_at, call.left_at, call.ended_at)
-                      if t is not None)
-        return {"sid": call.sid, "account_sid": self.project, "api_version": API_VERSION,
-                "date_created": rfc2822(call.created_at), "date_updated": rfc2822(updated),
-                "parent_call_sid": None,  # an inbound call: nothing created it
-                "to": call.to, "formatted_to": _formatted(call.to), "to_formatted": _formatted(call.to),
-                "from": call.from_, "formatted_from": _formatted(call.from_), "from_formatted": _formatted(call.from_),
-                "phone_number_sid": call.phone_number_sid, "status": call.status, "direction": "inbound",
-                "start_time": rfc2822(call.answered_at) if call.answered_at is not None else None,
-                "end_time": rfc2822(call.ended_at) if over else None, "duration": call_duration(call),
-                "price": None, "price_unit": "USD", "answered_by": None, "forwarded_from": None, "caller_name": None,
-                "annotation": None, "group_sid": None, "uri": uri + ".json",
-                "subresource_uris": {"notifications": None, "recordings": uri + "/Recordings.json"},
-                "audio_in_mos": float(AUDIO_IN_MOS) if over and call.answered_at is not None else None,
-                "sip_result_code": None, "audio_rtt_avg": None, "audio_rtt_min": None, "audio_rtt_max": None,
-                "audio_out_jitter_min": None, "audio_out_jitter_max": None, "audio_out_jitter_avg": None,
-                "audio_out_lost": None}
+        updated = max(
+            t for t in (call.created_at, call.answered_at, call.joined_at, call.left_at, call.ended_at) if t is not None
+        )
+        return {
+            "sid": call.sid,
+            "account_sid": self.project,
+            "api_version": API_VERSION,
+            "date_created": rfc2822(call.created_at),
+            "date_updated": rfc2822(updated),
+            "parent_call_sid": None,  # an inbound call: nothing created it
+            "to": call.to,
+            "formatted_to": _formatted(call.to),
+            "to_formatted": _formatted(call.to),
+            "from": call.from_,
+            "formatted_from": _formatted(call.from_),
+            "from_formatted": _formatted(call.from_),
+            "phone_number_sid": call.phone_number_sid,
+            "status": call.status,
+            "direction": "inbound",
+            "start_time": rfc2822(call.answered_at) if call.answered_at is not None else None,
+            "end_time": rfc2822(call.ended_at) if over else None,
+            "duration": call_duration(call),
+            "price": None,
+            "price_unit": "USD",
+            "answered_by": None,
+            "forwarded_from": None,
+            "caller_name": None,
+            "annotation": None,
+            "group_sid": None,
+            "uri": uri + ".json",
+            "subresource_uris": {"notifications": None, "recordings": uri + "/Recordings.json"},
+            "audio_in_mos": float(AUDIO_IN_MOS) if over and call.answered_at is not None else None,
+            "sip_result_code": None,
+            "audio_rtt_avg": None,
+            "audio_rtt_min": None,
+            "audio_rtt_max": None,
+            "audio_out_jitter_min": None,
+            "audio_out_jitter_max": None,
+            "audio_out_jitter_avg": None,
+            "audio_out_lost": None,
+        }
 
     def _number_json(self, number: PhoneNumber) -> dict:
         """An IncomingPhoneNumber: the OpenAPI schema's fields (every one the SDK's constructor reads)."""
-        return {"account_id": self.project, "account_sid": self.project, "address_requirements": "none",
-                "address_sid": None, "country_code": "US", "emergency_address_sid": None,
-                "emergency_status": "Inactive", "identity_sid": None, "origin": "signalwire", "trunk_sid": None,
-                "verification_status": "Unverified",
-                "api_version": API_VERSION, "beta": False, "sid": number.sid,
-                "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
-                "date_created": rfc2822(number.created_at), "date_updated": rfc2822(number.updated_at),
-                "friendly_name": number.phone_number, "phone_number": number.phone_number,
-                "sms_application_sid": None, "sms_fallback_method": "POST", "sms_fallback_url": None,
-                "sms_method": "POST", "sms_url": None, "status_callback": number.status_callback or None,
-                "status_callback_method": number.status_callback_method,
-                "voice_application_sid": None, "voice_caller_id_lookup": False, "voice_fallback_method": "POST",
-                "voice_fallback_url": None, "voice_method": number.voice_method, "voice_url": number.voice_url,
-                "uri": f"{self.base}/IncomingPhoneNumbers/{number.sid}.json"}
+        return {
+            "account_id": self.project,
+            "account_sid": self.project,
+            "address_requirements": "none",
+            "address_sid": None,
+            "country_code": "US",
+            "emergency_address_sid": None,
+            "emergency_status": "Inactive",
+            "identity_sid": None,
+            "origin": "signalwire",
+            "trunk_sid": None,
+            "verification_status": "Unverified",
+            "api_version": API_VERSION,
+            "beta": False,
+            "sid": number.sid,
+            "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
+            "date_created": rfc2822(number.created_at),
+            "date_updated": rfc2822(number.updated_at),
+            "friendly_name": number.phone_number,
+            "phone_number": number.phone_number,
+            "sms_application_sid": None,
+            "sms_fallback_method": "POST",
+            "sms_fallback_url": None,
+            "sms_method": "POST",
+            "sms_url": None,
+            "status_callback": number.status_callback or None,
+            "status_callback_method": number.status_callback_method,
+            "voice_application_sid": None,
+            "voice_caller_id_lookup": False,
+            "voice_fallback_method": "POST",
+            "voice_fallback_url": None,
+            "voice_method": number.voice_method,
+            "voice_url": number.voice_url,
+            "uri": f"{self.base}/IncomingPhoneNumbers/{number.sid}.json",
+        }
 
 
 def _unprocessable(message: str) -> Response:

@@ -79,8 +79,14 @@ def hang_up_everyone(steps: Sequence[Step], gap_s: float = 0.0) -> List[Step]:
     return out
 
 
-def random_session(rng: random.Random, to: str, steps: int, people: int = 4,
-                   wait_s: Tuple[float, float] = (0.05, 0.3), prefix: str = "") -> List[Step]:
+def random_session(
+    rng: random.Random,
+    to: str,
+    steps: int,
+    people: int = 4,
+    wait_s: Tuple[float, float] = (0.05, 0.3),
+    prefix: str = "",
+) -> List[Step]:
     """Random joins, leaves and rejoins of up to `people` callers; does not end the conference."""
     labels = [f"{prefix}p{i}" for i in range(people)]
     out: List[Step] = [("call", labels[0], to)]
@@ -176,8 +182,9 @@ def expected_writes(changes: Sequence[Tuple[float, int]], minimum: int) -> int:
     return writes
 
 
-def logged_quorum(events: Iterable[Event], room: str, minimum: int, hosts: Sequence[str] = (),
-                  hold_counts: bool = False) -> Tuple[List[Tuple[float, float]], int]:
+def logged_quorum(
+    events: Iterable[Event], room: str, minimum: int, hosts: Sequence[str] = (), hold_counts: bool = False
+) -> Tuple[List[Tuple[float, float]], int]:
     """From the emulator's event log: when the room's recording should run, and the REST writes a perfect
     controller makes (one per crossing while the recording runs).
 
@@ -215,8 +222,9 @@ def recorded_spans(recording) -> List[Tuple[float, float]]:
     return [(s.start, s.end) for s in recording.timeline.spans if s.state == RECORDING and s.end is not None]
 
 
-def span_problems(actual: Sequence[Tuple[float, float]], expected: Sequence[Tuple[float, float]],
-                  tolerance_s: float) -> List[str]:
+def span_problems(
+    actual: Sequence[Tuple[float, float]], expected: Sequence[Tuple[float, float]], tolerance_s: float
+) -> List[str]:
     """How `actual` differs from `expected` beyond `tolerance_s` per edge (empty: they match).
 
     Spans no longer than the tolerance are ignored on both sides: a pause that lands a

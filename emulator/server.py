@@ -30,24 +30,38 @@ class QuietHandler(WSGIRequestHandler):
 
 def throwaway_credentials() -> dict:
     """A project id, API token and signing key that are valid only for this emulator."""
-    return {"project": str(uuid.uuid4()), "token": "PT" + secrets.token_hex(24),
-            "signing_key": "PSK_" + secrets.token_hex(16)}
+    return {
+        "project": str(uuid.uuid4()),
+        "token": "PT" + secrets.token_hex(24),
+        "signing_key": "PSK_" + secrets.token_hex(16),
+    }
 
 
 class Emulator:
     """SignalWire's side of the conversation for one project."""
 
-    def __init__(self, *, project: Optional[str] = None, token: Optional[str] = None,
-                 signing_key: Optional[str] = None, faults: Faults = Faults(), seed: int = 0,
-                 host: str = "127.0.0.1", port: int = 0, callback_timeouts: tuple = (2.0, 5.0),
-                 callback_retry_after_s: float = 0.25, behaviour: Behaviour = Behaviour()):
+    def __init__(
+        self,
+        *,
+        project: Optional[str] = None,
+        token: Optional[str] = None,
+        signing_key: Optional[str] = None,
+        faults: Faults = Faults(),
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        callback_timeouts: tuple = (2.0, 5.0),
+        callback_retry_after_s: float = 0.25,
+        behaviour: Behaviour = Behaviour(),
+    ):
         made = throwaway_credentials()
         self.project = project or made["project"]
         self.token = token or made["token"]
         self.signing_key = signing_key or made["signing_key"]
         self.injector = FaultInjector(faults)
-        self.dispatcher = Dispatcher(self.signing_key, self.injector, *callback_timeouts,
-                                     retry_after_s=callback_retry_after_s)
+        self.dispatcher = Dispatcher(
+            self.signing_key, self.injector, *callback_timeouts, retry_after_s=callback_retry_after_s
+        )
         self.sim = Simulator(self.project, self.signing_key, self.dispatcher, lambda: self.url, seed, behaviour)
         self.rest_log = RestLog()
         self.app = create_rest_app(self.sim, self.project, self.token, self.injector, self.rest_log)
@@ -62,8 +76,9 @@ class Emulator:
         """Serve on a thread; `url` is valid from now on."""
         self._server = make_server(self._host, self._port, self.app, threaded=True, request_handler=QuietHandler)
         # A short poll interval makes stop() quick (tests start and stop many emulators).
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="emulator-http",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="emulator-http", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -114,9 +129,11 @@ class Emulator:
         """Wait until every callback is delivered (or given up) and no REST request is in flight."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if (self.dispatcher.wait_idle(max(0.0, deadline - time.time()))
-                    and self.rest_log.wait_idle(max(0.0, deadline - time.time()))
-                    and self.dispatcher.pending() == 0):
+            if (
+                self.dispatcher.wait_idle(max(0.0, deadline - time.time()))
+                and self.rest_log.wait_idle(max(0.0, deadline - time.time()))
+                and self.dispatcher.pending() == 0
+            ):
                 return True
         return False
 

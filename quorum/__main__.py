@@ -20,7 +20,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m quorum")
     commands = parser.add_subparsers(dest="command", required=True)
-    pointing = commands.add_parser("point-number", help="point a number's voice webhook and StatusCallback at PUBLIC_URL")
+    pointing = commands.add_parser(
+        "point-number", help="point a number's voice webhook and StatusCallback at PUBLIC_URL"
+    )
     pointing.add_argument("number", nargs="?", help="E.164, e.g. +15551230000 (default: SIGNALWIRE_PHONE_NUMBER)")
     args = parser.parse_args(argv)
     try:

@@ -21,8 +21,14 @@ def announcement_due(conf: Optional[Conference]) -> TypeGuard[Conference]:
 
 def announcement_start(conf: Conference) -> Optional[float]:
     """When (our clock) the start or resume of the conference recording that is owed an announcement was confirmed."""
-    return next((t.at for t in reversed(conf.timeline) if t.kind == "confirmed" and t.state == RECORDING
-                 and _owner(conf, t.recording_sid) is None), None)
+    return next(
+        (
+            t.at
+            for t in reversed(conf.timeline)
+            if t.kind == "confirmed" and t.state == RECORDING and _owner(conf, t.recording_sid) is None
+        ),
+        None,
+    )
 
 
 def announcement_plays(conf: Conference) -> bool:
@@ -30,8 +36,9 @@ def announcement_plays(conf: Conference) -> bool:
     return conf.wanted == RECORDING
 
 
-def announced(conf: Optional[Conference], outcome: str, at: float,
-              start: Optional[float] = None) -> Optional[Conference]:
+def announced(
+    conf: Optional[Conference], outcome: str, at: float, start: Optional[float] = None
+) -> Optional[Conference]:
     """Record how an announcement went (played, failed, skipped): a first failure leaves one more try.
 
     `start`: the `announcement_start` it was sent for; a start or resume confirmed since owes one of its own.
@@ -54,8 +61,10 @@ def paused_first(conf: Optional[Conference], recording_sid: str, state: str, at:
 def noting_settled(change: Callable, settled: Dict[str, bool]) -> Callable:
     """`change`, noting in `settled["owed"]` whether it settled the announcement a start or resume owed: then the
     `recording.resumed` held back for it is due."""
+
     def apply(conf: Optional[Conference]) -> Optional[Conference]:
         after = change(conf)
         settled["owed"] = bool(conf and after and conf.announce_tries and not after.announce_tries)
         return after
+
     return apply

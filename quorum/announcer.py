@@ -19,9 +19,18 @@ class Announcer:
     """Plays a room's due announcement (one process at a time: the store's `announce:{room}` lock) apart from its
     commands, so no pause or resume ever waits for one."""
 
-    def __init__(self, store: StateStore, gateway: SignalWireGateway, writes: Writes, lock_ttl_s: float,
-                 announce_url: Callable[[str], str], on_done: Callable[[Conference, policy.Action], None],
-                 retry: Callable[[str], None], clock: Callable[[], float] = time.time, workers: int = ANNOUNCERS):
+    def __init__(
+        self,
+        store: StateStore,
+        gateway: SignalWireGateway,
+        writes: Writes,
+        lock_ttl_s: float,
+        announce_url: Callable[[str], str],
+        on_done: Callable[[Conference, policy.Action], None],
+        retry: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+        workers: int = ANNOUNCERS,
+    ):
         self._store = store
         self._gateway = gateway
         self._writes = writes
@@ -57,8 +66,11 @@ class Announcer:
                     return
                 self._play(room, conf, lock)
         except STORE_ERRORS as error:
-            log.warning("room=%s store unavailable (%s) for an announcement: tried again after a backoff", room,
-                        type(error).__name__)
+            log.warning(
+                "room=%s store unavailable (%s) for an announcement: tried again after a backoff",
+                room,
+                type(error).__name__,
+            )
             self._retry(room)
 
     def _play(self, room: str, conf: Conference, lock: Tuple[str, str]) -> None:

@@ -9,7 +9,7 @@ FULL = "full"
 def masked(number: str) -> str:
     """`+15551230000` -> `+1******0000`: the `+` and the country code's first digit, then the last SHOWN."""
     head = number[:2] if number.startswith("+") else ""
-    rest = number[len(head):]
+    rest = number[len(head) :]
     return head + "*" * max(0, len(rest) - SHOWN) + rest[-SHOWN:]
 
 

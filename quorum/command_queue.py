@@ -41,13 +41,21 @@ class CommandQueue:
     """Per-room serial execution of pause/resume commands on a small thread pool, plus the read path and the
     announcement lane."""
 
-    def __init__(self, store: StateStore, gateway: SignalWireGateway, lock_ttl_s: float,
-                 recording_callback: Callable[[str, str], str],
-                 announce_url: Callable[[str], str] = lambda room: "",
-                 on_done: Callable[[Conference, policy.Action], None] = lambda conf, action: None,
-                 workers: int = 8, reads_per_s: int = 5, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep,
-                 observe_crossing: Callable[[float], None] = lambda seconds: None, announcers: int = ANNOUNCERS):
+    def __init__(
+        self,
+        store: StateStore,
+        gateway: SignalWireGateway,
+        lock_ttl_s: float,
+        recording_callback: Callable[[str, str], str],
+        announce_url: Callable[[str], str] = lambda room: "",
+        on_done: Callable[[Conference, policy.Action], None] = lambda conf, action: None,
+        workers: int = 8,
+        reads_per_s: int = 5,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        observe_crossing: Callable[[float], None] = lambda seconds: None,
+        announcers: int = ANNOUNCERS,
+    ):
         self._store = store
         self._gateway = gateway
         self._lock_ttl_s = lock_ttl_s
@@ -62,8 +70,9 @@ class CommandQueue:
         self._crossed: Dict[str, float] = {}  # room -> perf_counter() of the oldest crossing not yet commanded
         self._redriven: set = set()  # rooms kicked by `redrive` only since their last drive (guarded as above)
         self._workers = KeyedWorkers(self._drive, workers, "quorum-cmd")
-        self._announcer = Announcer(store, gateway, self._writes, lock_ttl_s, announce_url, on_done, self._retry,
-                                    clock, announcers)
+        self._announcer = Announcer(
+            store, gateway, self._writes, lock_ttl_s, announce_url, on_done, self._retry, clock, announcers
+        )
         self._later = DelayedKicks(self.kick, "quorum-retry")
         self.reads = ReadQueue(self._read, store, reads_per_s, readers=readers_for(reads_per_s), sleep=sleep)
 
@@ -186,8 +195,9 @@ class CommandQueue:
         with self._attempts_lock:
             self._attempts.pop(room, None)
 
-    def _act_once(self, room: str, conf: Optional[Conference],
-                  lock: Tuple[str, str]) -> Tuple[Optional[Outcome], Optional[Conference]]:
+    def _act_once(
+        self, room: str, conf: Optional[Conference], lock: Tuple[str, str]
+    ) -> Tuple[Optional[Outcome], Optional[Conference]]:
         """Under the room's `lock` (name, token), `conf` read since it was taken: send the one command due and
         record what is now known, releasing the lock in that record. Returns the outcome (None if nothing was
         recorded, the lock still held) and the conference as that record left it."""
@@ -199,20 +209,34 @@ class CommandQueue:
             self._observe_crossing(time.perf_counter() - crossed_at)  # the command leaves Quorum now
         outcome, result = self._send(room, conf, action)
         recording = result if action.target == policy.CREATE else action.recording_sid
-        log.info("room=%s conference=%s recording=%s call=%s action=%s outcome=%s", room, action.conference_sid,
-                 recording, action.call_sid, action.target, outcome.value)
+        log.info(
+            "room=%s conference=%s recording=%s call=%s action=%s outcome=%s",
+            room,
+            action.conference_sid,
+            recording,
+            action.call_sid,
+            action.target,
+            outcome.value,
+        )
         # Written late, an answer may be stale (the lock may have expired, the recording been commanded since): a
         # pause or resume whose record the store did not take leaves it unsure, which only sends the wanted state.
         late = outcome if action.target == policy.CREATE else Outcome.RETRY
         settled: Dict[str, bool] = {}
-        change = announcements.noting_settled(_for_conference(action, self._command_change(action, outcome, result)),
-                                              settled)
-        conf = self._writes.write(room, lock, change, lambda after: self._done(after, action, outcome, settled),
-                                  lost=(_for_conference(action, self._command_change(action, late, result)), nothing))
+        change = announcements.noting_settled(
+            _for_conference(action, self._command_change(action, outcome, result)), settled
+        )
+        conf = self._writes.write(
+            room,
+            lock,
+            change,
+            lambda after: self._done(after, action, outcome, settled),
+            lost=(_for_conference(action, self._command_change(action, late, result)), nothing),
+        )
         return outcome, conf
 
-    def _done(self, conf: Optional[Conference], action: policy.Action, outcome: Outcome,
-              settled: Dict[str, bool]) -> None:
+    def _done(
+        self, conf: Optional[Conference], action: policy.Action, outcome: Outcome, settled: Dict[str, bool]
+    ) -> None:
         """Tell `on_done` of the announcement the write settled (its recording.resumed waited for it), then of the
         command, if it succeeded."""
         if conf is not None and settled.get("owed"):
@@ -226,8 +250,9 @@ class CommandQueue:
             assert action.call_sid is not None  # next_action's CREATE names the call to record
             return self._gateway.record_call(action.call_sid, self._recording_callback(room, action.call_sid))
         assert action.recording_sid is not None  # its pause or resume names the recording
-        return self._gateway.set_recording(action.conference_sid, action.recording_sid, action.target,
-                                           action.call_sid, conf.rule.pause_behavior), None
+        return self._gateway.set_recording(
+            action.conference_sid, action.recording_sid, action.target, action.call_sid, conf.rule.pause_behavior
+        ), None
 
     def _command_change(self, action: policy.Action, outcome: Outcome, result) -> Callable:
         """What a command's outcome changes in its conference."""
@@ -247,6 +272,7 @@ class CommandQueue:
         def change(conf: Optional[Conference]) -> Optional[Conference]:
             after = policy.command_result(conf, recording_sid, state, now, action.target)
             return announcements.paused_first(after, recording_sid, state, now)  # settles what is owed
+
         return change
 
     def _read(self, room: str, since: Optional[float] = None) -> None:
@@ -277,8 +303,9 @@ class CommandQueue:
             start = policy.read_start(conf)
             outcome, snapshot = self._gateway.read_conference(conf.conference_sid, _call_recordings_in_doubt(conf))
             change = self._read_change(room, outcome, snapshot, start, urgent, self._hosts(conf, snapshot))
-            after = self._writes.write(room, lock, _for_conference(policy.Action(conf.conference_sid, None, policy.RECOVER),
-                                                           change))
+            after = self._writes.write(
+                room, lock, _for_conference(policy.Action(conf.conference_sid, None, policy.RECOVER), change)
+            )
         log.info("room=%s conference=%s action=read outcome=%s", room, conf.conference_sid, outcome.value)
         if policy.next_action(after) is not None:  # most routine reads confirm what was known: nothing to do
             self.kick(room)
@@ -287,8 +314,12 @@ class CommandQueue:
         """Listed calls that dialed in from a host number, not marked yet (a callback's number was judged then)."""
         if snapshot is None or not conf.rule.host_numbers:
             return frozenset()
-        unjudged = [call for call in snapshot.present if not (conf.callers.get(call) or Caller()).from_
-                    and not (call in conf.participants and conf.participants[call].host)]
+        unjudged = [
+            call
+            for call in snapshot.present
+            if not (conf.callers.get(call) or Caller()).from_
+            and not (call in conf.participants and conf.participants[call].host)
+        ]
         return frozenset(call for call in unjudged if conf.rule.is_host((self._caller(call) or {}).get("from", "")))
 
     def _caller(self, call_sid: str) -> Optional[dict]:
@@ -301,8 +332,15 @@ class CommandQueue:
                 self._store.remember_call(call_sid, caller)
         return caller
 
-    def _read_change(self, room: str, outcome: Outcome, snapshot, start: policy.ReadStart, urgent: bool,
-                     hosts: frozenset = frozenset()) -> Callable:
+    def _read_change(
+        self,
+        room: str,
+        outcome: Outcome,
+        snapshot,
+        start: policy.ReadStart,
+        urgent: bool,
+        hosts: frozenset = frozenset(),
+    ) -> Callable:
         """What a read's outcome changes; a failed read is tried again later."""
         now = self._clock()
         if outcome is Outcome.OK:
@@ -332,8 +370,12 @@ def _call_recordings_in_doubt(conf: Conference) -> tuple:
 def _wants_read(conf: Optional[Conference], since: Optional[float] = None) -> TypeGuard[Conference]:
     """Whether a live conference still needs a REST read: something unknown or in doubt, a confirmation, or a
     read since `since`."""
-    return (conf is not None and not conf.ended and conf.conference_sid is not None
-            and (read_is_urgent(conf) or conf.recheck or (since is not None and conf.read_at <= since)))
+    return (
+        conf is not None
+        and not conf.ended
+        and conf.conference_sid is not None
+        and (read_is_urgent(conf) or conf.recheck or (since is not None and conf.read_at <= since))
+    )
 
 
 def _for_conference(action: policy.Action, change: Callable) -> Callable:

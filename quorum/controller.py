@@ -10,11 +10,11 @@ from config import RoomRule
 from quorum import announcements, policy, read_schedule, talk
 from quorum.call_end import call_ended
 from quorum.command_queue import CommandQueue
+
 # The events are imported from here by the routes and the tests, as before they had a module of their own.
 from quorum.events import PARTICIPANT_EVENTS, CallStatusEvent, ConferenceEvent, Decision, RecordingEvent  # noqa: F401
 from quorum.gateway import LIVE_PAGE_SIZE, LiveConference, Outcome, SignalWireGateway
-from recording_state import (LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, alone, evolve,
-                             parked_key)
+from recording_state import LIVE, PROCESSING, STALE_AFTER_S, Caller, Conference, StateStore, alone, evolve, parked_key
 
 log = logging.getLogger("quorum.controller")
 
@@ -27,11 +27,19 @@ class RecordingController:
     """Applies events to the store; kicks commands when the policy wants a change and
     conversation processing when a conference is over."""
 
-    def __init__(self, store: StateStore, commands: CommandQueue, processor, rules: Callable[[str], RoomRule],
-                 end_grace_s: float, reconcile_interval_s: float = 0,
-                 records_caller: Callable[[str, str], bool] = lambda number, room: False,
-                 clock: Callable[[], float] = time.time, gateway: Optional[SignalWireGateway] = None,
-                 repair_interval_s: float = 0):
+    def __init__(
+        self,
+        store: StateStore,
+        commands: CommandQueue,
+        processor,
+        rules: Callable[[str], RoomRule],
+        end_grace_s: float,
+        reconcile_interval_s: float = 0,
+        records_caller: Callable[[str, str], bool] = lambda number, room: False,
+        clock: Callable[[], float] = time.time,
+        gateway: Optional[SignalWireGateway] = None,
+        repair_interval_s: float = 0,
+    ):
         self._store = store
         self._commands = commands
         self._processor = processor  # has .submit(room)
@@ -78,8 +86,9 @@ class RecordingController:
             return Decision.STALE
         if displaced:
             self._park(displaced["conference"], now)
-        return self._after(event.room, result, f"{event.kind} call={event.call_sid}", event.conference_sid,
-                           crossed.get("at"))
+        return self._after(
+            event.room, result, f"{event.kind} call={event.call_sid}", event.conference_sid, crossed.get("at")
+        )
 
     def call_ended(self, event: CallStatusEvent) -> Decision:
         """End a call's presence in the room's current conference, if that conference holds the call;
@@ -105,8 +114,9 @@ class RecordingController:
         if not held:
             log.info("room=%s call=%s call-ended action=ignore reason=not-in-conference", event.room, event.call_sid)
             return Decision.IGNORED
-        return self._after(event.room, result, f"call-ended call={event.call_sid}", held["conference"],
-                           crossed.get("at"))
+        return self._after(
+            event.room, result, f"call-ended call={event.call_sid}", held["conference"], crossed.get("at")
+        )
 
     def _park(self, old: Conference, now: float) -> None:
         """Keep a conference that the room's next one displaced under a key of its own, so its
@@ -143,8 +153,11 @@ class RecordingController:
             if conf is None:
                 conf = policy.new_conference(event.room, None, event.at, self._rules(event.room), self._clock())
             sids["conference"] = conf.conference_sid
-            return self._finish_if_done(policy.recording_status(
-                conf, event.recording_sid, event.status, event.at, event.url, event.duration_s, event.call_sid))
+            return self._finish_if_done(
+                policy.recording_status(
+                    conf, event.recording_sid, event.status, event.at, event.url, event.duration_s, event.call_sid
+                )
+            )
 
         retired, result = self._store.mutate_unless_retired(key, apply, event.recording_sid)
         if retired:
@@ -162,8 +175,9 @@ class RecordingController:
 
         def keep(conf: Optional[Conference], _caller: Optional[dict]) -> Conference:
             conf = conf or policy.new_conference(event.room, None, event.at, self._rules(event.room), now)
-            conf = policy.recording_status(conf, event.recording_sid, event.status, event.at, event.url,
-                                           event.duration_s, event.call_sid)
+            conf = policy.recording_status(
+                conf, event.recording_sid, event.status, event.at, event.url, event.duration_s, event.call_sid
+            )
             return policy.to_processing(policy.conference_ended(conf, now))
 
         retired, result = self._store.mutate_unless_retired(key, keep, event.recording_sid)
@@ -213,8 +227,9 @@ class RecordingController:
         Returns how many reads were asked for.
         """
         # 0 while another process is in a round.
-        return alone(self._store, "reconciler", max(1.0, 0.9 * self._reconcile_interval_s), self._reconcile_round,
-                     otherwise=0)
+        return alone(
+            self._store, "reconciler", max(1.0, 0.9 * self._reconcile_interval_s), self._reconcile_round, otherwise=0
+        )
 
     def _reconcile_round(self) -> int:
         """One round of `reconcile`, under its lock."""
@@ -246,8 +261,11 @@ class RecordingController:
         Returns how many reads were asked for.
         """
         horizon = self._clock() + self.repair_tick_s
-        due = sorted((at, key, conf.read_at) for key, conf in self._store.conferences()
-                     if (at := read_schedule.next_read_at(conf, self._repair_s, self._reconcile_interval_s)) <= horizon)
+        due = sorted(
+            (at, key, conf.read_at)
+            for key, conf in self._store.conferences()
+            if (at := read_schedule.next_read_at(conf, self._repair_s, self._reconcile_interval_s)) <= horizon
+        )
         asked = 0
         for at, key, read_at in due:
             if self._store.try_lock(f"due:{key}@{read_at!r}", self._repair_s) is not None:
@@ -305,8 +323,12 @@ class RecordingController:
         (a restart on edited rules changes no call in progress), and recorded on its own or not."""
         if known is None:
             return None
-        return Caller(from_=known["from"], to=known["to"], record=self._records_caller(known["from"], conf.room),
-                      host=conf.rule.is_host(known["from"]))
+        return Caller(
+            from_=known["from"],
+            to=known["to"],
+            record=self._records_caller(known["from"], conf.room),
+            host=conf.rule.is_host(known["from"]),
+        )
 
     def _close(self, conf: Conference, now: float) -> Conference:
         """End a conference that outlived its grace period and stop waiting for its recordings."""
@@ -321,8 +343,7 @@ class RecordingController:
             return now - conf.ended_at >= self._grace
         return now - conf.updated_at >= STALE_AFTER_S
 
-    def _apply_kind(self, conf: Conference, event: ConferenceEvent, now: float,
-                    caller: Optional[Caller]) -> Conference:
+    def _apply_kind(self, conf: Conference, event: ConferenceEvent, now: float, caller: Optional[Caller]) -> Conference:
         """Dispatch one event kind to its pure transitions."""
         if event.kind == "conference-start":
             return policy.conference_started(conf)
@@ -331,8 +352,15 @@ class RecordingController:
             return policy.conference_ended(conf, now)
         if event.kind in PARTICIPANT_EVENTS and event.call_sid:
             joined = event.kind != "participant-leave"
-            after = policy.participant_event(conf, event.call_sid, joined, event.at, known=caller is not None,
-                                             hold=event.hold, host=caller is not None and caller.host)
+            after = policy.participant_event(
+                conf,
+                event.call_sid,
+                joined,
+                event.at,
+                known=caller is not None,
+                hold=event.hold,
+                host=caller is not None and caller.host,
+            )
             if after is conf:
                 return conf  # a duplicate or a stale event
             return policy.connection_event(after, event.call_sid, joined, now, caller if joined else None, event.hold)
@@ -342,8 +370,14 @@ class RecordingController:
         """Once ended with every recording's end reported, the conference awaits processing."""
         return policy.to_processing(conf) if policy.finished(conf) else conf
 
-    def _after(self, room: str, result: Optional[Conference], what: str, conference_sid: Optional[str],
-               crossed_at: Optional[float] = None) -> Decision:
+    def _after(
+        self,
+        room: str,
+        result: Optional[Conference],
+        what: str,
+        conference_sid: Optional[str],
+        crossed_at: Optional[float] = None,
+    ) -> Decision:
         """Log the decision; queue a command or processing if one is due (`crossed_at`: the callback that
         crossed the threshold arrived then)."""
         if result is None:
@@ -356,9 +390,16 @@ class RecordingController:
             self._processor.submit(room)
             return Decision.PROCESSING
         action = policy.next_action(result)
-        log.info("room=%s conference=%s %s present=%d wanted=%s action=%s%s", room, result.conference_sid, what,
-                 len(result.present()), result.wanted, action.target if action else "none",
-                 f" why={policy.why_read(result)}" if action and action.target == policy.RECOVER else "")
+        log.info(
+            "room=%s conference=%s %s present=%d wanted=%s action=%s%s",
+            room,
+            result.conference_sid,
+            what,
+            len(result.present()),
+            result.wanted,
+            action.target if action else "none",
+            f" why={policy.why_read(result)}" if action and action.target == policy.RECOVER else "",
+        )
         if action or announcements.announcement_due(result):
             self._commands.kick(room, crossed_at)
             return Decision.QUEUED

@@ -64,8 +64,12 @@ class ListedRecording:
 
 def _listed(recording) -> ListedRecording:
     """The SDK's recording resource as a ListedRecording."""
-    return ListedRecording(str(recording.status or ""), _seconds(recording.duration),
-                           recording.conference_sid or None, recording.call_sid or None)
+    return ListedRecording(
+        str(recording.status or ""),
+        _seconds(recording.duration),
+        recording.conference_sid or None,
+        recording.call_sid or None,
+    )
 
 
 def _seconds(value) -> Optional[float]:
@@ -133,8 +137,9 @@ class SignalWireHttp(HttpClient):
         for scheme in ("http://", "https://"):
             self.session.mount(scheme, adapter)
 
-    def request(self, method, url, params=None, data=None, headers=None, auth=None, timeout=None,
-                allow_redirects=False):
+    def request(
+        self, method, url, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False
+    ):
         """Send one request and return the SDK's Response; transport errors raise requests' exceptions."""
         prepared = PreparedRequest()
         prepared.method = method.upper()
@@ -148,9 +153,11 @@ class SignalWireHttp(HttpClient):
             prepared.headers["Authorization"] = _basic_auth_str(*auth)
         prepared.hooks = {"response": []}
         answer = self.session.get_adapter(prepared.url).send(
-            prepared, timeout=timeout or self.timeout, proxies=self.proxy or {})
-        return Response(answer.status_code, answer.content.decode(answer.encoding or "utf-8", "replace"),
-                        answer.headers)
+            prepared, timeout=timeout or self.timeout, proxies=self.proxy or {}
+        )
+        return Response(
+            answer.status_code, answer.content.decode(answer.encoding or "utf-8", "replace"), answer.headers
+        )
 
 
 def build_client(config: Config, timeout_s: Optional[float] = None, pool_size: Optional[int] = None) -> Client:
@@ -159,9 +166,11 @@ def build_client(config: Config, timeout_s: Optional[float] = None, pool_size: O
     base_url = config.signalwire_api_url or f"https://{config.signalwire_space_url}"
     # requests re-reads proxy variables from the environment on every call, which costs more CPU than
     # the rest of the call; read them once here.
-    http_client = SignalWireHttp(timeout_s or config.signalwire_timeout_s,
-                                 pool_size or config.signalwire_concurrency + readers_for(config.reconcile_max_reads_per_s) + 1,
-                                 get_environ_proxies(base_url) or None)
+    http_client = SignalWireHttp(
+        timeout_s or config.signalwire_timeout_s,
+        pool_size or config.signalwire_concurrency + readers_for(config.reconcile_max_reads_per_s) + 1,
+        get_environ_proxies(base_url) or None,
+    )
     client = Client(
         config.signalwire_project_id,
         config.signalwire_api_token,
@@ -202,15 +211,24 @@ def _classify(error: Exception, gone: Tuple[int, ...] = UPDATE_GONE) -> Outcome:
 class SignalWireGateway:
     """REST commands Quorum issues, each returning an `Outcome` instead of raising."""
 
-    def __init__(self, client: Client,
-                 observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None,
-                 announcer: Optional[Client] = None):
+    def __init__(
+        self,
+        client: Client,
+        observe: Callable[[str, str, float], None] = lambda kind, outcome, seconds: None,
+        announcer: Optional[Client] = None,
+    ):
         self._client = client
         self._announcer = announcer or client  # the client `announce` sends with (`build_announcer`)
         self._observe = observe  # (command kind, outcome, seconds) of every call, for metrics
 
-    def set_recording(self, conference_sid: str, recording_sid: str, target: str,
-                      call_sid: Optional[str] = None, pause_behavior: str = "skip") -> Outcome:
+    def set_recording(
+        self,
+        conference_sid: str,
+        recording_sid: str,
+        target: str,
+        call_sid: Optional[str] = None,
+        pause_behavior: str = "skip",
+    ) -> Outcome:
         """Pause or resume the conference recording, or a participant's own (when `call_sid` is given)."""
         owner = self._client.calls(call_sid) if call_sid else self._client.conferences(conference_sid)
         recording = owner.recordings(recording_sid)
@@ -219,27 +237,42 @@ class SignalWireGateway:
             f"{'call ' + call_sid if call_sid else 'conference ' + conference_sid} recording {recording_sid} "
             f"-> {API_STATUS[target]}",
             # PauseBehavior belongs to Status=paused only (Update a Conference Recording).
-            lambda: recording.update(status=API_STATUS[target],
-                                     **({"pause_behavior": pause_behavior} if target == PAUSED else {})),
+            lambda: recording.update(
+                status=API_STATUS[target], **({"pause_behavior": pause_behavior} if target == PAUSED else {})
+            ),
         )
 
     def announce(self, conference_sid: str, url: str) -> Outcome:
         """Have SignalWire fetch LaML from `url` and play it to everyone (Update a Conference: AnnounceUrl)."""
-        return self._call("announce", f"announce to conference {conference_sid}", lambda: self._announcer.conferences(
-            conference_sid).update(announce_url=url, announce_method="POST"))
+        return self._call(
+            "announce",
+            f"announce to conference {conference_sid}",
+            lambda: self._announcer.conferences(conference_sid).update(announce_url=url, announce_method="POST"),
+        )
 
     def record_call(self, call_sid: str, callback_url: str) -> Tuple[Outcome, Optional[str]]:
         """Start a mono recording of the caller's own voice; returns the recording sid."""
         created = []
-        outcome = self._call("record-call", f"record call {call_sid}", lambda: created.append(self._client.calls(call_sid).recordings.create(
-            recording_channels="mono", recording_track="inbound", trim="do-not-trim",
-            recording_status_callback=callback_url, recording_status_callback_method="POST",
-            # twilio 6.54 would send a list as repeated fields; SignalWire wants one space-separated value.
-            recording_status_callback_event="in-progress completed absent")))
+        outcome = self._call(
+            "record-call",
+            f"record call {call_sid}",
+            lambda: created.append(
+                self._client.calls(call_sid).recordings.create(
+                    recording_channels="mono",
+                    recording_track="inbound",
+                    trim="do-not-trim",
+                    recording_status_callback=callback_url,
+                    recording_status_callback_method="POST",
+                    # twilio 6.54 would send a list as repeated fields; SignalWire wants one space-separated value.
+                    recording_status_callback_event="in-progress completed absent",
+                )
+            ),
+        )
         return outcome, (created[0].sid if created else None)
 
-    def read_conference(self, conference_sid: str,
-                        call_recordings: Tuple[Tuple[str, str], ...] = ()) -> Tuple[Outcome, Optional[Snapshot]]:
+    def read_conference(
+        self, conference_sid: str, call_recordings: Tuple[Tuple[str, str], ...] = ()
+    ) -> Tuple[Outcome, Optional[Snapshot]]:
         """The conference's calls on the line and recordings, read from the REST API: two GETs, and a third
         for its status only when nobody is on the line (SignalWire ends a conference when the last one leaves);
         one more per (call, recording) of `call_recordings`, participant recordings the conference does not list."""
@@ -248,8 +281,11 @@ class SignalWireGateway:
         def read():
             conference = self._client.conferences(conference_sid)
             # A participant that has left may still be listed, with status `completed`.
-            on_the_line = [p for p in conference.participants.list()
-                           if getattr(p, "status", "in-progress") in (None, "in-progress")]
+            on_the_line = [
+                p
+                for p in conference.participants.list()
+                if getattr(p, "status", "in-progress") in (None, "in-progress")
+            ]
             present = tuple(p.call_sid for p in on_the_line)
             held = tuple(p.call_sid for p in on_the_line if getattr(p, "hold", False) is True)
             recordings = {r.sid: r.status for r in conference.recordings.list()}
@@ -272,53 +308,79 @@ class SignalWireGateway:
     def fetch_call(self, call_sid: str) -> Tuple[Outcome, Optional[dict]]:
         """Who a call is, from the Call resource (`GET /Calls/{sid}`): {"from", "to"} as the voice webhook keeps."""
         found = []
-        outcome = self._call("fetch-call", f"fetch call {call_sid}",
-                             lambda: found.append(self._client.calls(call_sid).fetch()), gone=READ_GONE)
+        outcome = self._call(
+            "fetch-call",
+            f"fetch call {call_sid}",
+            lambda: found.append(self._client.calls(call_sid).fetch()),
+            gone=READ_GONE,
+        )
         return outcome, ({"from": found[0].from_ or "", "to": found[0].to or ""} if found else None)
 
     def list_live_conferences(self) -> Tuple[Outcome, List[LiveConference]]:
         """Every in-progress conference of the project, page by page."""
         found: List[LiveConference] = []
-        outcome = self._call("list-conferences", "list in-progress conferences", lambda: found.extend(
-            LiveConference(c.sid, c.friendly_name or "", _epoch(c.date_created))
-            for c in self._client.conferences.stream(status="in-progress", page_size=LIVE_PAGE_SIZE)))
+        outcome = self._call(
+            "list-conferences",
+            "list in-progress conferences",
+            lambda: found.extend(
+                LiveConference(c.sid, c.friendly_name or "", _epoch(c.date_created))
+                for c in self._client.conferences.stream(status="in-progress", page_size=LIVE_PAGE_SIZE)
+            ),
+        )
         return outcome, found
 
     def point_number_at(self, phone_number: str, voice_url: str, status_url: str) -> Outcome:
         """Set the number's voice webhook and its StatusCallback (the calls' own ends); GONE when the number is not
         in this project."""
         found = []
-        outcome = self._call("find-number", f"look up {phone_number}", lambda: found.extend(
-            self._client.incoming_phone_numbers.list(phone_number=phone_number, limit=1)))
+        outcome = self._call(
+            "find-number",
+            f"look up {phone_number}",
+            lambda: found.extend(self._client.incoming_phone_numbers.list(phone_number=phone_number, limit=1)),
+        )
         if outcome is not Outcome.OK:
             return outcome
         if not found:
             return Outcome.GONE
-        return self._call("point-number", f"point {phone_number} at {voice_url}",
-                          lambda: found[0].update(voice_url=voice_url, voice_method="POST", status_callback=status_url,
-                                                  status_callback_method="POST"))
+        return self._call(
+            "point-number",
+            f"point {phone_number} at {voice_url}",
+            lambda: found[0].update(
+                voice_url=voice_url, voice_method="POST", status_callback=status_url, status_callback_method="POST"
+            ),
+        )
 
-    def list_recordings(self, conference_sid: Optional[str] = None,
-                        call_sid: Optional[str] = None) -> Tuple[Outcome, Dict[str, ListedRecording]]:
+    def list_recordings(
+        self, conference_sid: Optional[str] = None, call_sid: Optional[str] = None
+    ) -> Tuple[Outcome, Dict[str, ListedRecording]]:
         """A conference's recordings (`GET /Conferences/{C}/Recordings`), or a call's own (List all Recordings,
         `GET /Recordings?CallSid=`, the list SignalWire documents for calls), finished ones included."""
         found: Dict[str, ListedRecording] = {}
         if conference_sid is not None:
             listing = self._client.conferences(conference_sid).recordings
-            what, page = f"list recordings of conference {conference_sid}", lambda: listing.stream(
-                page_size=RECORDINGS_PAGE_SIZE)
+            what, page = (
+                f"list recordings of conference {conference_sid}",
+                lambda: listing.stream(page_size=RECORDINGS_PAGE_SIZE),
+            )
         else:
-            what, page = f"list recordings of call {call_sid}", lambda: self._client.recordings.stream(
-                call_sid=call_sid, page_size=RECORDINGS_PAGE_SIZE)
-        outcome = self._call("list-recordings", what, lambda: found.update((r.sid, _listed(r)) for r in page()),
-                             gone=READ_GONE)
+            what, page = (
+                f"list recordings of call {call_sid}",
+                lambda: self._client.recordings.stream(call_sid=call_sid, page_size=RECORDINGS_PAGE_SIZE),
+            )
+        outcome = self._call(
+            "list-recordings", what, lambda: found.update((r.sid, _listed(r)) for r in page()), gone=READ_GONE
+        )
         return outcome, found
 
     def fetch_recording(self, recording_sid: str) -> Tuple[Outcome, Optional[ListedRecording]]:
         """One recording's resource (`GET /Recordings/{R}.json`, which names its conference); GONE: 404."""
         found = []
-        outcome = self._call("fetch-recording", f"fetch recording {recording_sid}", lambda: found.append(
-            _listed(self._client.recordings(recording_sid).fetch())), gone=READ_GONE)
+        outcome = self._call(
+            "fetch-recording",
+            f"fetch recording {recording_sid}",
+            lambda: found.append(_listed(self._client.recordings(recording_sid).fetch())),
+            gone=READ_GONE,
+        )
         return outcome, (found[0] if found else None)
 
     def media_url(self, recording_sid: str) -> str:
@@ -329,8 +391,12 @@ class SignalWireGateway:
 
     def delete_recording(self, recording_sid: str) -> Outcome:
         """Delete a recording and its media at SignalWire (`DELETE /Recordings/{R}`); GONE: 404, already gone."""
-        return self._call("delete-recording", f"delete recording {recording_sid}",
-                          lambda: self._client.recordings(recording_sid).delete(), gone=DELETE_GONE)
+        return self._call(
+            "delete-recording",
+            f"delete recording {recording_sid}",
+            lambda: self._client.recordings(recording_sid).delete(),
+            gone=DELETE_GONE,
+        )
 
     def _call(self, kind: str, what: str, command, gone: Tuple[int, ...] = UPDATE_GONE) -> Outcome:
         """Run one command, timing it and logging its failure without credentials; `gone`: statuses meaning GONE."""

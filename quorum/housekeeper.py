@@ -20,9 +20,16 @@ class Housekeeper(threading.Thread):
     """Sweeps every `sweep_s`, reconciles every `reconcile_s`, repairs every `repair_s` (0: never) and re-drives
     every `redrive_s`."""
 
-    def __init__(self, controller: RecordingController, sweep_s: float, reconcile_s: float,
-                 on_sweep: Callable[[], None] = lambda: None, repair_s: float = 0.0, redrive_s: float = REDRIVE_S,
-                 on_redrive: Callable[[], object] = lambda: None):
+    def __init__(
+        self,
+        controller: RecordingController,
+        sweep_s: float,
+        reconcile_s: float,
+        on_sweep: Callable[[], None] = lambda: None,
+        repair_s: float = 0.0,
+        redrive_s: float = REDRIVE_S,
+        on_redrive: Callable[[], object] = lambda: None,
+    ):
         super().__init__(name="quorum-housekeeper", daemon=True)
         self._controller = controller
         self._on_sweep = on_sweep  # run after each sweep: the archive's upkeep, wired in app.py
@@ -35,8 +42,12 @@ class Housekeeper(threading.Thread):
 
     def run(self) -> None:
         """Re-drive, sweep, reconcile and repair until stopped, each at its own period."""
-        jobs = [(self._redrive_s, self._redrive), (self._sweep_s, self._sweep),
-                (self._reconcile_s, self._controller.reconcile), (self._repair_s, self._controller.repair)]
+        jobs = [
+            (self._redrive_s, self._redrive),
+            (self._sweep_s, self._sweep),
+            (self._reconcile_s, self._controller.reconcile),
+            (self._repair_s, self._controller.repair),
+        ]
         due = [time.monotonic() + period if period else math.inf for period, _ in jobs]
         while not self._stopped.wait(max(0.0, min(due) - time.monotonic())):
             for i, (period, job) in enumerate(jobs):

@@ -17,8 +17,12 @@ _SID = {kind: re.compile(rf"{_UUID}|{kind}[0-9a-fA-F]{{32}}") for kind in ("CF",
 
 # (where, name) -> what it must be: sids by their kind, rooms by `config.valid_room`.
 _CHECKED = {
-    ("form", "ConferenceSid"): "CF", ("form", "CallSid"): "CA", ("form", "RecordingSid"): "RE",
-    ("form", "FriendlyName"): "room", ("query", "room"): "room", ("query", "call"): "CA",
+    ("form", "ConferenceSid"): "CF",
+    ("form", "CallSid"): "CA",
+    ("form", "RecordingSid"): "RE",
+    ("form", "FriendlyName"): "room",
+    ("query", "room"): "room",
+    ("query", "call"): "CA",
 }
 
 

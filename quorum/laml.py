@@ -49,8 +49,9 @@ def announcement_laml(text: str) -> str:
     return str(response)
 
 
-def conference_laml(room: str, public_base: str, trim: str, starts_conference: bool = True,
-                    talk_time: bool = False) -> str:
+def conference_laml(
+    room: str, public_base: str, trim: str, starts_conference: bool = True, talk_time: bool = False
+) -> str:
     """Join the caller to `room`, recorded from the start, with our callbacks (speaker events too with `talk_time`).
 
     A caller who does not start the conference (not a host, where the room has hosts) waits with

@@ -10,16 +10,37 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from config import RoomRule
-from recording_state import (ABANDONED, DOUBT, GONE, PAUSED, PROCESSING, RECORDING, TIMELINE_LIMIT, UNSURE, Caller,
-                             Conference, Presence, RecordingInfo, Transition, evolve)
+from recording_state import (
+    ABANDONED,
+    DOUBT,
+    GONE,
+    PAUSED,
+    PROCESSING,
+    RECORDING,
+    TIMELINE_LIMIT,
+    UNSURE,
+    Caller,
+    Conference,
+    Presence,
+    RecordingInfo,
+    Transition,
+    evolve,
+)
 
 # Recording statuses SignalWire reports in recording-status callbacks: `failed` for a conference recording,
 # `absent` for a call recording (Compatibility API, recordingStatusCallbackEvent).
 RECORDING_DONE = ("completed", "absent", "failed")
 # Recording statuses the REST API reports, as our confirmed states. `queued` is not one: SignalWire's own
 # update example answers `queued` with end_time set, so it says nothing about recording; we resend instead.
-API_RECORDING_STATES = {"in-progress": RECORDING, "resumed": RECORDING, "paused": PAUSED,
-                        "completed": GONE, "absent": GONE, "stopped": GONE, "failed": GONE}
+API_RECORDING_STATES = {
+    "in-progress": RECORDING,
+    "resumed": RECORDING,
+    "paused": PAUSED,
+    "completed": GONE,
+    "absent": GONE,
+    "stopped": GONE,
+    "failed": GONE,
+}
 RECOVER = "recover"  # an Action target: read the conference from the REST API first
 CREATE = "create"  # an Action target: start a participant's own recording of `call_sid`
 ANNOUNCE = "announce"  # an Action target: play RECORDING_ANNOUNCEMENT to the conference
@@ -92,17 +113,20 @@ def _rewant(conf: Conference, at: float) -> Conference:
     return evolve(conf, wanted=wanted, timeline=_log(conf, at, "wanted", wanted))
 
 
-def new_conference(room: str, conference_sid: Optional[str], at: float, rule: RoomRule,
-                   now: Optional[float] = None) -> Conference:
+def new_conference(
+    room: str, conference_sid: Optional[str], at: float, rule: RoomRule, now: Optional[float] = None
+) -> Conference:
     """A fresh conference with nobody on the line yet, under `rule`; `at` is SignalWire's clock, `now` ours."""
     opened_at = at if now is None else now
-    conf = Conference(room=room, conference_sid=conference_sid, started_at=at, opened_at=opened_at, updated_at=at,
-                      rule=rule)
+    conf = Conference(
+        room=room, conference_sid=conference_sid, started_at=at, opened_at=opened_at, updated_at=at, rule=rule
+    )
     return _rewant(conf, at)
 
 
-def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float, rule: RoomRule,
-          now: Optional[float] = None) -> Optional[Conference]:
+def adopt(
+    conf: Optional[Conference], room: str, conference_sid: str, at: float, rule: RoomRule, now: Optional[float] = None
+) -> Optional[Conference]:
     """The conference an event for `conference_sid` applies to, or None when the event is stale.
 
     A sid we have not seen replaces an ended conference (the room's next call) or a
@@ -119,8 +143,15 @@ def adopt(conf: Optional[Conference], room: str, conference_sid: str, at: float,
     return new_conference(room, conference_sid, at, rule, now)
 
 
-def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, known: bool = False,
-                      hold: bool = False, host: bool = False) -> Conference:
+def participant_event(
+    conf: Conference,
+    call_sid: str,
+    joined: bool,
+    at: float,
+    known: bool = False,
+    hold: bool = False,
+    host: bool = False,
+) -> Conference:
     """Apply a join, leave, hold or unhold; duplicates, events older than the call's newest and events of a call
     that ended are no-ops.
 
@@ -140,13 +171,18 @@ def participant_event(conf: Conference, call_sid: str, joined: bool, at: float, 
     known = known or (seen is not None and seen.known)
     host = host or (seen is not None and seen.host)
     presence = Presence(joined, at, conf.version + 1, known, line[1], host)
-    changed = evolve(conf, participants={**conf.participants, call_sid: presence},
-                      updated_at=max(conf.updated_at, at), recheck=conf.recheck or tie)
+    changed = evolve(
+        conf,
+        participants={**conf.participants, call_sid: presence},
+        updated_at=max(conf.updated_at, at),
+        recheck=conf.recheck or tie,
+    )
     return _rewant(changed, at)
 
 
-def connection_event(conf: Conference, call_sid: str, joined: bool, now: float,
-                     caller: Optional[Caller] = None, hold: bool = False) -> Conference:
+def connection_event(
+    conf: Conference, call_sid: str, joined: bool, now: float, caller: Optional[Caller] = None, hold: bool = False
+) -> Conference:
     """Note when a call joined, left or was held, for the conversation record; `caller` says who it is."""
     known = conf.callers.get(call_sid) or caller or Caller()
     if joined:
@@ -189,8 +225,13 @@ def ask_confirmation(conf: Optional[Conference]) -> Optional[Conference]:
     return conf if conf is None or conf.ended or conf.recheck else evolve(conf, recheck=True)
 
 
-def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
-            start: Optional[ReadStart] = None, hosts: frozenset = frozenset()) -> Optional[Conference]:
+def recover(
+    conf: Optional[Conference],
+    snapshot: Optional[Snapshot],
+    at: float,
+    start: Optional[ReadStart] = None,
+    hosts: frozenset = frozenset(),
+) -> Optional[Conference]:
     """Merge what a REST read reports into `conf`; a None snapshot means the conference is gone.
 
     `start` is where the read began (default: `conf` itself). Anything a callback or command changed after
@@ -202,11 +243,14 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
         return None
     # A participant event during the read (a same-second conflict among them) is one it cannot confirm: the
     # confirmation stays asked for. A call's own end needs none: it is final.
-    changed_meanwhile = start is not None and any(p.version > start.version and not p.terminal for p in conf.participants.values())
+    changed_meanwhile = start is not None and any(
+        p.version > start.version and not p.terminal for p in conf.participants.values()
+    )
     start = start or read_start(conf)
     if snapshot is None or snapshot.status == "completed":
-        return evolve(conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1,
-                      read_at=at)
+        return evolve(
+            conference_ended(conf, at), verified=True, recheck=False, read_version=conf.version + 1, read_at=at
+        )
     participants = dict(conf.participants)
     for call in set(conf.participants) | set(snapshot.present):
         seen = conf.participants.get(call)
@@ -215,13 +259,23 @@ def recover(conf: Optional[Conference], snapshot: Optional[Snapshot], at: float,
         if seen is not None and (seen.terminal or seen.version > start.version or seen.line == line):
             participants[call] = evolve(seen, known=seen.known or seen.line == line, host=host)
         else:
-            participants[call] = Presence(line[0], max(start.stamp, seen.at if seen else 0.0), conf.version + 1,
-                                          True, line[1], host)
-    merged = evolve(conf, participants=participants, verified=True, recheck=conf.recheck and changed_meanwhile,
-                     read_version=conf.version + 1, read_at=at)
+            participants[call] = Presence(
+                line[0], max(start.stamp, seen.at if seen else 0.0), conf.version + 1, True, line[1], host
+            )
+    merged = evolve(
+        conf,
+        participants=participants,
+        verified=True,
+        recheck=conf.recheck and changed_meanwhile,
+        read_version=conf.version + 1,
+        read_at=at,
+    )
     # A conference recording in doubt that the conference's (complete) list leaves out is over.
-    unlisted = {sid: None for sid, state in conf.recordings.items()
-                if state == DOUBT and _owner(conf, sid) is None and sid not in snapshot.recordings}
+    unlisted = {
+        sid: None
+        for sid, state in conf.recordings.items()
+        if state == DOUBT and _owner(conf, sid) is None and sid not in snapshot.recordings
+    }
     for sid, status in {**snapshot.recordings, **snapshot.call_recordings, **unlisted}.items():
         if conf.recording_versions.get(sid, 0) > start.version:
             continue  # a callback or command result newer than the read
@@ -250,9 +304,15 @@ def conference_ended(conf: Conference, at: float) -> Conference:
     return evolve(conf, ended=True, ended_at=at, updated_at=max(conf.updated_at, at))
 
 
-def recording_status(conf: Conference, recording_sid: str, status: str, at: float,
-                     url: Optional[str] = None, duration_s: Optional[float] = None,
-                     call_sid: Optional[str] = None) -> Conference:
+def recording_status(
+    conf: Conference,
+    recording_sid: str,
+    status: str,
+    at: float,
+    url: Optional[str] = None,
+    duration_s: Optional[float] = None,
+    call_sid: Optional[str] = None,
+) -> Conference:
     """Apply a recording-status callback; our own confirmed state outranks a late 'in-progress'.
 
     `call_sid` (from our callback URL) marks a participant's own recording.
@@ -266,8 +326,12 @@ def recording_status(conf: Conference, recording_sid: str, status: str, at: floa
         return _confirmed(conf, recording_sid, RECORDING, at)
     if status in RECORDING_DONE and known != GONE:
         info = conf.recording_info.get(recording_sid) or RecordingInfo()
-        conf = _with_info(conf, recording_sid, url=url or info.url,
-                          duration_s=duration_s if duration_s is not None else info.duration_s)
+        conf = _with_info(
+            conf,
+            recording_sid,
+            url=url or info.url,
+            duration_s=duration_s if duration_s is not None else info.duration_s,
+        )
         return _confirmed(conf, recording_sid, GONE, at)
     return conf
 
@@ -278,8 +342,9 @@ def _with_info(conf: Conference, recording_sid: str, **changes) -> Conference:
     return evolve(conf, recording_info={**conf.recording_info, recording_sid: info})
 
 
-def recording_created(conf: Optional[Conference], call_sid: str, recording_sid: Optional[str],
-                      at: float) -> Optional[Conference]:
+def recording_created(
+    conf: Optional[Conference], call_sid: str, recording_sid: Optional[str], at: float
+) -> Optional[Conference]:
     """A participant's own recording was started (or refused, when `recording_sid` is None)."""
     if conf is None:
         return None
@@ -299,17 +364,26 @@ def _confirmed(conf: Conference, recording_sid: str, state: str, at: float) -> C
     if state in (UNSURE, DOUBT):
         return evolve(conf, recordings=recordings, recording_versions=versions, refused=refused)
     # The conference recording (re)started: everyone hears the announcement, and the recording carries it.
-    starts = (state == RECORDING and conf.recordings.get(recording_sid) != RECORDING
-              and _owner(conf, recording_sid) is None and bool(conf.rule.recording_announcement))
+    starts = (
+        state == RECORDING
+        and conf.recordings.get(recording_sid) != RECORDING
+        and _owner(conf, recording_sid) is None
+        and bool(conf.rule.recording_announcement)
+    )
     return evolve(
-        conf, recordings=recordings, recording_versions=versions, refused=refused,
-        updated_at=max(conf.updated_at, at), timeline=_log(conf, at, "confirmed", state, recording_sid),
+        conf,
+        recordings=recordings,
+        recording_versions=versions,
+        refused=refused,
+        updated_at=max(conf.updated_at, at),
+        timeline=_log(conf, at, "confirmed", state, recording_sid),
         announce_tries=ANNOUNCE_TRIES if starts else conf.announce_tries,
     )
 
 
-def command_result(conf: Optional[Conference], recording_sid: str, state: str, at: float,
-                   target: Optional[str] = None) -> Optional[Conference]:
+def command_result(
+    conf: Optional[Conference], recording_sid: str, state: str, at: float, target: Optional[str] = None
+) -> Optional[Conference]:
     """Record the outcome of a REST command unless the recording has finished meanwhile.
 
     ABANDONED (the API refused `target`) keeps the recording's last confirmed state, remembers the refusal
@@ -354,8 +428,11 @@ def next_action(conf: Optional[Conference]) -> Optional[Action]:
 def in_doubt(conf: Conference) -> tuple:
     """(recording, its caller or None) in doubt for a read to settle; a caller's own that hung up ends by itself."""
     present = set(conf.present())
-    return tuple((sid, _owner(conf, sid)) for sid, state in sorted(conf.recordings.items())
-                 if state == DOUBT and _owner(conf, sid) in (None, *present))
+    return tuple(
+        (sid, _owner(conf, sid))
+        for sid, state in sorted(conf.recordings.items())
+        if state == DOUBT and _owner(conf, sid) in (None, *present)
+    )
 
 
 def _due(conf: Conference, recording_sid: str, confirmed: str) -> bool:
@@ -378,10 +455,16 @@ def _callers_to_record(conf: Conference) -> list:
     the conference recording is paused.
     """
     # An abandoned recording may still be running: starting another would record the caller twice.
-    running = {_owner(conf, sid) for sid, state in conf.recordings.items()
-               if state in (RECORDING, PAUSED, UNSURE, DOUBT, ABANDONED)}
-    return [call for call in conf.present()
-            if conf.callers.get(call, Caller()).record and call not in running and call not in conf.unrecordable]
+    running = {
+        _owner(conf, sid)
+        for sid, state in conf.recordings.items()
+        if state in (RECORDING, PAUSED, UNSURE, DOUBT, ABANDONED)
+    }
+    return [
+        call
+        for call in conf.present()
+        if conf.callers.get(call, Caller()).record and call not in running and call not in conf.unrecordable
+    ]
 
 
 def finished(conf: Conference) -> bool:

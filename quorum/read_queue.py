@@ -22,8 +22,14 @@ class ReadQueue:
     (`since`: the `read_at` their schedule saw) the longest `due` first, done only if no read has answered since;
     at most `reads_per_s` GETs per second across every process sharing the store."""
 
-    def __init__(self, read: Callable[[str, Optional[float]], None], store: StateStore, reads_per_s: int,
-                 readers: int = 2, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        read: Callable[[str, Optional[float]], None],
+        store: StateStore,
+        reads_per_s: int,
+        readers: int = 2,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self._read = read  # (room, since)
         self._store = store
         self._reads_per_s = reads_per_s

@@ -60,15 +60,19 @@ class RedisOutage:
         try:
             return bool(self._client.ping())
         except redis.RedisError as error:
-            self._begin(error, logging.WARNING,
-                        "starting anyway; callbacks are answered 503 (SignalWire retries them) until it does")
+            self._begin(
+                error,
+                logging.WARNING,
+                "starting anyway; callbacks are answered 503 (SignalWire retries them) until it does",
+            )
             return False
 
     def report(self, error: redis.RedisError) -> None:
         """A Redis error from anywhere: the first of an outage is said, the rest are already known."""
         if isinstance(error, UNREACHABLE):
-            self._begin(error, logging.ERROR,
-                        "callbacks are answered 503 (SignalWire retries them) and background work waits")
+            self._begin(
+                error, logging.ERROR, "callbacks are answered 503 (SignalWire retries them) and background work waits"
+            )
             return
         held = self._refusals.due()
         if held is not None:

@@ -123,15 +123,17 @@ class RedisStore:
         guards, token = ([self._key("lock", release[0])], release[1]) if release else ([], "")
         return self._mutate(room, lambda conf, caller: fn(conf), guards, None, token)[1]
 
-    def mutate_unless_retired(self, room: str, fn: EventMutation, conference_sid: str,
-                              call_sid: Optional[str] = None) -> Tuple[bool, Optional[Conference]]:
+    def mutate_unless_retired(
+        self, room: str, fn: EventMutation, conference_sid: str, call_sid: Optional[str] = None
+    ) -> Tuple[bool, Optional[Conference]]:
         """`mutate` with the retired check and the caller's record in the same compare-and-set: the caller is
         this process's guess, verified there like the room's copy. Returns (retired, result)."""
         guards = [self._key("retired", conference_sid)] + ([self._key("call", call_sid)] if call_sid else [])
         return self._mutate(room, fn, guards, call_sid)
 
-    def _mutate(self, room: str, fn: EventMutation, guards: List[str], call_sid: Optional[str],
-                token: str = "") -> Tuple[bool, Optional[Conference]]:
+    def _mutate(
+        self, room: str, fn: EventMutation, guards: List[str], call_sid: Optional[str], token: str = ""
+    ) -> Tuple[bool, Optional[Conference]]:
         """The compare-and-set loop of `mutate` and `mutate_unless_retired`; `guards`: KEYS[3:], `token`: ARGV[7]."""
         keys = [self._key("conf", room), f"{self._ns}:rooms", *guards]
         digest, current = self._recent.get(room)
@@ -196,7 +198,7 @@ class RedisStore:
         names = sorted(name.decode() for name in cast(Set[bytes], self._redis.smembers(rooms_key)))  # as in `get`
         pipe = self._redis.pipeline(transaction=False)
         for start in range(0, len(names), MGET_BATCH):
-            pipe.mget([self._key("conf", name) for name in names[start:start + MGET_BATCH]])
+            pipe.mget([self._key("conf", name) for name in names[start : start + MGET_BATCH]])
         values = [value for batch in pipe.execute() for value in batch]
         gone = [name for name, value in zip(names, values) if value is None]
         if gone:

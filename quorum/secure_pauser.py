@@ -23,9 +23,14 @@ class SecurePauser:
     process that began it is gone. `notify(conf, pause)` is told of each start and end, once (by the process whose
     write made it)."""
 
-    def __init__(self, store: StateStore, kick: Callable[[str, Optional[float]], None], max_s: float,
-                 notify: Callable[[Conference, SecurePause], None] = lambda conf, pause: None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: StateStore,
+        kick: Callable[[str, Optional[float]], None],
+        max_s: float,
+        notify: Callable[[Conference, SecurePause], None] = lambda conf, pause: None,
+        clock: Callable[[], float] = time.time,
+    ):
         self._store = store
         self._kick = kick  # (room, when the change arrived: perf_counter) -> the command queue's kick
         self._max_s = max_s
@@ -69,8 +74,9 @@ class SecurePauser:
         """Drop the timers (the deadlines stay in the store)."""
         self._timers.stop()
 
-    def _change(self, room: str, fn: Callable[[Optional[Conference]], Optional[Conference]],
-                received: Optional[float] = None) -> Optional[Conference]:
+    def _change(
+        self, room: str, fn: Callable[[Optional[Conference]], Optional[Conference]], received: Optional[float] = None
+    ) -> Optional[Conference]:
         """Apply `fn` to the room's live conference; when it began or ended a secure pause, arm its timer, tell
         `notify` and kick the room. Returns the live conference after it, or None."""
         seen: Dict[str, SecurePause] = {}
@@ -89,10 +95,14 @@ class SecurePauser:
             return None
         if seen:
             pause = seen["pause"]
-            what, who = ("secure-pause", pause.by) if pause.end is None else (f"secure-{pause.ended}",
-                                                                              pause.resumed_by or "deadline")
-            log.info("room=%s conference=%s action=%s by=%s wanted=%s", room, conf.conference_sid, what, who,
-                     conf.wanted)
+            what, who = (
+                ("secure-pause", pause.by)
+                if pause.end is None
+                else (f"secure-{pause.ended}", pause.resumed_by or "deadline")
+            )
+            log.info(
+                "room=%s conference=%s action=%s by=%s wanted=%s", room, conf.conference_sid, what, who, conf.wanted
+            )
             if pause.end is None:
                 self._timers.later(room, self._max_s)
             self._notify(conf, pause)

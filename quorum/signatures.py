@@ -48,12 +48,21 @@ def is_valid(signing_key: str, url: str, form: Mapping[str, str], signature: Opt
     params = {key: form[key] for key in form if isinstance(key, str)}
     # compare_digest refuses non-ASCII text with a TypeError; as bytes any header is merely wrong.
     given = signature.encode("utf-8", "surrogateescape")
-    return any(hmac.compare_digest(compute(signing_key, candidate, params).encode(), given)
-               for candidate in _port_spellings(url))
+    return any(
+        hmac.compare_digest(compute(signing_key, candidate, params).encode(), given)
+        for candidate in _port_spellings(url)
+    )
 
 
-def refusal_hint(signing_key: str, checked_url: str, request_bases: Iterable[str], path: str, query_string: bytes,
-                 form: Mapping[str, str], signature: Optional[str]) -> str:
+def refusal_hint(
+    signing_key: str,
+    checked_url: str,
+    request_bases: Iterable[str],
+    path: str,
+    query_string: bytes,
+    form: Mapping[str, str],
+    signature: Optional[str],
+) -> str:
     """What a refusal's log line adds: the URL the signature was checked against, and what to fix (the PUBLIC_URL
     to set when the signature signs one of the request's own base URLs instead). Never the signature or the form."""
     if not signature:

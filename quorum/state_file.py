@@ -37,8 +37,10 @@ CREATE TABLE IF NOT EXISTS calls (seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNI
 CREATE TABLE IF NOT EXISTS retired (seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, value TEXT);
 """
 # The bounded sets' statements (both tables alike; a retired sid has no value): `seq` orders them oldest first.
-_KEEP = {kind: (f"INSERT OR REPLACE INTO {kind} (key, value) VALUES (?, ?)", f"DELETE FROM {kind} WHERE key = ?")
-         for kind in ("calls", "retired")}
+_KEEP = {
+    kind: (f"INSERT OR REPLACE INTO {kind} (key, value) VALUES (?, ?)", f"DELETE FROM {kind} WHERE key = ?")
+    for kind in ("calls", "retired")
+}
 # gunicorn's graceful_timeout: a reload starts the new worker while the old one finishes, so wait for it.
 LOCK_WAIT_S = 20.0
 
@@ -87,16 +89,27 @@ class StateFile:
         """Every readable row: conferences by room, then known calls and retired sids, oldest first."""
         try:
             rows = self._db.execute("SELECT room, conference FROM conferences")
-            conferences = {room: conf for room, text in rows
-                           if (conf := self._readable(f"room {room}", text, _conference)) is not None}
+            conferences = {
+                room: conf
+                for room, text in rows
+                if (conf := self._readable(f"room {room}", text, _conference)) is not None
+            }
             rows = self._db.execute("SELECT key, value FROM calls ORDER BY seq")
-            calls = OrderedDict((sid, caller) for sid, text in rows
-                                if (caller := self._readable(f"call {sid}", text, _caller)) is not None)
-            retired = OrderedDict((sid, None) for sid, in self._db.execute("SELECT key FROM retired ORDER BY seq"))
+            calls = OrderedDict(
+                (sid, caller)
+                for sid, text in rows
+                if (caller := self._readable(f"call {sid}", text, _caller)) is not None
+            )
+            retired = OrderedDict((sid, None) for (sid,) in self._db.execute("SELECT key FROM retired ORDER BY seq"))
         except sqlite3.DatabaseError as error:
             raise ConfigError("STATE_FILE", f"cannot read {self.path}: {error}") from None
-        log.info("state file %s: %d conferences, %d known calls, %d retired sids", self.path, len(conferences),
-                 len(calls), len(retired))
+        log.info(
+            "state file %s: %d conferences, %d known calls, %d retired sids",
+            self.path,
+            len(conferences),
+            len(calls),
+            len(retired),
+        )
         return conferences, calls, retired
 
     def _readable(self, what: str, text, decode):
@@ -104,8 +117,13 @@ class StateFile:
         try:
             return decode(text)
         except Exception as error:  # whatever a damaged or foreign row raises, it is that row's problem only
-            log.warning("state file %s: %s skipped, its row is unreadable (%s: %s)", self.path, what,
-                        type(error).__name__, error)
+            log.warning(
+                "state file %s: %s skipped, its row is unreadable (%s: %s)",
+                self.path,
+                what,
+                type(error).__name__,
+                error,
+            )
             return None
 
     def conference(self, room: str, conf: Optional[Conference]) -> None:
@@ -143,8 +161,13 @@ class StateFile:
             try:
                 return self._commit(changes)
             except sqlite3.Error as error:
-                log.error("state file %s: %d changes not written yet (%s: %s); trying again", self.path,
-                          len(changes), type(error).__name__, error)
+                log.error(
+                    "state file %s: %d changes not written yet (%s: %s); trying again",
+                    self.path,
+                    len(changes),
+                    type(error).__name__,
+                    error,
+                )
             except Exception:  # a bug, not the disk: trying again cannot help, and the writer must go on
                 log.exception("state file %s: %d changes dropped", self.path, len(changes))
                 return
@@ -161,8 +184,9 @@ class StateFile:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany("INSERT OR REPLACE INTO conferences VALUES (?, ?)", rows)
-            self._db.executemany("DELETE FROM conferences WHERE room = ?",
-                                 [(room,) for room, conf in latest.items() if conf is None])
+            self._db.executemany(
+                "DELETE FROM conferences WHERE room = ?", [(room,) for room, conf in latest.items() if conf is None]
+            )
             for kind, key, value, evicted in (change for change in changes if change[0] != "conference"):
                 insert, delete = _KEEP[kind]
                 self._db.execute(insert, (key, None if value is None else _JSON.encode(value)))
@@ -225,8 +249,10 @@ def _hold(path: str, wait_s: float) -> int:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(holder)
-                raise ConfigError("STATE_FILE", f"{path} is in use by another Quorum process (one process per "
-                                                "state file: several need REDIS_URL)") from None
+                raise ConfigError(
+                    "STATE_FILE",
+                    f"{path} is in use by another Quorum process (one process per state file: several need REDIS_URL)",
+                ) from None
             time.sleep(0.1)
 
 
@@ -239,8 +265,11 @@ def _open(path: str) -> sqlite3.Connection:
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise ConfigError("STATE_FILE", f"{path} was written by a newer Quorum (schema {version}; this one "
-                                            f"reads {SCHEMA_VERSION}): upgrade, or move the file away")
+            raise ConfigError(
+                "STATE_FILE",
+                f"{path} was written by a newer Quorum (schema {version}; this one "
+                f"reads {SCHEMA_VERSION}): upgrade, or move the file away",
+            )
         db.execute("PRAGMA synchronous = NORMAL")  # no fsync per commit: see the module's docstring
         db.execute("PRAGMA journal_mode = WAL")  # a commit appends to the WAL: no rewrite of the file's pages
         db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")

@@ -46,8 +46,14 @@ class Writes:
         self._kept_lock = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(stripes)]
 
-    def write(self, room: str, lock: Tuple[str, str], change: Callable, then: Callable = nothing,
-              lost: Optional[Tuple[Callable, Callable]] = None) -> Optional[Conference]:
+    def write(
+        self,
+        room: str,
+        lock: Tuple[str, str],
+        change: Callable,
+        then: Callable = nothing,
+        lost: Optional[Tuple[Callable, Callable]] = None,
+    ) -> Optional[Conference]:
         """`mutate` the room with `change`, releasing `lock` (name, token), then `then(result)`: one room's writes
         and what follows each run one at a time here, so the events they send leave in the order of the writes.
         If the store does not answer, `lost` (change, then; default the same) is kept with the lock for `flush`

@@ -41,11 +41,15 @@ def open_tunnel(port: int, authtoken: Optional[str], ngrok_path: Optional[str] =
         # returned has started, and so has its URL.
         return cast(str, ngrok.connect(str(port), "http", bind_tls=True).public_url)
     except PyngrokNgrokInstallError as error:
-        raise TunnelFailed(f"downloading the ngrok binary failed ({_one_line(error)}); it is downloaded on first "
-                           f"use: install ngrok on PATH or set NGROK_PATH to it, {OR_PUBLIC_URL}") from None
+        raise TunnelFailed(
+            f"downloading the ngrok binary failed ({_one_line(error)}); it is downloaded on first "
+            f"use: install ngrok on PATH or set NGROK_PATH to it, {OR_PUBLIC_URL}"
+        ) from None
     except (PyngrokError, OSError) as error:
-        raise TunnelFailed(f"ngrok did not start ({_said(error)}) from {settings.ngrok_path}: check "
-                           f"NGROK_AUTHTOKEN and that ngrok can reach its service, {OR_PUBLIC_URL}") from None
+        raise TunnelFailed(
+            f"ngrok did not start ({_said(error)}) from {settings.ngrok_path}: check "
+            f"NGROK_AUTHTOKEN and that ngrok can reach its service, {OR_PUBLIC_URL}"
+        ) from None
 
 
 def _one_line(error: object) -> str:
@@ -68,11 +72,15 @@ def point_number(gateway: SignalWireGateway, number: str, public_url: str) -> Tu
     if outcome is Outcome.OK:
         return True, f"{number} now calls {voice_url}, its status callback {status_url}"
     reason = "is not a number of this project" if outcome is Outcome.GONE else "could not be updated"
-    return False, f"{number} {reason}; set its voice webhook to {voice_url} and its status callback to {status_url} yourself"
+    return (
+        False,
+        f"{number} {reason}; set its voice webhook to {voice_url} and its status callback to {status_url} yourself",
+    )
 
 
-def expose(config: Config, gateway: SignalWireGateway,
-           tunnel: Optional[Callable[[int, Optional[str]], str]] = None) -> Config:
+def expose(
+    config: Config, gateway: SignalWireGateway, tunnel: Optional[Callable[[int, Optional[str]], str]] = None
+) -> Config:
     """Config with PUBLIC_URL set to a fresh tunnel (`tunnel`: open_tunnel with NGROK_PATH); the phone number, if
     set, now calls it. TunnelFailed if no tunnel opens."""
     tunnel = tunnel or partial(open_tunnel, ngrok_path=config.ngrok_path)

@@ -18,8 +18,15 @@ log = logging.getLogger("quorum.webhooks")
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
-CONFERENCE_EVENTS = ("conference-start", "conference-end", "participant-join", "participant-leave",
-                     "participant-hold", "participant-unhold", *talk.SPEECH_EVENTS)
+CONFERENCE_EVENTS = (
+    "conference-start",
+    "conference-end",
+    "participant-join",
+    "participant-leave",
+    "participant-hold",
+    "participant-unhold",
+    *talk.SPEECH_EVENTS,
+)
 
 
 @bp.before_request
@@ -40,10 +47,24 @@ def require_signature():
         return None
     held = current_app.extensions["quorum"].refusals.due()  # a wrong PUBLIC_URL refuses every call: a line a minute
     if held is not None:  # the hint costs HMACs: only for a line that is written
-        hint = signatures.refusal_hint(config.signalwire_signing_key, url, _request_bases(), request.path,
-                                       request.query_string, request.form, signature)
-        log.warning("refused %s %s %s from %s: %s%s", "badly signed" if signature else "unsigned", request.method,
-                    request.path, request.remote_addr, hint, since(held))
+        hint = signatures.refusal_hint(
+            config.signalwire_signing_key,
+            url,
+            _request_bases(),
+            request.path,
+            request.query_string,
+            request.form,
+            signature,
+        )
+        log.warning(
+            "refused %s %s %s from %s: %s%s",
+            "badly signed" if signature else "unsigned",
+            request.method,
+            request.path,
+            request.remote_addr,
+            hint,
+            since(held),
+        )
     return _error(403, "invalid or missing X-SignalWire-Signature")
 
 
@@ -69,8 +90,9 @@ def require_well_formed_ids():
 @bp.after_request
 def count(response: Response) -> Response:
     """Count every answered webhook by route and outcome."""
-    current_app.extensions["quorum"].metrics.count_webhook(request.path.rsplit("/", 1)[-1], response.status_code,
-                                                           response.headers.get("X-Quorum-Outcome"))
+    current_app.extensions["quorum"].metrics.count_webhook(
+        request.path.rsplit("/", 1)[-1], response.status_code, response.headers.get("X-Quorum-Outcome")
+    )
     return response
 
 
@@ -89,10 +111,16 @@ def inbound():
         current_app.extensions["quorum"].controller.inbound_call(call_sid, caller, dialed)
     rule = config.rule_for(room)
     starts = not rule.host_numbers or rule.is_host(caller)
-    log.info("room=%s call=%s from=%s action=join-conference starts=%s", room, call_sid,
-             caller_numbers.for_log(caller, config.log_caller_numbers), starts)
-    return Response(laml.conference_laml(room, config.public_url, config.trim, starts, config.talk_time),
-                    mimetype="text/xml")
+    log.info(
+        "room=%s call=%s from=%s action=join-conference starts=%s",
+        room,
+        call_sid,
+        caller_numbers.for_log(caller, config.log_caller_numbers),
+        starts,
+    )
+    return Response(
+        laml.conference_laml(room, config.public_url, config.trim, starts, config.talk_time), mimetype="text/xml"
+    )
 
 
 @bp.post("/announce")
@@ -123,14 +151,26 @@ def conference_status():
         return _error(400, "invalid field: Timestamp")
     max_age_s = current_app.config["QUORUM"].event_max_age_s
     if input_checks.too_old(at, time.time(), max_age_s):
-        log.warning("refused stale %s conference=%s call=%s: Timestamp %.0f s old, window %.0f s", kind,
-                    form["ConferenceSid"], form.get("CallSid", ""), time.time() - at, max_age_s)
+        log.warning(
+            "refused stale %s conference=%s call=%s: Timestamp %.0f s old, window %.0f s",
+            kind,
+            form["ConferenceSid"],
+            form.get("CallSid", ""),
+            time.time() - at,
+            max_age_s,
+        )
         return _error(400, f"stale event: Timestamp older than {max_age_s:.0f} s")
     # Hold=true on a hold event, and on a join by someone who joins already held.
     hold = kind == "participant-hold" or (kind == "participant-join" and form.get("Hold", "").lower() == "true")
-    event = ConferenceEvent(kind=kind, room=form.get("FriendlyName") or form["ConferenceSid"],
-                            conference_sid=form["ConferenceSid"], call_sid=form.get("CallSid") or None, at=at,
-                            hold=hold, received=g.received)
+    event = ConferenceEvent(
+        kind=kind,
+        room=form.get("FriendlyName") or form["ConferenceSid"],
+        conference_sid=form["ConferenceSid"],
+        call_sid=form.get("CallSid") or None,
+        at=at,
+        hold=hold,
+        received=g.received,
+    )
     return _outcome(current_app.extensions["quorum"].controller.conference_event(event))
 
 
@@ -143,11 +183,15 @@ def recording_status():
     room = request.args.get("room", "").strip()
     if not room:
         return _error(400, "missing query parameter: room")
-    event = RecordingEvent(room=room, recording_sid=request.form["RecordingSid"],
-                           status=request.form["RecordingStatus"], at=time.time(),
-                           url=request.form.get("RecordingUrl") or None,
-                           duration_s=_number(request.form.get("RecordingDuration")),
-                           call_sid=request.args.get("call", "").strip() or None)
+    event = RecordingEvent(
+        room=room,
+        recording_sid=request.form["RecordingSid"],
+        status=request.form["RecordingStatus"],
+        at=time.time(),
+        url=request.form.get("RecordingUrl") or None,
+        duration_s=_number(request.form.get("RecordingDuration")),
+        call_sid=request.args.get("call", "").strip() or None,
+    )
     return _outcome(current_app.extensions["quorum"].controller.recording_event(event))
 
 
@@ -172,8 +216,12 @@ def call_status():
             return _error(400, "invalid field: Timestamp")
         at = end_time(stamp, _whole_seconds(form.get("CallDuration", "")), now)
         if input_checks.too_old(at, now, config.event_max_age_s):
-            log.warning("refused stale call-status call=%s: ended %.0f s ago, window %.0f s", form["CallSid"],
-                        now - at, config.event_max_age_s)
+            log.warning(
+                "refused stale call-status call=%s: ended %.0f s ago, window %.0f s",
+                form["CallSid"],
+                now - at,
+                config.event_max_age_s,
+            )
             return _error(400, f"stale event: Timestamp older than {config.event_max_age_s:.0f} s")
     # The action comes "after the dialed call ends", whatever DialCallStatus says: the caller left the conference.
     dial_ended = bool(form.get("DialCallStatus", "").strip())

@@ -69,8 +69,14 @@ class Balancer:
         # keepalive timer just as a request is written to it, a 502 that says nothing about the backend.
         headers = {**{k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}, "Connection": "close"}
         try:
-            answer = self._session.request(request.method, f"{backend}/{path}", params=request.query_string,
-                                           data=request.get_data(), headers=headers, timeout=10)
+            answer = self._session.request(
+                request.method,
+                f"{backend}/{path}",
+                params=request.query_string,
+                data=request.get_data(),
+                headers=headers,
+                timeout=10,
+            )
         except requests.RequestException as error:
             with self._lock:
                 self.failures.append((time.time(), backend, type(error).__name__))
@@ -180,8 +186,11 @@ class LogFiles:
 
     def errors(self) -> List[str]:
         """ERROR lines and tracebacks, but for the expected ones."""
-        return [line for line in self.lines() if self.ERROR.search(line)
-                and not any(expected in line for expected in self.expected)]
+        return [
+            line
+            for line in self.lines()
+            if self.ERROR.search(line) and not any(expected in line for expected in self.expected)
+        ]
 
     def warnings(self) -> int:
         """How many WARNING lines were written."""
@@ -208,8 +217,11 @@ class Cluster:
         quiet_s = max(2.0, 3 * self.reconcile_s + 1.0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if (self.emulator.settle(max(0.0, deadline - time.monotonic())) and self._queues_empty()
-                    and time.time() - self._last_rest_work() >= quiet_s):
+            if (
+                self.emulator.settle(max(0.0, deadline - time.monotonic()))
+                and self._queues_empty()
+                and time.time() - self._last_rest_work() >= quiet_s
+            ):
                 return True
             time.sleep(0.2)
         return False
@@ -254,19 +266,39 @@ def is_conference_list(path: str) -> bool:
 
 
 @contextlib.contextmanager
-def quorum_cluster(redis_url: str, log_dir: Path, faults: Faults, numbers: List[str], *, workers: int = 2,
-                   reconcile_s: float = 1.0, seed: int = 0, **settings: str) -> Iterator[Cluster]:
+def quorum_cluster(
+    redis_url: str,
+    log_dir: Path,
+    faults: Faults,
+    numbers: List[str],
+    *,
+    workers: int = 2,
+    reconcile_s: float = 1.0,
+    seed: int = 0,
+    **settings: str,
+) -> Iterator[Cluster]:
     """Emulator + balancer + `workers` gunicorn workers on a Redis database of their own (DRILL_DB, so a
     FLUSHDB wipes only theirs); `settings` are further environment variables. Everything stopped on exit."""
     url = urlunsplit(urlsplit(redis_url)._replace(path=f"/{DRILL_DB}"))
     namespace = f"drill{uuid.uuid4().hex[:8]}"
     emulator = Emulator(faults=faults, seed=seed).start()
     balancer = Balancer(seed=seed).__enter__()
-    env = {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
-           "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
-           "SIGNALWIRE_API_URL": emulator.url, "PUBLIC_URL": balancer.url, "USE_NGROK": "false",
-           "REDIS_URL": url, "REDIS_NAMESPACE": namespace, "RECONCILE_INTERVAL_S": str(reconcile_s),
-           "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO", "RECORDINGS_DIR": str(log_dir / "recordings"), **settings}
+    env = {
+        "SIGNALWIRE_PROJECT_ID": emulator.project,
+        "SIGNALWIRE_API_TOKEN": emulator.token,
+        "SIGNALWIRE_SPACE_URL": "emulator.invalid",
+        "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
+        "SIGNALWIRE_API_URL": emulator.url,
+        "PUBLIC_URL": balancer.url,
+        "USE_NGROK": "false",
+        "REDIS_URL": url,
+        "REDIS_NAMESPACE": namespace,
+        "RECONCILE_INTERVAL_S": str(reconcile_s),
+        "WEB_CONCURRENCY": "1",
+        "LOG_LEVEL": "INFO",
+        "RECORDINGS_DIR": str(log_dir / "recordings"),
+        **settings,
+    }
     started: List[GunicornWorker] = []
     client = redis.Redis.from_url(url)
     try:
@@ -276,8 +308,9 @@ def quorum_cluster(redis_url: str, log_dir: Path, faults: Faults, numbers: List[
         balancer.backends.extend(worker.url for worker in started)
         for number in numbers:
             emulator.add_number(number, f"{balancer.url}/voice/inbound", f"{balancer.url}/voice/call-status")
-        yield Cluster(emulator, balancer, started, RedisStore.from_url(url, namespace, 1), client,
-                      LogFiles(started), reconcile_s)
+        yield Cluster(
+            emulator, balancer, started, RedisStore.from_url(url, namespace, 1), client, LogFiles(started), reconcile_s
+        )
     finally:
         for worker in started:
             worker.stop()

@@ -11,9 +11,22 @@ import redis
 import responses
 
 from app import create_app, shutdown
-from support import (CALL_RECORDINGS_LIST, CONFERENCE_RECORDINGS_LIST, LAML_MEDIA, LAML_RECORDINGS, MEDIA_BASE,
-                     RECORDING_DELETE, RECORDING_RESOURCE, RECORDING_UPDATE, RECORDINGS_ROOT, SignedCallbacks,
-                     free_port, make_config, recordings_page, wav_bytes)
+from support import (
+    CALL_RECORDINGS_LIST,
+    CONFERENCE_RECORDINGS_LIST,
+    LAML_MEDIA,
+    LAML_RECORDINGS,
+    MEDIA_BASE,
+    RECORDING_DELETE,
+    RECORDING_RESOURCE,
+    RECORDING_UPDATE,
+    RECORDINGS_ROOT,
+    SignedCallbacks,
+    free_port,
+    make_config,
+    recordings_page,
+    wav_bytes,
+)
 
 # Whole files that start processes, servers, a browser or real Redis, or analyse seconds of audio: all `slow`.
 SLOW_SUITES = {
@@ -63,15 +76,20 @@ def signalwire():
     """SignalWire's REST API at the HTTP level: the SDK really builds and sends its requests."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as fake:
         fake.add(responses.POST, RECORDING_UPDATE, json={"sid": "r", "status": "paused"})
-        fake.add(responses.GET, re.compile(re.escape(MEDIA_BASE) + r"[^/]+\.wav"), body=wav_bytes(),
-                 content_type="audio/x-wav")
+        fake.add(
+            responses.GET,
+            re.compile(re.escape(MEDIA_BASE) + r"[^/]+\.wav"),
+            body=wav_bytes(),
+            content_type="audio/x-wav",
+        )
         fake.add(responses.GET, re.compile(re.escape(MEDIA_BASE) + r"[^/]+\.mp3"), status=404)
         # Before archiving, Quorum asks SignalWire for the conference's recordings: by default it lists none
         # and knows of no other, so what the callbacks reported is what is archived.
         fake.add(responses.GET, CONFERENCE_RECORDINGS_LIST, json=recordings_page([]))
         fake.add(responses.GET, CALL_RECORDINGS_LIST, json=recordings_page([]))
-        fake.add(responses.GET, RECORDING_RESOURCE, status=404,
-                 json={"code": 20404, "message": "Not Found", "status": 404})
+        fake.add(
+            responses.GET, RECORDING_RESOURCE, status=404, json={"code": 20404, "message": "Not Found", "status": 404}
+        )
         fake.add(responses.GET, LAML_MEDIA, body=wav_bytes(), content_type="audio/x-wav")
         fake.add(responses.GET, re.compile(re.escape(LAML_RECORDINGS) + r"[^/.]+\.mp3"), status=404)
         yield fake
@@ -98,8 +116,10 @@ def redis_url(tmp_path_factory):
         pytest.fail("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while True:

@@ -80,9 +80,13 @@ class Sink:
     @staticmethod
     def default_attrs() -> dict:
         """Quorum-like attributes: recorded from the start, every callback asked for."""
-        return {"record": "record-from-start", "statusCallback": "{base}/status",
-                "statusCallbackEvent": "start end join leave", "recordingStatusCallback":
-                "{base}/recording?room=%2B15550100&x=1", "recordingStatusCallbackEvent": "in-progress completed absent"}
+        return {
+            "record": "record-from-start",
+            "statusCallback": "{base}/status",
+            "statusCallbackEvent": "start end join leave",
+            "recordingStatusCallback": "{base}/recording?room=%2B15550100&x=1",
+            "recordingStatusCallbackEvent": "in-progress completed absent",
+        }
 
     def __enter__(self) -> "Sink":
         self._thread.start()
@@ -102,8 +106,9 @@ class Sink:
         """Record the request; answer LaML on /voice, else the next scripted status."""
         url = self.base + request.path + ("?" + request.query_string.decode() if request.query_string else "")
         with self._lock:
-            self.received.append(Received(request.path, url, dict(request.headers), request.form.to_dict(),
-                                          time.time()))
+            self.received.append(
+                Received(request.path, url, dict(request.headers), request.form.to_dict(), time.time())
+            )
             statuses = self.answers.get(request.path)
             status = statuses.pop(0) if statuses else 204
         if path.startswith("voice"):
@@ -150,8 +155,13 @@ class Stack:
         deadline = time.time() + timeout
         while time.time() < deadline:
             left = lambda: max(0.0, deadline - time.time())  # noqa: E731
-            if (self.emulator.settle(left()) and commands.wait_idle(left()) and processor.wait_idle(left())
-                    and self.emulator.dispatcher.pending() == 0 and commands.depth() == 0):
+            if (
+                self.emulator.settle(left())
+                and commands.wait_idle(left())
+                and processor.wait_idle(left())
+                and self.emulator.dispatcher.pending() == 0
+                and commands.depth() == 0
+            ):
                 return True
         return False
 
@@ -177,8 +187,9 @@ class Stack:
 def live_reads(stack: Stack) -> int:
     """GETs Quorum sent, but for the archive's check of each ended conference (a list of its recordings)."""
     ended = {conf.sid: conf.ended_at for conf in stack.emulator.conferences()}
-    return sum(1 for call in stack.emulator.rest_log.calls
-               if call.method == "GET" and not checks_the_archive(call, ended))
+    return sum(
+        1 for call in stack.emulator.rest_log.calls if call.method == "GET" and not checks_the_archive(call, ended)
+    )
 
 
 def wait_until(condition, timeout: float) -> bool:
@@ -194,15 +205,29 @@ def wait_until(condition, timeout: float) -> bool:
 def as_env(config: Config) -> dict:
     """The settings of `config` as the environment variables `Config.from_env` reads them from."""
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
-    return {name.upper(): ("true" if value else "false") if isinstance(value, bool) else str(value)
-            for name, value in values.items() if value is not None}
+    return {
+        name.upper(): ("true" if value else "false") if isinstance(value, bool) else str(value)
+        for name, value in values.items()
+        if value is not None
+    }
 
 
 @contextlib.contextmanager
-def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_behavior: str = "skip",
-                 end_grace_s: float = 0.5, api_timeout_s: float = 5.0, numbers=(DEMO_NUMBER,),
-                 wrong_signing_key: bool = False, seed: int = 0, archive_clock=None, env: Optional[dict] = None,
-                 behaviour: Behaviour = Behaviour(), **settings) -> Iterator[Stack]:
+def quorum_stack(
+    *,
+    faults: Faults = Faults(),
+    min_participants: int = 2,
+    pause_behavior: str = "skip",
+    end_grace_s: float = 0.5,
+    api_timeout_s: float = 5.0,
+    numbers=(DEMO_NUMBER,),
+    wrong_signing_key: bool = False,
+    seed: int = 0,
+    archive_clock=None,
+    env: Optional[dict] = None,
+    behaviour: Behaviour = Behaviour(),
+    **settings,
+) -> Iterator[Stack]:
     """Emulator + Quorum (in-process, real HTTP on loopback); everything stopped on exit.
 
     `wrong_signing_key` gives Quorum another key than the one the emulator signs with;
@@ -217,12 +242,21 @@ def quorum_stack(*, faults: Faults = Faults(), min_participants: int = 2, pause_
     server = make_server("127.0.0.1", 0, late, threaded=True, request_handler=QuietHandler)
     emulator = Emulator(faults=faults, seed=seed, behaviour=behaviour).start()
     archive = tempfile.mkdtemp(prefix="quorum-e2e-recordings-")
-    config = Config(signalwire_project_id=emulator.project, signalwire_api_token=emulator.token,
-                    signalwire_space_url="emulator.invalid", signalwire_signing_key=
-                    "PSK_not_the_emulators" if wrong_signing_key else emulator.signing_key,
-                    signalwire_api_url=emulator.url, public_url=f"http://127.0.0.1:{server.server_port}",
-                    min_participants=min_participants, pause_behavior=pause_behavior, end_grace_s=end_grace_s,
-                    signalwire_timeout_s=api_timeout_s, log_level="WARNING", recordings_dir=archive, **settings)
+    config = Config(
+        signalwire_project_id=emulator.project,
+        signalwire_api_token=emulator.token,
+        signalwire_space_url="emulator.invalid",
+        signalwire_signing_key="PSK_not_the_emulators" if wrong_signing_key else emulator.signing_key,
+        signalwire_api_url=emulator.url,
+        public_url=f"http://127.0.0.1:{server.server_port}",
+        min_participants=min_participants,
+        pause_behavior=pause_behavior,
+        end_grace_s=end_grace_s,
+        signalwire_timeout_s=api_timeout_s,
+        log_level="WARNING",
+        recordings_dir=archive,
+        **settings,
+    )
     if env:
         config = Config.from_env({**as_env(config), **env})
     build = lambda config, store=None: create_app(config, store=store, archive_clock=archive_clock)  # noqa: E731

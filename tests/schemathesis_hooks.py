@@ -21,6 +21,9 @@ def before_call(context, case, **kwargs):
         return
     query = RequestEncodingMixin._encode_params(case.query) if case.query else ""
     url = os.environ["QUORUM_PUBLIC_URL"] + case.formatted_path + (f"?{query}" if query else "")
-    form = {str(key): str(value) for key, value in (case.body or {}).items()
-            if value is not None} if isinstance(case.body, dict) else {}
+    form = (
+        {str(key): str(value) for key, value in (case.body or {}).items() if value is not None}
+        if isinstance(case.body, dict)
+        else {}
+    )
     case.headers[HEADER] = sign(url, form, os.environ["QUORUM_SIGNING_KEY"])

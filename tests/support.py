@@ -31,7 +31,8 @@ LAML_MEDIA = re.compile(re.escape(LAML_RECORDINGS) + r"([^/.]+)\.wav")
 # What the archive's reconcile asks before a conference is archived: its recordings (paged), each caller's own
 # (List all Recordings, CallSid), and one recording's resource.
 CONFERENCE_RECORDINGS_LIST = re.compile(
-    rf"{re.escape(API_BASE)}/Conferences/([^/]+)/Recordings\.json\?(?:.*&)?PageSize=")
+    rf"{re.escape(API_BASE)}/Conferences/([^/]+)/Recordings\.json\?(?:.*&)?PageSize="
+)
 CALL_RECORDINGS_LIST = re.compile(rf"{re.escape(API_BASE)}/Recordings\.json\?")
 RECORDING_RESOURCE = re.compile(rf"{re.escape(API_BASE)}/Recordings/([^/.]+)\.json")
 # Archives of apps made by make_config; conftest removes it when the session ends.
@@ -71,10 +72,24 @@ def recordings_page(items: list) -> dict:
 
 def recording_resource(recording_sid: str, status: str = "completed", duration=2, conference=None, call=None) -> dict:
     """A Recording resource with every field the SDK reads (its RecordingInstance reads them all)."""
-    return {"account_sid": PROJECT, "api_version": "2010-04-01", "sid": recording_sid, "call_sid": call,
-            "conference_sid": conference, "status": status, "duration": duration, "source": "Conference",
-            "channels": 1, "date_created": None, "date_updated": None, "start_time": None, "price": None,
-            "price_unit": "USD", "error_code": None, "uri": f"/Recordings/{recording_sid}.json"}
+    return {
+        "account_sid": PROJECT,
+        "api_version": "2010-04-01",
+        "sid": recording_sid,
+        "call_sid": call,
+        "conference_sid": conference,
+        "status": status,
+        "duration": duration,
+        "source": "Conference",
+        "channels": 1,
+        "date_created": None,
+        "date_updated": None,
+        "start_time": None,
+        "price": None,
+        "price_unit": "USD",
+        "error_code": None,
+        "uri": f"/Recordings/{recording_sid}.json",
+    }
 
 
 def sid(label: str) -> str:
@@ -87,8 +102,13 @@ def sid(label: str) -> str:
 
 def conference_form(event: str, conference: str, room: str, call: str | None = None, at: float | None = None) -> dict:
     """A conference status callback as SignalWire sends it, Timestamp included (default: now)."""
-    form = {"AccountSid": PROJECT, "ConferenceSid": conference, "FriendlyName": room, "StatusCallbackEvent": event,
-            "Timestamp": formatdate(time.time() if at is None else at, usegmt=True)}
+    form = {
+        "AccountSid": PROJECT,
+        "ConferenceSid": conference,
+        "FriendlyName": room,
+        "StatusCallbackEvent": event,
+        "Timestamp": formatdate(time.time() if at is None else at, usegmt=True),
+    }
     if call:
         form["CallSid"] = call
     return form
@@ -97,8 +117,12 @@ def conference_form(event: str, conference: str, room: str, call: str | None = N
 def make_config(**overrides) -> Config:
     """A valid Config for tests, with fields overridden."""
     values = dict(
-        signalwire_project_id=PROJECT, signalwire_api_token="PTtoken", signalwire_space_url="example.signalwire.com",
-        signalwire_signing_key=SIGNING_KEY, public_url=PUBLIC_URL, end_grace_s=60.0,
+        signalwire_project_id=PROJECT,
+        signalwire_api_token="PTtoken",
+        signalwire_space_url="example.signalwire.com",
+        signalwire_signing_key=SIGNING_KEY,
+        public_url=PUBLIC_URL,
+        end_grace_s=60.0,
         recordings_dir=tempfile.mkdtemp(dir=RECORDINGS_ROOT),
     )
     values.update(overrides)
@@ -120,8 +144,11 @@ def free_port() -> int:
 
 def recording_updates(fake):
     """The (path, form) of each recording update the SDK sent."""
-    return [(urlsplit(call.request.url).path, {k: v[0] for k, v in parse_qs(call.request.body).items()})
-            for call in fake.calls if RECORDING_UPDATE.fullmatch(call.request.url)]
+    return [
+        (urlsplit(call.request.url).path, {k: v[0] for k, v in parse_qs(call.request.body).items()})
+        for call in fake.calls
+        if RECORDING_UPDATE.fullmatch(call.request.url)
+    ]
 
 
 class SignedCallbacks:

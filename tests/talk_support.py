@@ -13,7 +13,7 @@ def mask(spans: Sequence[Tuple[int, int]], length: int) -> np.ndarray:
     """One boolean per ms of [0, length): inside any of the spans."""
     out = np.zeros(length, dtype=bool)
     for start, end in spans:
-        out[max(0, start):max(0, end)] = True
+        out[max(0, start) : max(0, end)] = True
     return out
 
 
@@ -35,8 +35,14 @@ def oracle(recorded: Sequence[Tuple[int, int]], channels: Sequence[Sequence[Tupl
         for n, other in enumerate(talking):
             if n != index:
                 others |= other
-        out.append((own.sum() / 1000, round(own.sum() / everyone, 3) if everyone else None,
-                    _monologue(own & ~others, others, rec) / 1000, (own & others).sum() / 1000))
+        out.append(
+            (
+                own.sum() / 1000,
+                round(own.sum() / everyone, 3) if everyone else None,
+                _monologue(own & ~others, others, rec) / 1000,
+                (own & others).sum() / 1000,
+            )
+        )
     anyone = np.zeros(length, dtype=bool)
     for own in talking:
         anyone |= own
@@ -55,5 +61,9 @@ def _monologue(solo: np.ndarray, others: np.ndarray, rec: np.ndarray) -> int:
 
 def figures_of(channel_talk: dict) -> Tuple[Optional[float], ...]:
     """A record channel's talk as the oracle's tuple."""
-    return (channel_talk["seconds"], channel_talk["share"], channel_talk["longest_monologue_s"],
-            channel_talk["overlap_s"])
+    return (
+        channel_talk["seconds"],
+        channel_talk["share"],
+        channel_talk["longest_monologue_s"],
+        channel_talk["overlap_s"],
+    )

@@ -33,9 +33,16 @@ T0 = 1_800_000_000.0
 def conversation(n: int, room: str = ROOMS[0], at: float = None, status: str = "ready") -> dict:
     """A small archived conversation record."""
     started = T0 + 60 * n if at is None else at
-    return {"id": sid(f"conv{n}"), "room": room, "status": status, "started_at": iso(started),
-            "ended_at": iso(started + 30), "audio": {"wav_file": "mix.wav", "snr": 20.0},
-            "recording_timeline": [], "channels": []}
+    return {
+        "id": sid(f"conv{n}"),
+        "room": room,
+        "status": status,
+        "started_at": iso(started),
+        "ended_at": iso(started + 30),
+        "audio": {"wav_file": "mix.wav", "snr": 20.0},
+        "recording_timeline": [],
+        "channels": [],
+    }
 
 
 def save(archive: Archive, record: dict) -> Path:
@@ -57,8 +64,10 @@ def write_by_hand(root: Path, record: dict) -> Path:
 def rows(archive: Archive) -> dict:
     """directory -> (id, room, status, started_at, record) straight from the SQLite file."""
     with sqlite3.connect(archive.index.path) as db:
-        return {d: tuple(rest) for d, *rest in db.execute(
-            "SELECT directory, id, room, status, started_at, record FROM conversations")}
+        return {
+            d: tuple(rest)
+            for d, *rest in db.execute("SELECT directory, id, room, status, started_at, record FROM conversations")
+        }
 
 
 def indexed(archive: Archive) -> list:
@@ -98,8 +107,9 @@ def test_lists_read_the_files_until_a_sync_has_built_the_index(tmp_path):
         indexed(archive)
     assert archive.view(lambda view: view.count(Query())) == 3  # from the files; starts a sync
     assert archive.wait_synced(10)
-    assert [c["id"] for c in indexed(archive)] == [c["id"] for c in archive.all()] == [sid(f"conv{n}")
-                                                                                      for n in (2, 1, 0)]
+    assert (
+        [c["id"] for c in indexed(archive)] == [c["id"] for c in archive.all()] == [sid(f"conv{n}") for n in (2, 1, 0)]
+    )
     archive.stop()
 
 
@@ -143,8 +153,9 @@ def served(signalwire, tmp_path):
 
 def api_ids(app, query: str = "") -> list:
     """The ids the API lists on one page of 100."""
-    response = app.test_client().get(f"/api/conversations?per_page=100{query}",
-                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    response = app.test_client().get(
+        f"/api/conversations?per_page=100{query}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == 200
     return [c["id"] for c in response.get_json()["conversations"]]
 
@@ -230,8 +241,12 @@ def test_two_processes_saving_into_one_archive_see_one_list(tmp_path):
     for n in range(200):  # an archive whose index is missing: the processes build it while they save
         write_by_hand(tmp_path, conversation(1000 + n, ROOMS[2]))
     script = WORKER.format(root=ROOT)
-    workers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(first), "60"], cwd=ROOT,
-                                stderr=subprocess.PIPE, text=True) for first in (0, 100)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), str(first), "60"], cwd=ROOT, stderr=subprocess.PIPE, text=True
+        )
+        for first in (0, 100)
+    ]
     for worker in workers:
         assert worker.wait(120) == 0, worker.stderr.read()
     archive = Archive(tmp_path)  # a restart: a third process
@@ -246,23 +261,34 @@ def test_two_processes_saving_into_one_archive_see_one_list(tmp_path):
 def reference(live: list, archived: list, room, status, offset: int, limit: int):
     """The list as the API built it before the index: every file read, live ones first by id, sorted, cut."""
     known = {c["id"] for c in live}
-    every = sorted(live + [c for c in archived if c["id"] not in known],
-                   key=lambda c: (c["started_at"], c["id"]), reverse=True)
+    every = sorted(
+        live + [c for c in archived if c["id"] not in known], key=lambda c: (c["started_at"], c["id"]), reverse=True
+    )
     found = [c for c in every if room in (None, c["room"]) and status in (None, c["status"])]
-    return found[offset:offset + limit], len(found)
+    return found[offset : offset + limit], len(found)
 
 
-records = st.lists(st.tuples(st.integers(0, 40), st.sampled_from(ROOMS), st.sampled_from(["ready", "failed"]),
-                             st.integers(0, 12)),
-                   max_size=25, unique_by=lambda r: r[0])
-lives = st.lists(st.tuples(st.integers(0, 50), st.sampled_from(ROOMS[:2]), st.sampled_from([LIVE, PROCESSING]),
-                           st.integers(0, 12)),
-                 max_size=5, unique_by=lambda r: (r[0], r[1]))
+records = st.lists(
+    st.tuples(st.integers(0, 40), st.sampled_from(ROOMS), st.sampled_from(["ready", "failed"]), st.integers(0, 12)),
+    max_size=25,
+    unique_by=lambda r: r[0],
+)
+lives = st.lists(
+    st.tuples(st.integers(0, 50), st.sampled_from(ROOMS[:2]), st.sampled_from([LIVE, PROCESSING]), st.integers(0, 12)),
+    max_size=5,
+    unique_by=lambda r: (r[0], r[1]),
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(records, lives, st.sampled_from([None, None, *ROOMS[:2]]), st.sampled_from([None, None, "ready", LIVE]),
-       st.integers(1, 5), st.integers(1, 4))
+@given(
+    records,
+    lives,
+    st.sampled_from([None, None, *ROOMS[:2]]),
+    st.sampled_from([None, None, "ready", LIVE]),
+    st.integers(1, 5),
+    st.integers(1, 4),
+)
 def test_lists_match_the_file_scan(archived, live, room, status, page, per_page):
     """Equal start times (a small pool of minutes) and live conversations just archived are both drawn."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -273,8 +299,10 @@ def test_lists_match_the_file_scan(archived, live, room, status, page, per_page)
         archive.sync()
         store = MemoryStore()
         for n, r, s, minute in live:
-            store.mutate(f"{r}#{n}", lambda _, c=Conference(room=r, conference_sid=sid(f"conv{n}"), status=s,
-                                                               opened_at=T0 + 60 * minute): c)
+            store.mutate(
+                f"{r}#{n}",
+                lambda _, c=Conference(room=r, conference_sid=sid(f"conv{n}"), status=s, opened_at=T0 + 60 * minute): c,
+            )
         live_records = [conversation(n, r, T0 + 60 * minute, s) for n, r, s, minute in live]
         offset = (page - 1) * per_page
         got = listing(store, archive, lambda total: offset, per_page, room=room, status=status)
@@ -283,5 +311,6 @@ def test_lists_match_the_file_scan(archived, live, room, status, page, per_page)
         assert got.total == total
         query = Query(room, status, hidden=frozenset(c["id"] for c in live_records))
         scan = ScanView(archive.all())
-        assert archive.index.read(lambda view: (view.count(query), view.page(query, offset, per_page), view.rooms())) \
-            == (scan.count(query), scan.page(query, offset, per_page), scan.rooms())
+        assert archive.index.read(
+            lambda view: (view.count(query), view.page(query, offset, per_page), view.rooms())
+        ) == (scan.count(query), scan.page(query, offset, per_page), scan.rooms())

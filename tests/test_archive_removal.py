@@ -41,16 +41,19 @@ def test_removing_twice_or_what_is_not_there_is_harmless(tmp_path):
     assert archive.remove(directory) is False  # another process got there first
 
 
-@pytest.mark.parametrize("target", [
-    lambda root: root,
-    lambda root: root / "room",
-    lambda root: root / "room" / "2027-01-15",
-    lambda root: root / "room" / "2027-01-15" / A / "mix.wav",
-    lambda root: root.parent,
-    lambda root: root / ".." / "elsewhere" / "2027-01-15" / A,
-    lambda root: root / ".outbox" / "2027-01-15" / A,
-    lambda root: root / "room" / "2027-01-15" / "x",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        lambda root: root,
+        lambda root: root / "room",
+        lambda root: root / "room" / "2027-01-15",
+        lambda root: root / "room" / "2027-01-15" / A / "mix.wav",
+        lambda root: root.parent,
+        lambda root: root / ".." / "elsewhere" / "2027-01-15" / A,
+        lambda root: root / ".outbox" / "2027-01-15" / A,
+        lambda root: root / "room" / "2027-01-15" / "x",
+    ],
+)
 def test_remove_refuses_anything_but_a_conversation_directory(tmp_path, target):
     root = tmp_path / "archive"
     archive = Archive(root)

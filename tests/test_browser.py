@@ -29,8 +29,16 @@ TOKEN = secrets.token_urlsafe(24)
 LIVE_ROOM, DONE_ROOM, HOLD_ROOM, SECURE_ROOM = DEMO_NUMBER, "+15550199", "+15550188", "+15550177"
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's own background connections are refused here; none of them matter to the page.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 WAIT_MS = 10_000  # several 1.5 s polls plus callback delivery
 FOR_SECONDS = re.compile(r"^for \d+(\.\d)? s$")  # how long the recording has been in its state
@@ -39,9 +47,12 @@ FOR_SECONDS = re.compile(r"^for \d+(\.\d)? s$")  # how long the recording has be
 @pytest.fixture(scope="module")
 def stack():
     """Quorum (with per-participant channels) on the emulator, two rooms: one to watch live, one to archive."""
-    with quorum_stack(api_token=TOKEN, numbers=(LIVE_ROOM, DONE_ROOM, HOLD_ROOM, SECURE_ROOM),
-                      participant_recording="inbound",
-                      recording_announcement="This call is recorded.") as running:
+    with quorum_stack(
+        api_token=TOKEN,
+        numbers=(LIVE_ROOM, DONE_ROOM, HOLD_ROOM, SECURE_ROOM),
+        participant_recording="inbound",
+        recording_announcement="This call is recorded.",
+    ) as running:
         yield running
 
 
@@ -51,8 +62,10 @@ def browser():
     if sync_playwright is None:
         pytest.fail("Playwright is missing: .venv/bin/pip install -r requirements.txt (playwright==1.65.2)")
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: apt-get install -y chromium "
-                    "(scripts/install-system-packages.sh does it)")
+        pytest.fail(
+            f"Chromium is missing at {CHROMIUM}: apt-get install -y chromium "
+            "(scripts/install-system-packages.sh does it)"
+        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
@@ -72,8 +85,17 @@ def page(browser, stack):
 @pytest.fixture(scope="module")
 def finished(stack) -> dict:
     """A conversation in DONE_ROOM played to its end and archived (host, guest joins, leaves; host leaves)."""
-    Player(stack.emulator).play([("call", "host", DONE_ROOM), ("wait", 0.3), ("call", "guest", DONE_ROOM),
-                                 ("wait", 1.2), ("hangup", "guest"), ("wait", 0.6), ("hangup", "host")])
+    Player(stack.emulator).play(
+        [
+            ("call", "host", DONE_ROOM),
+            ("wait", 0.3),
+            ("call", "guest", DONE_ROOM),
+            ("wait", 1.2),
+            ("hangup", "guest"),
+            ("wait", 0.6),
+            ("hangup", "host"),
+        ]
+    )
     assert stack.settle() and stack.wait_for_empty_store(10)
     (record,) = [c for c in services(stack.app).archive.all() if c["room"] == DONE_ROOM]
     assert record["status"] == "ready"
@@ -150,22 +172,35 @@ def test_conversation_page_draws_the_record(page, finished):
     sign_in(page)
     page.goto(f"/conversations/{finished['id']}")
     expect(page.get_by_role("heading", name=f"Conversation in room {DONE_ROOM}")).to_be_visible()
-    drawn = page.eval_on_selector_all("svg.timeline g.lane", """lanes => lanes.map(lane => ({
+    drawn = page.eval_on_selector_all(
+        "svg.timeline g.lane",
+        """lanes => lanes.map(lane => ({
         kind: lane.dataset.kind,
         spans: [...lane.querySelectorAll('rect.span')].map(
             r => [r.dataset.state, +r.dataset.startMs, +r.dataset.endMs]),
         left: [...lane.querySelectorAll('rect.span')].map(r => {
             const svg = r.ownerSVGElement.getBoundingClientRect(), box = r.getBoundingClientRect();
             return [(box.left - svg.left) / svg.width, box.width / svg.width];
-        })}))""")
+        })}))""",
+    )
     assert [lane["spans"] for lane in drawn] == (
         [[[s["state"], s["start_ms"], s["end_ms"]] for s in finished["recording_timeline"]]]
-        + [[["on the call", c["start_ms"], c["end_ms"]]] for c in finished["channels"]])
+        + [[["on the call", c["start_ms"], c["end_ms"]]] for c in finished["channels"]]
+    )
     assert [s["state"] for s in finished["recording_timeline"]][:2] == ["recording", "paused"]
     assert len(finished["channels"]) == 2  # host and guest, one lane each
-    total = max([s["end_ms"] for s in finished["recording_timeline"]] + [c["end_ms"] for c in finished["channels"]]
-                + [round((datetime.fromisoformat(finished["ended_at"])
-                          - datetime.fromisoformat(finished["started_at"])).total_seconds() * 1000)])
+    total = max(
+        [s["end_ms"] for s in finished["recording_timeline"]]
+        + [c["end_ms"] for c in finished["channels"]]
+        + [
+            round(
+                (
+                    datetime.fromisoformat(finished["ended_at"]) - datetime.fromisoformat(finished["started_at"])
+                ).total_seconds()
+                * 1000
+            )
+        ]
+    )
     for lane in drawn:  # where Chromium actually put each bar
         for (_, start, end), (left, width) in zip(lane["spans"], lane["left"]):
             assert abs(left - start / total) < 0.005 and abs(width - (end - start) / total) < 0.005
@@ -190,8 +225,9 @@ def test_holds_and_announcements_are_shown_live_and_on_the_timeline(page, stack)
     player = Player(stack.emulator)
     card = page.locator(f'li.card[data-room="{HOLD_ROOM}"]')
     # A call's events seconds apart, as SignalWire's one-second Timestamps can order them.
-    player.play([("call", "host", HOLD_ROOM), ("wait", 1.2), ("call", "guest", HOLD_ROOM), ("wait", 1.2),
-                 ("hold", "guest")])
+    player.play(
+        [("call", "host", HOLD_ROOM), ("wait", 1.2), ("call", "guest", HOLD_ROOM), ("wait", 1.2), ("hold", "guest")]
+    )
     expect(card.locator(".badge")).to_have_text("paused")
     expect(card.locator('.people li:has(.tag[data-tag="hold"]) .number')).to_have_text(caller_number("guest"))
     expect(card.locator("[data-field=present_words]")).to_have_text("2 on the line (1 on hold)")
@@ -232,8 +268,9 @@ def test_the_secure_pause_button_stops_every_recording_until_resumed(page, stack
     expect(resume).to_be_visible()
     expect(card.get_by_label("Reason (optional)")).to_be_hidden()
     (conf,) = stack.emulator.conferences(SECURE_ROOM)
-    recordings = conf.recording_sids + [sid for call in stack.emulator.sim.calls.values() if call.to == SECURE_ROOM
-                                        for sid in call.recording_sids]
+    recordings = conf.recording_sids + [
+        sid for call in stack.emulator.sim.calls.values() if call.to == SECURE_ROOM for sid in call.recording_sids
+    ]
     assert len(recordings) == 3  # the mix and each caller's own, all paused
     assert wait_until(lambda: all(stack.emulator.recording(sid).status == "paused" for sid in recordings), 5)
     screenshot(page, "live-secure-pause")
@@ -249,7 +286,11 @@ def test_the_secure_pause_button_stops_every_recording_until_resumed(page, stack
     (record,) = [c for c in services(stack.app).archive.all() if c["room"] == SECURE_ROOM]
     (entry,) = record["secure_pauses"]
     assert (entry["by"], entry["reason"], entry["ended"], entry["resumed_by"]) == (
-        "dashboard", "card number", "resumed", "dashboard")
+        "dashboard",
+        "card number",
+        "resumed",
+        "dashboard",
+    )
 
     page.goto(f"/conversations/{record['id']}")
     lane = page.locator('g.lane[data-kind="recording"]')
@@ -287,8 +328,11 @@ def test_conversation_page_draws_each_callers_talk_and_its_table(browser):
         page = context.new_page()
         sign_in(page)
         page.goto(f"/conversations/{record['id']}")
-        drawn = page.eval_on_selector_all("svg.timeline g.lane[data-kind=channel]", """lanes => lanes.map(lane =>
-            [...lane.querySelectorAll('rect.talk')].map(r => [+r.dataset.startMs, +r.dataset.endMs]))""")
+        drawn = page.eval_on_selector_all(
+            "svg.timeline g.lane[data-kind=channel]",
+            """lanes => lanes.map(lane =>
+            [...lane.querySelectorAll('rect.talk')].map(r => [+r.dataset.startMs, +r.dataset.endMs]))""",
+        )
         assert drawn == [[[s["start_ms"], s["end_ms"]] for s in c["talk"]["spans"]] for c in record["channels"]]
         assert all(drawn)  # both callers talked while the recording ran
         table = page.get_by_role("region", name="Talk time table")

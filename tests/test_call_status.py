@@ -45,8 +45,14 @@ class Line(SignedCallbacks):
         assert self.post("/voice/inbound", {"CallSid": call, "From": "+15551230000", "To": ROOM}).status_code == 200
 
     def conference(self, event, call=None, at=T0):
-        form = {"AccountSid": "acct", "ConferenceSid": CONF, "FriendlyName": ROOM, "StatusCallbackEvent": event,
-                "Timestamp": formatdate(at, usegmt=True), **({"CallSid": call} if call else {})}
+        form = {
+            "AccountSid": "acct",
+            "ConferenceSid": CONF,
+            "FriendlyName": ROOM,
+            "StatusCallbackEvent": event,
+            "Timestamp": formatdate(at, usegmt=True),
+            **({"CallSid": call} if call else {}),
+        }
         response = self.post("/voice/conference-status", form)
         assert response.status_code == 204, response.data
         return response.headers["X-Quorum-Outcome"]
@@ -57,15 +63,33 @@ class Line(SignedCallbacks):
 
     def number_status(self, call, status="completed", at=T0, duration="30", to=ROOM, **extra):
         """The number's StatusCallback: no room in its URL, the dialed number in `To`."""
-        form = {"AccountSid": "acct", "CallSid": call, "From": "+15551230000", "To": to, "CallStatus": status,
-                "Timestamp": formatdate(at, usegmt=True), "CallDuration": duration, "AudioInMos": "4.5", **extra}
+        form = {
+            "AccountSid": "acct",
+            "CallSid": call,
+            "From": "+15551230000",
+            "To": to,
+            "CallStatus": status,
+            "Timestamp": formatdate(at, usegmt=True),
+            "CallDuration": duration,
+            "AudioInMos": "4.5",
+            **extra,
+        }
         return self.post("/voice/call-status", {k: v for k, v in form.items() if v is not None})
 
     def dial_action(self, call, dial_status="completed", call_status="in-progress", room=ROOM):
         """The <Dial> action: the Standard Request Parameters plus DialCallStatus, the room in our query."""
-        form = {"AccountSid": "acct", "CallSid": call, "From": "+15551230000", "To": ROOM, "CallStatus": call_status,
-                "Direction": "inbound", "ApiVersion": "2010-04-01", "DialCallStatus": dial_status,
-                "DialCallSid": sid("cs-leg"), "DialCallDuration": "30"}
+        form = {
+            "AccountSid": "acct",
+            "CallSid": call,
+            "From": "+15551230000",
+            "To": ROOM,
+            "CallStatus": call_status,
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+            "DialCallStatus": dial_status,
+            "DialCallSid": sid("cs-leg"),
+            "DialCallDuration": "30",
+        }
         return self.post("/voice/call-status", form, query={"room": room})
 
     def two_known_callers(self, *also):
@@ -97,6 +121,7 @@ def line(config, signalwire):
 
 # --- the LaML that asks for the Dial action ---------------------------------------------------
 
+
 def test_inbound_laml_asks_for_the_dial_action_with_the_room(line):
     response = line.post("/voice/inbound", {"CallSid": A, "From": "+15551230000", "To": ROOM})
     dial = ET.fromstring(response.data).find("./Dial")
@@ -106,6 +131,7 @@ def test_inbound_laml_asks_for_the_dial_action_with_the_room(line):
 
 
 # --- either signal ends a call's presence -------------------------------------------------------
+
 
 def test_a_lost_leave_is_made_good_by_the_numbers_status_callback(line):
     """SignalWire gave up on B's participant-leave: the call's own `completed` pauses at once, with no read."""
@@ -154,11 +180,16 @@ def test_a_call_still_going_changes_nothing(line, status):
     assert line.state().version == version and line.state().present() == [A, B]
 
 
-@pytest.mark.parametrize("order", [("leave", "status", "dial"), ("status", "leave", "dial"), ("dial", "status", "leave")])
+@pytest.mark.parametrize(
+    "order", [("leave", "status", "dial"), ("status", "leave", "dial"), ("dial", "status", "leave")]
+)
 def test_every_signal_of_one_hang_up_in_any_order_ends_the_call_once(line, order):
     line.two_known_callers()
-    send = {"leave": lambda: line.conference("participant-leave", B, at=T0 + 1),
-            "status": lambda: line.number_status(B, at=T0 + 1), "dial": lambda: line.dial_action(B)}
+    send = {
+        "leave": lambda: line.conference("participant-leave", B, at=T0 + 1),
+        "status": lambda: line.number_status(B, at=T0 + 1),
+        "dial": lambda: line.dial_action(B),
+    }
     for signal in order + order:  # each delivered twice
         send[signal]()
     line.settle()
@@ -200,6 +231,7 @@ def test_the_caller_record_notes_when_the_call_left(line):
 
 # --- what a call-status never does --------------------------------------------------------------
 
+
 def test_a_call_the_conference_does_not_hold_changes_nothing(line):
     line.two_known_callers()
     before = line.state()
@@ -220,9 +252,16 @@ def test_the_numbers_status_callback_finds_a_fixed_room_through_the_config(signa
     line = Line(app, signalwire)
     try:
         line.inbound(A)
-        line.post("/voice/conference-status", {"ConferenceSid": CONF, "FriendlyName": "sales-floor", "CallSid": A,
-                                               "StatusCallbackEvent": "participant-join",
-                                               "Timestamp": formatdate(T0, usegmt=True)})
+        line.post(
+            "/voice/conference-status",
+            {
+                "ConferenceSid": CONF,
+                "FriendlyName": "sales-floor",
+                "CallSid": A,
+                "StatusCallbackEvent": "participant-join",
+                "Timestamp": formatdate(T0, usegmt=True),
+            },
+        )
         assert line.number_status(A, to="+15550009999").headers["X-Quorum-Outcome"] == "applied"
         assert services(app).store.get("sales-floor").present() == []
     finally:
@@ -231,8 +270,9 @@ def test_the_numbers_status_callback_finds_a_fixed_room_through_the_config(signa
 
 # --- its Timestamp: both documented readings ----------------------------------------------------
 
+
 def test_a_long_call_stamped_at_its_creation_is_not_refused_as_stale(line):
-    """"The timestamp of the call creation date/time" plus CallDuration is when the call ended."""
+    """ "The timestamp of the call creation date/time" plus CallDuration is when the call ended."""
     line.two_known_callers()
     response = line.number_status(B, at=T0 - 3600, duration="3600")
     assert response.status_code == 204
@@ -270,14 +310,18 @@ def test_an_unusable_call_duration_counts_as_none(line, duration):
 
 # --- input checks --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("form, query, error", [
-    ({"To": ROOM, "CallStatus": "completed"}, None, "missing field: CallSid"),
-    ({"CallSid": " ", "DialCallStatus": "completed"}, {"room": ROOM}, "missing field: CallSid"),
-    ({"CallSid": "CA/../x", "CallStatus": "completed", "To": ROOM}, None, "invalid field: CallSid"),
-    ({"CallSid": A, "DialCallStatus": "completed"}, {"room": "room/../x"}, "invalid field: room"),
-    ({"CallSid": A, "CallStatus": "completed"}, None, "missing field: To"),
-    ({"CallSid": A, "CallStatus": "completed", "To": "sip:x/../y@example.com"}, None, "invalid field: To"),
-])
+
+@pytest.mark.parametrize(
+    "form, query, error",
+    [
+        ({"To": ROOM, "CallStatus": "completed"}, None, "missing field: CallSid"),
+        ({"CallSid": " ", "DialCallStatus": "completed"}, {"room": ROOM}, "missing field: CallSid"),
+        ({"CallSid": "CA/../x", "CallStatus": "completed", "To": ROOM}, None, "invalid field: CallSid"),
+        ({"CallSid": A, "DialCallStatus": "completed"}, {"room": "room/../x"}, "invalid field: room"),
+        ({"CallSid": A, "CallStatus": "completed"}, None, "missing field: To"),
+        ({"CallSid": A, "CallStatus": "completed", "To": "sip:x/../y@example.com"}, None, "invalid field: To"),
+    ],
+)
 def test_bad_input_is_refused_with_the_field_named(line, form, query, error):
     response = line.post("/voice/call-status", form, query=query)
     assert (response.status_code, response.get_json()) == (400, {"error": error})
@@ -293,6 +337,7 @@ def test_an_unsigned_call_status_is_refused_and_changes_nothing(line):
 
 
 # --- the policy's rules, pure ---------------------------------------------------------------------
+
 
 def conference(*calls):
     """A started conference with `calls` joined at second 10."""

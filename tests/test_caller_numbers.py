@@ -13,15 +13,18 @@ from support import PROJECT, SignedCallbacks, make_config, sid
 CALLER = "+15551230000"
 
 
-@pytest.mark.parametrize("number, shown", [
-    ("+15551230000", "+1******0000"),
-    ("+442071838750", "+4*******8750"),
-    ("15551230000", "*******0000"),
-    ("+1234", "+1234"),
-    ("0000", "0000"),
-    ("", ""),
-    ("anonymous", "*****mous"),
-])
+@pytest.mark.parametrize(
+    "number, shown",
+    [
+        ("+15551230000", "+1******0000"),
+        ("+442071838750", "+4*******8750"),
+        ("15551230000", "*******0000"),
+        ("+1234", "+1234"),
+        ("0000", "0000"),
+        ("", ""),
+        ("anonymous", "*****mous"),
+    ],
+)
 def test_a_number_keeps_its_country_code_s_first_digit_and_its_last_four(number, shown):
     assert masked(number) == shown
 
@@ -49,8 +52,13 @@ def test_log_caller_numbers_full_shows_them(signalwire, caplog):
 
 
 def test_the_setting_is_read_and_checked():
-    base = {"SIGNALWIRE_PROJECT_ID": "p", "SIGNALWIRE_API_TOKEN": "t", "SIGNALWIRE_SPACE_URL": "x.signalwire.com",
-            "SIGNALWIRE_SIGNING_KEY": "k", "PUBLIC_URL": "https://quorum.example.com"}
+    base = {
+        "SIGNALWIRE_PROJECT_ID": "p",
+        "SIGNALWIRE_API_TOKEN": "t",
+        "SIGNALWIRE_SPACE_URL": "x.signalwire.com",
+        "SIGNALWIRE_SIGNING_KEY": "k",
+        "PUBLIC_URL": "https://quorum.example.com",
+    }
     assert Config.from_env(base).log_caller_numbers == "masked"
     assert Config.from_env({**base, "LOG_CALLER_NUMBERS": "full"}).log_caller_numbers == "full"
     with pytest.raises(ConfigError) as refused:
@@ -58,12 +66,17 @@ def test_the_setting_is_read_and_checked():
     assert refused.value.setting == "LOG_CALLER_NUMBERS"
 
 
-@pytest.mark.parametrize("line, shown", [
-    ('"GET /history?caller=%2B15551230000 HTTP/1.1" 200 -', '"GET /history?caller=**********0000 HTTP/1.1" 200 -'),
-    ('"GET /api/conversations?room=x&caller=+15551230000&page=2 HTTP/1.1" 200 -',
-     '"GET /api/conversations?room=x&caller=+1******0000&page=2 HTTP/1.1" 200 -'),
-    ('"GET /history?page=2 HTTP/1.1" 200 -', '"GET /history?page=2 HTTP/1.1" 200 -'),
-])
+@pytest.mark.parametrize(
+    "line, shown",
+    [
+        ('"GET /history?caller=%2B15551230000 HTTP/1.1" 200 -', '"GET /history?caller=**********0000 HTTP/1.1" 200 -'),
+        (
+            '"GET /api/conversations?room=x&caller=+15551230000&page=2 HTTP/1.1" 200 -',
+            '"GET /api/conversations?room=x&caller=+1******0000&page=2 HTTP/1.1" 200 -',
+        ),
+        ('"GET /history?page=2 HTTP/1.1" 200 -', '"GET /history?page=2 HTTP/1.1" 200 -'),
+    ],
+)
 def test_request_lines_mask_the_caller_searched_for(line, shown):
     record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, "%s", (line,), None)
     assert MaskCallerNumbers().filter(record) and record.getMessage() == shown

@@ -101,7 +101,15 @@ def test_without_the_host_guests_are_no_quorum():
     stays = [Stay(0.0, 9.0), Stay(0.0, 9.0), Stay(3.0, 6.0, ((4.0, 5.0),), host=True)]
     changes = presence(stays, end=9.0, hosts=True)
     assert [(at, hosted) for at, _, hosted in changes] == [
-        (0.0, False), (0.0, False), (3.0, True), (4.0, False), (5.0, True), (6.0, False), (9.0, False), (9.0, False)]
+        (0.0, False),
+        (0.0, False),
+        (3.0, True),
+        (4.0, False),
+        (5.0, True),
+        (6.0, False),
+        (9.0, False),
+        (9.0, False),
+    ]
     stretches = wrong_stretches(changes, [(0.0, 9.0)], 2, GRACE)
     assert seconds_of(stretches, "below") == pytest.approx(3.0 + (1.0 - GRACE) + (3.0 - GRACE))
     assert {(w.on_line, w.hosted) for w in stretches} == {(2, False)}  # the host on hold is not counted
@@ -117,11 +125,17 @@ def test_a_conference_start_the_rule_did_not_ask_for_opens_the_grace():
 
 def test_a_secure_pause_holds_from_its_request_to_its_resume_timeout_or_the_room_emptying():
     line_up = line((0.0, 1), (1.0, 2), (9.0, 1), (10.0, 0), (12.0, 1), (20.0, 0))
-    asked = [(2.0, "secure-pause"), (3.0, "secure-pause"), (4.0, "secure-resume"),  # a second pause changes nothing
-             (5.0, "secure-pause"),  # times out at 8
-             (9.5, "secure-pause"),  # the room empties at 10: its conference ends with it
-             (11.0, "secure-pause"),  # nobody on the line: no conference to pause
-             (13.0, "secure-pause"), (14.0, "secure-resume"), (15.0, "secure-resume")]
+    asked = [
+        (2.0, "secure-pause"),
+        (3.0, "secure-pause"),
+        (4.0, "secure-resume"),  # a second pause changes nothing
+        (5.0, "secure-pause"),  # times out at 8
+        (9.5, "secure-pause"),  # the room empties at 10: its conference ends with it
+        (11.0, "secure-pause"),  # nobody on the line: no conference to pause
+        (13.0, "secure-pause"),
+        (14.0, "secure-resume"),
+        (15.0, "secure-resume"),
+    ]
     assert secure_windows(asked, line_up, 3.0) == [(2.0, 4.0), (5.0, 8.0), (9.5, 10.0), (13.0, 14.0)]
 
 
@@ -130,7 +144,8 @@ def test_recording_in_a_secure_pause_is_wrong_beyond_the_grace_and_pausing_in_on
     windows = [(3.0, 6.0)]
     assert wrong_stretches(changes, [(1.0, 3.2), (6.3, 10.0)], 2, GRACE, windows=windows) == []
     assert seconds_of(wrong_stretches(changes, [(1.0, 10.0)], 2, GRACE, windows=windows), "secure") == (
-        pytest.approx(3.0 - GRACE))
+        pytest.approx(3.0 - GRACE)
+    )
     late = wrong_stretches(changes, [(1.0, 3.2), (7.0, 10.0)], 2, GRACE, windows=windows)
     assert [(w.kind, w.start, w.end) for w in late] == [("paused", 6.0 + GRACE, 7.0)]  # the resume was late
 
@@ -142,8 +157,11 @@ def test_secure_pauses_are_asked_only_in_a_live_room_and_never_overlap():
     live = live_spans(steps)
     assert len(pauses) > 10 and any(step.kind == "secure-resume" for step in asked)
     assert all(any(start + 1.5 <= at < end - 0.5 for start, end in live) for at in pauses)
-    ends = [b.at if b.kind == "secure-resume" else a.at + 3.0
-            for a, b in zip(asked, asked[1:] + [asked[-1]]) if a.kind == "secure-pause"]
+    ends = [
+        b.at if b.kind == "secure-resume" else a.at + 3.0
+        for a, b in zip(asked, asked[1:] + [asked[-1]])
+        if a.kind == "secure-pause"
+    ]
     assert all(end < next_at for end, next_at in zip(ends, pauses[1:]))
     assert asked == secure_schedule(random.Random(7), steps, 3.0)
 
@@ -169,8 +187,11 @@ def test_the_scenario_is_seeded_and_churns_as_the_issue_says():
     assert counts.count(1) > 20 and counts.count(4) > 3 and counts[:-1].count(0) > 2
     gaps = [b.at - a.at for a, b in zip(steps, steps[1:])]
     assert all(0.2 <= gap <= 1.2 for gap in gaps)
-    rejoins = [a for a, b in zip(steps, steps[1:])
-               if a.kind == "hangup" and b.kind == "call" and a.label == b.label and b.at - a.at < 1.0]
+    rejoins = [
+        a
+        for a, b in zip(steps, steps[1:])
+        if a.kind == "hangup" and b.kind == "call" and a.label == b.label and b.at - a.at < 1.0
+    ]
     assert len(rejoins) > 5
 
 
@@ -196,8 +217,9 @@ def test_holds_come_and_go_among_callers_on_the_line():
 
 def test_a_short_run_reads_back_exactly_the_scenario_it_played(tmp_path):
     schedule = churn_bench.scenario(seed=3, conferences=3, seconds=10)
-    args = argparse.Namespace(seed=3, latency_ms=80, grace_ms=400, quorum_dir=str(churn_bench.ROOT), quorum_env=[],
-                              plain=False, conferences=3)
+    args = argparse.Namespace(
+        seed=3, latency_ms=80, grace_ms=400, quorum_dir=str(churn_bench.ROOT), quorum_env=[], plain=False, conferences=3
+    )
     emulator, calls, end = churn_bench.play_against("seed", schedule, args, tmp_path / "seed.log")
     assert sum(step.kind == "hold" for steps in schedule.values() for step in steps) > 0
 

@@ -58,8 +58,9 @@ def timed_updates(fake, *answers):
     def answer(request):
         times.append(time.monotonic())
         status = answers[min(len(times), len(answers)) - 1]
-        body = {"sid": REC, "status": "paused"} if status == 200 else {"code": 20404, "message": "nope",
-                                                                         "status": status}
+        body = (
+            {"sid": REC, "status": "paused"} if status == 200 else {"code": 20404, "message": "nope", "status": status}
+        )
         return status, {}, json.dumps(body)
 
     fake.add_callback(responses.POST, RECORDING_UPDATE, callback=answer)
@@ -67,6 +68,7 @@ def timed_updates(fake, *answers):
 
 
 # Row 2: never conclude "gone" from one answer.
+
 
 def doubted(before=False):
     """Known A and B recorded, B left, and the pause answered 404: the recording is in doubt (`before`: the
@@ -86,12 +88,15 @@ def test_a_recording_in_doubt_asks_an_urgent_read_and_no_command():
     assert conf.recordings == {"rec-1": DOUBT} and DOUBT not in {t.state for t in conf.timeline}  # unconfirmed
 
 
-@pytest.mark.parametrize("listed, state, then", [
-    ({"rec-1": "in-progress"}, RECORDING, PAUSED),  # transient: the pause is sent again
-    ({"rec-1": "paused"}, PAUSED, None),
-    ({"rec-1": "completed"}, GONE, None),
-    ({}, GONE, None),  # the conference's list is complete: a recording it leaves out is over
-])
+@pytest.mark.parametrize(
+    "listed, state, then",
+    [
+        ({"rec-1": "in-progress"}, RECORDING, PAUSED),  # transient: the pause is sent again
+        ({"rec-1": "paused"}, PAUSED, None),
+        ({"rec-1": "completed"}, GONE, None),
+        ({}, GONE, None),  # the conference's list is complete: a recording it leaves out is over
+    ],
+)
 def test_a_read_settles_a_doubt(listed, state, then):
     conf = doubted()
     read = policy.recover(conf, policy.Snapshot("in-progress", ("A",), listed), 105.0, policy.read_start(conf))
@@ -127,8 +132,10 @@ def test_one_404_to_a_pause_is_checked_by_a_read_and_the_pause_is_sent_again(lin
     line.conference("participant-leave", CALL_B, at=T0 + 1)
     line.settle()
     stopped = line.state().recordings == {REC: PAUSED}
-    print(f"\nrow 2 ({status}): lone caller recorded " +
-          (f"{answered[-1] - left:.3f} s" if stopped else "for the rest of the call (nothing paused it)"))
+    print(
+        f"\nrow 2 ({status}): lone caller recorded "
+        + (f"{answered[-1] - left:.3f} s" if stopped else "for the rest of the call (nothing paused it)")
+    )
     assert line.updates() == [PAUSE, PAUSE]
     assert line.state().recordings == {REC: PAUSED}
     assert any(path.endswith(f"/Conferences/{CONF}/Recordings.json") for path in line.reads())
@@ -151,8 +158,12 @@ def test_when_reads_keep_failing_the_wanted_state_is_sent_again_never_given_up(l
     line.two_known_callers()
     line.settle()
     for path in ("Participants.json", "Recordings.json", ""):
-        line.fake.add(responses.GET, f"{API_BASE}/Conferences/{CONF}{'/' + path if path else '.json'}", status=503,
-                      json={"code": 503, "message": "busy", "status": 503})
+        line.fake.add(
+            responses.GET,
+            f"{API_BASE}/Conferences/{CONF}{'/' + path if path else '.json'}",
+            status=503,
+            json={"code": 503, "message": "busy", "status": 503},
+        )
     line.conference("participant-leave", CALL_B, at=T0 + 1)
     line.settle(timeout=20)
     assert len(line.reads()) >= URGENT_READ_ATTEMPTS
@@ -166,8 +177,12 @@ OWN = {CALL_A: sid("own-a"), CALL_B: sid("own-b")}  # each caller's own recordin
 def own_recordings(fake):
     """Starting a caller's own recording answers the sid OWN gives it."""
     for call, recording in OWN.items():
-        fake.add(responses.POST, f"{API_BASE}/Calls/{call}/Recordings.json", status=201,
-                 json={"sid": recording, "call_sid": call, "status": "in-progress"})
+        fake.add(
+            responses.POST,
+            f"{API_BASE}/Calls/{call}/Recordings.json",
+            status=201,
+            json={"sid": recording, "call_sid": call, "status": "in-progress"},
+        )
 
 
 def test_a_participant_recording_in_doubt_is_read_on_its_own(signalwire):
@@ -186,8 +201,11 @@ def test_a_participant_recording_in_doubt_is_read_on_its_own(signalwire):
             return 200, {}, json.dumps({"sid": own[CALL_A], "status": "paused"})
 
         signalwire.add_callback(responses.POST, CALL_RECORDING, callback=update)
-        signalwire.add(responses.GET, f"{API_BASE}/Calls/{CALL_A}/Recordings/{own[CALL_A]}.json",
-                       json={"sid": own[CALL_A], "call_sid": CALL_A, "status": "in-progress"})
+        signalwire.add(
+            responses.GET,
+            f"{API_BASE}/Calls/{CALL_A}/Recordings/{own[CALL_A]}.json",
+            json={"sid": own[CALL_A], "call_sid": CALL_A, "status": "in-progress"},
+        )
         line.two_known_callers(CALL_B)
         line.settle()
         answer_reads(signalwire, present=[CALL_A])
@@ -208,8 +226,12 @@ def test_a_participant_recording_the_api_no_longer_has_is_gone(signalwire):
     try:
         own_recordings(signalwire)
         signalwire.add(responses.POST, CALL_RECORDING, status=404, json={"code": 20404, "status": 404})
-        signalwire.add(responses.GET, f"{API_BASE}/Calls/{CALL_A}/Recordings/{own}.json", status=404,
-                       json={"code": 20404, "status": 404})
+        signalwire.add(
+            responses.GET,
+            f"{API_BASE}/Calls/{CALL_A}/Recordings/{own}.json",
+            status=404,
+            json={"code": 20404, "status": 404},
+        )
         line.two_known_callers(CALL_B)
         line.settle()
         answer_reads(signalwire, present=[CALL_A])
@@ -233,8 +255,9 @@ class FirstPauseAnswers404:
         if not self.answered and "/Recordings/" in environ["PATH_INFO"] and b"Status=paused" in body:
             self.answered += 1
             start_response("404 NOT FOUND", [("Content-Type", "application/json")])
-            return [json.dumps({"code": 20404, "message": "The requested resource was not found",
-                                "status": 404}).encode()]
+            return [
+                json.dumps({"code": 20404, "message": "The requested resource was not found", "status": 404}).encode()
+            ]
         return self.app(environ, start_response)
 
 
@@ -243,8 +266,17 @@ def test_end_to_end_a_transient_404_still_pauses_the_lone_caller():
     with quorum_stack() as stack:
         fault = FirstPauseAnswers404(stack.emulator.app.wsgi_app)
         stack.emulator.app.wsgi_app = fault
-        Player(stack.emulator).play([("call", "host", DEMO_NUMBER), ("wait", 0.6), ("call", "guest", DEMO_NUMBER),
-                                     ("wait", 1.2), ("hangup", "guest"), ("wait", 1.5), ("hangup", "host")])
+        Player(stack.emulator).play(
+            [
+                ("call", "host", DEMO_NUMBER),
+                ("wait", 0.6),
+                ("call", "guest", DEMO_NUMBER),
+                ("wait", 1.2),
+                ("hangup", "guest"),
+                ("wait", 1.5),
+                ("hangup", "host"),
+            ]
+        )
         assert stack.settle()
         (conf,) = stack.emulator.conferences(DEMO_NUMBER)
         (recording_sid,) = conf.recording_sids
@@ -278,8 +310,17 @@ def test_end_to_end_a_slow_announcement_never_holds_back_the_pause():
     with quorum_stack(recording_announcement=NOTICE) as stack:
         slow = SlowAnnouncements(stack.emulator.app.wsgi_app, 1.5)
         stack.emulator.app.wsgi_app = slow
-        Player(stack.emulator).play([("call", "host", DEMO_NUMBER), ("wait", 0.6), ("call", "guest", DEMO_NUMBER),
-                                     ("wait", 0.5), ("hangup", "guest"), ("wait", 2.0), ("hangup", "host")])
+        Player(stack.emulator).play(
+            [
+                ("call", "host", DEMO_NUMBER),
+                ("wait", 0.6),
+                ("call", "guest", DEMO_NUMBER),
+                ("wait", 0.5),
+                ("hangup", "guest"),
+                ("wait", 2.0),
+                ("hangup", "host"),
+            ]
+        )
         assert stack.settle()
         (conf,) = stack.emulator.conferences(DEMO_NUMBER)
         (recording_sid,) = conf.recording_sids
@@ -294,6 +335,7 @@ def test_end_to_end_a_slow_announcement_never_holds_back_the_pause():
 
 # Row 3: nothing the store dropped is forgotten.
 
+
 class OwnRedis:
     """A redis-server of one test's own, on a fixed port, its data in an append-only file fsynced on every
     write, so it can be stopped (clients are refused) and started again with what it held."""
@@ -306,9 +348,24 @@ class OwnRedis:
         self.start()
 
     def start(self):
-        self._server = subprocess.Popen([shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-                                         "--dir", str(self.workdir)], stdout=subprocess.DEVNULL)
+        self._server = subprocess.Popen(
+            [
+                shutil.which("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         assert wait_for(self.answers, timeout=10), "redis-server did not start"
 
     def answers(self):
@@ -359,14 +416,20 @@ def test_a_pause_whose_outcome_the_store_dropped_is_driven_again(own_redis, sign
         back = time.monotonic()
         lock = f"faults:lock:room:{ROOM}"
         released = wait_for(lambda: not own_redis.client.exists(lock), timeout=10)
-        print(f"\nrow 3: the room's lock released {time.monotonic() - back:.2f} s after Redis came back"
-              if released else "\nrow 3: the room's lock still held 10 s after Redis came back")
+        print(
+            f"\nrow 3: the room's lock released {time.monotonic() - back:.2f} s after Redis came back"
+            if released
+            else "\nrow 3: the room's lock still held 10 s after Redis came back"
+        )
         assert released, "the lock waited for its TTL"
         rejoined = time.monotonic()
         line.conference("participant-join", CALL_B, at=T0 + 2)
         resumed = wait_for(lambda: line.updates()[-1] == RESUME, timeout=15)
-        print(f"row 3: two callers paused {time.monotonic() - rejoined:.2f} s after the rejoin" if resumed
-              else "row 3: two callers still paused 15 s after the rejoin")
+        print(
+            f"row 3: two callers paused {time.monotonic() - rejoined:.2f} s after the rejoin"
+            if resumed
+            else "row 3: two callers still paused 15 s after the rejoin"
+        )
         assert resumed
         line.settle(timeout=20)
         assert line.state().recordings == {REC: RECORDING}
@@ -381,8 +444,7 @@ def test_a_read_whose_merge_the_store_dropped_is_asked_again(own_redis, signalwi
     outage = []
     try:
         # Calls we never saw come in (a restart): Quorum reads before deciding; Redis goes away during the read.
-        answer_reads(signalwire, present=[CALL_A],
-                     during=lambda: outage or outage.append(own_redis.outage(3.0)))
+        answer_reads(signalwire, present=[CALL_A], during=lambda: outage or outage.append(own_redis.outage(3.0)))
         line.conference("participant-join", CALL_A)
         line.conference("participant-join", CALL_B)
         line.conference("participant-leave", CALL_B, at=T0 + 1)
@@ -390,8 +452,11 @@ def test_a_read_whose_merge_the_store_dropped_is_asked_again(own_redis, signalwi
         assert wait_for(lambda: outage and outage[0].is_set(), timeout=15)
         back = time.monotonic()
         paused = wait_for(lambda: PAUSE in line.updates(), timeout=15)
-        print(f"\nrow 3 (read): the lone caller paused {time.monotonic() - back:.2f} s after Redis came back"
-              if paused else "\nrow 3 (read): the lone caller still recorded 15 s after Redis came back")
+        print(
+            f"\nrow 3 (read): the lone caller paused {time.monotonic() - back:.2f} s after Redis came back"
+            if paused
+            else "\nrow 3 (read): the lone caller still recorded 15 s after Redis came back"
+        )
         assert paused
         line.settle(timeout=20)
         assert line.state().recordings == {REC: PAUSED} and line.state().verified
@@ -406,8 +471,9 @@ def test_the_redrive_tick_drives_a_room_nobody_is_driving():
         core.two_recording()
         core.settle()
         # As another process left it: B's leave written, no kick, no command.
-        core.store.mutate(CORE_ROOM, lambda conf: policy.participant_event(conf, B, False, conf.updated_at + 1,
-                                                                            known=True))
+        core.store.mutate(
+            CORE_ROOM, lambda conf: policy.participant_event(conf, B, False, conf.updated_at + 1, known=True)
+        )
         keeper = Housekeeper(core.controller, sweep_s=60.0, reconcile_s=0, redrive_s=0.05)
         keeper.start()
         try:
@@ -427,8 +493,9 @@ def test_a_redrive_leaves_a_room_another_process_is_commanding_to_it(redis_url):
         core.two_recording()
         core.settle()
         token = core.store.try_lock(f"room:{CORE_ROOM}", 30)  # its pause in flight there
-        core.store.mutate(CORE_ROOM, lambda conf: policy.participant_event(conf, B, False, conf.updated_at + 1,
-                                                                            known=True))
+        core.store.mutate(
+            CORE_ROOM, lambda conf: policy.participant_event(conf, B, False, conf.updated_at + 1, known=True)
+        )
         assert core.controller.redrive() == 1
         assert core.commands.wait_idle(2) and core.gateway.updates == []
         core.store.unlock(f"room:{CORE_ROOM}", token)
@@ -454,11 +521,13 @@ def until_true(condition, timeout=5.0):
 
 # Row 9: pauses never wait.
 
+
 @pytest.fixture
 def announcing(signalwire):
     """An app that announces, whose announcement request blocks until `release` is set; event callbacks kept."""
-    app = create_app(make_config(recording_announcement=NOTICE, event_callback_url=EVENTS_URL,
-                                 event_callback_secret="hook-secret"))
+    app = create_app(
+        make_config(recording_announcement=NOTICE, event_callback_url=EVENTS_URL, event_callback_secret="hook-secret")
+    )
     started, release, bodies = threading.Event(), threading.Event(), []
 
     def announce(request):
@@ -485,8 +554,11 @@ def test_a_pause_and_a_resume_never_wait_for_a_slow_announcement(announcing):
     left = time.monotonic()
     line.conference("participant-leave", CALL_B, at=T0 + 1)
     paused = wait_for(lambda: PAUSE in line.updates(), timeout=3)
-    print(f"\nrow 9: lone caller recorded {times[0] - left:.3f} s" if paused else
-          "\nrow 9: the pause still waits 3 s into the announcement")
+    print(
+        f"\nrow 9: lone caller recorded {times[0] - left:.3f} s"
+        if paused
+        else "\nrow 9: the pause still waits 3 s into the announcement"
+    )
     assert paused, "the pause waited for the announcement"
     line.conference("participant-join", CALL_B, at=T0 + 2)
     assert wait_for(lambda: line.updates()[-1:] == [RESUME], timeout=3), "the resume waited for the announcement"

@@ -37,9 +37,19 @@ def check_recording(stack, room, minimum=2, hosts=(), hold_counts=False):
     return expected
 
 
-HOLD = [("call", "host", DEMO_NUMBER), ("wait", 0.6), ("call", "guest", DEMO_NUMBER), ("wait", 1.2),
-        ("hold", "guest"), ("wait", 1.2), ("unhold", "guest"), ("wait", 1.2), ("hangup", "guest"), ("wait", 0.3),
-        ("hangup", "host")]
+HOLD = [
+    ("call", "host", DEMO_NUMBER),
+    ("wait", 0.6),
+    ("call", "guest", DEMO_NUMBER),
+    ("wait", 1.2),
+    ("hold", "guest"),
+    ("wait", 1.2),
+    ("unhold", "guest"),
+    ("wait", 1.2),
+    ("hangup", "guest"),
+    ("wait", 0.3),
+    ("hangup", "host"),
+]
 
 
 @pytest.mark.parametrize("hold_counts", [False, True])
@@ -57,9 +67,19 @@ def test_a_caller_on_hold_is_not_on_the_line(hold_counts):
         assert stack.log.errors() == []
 
 
-HOSTS = [("call", "guest", DEMO_NUMBER), ("wait", 0.6), ("call", "other", DEMO_NUMBER), ("wait", 1.2),
-         ("call", "host", DEMO_NUMBER), ("wait", 1.2), ("hangup", "host"), ("wait", 1.2), ("hangup", "other"),
-         ("wait", 0.3), ("hangup", "guest")]
+HOSTS = [
+    ("call", "guest", DEMO_NUMBER),
+    ("wait", 0.6),
+    ("call", "other", DEMO_NUMBER),
+    ("wait", 1.2),
+    ("call", "host", DEMO_NUMBER),
+    ("wait", 1.2),
+    ("hangup", "host"),
+    ("wait", 1.2),
+    ("hangup", "other"),
+    ("wait", 0.3),
+    ("hangup", "guest"),
+]
 
 
 def test_guests_wait_for_a_host_and_the_recording_runs_only_with_one():
@@ -75,13 +95,26 @@ def test_guests_wait_for_a_host_and_the_recording_runs_only_with_one():
         assert 1.0 <= span[1] - span[0] <= 1.5  # from the host's arrival to the host's departure
         (record,) = archived(stack)
         assert {c["from"]: c["host"] for c in record["channels"]} == {
-            caller_number("host"): True, caller_number("guest"): False, caller_number("other"): False}
+            caller_number("host"): True,
+            caller_number("guest"): False,
+            caller_number("other"): False,
+        }
         assert stack.log.errors() == []
 
 
-REJOIN = [("call", "host", DEMO_NUMBER), ("wait", 0.6), ("call", "guest", DEMO_NUMBER), ("wait", 1.2),
-          ("hangup", "guest"), ("wait", 1.2), ("call", "guest", DEMO_NUMBER), ("wait", 1.2), ("hangup", "guest"),
-          ("wait", 0.3), ("hangup", "host")]
+REJOIN = [
+    ("call", "host", DEMO_NUMBER),
+    ("wait", 0.6),
+    ("call", "guest", DEMO_NUMBER),
+    ("wait", 1.2),
+    ("hangup", "guest"),
+    ("wait", 1.2),
+    ("call", "guest", DEMO_NUMBER),
+    ("wait", 1.2),
+    ("hangup", "guest"),
+    ("wait", 0.3),
+    ("hangup", "host"),
+]
 
 
 def test_the_announcement_plays_after_the_start_and_each_resume():
@@ -98,7 +131,8 @@ def test_the_announcement_plays_after_the_start_and_each_resume():
             assert 0 <= announced.at - started < TOLERANCE_S  # right after it: the recording carries it
         announces = [w for w in stack.emulator.rest_log.writes() if "AnnounceUrl" in w.form]
         assert [w.form["AnnounceUrl"] for w in announces] == [
-            f"{stack.config.public_url}/voice/announce?room=%2B15550100"] * 2
+            f"{stack.config.public_url}/voice/announce?room=%2B15550100"
+        ] * 2
         (record,) = archived(stack)
         assert [a["outcome"] for a in record["announcements"]] == ["played", "played"]
         assert stack.log.errors() == []
@@ -117,20 +151,34 @@ def test_a_failed_announcement_is_tried_once_more_and_never_holds_the_recording_
 
 def test_a_rules_file_gives_two_numbers_their_own_rules(tmp_path):
     rules = tmp_path / "rules.toml"
-    rules.write_text(f'["{DEMO_NUMBER}"]\nrecording_announcement = "{NOTICE}"\n'
-                     f'["{OTHER_NUMBER}"]\nmin_participants = 3\npause_behavior = "silence"\n')
+    rules.write_text(
+        f'["{DEMO_NUMBER}"]\nrecording_announcement = "{NOTICE}"\n'
+        f'["{OTHER_NUMBER}"]\nmin_participants = 3\npause_behavior = "silence"\n'
+    )
     with quorum_stack(room_rules_file=str(rules), numbers=(DEMO_NUMBER, OTHER_NUMBER)) as stack:
         steps = []
         for number, tag in ((DEMO_NUMBER, "a"), (OTHER_NUMBER, "b")):
             steps += [("call", f"{tag}1", number), ("call", f"{tag}2", number), ("call", f"{tag}3", number)]
-        Player(stack.emulator).play(steps + [("wait", 1.2), ("hangup", "a3"), ("hangup", "b3"), ("wait", 1.2),
-                                             ("hangup", "a1"), ("hangup", "b1"), ("wait", 0.3),
-                                             ("hangup", "a2"), ("hangup", "b2")])
+        Player(stack.emulator).play(
+            steps
+            + [
+                ("wait", 1.2),
+                ("hangup", "a3"),
+                ("hangup", "b3"),
+                ("wait", 1.2),
+                ("hangup", "a1"),
+                ("hangup", "b1"),
+                ("wait", 0.3),
+                ("hangup", "a2"),
+                ("hangup", "b2"),
+            ]
+        )
         assert stack.settle()
         check_recording(stack, DEMO_NUMBER, minimum=2)
         check_recording(stack, OTHER_NUMBER, minimum=3)
         writes = stack.emulator.rest_log.writes()
         (other,) = stack.emulator.conferences(OTHER_NUMBER)
-        assert {w.form.get("PauseBehavior") for w in writes if other.sid in w.path and w.form.get("Status") == "paused"} \
-            == {"silence"}
+        assert {
+            w.form.get("PauseBehavior") for w in writes if other.sid in w.path and w.form.get("Status") == "paused"
+        } == {"silence"}
         assert [e.room for e in stack.emulator.sim.events if e.kind == "announced"] == [DEMO_NUMBER]

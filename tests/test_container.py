@@ -68,8 +68,7 @@ def image(tmp_path_factory):
                     shutil.copy2(origin, into / origin.name)
         elif instruction == "RUN":
             command = arguments.replace(VENV, str(venv)).replace("python -m venv", f"{SYSTEM_PYTHON} -m venv")
-            subprocess.run(["/bin/sh", "-c", command], cwd=context, check=True, timeout=900,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(["/bin/sh", "-c", command], cwd=context, check=True, timeout=900, stdout=subprocess.DEVNULL)
     yield venv, final
     shutil.rmtree(scratch, ignore_errors=True)
 
@@ -84,15 +83,28 @@ def test_the_image_serves_as_a_non_root_user_and_passes_its_health_check(image, 
         env[name] = value.replace("$PATH", "/usr/bin:/bin")
     home = Path(tempfile.mkdtemp(prefix="quorum-home-"))
     port = free_port()
-    env.update(PORT=str(port), RECORDINGS_DIR=str(home / "recordings"), SIGNALWIRE_PROJECT_ID="p",
-               SIGNALWIRE_API_TOKEN="t", SIGNALWIRE_SPACE_URL="example.signalwire.com", SIGNALWIRE_SIGNING_KEY="k",
-               PUBLIC_URL="https://quorum.example.com")
+    env.update(
+        PORT=str(port),
+        RECORDINGS_DIR=str(home / "recordings"),
+        SIGNALWIRE_PROJECT_ID="p",
+        SIGNALWIRE_API_TOKEN="t",
+        SIGNALWIRE_SPACE_URL="example.signalwire.com",
+        SIGNALWIRE_SIGNING_KEY="k",
+        PUBLIC_URL="https://quorum.example.com",
+    )
     # As in the image: not root (CI runs as root, so the server drops to nobody, who owns only its home).
     as_user = {"user": "nobody", "group": "nogroup"} if os.geteuid() == 0 else {}
     if as_user:
         shutil.chown(home, "nobody")
-    server = subprocess.Popen(exec_form(steps["CMD"]), cwd=home, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, **as_user)
+    server = subprocess.Popen(
+        exec_form(steps["CMD"]),
+        cwd=home,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **as_user,
+    )
     try:
         check = exec_form(steps["HEALTHCHECK"].split("CMD", 1)[1].strip())
         deadline = time.monotonic() + 60

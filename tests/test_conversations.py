@@ -44,14 +44,25 @@ class Phone(SignedCallbacks):
 
     def conference(self, event, call=None):
         self.clock += 1
-        form = {"ConferenceSid": self.conference_sid, "FriendlyName": ROOM, "StatusCallbackEvent": event,
-                "Timestamp": formatdate(self.clock, usegmt=True)}
+        form = {
+            "ConferenceSid": self.conference_sid,
+            "FriendlyName": ROOM,
+            "StatusCallbackEvent": event,
+            "Timestamp": formatdate(self.clock, usegmt=True),
+        }
         self.post("/voice/conference-status", form | ({"CallSid": call} if call else {}))
 
     def recording(self, sid, status):
-        self.post("/voice/recording-status", {"RecordingSid": sid, "RecordingStatus": status,
-                                              "RecordingUrl": MEDIA_BASE + sid, "RecordingDuration": "2"},
-                  query=f"room=%2B{ROOM[1:]}")
+        self.post(
+            "/voice/recording-status",
+            {
+                "RecordingSid": sid,
+                "RecordingStatus": status,
+                "RecordingUrl": MEDIA_BASE + sid,
+                "RecordingDuration": "2",
+            },
+            query=f"room=%2B{ROOM[1:]}",
+        )
 
     def state(self):
         return super().state(ROOM)
@@ -104,17 +115,27 @@ def make_phone(tmp_path, **settings):
 @pytest.fixture
 def phone(tmp_path, signalwire, fake_calls, received, request):
     settings = getattr(request, "param", {})
-    app_phone = make_phone(tmp_path, participant_recording="inbound", event_callback_url=EVENTS_URL,
-                           event_callback_secret="hook-secret", **settings)
+    app_phone = make_phone(
+        tmp_path,
+        participant_recording="inbound",
+        event_callback_url=EVENTS_URL,
+        event_callback_secret="hook-secret",
+        **settings,
+    )
     yield app_phone
     shutdown(app_phone.app)
 
 
 def updates(signalwire, pattern):
     """(path, form) of every POST matching `pattern`."""
-    return [(urlsplit(c.request.url).path.split("/Accounts/")[1].split("/", 1)[1],
-             {k: v[0] for k, v in parse_qs(c.request.body).items()})
-            for c in signalwire.calls if c.request.method == "POST" and pattern.fullmatch(c.request.url)]
+    return [
+        (
+            urlsplit(c.request.url).path.split("/Accounts/")[1].split("/", 1)[1],
+            {k: v[0] for k, v in parse_qs(c.request.body).items()},
+        )
+        for c in signalwire.calls
+        if c.request.method == "POST" and pattern.fullmatch(c.request.url)
+    ]
 
 
 def start_call(phone, *callers):
@@ -134,14 +155,19 @@ def test_participant_recordings_start_with_the_quorum_and_follow_it(phone, signa
     phone.settle()
     assert sorted(call for call, _, _ in fake_calls) == [A, B]
     assert fake_calls[0][2] == {
-        "RecordingChannels": "mono", "RecordingTrack": "inbound", "Trim": "do-not-trim",
+        "RecordingChannels": "mono",
+        "RecordingTrack": "inbound",
+        "Trim": "do-not-trim",
         "RecordingStatusCallback": "https://quorum.example.com/voice/recording-status?room=%2B15550002222&call=" + A,
-        "RecordingStatusCallbackMethod": "POST", "RecordingStatusCallbackEvent": "in-progress completed absent"}
+        "RecordingStatusCallbackMethod": "POST",
+        "RecordingStatusCallbackEvent": "in-progress completed absent",
+    }
     phone.conference("participant-leave", B)
     phone.settle()
     a_recording = next(sid for call, sid, _ in fake_calls if call == A)
     assert updates(signalwire, CALL_RECORDING_UPDATE) == [
-        (f"Calls/{A}/Recordings/{a_recording}.json", {"Status": "paused", "PauseBehavior": "skip"})]
+        (f"Calls/{A}/Recordings/{a_recording}.json", {"Status": "paused", "PauseBehavior": "skip"})
+    ]
     assert phone.state().recordings[MIX] == PAUSED and phone.state().recordings[a_recording] == PAUSED
     phone.dial(C, OTHER)
     phone.conference("participant-join", C)
@@ -183,8 +209,12 @@ def test_finished_conversation_is_archived_with_audio_and_figures(phone, tmp_pat
     assert conversation["audio"]["duration_ms"] == 2000
     assert isinstance(conversation["audio"]["snr"], float)
     assert [c["audio"]["wav_file"] for c in conversation["channels"]] == ["channel-01.wav", "channel-02.wav"]
-    assert sorted(p.name for p in directory.iterdir()) == ["channel-01.wav", "channel-02.wav", "conversation.json",
-                                                            "mix.wav"]  # and no temp files left behind
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "channel-01.wav",
+        "channel-02.wav",
+        "conversation.json",
+        "mix.wav",
+    ]  # and no temp files left behind
     assert conversation["recording_timeline"][0]["state"] == "recording"
 
 
@@ -213,8 +243,9 @@ def test_event_callbacks_are_retried_until_accepted(tmp_path, signalwire):
         return (503, {}, "") if len(attempts) < 3 else (200, {}, "")
 
     signalwire.add_callback(responses.POST, EVENTS_URL, callback=flaky)
-    app = create_app(make_config(recordings_dir=str(tmp_path), event_callback_url=EVENTS_URL,
-                                 event_callback_secret="k"))
+    app = create_app(
+        make_config(recordings_dir=str(tmp_path), event_callback_url=EVENTS_URL, event_callback_secret="k")
+    )
     try:
         services(app).events._first_backoff_s = 0.05  # keep the test short
         services(app).events.send("test.event", "evt-1", {})
@@ -225,6 +256,7 @@ def test_event_callbacks_are_retried_until_accepted(tmp_path, signalwire):
 
 
 # --- the API ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def api(tmp_path, signalwire, fake_calls):
@@ -270,14 +302,17 @@ def test_api_refuses_bad_queries(api, query):
     assert get(api, f"/api/conversations?{query}").status_code == 400
 
 
-@pytest.mark.parametrize("path, status", [
-    ("/api/conversations/..%2F..%2Fetc%2Fpasswd", 404),
-    ("/api/conversations/../../etc/passwd", 404),
-    ("/api/conversations/%2e%2e", 404),
-    ("/api/conversations/" + "a" * 65, 400),
-    ("/api/conversations/" + "a" * 5000, 400),
-    ("/api/conversations/5d6e7f80-0000-0000-0000-000000000000", 404),
-])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/api/conversations/..%2F..%2Fetc%2Fpasswd", 404),
+        ("/api/conversations/../../etc/passwd", 404),
+        ("/api/conversations/%2e%2e", 404),
+        ("/api/conversations/" + "a" * 65, 400),
+        ("/api/conversations/" + "a" * 5000, 400),
+        ("/api/conversations/5d6e7f80-0000-0000-0000-000000000000", 404),
+    ],
+)
 def test_api_refuses_hostile_ids(api, path, status):
     assert get(api, path).status_code == status
 
@@ -331,7 +366,8 @@ def test_late_callback_for_an_archived_recording_changes_nothing(phone):
     phone.recording(MIX, "in-progress")
     phone.finish()
     for status in ("in-progress", "completed"):
-        response = phone.post("/voice/recording-status", {"RecordingSid": MIX, "RecordingStatus": status},
-                              query=f"room=%2B{ROOM[1:]}")
+        response = phone.post(
+            "/voice/recording-status", {"RecordingSid": MIX, "RecordingStatus": status}, query=f"room=%2B{ROOM[1:]}"
+        )
         assert response.headers["X-Quorum-Outcome"] == "stale"
     assert services(phone.app).store.rooms() == []

@@ -45,18 +45,46 @@ def operator(app):
 
 def record(conversation_id=CONF, room=ROOM, started=T0, **changes):
     """An archived conversation: recorded 2–6 s, paused 6–9 s, recorded 9–12 s; host from 0, guest from 2 s."""
-    return {"id": conversation_id, "room": room, "status": "ready", "started_at": iso(started),
-            "ended_at": iso(started + 12),
-            "audio": {"wav_file": "mix.wav", "mp3_file": None, "duration_ms": 7000, "snr": 24.0, "rt60": 0.45},
-            "recording_timeline": [{"state": RECORDING, "start_ms": 2000, "end_ms": 6000},
-                                   {"state": PAUSED, "start_ms": 6000, "end_ms": 9000},
-                                   {"state": RECORDING, "start_ms": 9000, "end_ms": 12000}],
-            "channels": [{"connection_id": HOST, "call_sid": CA1, "from": HOST, "to": room, "start_ms": 0,
-                          "end_ms": 12000, "audio": {"wav_file": "channel-01.wav", "mp3_file": None,
-                                                     "duration_ms": 7000, "snr": 8.5, "rt60": None}},
-                         {"connection_id": GUEST, "call_sid": CA2, "from": GUEST, "to": room, "start_ms": 2000,
-                          "end_ms": 12000, "audio": EMPTY_AUDIO}],
-            **changes}
+    return {
+        "id": conversation_id,
+        "room": room,
+        "status": "ready",
+        "started_at": iso(started),
+        "ended_at": iso(started + 12),
+        "audio": {"wav_file": "mix.wav", "mp3_file": None, "duration_ms": 7000, "snr": 24.0, "rt60": 0.45},
+        "recording_timeline": [
+            {"state": RECORDING, "start_ms": 2000, "end_ms": 6000},
+            {"state": PAUSED, "start_ms": 6000, "end_ms": 9000},
+            {"state": RECORDING, "start_ms": 9000, "end_ms": 12000},
+        ],
+        "channels": [
+            {
+                "connection_id": HOST,
+                "call_sid": CA1,
+                "from": HOST,
+                "to": room,
+                "start_ms": 0,
+                "end_ms": 12000,
+                "audio": {
+                    "wav_file": "channel-01.wav",
+                    "mp3_file": None,
+                    "duration_ms": 7000,
+                    "snr": 8.5,
+                    "rt60": None,
+                },
+            },
+            {
+                "connection_id": GUEST,
+                "call_sid": CA2,
+                "from": GUEST,
+                "to": room,
+                "start_ms": 2000,
+                "end_ms": 12000,
+                "audio": EMPTY_AUDIO,
+            },
+        ],
+        **changes,
+    }
 
 
 def archive(app, conversation: dict, media=True) -> Path:
@@ -236,21 +264,40 @@ def test_conversation_page_draws_the_timeline_and_reads_the_figures(app, operato
     archive(app, record())
     html = operator.get(f"/conversations/{CONF}").get_data(as_text=True)
     tags = Tags(html)
-    spans = [(a["data-state"], int(a["data-start-ms"]), int(a["data-end-ms"]), a["x"], a["width"])
-             for a in tags.find("rect", **{"class": "span"}) if "data-start-ms" in a]
-    assert spans == [(RECORDING, 2000, 6000, "16.667%", "33.333%"), (PAUSED, 6000, 9000, "50.0%", "25.0%"),
-                     (RECORDING, 9000, 12000, "75.0%", "25.0%"),
-                     ("on the call", 0, 12000, "0.0%", "100.0%"), ("on the call", 2000, 12000, "16.667%", "83.333%")]
+    spans = [
+        (a["data-state"], int(a["data-start-ms"]), int(a["data-end-ms"]), a["x"], a["width"])
+        for a in tags.find("rect", **{"class": "span"})
+        if "data-start-ms" in a
+    ]
+    assert spans == [
+        (RECORDING, 2000, 6000, "16.667%", "33.333%"),
+        (PAUSED, 6000, 9000, "50.0%", "25.0%"),
+        (RECORDING, 9000, 12000, "75.0%", "25.0%"),
+        ("on the call", 0, 12000, "0.0%", "100.0%"),
+        ("on the call", 2000, 12000, "16.667%", "83.333%"),
+    ]
     assert [a["data-label"] for a in tags.find("g", **{"class": "lane"})] == [
-        "Conference recording", f"Channel 01: {HOST}", f"Channel 02: {GUEST}"]
+        "Conference recording",
+        f"Channel 01: {HOST}",
+        f"Channel 02: {GUEST}",
+    ]
     assert "Conference recording: recorded 0:02.0–0:06.0; paused 0:06.0–0:09.0; recorded 0:09.0–0:12.0." in html
-    assert [a["src"] for a in tags.find("source")] == [f"/conversations/{CONF}/media/mix.wav",
-                                                        f"/conversations/{CONF}/media/channel-01.wav"]
+    assert [a["src"] for a in tags.find("source")] == [
+        f"/conversations/{CONF}/media/mix.wav",
+        f"/conversations/{CONF}/media/channel-01.wav",
+    ]
     # The guest had no recording of their own: no card, a line says so.
     assert len(tags.find("audio")) == 2 and "1 channel had no recording of its own" in " ".join(html.split())
-    for words in ("24.0 dB <strong>clear line", "0.45 s <strong>some echo",
-                  "8.5 dB <strong>noisy line", "— <strong>not enough audio to tell", "20 dB or more",
-                  "under 10 dB", "0.3 s or less", "over 0.6 s"):
+    for words in (
+        "24.0 dB <strong>clear line",
+        "0.45 s <strong>some echo",
+        "8.5 dB <strong>noisy line",
+        "— <strong>not enough audio to tell",
+        "20 dB or more",
+        "under 10 dB",
+        "0.3 s or less",
+        "over 0.6 s",
+    ):
         assert words in html
 
 
@@ -277,8 +324,20 @@ def test_media_is_served_with_ranges(app, operator):
     assert part.status_code == 206 and part.data == whole.data[:100] and part.headers["Accept-Ranges"] == "bytes"
 
 
-@pytest.mark.parametrize("name", ["conversation.json", "..", ".mix.wav", "mix.wav.txt", "MIX.WAV", "..%2Fmix.wav",
-                                  "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "channel-09.wav", "mix.wav%00"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "conversation.json",
+        "..",
+        ".mix.wav",
+        "mix.wav.txt",
+        "MIX.WAV",
+        "..%2Fmix.wav",
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "channel-09.wav",
+        "mix.wav%00",
+    ],
+)
 def test_media_refuses_hostile_names(app, operator, name):
     archive(app, record())
     response = operator.get(f"/conversations/{CONF}/media/{name}")
@@ -329,34 +388,48 @@ def test_history_rows_say_what_happened(app, operator):
 def live_conference(now):
     """Host since 0 s, guest 10–40 s, recording confirmed at 20 s and paused at 40 s (T0-based)."""
     return Conference(
-        room=ROOM, conference_sid=CONF, opened_at=T0,
+        room=ROOM,
+        conference_sid=CONF,
+        opened_at=T0,
         participants={CA1: Presence(True, T0), CA2: Presence(False, T0 + 40)},
-        callers={CA1: Caller(from_=HOST, joined_at=T0), CA2: Caller(from_=GUEST, joined_at=T0 + 10,
-                                                                         left_at=T0 + 40)},
-        recordings={MIX: PAUSED}, wanted=PAUSED,
-        timeline=(Transition(T0 + 20, "confirmed", RECORDING, MIX), Transition(T0 + 40, "wanted", PAUSED),
-                  Transition(T0 + 40.5, "confirmed", PAUSED, MIX)))
+        callers={CA1: Caller(from_=HOST, joined_at=T0), CA2: Caller(from_=GUEST, joined_at=T0 + 10, left_at=T0 + 40)},
+        recordings={MIX: PAUSED},
+        wanted=PAUSED,
+        timeline=(
+            Transition(T0 + 20, "confirmed", RECORDING, MIX),
+            Transition(T0 + 40, "wanted", PAUSED),
+            Transition(T0 + 40.5, "confirmed", PAUSED, MIX),
+        ),
+    )
 
 
 def test_live_conference_reports_the_mix_state_and_since_when():
     view = views.live_conference(live_conference(T0 + 100), T0 + 100)
     assert (view["state"], view["state_words"], view["for"]) == (PAUSED, "paused", "for 59 s")
-    assert view["participants"] == [{"number": HOST, "joined": "joined 08:00:00 UTC, 1 min 40 s ago", "hold": False,
-                                     "host": False}]
+    assert view["participants"] == [
+        {"number": HOST, "joined": "joined 08:00:00 UTC, 1 min 40 s ago", "hold": False, "host": False}
+    ]
     assert view["present_words"] == "1 on the line"
 
 
 def test_a_live_card_shows_who_is_on_hold_who_hosts_and_the_rooms_rule():
     rule = RoomRule(min_participants=3, host_numbers=(HOST,), recording_announcement="Recorded.")
-    conf = Conference(room=ROOM, opened_at=T0, rule=rule,
-                      participants={CA1: Presence(True, T0, host=True), CA2: Presence(True, T0 + 1, hold=True)},
-                      callers={CA1: Caller(from_=HOST, joined_at=T0), CA2: Caller(from_=GUEST, joined_at=T0 + 1)})
+    conf = Conference(
+        room=ROOM,
+        opened_at=T0,
+        rule=rule,
+        participants={CA1: Presence(True, T0, host=True), CA2: Presence(True, T0 + 1, hold=True)},
+        callers={CA1: Caller(from_=HOST, joined_at=T0), CA2: Caller(from_=GUEST, joined_at=T0 + 1)},
+    )
     view = views.live_conference(conf, T0 + 5)
-    assert [(p["number"], p["host"], p["hold"]) for p in view["participants"]] == [(HOST, True, False),
-                                                                                  (GUEST, False, True)]
+    assert [(p["number"], p["host"], p["hold"]) for p in view["participants"]] == [
+        (HOST, True, False),
+        (GUEST, False, True),
+    ]
     assert view["present_words"] == "2 on the line (1 on hold)"
-    assert view["rule"] == ("Records with 3 or more on the line, a host among them; callers on hold do not count; "
-                            "announces the recording.")
+    assert view["rule"] == (
+        "Records with 3 or more on the line, a host among them; callers on hold do not count; announces the recording."
+    )
     assert view["own_rule"] is True  # not the default rule, so its card says it
     assert views.live_conference(conf, T0 + 5, default_rule=rule)["own_rule"] is False
 
@@ -382,8 +455,9 @@ def test_the_timeline_shades_holds_and_marks_announcements():
 
 
 def test_live_conference_before_the_recording_starts():
-    alone = Conference(room=ROOM, opened_at=T0, participants={CA1: Presence(True, T0)},
-                       callers={CA1: Caller(from_=HOST, joined_at=T0)})
+    alone = Conference(
+        room=ROOM, opened_at=T0, participants={CA1: Presence(True, T0)}, callers={CA1: Caller(from_=HOST, joined_at=T0)}
+    )
     view = views.live_conference(alone, T0 + 3)
     assert (view["state_words"], view["for"], view["id"]) == ("not started", "for 3.0 s", None)
 
@@ -400,13 +474,18 @@ def test_timeline_geometry():
     recording, host, guest = view["lanes"]
     assert view["total_ms"] == 12000 and view["total"] == "0:12.0"
     assert [(s["x"], s["width"]) for s in recording["spans"]] == [(16.667, 33.333), (50.0, 25.0), (75.0, 25.0)]
-    assert [(s["x"], s["width"], s["text"]) for s in guest["spans"]] == [
-        (16.667, 83.333, "on the call 0:02.0–0:12.0")]
+    assert [(s["x"], s["width"], s["text"]) for s in guest["spans"]] == [(16.667, 83.333, "on the call 0:02.0–0:12.0")]
     assert [lane["bar_y"] for lane in view["lanes"]] == [26, 76, 126]
     assert view["height"] == 4 + 3 * 50 + 24 and view["grid_bottom"] == 146  # under the last bar
     assert [(t["label"], t["x"], t["anchor"]) for t in view["ticks"]] == [
-        ("0:00", 0.0, "start"), ("0:02", 16.667, "middle"), ("0:04", 33.333, "middle"), ("0:06", 50.0, "middle"),
-        ("0:08", 66.667, "middle"), ("0:10", 83.333, "middle"), ("0:12", 100.0, "end")]
+        ("0:00", 0.0, "start"),
+        ("0:02", 16.667, "middle"),
+        ("0:04", 33.333, "middle"),
+        ("0:06", 50.0, "middle"),
+        ("0:08", 66.667, "middle"),
+        ("0:10", 83.333, "middle"),
+        ("0:12", 100.0, "end"),
+    ]
 
 
 def test_timeline_of_a_conversation_without_spans():
@@ -423,30 +502,50 @@ def test_ticks_are_round_and_few(total_s, step_s):
     assert ticks[1]["x"] == round(100 * step_s / total_s, 3)
 
 
-@pytest.mark.parametrize("snr, words, level", [(30.0, "clear line", "good"), (20.0, "clear line", "good"),
-                                               (19.9, "some background noise", "fair"),
-                                               (10.0, "some background noise", "fair"), (9.9, "noisy line", "poor"),
-                                               (-5.0, "noisy line", "poor"),
-                                               (None, "not enough audio to tell", "unknown")])
+@pytest.mark.parametrize(
+    "snr, words, level",
+    [
+        (30.0, "clear line", "good"),
+        (20.0, "clear line", "good"),
+        (19.9, "some background noise", "fair"),
+        (10.0, "some background noise", "fair"),
+        (9.9, "noisy line", "poor"),
+        (-5.0, "noisy line", "poor"),
+        (None, "not enough audio to tell", "unknown"),
+    ],
+)
 def test_snr_in_plain_words(snr, words, level):
     reading = views.snr_reading(snr)
     assert (reading.words, reading.level) == (words, level)
     assert reading.value == ("—" if snr is None else f"{snr:.1f} dB")
 
 
-@pytest.mark.parametrize("rt60, words", [(0.2, "dry room"), (0.3, "dry room"), (0.31, "some echo"),
-                                         (0.6, "some echo"), (0.61, "echoey room"), (1.4, "echoey room"),
-                                         (None, "not enough audio to tell")])
+@pytest.mark.parametrize(
+    "rt60, words",
+    [
+        (0.2, "dry room"),
+        (0.3, "dry room"),
+        (0.31, "some echo"),
+        (0.6, "some echo"),
+        (0.61, "echoey room"),
+        (1.4, "echoey room"),
+        (None, "not enough audio to tell"),
+    ],
+)
 def test_rt60_in_plain_words(rt60, words):
     assert views.rt60_reading(rt60).words == words
 
 
 def test_thresholds_on_the_page_match_the_readings():
     assert [(b.figure, b.range, b.words) for b in views.THRESHOLDS] == [
-        ("SNR", "20 dB or more", "clear line"), ("SNR", "10 to 20 dB", "some background noise"),
-        ("SNR", "under 10 dB", "noisy line"), ("RT60", "0.3 s or less", "dry room"),
-        ("RT60", "over 0.3 to 0.6 s", "some echo"), ("RT60", "over 0.6 s", "echoey room"),
-        ("SNR or RT60", "no figure", "not enough audio to tell")]
+        ("SNR", "20 dB or more", "clear line"),
+        ("SNR", "10 to 20 dB", "some background noise"),
+        ("SNR", "under 10 dB", "noisy line"),
+        ("RT60", "0.3 s or less", "dry room"),
+        ("RT60", "over 0.3 to 0.6 s", "some echo"),
+        ("RT60", "over 0.6 s", "echoey room"),
+        ("SNR or RT60", "no figure", "not enough audio to tell"),
+    ]
 
 
 def test_recordings_view_lists_mix_then_channels_with_sources():
@@ -455,8 +554,10 @@ def test_recordings_view_lists_mix_then_channels_with_sources():
     # The guest had no recording of their own (EMPTY_AUDIO): no card, a line says so.
     assert [r["name"] for r in rows] == ["Full mix", f"Channel 01: {HOST}"]
     assert views.unrecorded_channels(shown) == 1
-    assert rows[0]["sources"] == [{"url": "/m/mix.mp3", "type": "audio/mpeg"},
-                                  {"url": "/m/mix.wav", "type": "audio/wav"}]
+    assert rows[0]["sources"] == [
+        {"url": "/m/mix.mp3", "type": "audio/mpeg"},
+        {"url": "/m/mix.wav", "type": "audio/wav"},
+    ]
     assert rows[0]["downloads"] == [{"url": "/m/mix.wav", "format": "WAV"}, {"url": "/m/mix.mp3", "format": "MP3"}]
     assert rows[0]["length"] == "1 min 05 s"
     shown["channels"][1]["audio"] = {**EMPTY_AUDIO, "missing": "SignalWire answered 404 for its media"}
@@ -472,8 +573,13 @@ def test_callers_count_people_and_say_when_someone_called_again():
 
 
 def test_the_conversation_page_offers_mp3_and_keeps_the_pin_off_the_label(app, operator):
-    archive(app, record(audio={**EMPTY_AUDIO, "wav_file": "mix.wav", "mp3_file": "mix.mp3", "duration_ms": 1000},
-                        announcements=[{"at_ms": 0, "outcome": "played"}]))
+    archive(
+        app,
+        record(
+            audio={**EMPTY_AUDIO, "wav_file": "mix.wav", "mp3_file": "mix.mp3", "duration_ms": 1000},
+            announcements=[{"at_ms": 0, "outcome": "played"}],
+        ),
+    )
     html = operator.get(f"/conversations/{CONF}").get_data(as_text=True)
     assert "Download MP3" in html and "consent announcement" in html and "-<wbr>" in html
     view = views.timeline_view(record(announcements=[{"at_ms": 0, "outcome": "played"}]))
@@ -498,14 +604,24 @@ def test_conversation_facts():
     assert (live["ended"], live["length"], live["status_words"]) == ("not yet", "still on the line", "live")
 
 
-@pytest.mark.parametrize("seconds, words", [(0, "0.0 s"), (4.25, "4.2 s"), (37.9, "37 s"), (185, "3 min 05 s"),
-                                            (3725, "1 h 02 min"), (-1, "0.0 s")])
+@pytest.mark.parametrize(
+    "seconds, words",
+    [(0, "0.0 s"), (4.25, "4.2 s"), (37.9, "37 s"), (185, "3 min 05 s"), (3725, "1 h 02 min"), (-1, "0.0 s")],
+)
 def test_duration_words(seconds, words):
     assert views.duration_words(seconds) == words
 
 
-@pytest.mark.parametrize("ms, tenths, text", [(0, True, "0:00.0"), (95149, True, "1:35.1"), (59960, True, "1:00.0"),
-                                              (3723400, True, "1:02:03.4"), (95600, False, "1:36")])
+@pytest.mark.parametrize(
+    "ms, tenths, text",
+    [
+        (0, True, "0:00.0"),
+        (95149, True, "1:35.1"),
+        (59960, True, "1:00.0"),
+        (3723400, True, "1:02:03.4"),
+        (95600, False, "1:36"),
+    ],
+)
 def test_elapsed(ms, tenths, text):
     assert views.elapsed(ms, tenths) == text
 
@@ -518,19 +634,33 @@ def test_paginate_clamps_and_links():
     assert views.paginate(0, 1) == {"page": 1, "pages": 1, "total": 0, "offset": 0, "previous": None, "next": None}
 
 
-@pytest.mark.parametrize("delete, days, words", [
-    (False, 0, "SignalWire's copies: kept at SignalWire (anyone with a recording's URL can fetch it). "
-               "Archive: kept forever."),
-    (True, 30, "SignalWire's copies: deleted once archived and checked. Archive: kept 30 days."),
-    (True, 1, "SignalWire's copies: deleted once archived and checked. Archive: kept 1 day."),
-])
+@pytest.mark.parametrize(
+    "delete, days, words",
+    [
+        (
+            False,
+            0,
+            "SignalWire's copies: kept at SignalWire (anyone with a recording's URL can fetch it). "
+            "Archive: kept forever.",
+        ),
+        (True, 30, "SignalWire's copies: deleted once archived and checked. Archive: kept 30 days."),
+        (True, 1, "SignalWire's copies: deleted once archived and checked. Archive: kept 1 day."),
+    ],
+)
 def test_retention_in_plain_words(delete, days, words):
     assert views.retention_words(delete, days) == words
 
 
 def test_the_live_page_says_what_happens_to_the_recordings(signalwire, tmp_path):
-    application = create_app(make_config(api_token=TOKEN, validate_signatures=False, recordings_dir=str(tmp_path),
-                                         delete_from_signalwire=True, archive_retention_days=30))
+    application = create_app(
+        make_config(
+            api_token=TOKEN,
+            validate_signatures=False,
+            recordings_dir=str(tmp_path),
+            delete_from_signalwire=True,
+            archive_retention_days=30,
+        )
+    )
     try:
         page = application.test_client().get("/", headers={"Authorization": f"Bearer {TOKEN}"}).get_data(as_text=True)
     finally:

@@ -25,8 +25,15 @@ from e2e_support import Sink
 from emulator import audio, calls as calls_module
 from emulator.__main__ import parse_behaviour, parse_faults
 from emulator.faults import Behaviour, FaultInjector, Faults
-from emulator.scenarios import (Player, expected_writes, hang_up_everyone, on_the_line, quorum_spans,
-                                random_session, span_problems)
+from emulator.scenarios import (
+    Player,
+    expected_writes,
+    hang_up_everyone,
+    on_the_line,
+    quorum_spans,
+    random_session,
+    span_problems,
+)
 from emulator.server import Emulator
 
 ROOM = Sink.ROOM
@@ -121,8 +128,9 @@ def test_recording_pause_is_idempotent_resume_works_unknown_is_404_and_finished_
 def test_bad_recording_update_is_a_400_with_signalwire_error_body(emulator, form):
     host, guest = two_callers(emulator)
     sid = emulator.conferences(ROOM)[0].recording_sids[0]
-    url = (f"{emulator.url}/2010-04-01/Accounts/{emulator.project}/Conferences/{host.conference_sid}"
-           f"/Recordings/{sid}.json")
+    url = (
+        f"{emulator.url}/2010-04-01/Accounts/{emulator.project}/Conferences/{host.conference_sid}/Recordings/{sid}.json"
+    )
     response = requests.post(url, data=form, auth=(emulator.project, emulator.token), timeout=5)
     assert response.status_code == 400
     assert set(response.json()) == {"code", "message", "more_info", "status"}
@@ -141,8 +149,11 @@ def test_both_api_prefixes_with_or_without_json(emulator, prefix, suffix):
 @pytest.mark.parametrize("auth", ["wrong token", "wrong project", "none"])
 def test_basic_auth_is_checked(emulator, auth):
     host, _ = two_callers(emulator)
-    credentials = {"wrong token": (emulator.project, "nope"), "wrong project": (str(uuid.uuid4()), emulator.token),
-                   "none": None}[auth]
+    credentials = {
+        "wrong token": (emulator.project, "nope"),
+        "wrong project": (str(uuid.uuid4()), emulator.token),
+        "none": None,
+    }[auth]
     url = f"{emulator.url}/2010-04-01/Accounts/{emulator.project}/Conferences/{host.conference_sid}.json"
     response = requests.get(url, auth=credentials, timeout=5)
     assert response.status_code == 401 and response.json()["code"] == 20003
@@ -158,9 +169,12 @@ def test_sdk_sees_a_401_as_a_rest_exception(emulator):
 def test_call_recording_create_update_and_dual_channel_media(emulator, sink):
     host, guest = two_callers(emulator)
     calls = sdk(emulator).calls(host.sid)
-    created = calls.recordings.create(recording_channels="dual", recording_track="both",
-                                      recording_status_callback=sink.base + "/call-rec?who=host",
-                                      recording_status_callback_event="in-progress completed")
+    created = calls.recordings.create(
+        recording_channels="dual",
+        recording_track="both",
+        recording_status_callback=sink.base + "/call-rec?who=host",
+        recording_status_callback_event="in-progress completed",
+    )
     assert created.status == "in-progress" and created.call_sid == host.sid
     time.sleep(0.2)
     calls.recordings(created.sid).update(status="paused", pause_behavior="silence")
@@ -198,16 +212,24 @@ def test_every_webhook_is_signed_like_signalwire(emulator, sink):
 
 def test_conference_callbacks_go_to_the_first_participants_url_in_order(sink):
     first_url = {"statusCallback": "{base}/status", "statusCallbackEvent": "start end join leave"}
-    sink.attrs = lambda form: first_url if form["From"] == "+15551110001" else {
-        "statusCallback": "{base}/other", "statusCallbackEvent": "start end join leave"}
+    sink.attrs = (
+        lambda form: first_url
+        if form["From"] == "+15551110001"
+        else {"statusCallback": "{base}/other", "statusCallbackEvent": "start end join leave"}
+    )
     with Emulator() as emulator:
         emulator.add_number(ROOM, sink.base + "/voice")
         hang_up(emulator, *two_callers(emulator))
         received = sink.at("/status")
         assert sink.at("/other") == []
         assert [r.form["StatusCallbackEvent"] for r in received] == [
-            "participant-join", "participant-join", "conference-start", "participant-leave", "participant-leave",
-            "conference-end"]
+            "participant-join",
+            "participant-join",
+            "conference-start",
+            "participant-leave",
+            "participant-leave",
+            "conference-end",
+        ]
         for r in received:
             assert r.form["AccountSid"] == emulator.project and r.form["FriendlyName"] == ROOM
             uuid.UUID(r.form["ConferenceSid"])
@@ -271,29 +293,119 @@ def test_failed_callbacks_are_retried_up_to_three_times(sink, answers, attempts)
 
 # Documented behaviour (SignalWire's <Conference> noun page and the Compatibility OpenAPI)
 
-EVERY_EVENT = {"statusCallback": "{base}/status", "statusCallbackEvent": "start end join leave hold",
-               "record": "record-from-start", "recordingStatusCallback": "{base}/recording",
-               "recordingStatusCallbackEvent": "in-progress completed failed absent"}
+EVERY_EVENT = {
+    "statusCallback": "{base}/status",
+    "statusCallbackEvent": "start end join leave hold",
+    "record": "record-from-start",
+    "recordingStatusCallback": "{base}/recording",
+    "recordingStatusCallbackEvent": "in-progress completed failed absent",
+}
 STANDARD_FIELDS = {"AccountSid", "CallSid", "From", "To", "CallStatus", "ApiVersion", "Direction"}
-PARTICIPANT_CALLBACK_FIELDS = STANDARD_FIELDS | {"ConferenceSid", "FriendlyName", "Timestamp", "Muted", "Hold",
-                                                 "StartConferenceOnEnter", "EndConferenceOnExit", "StatusCallbackEvent"}
+PARTICIPANT_CALLBACK_FIELDS = STANDARD_FIELDS | {
+    "ConferenceSid",
+    "FriendlyName",
+    "Timestamp",
+    "Muted",
+    "Hold",
+    "StartConferenceOnEnter",
+    "EndConferenceOnExit",
+    "StatusCallbackEvent",
+}
 CONFERENCE_CALLBACK_FIELDS = {"AccountSid", "ConferenceSid", "FriendlyName", "Timestamp", "StatusCallbackEvent"}
-RECORDING_CALLBACK_FIELDS = {"AccountSid", "CallSid", "RecordingSid", "RecordingUrl", "RecordingStatus",
-                             "RecordingDuration", "RecordingChannels", "RecordingSource"}
-CONFERENCE_FIELDS = {"sid", "account_sid", "date_created", "date_updated", "friendly_name", "status", "api_version",
-                     "region", "uri", "subresource_uris"}
-PARTICIPANT_FIELDS = {"account_sid", "call_sid", "call_sid_to_coach", "coaching", "conference_sid", "date_created",
-                      "status", "date_updated", "end_conference_on_exit", "muted", "hold", "start_conference_on_enter",
-                      "uri"}
-RECORDING_FIELDS = {"sid", "account_sid", "api_version", "call_sid", "conference_sid", "channel", "channels",
-                    "date_created", "date_updated", "start_time", "end_time", "duration", "price", "price_unit",
-                    "source", "status", "error_code", "uri", "subresource_uris", "encryption_details", "trim"}
-NUMBER_FIELDS = {"account_id", "account_sid", "address_requirements", "address_sid", "api_version", "beta",
-                 "capabilities", "country_code", "date_created", "date_updated", "emergency_address_sid",
-                 "emergency_status", "friendly_name", "identity_sid", "origin", "phone_number", "sid",
-                 "sms_application_sid", "sms_fallback_method", "sms_fallback_url", "sms_method", "sms_url",
-                 "status_callback", "status_callback_method", "trunk_sid", "uri", "voice_application_sid",
-                 "voice_caller_id_lookup", "voice_fallback_method", "voice_fallback_url", "voice_method", "voice_url"}
+RECORDING_CALLBACK_FIELDS = {
+    "AccountSid",
+    "CallSid",
+    "RecordingSid",
+    "RecordingUrl",
+    "RecordingStatus",
+    "RecordingDuration",
+    "RecordingChannels",
+    "RecordingSource",
+}
+CONFERENCE_FIELDS = {
+    "sid",
+    "account_sid",
+    "date_created",
+    "date_updated",
+    "friendly_name",
+    "status",
+    "api_version",
+    "region",
+    "uri",
+    "subresource_uris",
+}
+PARTICIPANT_FIELDS = {
+    "account_sid",
+    "call_sid",
+    "call_sid_to_coach",
+    "coaching",
+    "conference_sid",
+    "date_created",
+    "status",
+    "date_updated",
+    "end_conference_on_exit",
+    "muted",
+    "hold",
+    "start_conference_on_enter",
+    "uri",
+}
+RECORDING_FIELDS = {
+    "sid",
+    "account_sid",
+    "api_version",
+    "call_sid",
+    "conference_sid",
+    "channel",
+    "channels",
+    "date_created",
+    "date_updated",
+    "start_time",
+    "end_time",
+    "duration",
+    "price",
+    "price_unit",
+    "source",
+    "status",
+    "error_code",
+    "uri",
+    "subresource_uris",
+    "encryption_details",
+    "trim",
+}
+NUMBER_FIELDS = {
+    "account_id",
+    "account_sid",
+    "address_requirements",
+    "address_sid",
+    "api_version",
+    "beta",
+    "capabilities",
+    "country_code",
+    "date_created",
+    "date_updated",
+    "emergency_address_sid",
+    "emergency_status",
+    "friendly_name",
+    "identity_sid",
+    "origin",
+    "phone_number",
+    "sid",
+    "sms_application_sid",
+    "sms_fallback_method",
+    "sms_fallback_url",
+    "sms_method",
+    "sms_url",
+    "status_callback",
+    "status_callback_method",
+    "trunk_sid",
+    "uri",
+    "voice_application_sid",
+    "voice_caller_id_lookup",
+    "voice_fallback_method",
+    "voice_fallback_url",
+    "voice_method",
+    "voice_url",
+}
 
 
 def started_emulator(sink, behaviour: Behaviour = Behaviour(), attrs: dict = EVERY_EVENT) -> Emulator:
@@ -405,8 +517,9 @@ def test_call_recordings_can_still_report_absent(sink, monkeypatch):
     frozen_clock(monkeypatch)
     with started_emulator(sink) as emulator:
         host, guest = two_callers(emulator)
-        sdk(emulator).calls(host.sid).recordings.create(recording_status_callback=sink.base + "/call-rec",
-                                                        recording_status_callback_event="completed absent")
+        sdk(emulator).calls(host.sid).recordings.create(
+            recording_status_callback=sink.base + "/call-rec", recording_status_callback_event="completed absent"
+        )
         hang_up(emulator, host, guest)
         (absent,) = sink.at("/call-rec")
         assert absent.form["RecordingStatus"] == "absent" and absent.form["RecordingSource"] == "StartCallRecordingApi"
@@ -425,7 +538,11 @@ def test_participants_have_the_documented_fields_and_departed_ones_follow_the_kn
         assert statuses == ({**expected, guest.sid: "completed"} if departed_listed else expected)
         item = items[0]
         assert (item["conference_sid"], item["hold"], item["muted"], item["coaching"]) == (
-            host.conference_sid, False, False, False)
+            host.conference_sid,
+            False,
+            False,
+            False,
+        )
         assert item["start_conference_on_enter"] is True and item["end_conference_on_exit"] is False
         parsedate_to_datetime(item["date_created"])
         hang_up(emulator, host, third)
@@ -437,9 +554,12 @@ def test_update_answer_knob_says_queued_like_the_doc_example(sink, queued):
         host, guest = two_callers(emulator)
         sid = emulator.conferences(ROOM)[0].recording_sids[0]
         path = f"/Conferences/{host.conference_sid}/Recordings/{sid}.json"
-        answer = requests.post(f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}{path}",
-                               data={"Status": "paused", "PauseBehavior": "skip"},
-                               auth=(emulator.project, emulator.token), timeout=5).json()
+        answer = requests.post(
+            f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}{path}",
+            data={"Status": "paused", "PauseBehavior": "skip"},
+            auth=(emulator.project, emulator.token),
+            timeout=5,
+        ).json()
         if queued:
             assert answer["status"] == "queued" and answer["end_time"] is not None and answer["duration"] >= 0
         else:
@@ -575,8 +695,9 @@ def test_announce_url_is_fetched_signed_and_its_say_is_recorded(sink, method):
     sink.laml["/announce"] = "<Response><Say>The meeting ends in five minutes.</Say><Pause/></Response>"
     with started_emulator(sink) as emulator:
         host, guest = two_callers(emulator)
-        sdk(emulator).conferences(host.conference_sid).update(announce_url=sink.base + "/announce?x=1",
-                                                              announce_method=method)
+        sdk(emulator).conferences(host.conference_sid).update(
+            announce_url=sink.base + "/announce?x=1", announce_method=method
+        )
         (fetched,) = sink.at("/announce")
         signature = fetched.headers["X-Signalwire-Signature"]
         assert RequestValidator(emulator.signing_key).validate(fetched.url, fetched.form, signature)
@@ -590,8 +711,12 @@ def test_announce_url_is_fetched_signed_and_its_say_is_recorded(sink, method):
 def test_an_announce_url_that_fails_is_recorded_as_such(sink):
     with started_emulator(sink) as emulator:
         host, guest = two_callers(emulator)
-        assert api_post(emulator, f"/Conferences/{host.conference_sid}.json",
-                        AnnounceUrl=sink.base + "/nothing-here").status_code == 200
+        assert (
+            api_post(
+                emulator, f"/Conferences/{host.conference_sid}.json", AnnounceUrl=sink.base + "/nothing-here"
+            ).status_code
+            == 200
+        )
         (failed,) = [e for e in emulator.sim.events if e.kind.startswith("announce")]
         assert failed.kind == "announce-failed" and "204" in failed.detail
         hang_up(emulator, host, guest)
@@ -602,8 +727,11 @@ def test_deleted_recording_answers_204_then_its_media_and_resource_404(emulator)
     sid = emulator.conferences(ROOM)[0].recording_sids[0]
     media = emulator.sim.recording_url(sid) + ".wav"
     assert requests.get(media, timeout=5).status_code == 200
-    deleted = requests.delete(f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}/Recordings/{sid}",
-                              auth=(emulator.project, emulator.token), timeout=5)
+    deleted = requests.delete(
+        f"{emulator.url}/api/laml/2010-04-01/Accounts/{emulator.project}/Recordings/{sid}",
+        auth=(emulator.project, emulator.token),
+        timeout=5,
+    )
     assert deleted.status_code == 204 and deleted.content == b""
     assert requests.get(media, timeout=5).status_code == 404
     assert api_get(emulator, f"/Recordings/{sid}.json").status_code == 404
@@ -648,13 +776,23 @@ def test_hold_and_unhold_send_callbacks_with_hold_flag(sink):
         assert emulator.settle()
         held = [r.form for r in sink.at("/status") if r.form["StatusCallbackEvent"].endswith("hold")]
         assert [(f["StatusCallbackEvent"], f["Hold"], f["CallSid"]) for f in held] == [
-            ("participant-hold", "true", guest.sid), ("participant-unhold", "false", guest.sid)]
+            ("participant-hold", "true", guest.sid),
+            ("participant-unhold", "false", guest.sid),
+        ]
         assert all(set(f) == PARTICIPANT_CALLBACK_FIELDS for f in held)
-        assert api_post(emulator, f"/Conferences/{host.conference_sid}/Participants/{guest.sid}.json",
-                        Hold="maybe").status_code == 400
+        assert (
+            api_post(
+                emulator, f"/Conferences/{host.conference_sid}/Participants/{guest.sid}.json", Hold="maybe"
+            ).status_code
+            == 400
+        )
         hang_up(emulator, guest)
-        assert api_post(emulator, f"/Conferences/{host.conference_sid}/Participants/{guest.sid}.json",
-                        Hold="true").status_code == 422
+        assert (
+            api_post(
+                emulator, f"/Conferences/{host.conference_sid}/Participants/{guest.sid}.json", Hold="true"
+            ).status_code
+            == 422
+        )
         hang_up(emulator, host)
 
 
@@ -671,8 +809,16 @@ def test_hold_events_are_sent_only_when_asked_for(sink):
 def test_hold_and_unhold_scenario_steps(sink):
     with started_emulator(sink) as emulator:
         player = Player(emulator)
-        player.play([("call", "host", ROOM), ("call", "guest", ROOM), ("hold", "guest"), ("unhold", "guest"),
-                     ("hangup", "guest"), ("hangup", "host")])
+        player.play(
+            [
+                ("call", "host", ROOM),
+                ("call", "guest", ROOM),
+                ("hold", "guest"),
+                ("unhold", "guest"),
+                ("hangup", "guest"),
+                ("hangup", "host"),
+            ]
+        )
         assert emulator.settle()
         assert [e.kind for e in emulator.sim.events if e.kind in ("held", "unheld")] == ["held", "unheld"]
         assert "participant-hold" in status_events(sink) and "participant-unhold" in status_events(sink)
@@ -702,7 +848,7 @@ def test_paused_span_is_dropped_by_skip_and_kept_as_silence(emulator, behavior):
     assert abs(len(samples) / 8000 - expected) < 0.002
     if behavior == "silence":
         first, silent, _ = timeline.pieces(emulator.recording(sid).origin)
-        assert silent.silent and not samples[first.end - first.start:][:silent.end - silent.start].any()
+        assert silent.silent and not samples[first.end - first.start :][: silent.end - silent.start].any()
 
 
 def test_media_is_not_served_before_the_recording_ends(emulator):
@@ -727,7 +873,7 @@ def test_mp3_is_served_when_an_encoder_is_installed_and_refused_otherwise(emulat
 def _pitch(samples: np.ndarray) -> float:
     """Fundamental frequency of voiced audio by autocorrelation over 70-300 Hz."""
     x = samples - samples.mean()
-    corr = np.correlate(x, x, mode="full")[len(x) - 1:]
+    corr = np.correlate(x, x, mode="full")[len(x) - 1 :]
     lags = np.arange(8000 // 300, 8000 // 70)
     return 8000 / lags[np.argmax(corr[lags])]
 
@@ -741,7 +887,7 @@ def test_voices_are_speech_like_distinct_and_repeatable():
         frames = np.sqrt((speech[: len(speech) // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1))
         assert 0.1 < (frames < 0.01).mean() < 0.9  # pauses between syllables, words and turns
         loud = np.flatnonzero(frames > frames.max() / 2)[0] * 160
-        assert _pitch(speech[loud:loud + 800]) == pytest.approx(voice.f0, rel=0.15)
+        assert _pitch(speech[loud : loud + 800]) == pytest.approx(voice.f0, rel=0.15)
         envelope = np.abs(np.fft.rfft(frames - frames.mean()))
         rates = np.fft.rfftfreq(len(frames), d=0.02)
         band = (rates > 2) & (rates < 12)
@@ -768,26 +914,35 @@ def _starts_and_joins(emulator: Emulator, callers: int = 4):
     hang_up(emulator, *calls)
 
 
-@pytest.mark.parametrize("knob, check", [
-    ({"callback_duplicate": 1.0}, lambda sent, got: len(got) == 2 * len(sent)),
-    ({"callback_drop": 1.0}, lambda sent, got: got == []),
-    ({"callback_delay_s": 0.2}, lambda sent, got: got == sent),
-    ({"callback_reorder": 0.5, "callback_reorder_hold_s": 0.3},
-     lambda sent, got: sorted(got) == sorted(sent) and got != sent),
-])
+@pytest.mark.parametrize(
+    "knob, check",
+    [
+        ({"callback_duplicate": 1.0}, lambda sent, got: len(got) == 2 * len(sent)),
+        ({"callback_drop": 1.0}, lambda sent, got: got == []),
+        ({"callback_delay_s": 0.2}, lambda sent, got: got == sent),
+        (
+            {"callback_reorder": 0.5, "callback_reorder_hold_s": 0.3},
+            lambda sent, got: sorted(got) == sorted(sent) and got != sent,
+        ),
+    ],
+)
 def test_callback_knobs(sink, knob, check):
     with Emulator(faults=Faults(seed=3, **knob)) as emulator:
         emulator.add_number(ROOM, sink.base + "/voice")
         _starts_and_joins(emulator)
         sent = [(e.kind, e.label) for e in emulator.sim.events if e.kind in ("joined", "left")]
-        got = [(r.form["StatusCallbackEvent"], r.form["CallSid"]) for r in sink.at("/status")
-               if r.form["StatusCallbackEvent"].startswith("participant-")]
+        got = [
+            (r.form["StatusCallbackEvent"], r.form["CallSid"])
+            for r in sink.at("/status")
+            if r.form["StatusCallbackEvent"].startswith("participant-")
+        ]
         calls = {c.sid: c.label for c in emulator.sim.calls.values()}
         got = [("joined" if kind == "participant-join" else "left", calls[sid]) for kind, sid in got]
         assert check(sent, got)
         injected = emulator.injector.injected
-        assert set(injected) == {"callback_" + next(k for k in knob if not k.endswith("hold_s"))
-                                 .removeprefix("callback_").removesuffix("_s")}
+        assert set(injected) == {
+            "callback_" + next(k for k in knob if not k.endswith("hold_s")).removeprefix("callback_").removesuffix("_s")
+        }
 
 
 def test_drop_events_knob_loses_only_those_events(sink):
@@ -799,12 +954,17 @@ def test_drop_events_knob_loses_only_those_events(sink):
         assert emulator.injector.injected == {"callback_drop": 1}
 
 
-@pytest.mark.parametrize("pairs, expected", [
-    (["callback_duplicate=0.2"], Faults(seed=4, callback_duplicate=0.2)),
-    (["rest_timeout_applies=true", "rest_hang_s=1"], Faults(seed=4, rest_timeout_applies=True, rest_hang_s=1.0)),
-    (["callback_drop_events=conference-start,participant-leave"],
-     Faults(seed=4, callback_drop_events=frozenset({"conference-start", "participant-leave"}))),
-])
+@pytest.mark.parametrize(
+    "pairs, expected",
+    [
+        (["callback_duplicate=0.2"], Faults(seed=4, callback_duplicate=0.2)),
+        (["rest_timeout_applies=true", "rest_hang_s=1"], Faults(seed=4, rest_timeout_applies=True, rest_hang_s=1.0)),
+        (
+            ["callback_drop_events=conference-start,participant-leave"],
+            Faults(seed=4, callback_drop_events=frozenset({"conference-start", "participant-leave"})),
+        ),
+    ],
+)
 def test_command_line_fault_knobs(pairs, expected):
     assert parse_faults(pairs, seed=4) == expected
     with pytest.raises(SystemExit):
@@ -813,7 +973,8 @@ def test_command_line_fault_knobs(pairs, expected):
 
 def test_command_line_behaviour_knobs():
     assert parse_behaviour(["unstarted_conference_end=false", "empty_conference_recording=failed"]) == Behaviour(
-        unstarted_conference_end=False, empty_conference_recording="failed")
+        unstarted_conference_end=False, empty_conference_recording="failed"
+    )
     with pytest.raises(SystemExit):
         parse_behaviour(["no_such_knob=1"])
 
@@ -835,8 +996,10 @@ def test_rest_timeout_knob_hangs_and_applies_only_when_told(sink, applies):
         emulator.add_number(ROOM, sink.base + "/voice")
         host, guest = two_callers(emulator)
         sid = emulator.conferences(ROOM)[0].recording_sids[0]
-        url = (f"{emulator.url}/2010-04-01/Accounts/{emulator.project}/Conferences/{host.conference_sid}"
-               f"/Recordings/{sid}.json")
+        url = (
+            f"{emulator.url}/2010-04-01/Accounts/{emulator.project}/Conferences/{host.conference_sid}"
+            f"/Recordings/{sid}.json"
+        )
         with pytest.raises(requests.Timeout):
             requests.post(url, data={"Status": "paused"}, auth=(emulator.project, emulator.token), timeout=0.2)
         assert emulator.settle()
@@ -894,24 +1057,30 @@ def test_fault_decisions_are_seeded_per_stream():
 # Scenario helpers
 
 
-@pytest.mark.parametrize("counts, minimum, spans, writes", [
-    ([1, 2, 1, 2, 3, 2, 1, 0], 2, [(1, 2), (3, 6)], 3),
-    ([1, 2, 1, 2, 3, 2, 1, 0], 3, [(4, 5)], 3),
-    ([1, 2, 3, 2, 1, 0], 1, [(1, 5)], 0),
-    ([1, 0], 2, [], 0),
-])
+@pytest.mark.parametrize(
+    "counts, minimum, spans, writes",
+    [
+        ([1, 2, 1, 2, 3, 2, 1, 0], 2, [(1, 2), (3, 6)], 3),
+        ([1, 2, 1, 2, 3, 2, 1, 0], 3, [(4, 5)], 3),
+        ([1, 2, 3, 2, 1, 0], 1, [(1, 5)], 0),
+        ([1, 0], 2, [], 0),
+    ],
+)
 def test_expected_spans_and_writes(counts, minimum, spans, writes):
     changes = list(enumerate(counts))
     assert quorum_spans(changes, minimum) == spans
     assert expected_writes(changes, minimum) == writes
 
 
-@pytest.mark.parametrize("actual, expected, ok", [
-    ([(1.0, 2.0)], [(1.1, 2.2)], True),
-    ([(1.0, 2.0)], [(1.5, 2.0)], False),
-    ([(0.0, 0.1), (1.0, 2.0)], [(1.0, 2.0)], True),  # the record-from-start sliver
-    ([(1.0, 2.0), (3.0, 4.0)], [(1.0, 4.0)], False),
-])
+@pytest.mark.parametrize(
+    "actual, expected, ok",
+    [
+        ([(1.0, 2.0)], [(1.1, 2.2)], True),
+        ([(1.0, 2.0)], [(1.5, 2.0)], False),
+        ([(0.0, 0.1), (1.0, 2.0)], [(1.0, 2.0)], True),  # the record-from-start sliver
+        ([(1.0, 2.0), (3.0, 4.0)], [(1.0, 4.0)], False),
+    ],
+)
 def test_span_comparison(actual, expected, ok):
     assert (span_problems(actual, expected, 0.25) == []) is ok
 

@@ -16,14 +16,28 @@ from support import free_port
 def call(stack, *options):
     """`python -m emulator call DEMO_NUMBER OPTIONS` against the stack's emulator, in this process."""
     emulator = stack.emulator
-    return emulator_command(["call", DEMO_NUMBER, "--emulator", emulator.url, "--project", emulator.project,
-                             "--token", emulator.token, *options])
+    return emulator_command(
+        [
+            "call",
+            DEMO_NUMBER,
+            "--emulator",
+            emulator.url,
+            "--project",
+            emulator.project,
+            "--token",
+            emulator.token,
+            *options,
+        ]
+    )
 
 
 def kinds(stack, label):
     """What became of the caller `label`'s call, in order."""
-    return [e.kind for e in stack.emulator.sim.events
-            if e.label == label and e.kind in ("joined", "held", "left", "call-ended", "call-failed")]
+    return [
+        e.kind
+        for e in stack.emulator.sim.events
+        if e.label == label and e.kind in ("joined", "held", "left", "call-ended", "call-failed")
+    ]
 
 
 def wait_for(condition, timeout: float = 10) -> bool:
@@ -75,7 +89,6 @@ def test_the_demo_against_a_quorum_that_refuses_every_webhook_prints_no_tracebac
     assert "Traceback" not in out.out + out.err
     assert "call guest FAILED: voice webhook answered 403" in out.out
     assert "voice answered 403" in problems
-
 
 
 def test_the_lingering_demo_stays_up_and_prints_a_call_command_that_works(capsys):

@@ -16,8 +16,18 @@ from twilio.request_validator import RequestValidator
 from e2e_support import Sink, quorum_stack
 from emulator.faults import Behaviour, Faults
 from emulator.server import Emulator
-from test_emulator import (CONFERENCE_CALLBACK_FIELDS, EVERY_EVENT, PARTICIPANT_CALLBACK_FIELDS, STANDARD_FIELDS,
-                           api_get, api_post, frozen_clock, hang_up, sdk, two_callers)
+from test_emulator import (
+    CONFERENCE_CALLBACK_FIELDS,
+    EVERY_EVENT,
+    PARTICIPANT_CALLBACK_FIELDS,
+    STANDARD_FIELDS,
+    api_get,
+    api_post,
+    frozen_clock,
+    hang_up,
+    sdk,
+    two_callers,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -26,12 +36,44 @@ ERROR_FIELDS = {"code", "message", "more_info", "status"}
 ENVELOPE_FIELDS = {"uri", "first_page_uri", "next_page_uri", "previous_page_uri", "page", "page_size"}
 CALL_STATUS_FIELDS = STANDARD_FIELDS | {"CallDuration", "Timestamp", "SequenceNumber", "AudioInMos"}
 DIAL_ACTION_FIELDS = STANDARD_FIELDS | {"DialCallStatus", "DialCallDuration"}
-CALL_FIELDS = {"sid", "account_sid", "api_version", "date_created", "date_updated", "parent_call_sid", "to",
-               "formatted_to", "to_formatted", "from", "formatted_from", "from_formatted", "phone_number_sid",
-               "status", "start_time", "end_time", "duration", "price", "price_unit", "direction", "answered_by",
-               "forwarded_from", "caller_name", "uri", "subresource_uris", "annotation", "group_sid", "audio_in_mos",
-               "sip_result_code", "audio_rtt_avg", "audio_rtt_min", "audio_rtt_max", "audio_out_jitter_min",
-               "audio_out_jitter_max", "audio_out_jitter_avg", "audio_out_lost"}
+CALL_FIELDS = {
+    "sid",
+    "account_sid",
+    "api_version",
+    "date_created",
+    "date_updated",
+    "parent_call_sid",
+    "to",
+    "formatted_to",
+    "to_formatted",
+    "from",
+    "formatted_from",
+    "from_formatted",
+    "phone_number_sid",
+    "status",
+    "start_time",
+    "end_time",
+    "duration",
+    "price",
+    "price_unit",
+    "direction",
+    "answered_by",
+    "forwarded_from",
+    "caller_name",
+    "uri",
+    "subresource_uris",
+    "annotation",
+    "group_sid",
+    "audio_in_mos",
+    "sip_result_code",
+    "audio_rtt_avg",
+    "audio_rtt_min",
+    "audio_rtt_max",
+    "audio_out_jitter_min",
+    "audio_out_jitter_max",
+    "audio_out_jitter_avg",
+    "audio_out_lost",
+}
 HOST, GUEST = "+15551110001", "+15551110002"
 
 
@@ -43,14 +85,26 @@ def sink():
 
 def conference_laml(sink: Sink, dial: str = "", after: str = "", **attrs: str) -> str:
     """A LaML document joining ROOM's conference (every callback to the sink) with `<Dial>` attributes `dial`."""
-    conference = {"statusCallback": f"{sink.base}/status", "statusCallbackEvent": "start end join leave",
-                  "record": "record-from-start", "recordingStatusCallback": f"{sink.base}/recording", **attrs}
+    conference = {
+        "statusCallback": f"{sink.base}/status",
+        "statusCallbackEvent": "start end join leave",
+        "record": "record-from-start",
+        "recordingStatusCallback": f"{sink.base}/recording",
+        **attrs,
+    }
     body = " ".join(f'{k}="{v}"' for k, v in conference.items())
     return f"<Response><Dial {dial}><Conference {body}>{ROOM}</Conference></Dial>{after}</Response>"
 
 
-def emulator_for(sink: Sink, laml: str, *, behaviour: Behaviour = Behaviour(), faults: Faults = Faults(),
-                 status_callback: str = "/call-status", **options) -> Emulator:
+def emulator_for(
+    sink: Sink,
+    laml: str,
+    *,
+    behaviour: Behaviour = Behaviour(),
+    faults: Faults = Faults(),
+    status_callback: str = "/call-status",
+    **options,
+) -> Emulator:
     """An emulator (to use as a context manager) whose number answers `laml` and reports call ends to the sink."""
     sink.laml["/answer"] = laml
     emulator = Emulator(behaviour=behaviour, faults=faults, **options).start()
@@ -91,13 +145,14 @@ def test_422_bodies_are_signalwire_errors_but_a_conference_recording_update_keep
         conference, recording = host.conference_sid, emulator.conferences(ROOM)[0].recording_sids[0]
         hang_up(emulator, host, guest)
         refused = {
-            "call recording": api_post(emulator, f"/Calls/{host.sid}/Recordings/{call_recording.sid}.json",
-                                       Status="paused"),
+            "call recording": api_post(
+                emulator, f"/Calls/{host.sid}/Recordings/{call_recording.sid}.json", Status="paused"
+            ),
             "conference": api_post(emulator, f"/Conferences/{conference}.json", Status="completed"),
-            "participant": api_post(emulator, f"/Conferences/{conference}/Participants/{guest.sid}.json",
-                                    Hold="true"),
-            "conference recording": api_post(emulator, f"/Conferences/{conference}/Recordings/{recording}.json",
-                                             Status="paused"),
+            "participant": api_post(emulator, f"/Conferences/{conference}/Participants/{guest.sid}.json", Hold="true"),
+            "conference recording": api_post(
+                emulator, f"/Conferences/{conference}/Recordings/{recording}.json", Status="paused"
+            ),
         }
         assert {what: r.status_code for what, r in refused.items()} == dict.fromkeys(refused, 422)
         for what in ("call recording", "conference", "participant"):
@@ -112,10 +167,13 @@ def test_list_envelopes_carry_only_the_documented_keys(sink):
         host, guest = two_callers(emulator)
         sdk(emulator).calls(host.sid).recordings.create()
         conference = host.conference_sid
-        for path, key in [("/Conferences.json", "conferences"), (f"/Conferences/{conference}/Participants.json",
-                          "participants"), (f"/Conferences/{conference}/Recordings.json", "recordings"),
-                          ("/IncomingPhoneNumbers.json", "incoming_phone_numbers"),
-                          (f"/Calls/{host.sid}/Recordings.json", "recordings")]:
+        for path, key in [
+            ("/Conferences.json", "conferences"),
+            (f"/Conferences/{conference}/Participants.json", "participants"),
+            (f"/Conferences/{conference}/Recordings.json", "recordings"),
+            ("/IncomingPhoneNumbers.json", "incoming_phone_numbers"),
+            (f"/Calls/{host.sid}/Recordings.json", "recordings"),
+        ]:
             page = api_get(emulator, path, PageSize=1).json()
             assert set(page) == ENVELOPE_FIELDS | {key}, path
         hang_up(emulator, host, guest)
@@ -150,12 +208,19 @@ def test_participant_callbacks_carry_their_calls_standard_request_parameters(sin
             if participant:
                 caller = host if form["CallSid"] == host.sid else guest
                 assert (form["From"], form["To"], form["Direction"], form["ApiVersion"]) == (
-                    caller.from_, ROOM, "inbound", "2010-04-01")
+                    caller.from_,
+                    ROOM,
+                    "inbound",
+                    "2010-04-01",
+                )
         assert status_events(sink) == [
-            ("participant-join", host.sid, "in-progress"), ("participant-join", guest.sid, "in-progress"),
-            ("conference-start", None, None), ("participant-leave", guest.sid, "completed"),  # hung up
+            ("participant-join", host.sid, "in-progress"),
+            ("participant-join", guest.sid, "in-progress"),
+            ("conference-start", None, None),
+            ("participant-leave", guest.sid, "completed"),  # hung up
             ("participant-leave", host.sid, "in-progress"),  # dropped out of the conference, still on the call
-            ("conference-end", None, None)]
+            ("conference-end", None, None),
+        ]
 
 
 # 5: a failed conference recording says `failed` or `absent`
@@ -193,13 +258,16 @@ def test_a_number_takes_status_callback_and_reports_it(sink):
         assert (updated.status_callback, updated.status_callback_method) == (sink.base + "/call-status?x=1", "GET")
         raw = api_get(emulator, f"/IncomingPhoneNumbers/{number.sid}.json").json()
         assert (raw["status_callback"], raw["status_callback_method"]) == (sink.base + "/call-status?x=1", "GET")
-        assert api_post(emulator, f"/IncomingPhoneNumbers/{number.sid}.json",
-                        StatusCallbackMethod="PUT").status_code == 400
+        assert (
+            api_post(emulator, f"/IncomingPhoneNumbers/{number.sid}.json", StatusCallbackMethod="PUT").status_code
+            == 400
+        )
         caller = emulator.dial(ROOM, HOST)
         hang_up(emulator, caller)
         (received,) = sink.at("/call-status")
-        assert RequestValidator(emulator.signing_key).validate(received.url, {}, received.headers[
-            "X-Signalwire-Signature"])
+        assert RequestValidator(emulator.signing_key).validate(
+            received.url, {}, received.headers["X-Signalwire-Signature"]
+        )
         assert parse_qs(urlsplit(received.url).query)["CallSid"] == [caller.sid]
 
 
@@ -211,13 +279,20 @@ def test_the_call_status_callback_reports_a_completed_call(sink):
         (form,) = forms(sink, "/call-status")
         assert set(form) == CALL_STATUS_FIELDS
         assert {k: form[k] for k in STANDARD_FIELDS} == {
-            "AccountSid": emulator.project, "CallSid": host.sid, "From": HOST, "To": ROOM, "CallStatus": "completed",
-            "ApiVersion": "2010-04-01", "Direction": "inbound"}
+            "AccountSid": emulator.project,
+            "CallSid": host.sid,
+            "From": HOST,
+            "To": ROOM,
+            "CallStatus": "completed",
+            "ApiVersion": "2010-04-01",
+            "Direction": "inbound",
+        }
         assert int(form["CallDuration"]) == round(host.ended_at - host.answered_at) >= 1
         assert (form["SequenceNumber"], form["AudioInMos"]) == ("0", "4.5")
         assert abs(parsedate_to_datetime(form["Timestamp"]).timestamp() - host.ended_at) < 1
-        assert [a.callback.event for a in emulator.callback_attempts() if a.callback.url.endswith("/call-status")] \
-            == ["call-status"]
+        assert [a.callback.event for a in emulator.callback_attempts() if a.callback.url.endswith("/call-status")] == [
+            "call-status"
+        ]
         hang_up(emulator, guest)
 
 
@@ -250,12 +325,15 @@ def test_calls_of_a_number_without_status_callback_send_none(sink):
 
 @pytest.mark.parametrize("dropped, kept", [("participant-leave", "call-status"), ("call-status", "participant-leave")])
 def test_the_call_status_callback_and_the_conference_are_independent_of_each_other(sink, dropped, kept):
-    with emulator_for(sink, conference_laml(sink), faults=Faults(callback_drop_events=frozenset({dropped}))) \
-            as emulator:
+    with emulator_for(
+        sink, conference_laml(sink), faults=Faults(callback_drop_events=frozenset({dropped}))
+    ) as emulator:
         host, guest = two_callers(emulator)
         hang_up(emulator, host)
-        sent = {"call-status": [f["CallSid"] for f in forms(sink, "/call-status")],
-                "participant-leave": [s for e, s, _ in status_events(sink) if e == "participant-leave"]}
+        sent = {
+            "call-status": [f["CallSid"] for f in forms(sink, "/call-status")],
+            "participant-leave": [s for e, s, _ in status_events(sink) if e == "participant-leave"],
+        }
         assert sent == {dropped: [], kept: [host.sid]}
         hang_up(emulator, guest)
 
@@ -269,7 +347,8 @@ def test_a_slow_conference_lane_does_not_hold_up_the_call_status_callback(sink):
         leaves = [r for r in sink.at("/status") if r.form["StatusCallbackEvent"] == "participant-leave"]
         assert len(leaves) == 3 and call_status.at < leaves[-1].at - 0.5
         assert {a.callback.lane for a in emulator.callback_attempts() if a.callback.event == "call-status"} == {
-            f"{host.sid}/call-status"}
+            f"{host.sid}/call-status"
+        }
         hang_up(emulator, guest)
 
 
@@ -285,17 +364,25 @@ def test_a_caller_who_hangs_up_gets_the_dial_action_requested_and_its_answer_ign
         hang_up(emulator, host)
         (request,) = sink.at("/dial-action")
         assert request.url == sink.base + "/dial-action?room=%2B15550100"
-        assert RequestValidator(emulator.signing_key).validate(request.url, request.form,
-                                                               request.headers["X-Signalwire-Signature"])
+        assert RequestValidator(emulator.signing_key).validate(
+            request.url, request.form, request.headers["X-Signalwire-Signature"]
+        )
         assert set(request.form) == DIAL_ACTION_FIELDS
-        assert {k: request.form[k] for k in ("CallSid", "CallStatus", "From", "To", "Direction", "DialCallStatus")} \
-            == {"CallSid": host.sid, "CallStatus": "completed", "From": HOST, "To": ROOM, "Direction": "inbound",
-                "DialCallStatus": "answered"}
+        assert {k: request.form[k] for k in ("CallSid", "CallStatus", "From", "To", "Direction", "DialCallStatus")} == {
+            "CallSid": host.sid,
+            "CallStatus": "completed",
+            "From": HOST,
+            "To": ROOM,
+            "Direction": "inbound",
+            "DialCallStatus": "answered",
+        }
         assert int(request.form["DialCallDuration"]) == round(host.left_at - host.joined_at) >= 1
         assert kinds(emulator, "said") == []
         # One reading of the order: the conference reports the leave, then the call its end.
         assert [k for k, label, _ in kinds(emulator, "left", "call-ended") if label == host.label] == [
-            "left", "call-ended"]
+            "left",
+            "call-ended",
+        ]
         hang_up(emulator, guest)
 
 
@@ -308,7 +395,8 @@ def test_a_caller_still_on_the_line_follows_the_dial_actions_answer_and_the_call
         assert emulator.settle()
         actions = forms(sink, "/dial-action")
         assert sorted((f["CallSid"], f["CallStatus"], f["DialCallStatus"]) for f in actions) == sorted(
-            [(host.sid, "in-progress", "answered"), (guest.sid, "in-progress", "answered")])
+            [(host.sid, "in-progress", "answered"), (guest.sid, "in-progress", "answered")]
+        )
         assert (host.status, guest.status) == ("completed", "completed")
         ended = {f["CallSid"]: f["CallStatus"] for f in forms(sink, "/call-status")}
         assert ended == {host.sid: "completed", guest.sid: "completed"}
@@ -318,23 +406,27 @@ def test_a_caller_still_on_the_line_follows_the_dial_actions_answer_and_the_call
 
 def test_the_dial_actions_laml_is_followed_before_the_call_ends(sink):
     sink.laml["/dial-action"] = "<Response><Say>The meeting is over.</Say><Hangup/><Say>Unheard</Say></Response>"
-    with emulator_for(sink, conference_laml(sink, f'action="{sink.base}/dial-action"',
-                                            endConferenceOnExit="true")) as emulator:
+    with emulator_for(
+        sink, conference_laml(sink, f'action="{sink.base}/dial-action"', endConferenceOnExit="true")
+    ) as emulator:
         host, guest = two_callers(emulator)
         hang_up(emulator, host)  # endConferenceOnExit: the guest drops out of the conference, still on the call
         (action_for_guest,) = [f for f in forms(sink, "/dial-action") if f["CallSid"] == guest.sid]
         assert action_for_guest["CallStatus"] == "in-progress"
         assert kinds(emulator, "said", "call-ended") == [
-            ("call-ended", host.label, "hung up"), ("said", guest.label, "The meeting is over."),
-            ("call-ended", guest.label, "end of its LaML")]
+            ("call-ended", host.label, "hung up"),
+            ("said", guest.label, "The meeting is over."),
+            ("call-ended", guest.label, "end of its LaML"),
+        ]
         assert guest.status == "completed"
 
 
 @pytest.mark.parametrize("answers", [[404], [500, 500, 500]])
 def test_a_dial_action_that_fails_ends_the_call_and_is_logged(sink, answers):
     sink.answers["/dial-action"] = answers * 2  # Quorum without the route, or broken: for both callers
-    with emulator_for(sink, conference_laml(sink, f'action="{sink.base}/dial-action"'),
-                      callback_retry_after_s=0.05) as emulator:
+    with emulator_for(
+        sink, conference_laml(sink, f'action="{sink.base}/dial-action"'), callback_retry_after_s=0.05
+    ) as emulator:
         host, guest = two_callers(emulator)
         sdk(emulator).conferences(host.conference_sid).update(status="completed")
         assert emulator.settle()
@@ -357,14 +449,14 @@ def test_a_dropped_dial_action_still_ends_the_call(sink):
 
 
 def test_a_dial_action_can_be_requested_with_get(sink):
-    with emulator_for(sink, conference_laml(sink, f'action="{sink.base}/dial-action?room=r" method="GET"')) \
-            as emulator:
+    with emulator_for(sink, conference_laml(sink, f'action="{sink.base}/dial-action?room=r" method="GET"')) as emulator:
         caller = emulator.dial(ROOM, HOST)
         hang_up(emulator, caller)
         (request,) = sink.at("/dial-action")
         assert request.form == {}
-        assert RequestValidator(emulator.signing_key).validate(request.url, {}, request.headers[
-            "X-Signalwire-Signature"])
+        assert RequestValidator(emulator.signing_key).validate(
+            request.url, {}, request.headers["X-Signalwire-Signature"]
+        )
         query = parse_qs(urlsplit(request.url).query)
         assert query["room"] == ["r"] and query["CallSid"] == [caller.sid] and query["DialCallStatus"] == ["answered"]
 
@@ -372,8 +464,9 @@ def test_a_dial_action_can_be_requested_with_get(sink):
 @pytest.mark.parametrize("sent", [False, True])
 def test_conference_dial_call_sid_knob(sink, sent):
     behaviour = Behaviour(conference_dial_call_sid=sent)
-    with emulator_for(sink, conference_laml(sink, f'action="{sink.base}/dial-action"'), behaviour=behaviour) \
-            as emulator:
+    with emulator_for(
+        sink, conference_laml(sink, f'action="{sink.base}/dial-action"'), behaviour=behaviour
+    ) as emulator:
         caller = emulator.dial(ROOM, HOST)
         hang_up(emulator, caller)
         (form,) = forms(sink, "/dial-action")
@@ -387,15 +480,20 @@ def test_without_an_action_the_document_goes_on_after_the_dial(sink):
         sdk(emulator).conferences(host.conference_sid).update(status="completed")
         assert emulator.settle()
         assert [(k, d) for k, label, d in kinds(emulator, "said", "call-ended") if label == host.label] == [
-            ("said", "Goodbye."), ("call-ended", "end of its LaML")]
+            ("said", "Goodbye."),
+            ("call-ended", "end of its LaML"),
+        ]
         assert {f["CallSid"]: f["CallStatus"] for f in forms(sink, "/call-status")} == {
-            host.sid: "completed", guest.sid: "completed"}
+            host.sid: "completed",
+            guest.sid: "completed",
+        }
 
 
 def test_a_caller_who_hangs_up_while_the_action_is_requested_keeps_the_hang_up(sink):
     sink.answers["/dial-action"] = [500, 500]  # both callers' actions retried after a pause: time to hang up
-    with emulator_for(sink, conference_laml(sink, f'action="{sink.base}/dial-action"'),
-                      callback_retry_after_s=0.5) as emulator:
+    with emulator_for(
+        sink, conference_laml(sink, f'action="{sink.base}/dial-action"'), callback_retry_after_s=0.5
+    ) as emulator:
         host, guest = two_callers(emulator)
         emulator.sim.end_conference(host.conference_sid)
         time.sleep(0.2)
@@ -415,10 +513,16 @@ def test_a_call_resource_through_the_sdk_and_raw(sink):
         assert set(raw) == CALL_FIELDS
         (number,) = emulator.sim.numbers.values()
         assert (raw["status"], raw["direction"], raw["parent_call_sid"], raw["end_time"], raw["duration"]) == (
-            "in-progress", "inbound", None, None, 0)
+            "in-progress",
+            "inbound",
+            None,
+            None,
+            0,
+        )
         assert (raw["from"], raw["to"], raw["phone_number_sid"]) == (HOST, ROOM, number.sid)
         assert raw["formatted_from"] == "(555) 111-0001" and raw["subresource_uris"]["recordings"].endswith(
-            f"/Calls/{host.sid}/Recordings.json")
+            f"/Calls/{host.sid}/Recordings.json"
+        )
         time.sleep(1.1)
         hang_up(emulator, host)
         fetched = sdk(emulator).calls(host.sid).fetch()
@@ -453,8 +557,9 @@ def test_the_projects_recordings_list_filters_by_call_and_conference(sink):
         (conference,) = emulator.conferences(ROOM)
         assert [r.sid for r in sdk(emulator).recordings.list(call_sid=host.sid)] == [own.sid]
         assert sdk(emulator).recordings.list(call_sid=guest.sid) == []
-        assert [r.sid for r in sdk(emulator).recordings.list(conference_sid=conference.sid)] == \
-            conference.recording_sids
+        assert [
+            r.sid for r in sdk(emulator).recordings.list(conference_sid=conference.sid)
+        ] == conference.recording_sids
         hang_up(emulator, host, guest)
         assert sdk(emulator).recordings(own.sid).delete() is True
         assert sdk(emulator).recordings.list(call_sid=host.sid) == []
@@ -489,7 +594,8 @@ def test_quorum_answers_both_signals_and_nothing_breaks():
     with quorum_stack() as stack:
         (number,) = stack.emulator.sim.numbers.values()
         sdk(stack.emulator).incoming_phone_numbers(number.sid).update(
-            status_callback=f"{stack.config.public_url}/voice/call-status")
+            status_callback=f"{stack.config.public_url}/voice/call-status"
+        )
         host, guest = (stack.emulator.dial(ROOM, caller) for caller in (HOST, GUEST))
         assert stack.settle()
         hang_up(stack.emulator, host, guest)

@@ -19,25 +19,48 @@ import requests
 from e2e_support import live_reads, quorum_stack, wait_until
 from emulator.audio import RATE
 from emulator.faults import Faults
-from emulator.scenarios import (DEMO, DEMO_NUMBER, Player, expected_writes, logged_quorum, presence, quorum_spans,
-                                recorded_spans, scaled, span_problems)
+from emulator.scenarios import (
+    DEMO,
+    DEMO_NUMBER,
+    Player,
+    expected_writes,
+    logged_quorum,
+    presence,
+    quorum_spans,
+    recorded_spans,
+    scaled,
+    span_problems,
+)
 
 TOLERANCE_S = 0.25  # per span edge: callback delivery plus Quorum's REST round trip
 FAST_DEMO = scaled(DEMO, 0.4)
-SESSION = [("call", "host", DEMO_NUMBER), ("wait", 0.3), ("call", "guest", DEMO_NUMBER), ("wait", 0.5),
-           ("hangup", "guest"), ("wait", 0.4), ("hangup", "host")]
+SESSION = [
+    ("call", "host", DEMO_NUMBER),
+    ("wait", 0.3),
+    ("call", "guest", DEMO_NUMBER),
+    ("wait", 0.5),
+    ("hangup", "guest"),
+    ("wait", 0.4),
+    ("hangup", "host"),
+]
 
 
 def _completed_callback(stack, recording_sid):
     """The `completed` recording callback Quorum received for a recording."""
-    return next(a.callback.params for a in stack.emulator.callback_attempts()
-                if a.callback.event == "recording:completed" and a.callback.params["RecordingSid"] == recording_sid)
+    return next(
+        a.callback.params
+        for a in stack.emulator.callback_attempts()
+        if a.callback.event == "recording:completed" and a.callback.params["RecordingSid"] == recording_sid
+    )
 
 
 def _same_second_stays(stack) -> int:
     """Calls that joined and left within one second of SignalWire's clock."""
-    return sum(1 for call in stack.emulator.sim.calls.values()
-               if call.left_at is not None and int(call.joined_at) == int(call.left_at))
+    return sum(
+        1
+        for call in stack.emulator.sim.calls.values()
+        if call.left_at is not None and int(call.joined_at) == int(call.left_at)
+    )
 
 
 def _download_wav(url: str) -> np.ndarray:
@@ -71,7 +94,7 @@ def test_demo_records_exactly_while_a_quorum_is_on_the_line(minimum, behavior):
         for piece in rec.timeline.pieces(rec.origin):
             length = piece.end - piece.start
             if piece.silent:
-                assert not samples[offset:offset + length].any()  # a silence pause is digital silence
+                assert not samples[offset : offset + length].any()  # a silence pause is digital silence
             offset += length
 
         # No reads on the hot path; only a call that joins and leaves within one second (SignalWire's
@@ -104,13 +127,16 @@ def test_participant_recordings_run_only_while_the_conference_recording_does():
         calls = stack.emulator.sim.calls
         quorum, _ = logged_quorum(stack.emulator.sim.events, DEMO_NUMBER, 2)
         own = [r for r in stack.emulator.sim.recordings.values() if r.call_sid]
-        overlapping = {sid for sid in conf.call_sids
-                       if _within(quorum, calls[sid].joined_at, calls[sid].left_at)}
+        overlapping = {sid for sid in conf.call_sids if _within(quorum, calls[sid].joined_at, calls[sid].left_at)}
         assert {r.call_sid for r in own} == overlapping  # everyone heard during a quorum, once each
         for rec in own:
             call = calls[rec.call_sid]
-            assert (rec.source, rec.track, rec.channels, rec.status) == ("StartCallRecordingApi", "inbound", 1,
-                                                                         "completed")
+            assert (rec.source, rec.track, rec.channels, rec.status) == (
+                "StartCallRecordingApi",
+                "inbound",
+                1,
+                "completed",
+            )
             expected = _within(quorum, call.joined_at, call.left_at)
             assert span_problems(recorded_spans(rec), expected, TOLERANCE_S) == []
         assert all(w.status in (200, 201) for w in stack.emulator.rest_log.writes())
@@ -158,13 +184,26 @@ def test_a_command_that_took_effect_but_timed_out_is_still_corrected():
     late_answers = Faults(rest_timeout=1.0, rest_timeout_applies=True, rest_hang_s=0.4)
     with quorum_stack(faults=late_answers, api_timeout_s=0.2) as stack:
         player = Player(stack.emulator)
-        player.play([("call", "host", DEMO_NUMBER), ("wait", 0.3), ("call", "guest", DEMO_NUMBER), ("wait", 0.5),
-                     ("hangup", "guest"), ("wait", 0.15), ("call", "guest", DEMO_NUMBER), ("wait", 0.3)])
+        player.play(
+            [
+                ("call", "host", DEMO_NUMBER),
+                ("wait", 0.3),
+                ("call", "guest", DEMO_NUMBER),
+                ("wait", 0.5),
+                ("hangup", "guest"),
+                ("wait", 0.15),
+                ("call", "guest", DEMO_NUMBER),
+                ("wait", 0.3),
+            ]
+        )
         (conf,) = stack.emulator.conferences(DEMO_NUMBER)
         # Every answer times out, so the recording stays unsure and is resent while the call lasts
         # (never given up on): wait for the resume to land rather than for Quorum to fall idle.
-        assert wait_until(lambda: stack.emulator.recording(conf.recording_sids[0]).status == "in-progress"
-                          and any(w.form["Status"] == "in-progress" for w in stack.emulator.rest_log.writes()), 15)
+        assert wait_until(
+            lambda: stack.emulator.recording(conf.recording_sids[0]).status == "in-progress"
+            and any(w.form["Status"] == "in-progress" for w in stack.emulator.rest_log.writes()),
+            15,
+        )
         first = stack.emulator.rest_log.writes()[0]
         assert (first.form["Status"], first.status, first.injected) == ("paused", 200, "timeout")  # applied, late
         assert len(conf.present) == 2
@@ -176,8 +215,9 @@ def test_a_lost_conference_start_needs_no_read_and_a_same_second_leave_still_pau
     """conference-start is lost; both calls came through the voice webhook, so Quorum trusts their
     callbacks without a recovery read; the guest's leave within the second of its join pauses at once
     and is then confirmed by one read (one-second Timestamps cannot order the two)."""
-    with quorum_stack(faults=Faults(callback_drop_events=frozenset({"conference-start"})),
-                      reconcile_interval_s=0) as stack:
+    with quorum_stack(
+        faults=Faults(callback_drop_events=frozenset({"conference-start"})), reconcile_interval_s=0
+    ) as stack:
         player = Player(stack.emulator)
         player.play([("call", "host", DEMO_NUMBER)])
         time.sleep(1.05 - time.time() % 1)  # just past a second boundary

@@ -32,9 +32,18 @@ STEPS = 8
 MINIMUM = 2
 SOAK_S = float(os.environ.get("QUORUM_SOAK_S", "0"))
 RECONCILE_S = float(os.environ.get("QUORUM_DRILL_RECONCILE_S", "3"))
-DRILL_FAULTS = Faults(seed=20240607, callback_duplicate=0.2, callback_reorder=0.15, callback_reorder_hold_s=0.3,
-                      callback_delay_s=0.1, rest_latency_s=0.01, rest_jitter_s=0.1, rest_error=0.08,
-                      rest_timeout=0.02, rest_hang_s=1.2)
+DRILL_FAULTS = Faults(
+    seed=20240607,
+    callback_duplicate=0.2,
+    callback_reorder=0.15,
+    callback_reorder_hold_s=0.3,
+    callback_delay_s=0.1,
+    rest_latency_s=0.01,
+    rest_jitter_s=0.1,
+    rest_error=0.08,
+    rest_timeout=0.02,
+    rest_hang_s=1.2,
+)
 ROOMS = [f"+1555020{i:04d}" for i in range(CONFERENCES)]
 SOAK_CONFERENCES = int(os.environ.get("QUORUM_SOAK_CONFERENCES", "0"))
 # Two cores run the emulator, the balancer, two workers and Redis: 50 live conferences at once in the soak.
@@ -83,8 +92,9 @@ def _policy_violations(stack: Stack) -> List[str]:
             if status != wanted:
                 problems.append(f"{conf.name}: recording {sid} is {status} with {len(conf.present)} on the line")
         known = stack.store.get(conf.name)
-        if conf.recording_sids and (known is None or known.wanted != ("recording" if wanted == "in-progress"
-                                                                      else "paused")):
+        if conf.recording_sids and (
+            known is None or known.wanted != ("recording" if wanted == "in-progress" else "paused")
+        ):
             problems.append(f"{conf.name}: Quorum wants {known and known.wanted} with {len(conf.present)} present")
     return problems
 
@@ -105,14 +115,19 @@ def _leftovers(stack: Stack) -> List[str]:
 
 def _failed_calls(stack: Stack, excused: frozenset = frozenset()) -> List[str]:
     """Calls that never reached their conference (their voice webhook failed), but for `excused` CallSids."""
-    answers = {a.callback.lane: a.status or a.error for a in stack.emulator.callback_attempts()
-               if a.callback.event == "voice"}
-    return [f"call {sid} to {call.to} failed: voice webhook answered {answers.get(sid)}"
-            for sid, call in list(stack.emulator.sim.calls.items()) if call.status == "failed" and sid not in excused]
+    answers = {
+        a.callback.lane: a.status or a.error for a in stack.emulator.callback_attempts() if a.callback.event == "voice"
+    }
+    return [
+        f"call {sid} to {call.to} failed: voice webhook answered {answers.get(sid)}"
+        for sid, call in list(stack.emulator.sim.calls.items())
+        if call.status == "failed" and sid not in excused
+    ]
 
 
-def _round(stack: Stack, rng: random.Random, number: int, rooms: List[str] = ROOMS,
-           faults: List[Fault] = ()) -> List[str]:
+def _round(
+    stack: Stack, rng: random.Random, number: int, rooms: List[str] = ROOMS, faults: List[Fault] = ()
+) -> List[str]:
     """One round: random sessions in every room (and `faults` amid them), check at rest, everyone hangs up,
     check clean."""
     sessions = {room: random_session(rng, room, STEPS, prefix=f"{number}.{i}.") for i, room in enumerate(rooms)}
@@ -131,8 +146,14 @@ def _round(stack: Stack, rng: random.Random, number: int, rooms: List[str] = ROO
 def test_fault_drill_keeps_the_policy_and_leaves_nothing_behind(capsys):
     rng = random.Random(DRILL_FAULTS.seed)
     started = time.time()
-    with quorum_stack(faults=DRILL_FAULTS, min_participants=MINIMUM, end_grace_s=0.5, api_timeout_s=1.0,
-                      reconcile_interval_s=RECONCILE_S, numbers=ROOMS) as stack:
+    with quorum_stack(
+        faults=DRILL_FAULTS,
+        min_participants=MINIMUM,
+        end_grace_s=0.5,
+        api_timeout_s=1.0,
+        reconcile_interval_s=RECONCILE_S,
+        numbers=ROOMS,
+    ) as stack:
         violations, rounds = [], 0
         while rounds == 0 or time.time() - started < SOAK_S:
             rounds += 1
@@ -142,8 +163,11 @@ def test_fault_drill_keeps_the_policy_and_leaves_nothing_behind(capsys):
         server_5xx = [a for a in attempts if a.status is not None and a.status >= 500]
         failed_transport = [a for a in attempts if a.number > 0 and a.status is None]
         errors = stack.log.errors()
-        figures = {"rounds": rounds, **_figures(stack, started),
-                   "violations": len(violations) + len(server_5xx) + len(failed_transport) + len(errors)}
+        figures = {
+            "rounds": rounds,
+            **_figures(stack, started),
+            "violations": len(violations) + len(server_5xx) + len(failed_transport) + len(errors),
+        }
     with capsys.disabled():
         print("\nfault drill:", *(f"  {k}: {v}" for k, v in figures.items()), sep="\n")
     assert not violations, violations[:10]
@@ -162,33 +186,51 @@ def _figures(stack, started: float) -> dict:
     rest = stack.emulator.rest_log.calls
     reads = [call for call in rest if call.method == "GET"]
     return {
-        "conferences": len(stack.emulator.conferences()), "calls": len(stack.emulator.sim.calls),
-        "callback events": events, "callback attempts": sum(answered.values()), "answers by status": dict(answered),
+        "conferences": len(stack.emulator.conferences()),
+        "calls": len(stack.emulator.sim.calls),
+        "callback events": events,
+        "callback attempts": sum(answered.values()),
+        "answers by status": dict(answered),
         "faults injected": dict(stack.emulator.injector.injected),
         "REST requests": dict(stack.emulator.rest_log.counts()),
-        "REST reads": {"total": len(reads), "conference lists": sum(is_conference_list(c.path) for c in reads),
-                       "per callback event": round(len(reads) / max(1, events), 3)},
-        "Quorum warnings": stack.log.warnings(), "seconds": round(time.time() - started, 1),
+        "REST reads": {
+            "total": len(reads),
+            "conference lists": sum(is_conference_list(c.path) for c in reads),
+            "per callback event": round(len(reads) / max(1, events), 3),
+        },
+        "Quorum warnings": stack.log.warnings(),
+        "seconds": round(time.time() - started, 1),
     }
 
 
 def _lost_to_kills(attempts: list, kills: List[dict]) -> list:
     """Attempts (voice webhooks included) not answered 2xx around a SIGKILL (see `_stray_502s`)."""
-    return [a for a in attempts if a.number > 0 and not a.ok
-            and any(abs(a.at - kill["at"]) <= KILL_WINDOW_S for kill in kills)]
+    return [
+        a
+        for a in attempts
+        if a.number > 0 and not a.ok and any(abs(a.at - kill["at"]) <= KILL_WINDOW_S for kill in kills)
+    ]
 
 
 def _stray_502s(failures: list, kills: List[dict]) -> list:
     """The balancer's 502s that are not from a killed worker while it was down: each one is a violation."""
-    return [(at, backend, error) for at, backend, error in failures
-            if not any(backend == kill["backend"] and kill["at"] - 1 <= at <= kill["back_at"] for kill in kills)]
+    return [
+        (at, backend, error)
+        for at, backend, error in failures
+        if not any(backend == kill["backend"] and kill["at"] - 1 <= at <= kill["back_at"] for kill in kills)
+    ]
 
 
 def _unanswered_events(attempts: list) -> list:
     """Callback events (not voice webhooks) that no attempt got a 2xx for."""
     answered = {id(a.callback) for a in attempts if a.ok}
-    return list({id(a.callback): a.callback for a in attempts
-                 if a.callback.event != "voice" and id(a.callback) not in answered}.values())
+    return list(
+        {
+            id(a.callback): a.callback
+            for a in attempts
+            if a.callback.event != "voice" and id(a.callback) not in answered
+        }.values()
+    )
 
 
 def test_fault_drill_on_two_gunicorn_workers_survives_a_sigkill_and_a_redis_flush(tmp_path, redis_url, capsys):
@@ -197,8 +239,10 @@ def test_fault_drill_on_two_gunicorn_workers_survives_a_sigkill_and_a_redis_flus
     waves = max(1, math.ceil(SOAK_CONFERENCES / CLUSTER_ROOMS))
     kill_wave, flush_wave = max(1, waves // 3), max(1, 2 * waves // 3)
     started, flushes = time.time(), []
-    with quorum_cluster(redis_url, tmp_path, DRILL_FAULTS, rooms, reconcile_s=CLUSTER_RECONCILE_S,
-                        **CLUSTER_SETTINGS) as cluster:
+    with quorum_cluster(
+        redis_url, tmp_path, DRILL_FAULTS, rooms, reconcile_s=CLUSTER_RECONCILE_S, **CLUSTER_SETTINGS
+    ) as cluster:
+
         def flush() -> None:
             live = sum(c.status != "completed" for c in cluster.emulator.conferences())
             flushes.append({"keys": cluster.flush(), "live conferences": live})
@@ -219,15 +263,22 @@ def test_fault_drill_on_two_gunicorn_workers_survives_a_sigkill_and_a_redis_flus
         violations += _failed_calls(cluster, dropped_calls)
         errors = cluster.log.errors()
         figures = {
-            "waves": waves, "conferences at once": len(rooms), **_figures(cluster, started),
+            "waves": waves,
+            "conferences at once": len(rooms),
+            **_figures(cluster, started),
             "balancer spread": sorted(cluster.balancer.sent.values()),
-            "SIGKILL": [{"wave": kill_wave, "pid": k["pid"], "replaced after s": round(k["back_at"] - k["at"], 1)}
-                        for k in cluster.kills],
+            "SIGKILL": [
+                {"wave": kill_wave, "pid": k["pid"], "replaced after s": round(k["back_at"] - k["at"], 1)}
+                for k in cluster.kills
+            ],
             "FLUSHDB": [{"wave": flush_wave, **f} for f in flushes],
             "adopted by the reconciler": sum("action=adopt" in line for line in cluster.log.lines()),
-            "attempts lost to the SIGKILL": len(lost), "calls lost to the SIGKILL": len(dropped_calls),
-            "balancer 502s (when, backend, error)": [(round(at - started, 1), backend.rsplit(":", 1)[-1], error)
-                                                     for at, backend, error in cluster.balancer.failures],
+            "attempts lost to the SIGKILL": len(lost),
+            "calls lost to the SIGKILL": len(dropped_calls),
+            "balancer 502s (when, backend, error)": [
+                (round(at - started, 1), backend.rsplit(":", 1)[-1], error)
+                for at, backend, error in cluster.balancer.failures
+            ],
             "violations": len(violations) + len(unexplained) + len(unanswered) + len(stray) + len(errors),
         }
     with capsys.disabled():

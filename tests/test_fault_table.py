@@ -73,25 +73,38 @@ class InProcess:
 
     def live(self) -> list:
         """The live cards Quorum shows."""
-        answer = requests.get(self.stack.config.public_url + "/live.json",
-                              headers={"Authorization": f"Bearer {LIVE_TOKEN}"}, timeout=5)
+        answer = requests.get(
+            self.stack.config.public_url + "/live.json", headers={"Authorization": f"Bearer {LIVE_TOKEN}"}, timeout=5
+        )
         answer.raise_for_status()
         return answer.json()["conferences"]
 
 
 @contextlib.contextmanager
-def target(tmp_path: Path, *, with_redis: bool = False, state_file: Optional[str] = None,
-           reconcile_interval_s: float = 60.0, **settings) -> Iterator[InProcess]:
+def target(
+    tmp_path: Path,
+    *,
+    with_redis: bool = False,
+    state_file: Optional[str] = None,
+    reconcile_interval_s: float = 60.0,
+    **settings,
+) -> Iterator[InProcess]:
     """Emulator + Quorum with every row's room, ROOM_RULES_FILE and END_GRACE_S; its own Redis with `with_redis`;
     STATE_FILE set only when `state_file` is given (read through Config.from_env: a version without it ignores it)."""
     rules = tmp_path / "rules.toml"
     rules.write_text(room_rules())
     server = RedisServer(tmp_path, free_port()) if with_redis else None
     try:
-        with quorum_stack(numbers=list(ROOMS.values()), room_rules_file=str(rules), api_token=LIVE_TOKEN,
-                          reconcile_interval_s=reconcile_interval_s, redis_url=server.url if server else None,
-                          end_grace_s=END_GRACE_S, env={"STATE_FILE": state_file} if state_file else None,
-                          **settings) as stack:
+        with quorum_stack(
+            numbers=list(ROOMS.values()),
+            room_rules_file=str(rules),
+            api_token=LIVE_TOKEN,
+            reconcile_interval_s=reconcile_interval_s,
+            redis_url=server.url if server else None,
+            end_grace_s=END_GRACE_S,
+            env={"STATE_FILE": state_file} if state_file else None,
+            **settings,
+        ) as stack:
             yield InProcess(stack, server, rules)
     finally:
         if server is not None:
@@ -189,8 +202,9 @@ def test_row5_a_restart_before_the_last_callers_hang_up_loses_no_recording(tmp_p
 
 @pytest.mark.parametrize("lost", ["restart", "restart-no-state-file", "redis-flush"])
 def test_row6_the_host_is_recognised_after_quorum_lost_its_state(tmp_path, lost):
-    with target(tmp_path, with_redis=lost == "redis-flush",
-                state_file="off" if lost == "restart-no-state-file" else None) as t:
+    with target(
+        tmp_path, with_redis=lost == "redis-flush", state_file="off" if lost == "restart-no-state-file" else None
+    ) as t:
         check(fault_table.host_forgotten(t, TIMING, t.redis.flush if t.redis else None))
 
 

@@ -21,11 +21,14 @@ def test_client_has_a_timeout_and_the_api_url_override():
     assert client.api.base_url == "http://127.0.0.1:8099"
 
 
-@pytest.mark.parametrize("environment, expected", [
-    ({"HTTPS_PROXY": "http://proxy.internal:3128"}, {"https": "http://proxy.internal:3128"}),
-    ({"HTTPS_PROXY": "http://proxy.internal:3128", "NO_PROXY": "example.signalwire.com"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        ({"HTTPS_PROXY": "http://proxy.internal:3128"}, {"https": "http://proxy.internal:3128"}),
+        ({"HTTPS_PROXY": "http://proxy.internal:3128", "NO_PROXY": "example.signalwire.com"}, None),
+        ({}, None),
+    ],
+)
 def test_proxy_settings_are_read_once_from_the_environment(monkeypatch, environment, expected):
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
@@ -41,20 +44,24 @@ def test_the_client_keeps_a_connection_per_command_worker_and_reader():
     config = make_config(signalwire_concurrency=32)
     session = build_client(config).http_client.session
     for url in ("https://example.signalwire.com/", "http://127.0.0.1:8099/"):
-        assert session.get_adapter(url)._pool_maxsize >= (config.signalwire_concurrency
-                                                           + readers_for(config.reconcile_max_reads_per_s))
+        assert session.get_adapter(url)._pool_maxsize >= (
+            config.signalwire_concurrency + readers_for(config.reconcile_max_reads_per_s)
+        )
 
 
-@pytest.mark.parametrize("answer, outcome", [
-    ({"status": 204}, Outcome.OK),
-    ({"status": 404, "json": {"code": 20404, "message": "Not Found", "status": 404}}, Outcome.GONE),  # already gone
-    ({"status": 503, "json": {"code": 20503, "message": "Service Unavailable", "status": 503}}, Outcome.RETRY),
-    ({"status": 429, "json": {"code": 20429, "message": "Too Many Requests", "status": 429}}, Outcome.RETRY),
-    ({"body": requests.ConnectionError("reset")}, Outcome.RETRY),
-    # 422 means "over" for an update; a delete documents none, so it is not taken for "already gone".
-    ({"status": 422, "json": {"errors": ["cannot"]}}, Outcome.REJECTED),
-    ({"status": 401, "json": {"code": 20003, "message": "Authentication Error", "status": 401}}, Outcome.REJECTED),
-])
+@pytest.mark.parametrize(
+    "answer, outcome",
+    [
+        ({"status": 204}, Outcome.OK),
+        ({"status": 404, "json": {"code": 20404, "message": "Not Found", "status": 404}}, Outcome.GONE),  # already gone
+        ({"status": 503, "json": {"code": 20503, "message": "Service Unavailable", "status": 503}}, Outcome.RETRY),
+        ({"status": 429, "json": {"code": 20429, "message": "Too Many Requests", "status": 429}}, Outcome.RETRY),
+        ({"body": requests.ConnectionError("reset")}, Outcome.RETRY),
+        # 422 means "over" for an update; a delete documents none, so it is not taken for "already gone".
+        ({"status": 422, "json": {"errors": ["cannot"]}}, Outcome.REJECTED),
+        ({"status": 401, "json": {"code": 20003, "message": "Authentication Error", "status": 401}}, Outcome.REJECTED),
+    ],
+)
 def test_delete_recording_sends_the_documented_delete_and_reads_404_as_gone(answer, outcome):
     recording = sid("R1")
     with responses.RequestsMock() as fake:
@@ -64,12 +71,22 @@ def test_delete_recording_sends_the_documented_delete_and_reads_404_as_gone(answ
         assert [c.request.method for c in fake.calls] == ["DELETE"]
 
 
-@pytest.mark.parametrize("answer, outcome, caller", [
-    ({"json": {"sid": "c", "from": "+15557770001", "to": "+15550004444", "status": "in-progress"}}, Outcome.OK,
-     {"from": "+15557770001", "to": "+15550004444"}),
-    ({"status": 404, "json": {"code": 20404, "message": "Not Found", "status": 404}}, Outcome.GONE, None),
-    ({"status": 503, "json": {"code": 20503, "message": "Service Unavailable", "status": 503}}, Outcome.RETRY, None),
-])
+@pytest.mark.parametrize(
+    "answer, outcome, caller",
+    [
+        (
+            {"json": {"sid": "c", "from": "+15557770001", "to": "+15550004444", "status": "in-progress"}},
+            Outcome.OK,
+            {"from": "+15557770001", "to": "+15550004444"},
+        ),
+        ({"status": 404, "json": {"code": 20404, "message": "Not Found", "status": 404}}, Outcome.GONE, None),
+        (
+            {"status": 503, "json": {"code": 20503, "message": "Service Unavailable", "status": 503}},
+            Outcome.RETRY,
+            None,
+        ),
+    ],
+)
 def test_fetch_call_reads_who_dialed_in_from_the_call_resource(answer, outcome, caller):
     """`GET /Calls/{sid}` (Compatibility API, Retrieve a Call): its `from` and `to`, as the voice webhook saw them."""
     call = sid("CA1")
@@ -97,8 +114,17 @@ class _Recorder(BaseHTTPRequestHandler):
     def do_GET(self):
         """Record the request; answer an empty page of conferences."""
         self.server.seen.append((self.command, self.path, dict(self.headers), ""))
-        self._answer({"conferences": [], "next_page_uri": None, "page": 0, "page_size": 50,
-                      "first_page_uri": self.path, "previous_page_uri": None, "uri": self.path})
+        self._answer(
+            {
+                "conferences": [],
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": 50,
+                "first_page_uri": self.path,
+                "previous_page_uri": None,
+                "uri": self.path,
+            }
+        )
 
     def _answer(self, payload: dict):
         """200 with `payload` as JSON."""
@@ -126,8 +152,10 @@ def test_a_pause_goes_out_as_the_documented_form_post_with_basic_auth(recorder):
     assert gateway.set_recording(sid("C1"), sid("R1"), PAUSED) is Outcome.OK
     [(method, path, headers, body)] = recorder.seen
     assert method == "POST"
-    assert path == f"/2010-04-01/Accounts/{config.signalwire_project_id}/Conferences/{sid('C1')}" \
-                   f"/Recordings/{sid('R1')}.json"
+    assert (
+        path == f"/2010-04-01/Accounts/{config.signalwire_project_id}/Conferences/{sid('C1')}"
+        f"/Recordings/{sid('R1')}.json"
+    )
     assert sorted(body.split("&")) == ["PauseBehavior=skip", "Status=paused"]
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
     user, _, password = base64.b64decode(headers["Authorization"].removeprefix("Basic ")).decode().partition(":")
@@ -151,8 +179,9 @@ def test_a_read_goes_out_as_a_get_without_a_body_or_its_length(recorder):
     assert "Content-Length" not in headers  # as requests sends a GET: nothing to measure
 
 
-@pytest.mark.parametrize("api_url, base", [
-    (None, "https://example.signalwire.com"), ("http://127.0.0.1:8099/", "http://127.0.0.1:8099")])
+@pytest.mark.parametrize(
+    "api_url, base", [(None, "https://example.signalwire.com"), ("http://127.0.0.1:8099/", "http://127.0.0.1:8099")]
+)
 def test_a_recordings_media_url_is_where_signalwire_documents_it_on_the_rest_base(api_url, base):
     gateway = SignalWireGateway(build_client(make_config(signalwire_api_url=api_url)))
     assert gateway.media_url(sid("R1")) == f"{base}/api/laml/2010-04-01/Accounts/{PROJECT}/Recordings/{sid('R1')}"
@@ -161,13 +190,21 @@ def test_a_recordings_media_url_is_where_signalwire_documents_it_on_the_rest_bas
 def test_recordings_are_listed_per_conference_and_per_call_with_their_owner_and_duration():
     conference, call = sid("C1"), sid("CA1")
     with responses.RequestsMock() as fake:
-        fake.add(responses.GET, f"{API_BASE}/Conferences/{conference}/Recordings.json", json=recordings_page([
-            recording_resource(sid("R1"), "completed", "4", conference=conference, call=call)]))
-        fake.add(responses.GET, f"{API_BASE}/Recordings.json", json=recordings_page([
-            recording_resource(sid("R2"), "in-progress", -1, call=call)]))
+        fake.add(
+            responses.GET,
+            f"{API_BASE}/Conferences/{conference}/Recordings.json",
+            json=recordings_page([recording_resource(sid("R1"), "completed", "4", conference=conference, call=call)]),
+        )
+        fake.add(
+            responses.GET,
+            f"{API_BASE}/Recordings.json",
+            json=recordings_page([recording_resource(sid("R2"), "in-progress", -1, call=call)]),
+        )
         gateway = SignalWireGateway(build_client(make_config()))
         assert gateway.list_recordings(conference_sid=conference) == (
-            Outcome.OK, {sid("R1"): ListedRecording("completed", 4.0, conference, call)})
+            Outcome.OK,
+            {sid("R1"): ListedRecording("completed", 4.0, conference, call)},
+        )
         outcome, listed = gateway.list_recordings(call_sid=call)
         assert outcome is Outcome.OK and listed[sid("R2")].duration_s is None and listed[sid("R2")].owner == call
         assert listed.keys() == {sid("R2")} and ListedRecording("completed", 4.0, conference, call).owner is None
@@ -177,10 +214,17 @@ def test_recordings_are_listed_per_conference_and_per_call_with_their_owner_and_
 
 def test_fetching_a_recording_names_its_conference_and_reads_404_as_gone():
     with responses.RequestsMock() as fake:
-        fake.add(responses.GET, f"{API_BASE}/Recordings/{sid('R1')}.json",
-                 json=recording_resource(sid("R1"), conference=sid("C1")))
-        fake.add(responses.GET, f"{API_BASE}/Recordings/{sid('R2')}.json", status=404,
-                 json={"code": 20404, "message": "Not Found", "status": 404})
+        fake.add(
+            responses.GET,
+            f"{API_BASE}/Recordings/{sid('R1')}.json",
+            json=recording_resource(sid("R1"), conference=sid("C1")),
+        )
+        fake.add(
+            responses.GET,
+            f"{API_BASE}/Recordings/{sid('R2')}.json",
+            status=404,
+            json={"code": 20404, "message": "Not Found", "status": 404},
+        )
         gateway = SignalWireGateway(build_client(make_config()))
         assert gateway.fetch_recording(sid("R1")) == (Outcome.OK, ListedRecording("completed", 2.0, sid("C1"), None))
         assert gateway.fetch_recording(sid("R2")) == (Outcome.GONE, None)

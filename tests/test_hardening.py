@@ -28,9 +28,16 @@ MB = 1024 * 1024
 def server_env(tmp_path, **extra):
     """A clean environment with valid settings for `python app.py` (no .env is read)."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WEB_CONCURRENCY", "LOG_LEVEL")}
-    env.update(SIGNALWIRE_PROJECT_ID=PROJECT, SIGNALWIRE_API_TOKEN="t", SIGNALWIRE_SPACE_URL="x.signalwire.com",
-               SIGNALWIRE_SIGNING_KEY="k", PUBLIC_URL=PUBLIC_URL, RECORDINGS_DIR=str(tmp_path / "recordings"),
-               RECONCILE_INTERVAL_S="0", **extra)
+    env.update(
+        SIGNALWIRE_PROJECT_ID=PROJECT,
+        SIGNALWIRE_API_TOKEN="t",
+        SIGNALWIRE_SPACE_URL="x.signalwire.com",
+        SIGNALWIRE_SIGNING_KEY="k",
+        PUBLIC_URL=PUBLIC_URL,
+        RECORDINGS_DIR=str(tmp_path / "recordings"),
+        RECONCILE_INTERVAL_S="0",
+        **extra,
+    )
     return env
 
 
@@ -40,8 +47,13 @@ def served(command, tmp_path, **extra):
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env=server_env(tmp_path, PORT=str(port), **extra))
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=server_env(tmp_path, PORT=str(port), **extra),
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -84,8 +96,7 @@ FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
 def test_oversized_declared_body_is_refused_before_it_is_read(tmp_path):
     """100 MB announced, nothing sent: the answer is 413 at once, not a wait for the body."""
     with served([sys.executable, "app.py"], tmp_path) as (port, process, _):
-        status = raw_post(port, "/voice/conference-status", {**FORM_TYPE, "Content-Length": str(100 * MB)},
-                          timeout=5)
+        status = raw_post(port, "/voice/conference-status", {**FORM_TYPE, "Content-Length": str(100 * MB)}, timeout=5)
     assert b" 413 " in status
 
 
@@ -116,6 +127,7 @@ def test_body_cap_applies_to_every_route(client):
 
 # --- 2. non-ASCII signature header ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("signature", ["é", "\u00ff" * 28, "ab\u00e9="])
 def test_non_ascii_signature_is_refused_with_403(client, signature):
     form = {"ConferenceSid": "x", "StatusCallbackEvent": "participant-join"}
@@ -139,20 +151,45 @@ def open_app(signalwire):
     shutdown(application)
 
 
-@pytest.mark.parametrize("path, form, query, field", [
-    ("/voice/conference-status", conference_form("participant-join", TRAVERSAL, ROOM, sid("A")), "", "ConferenceSid"),
-    ("/voice/conference-status", conference_form("participant-join", CONF, ROOM, "CAx/../OTHER"), "", "CallSid"),
-    ("/voice/conference-status", conference_form("participant-join", CONF, "room/../x", sid("A")), "", "FriendlyName"),
-    ("/voice/conference-status", conference_form("participant-join", CONF, "r" * 65, sid("A")), "", "FriendlyName"),
-    ("/voice/recording-status", {"RecordingSid": "RE/../../Calls/x", "RecordingStatus": "in-progress"},
-     "room=%2B15550003333", "RecordingSid"),
-    ("/voice/recording-status", {"RecordingSid": sid("rec"), "RecordingStatus": "in-progress"},
-     "room=a%2F..%2Fb", "room"),
-    ("/voice/recording-status", {"RecordingSid": sid("rec"), "RecordingStatus": "in-progress"},
-     "room=%2B15550003333&call=CA%2F..%2Fx", "call"),
-    ("/voice/inbound", {"CallSid": "CA/../x", "To": ROOM}, "", "CallSid"),
-    ("/voice/inbound", {"CallSid": sid("A"), "To": "sip:x/../y@example.com"}, "", "To"),
-])
+@pytest.mark.parametrize(
+    "path, form, query, field",
+    [
+        (
+            "/voice/conference-status",
+            conference_form("participant-join", TRAVERSAL, ROOM, sid("A")),
+            "",
+            "ConferenceSid",
+        ),
+        ("/voice/conference-status", conference_form("participant-join", CONF, ROOM, "CAx/../OTHER"), "", "CallSid"),
+        (
+            "/voice/conference-status",
+            conference_form("participant-join", CONF, "room/../x", sid("A")),
+            "",
+            "FriendlyName",
+        ),
+        ("/voice/conference-status", conference_form("participant-join", CONF, "r" * 65, sid("A")), "", "FriendlyName"),
+        (
+            "/voice/recording-status",
+            {"RecordingSid": "RE/../../Calls/x", "RecordingStatus": "in-progress"},
+            "room=%2B15550003333",
+            "RecordingSid",
+        ),
+        (
+            "/voice/recording-status",
+            {"RecordingSid": sid("rec"), "RecordingStatus": "in-progress"},
+            "room=a%2F..%2Fb",
+            "room",
+        ),
+        (
+            "/voice/recording-status",
+            {"RecordingSid": sid("rec"), "RecordingStatus": "in-progress"},
+            "room=%2B15550003333&call=CA%2F..%2Fx",
+            "call",
+        ),
+        ("/voice/inbound", {"CallSid": "CA/../x", "To": ROOM}, "", "CallSid"),
+        ("/voice/inbound", {"CallSid": sid("A"), "To": "sip:x/../y@example.com"}, "", "To"),
+    ],
+)
 def test_malformed_ids_are_refused_at_the_edge(open_app, signalwire, path, form, query, field):
     response = open_app.test_client().post(path + (f"?{query}" if query else ""), data=form)
     assert (response.status_code, response.get_json()) == (400, {"error": f"invalid field: {field}"})
@@ -167,10 +204,13 @@ def test_a_signed_traversal_sends_nothing_to_signalwire(post_signed, app, signal
     assert len(signalwire.calls) == 0
 
 
-@pytest.mark.parametrize("conference, call", [
-    ("3b0f9c1e-8a61-4f0e-9d3c-1d2b9c0a7e11", "A3B0F9C1-8A61-4F0E-9D3C-1D2B9C0A7E11"),
-    ("CF" + "0123456789abcdef" * 2, "CA" + "fedcba9876543210" * 2),
-])
+@pytest.mark.parametrize(
+    "conference, call",
+    [
+        ("3b0f9c1e-8a61-4f0e-9d3c-1d2b9c0a7e11", "A3B0F9C1-8A61-4F0E-9D3C-1D2B9C0A7E11"),
+        ("CF" + "0123456789abcdef" * 2, "CA" + "fedcba9876543210" * 2),
+    ],
+)
 def test_uuid_and_twilio_style_sids_are_accepted(open_app, conference, call):
     form = conference_form("participant-join", conference, ROOM, call)
     assert open_app.test_client().post("/voice/conference-status", data=form).status_code == 204
@@ -181,9 +221,14 @@ def test_a_stored_bad_id_does_not_fail_the_archiver_on_every_sweep(tmp_path, cap
     """State written before the edge checked ids (Redis outlives upgrades): dropped once, with one error line."""
     store = MemoryStore()
     store.mutate(ROOM, lambda _: Conference(room=ROOM, conference_sid="CF_bad", ended=True, status=PROCESSING))
-    processor = ConversationProcessor(store, Archive(tmp_path), None, lambda path: [],
-                                      MediaSource(allowed_origins("x.signalwire.com", None), MB, 5),
-                                      SignalWireGateway(build_client(make_config())))
+    processor = ConversationProcessor(
+        store,
+        Archive(tmp_path),
+        None,
+        lambda path: [],
+        MediaSource(allowed_origins("x.signalwire.com", None), MB, 5),
+        SignalWireGateway(build_client(make_config())),
+    )
     try:
         for _ in range(3):  # three sweeps
             processor.submit(ROOM)
@@ -196,6 +241,7 @@ def test_a_stored_bad_id_does_not_fail_the_archiver_on_every_sweep(tmp_path, cap
 
 
 # --- 4. signature replay by moving bytes between keys -----------------------------------------
+
 
 def test_a_shifted_timestamp_key_keeps_the_signature_but_is_refused(client, app):
     """`Timestamp=<date>` and `T=imestamp<date>` sign the same bytes: without Timestamp the event is refused."""
@@ -210,8 +256,9 @@ def test_a_shifted_timestamp_key_keeps_the_signature_but_is_refused(client, app)
 
 @pytest.mark.parametrize("event", ["conference-start", "conference-end", "participant-join", "participant-leave"])
 def test_events_older_than_the_window_are_refused_and_logged(post_signed, app, caplog, event):
-    form = conference_form(event, CONF, ROOM, sid("A") if event.startswith("participant") else None,
-                           at=time.time() - 16 * 60)
+    form = conference_form(
+        event, CONF, ROOM, sid("A") if event.startswith("participant") else None, at=time.time() - 16 * 60
+    )
     response = post_signed("/voice/conference-status", form)
     assert (response.status_code, response.get_json()) == (400, {"error": "stale event: Timestamp older than 900 s"})
     assert services(app).store.rooms() == []
@@ -241,6 +288,7 @@ def test_the_freshness_window_is_configurable(signalwire):
 
 # --- 9. durability: directory entries -----------------------------------------------------------
 
+
 def test_archive_fsyncs_the_directory_after_each_rename(tmp_path, monkeypatch):
     """A rename is durable only once its directory is fsynced; new parent directories need the same."""
     events = []
@@ -267,6 +315,7 @@ def test_archive_fsyncs_the_directory_after_each_rename(tmp_path, monkeypatch):
 
 # --- 6. /healthz reads no conference -----------------------------------------------------------
 
+
 def redis_output_bytes(client) -> int:
     """Bytes Redis has sent to all clients so far."""
     return client.info("stats")["total_net_output_bytes"]
@@ -283,8 +332,10 @@ def test_healthz_counts_conferences_without_loading_them(redis_url, signalwire):
     timeline = tuple(Transition(1_800_000_000 + i, "wanted", "paused") for i in range(1000))  # ~90 KB of JSON
     try:
         for n in range(41):
-            store.mutate(f"+1555000{n:04d}", lambda _, n=n: Conference(room=f"+1555000{n:04d}",
-                                                                       conference_sid=sid(f"c{n}"), timeline=timeline))
+            store.mutate(
+                f"+1555000{n:04d}",
+                lambda _, n=n: Conference(room=f"+1555000{n:04d}", conference_sid=sid(f"c{n}"), timeline=timeline),
+            )
         client = application.test_client()
         client.get("/healthz")
         first = redis_output_bytes(probe)
@@ -300,6 +351,7 @@ def test_healthz_counts_conferences_without_loading_them(redis_url, signalwire):
 
 
 # --- 5. downloads trust the callback -------------------------------------------------------------
+
 
 class MediaServer:
     """A real HTTP server on 127.0.0.1 serving recordings as SignalWire does, streamed, and noting every hit."""
@@ -335,8 +387,14 @@ def wav_stream(megabytes: int):
     import struct
 
     size = megabytes * MB
-    header = (b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
-              + b"data" + struct.pack("<I", size))
+    header = (
+        b"RIFF"
+        + struct.pack("<I", 36 + size)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+        + b"data"
+        + struct.pack("<I", size)
+    )
 
     def body():
         yield header
@@ -352,8 +410,15 @@ def processed(application, url: str):
     from recording_state import GONE, RecordingInfo
 
     rec = sid("rec")
-    conf = Conference(room=ROOM, conference_sid=CONF, ended=True, status=PROCESSING, opened_at=time.time(),
-                      recordings={rec: GONE}, recording_info={rec: RecordingInfo(url=url)})
+    conf = Conference(
+        room=ROOM,
+        conference_sid=CONF,
+        ended=True,
+        status=PROCESSING,
+        opened_at=time.time(),
+        recordings={rec: GONE},
+        recording_info={rec: RecordingInfo(url=url)},
+    )
     services(application).store.mutate(ROOM, lambda _: conf)
     services(application).processor.submit(ROOM)
     assert services(application).processor.wait_idle(60)
@@ -410,8 +475,10 @@ def test_redirects_to_another_host_are_not_followed():
 
 
 def test_a_recording_over_the_size_cap_is_not_archived(tmp_path):
-    with MediaServer({"/big.wav": ("200 OK", [], wav_stream(3))}) as server, \
-            media_app(server, max_recording_mb=1) as application:
+    with (
+        MediaServer({"/big.wav": ("200 OK", [], wav_stream(3))}) as server,
+        media_app(server, max_recording_mb=1) as application,
+    ):
         record = processed(application, server.url("/big"))
         directory = services(application).archive.directory_for(ROOM, time.time(), CONF)
     assert record["audio"]["wav_file"] is None
@@ -427,8 +494,9 @@ def test_download_memory_is_flat_in_the_files_length(tmp_path):
     peaks = {}
     for size in (20, 200):
         with MediaServer({"/long.wav": ("200 OK", [], wav_stream(size))}) as server:
-            source = media_download.MediaSource(media_download.allowed_origins("x.signalwire.com", server.url("")),
-                                                max_bytes=400 * MB, timeout_s=30)
+            source = media_download.MediaSource(
+                media_download.allowed_origins("x.signalwire.com", server.url("")), max_bytes=400 * MB, timeout_s=30
+            )
             tracemalloc.start()
             try:
                 with open(tmp_path / "long.wav", "wb") as out:
@@ -437,7 +505,9 @@ def test_download_memory_is_flat_in_the_files_length(tmp_path):
             finally:
                 tracemalloc.stop()
         assert (tmp_path / "long.wav").stat().st_size == size * MB + 44
-    print(f"peak Python allocation while downloading: 20 MiB file {peaks[20]:.1f} MiB, 200 MiB file {peaks[200]:.1f} MiB")
+    print(
+        f"peak Python allocation while downloading: 20 MiB file {peaks[20]:.1f} MiB, 200 MiB file {peaks[200]:.1f} MiB"
+    )
     # Was 403 MiB for 200 MiB (the body held twice). tracemalloc sees every thread, and a one-off ~10 MiB
     # (lazy imports, other tests' threads winding down) lands in either run, so bound both rather than their gap.
     assert peaks[20] < 16 and peaks[200] < 16
@@ -482,6 +552,7 @@ def test_gunicorn_access_log_is_redacted_and_follows_log_level(tmp_path, level, 
 
 
 # --- 7. event delivery ----------------------------------------------------------------------------
+
 
 class SilentReceiver:
     """Accepts connections and never answers, counting them: a receiver that hangs."""
@@ -547,8 +618,13 @@ def test_events_are_delivered_concurrently_to_a_receiver_that_hangs(tmp_path):
 def test_a_full_queue_drops_the_oldest_and_logs_how_many(tmp_path, caplog):
     from conversations.event_callbacks import EventSender, FileOutbox
 
-    sender = EventSender(f"http://127.0.0.1:{free_port()}/hook", "secret", FileOutbox(tmp_path / "outbox"),
-                         max_queued=5, first_backoff_s=30)
+    sender = EventSender(
+        f"http://127.0.0.1:{free_port()}/hook",
+        "secret",
+        FileOutbox(tmp_path / "outbox"),
+        max_queued=5,
+        first_backoff_s=30,
+    )
     try:
         for n in range(8):
             sender.send("recording.paused", f"event-{n}", {"n": n})
@@ -583,8 +659,12 @@ def test_undelivered_events_survive_a_restart(tmp_path, signalwire, request, sto
 
 # --- fuzzing found: a malformed multipart field name --------------------------------------------
 
+
 def test_a_multipart_field_without_a_name_is_a_403_not_a_500(client):
     body = b'--x\r\nContent-Disposition: form-data; name="\n"\r\n\r\nv\r\n--x--\r\n'
-    response = client.post("/voice/inbound", data=body, headers={"X-SignalWire-Signature": "0",
-                                                                 "Content-Type": "multipart/form-data; boundary=x"})
+    response = client.post(
+        "/voice/inbound",
+        data=body,
+        headers={"X-SignalWire-Signature": "0", "Content-Type": "multipart/form-data; boundary=x"},
+    )
     assert response.status_code == 403

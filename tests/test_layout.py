@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first: a module may import its own layer and those below it, never one above.
 LAYERS = (("config", "frozen", "recording_state"), ("quorum",), ("conversations",), ("console",), ("app",))
 PACKAGES = ("quorum", "conversations", "console")
-MAX_LINES = 400
+# 400 lines as the code was wrapped by hand; ruff format's one-argument-a-line layout runs about a fifth longer.
+MAX_LINES = 520
 IGNORED = {"__pycache__", "recordings", "artifacts"}
 
 
@@ -22,8 +23,13 @@ def layer_of(module: str):
 
 def application_modules():
     """The application's modules: the root's three and every module of the three packages."""
-    return [ROOT / "app.py", ROOT / "config.py", ROOT / "frozen.py", ROOT / "recording_state.py",
-            *sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))]
+    return [
+        ROOT / "app.py",
+        ROOT / "config.py",
+        ROOT / "frozen.py",
+        ROOT / "recording_state.py",
+        *sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py")),
+    ]
 
 
 def imported(path: Path):
@@ -65,8 +71,11 @@ def docstring_line(path: Path) -> str:
 
 def test_the_readme_map_names_every_entry_of_the_root_and_only_what_exists():
     ignored = {line.strip().rstrip("/") for line in ROOT.joinpath(".gitignore").read_text().splitlines()}
-    entries = {entry.name + ("/" if entry.is_dir() else "") for entry in ROOT.iterdir()
-               if not entry.name.startswith(".") and entry.name not in ignored | IGNORED}
+    entries = {
+        entry.name + ("/" if entry.is_dir() else "")
+        for entry in ROOT.iterdir()
+        if not entry.name.startswith(".") and entry.name not in ignored | IGNORED
+    }
     assert entries - set(readme_map()) == set()
     assert [name for name in readme_map() if not (ROOT / name).exists()] == []
 
@@ -74,8 +83,12 @@ def test_the_readme_map_names_every_entry_of_the_root_and_only_what_exists():
 def test_each_package_and_module_line_is_its_docstring():
     rows = readme_map()
     expected = {f"{package}/": docstring_line(ROOT / package / "__init__.py") for package in (*PACKAGES, "emulator")}
-    expected |= {str(path.relative_to(ROOT)): docstring_line(path) for package in PACKAGES
-                 for path in sorted((ROOT / package).glob("*.py")) if path.name != "__init__.py"}
+    expected |= {
+        str(path.relative_to(ROOT)): docstring_line(path)
+        for package in PACKAGES
+        for path in sorted((ROOT / package).glob("*.py"))
+        if path.name != "__init__.py"
+    }
     wrong = {name: line for name, line in expected.items() if rows.get(name) != line}
     rows_to_write = "\n".join(f"| `{n}` | {line} |" for n, line in wrong.items())
     assert wrong == {}, "docs/layout.md rows to write:\n" + rows_to_write
@@ -100,8 +113,9 @@ def anchors(path: Path) -> set:
     """The anchors GitHub gives a Markdown file's headings: lower case, punctuation dropped, spaces as
     hyphens, a repeated one numbered."""
     seen, found = {}, set()
-    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S),
-                              flags=re.M):
+    for heading in re.findall(
+        r"^#{1,6} +(.+?) *#*$", re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S), flags=re.M
+    ):
         slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
         found.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
         seen[slug] = seen.get(slug, 0) + 1

@@ -42,19 +42,37 @@ class Line(SignedCallbacks):
 
     def inbound(self, call):
         """The voice webhook: SignalWire asks what to do with a new call."""
-        self.post("/voice/inbound", {"CallSid": call, "From": f"+1555{call[:7].encode().hex()[:7]}", "To": ROOM,
-                                     "AccountSid": "acct", "CallStatus": "ringing"})
+        self.post(
+            "/voice/inbound",
+            {
+                "CallSid": call,
+                "From": f"+1555{call[:7].encode().hex()[:7]}",
+                "To": ROOM,
+                "AccountSid": "acct",
+                "CallStatus": "ringing",
+            },
+        )
 
     def conference(self, event, call=None, at=T0, conference=CONF):
-        form = {"AccountSid": "acct", "ConferenceSid": conference, "FriendlyName": ROOM,
-                "StatusCallbackEvent": event, "Timestamp": formatdate(at, usegmt=True)}
+        form = {
+            "AccountSid": "acct",
+            "ConferenceSid": conference,
+            "FriendlyName": ROOM,
+            "StatusCallbackEvent": event,
+            "Timestamp": formatdate(at, usegmt=True),
+        }
         if call:
             form["CallSid"] = call
         return self.post("/voice/conference-status", form)
 
     def recording(self, status, sid=REC):
-        form = {"AccountSid": "acct", "RecordingSid": sid, "RecordingStatus": status, "CallSid": "",
-                "RecordingUrl": f"https://example.signalwire.com/recordings/{sid}"}
+        form = {
+            "AccountSid": "acct",
+            "RecordingSid": sid,
+            "RecordingStatus": status,
+            "CallSid": "",
+            "RecordingUrl": f"https://example.signalwire.com/recordings/{sid}",
+        }
         return self.post("/voice/recording-status", form, query=f"room=%2B{ROOM[1:]}")
 
     def two_known_callers(self, *also):
@@ -91,33 +109,62 @@ def update_path(conference, recording):
     return f"/2010-04-01/Accounts/{API_BASE.rsplit('/', 1)[1]}/Conferences/{conference}/Recordings/{recording}.json"
 
 
-def answer_reads(fake, present, recordings=None, status="in-progress", conference=CONF, during=None,
-                 participants=None):
+def answer_reads(fake, present, recordings=None, status="in-progress", conference=CONF, during=None, participants=None):
     """Answer a conference read: the conference, its participants (calling `during` first), its recordings."""
     base = f"{API_BASE}/Conferences/{conference}"
     fake.add(responses.GET, f"{base}.json", json={"sid": conference, "friendly_name": ROOM, "status": status})
-    listed = participants or [{"call_sid": call, "conference_sid": conference, "status": "in-progress",
-                               "hold": False, "muted": False} for call in present]
+    listed = participants or [
+        {"call_sid": call, "conference_sid": conference, "status": "in-progress", "hold": False, "muted": False}
+        for call in present
+    ]
 
     def participants_page(request):
         if during is not None:
             during()
-        return 200, {}, json.dumps({"participants": listed, "page": 0, "page_size": 50, "next_page_uri": None,
-                               "uri": "/p"})
+        return (
+            200,
+            {},
+            json.dumps({"participants": listed, "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/p"}),
+        )
 
     fake.add_callback(responses.GET, f"{base}/Participants.json", callback=participants_page)
-    fake.add(responses.GET, f"{base}/Recordings.json", json={
-        "recordings": [{"sid": sid, "conference_sid": conference, "status": state}
-                       for sid, state in (recordings if recordings is not None else {REC: "in-progress"}).items()],
-        "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/r"})
+    fake.add(
+        responses.GET,
+        f"{base}/Recordings.json",
+        json={
+            "recordings": [
+                {"sid": sid, "conference_sid": conference, "status": state}
+                for sid, state in (recordings if recordings is not None else {REC: "in-progress"}).items()
+            ],
+            "page": 0,
+            "page_size": 50,
+            "next_page_uri": None,
+            "uri": "/r",
+        },
+    )
 
 
 def answer_list(fake, conferences):
     """Answer the list of in-progress conferences."""
-    fake.add(responses.GET, f"{API_BASE}/Conferences.json", json={
-        "conferences": [{"sid": sid, "friendly_name": room, "status": "in-progress",
-                         "date_created": formatdate(T0 - 60, usegmt=True)} for sid, room in conferences],
-        "page": 0, "page_size": 100, "next_page_uri": None, "uri": "/c"})
+    fake.add(
+        responses.GET,
+        f"{API_BASE}/Conferences.json",
+        json={
+            "conferences": [
+                {
+                    "sid": sid,
+                    "friendly_name": room,
+                    "status": "in-progress",
+                    "date_created": formatdate(T0 - 60, usegmt=True),
+                }
+                for sid, room in conferences
+            ],
+            "page": 0,
+            "page_size": 100,
+            "next_page_uri": None,
+            "uri": "/c",
+        },
+    )
 
 
 def wait_for(predicate, timeout=10.0):
@@ -131,10 +178,12 @@ def wait_for(predicate, timeout=10.0):
 
 # 1. A REST read must not undo a callback that arrived while it was in flight.
 
+
 def test_a_leave_during_a_read_is_not_undone_by_the_read(line):
     """Calls we never saw come in (after a restart) make Quorum read; the guest leaves during that read."""
-    answer_reads(line.fake, present=[CALL_A, CALL_B],
-                 during=lambda: line.conference("participant-leave", CALL_B, at=T0 + 1))
+    answer_reads(
+        line.fake, present=[CALL_A, CALL_B], during=lambda: line.conference("participant-leave", CALL_B, at=T0 + 1)
+    )
     line.conference("participant-join", CALL_A)
     line.conference("participant-join", CALL_B)
     line.recording("in-progress")
@@ -144,6 +193,7 @@ def test_a_leave_during_a_read_is_not_undone_by_the_read(line):
 
 
 # 2. The room's next conference's recording must not attach to the ended one.
+
 
 def test_a_new_conference_recording_never_binds_to_the_ended_conference(line):
     line.two_known_callers(CALL_C)
@@ -162,6 +212,7 @@ def test_a_new_conference_recording_never_binds_to_the_ended_conference(line):
 
 # 3. State the store lost is found again.
 
+
 def test_a_conference_the_store_lost_is_found_and_paused(line):
     """A fresh store (restart or flushed Redis) while a caller sits alone in a recorded conference."""
     answer_list(line.fake, [(CONF, ROOM)])
@@ -176,18 +227,30 @@ def test_after_a_restart_a_hold_of_a_call_from_before_is_read_at_once(line):
     """A fresh store (restart without the state file, or a flushed Redis); A and B were recorded, A is put on
     hold. A's call is one Quorum never saw dial in, in a conference it never saw start: read it now, not at
     the reconciler's next round, or B is recorded alone until then."""
-    held = [{"call_sid": CALL_A, "conference_sid": CONF, "status": "in-progress", "hold": True},
-            {"call_sid": CALL_B, "conference_sid": CONF, "status": "in-progress", "hold": False}]
+    held = [
+        {"call_sid": CALL_A, "conference_sid": CONF, "status": "in-progress", "hold": True},
+        {"call_sid": CALL_B, "conference_sid": CONF, "status": "in-progress", "hold": False},
+    ]
     answer_reads(line.fake, present=[], participants=held)
-    line.post("/voice/conference-status", {"AccountSid": "acct", "ConferenceSid": CONF, "FriendlyName": ROOM,
-                                           "StatusCallbackEvent": "participant-hold", "CallSid": CALL_A,
-                                           "Hold": "true", "Timestamp": formatdate(T0, usegmt=True)})
+    line.post(
+        "/voice/conference-status",
+        {
+            "AccountSid": "acct",
+            "ConferenceSid": CONF,
+            "FriendlyName": ROOM,
+            "StatusCallbackEvent": "participant-hold",
+            "CallSid": CALL_A,
+            "Hold": "true",
+            "Timestamp": formatdate(T0, usegmt=True),
+        },
+    )
     line.settle()
     assert line.updates() == [(update_path(CONF, REC), {"Status": "paused", "PauseBehavior": "skip"})]
     assert line.state().counted() == [CALL_B] and line.state().verified
 
 
 # 4. A few seconds of REST errors never abandon a live recording.
+
 
 @pytest.mark.slow
 def test_after_many_failed_commands_a_new_wanted_state_is_still_sent(line):
@@ -206,6 +269,7 @@ def test_after_many_failed_commands_a_new_wanted_state_is_still_sent(line):
 
 # 5. A leave and rejoin within one second (one-second Timestamps) keeps the call on the line.
 
+
 def test_a_leave_and_rejoin_in_the_same_second_keeps_the_call(line):
     line.two_known_callers()
     line.settle()
@@ -220,6 +284,7 @@ def test_a_leave_and_rejoin_in_the_same_second_keeps_the_call(line):
 
 # 6. Reads never delay commands.
 
+
 def test_a_pause_is_not_held_up_behind_a_slow_read(signalwire):
     app = create_app(make_config(signalwire_concurrency=1))
     line = Line(app, signalwire)
@@ -231,19 +296,39 @@ def test_a_pause_is_not_held_up_behind_a_slow_read(signalwire):
         line.conference("participant-join", CALL_B)
         line.recording("in-progress")
         assert reading.wait(5)
-        for event, call in (("conference-start", None), ("participant-join", CALL_A),
-                            ("participant-join", CALL_C)):
-            line.post("/voice/conference-status", {
-                "AccountSid": "acct", "ConferenceSid": other_conf, "FriendlyName": other_room,
-                "StatusCallbackEvent": event, "Timestamp": formatdate(T0, usegmt=True),
-                **({"CallSid": call} if call else {})})
-        line.post("/voice/recording-status", {"RecordingSid": other_rec, "RecordingStatus": "in-progress"},
-                  query="room=%2B15550003333")
-        line.post("/voice/conference-status", {
-            "AccountSid": "acct", "ConferenceSid": other_conf, "FriendlyName": other_room, "CallSid": CALL_C,
-            "StatusCallbackEvent": "participant-leave", "Timestamp": formatdate(T0 + 1, usegmt=True)})
-        paused = wait_for(lambda: (update_path(other_conf, other_rec), {"Status": "paused", "PauseBehavior": "skip"})
-                          in line.updates(), timeout=3)
+        for event, call in (("conference-start", None), ("participant-join", CALL_A), ("participant-join", CALL_C)):
+            line.post(
+                "/voice/conference-status",
+                {
+                    "AccountSid": "acct",
+                    "ConferenceSid": other_conf,
+                    "FriendlyName": other_room,
+                    "StatusCallbackEvent": event,
+                    "Timestamp": formatdate(T0, usegmt=True),
+                    **({"CallSid": call} if call else {}),
+                },
+            )
+        line.post(
+            "/voice/recording-status",
+            {"RecordingSid": other_rec, "RecordingStatus": "in-progress"},
+            query="room=%2B15550003333",
+        )
+        line.post(
+            "/voice/conference-status",
+            {
+                "AccountSid": "acct",
+                "ConferenceSid": other_conf,
+                "FriendlyName": other_room,
+                "CallSid": CALL_C,
+                "StatusCallbackEvent": "participant-leave",
+                "Timestamp": formatdate(T0 + 1, usegmt=True),
+            },
+        )
+        paused = wait_for(
+            lambda: (update_path(other_conf, other_rec), {"Status": "paused", "PauseBehavior": "skip"})
+            in line.updates(),
+            timeout=3,
+        )
         release.set()
         assert paused, "the other room's pause waited for the read"
         line.settle()
@@ -254,10 +339,13 @@ def test_a_pause_is_not_held_up_behind_a_slow_read(signalwire):
 
 # Documented REST values.
 
+
 def test_a_listed_participant_that_has_left_is_not_counted(line):
     """Participants lists may carry `status: completed` for calls that left."""
-    left = [{"call_sid": CALL_A, "conference_sid": CONF, "status": "in-progress"},
-            {"call_sid": CALL_B, "conference_sid": CONF, "status": "completed"}]
+    left = [
+        {"call_sid": CALL_A, "conference_sid": CONF, "status": "in-progress"},
+        {"call_sid": CALL_B, "conference_sid": CONF, "status": "completed"},
+    ]
     answer_reads(line.fake, present=[], participants=left)
     line.conference("participant-leave", CALL_C)  # a call we never saw join: read before deciding
     line.recording("in-progress")
@@ -304,6 +392,7 @@ def test_the_reconciler_runs_at_its_own_interval_not_the_sweeps(signalwire):
     answer_list(signalwire, [])
     app = create_app(make_config(reconcile_interval_s=0.2, end_grace_s=300.0))
     try:
+
         def lists() -> int:
             """How many conference listings SignalWire has answered so far."""
             return sum(1 for c in signalwire.calls if urlsplit(c.request.url).path.endswith("/Conferences.json"))

@@ -24,8 +24,11 @@ def scrape(app) -> dict:
     """{(name, labels): value} of every sample."""
     response = app.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200 and response.content_type.startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.get_data(as_text=True)) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.get_data(as_text=True))
+        for s in family.samples
+    }
 
 
 def test_counters_and_gauges_move(app):
@@ -36,8 +39,14 @@ def test_counters_and_gauges_move(app):
     client.post("/voice/conference-status", data={**FORM, "CallSid": sid("B")})
     client.post("/voice/recording-status?room=R", data={"RecordingSid": sid("rec"), "RecordingStatus": "in-progress"})
     # A later second: a join and leave of one call in one second would (rightly) ask for a confirmation read.
-    client.post("/voice/conference-status", data={**FORM, "StatusCallbackEvent": "participant-leave",
-                                                  "Timestamp": formatdate(time.time() + 1, usegmt=True)})
+    client.post(
+        "/voice/conference-status",
+        data={
+            **FORM,
+            "StatusCallbackEvent": "participant-leave",
+            "Timestamp": formatdate(time.time() + 1, usegmt=True),
+        },
+    )
     client.post("/voice/conference-status", data={"FriendlyName": "R"})  # 400
     assert services(app).commands.wait_idle(10)
     after = scrape(app)

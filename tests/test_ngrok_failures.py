@@ -11,20 +11,35 @@ import app
 from config import ConfigError
 from support import PROJECT, free_port, make_config
 
-SETTINGS = {"SIGNALWIRE_PROJECT_ID": PROJECT, "SIGNALWIRE_API_TOKEN": "PTtoken",
-            "SIGNALWIRE_SPACE_URL": "example.signalwire.com", "SIGNALWIRE_SIGNING_KEY": "PSK", "USE_NGROK": "true",
-            "NGROK_AUTHTOKEN": "ngrok-token", "SIGNALWIRE_PHONE_NUMBER": "", "PUBLIC_URL": "", "REDIS_URL": ""}
+SETTINGS = {
+    "SIGNALWIRE_PROJECT_ID": PROJECT,
+    "SIGNALWIRE_API_TOKEN": "PTtoken",
+    "SIGNALWIRE_SPACE_URL": "example.signalwire.com",
+    "SIGNALWIRE_SIGNING_KEY": "PSK",
+    "USE_NGROK": "true",
+    "NGROK_AUTHTOKEN": "ngrok-token",
+    "SIGNALWIRE_PHONE_NUMBER": "",
+    "PUBLIC_URL": "",
+    "REDIS_URL": "",
+}
 
 
 @pytest.fixture
 def no_ngrok(monkeypatch, tmp_path):
     """No ngrok on PATH, pyngrok's own copy not downloaded yet (it would go to tmp_path), and its download
     unreachable; the settings of `make dev` with USE_NGROK=true, NGROK_PATH as the test sets it."""
-    monkeypatch.setattr(installer, "PLATFORMS", {name: f"http://127.0.0.1:{free_port()}/ngrok.tgz"
-                                                 for name in installer.PLATFORMS})
-    monkeypatch.setattr(conf, "_default_pyngrok_config",
-                        PyngrokConfig(ngrok_path=str(tmp_path / "pyngrok" / "ngrok"),
-                                      config_path=str(tmp_path / "pyngrok" / "ngrok.yml"), startup_timeout=5))
+    monkeypatch.setattr(
+        installer, "PLATFORMS", {name: f"http://127.0.0.1:{free_port()}/ngrok.tgz" for name in installer.PLATFORMS}
+    )
+    monkeypatch.setattr(
+        conf,
+        "_default_pyngrok_config",
+        PyngrokConfig(
+            ngrok_path=str(tmp_path / "pyngrok" / "ngrok"),
+            config_path=str(tmp_path / "pyngrok" / "ngrok.yml"),
+            startup_timeout=5,
+        ),
+    )
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
     monkeypatch.delenv("NGROK_PATH", raising=False)
     for name, value in SETTINGS.items():

@@ -31,9 +31,23 @@ from emulator.scenarios import DEMO_NUMBER, Player
 from conversations import reconcile
 from quorum.gateway import ListedRecording
 from recording_state import ABANDONED, GONE, PROCESSING, Conference, MemoryStore, RecordingInfo
-from support import (API_BASE, CALL_RECORDINGS_LIST, CONFERENCE_RECORDINGS_LIST, LAML_MEDIA, LAML_RECORDINGS,
-                     RECORDING_DELETE, RECORDING_RESOURCE, SignedCallbacks, conference_form, make_config,
-                     free_port, recording_resource, recordings_page, sid, wav_bytes)
+from support import (
+    API_BASE,
+    CALL_RECORDINGS_LIST,
+    CONFERENCE_RECORDINGS_LIST,
+    LAML_MEDIA,
+    LAML_RECORDINGS,
+    RECORDING_DELETE,
+    RECORDING_RESOURCE,
+    SignedCallbacks,
+    conference_form,
+    make_config,
+    free_port,
+    recording_resource,
+    recordings_page,
+    sid,
+    wav_bytes,
+)
 
 ROOM = "+15550009999"
 CONF = sid("conf-n")
@@ -62,15 +76,22 @@ class SignalWireHolds:
         fake.add_callback(responses.GET, RECORDING_RESOURCE, callback=self._one)
         fake.add_callback(responses.GET, LAML_MEDIA, callback=self._media)
         # A conference read (after a restart) finds it over: nobody on the line.
-        fake.add(responses.GET, f"{API_BASE}/Conferences/{CONF}/Participants.json",
-                 json={"participants": [], "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/p"})
-        fake.add(responses.GET, f"{API_BASE}/Conferences/{CONF}.json",
-                 json={"sid": CONF, "friendly_name": ROOM, "status": "completed"})
+        fake.add(
+            responses.GET,
+            f"{API_BASE}/Conferences/{CONF}/Participants.json",
+            json={"participants": [], "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/p"},
+        )
+        fake.add(
+            responses.GET,
+            f"{API_BASE}/Conferences/{CONF}.json",
+            json={"sid": CONF, "friendly_name": ROOM, "status": "completed"},
+        )
 
     def hold(self, recording_sid, status="completed", duration=2, call=None):
         """SignalWire has this recording (a conference recording of CONF, or `call`'s own)."""
-        self.resources[recording_sid] = recording_resource(recording_sid, status, duration,
-                                                           conference=None if call else CONF, call=call)
+        self.resources[recording_sid] = recording_resource(
+            recording_sid, status, duration, conference=None if call else CONF, call=call
+        )
 
     def count(self, kind):
         return sum(1 for asked, _ in self.asked if asked == kind)
@@ -125,9 +146,16 @@ class Line(SignedCallbacks):
 
     def recording(self, recording_sid, status, duration="2", call=None):
         query = {"room": ROOM} | ({"call": call} if call else {})
-        return self.ok("/voice/recording-status", {"RecordingSid": recording_sid, "RecordingStatus": status,
-                                                   "RecordingUrl": LAML_RECORDINGS + recording_sid,
-                                                   "RecordingDuration": duration}, query)
+        return self.ok(
+            "/voice/recording-status",
+            {
+                "RecordingSid": recording_sid,
+                "RecordingStatus": status,
+                "RecordingUrl": LAML_RECORDINGS + recording_sid,
+                "RecordingDuration": duration,
+            },
+            query,
+        )
 
     def begin(self):
         """Both callers dial in and join, the conference starts, its recording runs."""
@@ -178,6 +206,7 @@ def audio_of(record) -> list:
 
 
 # --- 1. the archive reconciles against SignalWire ------------------------------------------------
+
 
 def test_a_recording_whose_completed_callback_was_lost_is_archived_from_what_signalwire_lists(line, holds):
     """Row 4: the callbacks of a call's end were answered 503 until SignalWire gave up: the grace period runs out
@@ -230,8 +259,7 @@ def test_a_recording_still_in_progress_at_signalwire_holds_the_archive_back(tmp_
         shutdown(line.app)
 
 
-def test_a_recording_that_never_finishes_at_signalwire_is_waited_for_an_hour_then_the_record_says_why(
-        tmp_path, holds):
+def test_a_recording_that_never_finishes_at_signalwire_is_waited_for_an_hour_then_the_record_says_why(tmp_path, holds):
     offset = [0.0]
     line = make_line(tmp_path, offset)
     try:
@@ -292,6 +320,7 @@ def test_the_conversation_page_shows_why_the_audio_is_missing(line, holds):
 
 # --- per-call recordings -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def own_recordings(signalwire):
     """The host's own recording is created as OWN; updates are accepted."""
@@ -300,7 +329,8 @@ def own_recordings(signalwire):
 
 
 def test_a_callers_own_recording_whose_end_was_lost_is_found_by_listing_the_callers_recordings(
-        tmp_path, holds, own_recordings):
+    tmp_path, holds, own_recordings
+):
     line = make_line(tmp_path, participant_recording="inbound", record_participants=HOST_NUMBER)
     try:
         holds.hold(MIX)
@@ -315,7 +345,8 @@ def test_a_callers_own_recording_whose_end_was_lost_is_found_by_listing_the_call
 
 
 def test_a_callers_own_recording_whose_creation_timed_out_and_whose_callbacks_were_lost_is_still_archived(
-        tmp_path, holds, signalwire):
+    tmp_path, holds, signalwire
+):
     """The create took effect at SignalWire but its answer never came (not retried: that would record the caller
     twice), and none of its callbacks got through: listing the caller's recordings finds it."""
     signalwire.add(responses.POST, CALL_RECORDING_CREATE, body=requests.ConnectionError("answer lost"))
@@ -342,9 +373,11 @@ def test_without_participant_recording_no_caller_is_listed(line, holds):
 
 # --- 2. a completed callback for a conference Quorum does not hold -------------------------------
 
+
 @pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def test_a_completed_callback_for_a_conference_no_one_holds_is_kept_and_archived_as_its_conference(
-        request, tmp_path, holds, store):
+    request, tmp_path, holds, store
+):
     settings = {}
     if store == "redis":
         settings = {"redis_url": request.getfixturevalue("redis_url"), "redis_namespace": f"t{uuid.uuid4().hex[:8]}"}
@@ -369,8 +402,9 @@ def test_after_a_restart_the_completed_callback_is_archived_with_the_conference_
     first = make_line(tmp_path)
     first.begin()
     shutdown(first.app)
-    again = Line(create_app(make_config(recordings_dir=str(tmp_path), end_grace_s=0.2), store=MemoryStore()),
-                 at=first.at)
+    again = Line(
+        create_app(make_config(recordings_dir=str(tmp_path), end_grace_s=0.2), store=MemoryStore()), at=first.at
+    )
     try:
         again.end()
         again.recording(MIX, "completed")
@@ -382,8 +416,7 @@ def test_after_a_restart_the_completed_callback_is_archived_with_the_conference_
         shutdown(again.app)
 
 
-LAST_EVENTS = [("participant-leave", GUEST), ("participant-leave", HOST), ("conference-end", None),
-               ("recording", MIX)]
+LAST_EVENTS = [("participant-leave", GUEST), ("participant-leave", HOST), ("conference-end", None), ("recording", MIX)]
 
 
 @settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -427,9 +460,11 @@ def test_a_completed_callback_naming_a_recording_of_the_held_conference_is_merge
 
 # --- 3. media downloads are retried with backoff --------------------------------------------------
 
+
 @pytest.mark.slow
 def test_media_answering_503_is_retried_until_it_is_archived_and_the_log_names_the_conversation(
-        tmp_path, holds, caplog):
+    tmp_path, holds, caplog
+):
     offset = [0.0]
     line = make_line(tmp_path, offset)
     try:
@@ -453,9 +488,11 @@ def test_media_answering_503_is_retried_until_it_is_archived_and_the_log_names_t
 
 # --- 4. deletion at SignalWire only after a checked copy ------------------------------------------
 
+
 @pytest.mark.parametrize("listed_s, deleted", [(2, True), (5, False)])
 def test_a_recording_found_only_by_the_reconcile_is_deleted_only_once_its_copy_is_checked(
-        tmp_path, holds, signalwire, listed_s, deleted):
+    tmp_path, holds, signalwire, listed_s, deleted
+):
     seen = []
 
     def delete(request):
@@ -481,9 +518,19 @@ def test_a_recording_found_only_by_the_reconcile_is_deleted_only_once_its_copy_i
 
 # --- the pure decisions (conversations/reconcile.py) ----------------------------------------------
 
+
 def ended_conference(**changes):
-    return Conference(**{"room": ROOM, "conference_sid": CONF, "ended": True, "ended_at": 1000.0, "opened_at": 900.0,
-                         "status": PROCESSING, **changes})
+    return Conference(
+        **{
+            "room": ROOM,
+            "conference_sid": CONF,
+            "ended": True,
+            "ended_at": 1000.0,
+            "opened_at": 900.0,
+            "status": PROCESSING,
+            **changes,
+        }
+    )
 
 
 def media_at(recording_sid):
@@ -491,10 +538,15 @@ def media_at(recording_sid):
 
 
 def test_merged_fills_in_what_no_callback_told_and_keeps_what_one_did():
-    conf = ended_conference(recordings={MIX: ABANDONED, OWN: GONE},
-                            recording_info={OWN: RecordingInfo(url="https://callback/own", duration_s=None)})
-    merged = reconcile.merged(conf, {MIX: ListedRecording("completed", 4.0, CONF),
-                                     OWN: ListedRecording("completed", 3.0, None, HOST)}, media_at)
+    conf = ended_conference(
+        recordings={MIX: ABANDONED, OWN: GONE},
+        recording_info={OWN: RecordingInfo(url="https://callback/own", duration_s=None)},
+    )
+    merged = reconcile.merged(
+        conf,
+        {MIX: ListedRecording("completed", 4.0, CONF), OWN: ListedRecording("completed", 3.0, None, HOST)},
+        media_at,
+    )
     assert merged.recordings == {MIX: GONE, OWN: GONE}
     assert merged.recording_info[MIX] == RecordingInfo(url=media_at(MIX), duration_s=4.0)
     assert merged.recording_info[OWN] == RecordingInfo(call_sid=HOST, url="https://callback/own", duration_s=3.0)
@@ -524,8 +576,13 @@ def test_a_try_put_off_waits_as_long_again_as_the_conference_has_waited_within_b
 
 def test_an_unclaimed_recording_adopted_by_its_ended_conference_finishes_it():
     holder = ended_conference(status="live", recordings={})
-    unclaimed = Conference(room=ROOM, recordings={MIX: GONE}, ended=True, ended_at=1200.0,
-                           recording_info={MIX: RecordingInfo(url=media_at(MIX), duration_s=2.0)})
+    unclaimed = Conference(
+        room=ROOM,
+        recordings={MIX: GONE},
+        ended=True,
+        ended_at=1200.0,
+        recording_info={MIX: RecordingInfo(url=media_at(MIX), duration_s=2.0)},
+    )
     adopted = reconcile.adopted(holder, unclaimed)
     assert adopted.status == PROCESSING and adopted.recordings == {MIX: GONE}
     assert adopted.recording_info[MIX].url == media_at(MIX)
@@ -533,8 +590,15 @@ def test_an_unclaimed_recording_adopted_by_its_ended_conference_finishes_it():
 
 # --- end to end, against the emulator -------------------------------------------------------------
 
-SESSION = [("call", "host", DEMO_NUMBER), ("wait", 0.3), ("call", "guest", DEMO_NUMBER), ("wait", 0.6),
-           ("hangup", "guest"), ("wait", 0.2), ("hangup", "host")]
+SESSION = [
+    ("call", "host", DEMO_NUMBER),
+    ("wait", 0.3),
+    ("call", "guest", DEMO_NUMBER),
+    ("wait", 0.6),
+    ("hangup", "guest"),
+    ("wait", 0.2),
+    ("hangup", "host"),
+]
 
 
 def _archived_mix(stack):
@@ -579,8 +643,22 @@ def test_end_to_end_the_end_of_a_call_lost_to_an_outage_is_still_archived_with_a
 def redis_to_stop(tmp_path):
     """A redis-server of this test's own (the session's is shared), to stop and resume: (its URL, its process)."""
     port = free_port()
-    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            shutil.which("redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     assert wait_until(lambda: _answers(url), 10)
     yield url, server
@@ -611,8 +689,12 @@ def test_end_to_end_redis_unreachable_while_a_call_ends_loses_no_audio(redis_to_
         assert stack.emulator.settle(90) and wait_until(lambda: stack.emulator.dispatcher.pending() == 0, 30)
         ends = {(a.callback.event, a.status) for a in stack.emulator.callback_attempts() if a.at > stopped_at}
         # Every callback of the end answered 503: the conference's, the recording's, and the calls' own ends.
-        assert {event for event, _ in ends} >= {"participant-leave", "conference-end", "recording:completed",
-                                                 "call-status"} and {status for _, status in ends} == {503}
+        assert {event for event, _ in ends} >= {
+            "participant-leave",
+            "conference-end",
+            "recording:completed",
+            "call-status",
+        } and {status for _, status in ends} == {503}
         server.send_signal(signal.SIGCONT)
         assert stack.wait_for_empty_store(30)
         record, wav = _archived_mix(stack)

@@ -36,11 +36,36 @@ def test_every_api_and_webhook_route_is_described(client):
 def test_schemathesis_finds_no_failure_against_the_running_app():
     with quorum_stack(api_token=TOKEN) as stack:
         url = f"{stack.config.public_url}/api/openapi.json"
-        env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(Path(__file__).parent),
-               "QUORUM_PUBLIC_URL": stack.config.public_url, "QUORUM_SIGNING_KEY": stack.config.signalwire_signing_key}
+        env = {
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
+            "PYTHONPATH": str(Path(__file__).parent),
+            "QUORUM_PUBLIC_URL": stack.config.public_url,
+            "QUORUM_SIGNING_KEY": stack.config.signalwire_signing_key,
+        }
         result = subprocess.run(
-            [SCHEMATHESIS, "run", url, "--checks", "all", "--max-examples", "25", "--seed", "20261204",
-             "--header", f"Authorization: Bearer {TOKEN}", "--request-timeout", "10", "--no-color",
-             "--warnings", "off"], capture_output=True, text=True, timeout=600, env=env)
+            [
+                SCHEMATHESIS,
+                "run",
+                url,
+                "--checks",
+                "all",
+                "--max-examples",
+                "25",
+                "--seed",
+                "20261204",
+                "--header",
+                f"Authorization: Bearer {TOKEN}",
+                "--request-timeout",
+                "10",
+                "--no-color",
+                "--warnings",
+                "off",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
     print(result.stdout[-6000:], result.stderr[-2000:])
     assert result.returncode == 0, result.stdout[-6000:]

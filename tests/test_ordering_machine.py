@@ -108,15 +108,24 @@ EXAMPLES = int(os.environ.get("QUORUM_MACHINE_EXAMPLES", "300"))
 STATE_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 API_STATUS = {RECORDING: "in-progress", PAUSED: "paused"}
 # Where a participant callback says its call is: (on the line, on hold).
-PLACE = {"participant-join": (True, False), "participant-leave": (False, False),
-         "participant-hold": (True, True), "participant-unhold": (True, False), "call-status": (False, False)}
+PLACE = {
+    "participant-join": (True, False),
+    "participant-leave": (False, False),
+    "participant-hold": (True, True),
+    "participant-unhold": (True, False),
+    "call-status": (False, False),
+}
 # What a call-status's time is: its event's second, its arrival's (a <Dial> action has no Timestamp), or the call's
 # creation (how SignalWire's Incoming call status callback page reads its Timestamp). Never later than its arrival.
 CALL_STATUS_TIMES = ("event", "arrival", "creation")
 # How the model's SignalWire answers a pause/resume: (what the gateway returns, whether it took effect).
-COMMAND_OUTCOMES = {"ok": (Outcome.OK, True), "timeout-applied": (Outcome.RETRY, True),
-                    "timeout-lost": (Outcome.RETRY, False), "refused": (Outcome.REJECTED, False),
-                    "transient-404": (Outcome.GONE, False)}  # a 404 can be transient: the recording goes on
+COMMAND_OUTCOMES = {
+    "ok": (Outcome.OK, True),
+    "timeout-applied": (Outcome.RETRY, True),
+    "timeout-lost": (Outcome.RETRY, False),
+    "refused": (Outcome.REJECTED, False),
+    "transient-404": (Outcome.GONE, False),
+}  # a 404 can be transient: the recording goes on
 
 
 @dataclass(frozen=True)
@@ -191,13 +200,13 @@ class OrderingMachine(RuleBasedStateMachine):
     # Rules that are often disabled return early instead of having a precondition: hypothesis abandons a
     # step when several draws in a row hit disabled rules, which wasted half the examples.
 
-    @initialize(minimum=st.sampled_from([2, 3, 1]), hold_counts=st.booleans(),
-                host=st.sampled_from([None, CALLS[0]]))
+    @initialize(minimum=st.sampled_from([2, 3, 1]), hold_counts=st.booleans(), host=st.sampled_from([None, CALLS[0]]))
     def setup(self, minimum: int, hold_counts: bool, host: Optional[str]) -> None:
         """SignalWire with nobody on the line, and a freshly started Quorum under the drawn rule."""
         self.minimum, self.clock, self.seq = minimum, 1000.0, 0
-        self.rule = RoomRule(min_participants=minimum, hold_counts_as_present=hold_counts,
-                             host_numbers=(HOST_NUMBER,) if host else ())
+        self.rule = RoomRule(
+            min_participants=minimum, hold_counts_as_present=hold_counts, host_numbers=(HOST_NUMBER,) if host else ()
+        )
         self.host = host
         self.line: set = set()
         self.held: set = set()  # the calls on the line that are on hold
@@ -230,8 +239,14 @@ class OrderingMachine(RuleBasedStateMachine):
         """The process's controller and command steps on `store`; reads in flight died with the last process."""
         self.store = store
         self.collaborators = Collaborators(self)
-        self.controller = RecordingController(self.store, self.collaborators, self.collaborators,
-                                              lambda room: self.rule, end_grace_s=300.0, clock=lambda: self.clock)
+        self.controller = RecordingController(
+            self.store,
+            self.collaborators,
+            self.collaborators,
+            lambda room: self.rule,
+            end_grace_s=300.0,
+            clock=lambda: self.clock,
+        )
         self.queue = SteppedQueue(self.store, self.collaborators, lambda: self.clock)
         self.reads: List[PendingRead] = []
 
@@ -314,8 +329,9 @@ class OrderingMachine(RuleBasedStateMachine):
     def _snapshot(self) -> policy.Snapshot:
         """What a REST read of the conference answers right now."""
         recordings = {REC: API_STATUS[self.recording]} if self.recording else {}
-        return policy.Snapshot("in-progress" if self.recording else "init", tuple(sorted(self.line)), recordings,
-                               tuple(sorted(self.held)))
+        return policy.Snapshot(
+            "in-progress" if self.recording else "init", tuple(sorted(self.line)), recordings, tuple(sorted(self.held))
+        )
 
     # --- Callbacks ---------------------------------------------------------------------------------
 
@@ -327,8 +343,11 @@ class OrderingMachine(RuleBasedStateMachine):
             at = math.floor(self.clock) if callback.arrival else callback.at
             self.controller.call_ended(CallStatusEvent(ROOM, callback.call, at))
         else:
-            self.controller.conference_event(ConferenceEvent(callback.kind, ROOM, CONF, callback.call, callback.at,
-                                                             hold=callback.kind == "participant-hold"))
+            self.controller.conference_event(
+                ConferenceEvent(
+                    callback.kind, ROOM, CONF, callback.call, callback.at, hold=callback.kind == "participant-hold"
+                )
+            )
 
     def _tell(self, call: str, seq: int, place: Tuple[bool, bool]) -> None:
         """K learns the call's place as of `seq`, unless it knows something newer."""
@@ -352,8 +371,11 @@ class OrderingMachine(RuleBasedStateMachine):
             self._told_it_ended(callback)
         elif callback.call is not None and callback.kind != "call-status" and callback.call not in self.ended:
             self._tell(callback.call, callback.seq, PLACE[callback.kind])
-            if any(c.call == callback.call and c.at == callback.at and PLACE[c.kind] != PLACE[callback.kind]
-                   for c in self.delivered if c.kind != "call-status"):
+            if any(
+                c.call == callback.call and c.at == callback.at and PLACE[c.kind] != PLACE[callback.kind]
+                for c in self.delivered
+                if c.kind != "call-status"
+            ):
                 self.conflicts[callback.call] = len(self.delivered) + 1
         self.delivered.append(callback)
 
@@ -387,8 +409,13 @@ class OrderingMachine(RuleBasedStateMachine):
         after = self.store.get(ROOM)
         if ends:
             self._told_it_ended(callback)
-        elif (seen is not None and not seen.terminal and callback.kind != "call-status" and seen.at == callback.at
-              and seen.line != PLACE[callback.kind]):
+        elif (
+            seen is not None
+            and not seen.terminal
+            and callback.kind != "call-status"
+            and seen.at == callback.at
+            and seen.line != PLACE[callback.kind]
+        ):
             assert after.recheck, "a duplicate that looks like a same-second conflict must ask for a read"
             self.conflicts[callback.call] = len(self.delivered)  # one, as far as the policy can tell
         else:
@@ -407,8 +434,12 @@ class OrderingMachine(RuleBasedStateMachine):
     def _read_wanted(self) -> bool:
         """`CommandQueue._read`'s own test of whether the room still needs a read."""
         conf = self.store.get(ROOM)
-        return (conf is not None and not conf.ended and conf.conference_sid is not None
-                and (read_is_urgent(conf) or conf.recheck))
+        return (
+            conf is not None
+            and not conf.ended
+            and conf.conference_sid is not None
+            and (read_is_urgent(conf) or conf.recheck)
+        )
 
     @rule()
     def send_read(self) -> None:
@@ -417,8 +448,17 @@ class OrderingMachine(RuleBasedStateMachine):
             return
         conf, snapshot = self.store.get(ROOM), self._snapshot()
         self.sends += 1
-        self.reads.append(PendingRead(policy.read_start(conf), snapshot, read_is_urgent(conf),
-                                      self.seq, len(self.delivered), self.queue._hosts(conf, snapshot), self.sends))
+        self.reads.append(
+            PendingRead(
+                policy.read_start(conf),
+                snapshot,
+                read_is_urgent(conf),
+                self.seq,
+                len(self.delivered),
+                self.queue._hosts(conf, snapshot),
+                self.sends,
+            )
+        )
 
     def _land(self, read: PendingRead, outcome: Outcome) -> None:
         """Merge a read's answer exactly as `CommandQueue._read` does."""
@@ -443,8 +483,7 @@ class OrderingMachine(RuleBasedStateMachine):
             self.stale_word = None
         self.overtaken |= {r.sent for r in self.reads if r.sent > read.sent}
 
-    @rule(index=st.integers(0, 3), outcome=st.sampled_from([Outcome.OK, Outcome.OK, Outcome.RETRY,
-                                                             Outcome.REJECTED]))
+    @rule(index=st.integers(0, 3), outcome=st.sampled_from([Outcome.OK, Outcome.OK, Outcome.RETRY, Outcome.REJECTED]))
     def land_read(self, index: int, outcome: Outcome) -> None:
         """A read in flight answers (at any later moment), fails for now, or is refused."""
         if not self.reads:
@@ -518,8 +557,9 @@ class OrderingMachine(RuleBasedStateMachine):
 
     def _counted(self, places: Dict[str, Tuple[bool, bool]]) -> List[str]:
         """The calls of a line-up that count toward the quorum: on the line, not on hold unless hold counts."""
-        return sorted(call for call, (on, held) in places.items()
-                      if on and (self.rule.hold_counts_as_present or not held))
+        return sorted(
+            call for call, (on, held) in places.items() if on and (self.rule.hold_counts_as_present or not held)
+        )
 
     def _rule(self, counted: List[str]) -> str:
         """What the room's rule wants for this counted line-up; the host counts only if this process knows it."""
@@ -543,12 +583,20 @@ class OrderingMachine(RuleBasedStateMachine):
     def decisions_follow_what_was_told(self) -> None:
         """Invariant 2."""
         conf = self.store.get(ROOM) if hasattr(self, "store") else None
-        if (conf is None or REC not in conf.recordings or policy.needs_recovery(conf) or conf.recheck
-                or self.given_up or self.stale_word is not None or any(map(self._may_miss_a_callback, CALLS))):
+        if (
+            conf is None
+            or REC not in conf.recordings
+            or policy.needs_recovery(conf)
+            or conf.recheck
+            or self.given_up
+            or self.stale_word is not None
+            or any(map(self._may_miss_a_callback, CALLS))
+        ):
             return
         told = self._told_line()
         assert conf.wanted == self._rule(told), (
-            f"wants {conf.wanted} while told {told} count; the policy counts {sorted(conf.counted())}")
+            f"wants {conf.wanted} while told {told} count; the policy counts {sorted(conf.counted())}"
+        )
 
     @invariant()
     def an_ended_call_stays_off_the_line(self) -> None:
@@ -603,12 +651,16 @@ class OrderingMachine(RuleBasedStateMachine):
 
 
 OrderingMachine.TestCase.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=40, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    max_examples=EXAMPLES,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 test_ordering_machine = OrderingMachine.TestCase
 
 
 # Counterexamples the machine found, minimised, as plain regression tests.
+
 
 def _started(store: MemoryStore, *calls: str) -> None:
     """Known calls joined in second 1, conference-start and the recording's in-progress delivered."""

@@ -23,10 +23,19 @@ def joined(conf, *calls, at=101.0):
     return conf
 
 
-@pytest.mark.parametrize("present, minimum, wanted", [
-    (0, 2, PAUSED), (1, 2, PAUSED), (2, 2, RECORDING), (5, 2, RECORDING),
-    (2, 3, PAUSED), (3, 3, RECORDING), (1, 1, RECORDING), (0, 1, PAUSED),
-])
+@pytest.mark.parametrize(
+    "present, minimum, wanted",
+    [
+        (0, 2, PAUSED),
+        (1, 2, PAUSED),
+        (2, 2, RECORDING),
+        (5, 2, RECORDING),
+        (2, 3, PAUSED),
+        (3, 3, RECORDING),
+        (1, 1, RECORDING),
+        (0, 1, PAUSED),
+    ],
+)
 def test_wanted_state(present, minimum, wanted):
     assert policy.wanted_state(present, minimum) == wanted
 
@@ -58,14 +67,17 @@ def test_a_same_second_conflict_follows_arrival_order_and_asks_for_a_confirmatio
     assert duplicate is rejoined  # a duplicate is still a no-op
 
 
-@pytest.mark.parametrize("present, confirmed, expected", [
-    (("A", "B"), RECORDING, None),
-    (("A",), RECORDING, PAUSED),
-    (("A", "B"), PAUSED, RECORDING),
-    (("A",), PAUSED, None),
-    (("A",), GONE, None),
-    (("A",), ABANDONED, None),
-])
+@pytest.mark.parametrize(
+    "present, confirmed, expected",
+    [
+        (("A", "B"), RECORDING, None),
+        (("A",), RECORDING, PAUSED),
+        (("A", "B"), PAUSED, RECORDING),
+        (("A",), PAUSED, None),
+        (("A",), GONE, None),
+        (("A",), ABANDONED, None),
+    ],
+)
 def test_next_action(present, confirmed, expected):
     conf = joined(conference(), *present)
     conf = policy.recording_status(conf, "rec-1", "in-progress", 102.0)
@@ -119,15 +131,18 @@ def test_adopt_ignores_older_and_replaces_with_newer_conference(event_at, expect
     assert (adopted or conf).conference_sid == expect_sid
 
 
-@pytest.mark.parametrize("events, needs", [
-    # A join of a call that never came through the voice webhook, before conference-start: a new conference,
-    # or one from before a restart (others may be on the line, recorded): read, as for any unknown call.
-    ([("A", True)], True),
-    ([("A", True), ("A", False)], True),  # someone left a conference we never saw start
-    ([("rec", None)], True),  # a recording we cannot place without knowing who is on the line
-    ([("A", "known")], False),  # a first join of a call our voice webhook saw: a new conference, trusted
-    ([("A", "known"), ("B", "known")], False),
-])
+@pytest.mark.parametrize(
+    "events, needs",
+    [
+        # A join of a call that never came through the voice webhook, before conference-start: a new conference,
+        # or one from before a restart (others may be on the line, recorded): read, as for any unknown call.
+        ([("A", True)], True),
+        ([("A", True), ("A", False)], True),  # someone left a conference we never saw start
+        ([("rec", None)], True),  # a recording we cannot place without knowing who is on the line
+        ([("A", "known")], False),  # a first join of a call our voice webhook saw: a new conference, trusted
+        ([("A", "known"), ("B", "known")], False),
+    ],
+)
 def test_state_begun_mid_conference_is_recovered_before_deciding(events, needs):
     conf = policy.new_conference("R", "conf-1", 100.0, RULE)
     for i, (what, joined_now) in enumerate(events):
@@ -177,7 +192,9 @@ def test_timeline_logs_each_change_once():
 
 # A call's true life: joins at `start`, leaves at `end` (None: still on the line).
 calls = st.lists(
-    st.tuples(st.integers(0, 50), st.one_of(st.none(), st.integers(0, 30))), min_size=0, max_size=6,
+    st.tuples(st.integers(0, 50), st.one_of(st.none(), st.integers(0, 30))),
+    min_size=0,
+    max_size=6,
 )
 
 
@@ -191,7 +208,9 @@ def test_any_delivery_order_ends_in_the_policy_state(lives, minimum, data):
         events.append((f"call-{i}", True, float(start)))
         if duration is not None:
             events.append((f"call-{i}", False, float(start + duration + 1)))
-    delivered = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events or [None]).filter(bool), max_size=8))))
+    delivered = data.draw(
+        st.permutations(events + data.draw(st.lists(st.sampled_from(events or [None]).filter(bool), max_size=8)))
+    )
     conf = policy.recording_status(conference(minimum), "rec-1", "in-progress", 0.0)
     for call, is_join, at in delivered:
         conf = policy.participant_event(conf, call, is_join, at)

@@ -18,38 +18,51 @@ def started(rule=RoomRule()):
 def play(conf, steps):
     """Apply (call, event, at) steps (join, leave, hold, unhold), versioned as a store would; HOST is a host."""
     for call, kind, at in steps:
-        conf = bump(conf, policy.participant_event(conf, call, kind != "leave", at, known=True, hold=kind == "hold",
-                                                   host=call == HOST))
+        conf = bump(
+            conf,
+            policy.participant_event(
+                conf, call, kind != "leave", at, known=True, hold=kind == "hold", host=call == HOST
+            ),
+        )
     return conf
 
 
 J, L, H, U = "join", "leave", "hold", "unhold"
 
 
-@pytest.mark.parametrize("rule, steps, wanted", [
-    # A caller on hold is not on the line ...
-    (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (GUEST, H, 3)], PAUSED),
-    (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (GUEST, H, 3), (GUEST, U, 4)], RECORDING),
-    (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (OTHER, J, 3), (GUEST, H, 4)], RECORDING),
-    # ... unless the rule counts holds.
-    (RoomRule(hold_counts_as_present=True), [(HOST, J, 1), (GUEST, J, 2), (GUEST, H, 3)], RECORDING),
-    # Out of order: the unhold (newer) came first, so the hold it ended is stale.
-    (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (GUEST, U, 4), (GUEST, H, 3)], RECORDING),
-    # A hold arriving before the join it follows puts the call in, on hold; the older join changes nothing.
-    (RoomRule(), [(HOST, J, 1), (GUEST, H, 3), (GUEST, J, 2)], PAUSED),
-    # A leave outranks an older hold or unhold.
-    (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (OTHER, J, 2), (GUEST, L, 5), (GUEST, U, 4)], RECORDING),
-    (RoomRule(min_participants=3), [(HOST, J, 1), (GUEST, J, 2), (OTHER, J, 2), (GUEST, L, 5), (GUEST, U, 4)],
-     PAUSED),
-    # Hosts: guests alone never make a quorum; a host arriving does; the host leaving ends it.
-    (RoomRule(host_numbers=("+15551230001",)), [(GUEST, J, 1), (OTHER, J, 2)], PAUSED),
-    (RoomRule(host_numbers=("+15551230001",)), [(GUEST, J, 1), (OTHER, J, 2), (HOST, J, 3)], RECORDING),
-    (RoomRule(host_numbers=("+15551230001",)), [(GUEST, J, 1), (OTHER, J, 2), (HOST, J, 3), (HOST, L, 4)], PAUSED),
-    # A host on hold is not a host on the line.
-    (RoomRule(host_numbers=("+15551230001",)), [(GUEST, J, 1), (OTHER, J, 2), (HOST, J, 3), (HOST, H, 4)], PAUSED),
-    (RoomRule(host_numbers=("+15551230001",), hold_counts_as_present=True),
-     [(GUEST, J, 1), (HOST, J, 3), (HOST, H, 4)], RECORDING),
-])
+@pytest.mark.parametrize(
+    "rule, steps, wanted",
+    [
+        # A caller on hold is not on the line ...
+        (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (GUEST, H, 3)], PAUSED),
+        (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (GUEST, H, 3), (GUEST, U, 4)], RECORDING),
+        (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (OTHER, J, 3), (GUEST, H, 4)], RECORDING),
+        # ... unless the rule counts holds.
+        (RoomRule(hold_counts_as_present=True), [(HOST, J, 1), (GUEST, J, 2), (GUEST, H, 3)], RECORDING),
+        # Out of order: the unhold (newer) came first, so the hold it ended is stale.
+        (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (GUEST, U, 4), (GUEST, H, 3)], RECORDING),
+        # A hold arriving before the join it follows puts the call in, on hold; the older join changes nothing.
+        (RoomRule(), [(HOST, J, 1), (GUEST, H, 3), (GUEST, J, 2)], PAUSED),
+        # A leave outranks an older hold or unhold.
+        (RoomRule(), [(HOST, J, 1), (GUEST, J, 2), (OTHER, J, 2), (GUEST, L, 5), (GUEST, U, 4)], RECORDING),
+        (
+            RoomRule(min_participants=3),
+            [(HOST, J, 1), (GUEST, J, 2), (OTHER, J, 2), (GUEST, L, 5), (GUEST, U, 4)],
+            PAUSED,
+        ),
+        # Hosts: guests alone never make a quorum; a host arriving does; the host leaving ends it.
+        (RoomRule(host_numbers=("+15551230001",)), [(GUEST, J, 1), (OTHER, J, 2)], PAUSED),
+        (RoomRule(host_numbers=("+15551230001",)), [(GUEST, J, 1), (OTHER, J, 2), (HOST, J, 3)], RECORDING),
+        (RoomRule(host_numbers=("+15551230001",)), [(GUEST, J, 1), (OTHER, J, 2), (HOST, J, 3), (HOST, L, 4)], PAUSED),
+        # A host on hold is not a host on the line.
+        (RoomRule(host_numbers=("+15551230001",)), [(GUEST, J, 1), (OTHER, J, 2), (HOST, J, 3), (HOST, H, 4)], PAUSED),
+        (
+            RoomRule(host_numbers=("+15551230001",), hold_counts_as_present=True),
+            [(GUEST, J, 1), (HOST, J, 3), (HOST, H, 4)],
+            RECORDING,
+        ),
+    ],
+)
 def test_wanted_state_under_the_rule(rule, steps, wanted):
     assert play(started(rule), steps).wanted == wanted
 
@@ -122,13 +135,16 @@ def test_each_resume_announces_again():
     assert conf.announce_tries == policy.ANNOUNCE_TRIES
 
 
-@pytest.mark.parametrize("outcomes, tries_left, logged", [
-    (["played"], 0, ["played"]),
-    (["failed"], 1, []),  # tried once more
-    (["failed", "played"], 0, ["played"]),
-    (["failed", "failed"], 0, ["failed"]),  # given up and logged, the recording untouched
-    (["skipped"], 0, ["skipped"]),
-])
+@pytest.mark.parametrize(
+    "outcomes, tries_left, logged",
+    [
+        (["played"], 0, ["played"]),
+        (["failed"], 1, []),  # tried once more
+        (["failed", "played"], 0, ["played"]),
+        (["failed", "failed"], 0, ["failed"]),  # given up and logged, the recording untouched
+        (["skipped"], 0, ["skipped"]),
+    ],
+)
 def test_announcement_outcomes(outcomes, tries_left, logged):
     conf = announcing(play(started(RoomRule(recording_announcement=NOTICE)), [(HOST, J, 1), (GUEST, J, 2)]))
     for n, outcome in enumerate(outcomes):
@@ -161,15 +177,19 @@ def test_recording_resumed_waits_for_the_announcement_and_says_how_it_went():
     assert (kind, data["announcement"]) == ("recording.resumed", None)  # no announcement configured: at once
 
 
-@pytest.mark.xfail(strict=True, reason="recover() takes what an earlier-sent read wrote for news newer than a read "
-                                       "still in flight: of two overlapping reads landing in the order sent, the "
-                                       "older word stays (the ordering machine found it; a leave shows it too)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="recover() takes what an earlier-sent read wrote for news newer than a read "
+    "still in flight: of two overlapping reads landing in the order sent, the "
+    "older word stays (the ordering machine found it; a leave shows it too)",
+)
 def test_of_two_overlapping_reads_the_later_sent_has_the_last_word():
     """The guest goes on hold and comes back, both callbacks still in flight; a read sent during the hold
     lands first, one sent after it lands last. The later read is the newer: the guest is back."""
     conf = play(started(), [(HOST, J, 1), (GUEST, J, 2)])
     during, after = policy.read_start(conf), policy.read_start(conf)
-    conf = bump(conf, policy.recover(conf, policy.Snapshot("in-progress", (HOST, GUEST), {}, held=(GUEST,)), 5.0,
-                                     during))
+    conf = bump(
+        conf, policy.recover(conf, policy.Snapshot("in-progress", (HOST, GUEST), {}, held=(GUEST,)), 5.0, during)
+    )
     conf = bump(conf, policy.recover(conf, policy.Snapshot("in-progress", (HOST, GUEST), {}), 6.0, after))
     assert conf.wanted == RECORDING and not conf.participants[GUEST].hold

@@ -75,16 +75,31 @@ class Core:
     def __init__(self, gateway=None, store=None):
         self.store, self.clock, self.processor = store or MemoryStore(), Clock(), FakeProcessor()
         self.gateway, self.crossings = gateway or FakeGateway(), []
-        self.commands = CommandQueue(self.store, self.gateway, lock_ttl_s=5, recording_callback=lambda r, c: "",
-                                     clock=self.clock, sleep=lambda s: None, observe_crossing=self.crossings.append)
-        self.controller = RecordingController(self.store, self.commands, self.processor, lambda room: RoomRule(),
-                                              end_grace_s=60,
-                                              reconcile_interval_s=1, clock=self.clock, gateway=self.gateway)
+        self.commands = CommandQueue(
+            self.store,
+            self.gateway,
+            lock_ttl_s=5,
+            recording_callback=lambda r, c: "",
+            clock=self.clock,
+            sleep=lambda s: None,
+            observe_crossing=self.crossings.append,
+        )
+        self.controller = RecordingController(
+            self.store,
+            self.commands,
+            self.processor,
+            lambda room: RoomRule(),
+            end_grace_s=60,
+            reconcile_interval_s=1,
+            clock=self.clock,
+            gateway=self.gateway,
+        )
 
     def event(self, kind, call=None, at=T0):
         """A conference event, applied directly (no HTTP), arriving now."""
-        return self.controller.conference_event(ConferenceEvent(kind, ROOM, CONF, call, at,
-                                                                received=time.perf_counter()))
+        return self.controller.conference_event(
+            ConferenceEvent(kind, ROOM, CONF, call, at, received=time.perf_counter())
+        )
 
     def two_recording(self):
         """Known callers A and B on the line and the recording confirmed running."""

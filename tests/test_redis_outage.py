@@ -20,9 +20,15 @@ SECRET = "s3cret-password"
 
 def outage_config(port: int, **overrides):
     """Settings with REDIS_URL (a password in it) at `port`, fast sweeps and reconciles, the dashboard on."""
-    return make_config(redis_url=f"redis://:{SECRET}@127.0.0.1:{port}/3", end_grace_s=0.2, reconcile_interval_s=0.1,
-                       api_token="tok", event_callback_url="http://127.0.0.1:9/events", event_callback_secret="x",
-                       **overrides)
+    return make_config(
+        redis_url=f"redis://:{SECRET}@127.0.0.1:{port}/3",
+        end_grace_s=0.2,
+        reconcile_interval_s=0.1,
+        api_token="tok",
+        event_callback_url="http://127.0.0.1:9/events",
+        event_callback_secret="x",
+        **overrides,
+    )
 
 
 def records(caplog):
@@ -37,9 +43,24 @@ def lines(caplog, text: str):
 
 def start_redis(port: int, directory) -> subprocess.Popen:
     """A redis-server on `port`, answering a ping before this returns."""
-    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--requirepass", SECRET, "--dir", str(directory)],
-                              stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            shutil.which("redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            SECRET,
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:

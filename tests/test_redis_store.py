@@ -16,8 +16,18 @@ from app import create_app, services, shutdown
 from config import ConfigError, RoomRule
 from quorum.controller import Decision, RecordingEvent
 from support import conference_form, make_config, sid
-from recording_state import (PAUSED, PROCESSING, RECORDING, STALE_AFTER_S, TIMELINE_LIMIT, Caller, MemoryStore,
-                             RecordingInfo, TalkEvents, Transition)
+from recording_state import (
+    PAUSED,
+    PROCESSING,
+    RECORDING,
+    STALE_AFTER_S,
+    TIMELINE_LIMIT,
+    Caller,
+    MemoryStore,
+    RecordingInfo,
+    TalkEvents,
+    Transition,
+)
 from test_recording_core import A, B, CONF, REC, ROOM, T0, Core
 from quorum.redis_store import CACHE_BYTES, RedisStore
 
@@ -56,9 +66,11 @@ class CountingStore:
 
 def join(call, at):
     """A mutation: `call` joins room R (creating it if needed)."""
+
     def apply(conf):
         conf = conf or policy.conference_started(policy.new_conference("R", "conf-1", 0.0, RULE))
         return policy.participant_event(conf, call, True, at)
+
     return apply
 
 
@@ -75,9 +87,18 @@ def rich_conference():
     conf = policy.command_result(conf, "rec-1", "failed", 3.0, "paused")
     conf = policy.connection_event(conf, "A", True, 4.0, Caller("+1555", "+1666", record=True))
     conf = policy.conference_ended(conf, 7.0)
-    return dataclasses.replace(conf, recording_info={"rec-1": RecordingInfo("A", "https://x/r.wav", 3.5)},
-                               unrecordable=("B",), wanted=RECORDING, read_version=3, recheck=True, status=PROCESSING,
-                               started_at=0.5, opened_at=0.25, talk={"A": TalkEvents((1.0, 5.0), (3.0,))})
+    return dataclasses.replace(
+        conf,
+        recording_info={"rec-1": RecordingInfo("A", "https://x/r.wav", 3.5)},
+        unrecordable=("B",),
+        wanted=RECORDING,
+        read_version=3,
+        recheck=True,
+        status=PROCESSING,
+        started_at=0.5,
+        opened_at=0.25,
+        talk={"A": TalkEvents((1.0, 5.0), (3.0,))},
+    )
 
 
 def test_stored_json_is_what_asdict_gave_and_older_data_still_loads(redis_url, store):
@@ -292,8 +313,12 @@ def change(kind, call, at):
     return {"delete": lambda conf: None, "same": lambda conf: conf}[kind]
 
 
-STEPS = st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["join", "leave", "same", "delete", "flush"]),
-                           st.sampled_from("ABCD")), max_size=25)
+STEPS = st.lists(
+    st.tuples(
+        st.integers(0, 2), st.sampled_from(["join", "leave", "same", "delete", "flush"]), st.sampled_from("ABCD")
+    ),
+    max_size=25,
+)
 
 
 @settings(max_examples=60, deadline=None)

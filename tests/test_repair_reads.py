@@ -41,6 +41,7 @@ REPAIR_S, ROUTINE_S = 8.0, 60.0
 
 # --- Which conferences are at the threshold: a pure function, checked against every single lost event -----
 
+
 def _line_up(rule: RoomRule, calls) -> Conference:
     """A started conference under `rule` whose calls are (present, on hold, host) as drawn."""
     conf = policy.conference_started(policy.new_conference(ROOM, CONF, T0, rule))
@@ -66,11 +67,16 @@ def _one_event_flips(conf: Conference) -> bool:
 
 
 @settings(max_examples=400, deadline=None)
-@given(minimum=st.integers(1, 4), hold_counts=st.booleans(), hosts=st.booleans(),
-       calls=st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans()), max_size=6))
+@given(
+    minimum=st.integers(1, 4),
+    hold_counts=st.booleans(),
+    hosts=st.booleans(),
+    calls=st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans()), max_size=6),
+)
 def test_at_the_threshold_exactly_when_one_lost_event_would_break_the_rule(minimum, hold_counts, hosts, calls):
-    rule = RoomRule(min_participants=minimum, hold_counts_as_present=hold_counts,
-                    host_numbers=(HOST_NUMBER,) if hosts else ())
+    rule = RoomRule(
+        min_participants=minimum, hold_counts_as_present=hold_counts, host_numbers=(HOST_NUMBER,) if hosts else ()
+    )
     conf = _line_up(rule, [(present, hold, host and hosts) for present, hold, host in calls])
     assert read_schedule.at_threshold(conf) is _one_event_flips(conf)
 
@@ -91,8 +97,7 @@ def test_a_read_does_not_end_the_schedule():
     conf = _line_up(RoomRule(), [(True, False, False), (True, False, False)])
     conf = policy.recording_status(conf, REC, "in-progress", T0)
     assert read_schedule.next_read_at(conf, REPAIR_S, ROUTINE_S) == conf.opened_at + REPAIR_S  # first: after it opened
-    read = policy.recover(conf, policy.Snapshot("in-progress", tuple(conf.present()), {REC: "in-progress"}),
-                          T0 + 100)
+    read = policy.recover(conf, policy.Snapshot("in-progress", tuple(conf.present()), {REC: "in-progress"}), T0 + 100)
     assert read.read_at == T0 + 100 and read.read_version == read.version + 1
     assert read_schedule.next_read_at(read, REPAIR_S, ROUTINE_S) == T0 + 100 + REPAIR_S
     busy = policy.participant_event(read, "third", True, T0 + 101, known=True)  # off the threshold: rarely
@@ -115,6 +120,7 @@ def test_readers_are_sized_from_the_budget():
 
 
 # --- The repair round, on an injected clock -------------------------------------------------------------
+
 
 class ReadingGateway:
     """SignalWire's REST API as the queue sees it: reads answer `present` (settable), commands succeed."""
@@ -147,11 +153,20 @@ class Process:
 
     def __init__(self, store, gateway: ReadingGateway, clock: Clock):
         self.store, self.gateway = store, gateway
-        self.commands = CommandQueue(store, gateway, lock_ttl_s=5, recording_callback=lambda r, c: "", clock=clock,
-                                     reads_per_s=100)
-        self.controller = RecordingController(store, self.commands, _Processor(), lambda room: RoomRule(),
-                                              end_grace_s=60, reconcile_interval_s=ROUTINE_S, clock=clock,
-                                              gateway=gateway, repair_interval_s=REPAIR_S)
+        self.commands = CommandQueue(
+            store, gateway, lock_ttl_s=5, recording_callback=lambda r, c: "", clock=clock, reads_per_s=100
+        )
+        self.controller = RecordingController(
+            store,
+            self.commands,
+            _Processor(),
+            lambda room: RoomRule(),
+            end_grace_s=60,
+            reconcile_interval_s=ROUTINE_S,
+            clock=clock,
+            gateway=gateway,
+            repair_interval_s=REPAIR_S,
+        )
 
     def recording(self, *calls):
         """Known `calls` joined, the conference started and its recording running."""
@@ -243,32 +258,60 @@ def test_two_stores_on_one_redis_share_the_read_budget(redis_url):
 
 # --- Hosts after a flush: the Call resource's From ------------------------------------------------------
 
+
 def _calls_fetched(fake) -> List[str]:
     """Sids of the calls fetched (`GET /Calls/{sid}`)."""
-    return [c.request.url.rsplit("/", 1)[1].removesuffix(".json") for c in fake.calls
-            if c.request.method == "GET" and "/Calls/" in c.request.url]
+    return [
+        c.request.url.rsplit("/", 1)[1].removesuffix(".json")
+        for c in fake.calls
+        if c.request.method == "GET" and "/Calls/" in c.request.url
+    ]
 
 
 def _answer_conference(fake, present, recordings: Optional[dict] = None, held=()):
     """Answer reads of CONF (participants, recordings) and fetches of the calls on its line."""
     base = f"{API_BASE}/Conferences/{CONF}"
-    fake.add(responses.GET, f"{base}/Participants.json", json={
-        "participants": [{"call_sid": call, "conference_sid": CONF, "status": "in-progress", "hold": call in held}
-                         for call in present], "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/p"})
-    fake.add(responses.GET, f"{base}/Recordings.json", json={
-        "recordings": [{"sid": s, "conference_sid": CONF, "status": v}
-                       for s, v in (recordings or {REC: "in-progress"}).items()],
-        "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/r"})
+    fake.add(
+        responses.GET,
+        f"{base}/Participants.json",
+        json={
+            "participants": [
+                {"call_sid": call, "conference_sid": CONF, "status": "in-progress", "hold": call in held}
+                for call in present
+            ],
+            "page": 0,
+            "page_size": 50,
+            "next_page_uri": None,
+            "uri": "/p",
+        },
+    )
+    fake.add(
+        responses.GET,
+        f"{base}/Recordings.json",
+        json={
+            "recordings": [
+                {"sid": s, "conference_sid": CONF, "status": v} for s, v in (recordings or {REC: "in-progress"}).items()
+            ],
+            "page": 0,
+            "page_size": 50,
+            "next_page_uri": None,
+            "uri": "/r",
+        },
+    )
     for call, number in ((HOST, HOST_NUMBER), (GUEST, GUEST_NUMBER)):
-        fake.add(responses.GET, f"{API_BASE}/Calls/{call}.json",
-                 json={"sid": call, "from": number, "to": ROOM, "status": "in-progress"})
+        fake.add(
+            responses.GET,
+            f"{API_BASE}/Calls/{call}.json",
+            json={"sid": call, "from": number, "to": ROOM, "status": "in-progress"},
+        )
 
 
 @pytest.fixture
 def hosted(signalwire, config):
     """A fresh app whose room has a host (its store empty: a restart without state, or a flushed Redis)."""
-    app = create_app(make_config(host_numbers=HOST_NUMBER, redis_url=config.redis_url,
-                                 redis_namespace=config.redis_namespace))
+    app = create_app(
+        make_config(host_numbers=HOST_NUMBER, redis_url=config.redis_url, redis_namespace=config.redis_namespace)
+    )
     yield SignedCallbacks(app)
     shutdown(app)
 
@@ -277,8 +320,9 @@ def test_after_a_flush_the_host_is_known_again_from_the_call_resource(hosted, si
     """Host and guest were recorded when the store was lost; the guest goes on hold and comes back. Without
     the host's From the conference would stay paused for the rest of the call."""
     _answer_conference(signalwire, [HOST, GUEST], held=(GUEST,))
-    hosted.post("/voice/conference-status", {**conference_form("participant-hold", CONF, ROOM, GUEST, T0),
-                                             "Hold": "true"})
+    hosted.post(
+        "/voice/conference-status", {**conference_form("participant-hold", CONF, ROOM, GUEST, T0), "Hold": "true"}
+    )
     hosted.settle()
     conf = hosted.state(ROOM)
     assert conf.participants[HOST].host and not conf.participants[GUEST].host
@@ -301,8 +345,11 @@ def test_a_call_that_cannot_be_fetched_is_fetched_again_at_the_next_read(hosted,
     hosted.post("/voice/conference-status", conference_form("participant-leave", CONF, ROOM, OTHER, T0))
     hosted.settle()
     assert not hosted.state(ROOM).participants[HOST].host
-    signalwire.replace(responses.GET, f"{API_BASE}/Calls/{HOST}.json",
-                       json={"sid": HOST, "from": HOST_NUMBER, "to": ROOM, "status": "in-progress"})
+    signalwire.replace(
+        responses.GET,
+        f"{API_BASE}/Calls/{HOST}.json",
+        json={"sid": HOST, "from": HOST_NUMBER, "to": ROOM, "status": "in-progress"},
+    )
     services(hosted.app).store.mutate(ROOM, policy.ask_confirmation)
     services(hosted.app).commands.read(ROOM)
     hosted.settle()
@@ -311,6 +358,7 @@ def test_a_call_that_cannot_be_fetched_is_fetched_again_at_the_next_read(hosted,
 
 
 # --- End to end: a lost callback at the threshold, after a confirming read ------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lost", ["participant-leave", "participant-hold", "participant-join"])
@@ -327,8 +375,11 @@ def test_a_lost_event_at_the_threshold_is_repaired_by_a_read_after_a_confirming_
         assert wait_until(lambda: reads() >= 1, 5)  # a confirming read
         assert stack.settle()
         stack.emulator.set_faults(Faults(callback_drop_events=frozenset({lost})))
-        step = {"participant-leave": ("hangup", "guest"), "participant-hold": ("hold", "guest"),
-                "participant-join": ("call", "guest", DEMO_NUMBER)}[lost]
+        step = {
+            "participant-leave": ("hangup", "guest"),
+            "participant-hold": ("hold", "guest"),
+            "participant-join": ("call", "guest", DEMO_NUMBER),
+        }[lost]
         player.play([step])
         (conf,) = stack.emulator.conferences(DEMO_NUMBER)
         recording = stack.emulator.recording(conf.recording_sids[0])

@@ -20,13 +20,16 @@ DAY_S = 86400.0
 T = 1_800_000_000.0
 
 
-@pytest.mark.parametrize("record, is_expired", [
-    ({"started_at": iso(T - 40 * DAY_S), "ended_at": iso(T - 31 * DAY_S)}, True),
-    ({"started_at": iso(T - 31 * DAY_S), "ended_at": iso(T - 29 * DAY_S)}, False),  # counted from its end
-    ({"started_at": iso(T - 31 * DAY_S), "ended_at": None}, True),  # no end: from its start
-    ({"started_at": None, "ended_at": None}, False),  # no time at all: kept
-    ({"started_at": "garbled", "ended_at": "garbled"}, False),
-])
+@pytest.mark.parametrize(
+    "record, is_expired",
+    [
+        ({"started_at": iso(T - 40 * DAY_S), "ended_at": iso(T - 31 * DAY_S)}, True),
+        ({"started_at": iso(T - 31 * DAY_S), "ended_at": iso(T - 29 * DAY_S)}, False),  # counted from its end
+        ({"started_at": iso(T - 31 * DAY_S), "ended_at": None}, True),  # no end: from its start
+        ({"started_at": None, "ended_at": None}, False),  # no time at all: kept
+        ({"started_at": "garbled", "ended_at": "garbled"}, False),
+    ],
+)
 def test_expired(record, is_expired):
     assert expired(record, T - 30 * DAY_S) is is_expired
 
@@ -36,9 +39,18 @@ def archived_at(app, conversation_id: str, ended: float) -> Path:
     archive: Archive = services(app).archive
     directory = archive.directory_for(ROOM, ended - 60, conversation_id)
     archive.write_file(directory, "mix.wav", wav_bytes(0.5))
-    archive.save(directory, {"id": conversation_id, "room": ROOM, "status": "ready", "started_at": iso(ended - 60),
-                             "ended_at": iso(ended), "audio": {"wav_file": "mix.wav", "deleted_from_signalwire": False},
-                             "channels": []})
+    archive.save(
+        directory,
+        {
+            "id": conversation_id,
+            "room": ROOM,
+            "status": "ready",
+            "started_at": iso(ended - 60),
+            "ended_at": iso(ended),
+            "audio": {"wav_file": "mix.wav", "deleted_from_signalwire": False},
+            "channels": [],
+        },
+    )
     return directory
 
 
@@ -54,7 +66,8 @@ def test_retention_removes_what_ended_too_long_ago_and_logs_how_many(tmp_path, d
         shutdown(app)
     assert not old.exists() and not older.exists() and new.is_dir()
     assert [r.getMessage() for r in caplog.records if r.name == "quorum.retention"] == [
-        "archive retention: removed 2 conversations that ended more than 30 days ago"]
+        "archive retention: removed 2 conversations that ended more than 30 days ago"
+    ]
 
 
 def test_retention_off_keeps_everything(tmp_path, deletions):

@@ -20,15 +20,24 @@ from emulator.faults import Faults
 from emulator.scenarios import DEMO_NUMBER, Player
 
 DAY_S = 86400
-SESSION = [("call", "host", DEMO_NUMBER), ("wait", 0.3), ("call", "guest", DEMO_NUMBER), ("wait", 1.2),
-           ("hangup", "guest"), ("wait", 0.2), ("hangup", "host")]
+SESSION = [
+    ("call", "host", DEMO_NUMBER),
+    ("wait", 0.3),
+    ("call", "guest", DEMO_NUMBER),
+    ("wait", 1.2),
+    ("hangup", "guest"),
+    ("wait", 0.2),
+    ("hangup", "host"),
+]
 DELETES_FAIL = Faults(rest_error=1.0, rest_error_methods=frozenset({"DELETE"}))
 
 
 def conversation_dirs(stack) -> list:
     """Every archived conversation's directory, oldest first."""
-    return sorted((p.parent for p in Path(stack.config.recordings_dir).glob("*/*/*/conversation.json")),
-                  key=lambda d: json.loads((d / "conversation.json").read_text())["started_at"])
+    return sorted(
+        (p.parent for p in Path(stack.config.recordings_dir).glob("*/*/*/conversation.json")),
+        key=lambda d: json.loads((d / "conversation.json").read_text())["started_at"],
+    )
 
 
 def record_of(directory: Path) -> dict:
@@ -50,8 +59,11 @@ def recordings(stack) -> dict:
 
 def deletes(stack) -> list:
     """(recording sid, status) of every DELETE Quorum sent."""
-    return [(c.path.rsplit("/", 1)[1].removesuffix(".json"), c.status)
-            for c in stack.emulator.rest_log.calls if c.method == "DELETE"]
+    return [
+        (c.path.rsplit("/", 1)[1].removesuffix(".json"), c.status)
+        for c in stack.emulator.rest_log.calls
+        if c.method == "DELETE"
+    ]
 
 
 def pending(stack) -> list:
@@ -75,8 +87,9 @@ def test_each_recording_is_deleted_at_signalwire_only_once_its_archived_copy_is_
             if event.kind == "recording-deleted":  # the emulator has just applied a DELETE
                 (directory,) = Path(stack.config.recordings_dir).glob("*/*/*")
                 files = {p.name: p.stat().st_size for p in directory.iterdir()}
-                archive_at_delete.append((event.detail, record_of(directory) if "conversation.json" in files
-                                          else None, files))
+                archive_at_delete.append(
+                    (event.detail, record_of(directory) if "conversation.json" in files else None, files)
+                )
 
         stack.emulator.sim.listeners.append(look_at_the_archive)
         play_and_archive(stack)
@@ -103,7 +116,9 @@ def test_a_failing_download_keeps_signalwires_copy_until_a_checked_copy_is_archi
     with quorum_stack(faults=Faults(media_error=1.0), delete_from_signalwire=True) as stack:
         Player(stack.emulator).play(SESSION)
         assert stack.settle()
-        assert wait_until(lambda: stack.emulator.injector.injected["media_error"] >= 3, 15)  # three tries, 1 s and 2 s apart
+        assert wait_until(
+            lambda: stack.emulator.injector.injected["media_error"] >= 3, 15
+        )  # three tries, 1 s and 2 s apart
         time.sleep(1.0)  # a few sweeps
         # Not given up on (the next try is put off), and nothing is deleted: nothing safe stands in for it yet.
         assert conversation_dirs(stack) == [] and deletes(stack) == [] and pending(stack) == []
@@ -176,8 +191,12 @@ def test_retention_removes_the_old_conversation_and_keeps_the_new_one(caplog):
 
 def test_an_expired_conversation_waits_for_its_signalwire_copies_to_be_deleted_first():
     offset = [0.0]
-    with quorum_stack(faults=DELETES_FAIL, delete_from_signalwire=True, archive_retention_days=1,
-                      archive_clock=lambda: time.time() + offset[0]) as stack:
+    with quorum_stack(
+        faults=DELETES_FAIL,
+        delete_from_signalwire=True,
+        archive_retention_days=1,
+        archive_clock=lambda: time.time() + offset[0],
+    ) as stack:
         play_and_archive(stack)
         (directory,) = conversation_dirs(stack)
         (recording,) = recordings(stack).values()

@@ -32,11 +32,20 @@ def cluster(tmp_path, redis_url):
         emulator = made["emulator"] = Emulator(faults=faults, seed=7).start()
         balancer = made["balancer"] = Balancer(seed=3).__enter__()
         namespace = f"t{uuid.uuid4().hex[:8]}"
-        env = {"SIGNALWIRE_PROJECT_ID": emulator.project, "SIGNALWIRE_API_TOKEN": emulator.token,
-               "SIGNALWIRE_SPACE_URL": "emulator.invalid", "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
-               "SIGNALWIRE_API_URL": emulator.url, "PUBLIC_URL": balancer.url, "USE_NGROK": "false",
-               "END_GRACE_S": "1", "RECONCILE_INTERVAL_S": "0", "SIGNALWIRE_TIMEOUT_S": "2",
-               "LOG_LEVEL": "INFO", "RECORDINGS_DIR": str(tmp_path / "recordings")}
+        env = {
+            "SIGNALWIRE_PROJECT_ID": emulator.project,
+            "SIGNALWIRE_API_TOKEN": emulator.token,
+            "SIGNALWIRE_SPACE_URL": "emulator.invalid",
+            "SIGNALWIRE_SIGNING_KEY": emulator.signing_key,
+            "SIGNALWIRE_API_URL": emulator.url,
+            "PUBLIC_URL": balancer.url,
+            "USE_NGROK": "false",
+            "END_GRACE_S": "1",
+            "RECONCILE_INTERVAL_S": "0",
+            "SIGNALWIRE_TIMEOUT_S": "2",
+            "LOG_LEVEL": "INFO",
+            "RECORDINGS_DIR": str(tmp_path / "recordings"),
+        }
         if redis:
             env.update(REDIS_URL=redis_url, REDIS_NAMESPACE=namespace)
         env.update(settings)
@@ -118,8 +127,9 @@ def store_presence(redis_url: str, namespace: str) -> dict:
 
 
 def test_two_processes_on_one_redis_under_faults_keep_the_policy(cluster, redis_url):
-    faults = Faults(seed=11, callback_duplicate=0.25, callback_delay_s=0.05, rest_latency_s=0.02,
-                    rest_jitter_s=0.04, rest_error=0.1)
+    faults = Faults(
+        seed=11, callback_duplicate=0.25, callback_delay_s=0.05, rest_latency_s=0.02, rest_jitter_s=0.04, rest_error=0.1
+    )
     emulator, balancer, processes = cluster(2, faults)
     players = play_sessions(emulator, seed=1, steps=14)
     settle(emulator, processes)
@@ -127,11 +137,16 @@ def test_two_processes_on_one_redis_under_faults_keep_the_policy(cluster, redis_
     truth = {c.name: set(c.present) for c in emulator.conferences() if c.status == "in-progress"}
     assert store_presence(redis_url, cluster.made["namespace"]) == truth  # no join or leave lost
     assert min(balancer.sent.values()) > 20  # both processes really served callbacks
-    print(f"balancer: {sorted(balancer.sent.values())} requests; live rooms: {len(truth)}; "
-          f"callers on the line: {sum(map(len, truth.values()))}; REST: {emulator.rest_log.counts()}; "
-          f"faults injected: {dict(emulator.injector.injected)}")
-    writes = Counter((c.path.split("/Conferences/")[1].split("/")[0], c.status)
-                     for c in emulator.rest_log.calls if c.method == "POST")
+    print(
+        f"balancer: {sorted(balancer.sent.values())} requests; live rooms: {len(truth)}; "
+        f"callers on the line: {sum(map(len, truth.values()))}; REST: {emulator.rest_log.counts()}; "
+        f"faults injected: {dict(emulator.injector.injected)}"
+    )
+    writes = Counter(
+        (c.path.split("/Conferences/")[1].split("/")[0], c.status)
+        for c in emulator.rest_log.calls
+        if c.method == "POST"
+    )
     failed = Counter(conf for (conf, status), n in writes.items() for _ in range(n) if status >= 500)
     for conf in emulator.conferences():
         ok = writes[(conf.sid, 200)]

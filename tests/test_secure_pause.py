@@ -27,8 +27,9 @@ TOKEN = "secure-0123456789-abcdefghij"
 
 def conference(*calls, minimum=2, at=T0):
     """A conference seen from its start with `calls` on the line, recording since `at`."""
-    conf = policy.conference_started(policy.new_conference(ROOM, "conf-1", at, RoomRule(min_participants=minimum),
-                                                           now=at))
+    conf = policy.conference_started(
+        policy.new_conference(ROOM, "conf-1", at, RoomRule(min_participants=minimum), now=at)
+    )
     for call in calls:
         conf = policy.participant_event(conf, call, True, at)
     return policy.recording_status(conf, "mix", "in-progress", at)
@@ -97,8 +98,14 @@ def test_the_list_of_secure_pauses_is_bounded():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["join", "leave", "pause", "resume", "tick"]), st.sampled_from("ABC"),
-                          st.floats(0.1, 100)), max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["join", "leave", "pause", "resume", "tick"]), st.sampled_from("ABC"), st.floats(0.1, 100)
+        ),
+        max_size=30,
+    )
+)
 def test_nothing_records_while_a_secure_pause_is_on_whatever_the_order(steps):
     """Any joins, leaves, pauses, resumes and clock ticks: wanted is PAUSED exactly while a pause is on, else the
     quorum rule's answer."""
@@ -131,16 +138,28 @@ def test_the_record_lists_who_why_when_and_how_each_ended():
     conf = secure_pause.resume(conf, T0 + 12, "dashboard")
     conf = secure_pause.begin(conf, T0 + 20, "dashboard", "", 5)
     live = record(conf, T0 + 22)["secure_pauses"]
-    assert live == [{"start_ms": 2000, "end_ms": 12000, "by": "api", "reason": "card number", "ended": "resumed",
-                     "resumed_by": "dashboard"},
-                    {"start_ms": 20000, "end_ms": None, "by": "dashboard", "reason": "", "ended": None,
-                     "resumed_by": None}]
+    assert live == [
+        {
+            "start_ms": 2000,
+            "end_ms": 12000,
+            "by": "api",
+            "reason": "card number",
+            "ended": "resumed",
+            "resumed_by": "dashboard",
+        },
+        {"start_ms": 20000, "end_ms": None, "by": "dashboard", "reason": "", "ended": None, "resumed_by": None},
+    ]
     assert record(conf, T0 + 30)["secure_pauses"][1]["end_ms"] == 25000  # past its deadline: timed out then
     assert record(conf, T0 + 30)["secure_pauses"][1]["ended"] == "timed-out"
     cut = policy.conference_ended(conf, T0 + 23)
     assert record(cut, T0 + 99)["secure_pauses"][1] == {
-        "start_ms": 20000, "end_ms": 23000, "by": "dashboard", "reason": "", "ended": "conference-ended",
-        "resumed_by": None}
+        "start_ms": 20000,
+        "end_ms": 23000,
+        "by": "dashboard",
+        "reason": "",
+        "ended": "conference-ended",
+        "resumed_by": None,
+    }
 
 
 def test_the_events_say_who_why_until_when_and_how_it_ended():
@@ -157,32 +176,60 @@ def test_the_events_say_who_why_until_when_and_how_it_ended():
 def test_the_timeline_shades_secure_pauses_apart_from_quorum_pauses():
     spans = [(RECORDING, 0, 4000), (PAUSED, 4000, 9000), (RECORDING, 9000, 12000), (PAUSED, 12000, 15000)]
     assert views.secure_shaded(spans, [(5000, 8000), (11000, 20000)]) == [
-        (RECORDING, 0, 4000), (PAUSED, 4000, 5000), (views.SECURE, 5000, 8000), (PAUSED, 8000, 9000),
-        (RECORDING, 9000, 12000), (views.SECURE, 12000, 15000)]  # a recorded stretch inside one stays recorded
-    page = views.timeline_view({"started_at": None, "ended_at": None, "channels": [],
-                                "recording_timeline": [{"state": s, "start_ms": a, "end_ms": b} for s, a, b in spans],
-                                "secure_pauses": [{"start_ms": 5000, "end_ms": 8000, "by": "api", "reason": "card",
-                                                   "ended": "resumed", "resumed_by": "dashboard"}]})
+        (RECORDING, 0, 4000),
+        (PAUSED, 4000, 5000),
+        (views.SECURE, 5000, 8000),
+        (PAUSED, 8000, 9000),
+        (RECORDING, 9000, 12000),
+        (views.SECURE, 12000, 15000),
+    ]  # a recorded stretch inside one stays recorded
+    page = views.timeline_view(
+        {
+            "started_at": None,
+            "ended_at": None,
+            "channels": [],
+            "recording_timeline": [{"state": s, "start_ms": a, "end_ms": b} for s, a, b in spans],
+            "secure_pauses": [
+                {
+                    "start_ms": 5000,
+                    "end_ms": 8000,
+                    "by": "api",
+                    "reason": "card",
+                    "ended": "resumed",
+                    "resumed_by": "dashboard",
+                }
+            ],
+        }
+    )
     assert [s["state"] for s in page["lanes"][0]["spans"]].count(views.SECURE) == 1
-    assert page["secure"] == [{"text": "secure pause by api (card), resumed by dashboard", "from": "0:05.0",
-                               "to": "0:08.0"}]
+    assert page["secure"] == [
+        {"text": "secure pause by api (card), resumed by dashboard", "from": "0:05.0", "to": "0:08.0"}
+    ]
 
 
 def test_the_live_card_says_whose_secure_pause_is_on_and_until_when():
     paused = secure_pause.begin(conference("A", "B"), T0, "dashboard", "card", 60)
     card = views.live_conference(paused, T0 + 1)
     assert card["secure"] and card["secure_button"] == "Resume recording"
-    assert card["secure_words"] == ("Secure pause by dashboard since 08:00:00 UTC (card): nothing is recorded; "
-                                    "it ends by itself at 08:01:00 UTC.")
+    assert card["secure_words"] == (
+        "Secure pause by dashboard since 08:00:00 UTC (card): nothing is recorded; it ends by itself at 08:01:00 UTC."
+    )
     assert not views.live_conference(conference("A"), T0)["secure"]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "86401"])
 def test_secure_pause_max_s_must_be_a_sensible_length(value):
     with pytest.raises(ConfigError, match="SECURE_PAUSE_MAX_S"):
-        Config.from_env({"SIGNALWIRE_PROJECT_ID": "p", "SIGNALWIRE_API_TOKEN": "t",
-                         "SIGNALWIRE_SPACE_URL": "example.signalwire.com", "PUBLIC_URL": "https://q.example.com",
-                         "VALIDATE_SIGNATURES": "false", "SECURE_PAUSE_MAX_S": value})
+        Config.from_env(
+            {
+                "SIGNALWIRE_PROJECT_ID": "p",
+                "SIGNALWIRE_API_TOKEN": "t",
+                "SIGNALWIRE_SPACE_URL": "example.signalwire.com",
+                "PUBLIC_URL": "https://q.example.com",
+                "VALIDATE_SIGNATURES": "false",
+                "SECURE_PAUSE_MAX_S": value,
+            }
+        )
 
 
 # The routes, on the real app (SignalWire faked over HTTP)
@@ -196,8 +243,13 @@ class Phone(SignedCallbacks):
     def event(self, kind: str, call: str = None) -> None:
         """One conference status callback for the room's conference."""
         Phone.at += 1
-        form = {"AccountSid": "acct", "ConferenceSid": sid("conf"), "FriendlyName": ROOM, "StatusCallbackEvent": kind,
-                "Timestamp": formatdate(Phone.at, usegmt=True)} | ({"CallSid": call} if call else {})
+        form = {
+            "AccountSid": "acct",
+            "ConferenceSid": sid("conf"),
+            "FriendlyName": ROOM,
+            "StatusCallbackEvent": kind,
+            "Timestamp": formatdate(Phone.at, usegmt=True),
+        } | ({"CallSid": call} if call else {})
         assert self.post("/voice/conference-status", form).status_code == 204
 
     def recording(self, status: str) -> None:

@@ -50,8 +50,12 @@ class Receiver:
 def secure(url: str, what: str, reason: str = "") -> tuple:
     """POST secure-pause or secure-resume for DEMO_NUMBER; (status, JSON answer, when it was sent)."""
     sent = time.time()
-    answer = requests.post(f"{url}/api/conferences/{DEMO_NUMBER}/secure-{what}", headers=BEARER,
-                           data={"reason": reason} if reason else None, timeout=10)
+    answer = requests.post(
+        f"{url}/api/conferences/{DEMO_NUMBER}/secure-{what}",
+        headers=BEARER,
+        data={"reason": reason} if reason else None,
+        timeout=10,
+    )
     return answer.status_code, answer.json(), sent
 
 
@@ -62,8 +66,10 @@ def states(emulator, sid: str) -> list:
 
 def state_since(emulator, sid: str, state: str, since: float, timeout: float = 5.0) -> float:
     """When the recording entered `state` at or after `since` (waiting for it), its span's start."""
+
     def entered():
         return next((start for s, start in states(emulator, sid) if s == state and start >= since), None)
+
     assert wait_until(lambda: entered() is not None, timeout), (sid, state, states(emulator, sid))
     return entered()
 
@@ -77,8 +83,12 @@ def archived(stack) -> list:
 def test_a_secure_pause_overrides_the_quorum_for_every_recording_until_resumed():
     receiver = Receiver()
     try:
-        with quorum_stack(api_token=TOKEN, participant_recording="inbound", event_callback_url=receiver.url,
-                          event_callback_secret=SECRET) as stack:
+        with quorum_stack(
+            api_token=TOKEN,
+            participant_recording="inbound",
+            event_callback_url=receiver.url,
+            event_callback_secret=SECRET,
+        ) as stack:
             player = Player(stack.emulator)
             player.play([("call", "host", DEMO_NUMBER), ("wait", 0.4), ("call", "guest", DEMO_NUMBER), ("wait", 1.0)])
             assert stack.settle()
@@ -109,7 +119,11 @@ def test_a_secure_pause_overrides_the_quorum_for_every_recording_until_resumed()
         receiver.close()
     (entry,) = record["secure_pauses"]
     assert {k: entry[k] for k in ("by", "reason", "ended", "resumed_by")} == {
-        "by": "api", "reason": "card number", "ended": "resumed", "resumed_by": "api"}
+        "by": "api",
+        "reason": "card number",
+        "ended": "resumed",
+        "resumed_by": "api",
+    }
     assert abs(entry["end_ms"] - entry["start_ms"] - 1000 * (resumed_at - paused_at)) < 200
     (began,), (ended,) = receiver.of("recording.secure_paused"), receiver.of("recording.secure_resumed")
     assert began["reason"] == "card number" and began["conversation_id"] == record["id"]
@@ -143,8 +157,9 @@ def test_a_resume_below_the_quorum_records_nothing_and_a_pause_of_no_conference_
 def test_a_secure_pause_nobody_resumes_times_out_and_the_rule_applies_again():
     receiver = Receiver()
     try:
-        with quorum_stack(api_token=TOKEN, secure_pause_max_s=1.5, event_callback_url=receiver.url,
-                          event_callback_secret=SECRET) as stack:
+        with quorum_stack(
+            api_token=TOKEN, secure_pause_max_s=1.5, event_callback_url=receiver.url, event_callback_secret=SECRET
+        ) as stack:
             player = Player(stack.emulator)
             player.play([("call", "host", DEMO_NUMBER), ("wait", 0.4), ("call", "guest", DEMO_NUMBER), ("wait", 0.8)])
             assert stack.settle()
@@ -191,8 +206,9 @@ def test_a_restart_in_the_middle_keeps_the_pause_and_ends_it_at_its_deadline():
 def test_two_gunicorn_workers_on_redis_end_a_pause_on_time_though_its_worker_died(redis_url, tmp_path):
     """The pause is asked of one worker, which is killed: the other ends it at its deadline, and the one gunicorn
     starts in its place finds it in Redis."""
-    with quorum_cluster(redis_url, tmp_path, Faults(), [DEMO_NUMBER], API_TOKEN=TOKEN, SECURE_PAUSE_MAX_S="10",
-                        END_GRACE_S="1") as cluster:
+    with quorum_cluster(
+        redis_url, tmp_path, Faults(), [DEMO_NUMBER], API_TOKEN=TOKEN, SECURE_PAUSE_MAX_S="10", END_GRACE_S="1"
+    ) as cluster:
         player = Player(cluster.emulator)
         player.play([("call", "host", DEMO_NUMBER), ("wait", 0.4), ("call", "guest", DEMO_NUMBER), ("wait", 0.8)])
         assert cluster.settle()

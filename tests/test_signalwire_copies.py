@@ -15,8 +15,16 @@ import responses
 
 from app import create_app, services, shutdown
 from conversations.signalwire_copies import PENDING_DIR, check_copy, with_deleted
-from support import (API_BASE, MEDIA_BASE, RECORDING_DELETE, SignedCallbacks, conference_form, make_config, sid,
-                     wav_bytes)
+from support import (
+    API_BASE,
+    MEDIA_BASE,
+    RECORDING_DELETE,
+    SignedCallbacks,
+    conference_form,
+    make_config,
+    sid,
+    wav_bytes,
+)
 
 ROOM = "+15550007777"
 CONF = sid("conf-r")
@@ -46,9 +54,16 @@ class Line(SignedCallbacks):
 
     def recording(self, recording_sid, status, duration="2", call=None):
         query = {"room": ROOM} | ({"call": call} if call else {})
-        self.ok("/voice/recording-status", {"RecordingSid": recording_sid, "RecordingStatus": status,
-                                            "RecordingUrl": MEDIA_BASE + recording_sid,
-                                            "RecordingDuration": duration}, query)
+        self.ok(
+            "/voice/recording-status",
+            {
+                "RecordingSid": recording_sid,
+                "RecordingStatus": status,
+                "RecordingUrl": MEDIA_BASE + recording_sid,
+                "RecordingDuration": duration,
+            },
+            query,
+        )
 
     def call(self, durations=("2", "2")):
         """The whole conference; `durations`: the RecordingDuration reported for the mix and the host's own."""
@@ -91,8 +106,15 @@ def fake(signalwire, deletions):
 
 def make_line(tmp_path, clock=None, **settings) -> Line:
     """A line to an app that records the host's own voice too and, unless told otherwise, deletes at SignalWire."""
-    config = make_config(**{"recordings_dir": str(tmp_path), "participant_recording": "inbound",
-                            "record_participants": HOST_NUMBER, "delete_from_signalwire": True, **settings})
+    config = make_config(
+        **{
+            "recordings_dir": str(tmp_path),
+            "participant_recording": "inbound",
+            "record_participants": HOST_NUMBER,
+            "delete_from_signalwire": True,
+            **settings,
+        }
+    )
     return Line(create_app(config, archive_clock=clock))
 
 
@@ -163,8 +185,9 @@ def test_a_failing_delete_is_left_pending_and_retried_by_the_sweep(tmp_path, fak
     now = [T]
     line = make_line(tmp_path, clock=lambda: now[0])
     try:
-        fake.replace(responses.DELETE, RECORDING_DELETE, status=503,
-                     json={"code": 20503, "message": "down", "status": 503})
+        fake.replace(
+            responses.DELETE, RECORDING_DELETE, status=503, json={"code": 20503, "message": "down", "status": 503}
+        )
         line.call()
         assert entries(line.archived())[:2] == [("mix.wav", False), ("channel-01.wav", False)]
         assert [p.name for p in (tmp_path / PENDING_DIR).iterdir()] == [f"{CONF}.json"]
@@ -198,6 +221,7 @@ def test_a_pending_file_waits_for_its_conversation_json_and_is_dropped_with_its_
 
 # --- pure decisions -----------------------------------------------------------------------------
 
+
 def wav_file(tmp_path, data: bytes) -> Path:
     path = tmp_path / "copy.wav"
     path.write_bytes(data)
@@ -207,19 +231,22 @@ def wav_file(tmp_path, data: bytes) -> Path:
 def truncated(seconds: float) -> bytes:
     """A WAV whose header promises `seconds` but whose data stops halfway."""
     whole = wav_bytes(seconds)
-    return whole[:len(whole) // 2]
+    return whole[: len(whole) // 2]
 
 
-@pytest.mark.parametrize("data, reported, ok", [
-    (wav_bytes(2.0), 2.0, True),
-    (wav_bytes(2.4), 2.0, True),  # RecordingDuration is whole seconds
-    (wav_bytes(2.0), 3.0, True),  # within the 1 s tolerance
-    (wav_bytes(2.0), 3.5, False),
-    (wav_bytes(2.0), None, False),  # nothing to check it against
-    (truncated(2.0), 2.0, False),
-    (b"", 0.0, False),
-    (b"ID3 not a wav at all", 2.0, False),
-])
+@pytest.mark.parametrize(
+    "data, reported, ok",
+    [
+        (wav_bytes(2.0), 2.0, True),
+        (wav_bytes(2.4), 2.0, True),  # RecordingDuration is whole seconds
+        (wav_bytes(2.0), 3.0, True),  # within the 1 s tolerance
+        (wav_bytes(2.0), 3.5, False),
+        (wav_bytes(2.0), None, False),  # nothing to check it against
+        (truncated(2.0), 2.0, False),
+        (b"", 0.0, False),
+        (b"ID3 not a wav at all", 2.0, False),
+    ],
+)
 def test_check_copy(tmp_path, data, reported, ok):
     assert (check_copy(wav_file(tmp_path, data), reported) is None) is ok
 
@@ -234,12 +261,19 @@ def test_check_copy_of_an_empty_recording(tmp_path):
 
 
 def test_with_deleted_marks_only_the_named_files():
-    record = {"audio": {"wav_file": "mix.wav", "deleted_from_signalwire": False},
-              "channels": [{"audio": {"wav_file": "channel-01.wav", "deleted_from_signalwire": False}},
-                           {"audio": {"wav_file": None, "deleted_from_signalwire": False}}]}
+    record = {
+        "audio": {"wav_file": "mix.wav", "deleted_from_signalwire": False},
+        "channels": [
+            {"audio": {"wav_file": "channel-01.wav", "deleted_from_signalwire": False}},
+            {"audio": {"wav_file": None, "deleted_from_signalwire": False}},
+        ],
+    }
     marked = with_deleted(record, {"channel-01.wav"})
     assert [a["deleted_from_signalwire"] for a in [marked["audio"]] + [c["audio"] for c in marked["channels"]]] == [
-        False, True, False]
+        False,
+        True,
+        False,
+    ]
     assert record["channels"][0]["audio"]["deleted_from_signalwire"] is False  # the input is left alone
 
 
@@ -253,8 +287,12 @@ def test_two_processes_on_one_redis_never_work_on_one_conversation_at_once(tmp_p
         return 204, {}, ""
 
     signalwire.add_callback(responses.DELETE, RECORDING_DELETE, callback=slow_delete)
-    config = make_config(recordings_dir=str(tmp_path), delete_from_signalwire=True, redis_url=redis_url,
-                         redis_namespace=f"t{uuid.uuid4().hex[:8]}")
+    config = make_config(
+        recordings_dir=str(tmp_path),
+        delete_from_signalwire=True,
+        redis_url=redis_url,
+        redis_namespace=f"t{uuid.uuid4().hex[:8]}",
+    )
     first, second = create_app(config), create_app(config)
     try:
         archive = services(first).archive

@@ -44,8 +44,11 @@ def test_a_request_signed_for_its_own_url_names_the_public_url_to_set(refusals):
 
 def test_a_request_signed_for_the_forwarded_url_names_it(refusals):
     signature = sign("https://tunnel.example.org" + PATH, FORM)
-    headers = {"X-SignalWire-Signature": signature, "X-Forwarded-Proto": "https",
-               "X-Forwarded-Host": "tunnel.example.org"}
+    headers = {
+        "X-SignalWire-Signature": signature,
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "tunnel.example.org",
+    }
     [line] = refusals(headers, base_url="http://10.1.2.3:5000")
     assert f"signed for https://tunnel.example.org{PATH}: set PUBLIC_URL to https://tunnel.example.org" in line
     never_secret(line, signature)

@@ -21,13 +21,16 @@ def test_valid_signature_is_accepted_under_either_header(post_signed, app, heade
     assert state_rooms(app) == ["room-1"]
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"X-SignalWire-Signature": ""},
-    {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", FORM, key="another-key")},
-    {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", {**FORM, "CallSid": sid("B")})},
-    {"X-SignalWire-Signature": sign("http://localhost:5000/voice/conference-status", FORM)},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-SignalWire-Signature": ""},
+        {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", FORM, key="another-key")},
+        {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", {**FORM, "CallSid": sid("B")})},
+        {"X-SignalWire-Signature": sign("http://localhost:5000/voice/conference-status", FORM)},
+    ],
+)
 def test_forged_requests_are_refused_and_change_nothing(client, app, headers):
     response = client.post("/voice/conference-status", data=FORM, headers=headers)
     assert response.status_code == 403
@@ -45,8 +48,11 @@ def test_query_string_is_part_of_the_signature(client, app):
 
 def test_behind_a_proxy_the_public_https_url_is_what_counts(client):
     """ngrok or a load balancer hands us http://internal:5000; SignalWire signed https://public."""
-    headers = {"X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", FORM),
-               "X-Forwarded-Proto": "https", "X-Forwarded-Host": "quorum.example.com"}
+    headers = {
+        "X-SignalWire-Signature": sign(PUBLIC_URL + "/voice/conference-status", FORM),
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "quorum.example.com",
+    }
     response = client.post("/voice/conference-status", data=FORM, headers=headers, base_url="http://10.1.2.3:5000")
     assert response.status_code == 204
 
@@ -63,10 +69,13 @@ def test_refusal_is_logged_without_secrets(client, caplog):
     assert SIGNING_KEY not in caplog.text and "PTtoken" not in caplog.text
 
 
-@pytest.mark.parametrize("public_url, signed_for", [
-    ("https://quorum.example.com:8443", "https://quorum.example.com"),
-    ("http://quorum.example.com:5000", "http://quorum.example.com"),
-])
+@pytest.mark.parametrize(
+    "public_url, signed_for",
+    [
+        ("https://quorum.example.com:8443", "https://quorum.example.com"),
+        ("http://quorum.example.com:5000", "http://quorum.example.com"),
+    ],
+)
 def test_signature_without_an_explicit_port_is_accepted(signalwire, public_url, signed_for):
     """twilio 6.54's RequestValidator also tries the URL with any explicit port removed: SignalWire may sign
     the URL without the PUBLIC_URL's port."""

@@ -39,36 +39,43 @@ ROOM = "+15550001010"
 # well within this while the slow clients hold (without nginx: not at all).
 ANSWER_S = 0.1
 # The head of a POST that promises a body.
-SLOW_HEAD = (b"POST /voice/conference-status HTTP/1.1\r\nHost: quorum\r\n"
-             b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n")
+SLOW_HEAD = (
+    b"POST /voice/conference-status HTTP/1.1\r\nHost: quorum\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+)
 
 
 def nginx_binary() -> str:
     """Debian's nginx (in /usr/sbin, outside a non-root PATH), or a failure naming the install script."""
     binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
     if binary is None:
-        pytest.fail("nginx is not installed: run `make test` or scripts/install-system-packages.sh "
-                    "(it installs Debian's nginx), or apt-get install nginx")
+        pytest.fail(
+            "nginx is not installed: run `make test` or scripts/install-system-packages.sh "
+            "(it installs Debian's nginx), or apt-get install nginx"
+        )
     return binary
 
 
 def render_nginx_conf(text: str, prefix: Path, port: int, upstream_port: int) -> str:
     """The shipped config with only its site lines (listen, upstream, pid, logs) moved to `prefix` and
     test ports, and temporary files kept in `prefix`: every other directive is tested as shipped."""
-    temp = "".join(f"\n    {kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi",
-                                                                            "uwsgi", "scgi"))
-    site = {"pid /run/nginx.pid;": f"pid {prefix / 'nginx.pid'};",
-            "error_log /var/log/nginx/error.log warn;": f"error_log {prefix / 'error.log'} warn;",
-            "access_log /var/log/nginx/access.log quorum;": f"access_log {prefix / 'access.log'} quorum;",
-            "listen 80 default_server;": f"listen 127.0.0.1:{port} default_server;",
-            "server 127.0.0.1:5000;": f"server 127.0.0.1:{upstream_port};",
-            "http {": "http {" + temp}
+    temp = "".join(
+        f"\n    {kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    site = {
+        "pid /run/nginx.pid;": f"pid {prefix / 'nginx.pid'};",
+        "error_log /var/log/nginx/error.log warn;": f"error_log {prefix / 'error.log'} warn;",
+        "access_log /var/log/nginx/access.log quorum;": f"access_log {prefix / 'access.log'} quorum;",
+        "listen 80 default_server;": f"listen 127.0.0.1:{port} default_server;",
+        "server 127.0.0.1:5000;": f"server 127.0.0.1:{upstream_port};",
+        "http {": "http {" + temp,
+    }
     lines, replaced = [], {line: 0 for line in site}
     for line in text.splitlines():
         key = line.strip()
         if key in site:
             replaced[key] += 1
-            line = line[:len(line) - len(line.lstrip())] + site[key]
+            line = line[: len(line) - len(line.lstrip())] + site[key]
         lines.append(line)
     assert all(count == 1 for count in replaced.values()), f"deploy/nginx.conf's site lines changed: {replaced}"
     return "\n".join(lines) + "\n"
@@ -123,17 +130,39 @@ def production_stack(tmp: Path) -> Iterator[Stack]:
     started: List[Process] = []
     emulator = Emulator().start()
     try:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("REDIS_URL", "WEB_CONCURRENCY", "GUNICORN_THREADS", "LOG_LEVEL", "PORT")}
-        env.update(SIGNALWIRE_PROJECT_ID=emulator.project, SIGNALWIRE_API_TOKEN=emulator.token,
-                   SIGNALWIRE_SPACE_URL="emulator.invalid", SIGNALWIRE_SIGNING_KEY=emulator.signing_key,
-                   SIGNALWIRE_API_URL=emulator.url, PUBLIC_URL=public_url, USE_NGROK="false",
-                   RECONCILE_INTERVAL_S="0", RECORDINGS_DIR=str(tmp / "recordings"))
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "WEB_CONCURRENCY", "GUNICORN_THREADS", "LOG_LEVEL", "PORT")
+        }
+        env.update(
+            SIGNALWIRE_PROJECT_ID=emulator.project,
+            SIGNALWIRE_API_TOKEN=emulator.token,
+            SIGNALWIRE_SPACE_URL="emulator.invalid",
+            SIGNALWIRE_SIGNING_KEY=emulator.signing_key,
+            SIGNALWIRE_API_URL=emulator.url,
+            PUBLIC_URL=public_url,
+            USE_NGROK="false",
+            RECONCILE_INTERVAL_S="0",
+            RECORDINGS_DIR=str(tmp / "recordings"),
+        )
         # As the README runs it (gunicorn.conf.py from the working directory); a control socket of its
         # own, since the default one in $HOME is shared by every gunicorn of the user.
-        started.append(Process([GUNICORN, "--bind", f"127.0.0.1:{gunicorn_port}", "--control-socket",
-                                str(tmp / "gunicorn.ctl"), "app:create_app()"], tmp / "gunicorn.log",
-                               cwd=ROOT, env=env))
+        started.append(
+            Process(
+                [
+                    GUNICORN,
+                    "--bind",
+                    f"127.0.0.1:{gunicorn_port}",
+                    "--control-socket",
+                    str(tmp / "gunicorn.ctl"),
+                    "app:create_app()",
+                ],
+                tmp / "gunicorn.log",
+                cwd=ROOT,
+                env=env,
+            )
+        )
         started[-1].wait_healthy(f"http://127.0.0.1:{gunicorn_port}/healthz")
         conf = tmp / "nginx.conf"
         conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), tmp, nginx_port, gunicorn_port))
@@ -159,8 +188,7 @@ class SlowClients:
     or trickle their headers a byte a second; any the server drops is opened again, as an attacker
     would. One thread trickles them all, for `lifetime_s` at most."""
 
-    def __init__(self, port: int, bodies: int, headers: int = 0, interval_s: float = 1.0,
-                 lifetime_s: float = 120.0):
+    def __init__(self, port: int, bodies: int, headers: int = 0, interval_s: float = 1.0, lifetime_s: float = 120.0):
         self._port, self._interval = port, interval_s
         self._deadline = time.monotonic() + lifetime_s
         self._socks: List[Optional[socket.socket]] = [None] * (bodies + headers)
@@ -223,7 +251,7 @@ class SlowClients:
         except OSError:
             return False
         sent = self._sent[index]
-        chunk = b"x" if self._kinds[index] == "body" else SLOW_HEAD[sent:sent + 1] or b"x"
+        chunk = b"x" if self._kinds[index] == "body" else SLOW_HEAD[sent : sent + 1] or b"x"
         self._sent[index] = sent + 1
         try:
             sock.send(chunk)
@@ -302,9 +330,14 @@ def test_straight_to_gunicorn_eight_slow_clients_time_out_signalwire(stack, slow
     as long as the clients please)."""
     direct = f"http://127.0.0.1:{stack.gunicorn_port}"
     slow = slow_clients(stack.gunicorn_port, bodies=THREADS)
-    form = {"AccountSid": stack.emulator.project, "ConferenceSid": "5d0a6f7e-1b2c-4d3e-8f90-a1b2c3d4e5f6",
-            "FriendlyName": ROOM, "StatusCallbackEvent": "participant-join",
-            "CallSid": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", "Timestamp": formatdate(usegmt=True)}
+    form = {
+        "AccountSid": stack.emulator.project,
+        "ConferenceSid": "5d0a6f7e-1b2c-4d3e-8f90-a1b2c3d4e5f6",
+        "FriendlyName": ROOM,
+        "StatusCallbackEvent": "participant-join",
+        "CallSid": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+        "Timestamp": formatdate(usegmt=True),
+    }
     path = "/voice/conference-status"
     signature = sign(stack.nginx_url + path, form, stack.emulator.signing_key)
     with pytest.raises(requests.ReadTimeout):

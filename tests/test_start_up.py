@@ -27,11 +27,17 @@ def test_a_recordings_dir_under_a_plain_file_is_refused_naming_the_setting(tmp_p
 def test_python_app_py_says_it_in_one_line(tmp_path):
     (tmp_path / "plain").write_text("not a directory")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNALWIRE_", "PUBLIC_URL", "REDIS"))}
-    env.update(SIGNALWIRE_PROJECT_ID="p", SIGNALWIRE_API_TOKEN="t", SIGNALWIRE_SPACE_URL="x.signalwire.com",
-               SIGNALWIRE_SIGNING_KEY="k", PUBLIC_URL="https://quorum.example.com",
-               RECORDINGS_DIR=str(tmp_path / "plain" / "recordings"))
-    result = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=30)
+    env.update(
+        SIGNALWIRE_PROJECT_ID="p",
+        SIGNALWIRE_API_TOKEN="t",
+        SIGNALWIRE_SPACE_URL="x.signalwire.com",
+        SIGNALWIRE_SIGNING_KEY="k",
+        PUBLIC_URL="https://quorum.example.com",
+        RECORDINGS_DIR=str(tmp_path / "plain" / "recordings"),
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("quorum: configuration error: RECORDINGS_DIR: "), lines
@@ -40,11 +46,22 @@ def test_python_app_py_says_it_in_one_line(tmp_path):
 def test_check_config_refuses_it_too(tmp_path):
     (tmp_path / "plain").write_text("not a directory")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNALWIRE_", "PUBLIC_URL", "REDIS"))}
-    env.update(SIGNALWIRE_PROJECT_ID="p", SIGNALWIRE_API_TOKEN="t", SIGNALWIRE_SPACE_URL="x.signalwire.com",
-               SIGNALWIRE_SIGNING_KEY="k", PUBLIC_URL="https://quorum.example.com",
-               RECORDINGS_DIR=str(tmp_path / "plain" / "recordings"))
-    result = subprocess.run([sys.executable, "-c", "import app; app.cli(['check-config'])"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=30)
+    env.update(
+        SIGNALWIRE_PROJECT_ID="p",
+        SIGNALWIRE_API_TOKEN="t",
+        SIGNALWIRE_SPACE_URL="x.signalwire.com",
+        SIGNALWIRE_SIGNING_KEY="k",
+        PUBLIC_URL="https://quorum.example.com",
+        RECORDINGS_DIR=str(tmp_path / "plain" / "recordings"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import app; app.cli(['check-config'])"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2 and "RECORDINGS_DIR" in result.stderr
 
 

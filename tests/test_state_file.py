@@ -41,8 +41,13 @@ class Phone(SignedCallbacks):
     def conference(self, event: str, call: str = None, conference: str = CONF, room: str = ROOM) -> str:
         """A conference status callback; returns Quorum's X-Quorum-Outcome."""
         Phone.at += 1
-        form = {"AccountSid": "acct", "ConferenceSid": conference, "FriendlyName": room,
-                "StatusCallbackEvent": event, "Timestamp": formatdate(Phone.at, usegmt=True)}
+        form = {
+            "AccountSid": "acct",
+            "ConferenceSid": conference,
+            "FriendlyName": room,
+            "StatusCallbackEvent": event,
+            "Timestamp": formatdate(Phone.at, usegmt=True),
+        }
         response = self.post("/voice/conference-status", form | ({"CallSid": call} if call else {}))
         assert response.status_code == 204, response.data
         return response.headers["X-Quorum-Outcome"]
@@ -78,8 +83,11 @@ def wait_for(condition, timeout: float = 10) -> bool:
 
 def rest_reads(signalwire) -> list:
     """GETs sent to SignalWire."""
-    return [call.request.url for call in signalwire.calls if call.request.method == "GET"
-            and not call.request.url.startswith(MEDIA_BASE)]
+    return [
+        call.request.url
+        for call in signalwire.calls
+        if call.request.method == "GET" and not call.request.url.startswith(MEDIA_BASE)
+    ]
 
 
 @pytest.fixture
@@ -166,7 +174,9 @@ def test_speaker_events_survive_a_restart_and_a_file_written_before_them_loads(s
     phone.settle()
     before = phone.state(ROOM)
     assert {call: (len(events.starts), len(events.stops)) for call, events in before.talk.items()} == {
-        HOST: (1, 1), GUEST: (1, 0)}
+        HOST: (1, 1),
+        GUEST: (1, 0),
+    }
 
     phone = restarted(phone, settings)
     assert phone.state(ROOM) == before
@@ -225,6 +235,7 @@ def test_changes_the_file_refuses_are_kept_and_written_once_it_takes_them(settin
 
 # --- the file itself -------------------------------------------------------------------------------
 
+
 def test_an_unreadable_row_is_skipped_with_one_warning(tmp_path, caplog):
     path = str(tmp_path / "state.sqlite3")
     store = FileBackedStore(StateFile(path))
@@ -254,8 +265,10 @@ def test_the_writer_commits_while_the_process_runs(tmp_path):
 
     def committed():
         with closing(sqlite3.connect(path)) as db:
-            return (db.execute("SELECT room FROM conferences").fetchall(),
-                    db.execute("SELECT key FROM retired").fetchall())
+            return (
+                db.execute("SELECT room FROM conferences").fetchall(),
+                db.execute("SELECT key FROM retired").fetchall(),
+            )
 
     assert wait_for(lambda: committed() == ([(ROOM,)], [(DONE_CONF,)]))
     store.mutate(ROOM, lambda conf: None)
@@ -273,8 +286,8 @@ def test_bounded_sets_stay_bounded_in_the_file(tmp_path):
     store.remember_call(sid("call-3"), {"from": HOST_NUMBER, "to": ROOM})  # again: now the newest
     store.close()
     with sqlite3.connect(path) as db:
-        calls = [key for key, in db.execute("SELECT key FROM calls ORDER BY seq")]
-        retired = [key for key, in db.execute("SELECT key FROM retired ORDER BY seq")]
+        calls = [key for (key,) in db.execute("SELECT key FROM calls ORDER BY seq")]
+        retired = [key for (key,) in db.execute("SELECT key FROM retired ORDER BY seq")]
     db.close()
     assert calls == [sid("call-4"), sid("call-5"), sid("call-3")]
     assert retired == [sid("conf-4"), sid("conf-5")]
@@ -288,10 +301,16 @@ def test_a_file_of_a_newer_schema_is_refused_naming_the_setting(settings, tmp_pa
     assert refused.value.setting == "STATE_FILE" and "newer Quorum (schema 2" in str(refused.value)
 
 
-@pytest.mark.parametrize("make, problem", [
-    (lambda tmp: (tmp / "plain").write_text("x") and tmp / "plain" / "state.sqlite3", "cannot open"),
-    (lambda tmp: (tmp / "junk").write_bytes(b"not SQLite at all" * 100) and tmp / "junk", "not a Quorum state file"),
-])
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda tmp: (tmp / "plain").write_text("x") and tmp / "plain" / "state.sqlite3", "cannot open"),
+        (
+            lambda tmp: (tmp / "junk").write_bytes(b"not SQLite at all" * 100) and tmp / "junk",
+            "not a Quorum state file",
+        ),
+    ],
+)
 def test_a_file_that_cannot_serve_is_refused_naming_the_setting(tmp_path, make, problem):
     with pytest.raises(ConfigError) as refused:
         StateFile(str(make(tmp_path)))
@@ -307,12 +326,15 @@ def test_one_process_at_a_time_holds_the_file(tmp_path):
     StateFile(path, lock_wait_s=0.2).close()
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({}, f"/r/{STATE_FILE_NAME}"),
-    ({"state_file": "off"}, None),
-    ({"state_file": "/var/lib/quorum/state.sqlite3"}, "/var/lib/quorum/state.sqlite3"),
-    ({"redis_url": "redis://localhost:6379/0"}, None),  # Redis is the store then
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({}, f"/r/{STATE_FILE_NAME}"),
+        ({"state_file": "off"}, None),
+        ({"state_file": "/var/lib/quorum/state.sqlite3"}, "/var/lib/quorum/state.sqlite3"),
+        ({"redis_url": "redis://localhost:6379/0"}, None),  # Redis is the store then
+    ],
+)
 def test_state_path_follows_the_setting(overrides, expected):
     assert make_config(recordings_dir="/r", **overrides).state_path() == expected
 
@@ -325,8 +347,9 @@ def test_a_switch_word_is_not_taken_for_a_file_name():
 # --- concurrency ---------------------------------------------------------------------------------
 
 CHANGES = st.one_of(
-    st.tuples(st.just("put"), st.sampled_from([ROOM, OTHER_ROOM, parked_key(ROOM, CONF), "+15550005555"]),
-              st.integers(0, 9)),
+    st.tuples(
+        st.just("put"), st.sampled_from([ROOM, OTHER_ROOM, parked_key(ROOM, CONF), "+15550005555"]), st.integers(0, 9)
+    ),
     st.tuples(st.just("delete"), st.sampled_from([ROOM, OTHER_ROOM, parked_key(ROOM, CONF)]), st.just(0)),
     st.tuples(st.just("call"), st.sampled_from([HOST, GUEST, THIRD, FOURTH, CONF]), st.integers(0, 9)),
     st.tuples(st.just("retire"), st.sampled_from([CONF, NEXT_CONF, DONE_CONF, REC, NEXT_REC]), st.just(0)),
@@ -337,8 +360,14 @@ def _apply(store: FileBackedStore, change: tuple) -> None:
     """One change, as the controller makes them: through mutate, remember_call or retire."""
     kind, key, n = change
     if kind == "put":
-        store.mutate(key, lambda conf: evolve(conf or Conference(key.split("#")[0], CONF), updated_at=float(n),
-                                              timeline=(conf.timeline if conf else ()) + (Transition(n, "wanted", "paused"),)))
+        store.mutate(
+            key,
+            lambda conf: evolve(
+                conf or Conference(key.split("#")[0], CONF),
+                updated_at=float(n),
+                timeline=(conf.timeline if conf else ()) + (Transition(n, "wanted", "paused"),),
+            ),
+        )
     elif kind == "delete":
         store.mutate(key, lambda conf: None)
     elif kind == "call":

@@ -29,8 +29,16 @@ from talk_support import figures_of, oracle
 HOST_TURNS = ((0.5, 4.0), (6.0, 9.0), (10.5, 11.5), (15.0, 18.0))
 GUEST_TURNS = ((3.0, 5.5), (9.5, 10.8), (13.5, 15.0), (17.0, 19.5))
 OPENING = [("call", "host", ROOM, HOST_TURNS), ("wait", 0.2), ("call", "guest", ROOM, GUEST_TURNS)]
-REST = [("wait", 8.0), ("hold", "guest"), ("wait", 4.0), ("unhold", "guest"), ("wait", 8.0), ("hangup", "guest"),
-        ("wait", 0.3), ("hangup", "host")]
+REST = [
+    ("wait", 8.0),
+    ("hold", "guest"),
+    ("wait", 4.0),
+    ("unhold", "guest"),
+    ("wait", 8.0),
+    ("hangup", "guest"),
+    ("wait", 0.3),
+    ("hangup", "host"),
+]
 AUDIO_TOLERANCE_S = 0.5  # per channel figure, audio-derived against the script
 
 
@@ -52,16 +60,26 @@ def _scripted(stack, record: dict, opened_at: float) -> list:
 
 def _stamped(stack, record: dict, opened_at: float) -> list:
     """Each channel's turns as the speaker events Quorum was sent say: start and stop Timestamps, paired."""
-    sent = [a.callback.params for a in stack.emulator.callback_attempts()
-            if a.ok and a.callback.event.startswith("participant-speech-")]
+    sent = [
+        a.callback.params
+        for a in stack.emulator.callback_attempts()
+        if a.ok and a.callback.event.startswith("participant-speech-")
+    ]
     out = []
     for channel in record["channels"]:
-        mine = sorted((datetime.strptime(p["Timestamp"], "%a, %d %b %Y %H:%M:%S %z").timestamp(),
-                       p["StatusCallbackEvent"]) for p in sent if p["CallSid"] == channel["call_sid"])
+        mine = sorted(
+            (datetime.strptime(p["Timestamp"], "%a, %d %b %Y %H:%M:%S %z").timestamp(), p["StatusCallbackEvent"])
+            for p in sent
+            if p["CallSid"] == channel["call_sid"]
+        )
         assert len({at for at, _ in mine}) == len(mine)  # the script keeps every event of a call in its own second
         assert [kind for _, kind in mine] == ["participant-speech-start", "participant-speech-stop"] * (len(mine) // 2)
-        out.append([(round((mine[n][0] - opened_at) * 1000), round((mine[n + 1][0] - opened_at) * 1000))
-                    for n in range(0, len(mine), 2)])
+        out.append(
+            [
+                (round((mine[n][0] - opened_at) * 1000), round((mine[n + 1][0] - opened_at) * 1000))
+                for n in range(0, len(mine), 2)
+            ]
+        )
     return out
 
 
@@ -129,15 +147,22 @@ SPEAKER = {"statusCallback": "{base}/status", "statusCallbackEvent": "join leave
 
 def _events(sink) -> list:
     """(event, CallSid, Timestamp as epoch seconds) of every conference callback, in arrival order."""
-    return [(r.form["StatusCallbackEvent"], r.form.get("CallSid"),
-             datetime.strptime(r.form["Timestamp"], "%a, %d %b %Y %H:%M:%S %z").timestamp())
-            for r in sink.at("/status")]
+    return [
+        (
+            r.form["StatusCallbackEvent"],
+            r.form.get("CallSid"),
+            datetime.strptime(r.form["Timestamp"], "%a, %d %b %Y %H:%M:%S %z").timestamp(),
+        )
+        for r in sink.at("/status")
+    ]
 
 
 @pytest.mark.parametrize("asked", [True, False])
 def test_speaker_events_come_at_the_scripted_turns_only_when_the_first_participant_asked(asked):
-    with Sink(lambda form: SPEAKER if asked else {**SPEAKER, "statusCallbackEvent": "join leave"}) as sink, \
-            Emulator() as emulator:
+    with (
+        Sink(lambda form: SPEAKER if asked else {**SPEAKER, "statusCallbackEvent": "join leave"}) as sink,
+        Emulator() as emulator,
+    ):
         emulator.add_number(ROOM, sink.base + "/voice")
         call = emulator.dial(ROOM, "+15551110001", talk=((0.3, 1.4), (2.6, 3.5)))
         Player(emulator).play([("wait", 4.0)])
@@ -145,8 +170,10 @@ def test_speaker_events_come_at_the_scripted_turns_only_when_the_first_participa
         assert emulator.settle()
         speech = [(kind, at) for kind, sid, at in _events(sink) if kind.startswith("participant-speech-")]
         boundaries = [call.joined_at + s for turn in call.talk for s in turn]
-        expected = [(kind, float(math.floor(at))) for kind, at in zip(
-            ["participant-speech-start", "participant-speech-stop"] * 2, boundaries)]
+        expected = [
+            (kind, float(math.floor(at)))
+            for kind, at in zip(["participant-speech-start", "participant-speech-stop"] * 2, boundaries)
+        ]
         assert speech == (expected if asked else [])
 
 
@@ -160,7 +187,8 @@ def test_a_caller_who_leaves_while_talking_follows_the_knob(stop_on_leave):
         assert emu.settle()
         kinds = [kind for kind, _, _ in _events(sink)]
         assert kinds == ["participant-join", "participant-speech-start"] + (
-            ["participant-speech-stop"] if stop_on_leave else []) + ["participant-leave"]
+            ["participant-speech-stop"] if stop_on_leave else []
+        ) + ["participant-leave"]
 
 
 def test_a_voice_of_its_own_reports_the_turns_its_audio_has():
@@ -182,7 +210,7 @@ def test_a_voice_of_its_own_reports_the_turns_its_audio_has():
             turns.append((a, b))
         times = [conf.created_at + n / audio.RATE for turn in turns for n in turn]
         sent = [at for kind, _, at in _events(sink) if kind.startswith("participant-speech-")]
-        assert len(turns) >= 2 and sent[:len(times) - 1] == [float(math.floor(t)) for t in times][:len(times) - 1]
+        assert len(turns) >= 2 and sent[: len(times) - 1] == [float(math.floor(t)) for t in times][: len(times) - 1]
 
         rendered = voice.render(start, round((call.left_at - call.joined_at) * audio.RATE))
         with tempfile.NamedTemporaryFile(suffix=".wav") as wav:

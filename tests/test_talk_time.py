@@ -51,9 +51,15 @@ def recorded(conf, *spans):
 
 # --- the events and their spans -----------------------------------------------------------------
 
+
 def test_each_start_is_paired_with_the_next_stop_in_timestamp_order():
-    conf = spoken(conference(), (SPEECH_STOP, A, T0 + 5), (SPEECH_START, A, T0 + 1), (SPEECH_START, A, T0 + 7),
-                  (SPEECH_STOP, A, T0 + 9))
+    conf = spoken(
+        conference(),
+        (SPEECH_STOP, A, T0 + 5),
+        (SPEECH_START, A, T0 + 1),
+        (SPEECH_START, A, T0 + 7),
+        (SPEECH_STOP, A, T0 + 9),
+    )
     assert talk.spans(conf.talk[A], None) == [(T0 + 1, T0 + 5), (T0 + 7, T0 + 9)]
 
 
@@ -62,16 +68,19 @@ def test_a_start_while_talking_or_a_stop_while_silent_changes_nothing():
     assert talk.spans(events, None) == [(T0 + 1, T0 + 6)]
 
 
-@pytest.mark.parametrize("events, expected", [
-    # Talking since T0 + 1, a stop at T0 + 9 to come: a stop and a start in T0 + 4 are a pause inside the turn.
-    (TalkEvents(starts=(T0 + 1, T0 + 4), stops=(T0 + 4, T0 + 9)), [(T0 + 1, T0 + 9)]),
-    # Silent before T0 + 4, a start at T0 + 6 to come: a start and a stop in T0 + 4 are talk of under a second.
-    (TalkEvents(starts=(T0 + 4, T0 + 6), stops=(T0 + 4, T0 + 9)), [(T0 + 6, T0 + 9)]),
-    # Talking since T0 + 1, nothing after: a stop, a start and a stop in T0 + 5 end the turn there.
-    (TalkEvents(starts=(T0 + 1, T0 + 5), stops=(T0 + 5,)), [(T0 + 1, T0 + 5)]),
-    # Silent, then a start and a stop in T0 + 2 before a stop at T0 + 6: a start, a stop and a start in T0 + 2.
-    (TalkEvents(starts=(T0 + 2,), stops=(T0 + 2, T0 + 6)), [(T0 + 2, T0 + 6)]),
-])
+@pytest.mark.parametrize(
+    "events, expected",
+    [
+        # Talking since T0 + 1, a stop at T0 + 9 to come: a stop and a start in T0 + 4 are a pause inside the turn.
+        (TalkEvents(starts=(T0 + 1, T0 + 4), stops=(T0 + 4, T0 + 9)), [(T0 + 1, T0 + 9)]),
+        # Silent before T0 + 4, a start at T0 + 6 to come: a start and a stop in T0 + 4 are talk of under a second.
+        (TalkEvents(starts=(T0 + 4, T0 + 6), stops=(T0 + 4, T0 + 9)), [(T0 + 6, T0 + 9)]),
+        # Talking since T0 + 1, nothing after: a stop, a start and a stop in T0 + 5 end the turn there.
+        (TalkEvents(starts=(T0 + 1, T0 + 5), stops=(T0 + 5,)), [(T0 + 1, T0 + 5)]),
+        # Silent, then a start and a stop in T0 + 2 before a stop at T0 + 6: a start, a stop and a start in T0 + 2.
+        (TalkEvents(starts=(T0 + 2,), stops=(T0 + 2, T0 + 6)), [(T0 + 2, T0 + 6)]),
+    ],
+)
 def test_a_second_with_a_start_and_a_stop_ends_as_the_next_event_needs(events, expected):
     assert talk.spans(events, None) == expected
 
@@ -97,7 +106,7 @@ speech = st.tuples(st.sampled_from([SPEECH_START, SPEECH_STOP]), st.sampled_from
 
 
 @settings(max_examples=300, deadline=None)
-@given(events=st.lists(speech, max_size=24), seed=st.integers(0, 2 ** 32), data=st.data())
+@given(events=st.lists(speech, max_size=24), seed=st.integers(0, 2**32), data=st.data())
 def test_no_delivery_order_or_duplicate_changes_the_talk(events, seed, data):
     """SignalWire's callbacks are unordered and retried, and its Timestamps share seconds: the store's state
     and the spans come from the set of (Timestamp, kind) events alone."""
@@ -120,9 +129,11 @@ def test_spans_from_whole_second_timestamps_are_the_true_ones_to_the_second(leng
     start and a stop in any one second: when no two events share a second the spans are exactly the stamped
     ones; otherwise each true turn is off by under two seconds (its two edges, and the pause or blip of under a
     second the same-second rule absorbs)."""
-    times = [T0 + sum(lengths[:n + 1]) for n in range(len(lengths) - len(lengths) % 2)]
-    events = TalkEvents(starts=tuple(sorted({math.floor(t) for t in times[::2]})),
-                        stops=tuple(sorted({math.floor(t) for t in times[1::2]})))
+    times = [T0 + sum(lengths[: n + 1]) for n in range(len(lengths) - len(lengths) % 2)]
+    events = TalkEvents(
+        starts=tuple(sorted({math.floor(t) for t in times[::2]})),
+        stops=tuple(sorted({math.floor(t) for t in times[1::2]})),
+    )
     derived = talk.spans(events, None)
     # Whatever shares a second: each span runs from a start to a stop, and the last stop closes every turn.
     assert all(a in events.starts and b in events.stops for a, b in derived)
@@ -138,15 +149,26 @@ def test_spans_from_whole_second_timestamps_are_the_true_ones_to_the_second(leng
 
 # --- the figures ------------------------------------------------------------------------------
 
+
 def test_talk_figures_of_a_scripted_conversation_count_recorded_time_only():
     # Recorded 0-10 s and 14-30 s; paused 10-14 s (a pause in the middle).
     conf = recorded(conference(), (T0, T0 + 10), (T0 + 14, T0 + 30))
-    conf = spoken(conf, (SPEECH_START, A, T0 + 1), (SPEECH_STOP, A, T0 + 6),  # A alone 1-3, with B 3-6
-                  (SPEECH_START, B, T0 + 3), (SPEECH_STOP, B, T0 + 4),
-                  (SPEECH_START, A, T0 + 8), (SPEECH_STOP, A, T0 + 16),  # 8-10 counted, 10-14 paused, 14-16
-                  (SPEECH_START, B, T0 + 11), (SPEECH_STOP, B, T0 + 13),  # all in the pause: never counted
-                  (SPEECH_START, B, T0 + 20), (SPEECH_STOP, B, T0 + 26),
-                  (SPEECH_START, A, T0 + 27), (SPEECH_STOP, A, T0 + 28), (SPEECH_START, A, T0 + 29))
+    conf = spoken(
+        conf,
+        (SPEECH_START, A, T0 + 1),
+        (SPEECH_STOP, A, T0 + 6),  # A alone 1-3, with B 3-6
+        (SPEECH_START, B, T0 + 3),
+        (SPEECH_STOP, B, T0 + 4),
+        (SPEECH_START, A, T0 + 8),
+        (SPEECH_STOP, A, T0 + 16),  # 8-10 counted, 10-14 paused, 14-16
+        (SPEECH_START, B, T0 + 11),
+        (SPEECH_STOP, B, T0 + 13),  # all in the pause: never counted
+        (SPEECH_START, B, T0 + 20),
+        (SPEECH_STOP, B, T0 + 26),
+        (SPEECH_START, A, T0 + 27),
+        (SPEECH_STOP, A, T0 + 28),
+        (SPEECH_START, A, T0 + 29),
+    )
     conf = policy.conference_ended(conf, T0 + 30)
     record = conversation.record(conf, T0 + 30)
     a, b = (channel["talk"] for channel in record["channels"])
@@ -167,8 +189,7 @@ def test_without_speaker_events_there_are_no_figures_until_the_audio_gives_some(
     assert talk_time.with_audio_talk(record, tmp_path, "skip") == record  # no channel has a WAV of its own
 
 
-spans_ms = st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 800)).map(lambda s: (s[0], s[0] + s[1])),
-                    max_size=6)
+spans_ms = st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 800)).map(lambda s: (s[0], s[0] + s[1])), max_size=6)
 
 
 @settings(max_examples=300, deadline=None)
@@ -177,25 +198,30 @@ def test_the_figures_are_what_counting_each_millisecond_gives(recording, channel
     recorded_spans = talk_time.union(recording)
     talks, silence = talk_time.figures(recorded_spans, channels)
     expected, expected_silence = oracle(recorded_spans, channels)
-    assert [figures_of(t) for t in talks] == [tuple(float(x) if x is not None else None for x in e)
-                                              for e in expected]
+    assert [figures_of(t) for t in talks] == [tuple(float(x) if x is not None else None for x in e) for e in expected]
     assert silence == expected_silence
 
 
-@pytest.mark.parametrize("behaviour, expected", [
-    # Recorded 1-4 s and 6-9 s of the conversation, paused 4-6: skip leaves the pause out of the audio ...
-    ("skip", [(1500, 3500), (3800, 4000), (6000, 6300), (8000, 8500)]),
-    ("silence", [(1500, 3500), (3800, 4300), (6000, 6500)]),  # ... silence keeps it, silent
-])
+@pytest.mark.parametrize(
+    "behaviour, expected",
+    [
+        # Recorded 1-4 s and 6-9 s of the conversation, paused 4-6: skip leaves the pause out of the audio ...
+        ("skip", [(1500, 3500), (3800, 4000), (6000, 6300), (8000, 8500)]),
+        ("silence", [(1500, 3500), (3800, 4300), (6000, 6500)]),  # ... silence keeps it, silent
+    ],
+)
 def test_channel_audio_time_maps_to_conversation_time_through_its_recording_timeline(behaviour, expected):
-    timeline = [{"state": "recording", "start_ms": 1000, "end_ms": 4000},
-                {"state": "paused", "start_ms": 4000, "end_ms": 6000},
-                {"state": "recording", "start_ms": 6000, "end_ms": 9000}]
+    timeline = [
+        {"state": "recording", "start_ms": 1000, "end_ms": 4000},
+        {"state": "paused", "start_ms": 4000, "end_ms": 6000},
+        {"state": "recording", "start_ms": 6000, "end_ms": 9000},
+    ]
     audio = [(500, 2500), (2800, 3300), (5000, 5500), (9000, 9500)]  # the last is past the timeline's end
     assert talk_time.to_conversation(audio, timeline, behaviour) == expected
 
 
 # --- through the webhooks ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("talk_time", [False, True])
 def test_the_laml_asks_for_speaker_events_only_with_talk_time(talk_time):
@@ -214,16 +240,24 @@ def phone(signalwire):
 
 def test_speech_events_are_applied_and_the_live_record_has_their_talk(phone):
     def event(kind, call, at):
-        form = {"AccountSid": "acct", "ConferenceSid": sid("conf"), "FriendlyName": "+15550001111",
-                "StatusCallbackEvent": kind, "CallSid": call, "Timestamp": formatdate(at, usegmt=True)}
+        form = {
+            "AccountSid": "acct",
+            "ConferenceSid": sid("conf"),
+            "FriendlyName": "+15550001111",
+            "StatusCallbackEvent": kind,
+            "CallSid": call,
+            "Timestamp": formatdate(at, usegmt=True),
+        }
         response = phone.post("/voice/conference-status", form)
         assert response.status_code == 204
         return response.headers["X-Quorum-Outcome"]
 
     now = time.time() - 30
     assert phone.post("/voice/inbound", {"CallSid": A, "From": "+15550002222", "To": "+15550001111"}).status_code == 200
-    assert 'statusCallbackEvent="start end join leave hold speaker"' in phone.post(
-        "/voice/inbound", {"CallSid": B, "From": "+15550003333", "To": "+15550001111"}).text
+    assert (
+        'statusCallbackEvent="start end join leave hold speaker"'
+        in phone.post("/voice/inbound", {"CallSid": B, "From": "+15550003333", "To": "+15550001111"}).text
+    )
     event("participant-join", A, now)
     event("participant-join", B, now)
     assert event(SPEECH_START, A, now + 2) == "applied"

@@ -13,7 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import create_app, services, shutdown
-from support import API_BASE, MEDIA_BASE, PUBLIC_URL, RECORDING_UPDATE, SignedCallbacks, make_config, recording_updates, sid
+from support import (
+    API_BASE,
+    MEDIA_BASE,
+    PUBLIC_URL,
+    RECORDING_UPDATE,
+    SignedCallbacks,
+    make_config,
+    recording_updates,
+    sid,
+)
 from recording_state import ABANDONED, GONE, PAUSED, RECORDING
 
 ROOM = "+15550001111"
@@ -26,8 +35,13 @@ UPDATE_PATH = f"/2010-04-01/Accounts/{API_BASE.rsplit('/', 1)[1]}/Conferences/{C
 
 def status_form(event, call=None, at=1_800_000_000, conference=CONF, room=ROOM):
     """A conference status callback as SignalWire sends it."""
-    form = {"AccountSid": "acct", "ConferenceSid": conference, "FriendlyName": room,
-            "StatusCallbackEvent": event, "Timestamp": formatdate(at, usegmt=True)}
+    form = {
+        "AccountSid": "acct",
+        "ConferenceSid": conference,
+        "FriendlyName": room,
+        "StatusCallbackEvent": event,
+        "Timestamp": formatdate(at, usegmt=True),
+    }
     if call:
         form["CallSid"] = call
     return form
@@ -42,8 +56,12 @@ class Events(SignedCallbacks):
         return response.headers["X-Quorum-Outcome"]
 
     def recording(self, status, sid=REC, room=ROOM):
-        form = {"AccountSid": "acct", "RecordingSid": sid, "RecordingStatus": status,
-                "RecordingUrl": f"{MEDIA_BASE}{sid}"}
+        form = {
+            "AccountSid": "acct",
+            "RecordingSid": sid,
+            "RecordingStatus": status,
+            "RecordingUrl": f"{MEDIA_BASE}{sid}",
+        }
         response = self.post("/voice/recording-status", form, query={"room": room})
         assert response.status_code == 204, response.data
         return response.headers["X-Quorum-Outcome"]
@@ -73,15 +91,19 @@ def two_on_the_line(events, at=1_800_000_000):
 
 # --- LaML -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("attribute, expected", [
-    ("record", "record-from-start"),
-    ("startConferenceOnEnter", "true"),
-    ("statusCallback", f"{PUBLIC_URL}/voice/conference-status"),
-    ("statusCallbackEvent", "start end join leave hold"),
-    ("recordingStatusCallback", f"{PUBLIC_URL}/voice/recording-status?room=%2B15550001111"),
-    ("recordingStatusCallbackEvent", "in-progress completed failed"),
-    ("trim", "do-not-trim"),
-])
+
+@pytest.mark.parametrize(
+    "attribute, expected",
+    [
+        ("record", "record-from-start"),
+        ("startConferenceOnEnter", "true"),
+        ("statusCallback", f"{PUBLIC_URL}/voice/conference-status"),
+        ("statusCallbackEvent", "start end join leave hold"),
+        ("recordingStatusCallback", f"{PUBLIC_URL}/voice/recording-status?room=%2B15550001111"),
+        ("recordingStatusCallbackEvent", "in-progress completed failed"),
+        ("trim", "do-not-trim"),
+    ],
+)
 def test_inbound_laml_attributes(post_signed, attribute, expected):
     response = post_signed("/voice/inbound", {"CallSid": sid("c1"), "From": "+15559990000", "To": ROOM})
     conference = ET.fromstring(response.data).find("./Dial/Conference")
@@ -91,15 +113,22 @@ def test_inbound_laml_attributes(post_signed, attribute, expected):
 
 
 def test_each_dialed_number_gets_its_own_room(post_signed):
-    rooms = {ET.fromstring(post_signed("/voice/inbound", {"CallSid": sid(f"c{i}"), "To": to}).data)
-             .find("./Dial/Conference").text for i, to in enumerate(["+15550000001", "+15550000002", "+15550000001"])}
+    rooms = {
+        ET.fromstring(post_signed("/voice/inbound", {"CallSid": sid(f"c{i}"), "To": to}).data)
+        .find("./Dial/Conference")
+        .text
+        for i, to in enumerate(["+15550000001", "+15550000002", "+15550000001"])
+    }
     assert rooms == {"+15550000001", "+15550000002"}
 
 
-@pytest.mark.parametrize("overrides, attribute, expected", [
-    ({"conference_room": "sales-floor"}, None, "sales-floor"),
-    ({"trim": "trim-silence"}, "trim", "trim-silence"),
-])
+@pytest.mark.parametrize(
+    "overrides, attribute, expected",
+    [
+        ({"conference_room": "sales-floor"}, None, "sales-floor"),
+        ({"trim": "trim-silence"}, "trim", "trim-silence"),
+    ],
+)
 def test_inbound_follows_config(signalwire, overrides, attribute, expected):
     app = create_app(make_config(validate_signatures=False, **overrides))
     try:
@@ -111,6 +140,7 @@ def test_inbound_follows_config(signalwire, overrides, attribute, expected):
 
 
 # --- the quorum rule over HTTP ---------------------------------------------------------------
+
 
 def test_pause_when_below_quorum_and_resume_when_back(events, signalwire):
     two_on_the_line(events)
@@ -151,15 +181,39 @@ def fake_conference_reads(signalwire, present, recording_status="in-progress", s
     """Answer the three REST reads that rebuild a conference."""
     conference = f"{API_BASE}/Conferences/{CONF}"
     signalwire.add(responses.GET, f"{conference}.json", json={"sid": CONF, "friendly_name": ROOM, "status": status})
-    signalwire.add(responses.GET, f"{conference}/Participants.json", json={
-        "participants": [{"call_sid": call, "conference_sid": CONF} for call in present],
-        "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/p"})
-    signalwire.add(responses.GET, f"{conference}/Recordings.json", json={
-        "recordings": [{"sid": REC, "conference_sid": CONF, "status": recording_status}],
-        "page": 0, "page_size": 50, "next_page_uri": None, "uri": "/r"})
-    signalwire.add(responses.GET, f"{API_BASE}/Conferences.json", json={
-        "conferences": [{"sid": CONF, "friendly_name": ROOM, "status": status}] if status == "in-progress" else [],
-        "page": 0, "page_size": 100, "next_page_uri": None, "uri": "/c"})
+    signalwire.add(
+        responses.GET,
+        f"{conference}/Participants.json",
+        json={
+            "participants": [{"call_sid": call, "conference_sid": CONF} for call in present],
+            "page": 0,
+            "page_size": 50,
+            "next_page_uri": None,
+            "uri": "/p",
+        },
+    )
+    signalwire.add(
+        responses.GET,
+        f"{conference}/Recordings.json",
+        json={
+            "recordings": [{"sid": REC, "conference_sid": CONF, "status": recording_status}],
+            "page": 0,
+            "page_size": 50,
+            "next_page_uri": None,
+            "uri": "/r",
+        },
+    )
+    signalwire.add(
+        responses.GET,
+        f"{API_BASE}/Conferences.json",
+        json={
+            "conferences": [{"sid": CONF, "friendly_name": ROOM, "status": status}] if status == "in-progress" else [],
+            "page": 0,
+            "page_size": 100,
+            "next_page_uri": None,
+            "uri": "/c",
+        },
+    )
 
 
 def rest_reads(signalwire):
@@ -203,7 +257,9 @@ def test_pause_behavior_from_config(signalwire, post_signed):
     try:
         client.post("/voice/conference-status", data=status_form("conference-start"))
         client.post("/voice/conference-status", data=status_form("participant-join", A))
-        client.post("/voice/recording-status?room=%2B15550001111", data={"RecordingSid": REC, "RecordingStatus": "in-progress"})
+        client.post(
+            "/voice/recording-status?room=%2B15550001111", data={"RecordingSid": REC, "RecordingStatus": "in-progress"}
+        )
         assert services(app).commands.wait_idle(10)
     finally:
         shutdown(app)
@@ -212,6 +268,7 @@ def test_pause_behavior_from_config(signalwire, post_signed):
 
 # --- SignalWire errors ----------------------------------------------------------------------
 
+
 def replace_update(signalwire, *replies):
     """Make the recording update answer with `replies` in turn (the last one repeats)."""
     signalwire.remove(responses.POST, RECORDING_UPDATE)
@@ -219,17 +276,24 @@ def replace_update(signalwire, *replies):
         if isinstance(reply, Exception):
             signalwire.add(responses.POST, RECORDING_UPDATE, body=reply)
         else:
-            signalwire.add(responses.POST, RECORDING_UPDATE, status=reply,
-                           json={"code": 20000 + reply, "message": "nope", "status": reply})
+            signalwire.add(
+                responses.POST,
+                RECORDING_UPDATE,
+                status=reply,
+                json={"code": 20000 + reply, "message": "nope", "status": reply},
+            )
 
 
-@pytest.mark.parametrize("replies, posts, final", [
-    ((503, 500, 200), 3, PAUSED),
-    ((requests.exceptions.ReadTimeout("slow"), 200), 2, PAUSED),
-    ((requests.exceptions.ConnectionError("reset"), 429, 200), 3, PAUSED),
-    ((400,), 1, ABANDONED),
-    ((401,), 1, ABANDONED),
-])
+@pytest.mark.parametrize(
+    "replies, posts, final",
+    [
+        ((503, 500, 200), 3, PAUSED),
+        ((requests.exceptions.ReadTimeout("slow"), 200), 2, PAUSED),
+        ((requests.exceptions.ConnectionError("reset"), 429, 200), 3, PAUSED),
+        ((400,), 1, ABANDONED),
+        ((401,), 1, ABANDONED),
+    ],
+)
 def test_api_errors(events, signalwire, replies, posts, final):
     replace_update(signalwire, *replies)
     events.conference("conference-start")
@@ -296,6 +360,7 @@ def test_reconciler_retries_a_failed_command(events, signalwire):
 
 # --- end of a conference --------------------------------------------------------------------
 
+
 def test_state_is_dropped_after_end_and_completed_and_late_callbacks_cannot_revive_it(events, app):
     two_on_the_line(events)
     events.conference("participant-leave", A, at=1_800_000_050)
@@ -316,7 +381,9 @@ def test_ended_conference_without_completed_callback_is_swept_after_grace(signal
     client, store = app.test_client(), services(app).store
     try:
         client.post("/voice/conference-status", data=status_form("participant-join", A))
-        client.post("/voice/recording-status?room=%2B15550001111", data={"RecordingSid": REC, "RecordingStatus": "in-progress"})
+        client.post(
+            "/voice/recording-status?room=%2B15550001111", data={"RecordingSid": REC, "RecordingStatus": "in-progress"}
+        )
         client.post("/voice/conference-status", data=status_form("conference-end", at=1_800_000_009))
         assert store.rooms() == [ROOM]  # ended, but its recording has not reported completed yet
         deadline = time.monotonic() + 5
@@ -338,15 +405,43 @@ def test_new_conference_in_same_room_replaces_the_ended_one(events):
 
 # --- input checking ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path, form, query, status, error", [
-    ("/voice/conference-status", {"StatusCallbackEvent": "participant-join"}, None, 400, "missing field: ConferenceSid"),
-    ("/voice/conference-status", {"ConferenceSid": CONF}, None, 400, "missing field: StatusCallbackEvent"),
-    ("/voice/conference-status", {"ConferenceSid": " ", "StatusCallbackEvent": "x"}, None, 400, "missing field: ConferenceSid"),
-    ("/voice/recording-status", {"RecordingStatus": "in-progress"}, {"room": ROOM}, 400, "missing field: RecordingSid"),
-    ("/voice/recording-status", {"RecordingSid": REC}, {"room": ROOM}, 400, "missing field: RecordingStatus"),
-    ("/voice/recording-status", {"RecordingSid": REC, "RecordingStatus": "in-progress"}, None, 400, "missing query parameter: room"),
-    ("/voice/inbound", {"CallSid": sid("c1")}, None, 400, "missing field: To"),
-])
+
+@pytest.mark.parametrize(
+    "path, form, query, status, error",
+    [
+        (
+            "/voice/conference-status",
+            {"StatusCallbackEvent": "participant-join"},
+            None,
+            400,
+            "missing field: ConferenceSid",
+        ),
+        ("/voice/conference-status", {"ConferenceSid": CONF}, None, 400, "missing field: StatusCallbackEvent"),
+        (
+            "/voice/conference-status",
+            {"ConferenceSid": " ", "StatusCallbackEvent": "x"},
+            None,
+            400,
+            "missing field: ConferenceSid",
+        ),
+        (
+            "/voice/recording-status",
+            {"RecordingStatus": "in-progress"},
+            {"room": ROOM},
+            400,
+            "missing field: RecordingSid",
+        ),
+        ("/voice/recording-status", {"RecordingSid": REC}, {"room": ROOM}, 400, "missing field: RecordingStatus"),
+        (
+            "/voice/recording-status",
+            {"RecordingSid": REC, "RecordingStatus": "in-progress"},
+            None,
+            400,
+            "missing query parameter: room",
+        ),
+        ("/voice/inbound", {"CallSid": sid("c1")}, None, 400, "missing field: To"),
+    ],
+)
 def test_bad_input_is_refused_with_the_field_named(post_signed, path, form, query, status, error):
     response = post_signed(path, form, query=query)
     assert (response.status_code, response.get_json()) == (status, {"error": error})
@@ -368,29 +463,56 @@ def test_healthz(client, events):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(["/voice/inbound", "/voice/conference-status", "/voice/recording-status"]),
-       form=st.dictionaries(st.sampled_from(["ConferenceSid", "FriendlyName", "StatusCallbackEvent", "CallSid",
-                                             "Timestamp", "RecordingSid", "RecordingStatus", "RecordingUrl",
-                                             "RecordingDuration", "To", "From", "Junk"]),
-                            st.text(max_size=40), max_size=8),
-       query=st.dictionaries(st.sampled_from(["room", "call", "x"]), st.text(max_size=20), max_size=2))
+@given(
+    path=st.sampled_from(["/voice/inbound", "/voice/conference-status", "/voice/recording-status"]),
+    form=st.dictionaries(
+        st.sampled_from(
+            [
+                "ConferenceSid",
+                "FriendlyName",
+                "StatusCallbackEvent",
+                "CallSid",
+                "Timestamp",
+                "RecordingSid",
+                "RecordingStatus",
+                "RecordingUrl",
+                "RecordingDuration",
+                "To",
+                "From",
+                "Junk",
+            ]
+        ),
+        st.text(max_size=40),
+        max_size=8,
+    ),
+    query=st.dictionaries(st.sampled_from(["room", "call", "x"]), st.text(max_size=20), max_size=2),
+)
 def test_no_signed_input_makes_a_500(post_signed, signalwire, path, form, query):
     assert post_signed(path, form, query=query).status_code < 500
 
 
 def test_a_read_answered_after_the_room_moved_on_is_not_applied_to_the_next_conference(events, signalwire, app):
     """A recovery read of conference A is in flight when A ends and B starts in the same room."""
+
     def answer_late(request):
         events.conference("conference-end", at=1_800_000_020)
         events.conference("participant-join", D, at=1_800_000_030, conference=NEXT_CONF)
-        return 200, {}, json.dumps({"participants": [{"call_sid": A}, {"call_sid": B}], "page": 0, "page_size": 50,
-                                    "next_page_uri": None})
+        return (
+            200,
+            {},
+            json.dumps(
+                {"participants": [{"call_sid": A}, {"call_sid": B}], "page": 0, "page_size": 50, "next_page_uri": None}
+            ),
+        )
 
     conference = f"{API_BASE}/Conferences/{CONF}"
     signalwire.add(responses.GET, f"{conference}.json", json={"sid": CONF, "status": "in-progress"})
     signalwire.add_callback(responses.GET, f"{conference}/Participants.json", callback=answer_late)
-    signalwire.add(responses.GET, f"{conference}/Recordings.json", json={
-        "recordings": [{"sid": REC, "status": "in-progress"}], "page": 0, "page_size": 50, "next_page_uri": None})
+    signalwire.add(
+        responses.GET,
+        f"{conference}/Recordings.json",
+        json={"recordings": [{"sid": REC, "status": "in-progress"}], "page": 0, "page_size": 50, "next_page_uri": None},
+    )
     events.conference("participant-leave", X)  # state begun mid-conference: read it first
     events.settle()
     assert events.state().conference_sid == NEXT_CONF
