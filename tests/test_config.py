@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -149,3 +150,13 @@ def test_every_setting_is_documented(document):
 def test_request_logs_never_show_the_sign_in_token(line, shown):
     record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, "%s", (line,), None)
     assert RedactTokens().filter(record) and record.getMessage() == shown
+
+
+@pytest.mark.parametrize("document", [".env.example", "README.md"])
+def test_the_emulator_address_documented_is_where_it_listens(document):
+    """A newcomer copies SIGNALWIRE_API_URL's example: it must be the port `python -m emulator` listens on."""
+    cli = (ROOT / "emulator" / "__main__.py").read_text()
+    default = re.search(r'"--port", type=int, default=(\d+)', cli).group(1)
+    text = (ROOT / document).read_text()
+    near = text[max(0, text.index("SIGNALWIRE_API_URL") - 300) : text.index("SIGNALWIRE_API_URL") + 300]
+    assert re.findall(r"http://127\.0\.0\.1:(\d+)", near) == [default]
