@@ -10,12 +10,12 @@ The seconds a lone caller is recorded are printed (`-s`) for the report; nothing
 import io
 import json
 import re
-import shutil
-import subprocess
+import sys
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import redis
@@ -32,6 +32,9 @@ from quorum.gateway import Outcome, SignalWireHttp
 from quorum.redis_store import RedisStore
 from recording_state import DOUBT, GONE, PAUSED, RECORDING, UNSURE, bump
 from support import API_BASE, RECORDING_UPDATE, free_port, make_config, sid
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from fault_table import RedisServer  # noqa: E402
 from test_lone_caller import CALL_A, CALL_B, CONF, REC, ROOM, T0, Line, answer_reads, update_path, wait_for
 from test_recording_core import REC as CORE_REC, ROOM as CORE_ROOM, B, Core, FakeGateway
 
@@ -336,55 +339,19 @@ def test_end_to_end_a_slow_announcement_never_holds_back_the_pause():
 # Row 3: nothing the store dropped is forgotten.
 
 
-class OwnRedis:
-    """A redis-server of one test's own, on a fixed port, its data in an append-only file fsynced on every
-    write, so it can be stopped (clients are refused) and started again with what it held."""
+class OwnRedis(RedisServer):
+    """The fault table's redis-server of one test's own (same port and append-only data across a stop and a
+    start), with a client, and an outage on a timer."""
 
     def __init__(self, workdir):
-        self.port, self.workdir = free_port(), workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        super().__init__(workdir, free_port())
         self.client = redis.Redis.from_url(self.url)
-        self._server = None
-        self.start()
-
-    def start(self):
-        self._server = subprocess.Popen(
-            [
-                shutil.which("redis-server"),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        assert wait_for(self.answers, timeout=10), "redis-server did not start"
-
-    def answers(self):
-        try:
-            return bool(self.client.ping())
-        except redis.ConnectionError:
-            return False
-
-    def stop(self):
-        if self._server is not None:
-            self._server.terminate()
-            self._server.wait(10)
-            self._server = None
 
     def outage(self, seconds):
         """Stop now, start again `seconds` later (on a thread); returns an Event set once it is back."""
         self.stop()
         back = threading.Event()
-        threading.Timer(seconds, lambda: (self.start(), back.set())).start()
+        threading.Timer(seconds, lambda: (self.up(), back.set())).start()
         return back
 
 
