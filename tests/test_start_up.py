@@ -24,7 +24,8 @@ def test_a_recordings_dir_under_a_plain_file_is_refused_naming_the_setting(tmp_p
     assert refused.value.setting == "RECORDINGS_DIR"
 
 
-def test_python_app_py_says_it_in_one_line(tmp_path):
+def unwritable_archive_env(tmp_path) -> dict:
+    """This process's environment with valid settings but RECORDINGS_DIR under a plain file."""
     (tmp_path / "plain").write_text("not a directory")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNALWIRE_", "PUBLIC_URL", "REDIS"))}
     env.update(
@@ -35,6 +36,11 @@ def test_python_app_py_says_it_in_one_line(tmp_path):
         PUBLIC_URL="https://quorum.example.com",
         RECORDINGS_DIR=str(tmp_path / "plain" / "recordings"),
     )
+    return env
+
+
+def test_python_app_py_says_it_in_one_line(tmp_path):
+    env = unwritable_archive_env(tmp_path)
     result = subprocess.run(
         [sys.executable, str(ROOT / "app.py")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
     )
@@ -44,16 +50,7 @@ def test_python_app_py_says_it_in_one_line(tmp_path):
 
 
 def test_check_config_refuses_it_too(tmp_path):
-    (tmp_path / "plain").write_text("not a directory")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNALWIRE_", "PUBLIC_URL", "REDIS"))}
-    env.update(
-        SIGNALWIRE_PROJECT_ID="p",
-        SIGNALWIRE_API_TOKEN="t",
-        SIGNALWIRE_SPACE_URL="x.signalwire.com",
-        SIGNALWIRE_SIGNING_KEY="k",
-        PUBLIC_URL="https://quorum.example.com",
-        RECORDINGS_DIR=str(tmp_path / "plain" / "recordings"),
-    )
+    env = unwritable_archive_env(tmp_path)
     result = subprocess.run(
         [sys.executable, "-c", "import app; app.cli(['check-config'])"],
         cwd=ROOT,
