@@ -27,11 +27,13 @@ from support import (
     recordings_page,
     wav_bytes,
 )
+from s3_server import start_s3_server
 
 # Whole files that start processes, servers, a browser or real Redis, or analyse seconds of audio: all `slow`.
 SLOW_SUITES = {
     "test_audio_quality.py",
     "test_browser.py",
+    "test_bucket.py",
     "test_churn.py",
     "test_compliance.py",
     "test_container.py",
@@ -134,6 +136,20 @@ def redis_url(tmp_path_factory):
     yield url
     server.terminate()
     server.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a loopback port for the whole session, stopped at the end."""
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket_name(s3_server):
+    """A fresh, empty bucket on the session's S3 server."""
+    return s3_server.create_bucket()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
