@@ -375,11 +375,13 @@ COMMANDS = {
     "demo": ("play the demo against the bundled SignalWire emulator, no account needed", None),
     "check-config": ("check the settings and exit", lambda args: check_config()),
     "point-number": ("point a number's voice webhook and StatusCallback at PUBLIC_URL", None),
+    "keygen": ("make the age key pair for ARCHIVE_PUBLIC_KEY: the private key into a file", None),
+    "decrypt": ("decrypt archived .age files: quorum decrypt --identity FILE PATH... [--out DIR]", None),
 }
 
 
 def cli(argv: Optional[list] = None) -> None:
-    """The `quorum` command: `quorum run | dev | demo | check-config | point-number [args]`."""
+    """The `quorum` command: `quorum run | dev | demo | check-config | point-number | keygen | decrypt [args]`."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         print(
@@ -396,8 +398,12 @@ def cli(argv: Optional[list] = None) -> None:
         from quorum.__main__ import main as point
 
         raise SystemExit(point(argv))
+    if argv[0] in ("keygen", "decrypt"):
+        from conversations import sealing
+
+        raise SystemExit(sealing.keygen_main(argv[1:]) if argv[0] == "keygen" else sealing.decrypt_main(argv[1:]))
     command = COMMANDS[argv[0]][1]
-    assert command is not None  # only demo and point-number have none, and both were run above
+    assert command is not None  # only demo, point-number, keygen and decrypt have none, all run above
     command(argv[1:])
 
 
