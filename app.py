@@ -21,8 +21,11 @@ from flask import Flask, Response, current_app, jsonify, request
 from config import Config, ConfigError
 from console import api, dashboard, health, request_logs, secure_pause
 from console.metrics import Metrics
-from conversations import audio_quality
-from conversations.archive import Archive
+from conversations import audio_quality, sealing
+from conversations.archive import Archive, ArchiveUnavailable
+from conversations.archive_index import ArchiveIndex
+from conversations.bucket import Bucket, BucketError, parse_s3_url
+from conversations.bucket_archive import BUCKET_INDEX_NAME, BucketArchive
 from conversations.event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
 from conversations.media_download import MediaSource, allowed_origins
 from conversations.processing import ConversationProcessor
@@ -175,7 +178,7 @@ def build_services(
         controller,
         sweep_s=max(0.05, min(30.0, config.end_grace_s / 2)),
         reconcile_s=config.reconcile_interval_s,
-        on_sweep=lambda: _archive_upkeep(copies, retention),
+        on_sweep=lambda: _archive_upkeep(archive, copies, retention),
         repair_s=controller.repair_tick_s,
         on_redrive=secure.sweep,
     )
@@ -198,19 +201,50 @@ def build_services(
 
 
 def prepared_archive(config: Config) -> Archive:
-    """The archive at RECORDINGS_DIR, made and proved writable; ConfigError naming the setting if it is not."""
-    archive = Archive(Path(config.recordings_dir))
+    """The archive ARCHIVE_URL names (default: RECORDINGS_DIR), made and proved writable; ConfigError naming the
+    setting if it is not."""
+    archive = build_archive(config)
+    setting = "ARCHIVE_URL" if config.archive_url.startswith("file:") else "RECORDINGS_DIR"
     try:
         archive.prepare()
     except OSError as error:
         raise ConfigError(
-            "RECORDINGS_DIR", f"cannot write the archive at {config.recordings_dir}: {error.strerror or error}"
+            setting, f"cannot write the archive at {config.archive_root()}: {error.strerror or error}"
         ) from None
+    except BucketError as error:
+        raise ConfigError("ARCHIVE_URL", f"cannot write the archive at {config.archive_url}: {error}") from None
     return archive
 
 
-def _archive_upkeep(copies: SignalWireCopies, retention: Retention) -> None:
-    """The archive's share of each sweep: SignalWire deletions that are due, then retention when due."""
+def build_archive(config: Config) -> Archive:
+    """A local archive, or with ARCHIVE_URL=s3://... the bucket's, staged in RECORDINGS_DIR and listed through
+    Redis (REDIS_URL) or a local index rebuilt from the bucket."""
+    try:
+        keys = sealing.recipients(config.archive_public_key)
+    except ValueError as problem:
+        raise ConfigError("ARCHIVE_PUBLIC_KEY", str(problem)) from None
+    if not config.archive_url.startswith("s3:"):
+        if keys:
+            raise ConfigError("ARCHIVE_PUBLIC_KEY", "encrypts the archive on object storage: set ARCHIVE_URL=s3://...")
+        return Archive(Path(config.archive_root()))
+    try:
+        name, prefix = parse_s3_url(config.archive_url)
+    except ValueError as problem:
+        raise ConfigError("ARCHIVE_URL", str(problem)) from None
+    root = Path(config.recordings_dir)
+    if config.redis_url:
+        from conversations.redis_index import RedisIndex
+
+        client = redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        index = RedisIndex(client, f"{config.redis_namespace}:archive:")
+    else:
+        index = ArchiveIndex(root / BUCKET_INDEX_NAME)
+    return BucketArchive(root, Bucket(name, prefix), index, keys, config.archive_link_s)
+
+
+def _archive_upkeep(archive: Archive, copies: SignalWireCopies, retention: Retention) -> None:
+    """The archive's share of each sweep: its own upkeep, SignalWire deletions that are due, retention when due."""
+    archive.sweep()
     copies.sweep()
     retention.sweep()
 
@@ -359,7 +393,7 @@ def check_config() -> None:
     store = "Redis" if config.redis_url else "memory"
     print(
         f"quorum: configuration OK: webhook {config.public_url or '(ngrok)'}/voice/inbound, {store} store, "
-        f"archive {config.recordings_dir}"
+        f"archive {config.archive_url or config.recordings_dir}" + (" (encrypted)" if config.archive_public_key else "")
     )
 
 
@@ -367,6 +401,19 @@ def run_production(args: list) -> None:
     """Serve with gunicorn and Quorum's settings (serving.py), extra `args` passed on to gunicorn."""
     _config_or_exit()  # a bad setting: one line now, not one per worker
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:serving", *args, "app:create_app()"])
+
+
+def _fetch_sealed(conversation_id: str, into: Path) -> None:
+    """Download one conversation's objects from the configured bucket (`quorum decrypt ID`); ValueError if none."""
+    archive = build_archive(_config_or_exit())
+    if not isinstance(archive, BucketArchive):
+        raise ValueError("not a path, and ARCHIVE_URL names no bucket to fetch a conversation from")
+    try:
+        found = archive.download(conversation_id, into)
+    except ArchiveUnavailable as error:
+        raise ValueError(str(error)) from None
+    if not found:
+        raise ValueError("no such conversation in the archive")
 
 
 COMMANDS = {
@@ -401,7 +448,9 @@ def cli(argv: Optional[list] = None) -> None:
     if argv[0] in ("keygen", "decrypt"):
         from conversations import sealing
 
-        raise SystemExit(sealing.keygen_main(argv[1:]) if argv[0] == "keygen" else sealing.decrypt_main(argv[1:]))
+        raise SystemExit(
+            sealing.keygen_main(argv[1:]) if argv[0] == "keygen" else sealing.decrypt_main(argv[1:], _fetch_sealed)
+        )
     command = COMMANDS[argv[0]][1]
     assert command is not None  # only demo, point-number, keygen and decrypt have none, all run above
     command(argv[1:])

@@ -7,7 +7,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Dict, Mapping, Optional
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 PAUSE_BEHAVIORS = ("skip", "silence")
 TRIM_CHOICES = ("do-not-trim", "trim-silence")
@@ -100,6 +100,9 @@ class Config:
     record_participants: str = "all"
     api_token: Optional[str] = None
     recordings_dir: str = "./recordings"
+    archive_url: str = ""  # empty: file://RECORDINGS_DIR; s3://bucket/prefix: object storage, RECORDINGS_DIR stages
+    archive_public_key: str = ""  # age X25519 recipients (age1...): media and records encrypted before they leave
+    archive_link_s: int = 300  # how long a presigned media URL of the object-storage archive is valid
     event_callback_url: Optional[str] = None
     event_callback_secret: Optional[str] = None
     event_callback_concurrency: int = 4
@@ -122,6 +125,12 @@ class Config:
     def rule_for(self, room: str) -> RoomRule:
         """The rule a room records by: its ROOM_RULES_FILE table, else the global settings."""
         return self.rules.get(room, self.default_rule)
+
+    def archive_root(self) -> str:
+        """The local directory of the archive: ARCHIVE_URL's file:// path, else RECORDINGS_DIR (which, with an
+        s3:// ARCHIVE_URL, stages each conversation until its upload is checked)."""
+        parts = urlsplit(self.archive_url)
+        return unquote(parts.path) if parts.scheme == "file" else self.recordings_dir
 
     def state_path(self) -> Optional[str]:
         """Where the memory store writes its state through (STATE_FILE), or None: off, or Redis is the store."""
@@ -221,6 +230,7 @@ _PARSERS = {
     "delete_from_signalwire": _parse_bool,
     "talk_time": _parse_bool,
     "archive_retention_days": _parse_number(int),
+    "archive_link_s": _parse_number(int),
     "secure_pause_max_s": _parse_number(float),
 }
 
@@ -277,6 +287,20 @@ def _check(config: Config) -> None:
             "SIGNALWIRE_SPACE_URL",
             "must be the space's host name, such as example.signalwire.com "
             f"(no https://, no path), got {config.signalwire_space_url!r}",
+        )
+    if config.archive_url and urlsplit(config.archive_url).scheme not in ("file", "s3"):
+        raise ConfigError(
+            "ARCHIVE_URL", f"must be empty, file:///path or s3://bucket/prefix, got {config.archive_url!r}"
+        )
+    if urlsplit(config.archive_url).scheme == "file" and (
+        urlsplit(config.archive_url).netloc not in ("", "localhost") or not urlsplit(config.archive_url).path
+    ):
+        raise ConfigError(
+            "ARCHIVE_URL", f"a file URL names a local directory, file:///path, got {config.archive_url!r}"
+        )
+    if not 1 <= config.archive_link_s <= 7 * 86400:
+        raise ConfigError(
+            "ARCHIVE_LINK_S", f"must be 1 to 604800 s (S3's limit is 7 days), got {config.archive_link_s}"
         )
     if config.redis_url and urlsplit(config.redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URL", f"must start with redis://, rediss:// or unix://, got {config.redis_url!r}")

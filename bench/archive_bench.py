@@ -3,22 +3,26 @@
 Writes synthetic archived conversations (realistic conversation.json files in ROOM/YYYY-MM-DD/ID/,
 no audio) into a temporary RECORDINGS_DIR, then, for this checkout and each `--quorum-dir` checkout
 (e.g. the release before the index), in a process of its own, serves that archive with the
-checkout's `create_app` and times through Flask's test client, with the API token:
+checkout's `create_app`; with `--backends`, this checkout also serves the same conversations from an S3 bucket
+(moto's server, started here; each conversation a manifest, as Quorum writes them) listed through its own
+SQLite index (`s3`) and through Redis (`s3-redis`, a redis-server started here). Each is timed through Flask's
+test client, with the API token:
 
     GET /api/conversations, ?room=R, ?status=ready, ?page=250, /history, /history?room=R&page=3,
     searches by caller (last digits) and by date range
 
 (p50/p95 over `--requests` each, endpoints taken in turn), and, where the checkout has an index,
-its rebuild from the files (index deleted) and its check of unchanged files (median of 3 each).
-Every checkout must give byte-identical answers; the bench says whether they did.
+its rebuild from the files or manifests (index deleted) and its check of unchanged ones (median of 3 each).
+Every checkout and backend must give byte-identical answers; the bench says whether they did.
 
     python bench/archive_bench.py [--conversations 10000] [--rooms 25] [--requests 40]
-                                  [--quorum-dir DIR ...] [--json FILE]
+                                  [--backends file,s3,s3-redis] [--quorum-dir DIR ...] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -31,9 +35,12 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the S3 server the tests start
+PREFIX = "bench/"
+BACKENDS = ("file", "s3", "s3-redis")
 TOKEN = "bench-archive-token"
 ROOM = 3  # the room the filtered requests ask for
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -136,6 +143,77 @@ def write_archive(root: Path, count: int, rooms: int, seed: int) -> int:
     return written
 
 
+def bucket_rows(archive: Path, scratch: Path, backends: List[str], args, params: dict) -> List[dict]:
+    """The same conversations as manifests in a bucket, served by this checkout through each index backend."""
+    from s3_server import start_s3_server
+
+    server = start_s3_server()
+    try:
+        name = server.create_bucket()
+        began = time.perf_counter()
+        upload_manifests(server.client(), name, archive)
+        params["manifests_put_s"] = round(time.perf_counter() - began, 1)
+        env = {**server.env, "ARCHIVE_URL": f"s3://{name}/{PREFIX}"}
+        rows = []
+        for backend in backends:
+            if backend == "s3":
+                rows.append({"label": "s3", **run_checkout(ROOT, scratch / "staging-s3", args, env)})
+            elif backend == "s3-redis":
+                with redis_server() as url:
+                    rows.append(
+                        {
+                            "label": "s3-redis",
+                            **run_checkout(ROOT, scratch / "staging-redis", args, {**env, "REDIS_URL": url}),
+                        }
+                    )
+        return rows
+    finally:
+        server.stop()
+
+
+def upload_manifests(client, bucket: str, archive: Path) -> None:
+    """Each conversation.json of `archive` as the manifest Quorum writes of a conversation without media."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def put(path: Path) -> None:
+        relative = path.parent.relative_to(archive).as_posix()
+        manifest = {"format": 1, "encrypted": False, "objects": {}, "record": json.loads(path.read_text())}
+        body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        client.put_object(Bucket=bucket, Key=f"{PREFIX}{relative}/manifest.json", Body=body)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, archive.glob("*/*/*/conversation.json")))
+
+
+@contextlib.contextmanager
+def redis_server():
+    """A throwaway redis-server on a free loopback port: its URL."""
+    from support import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        import redis
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 # One checkout, in a process of its own
 
 
@@ -145,8 +223,9 @@ def percentile(samples: List[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
-def measure(checkout: Path, archive: Path, requests: int, room: str) -> dict:
-    """Serve `archive` with `checkout`'s app; time each endpoint and, if it has one, the index rebuild."""
+def measure(checkout: Path, archive: Path, requests: int, room: str, extra: Dict[str, str]) -> dict:
+    """Serve `archive` (with `extra` settings: a bucket) with `checkout`'s app; time each endpoint and, if it has
+    one, the index rebuild."""
     sys.path.insert(0, str(checkout))
     from app import create_app, services, shutdown  # noqa: E402  (the checkout's, not necessarily ours)
     from config import Config  # noqa: E402
@@ -161,6 +240,7 @@ def measure(checkout: Path, archive: Path, requests: int, room: str) -> dict:
         "RECORDINGS_DIR": str(archive),
         "RECONCILE_INTERVAL_S": "0",
         "LOG_LEVEL": "WARNING",
+        **extra,
     }
     began = time.perf_counter()
     app = create_app(Config.from_env(settings))
@@ -201,8 +281,11 @@ def time_index(held, archive: Path) -> dict:
     first = time.perf_counter() - began
     rebuilds, checks = [], []
     for _ in range(3):
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{held.index.path}{suffix}").unlink(missing_ok=True)
+        if hasattr(held.index, "path"):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{held.index.path}{suffix}").unlink(missing_ok=True)
+        else:  # Redis: its keys
+            held.index.clear()
         began = time.perf_counter()
         held.sync()
         rebuilds.append(time.perf_counter() - began)
@@ -213,12 +296,12 @@ def time_index(held, archive: Path) -> dict:
         "startup_sync_s": round(first, 3),
         "rebuild_s": round(statistics.median(rebuilds), 3),
         "check_s": round(statistics.median(checks), 3),
-        "index_mb": round(held.index.path.stat().st_size / 2**20, 1),
+        **({"index_mb": round(held.index.path.stat().st_size / 2**20, 1)} if hasattr(held.index, "path") else {}),
     }
 
 
-def run_checkout(checkout: Path, archive: Path, args) -> dict:
-    """`measure` in a fresh interpreter with the checkout first on sys.path."""
+def run_checkout(checkout: Path, archive: Path, args, extra: Optional[Dict[str, str]] = None) -> dict:
+    """`measure` in a fresh interpreter with the checkout first on sys.path (`extra`: settings of a backend)."""
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -230,8 +313,12 @@ def run_checkout(checkout: Path, archive: Path, args) -> dict:
         str(args.requests),
         "--room",
         room_name(ROOM),
+        "--extra",
+        json.dumps(extra or {}),
     ]
-    done = subprocess.run(command, cwd=checkout, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, cwd=checkout, capture_output=True, text=True, check=False, env={**os.environ, **(extra or {})}
+    )
     if done.returncode != 0:
         raise SystemExit(f"{checkout}: {done.stderr[-2000:]}")
     return {"checkout": str(checkout), **json.loads(done.stdout.splitlines()[-1])}
@@ -269,9 +356,15 @@ def main() -> int:
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child: measure this checkout
     parser.add_argument("--archive", help=argparse.SUPPRESS)
     parser.add_argument("--room", help=argparse.SUPPRESS)
+    parser.add_argument("--extra", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="of this checkout: file, s3, s3-redis")
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(Path(args.measure), Path(args.archive), args.requests, args.room)))
+        print(
+            json.dumps(
+                measure(Path(args.measure), Path(args.archive), args.requests, args.room, json.loads(args.extra))
+            )
+        )
         return 0
     with tempfile.TemporaryDirectory(prefix="quorum-archive-bench-") as scratch:
         archive = Path(scratch) / "recordings"
@@ -285,8 +378,12 @@ def main() -> int:
             "requests": args.requests,
             "load_average": os.getloadavg()[0],
         }
-        checkouts = [Path(d).resolve() for d in args.quorum_dir] + [ROOT]
-        rows = [{"label": "this" if c == ROOT else c.name, **run_checkout(c, archive, args)} for c in checkouts]
+        backends = [b for b in args.backends.split(",") if b]
+        rows = [{"label": c.name, **run_checkout(c, archive, args)} for c in map(Path, args.quorum_dir)]
+        if "file" in backends:
+            rows.append({"label": "file", **run_checkout(ROOT, archive, args)})
+        if {"s3", "s3-redis"} & set(backends):
+            rows.extend(bucket_rows(archive, Path(scratch), backends, args, params))
     print_report(params, rows)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from typing import Optional
 from flask import Blueprint, current_app, jsonify, request
 
 from console.auth import require_bearer
-from conversations.archive import valid_id
+from conversations.archive import ArchiveUnavailable, valid_id
 from conversations.queries import find_conversation, listing, search_filters
 from conversations.record import STATUSES
 
@@ -25,6 +25,14 @@ MAX_ID_LENGTH = 64
 def require_token():
     """401 without the right token; 503 when no token is configured."""
     return require_bearer("the conversations API")
+
+
+@bp.errorhandler(ArchiveUnavailable)
+def archive_unavailable(error: ArchiveUnavailable):
+    """The archive's store or index cannot answer now: 503 with Retry-After, so clients try again."""
+    response = _error(503, "the archive cannot answer now; try again shortly")
+    response[0].headers["Retry-After"] = "30"
+    return response
 
 
 @bp.get("/conversations")

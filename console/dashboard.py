@@ -9,11 +9,12 @@ Sign-in is in console/signin.py; the view data, as pure functions, in console/vi
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Tuple
 
 import redis
-from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file, url_for
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
 
 from console import secure_pause, signin
 from console.talk_view import talk_view
@@ -32,11 +33,12 @@ from console.views import (
     timeline_view,
     unrecorded_channels,
 )
-from conversations.archive import Archive, valid_id
+from conversations.archive import Archive, ArchiveUnavailable, valid_id
 from conversations.queries import find_conversation, known_rooms, listing, search_filters
 from quorum import redis_outage
 from recording_state import StateStore
 
+log = logging.getLogger("quorum.dashboard")
 bp = Blueprint("dashboard", __name__)
 bp.before_request(signin.gate)
 bp.add_url_rule("/login", view_func=signin.login_page, methods=["GET"])
@@ -56,11 +58,23 @@ CSP = (
 @bp.after_request
 def harden(response):
     """No framing, no foreign code, no token in a Referer; pages are never cached."""
-    response.headers["Content-Security-Policy"] = CSP
+    origin = current_app.extensions["quorum"].archive.media_origin()  # object storage: players fetch from it
+    response.headers["Content-Security-Policy"] = (
+        CSP.replace("media-src 'self'", f"media-src 'self' {origin}") if origin else CSP
+    )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "private, no-cache" if request.endpoint == "dashboard.media" else "no-store"
     return response
+
+
+@bp.errorhandler(ArchiveUnavailable)
+def archive_unavailable(error: ArchiveUnavailable):
+    """The archive's store or index cannot answer now: 503, said in a line."""
+    log.warning("archive unavailable: %s", error)
+    if request.endpoint in signin.DATA_ENDPOINTS:
+        return jsonify(error="archive unavailable"), 503
+    return render_template("unavailable.html", redis=None, archive=True), 503
 
 
 @bp.errorhandler(redis.RedisError)
@@ -150,7 +164,11 @@ def conversation_page(conversation_id: str):
 @bp.get("/conversations/<conversation_id>/media/<name>")
 def media(conversation_id: str, name: str):
     """One archived media file, with range requests so players can seek; hostile names are 404."""
-    path = current_app.extensions["quorum"].archive.media_path(conversation_id, name)
+    archive = current_app.extensions["quorum"].archive
+    url = archive.media_url(conversation_id, name)
+    if url is not None:
+        return redirect(url, 302)  # a presigned URL valid ARCHIVE_LINK_S, fetched (and ranged) by the player
+    path = archive.media_path(conversation_id, name)
     if path is None:
         abort(404)
     return send_file(path, mimetype=MEDIA_TYPES[path.suffix[1:]], conditional=True)

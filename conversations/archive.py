@@ -9,7 +9,8 @@ renamed into `.trash/` at once, then deleted, so a crash never leaves half of on
 Lists read the index beside the files (`.index.sqlite3`, see archive_index.py): `save` and
 `remove` update its row in the same step, and `start` brings it up to date with the files in
 the background (new, rewritten and removed conversation.json files, from any process or host).
-While it cannot answer, lists are read from the files, as before it existed.
+While it cannot answer, lists are read from the files, as before it existed. The same methods serve the archive
+on object storage (conversations/bucket_archive.py), whose conversations are assembled here first.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, TypeVar, Union
+from typing import BinaryIO, Callable, FrozenSet, Iterator, List, Optional, Tuple, TypeVar, Union
 
 from conversations.archive_index import NOT_BUILT, ArchiveIndex, IndexUnusable, IndexView, ScanView, fields, sort_key
 from quorum.keyed_workers import KeyedWorkers
@@ -41,6 +42,10 @@ MEDIA_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,127}\.(wav|mp3)$")
 _UNSAFE = re.compile(r"[^0-9A-Za-z+_.-]")
 DAY_FORMAT = "%Y-%m-%d"
 TRASH = ".trash"  # conversations being removed: out of the archive already, deleted next
+
+
+class ArchiveUnavailable(Exception):
+    """The archive's store cannot be reached now (object storage down, its index not built); try again later."""
 
 
 def valid_id(conversation_id: str) -> bool:
@@ -77,9 +82,9 @@ def make_dirs_durably(directory: Path) -> None:
 class Archive:
     """Reads and writes conversations under one root directory, and keeps its index."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, index=None):
         self.root = Path(root)
-        self.index = ArchiveIndex(self.root / INDEX_NAME)
+        self.index = index if index is not None else ArchiveIndex(self.root / INDEX_NAME)
         self._syncs = KeyedWorkers(lambda _: self._sync_logged(), 1, "quorum-index")
         self._failed_at: Optional[float] = None  # monotonic time of the last failed sync
 
@@ -130,15 +135,45 @@ class Archive:
         fsynced, with its index row; emptied day and room directories go too. False if it was not there."""
         directory = self._conversation_dir(directory)
         relative = self._relative(directory)
+        found = self._discard(directory)
+        self._indexed(lambda: self.index.delete(relative))  # also a row left by a removal cut short
+        return found
+
+    def kept(self, directory: Path) -> Optional[FrozenSet[str]]:
+        """The names of the files archived for good in a conversation directory; None while it is not archived."""
+        if self.read(directory) is None:
+            return None
+        return frozenset(entry.name for entry in directory.iterdir() if entry.is_file())
+
+    def assembling(self, directory: Path) -> bool:
+        """Whether a conversation not archived (yet) is being put together here (its media downloaded)."""
+        return directory.is_dir()
+
+    def finish(self, directory: Path) -> Optional[dict]:
+        """The record of a conversation assembled here whose archiving was cut short, archived now; None if there
+        is none (saving a local conversation is one rename: never cut short)."""
+        return None
+
+    def media_url(self, conversation_id: str, name: str) -> Optional[str]:
+        """A URL a browser fetches one media file from directly (object storage); None: serve `media_path`."""
+        return None
+
+    def media_origin(self) -> Optional[str]:
+        """The origin `media_url`s are on, for the pages' Content-Security-Policy; None: our own."""
+        return None
+
+    def sweep(self) -> None:
+        """The archive's own share of each sweep (object storage: uploads cut short, other hosts' conversations)."""
+
+    def _discard(self, directory: Path) -> bool:
+        """Delete a conversation directory here: renamed into the trash, then deleted; False if it was not there."""
         trash = self.root / TRASH
         make_dirs_durably(trash)
         target = trash / f"{directory.name}.{uuid.uuid4().hex}"
         try:
             os.rename(directory, target)
         except FileNotFoundError:
-            self._indexed(lambda: self.index.delete(relative))  # a row left by a removal cut short
             return False
-        self._indexed(lambda: self.index.delete(relative))
         fsync_dir(directory.parent)
         fsync_dir(trash)
         shutil.rmtree(target, ignore_errors=True)  # what a failure leaves, empty_trash finishes

@@ -14,7 +14,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple, TypeVar
+from typing import Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple, TypeVar
 
 log = logging.getLogger("quorum.archive")
 T = TypeVar("T")
@@ -279,6 +279,14 @@ class ArchiveIndex:
             db.execute("BEGIN IMMEDIATE")
             _drop(db, [(directory,)])
             db.execute("COMMIT")
+
+    def versions(self) -> Dict[str, int]:
+        """Each indexed directory's version (its file's mtime_ns, its manifest's digest); none if unreadable."""
+        try:
+            with closing(self._connect(create=False)) as db:
+                return dict(db.execute("SELECT directory, mtime_ns FROM conversations"))
+        except sqlite3.DatabaseError:
+            return {}
 
     def directory_of(self, conversation_id: str) -> Optional[str]:
         """Where the conversation with this id lives, by the index; None if unknown or unreadable."""

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from conversations import reconcile
 from conversations import record as conversation, talk_time
-from conversations.archive import Archive, valid_id
+from conversations.archive import Archive, ArchiveUnavailable, valid_id
 from conversations.event_callbacks import EventSender
 from quorum.keyed_workers import KeyedWorkers
 from conversations.media_download import DownloadFailed, MediaSource
@@ -101,13 +101,14 @@ class ConversationProcessor:
         directory = self._archive.directory_for(conf.room, conf.opened_at, conference_sid)
         # Archived already by a process that died before forgetting it: never fetched again, as SignalWire's
         # copies may be deleted by now and a failed download would overwrite a good record.
-        record = self._archive.read(directory)
-        if record is None:
-            checked = self._reconciled(key, conf)
-            archived = self._archive_now(key, checked, directory) if checked is not None else None
-            if archived is None:
-                return  # put off: the sweep tries again when it is due
-            conf, record = archived
+        try:
+            archived = self._archived(key, conf, directory)
+        except ArchiveUnavailable as error:
+            self._put_off(key, conf, f"the archive cannot be written now ({error})")
+            return
+        if archived is None:
+            return  # put off: the sweep tries again when it is due
+        conf, record = archived
         self._forget(key, conf)
         log.info(
             "room=%s conference=%s action=archive status=%s dir=%s",
@@ -120,6 +121,15 @@ class ConversationProcessor:
             self._copies.submit(conference_sid)
         if self._events:
             self._events.send("conversation.ready", f"{conf.conference_sid}.ready", record)
+
+    def _archived(self, key: str, conf: Conference, directory: Path) -> Optional[Tuple[Conference, dict]]:
+        """The conference and its archived record: found archived, finished if its archiving was cut short after
+        the downloads, else archived now; None if the try is put off."""
+        record = self._archive.read(directory) or self._archive.finish(directory)
+        if record is not None:
+            return conf, record
+        checked = self._reconciled(key, conf)
+        return self._archive_now(key, checked, directory) if checked is not None else None
 
     # SignalWire's word on the recordings
 

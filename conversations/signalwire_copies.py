@@ -157,8 +157,9 @@ class SignalWireCopies:
         if held is None:
             return
         directory = self._archive.root / held["conversation"]
-        if self._archive.read(directory) is None:
-            if not directory.is_dir():
+        kept = self._archive.kept(directory)
+        if kept is None:
+            if not self._archive.assembling(directory):
                 log.warning("conversation=%s action=keep-signalwire-copies reason=our copy is gone", conversation_id)
                 self._forget(conversation_id)
             else:
@@ -166,7 +167,7 @@ class SignalWireCopies:
             return
         deleted, left = set(), {}
         for sid, wav in held["recordings"].items():
-            if not (directory / wav).is_file():
+            if wav not in kept:
                 log.warning(
                     "conversation=%s recording=%s: our copy %s is gone; SignalWire's copy is kept",
                     conversation_id,

@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import boto3
 import requests
@@ -67,9 +68,9 @@ class S3Server:
             self.process.wait(10)
 
 
-def start_s3_server(timeout_s: float = 30.0) -> S3Server:
-    """Start moto_server on a free loopback port and wait until it answers."""
-    port = free_port()
+def start_s3_server(timeout_s: float = 30.0, port: Optional[int] = None) -> S3Server:
+    """Start moto_server on a loopback port (default: a free one) and wait until it answers."""
+    port = port or free_port()
     process = subprocess.Popen(
         [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -1,0 +1,363 @@
+"""The conversation archive on object storage (ARCHIVE_URL=s3://bucket/prefix), shared by every host.
+
+A conversation is put together in RECORDINGS_DIR as on disk (downloads, analysis, the SignalWire checks), then
+shipped: each file uploaded and checked (conversations/bucket.py: Content-MD5, size and SHA-256), sealed first
+with ARCHIVE_PUBLIC_KEY (conversations/sealing.py), and its `manifest.json` last. The manifest names every object
+with its size and digest and carries the record (or, sealed, its plaintext summary), so a reader never sees half
+a conversation: without a manifest there is none. Only then does the staged copy go, and only then may
+SignalWire's copies be deleted (`kept`). An upload cut short (a kill, the store down) stays staged; processing
+finishes it on its next try, and the sweep finishes any left behind. Removal deletes the media, then the
+manifest: cut short, the conversation is still listed, and the next removal finishes it.
+
+Lists read an index of the manifests: Redis (conversations/redis_index.py) when REDIS_URL is set, which every
+host shares, else a SQLite file in RECORDINGS_DIR that `sync` rebuilds from the bucket's manifests (every
+ARCHIVE_SYNC_S, so a host sees what the others archived).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
+
+from conversations import sealing
+from conversations.archive import MEDIA_NAME, Archive, ArchiveUnavailable, _day_start, valid_id
+from conversations.archive_index import IndexUnusable, Query, ScanView
+from conversations.bucket import Bucket, BucketError
+
+log = logging.getLogger("quorum.archive")
+
+BUCKET_INDEX_NAME = ".bucket-index.sqlite3"  # the index of the bucket's manifests, without Redis
+MANIFEST = "manifest.json"
+RECORD = "conversation.json"
+FORMAT = 1
+SYNC_EVERY_S = 60.0  # how soon a host with its own index lists what other hosts archived
+LEFT_BEHIND_S = 600.0  # a staged conversation this old is no processing's any more: the sweep ships it
+LOADS_AT_ONCE = 16  # manifests fetched in parallel while an index is built
+MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+
+
+def version(manifest: bytes) -> int:
+    """A manifest's version in the index: its MD5, which is the ETag a listing shows of a single PUT."""
+    return int(hashlib.md5(manifest).hexdigest()[:15], 16)
+
+
+def etag_version(etag: str) -> int:
+    """The index version of a listed manifest (any other ETag form only costs one more read of it)."""
+    try:
+        return int(etag[:15], 16)
+    except ValueError:
+        return -1
+
+
+class BucketArchive(Archive):
+    """Conversations staged under `root` and kept in `bucket`, listed through `index`."""
+
+    def __init__(
+        self,
+        root: Path,
+        bucket: Bucket,
+        index,
+        keys: Sequence = (),
+        link_s: int = 300,
+        clock=time.monotonic,
+    ):
+        super().__init__(root, index)
+        self.bucket = bucket
+        self._keys = list(keys)
+        self._link_s = link_s
+        self._clock = clock
+        self._next_sync = 0.0
+        self._origin: Optional[str] = None
+
+    # Writing
+
+    def save(self, directory: Path, conversation: dict) -> Path:
+        """Stage the record and ship the conversation; an archived one (no longer staged) has its listed record
+        rewritten in its manifest (SignalWire's deletions mark it). ArchiveUnavailable: it stays staged."""
+        relative = self._relative(directory)
+        if not (directory / RECORD).is_file() and not self.assembling(directory):
+            manifest = self._manifest(relative)
+            if manifest is not None:
+                self._put_manifest(relative, {**manifest, "record": self._listed(conversation)})
+                return directory / RECORD
+        path = self.write_file(directory, RECORD, json.dumps(conversation, indent=2, sort_keys=True).encode())
+        self._ship(directory)
+        return path
+
+    def finish(self, directory: Path) -> Optional[dict]:
+        """Ship a conversation staged by a try cut short (a kill, the store down); its record, or None."""
+        record = _read_json(directory / RECORD)
+        if record is None:
+            return None
+        self._ship(directory)
+        return record
+
+    def _ship(self, directory: Path) -> None:
+        """Upload every staged file (sealed first with a key), then the manifest, then drop the staged copy."""
+        relative = self._relative(directory)
+        with _shipping(directory) as mine:
+            if not mine:
+                raise ArchiveUnavailable("another process is uploading it")
+            record = _read_json(directory / RECORD)
+            if record is None:
+                return  # shipped meanwhile by another process
+            with _store_errors():
+                objects = {
+                    name: asdict(self.bucket.upload(f"{relative}/{name}", path))
+                    for name, path in self._uploads(directory)
+                }
+                if self._keys:
+                    sealed = sealing.seal_bytes((directory / RECORD).read_bytes(), self._keys)
+                    name = RECORD + sealing.SEALED
+                    objects[name] = asdict(self.bucket.put_bytes(f"{relative}/{name}", sealed, "application/age"))
+            manifest = {"format": FORMAT, "encrypted": bool(self._keys), "objects": objects}
+            self._put_manifest(relative, {**manifest, "record": self._listed(record)})
+            self._discard(directory)
+        log.info(
+            "conversation=%s action=uploaded objects=%d encrypted=%s", directory.name, len(objects), bool(self._keys)
+        )
+
+    def _uploads(self, directory: Path) -> Iterator[Tuple[str, Path]]:
+        """(name, file to upload) of each staged media file: sealed beside it first when there are keys (a sealed
+        file is renamed into place whole, so one left by a try cut short is reused)."""
+        for path in sorted(directory.iterdir()):
+            if path.name.startswith(".") or path.name == RECORD or not path.is_file():
+                continue
+            if not self._keys:
+                yield path.name, path
+            elif not path.name.endswith(sealing.SEALED):
+                target = path.with_name(path.name + sealing.SEALED)
+                if not target.is_file():
+                    sealing.seal(path, target, self._keys)
+                yield target.name, target
+
+    def _put_manifest(self, relative: str, manifest: dict) -> None:
+        """Write a conversation's manifest (the step that makes it archived), then its index row."""
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        with _store_errors():
+            self.bucket.put_bytes(f"{relative}/{MANIFEST}", data)
+        text = json.dumps(manifest["record"], sort_keys=True)
+        self._indexed(lambda: self.index.put(relative, text, version(data)))
+
+    def _listed(self, record: dict) -> dict:
+        """What the manifest shows of a record: all of it, or with keys only its plaintext summary."""
+        return sealing.summary(record) if self._keys else record
+
+    # Reading
+
+    def read(self, directory: Path) -> Optional[dict]:
+        """The record of an archived conversation (its manifest's), or None; ArchiveUnavailable if unreachable."""
+        manifest = self._manifest(self._relative(directory))
+        return None if manifest is None else manifest.get("record")
+
+    def kept(self, directory: Path) -> Optional[FrozenSet[str]]:
+        """The media names uploaded and checked (sealed ones by their plaintext name), or None: not archived."""
+        manifest = self._manifest(self._relative(directory))
+        if manifest is None:
+            return None
+        return frozenset(name.removesuffix(sealing.SEALED) for name in manifest.get("objects", {}))
+
+    def find(self, conversation_id: str) -> Optional[dict]:
+        """The archived conversation with this id, found by the index, or None."""
+        relative = self.index.directory_of(conversation_id) if valid_id(conversation_id) else None
+        return None if relative is None else self.read(self.root / relative)
+
+    def media_path(self, conversation_id: str, name: str) -> Optional[Path]:
+        """Media are served from the bucket, never from here (see media_url)."""
+        return None
+
+    def media_url(self, conversation_id: str, name: str) -> Optional[str]:
+        """A presigned URL of one plaintext media file, valid ARCHIVE_LINK_S; None if there is no such file."""
+        relative = self.index.directory_of(conversation_id) if valid_id(conversation_id) else None
+        manifest = self._manifest(relative) if relative is not None and MEDIA_NAME.match(name) else None
+        if manifest is None or name not in manifest.get("objects", {}):
+            return None
+        with _store_errors():
+            return self.bucket.presigned_url(
+                f"{relative}/{name}", self._link_s, MEDIA_TYPES[name.rsplit(".", 1)[-1]], name
+            )
+
+    def download(self, conversation_id: str, into: Path) -> bool:
+        """Copy every object of one archived conversation into a directory (`quorum decrypt ID`); False if the
+        index knows no such conversation."""
+        relative = self.index.directory_of(conversation_id) if valid_id(conversation_id) else None
+        manifest = self._manifest(relative) if relative is not None else None
+        if manifest is None:
+            return False
+        with _store_errors():
+            for name in manifest.get("objects", {}):
+                self.bucket.download(f"{relative}/{name}", into / name)
+        (into / RECORD).write_text(json.dumps(manifest.get("record"), indent=2, sort_keys=True))  # the summary
+        return True
+
+    def media_origin(self) -> Optional[str]:
+        """The origin presigned URLs point at (presigning is local: no request is made)."""
+        if self._origin is None:
+            with _store_errors():
+                url = self.bucket.presigned_url("origin", 60, "text/plain", "origin")
+            scheme, rest = url.split("://", 1)
+            self._origin = f"{scheme}://{rest.split('/', 1)[0]}"
+        return self._origin
+
+    def view(self, work):
+        """`work(view)` over the index; ArchiveUnavailable while it cannot answer (its build is started)."""
+        try:
+            return self.index.read(work)
+        except IndexUnusable as problem:
+            self._kick()
+            raise ArchiveUnavailable(f"the archive's index cannot answer yet ({problem})") from None
+
+    def all(self) -> List[dict]:
+        """Every archived conversation, newest first, read from the manifests themselves (slow: tests, tools)."""
+        return ScanView(r for r in self._records().values() if r is not None).page(Query(), 0, 10**9)
+
+    def started_before(self, cutoff: float) -> Iterator[Path]:
+        """Conversations of the days that began before `cutoff`, staged here or in the bucket, by name only."""
+        seen = set()
+        for directory in super().started_before(cutoff):
+            seen.add(directory)
+            yield directory
+        with _store_errors():
+            for room in self.bucket.list_dirs(""):
+                for day in self.bucket.list_dirs(f"{room}/"):
+                    began = _day_start(day)
+                    if began is None or began >= cutoff:
+                        continue
+                    for conversation_id in self.bucket.list_dirs(f"{room}/{day}/"):
+                        directory = self.root / room / day / conversation_id
+                        if valid_id(conversation_id) and directory not in seen:
+                            yield directory
+
+    def remove(self, directory: Path) -> bool:
+        """Remove one conversation for good: the staged copy, the media, then the manifest and its row."""
+        directory = self._conversation_dir(directory)
+        relative = self._relative(directory)
+        staged = self._discard(directory)
+        with _store_errors():
+            names = [listed.relative for listed in self.bucket.list_objects(f"{relative}/")]
+            self.bucket.delete([n for n in names if not n.endswith(f"/{MANIFEST}")])
+            self.bucket.delete([n for n in names if n.endswith(f"/{MANIFEST}")])
+        self._indexed(lambda: self.index.delete(relative))
+        return staged or bool(names)
+
+    def _manifest(self, relative: str) -> Optional[dict]:
+        """A conversation's manifest, or None if it has none (not archived); ArchiveUnavailable if unreachable."""
+        with _store_errors():
+            data = self.bucket.get_bytes(f"{relative}/{MANIFEST}")
+        try:
+            manifest = json.loads(data) if data is not None else None
+        except ValueError:
+            log.warning("conversation=%s: unreadable manifest, treated as not archived", relative.rsplit("/", 1)[-1])
+            return None
+        return manifest if isinstance(manifest, dict) else None
+
+    # Upkeep
+
+    def prepare(self) -> None:
+        """Make the staging directory and prove it and the bucket writable; OSError or BucketError if not."""
+        super().prepare()
+        self.bucket.probe()
+
+    def sweep(self) -> None:
+        """Ship conversations left staged by a process that died; rebuild the index when due."""
+        cutoff = time.time() - LEFT_BEHIND_S
+        for directory in list(super().started_before(float("inf"))):
+            record = directory / RECORD
+            try:
+                if record.stat().st_mtime < cutoff:
+                    self._ship(directory)
+            except (OSError, ArchiveUnavailable) as error:
+                log.info("conversation=%s: upload left behind not finished (%s)", directory.name, error)
+        if self._clock() >= self._next_sync:
+            self._next_sync = self._clock() + SYNC_EVERY_S
+            self._kick()
+
+    def sync(self) -> Tuple[int, int]:
+        """Bring the index up to date with the bucket's manifests: (rows written, rows dropped). The manifests it
+        lacks are fetched in parallel first; the listing is taken again under the index's lock, so a conversation
+        archived meanwhile is not dropped."""
+        with _store_errors():
+            known = self.index.versions()
+            wanted = [d for d, v in self._manifests() if known.get(d) != v]
+            texts = self._texts(wanted)
+            return self.index.sync(self._manifests, lambda d: texts[d] if d in texts else self._texts([d])[d])
+
+    def _sync_logged(self) -> None:
+        """Sync, saying what changed; a store failure is logged and retried when next due."""
+        try:
+            super()._sync_logged()
+        except (ArchiveUnavailable, BucketError) as error:
+            self._failed_at = time.monotonic()
+            log.warning("archive index not synced with the bucket: %s", error)
+
+    def _manifests(self) -> List[Tuple[str, int]]:
+        """(`ROOM/DAY/ID`, version) of every manifest in the bucket."""
+        suffix = f"/{MANIFEST}"
+        return [
+            (listed.relative[: -len(suffix)], etag_version(listed.etag))
+            for listed in self.bucket.list_objects("")
+            if listed.relative.endswith(suffix) and listed.relative.count("/") == 3
+        ]
+
+    def _texts(self, directories: List[str]) -> Dict[str, Optional[str]]:
+        """The listed record's text of each of these conversations (None: no readable manifest), fetched at once."""
+
+        def text(directory: str) -> Optional[str]:
+            manifest = self._manifest(directory)
+            record = manifest.get("record") if manifest else None
+            return json.dumps(record, sort_keys=True) if isinstance(record, dict) else None
+
+        with ThreadPoolExecutor(LOADS_AT_ONCE, thread_name_prefix="quorum-manifests") as pool:
+            return dict(zip(directories, pool.map(text, directories)))
+
+    def _records(self) -> Dict[str, Optional[dict]]:
+        """Every manifest's record, by directory."""
+        with _store_errors():
+            texts = self._texts([d for d, _ in self._manifests()])
+        return {d: (json.loads(t) if t else None) for d, t in texts.items()}
+
+
+@contextmanager
+def _store_errors():
+    """The bucket's failures as ArchiveUnavailable, which callers put off and retry."""
+    try:
+        yield
+    except BucketError as error:
+        raise ArchiveUnavailable(str(error)) from error
+
+
+@contextmanager
+def _shipping(directory: Path):
+    """Whether this process holds the staged conversation's upload lock (gunicorn's workers share the staging)."""
+    try:
+        handle = os.open(directory / ".upload.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        yield True  # nothing staged (shipped meanwhile): the caller finds no record
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(handle)
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    """A JSON object from a file, or None if it cannot be read."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
