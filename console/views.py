@@ -11,6 +11,7 @@ from typing import Callable, List, Optional
 from console.talk_view import TALK_H, TALK_INSET, talk_marks
 from conversations import record as conversation
 from conversations.record import READY, UNFINISHED
+from conversations.sealing import SEALED
 from config import RoomRule
 from recording_state import ABANDONED, DOUBT, GONE, LIVE, PAUSED, PROCESSING, RECORDING, UNSURE, Caller, Conference
 
@@ -385,7 +386,9 @@ def recordings_view(record: dict, media_url: Callable[[str], str]) -> List[dict]
     ]
     rows = []
     for name, audio in entries:
-        files = [(audio.get("mp3_file"), MEDIA_TYPES["mp3"]), (audio.get("wav_file"), MEDIA_TYPES["wav"])]
+        named = [(audio.get("mp3_file"), MEDIA_TYPES["mp3"]), (audio.get("wav_file"), MEDIA_TYPES["wav"])]
+        # Encrypted at rest (ARCHIVE_PUBLIC_KEY): Quorum holds no key to serve them with.
+        files = [(f, t) for f, t in named if f and not f.endswith(SEALED)]
         duration = audio.get("duration_ms")
         rows.append(
             {
@@ -396,6 +399,7 @@ def recordings_view(record: dict, media_url: Callable[[str], str]) -> List[dict]
                 ],
                 "length": duration_words(duration / 1000) if duration is not None else None,
                 "missing": audio.get("missing"),
+                "sealed": len(files) < sum(1 for f, _ in named if f),
                 "snr": snr_reading(audio.get("snr")),
                 "rt60": rt60_reading(audio.get("rt60")),
             }

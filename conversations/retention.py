@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import Callable, Optional
 
-from conversations.archive import Archive
+from conversations.archive import Archive, ArchiveUnavailable
 from conversations.signalwire_copies import SignalWireCopies
 from recording_state import StateStore, alone
 
@@ -63,7 +63,11 @@ class Retention:
         if not self._days or now < self._next_pass:
             return 0
         self._next_pass = now + RETENTION_EVERY_S
-        return alone(self._store, "retention", LOCK_TTL_S, lambda: self.expire(now), otherwise=0)
+        try:
+            return alone(self._store, "retention", LOCK_TTL_S, lambda: self.expire(now), otherwise=0)
+        except ArchiveUnavailable as error:  # object storage down: the next pass, in RETENTION_EVERY_S, tries again
+            log.warning("archive retention: pass cut short, the archive cannot be reached (%s)", error)
+            return 0
 
     def expire(self, now: float) -> int:
         """Remove every conversation that ended more than the retention ago as of `now`; returns how many."""

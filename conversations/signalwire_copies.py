@@ -1,7 +1,8 @@
 """SignalWire's copies of archived recordings: deleted once the archive holds checked ones, retried until done.
 
 SignalWire serves recording media without authentication, so with DELETE_FROM_SIGNALWIRE each recording
-whose WAV was archived, fsynced and checked (`check_copy`) is deleted at SignalWire. What is left to
+whose WAV was archived, fsynced and checked (`check_copy`; on object storage, also uploaded and checked there:
+`Archive.kept`) is deleted at SignalWire. What is left to
 delete is kept on disk, one small file per conversation in `RECORDINGS_DIR/.signalwire-copies/`, written
 before the conversation.json it belongs to, so a restart loses nothing and a sweep reads only those files.
 The sweeper retries each deletion (backing off) until SignalWire answers 204, or 404: already gone.
@@ -18,7 +19,7 @@ import wave
 from pathlib import Path
 from typing import Callable, Dict, Optional, Set, Tuple
 
-from conversations.archive import Archive, fsync_dir, valid_id
+from conversations.archive import Archive, ArchiveUnavailable, fsync_dir, valid_id
 from quorum.gateway import Outcome
 from quorum.keyed_workers import KeyedWorkers
 from recording_state import StateStore, alone
@@ -149,7 +150,11 @@ class SignalWireCopies:
 
     def _settle_alone(self, conversation_id: str) -> None:
         """Delete under the conversation's lock, so two processes never work on one conversation."""
-        alone(self._store, f"delete:{conversation_id}", LOCK_TTL_S, lambda: self._settle(conversation_id))
+        try:
+            alone(self._store, f"delete:{conversation_id}", LOCK_TTL_S, lambda: self._settle(conversation_id))
+        except ArchiveUnavailable as error:  # whether ours is kept cannot be known now: theirs stays, for now
+            wait_s = self._back_off(conversation_id)
+            log.info("conversation=%s action=retry-deletion in_s=%g why=%s", conversation_id, wait_s, error)
 
     def _settle(self, conversation_id: str) -> None:
         """Delete each pending copy at SignalWire; record what went, keep the rest pending."""

@@ -23,6 +23,10 @@ from conversations.archive import ArchiveUnavailable
 from conversations.bucket import Bucket
 from conversations.bucket_archive import MANIFEST, BucketArchive
 from conversations.archive_index import ArchiveIndex
+from conversations.retention import Retention
+from conversations.signalwire_copies import SignalWireCopies
+from quorum.gateway import Outcome
+from recording_state import MemoryStore
 from e2e_support import quorum_stack, wait_until
 from emulator.scenarios import DEMO_NUMBER, Player
 from s3_server import start_s3_server
@@ -287,7 +291,7 @@ def test_an_encrypted_archive_holds_no_plaintext_and_the_private_key_opens_it(s3
     identity = x25519.Identity.generate()
     (tmp_path / "key.txt").write_text(f"# test key\n{identity}\n")
     env = {"ARCHIVE_URL": archive_url(s3), "ARCHIVE_PUBLIC_KEY": str(identity.to_public())}
-    with quorum_stack(participant_recording="inbound", env=env) as stack:
+    with quorum_stack(api_token="t" * 32, participant_recording="inbound", env=env) as stack:
         play_and_archive(stack)
         everything = recordings(stack)
         plaintexts = {sid: media_of(stack, sid) for sid in everything}
@@ -299,6 +303,12 @@ def test_an_encrypted_archive_holds_no_plaintext_and_the_private_key_opens_it(s3
         # No caller's number (the room is the number they dialled, ours).
         assert set(re.findall(r"\+\d{6,}", json.dumps(manifest))) <= {DEMO_NUMBER}
         assert not {"from", "to"} & keys_of(manifest)
+        page = requests.get(
+            f"{stack.config.public_url}/conversations/{manifest['record']['id']}",
+            headers={"Authorization": f"Bearer {stack.config.api_token}"},
+            timeout=5,
+        ).text
+        assert "encrypted at rest" in page and "<audio" not in page  # the summary's page: nothing to play
         out = tmp_path / "opened"
         code = subprocess.run(
             [
@@ -349,3 +359,23 @@ def test_lists_refuse_rather_than_show_a_partial_archive_while_the_index_is_unbu
     archive = BucketArchive(tmp_path, Bucket(s3[1], PREFIX), ArchiveIndex(tmp_path / "never-built.sqlite3"))
     with pytest.raises(ArchiveUnavailable):
         archive.view(lambda view: view.count(_everything()))
+
+
+def test_upkeep_with_the_store_down_keeps_everything_and_says_so_without_a_traceback(own_s3, tmp_path, caplog):
+    server, name = own_s3
+    archive = BucketArchive(tmp_path, Bucket(name, PREFIX), ArchiveIndex(tmp_path / "index.sqlite3"))
+    store = MemoryStore()
+    deleted = []
+    copies = SignalWireCopies(archive, store, lambda sid: deleted.append(sid) or Outcome.OK, enabled=True)
+    directory = archive.directory_for("room", time.time(), "CF0123456789abcdef0123456789abcdef")
+    copies.hold(directory, {"RE0123456789abcdef0123456789abcdef": "mix.wav"})
+    server.stop()
+    assert Retention(archive, store, copies, days=1).sweep() == 0
+    archive.sweep()
+    copies.submit(directory.name)
+    assert copies.wait_idle(30)
+    assert deleted == [] and copies.pending(directory.name)  # SignalWire's copy stays while ours is unknown
+    assert not [r for r in caplog.records if r.exc_info]
+    assert any("cannot be reached" in r.getMessage() for r in caplog.records)
+    copies.shutdown()
+    archive.stop()
