@@ -109,6 +109,7 @@ class RedisView:
         self._redis = client
         self._prefix = prefix
         self._hidden: Dict[Tuple[str, FrozenSet], List[str]] = {}
+        self._callers: Dict[Query, List[str]] = {}
 
     def count(self, query: Query, newer_than: Optional[Tuple[str, str]] = None) -> int:
         """How many conversations match (only those newer than the sort key `newer_than`, if given)."""
@@ -170,17 +171,24 @@ class RedisView:
         return [m for m, score in zip(members, self._redis.zmscore(key, members)) if score is not None]
 
     def _by_caller(self, query: Query, key: str, low: str, high: Optional[str]) -> List[str]:
-        """Members matching a caller query, newest first: read from the caller's rows, checked against `key`.
-        Costs one range of the callers' set and one ZMSCORE: proportional to the rows the digits match."""
+        """Members matching a caller query in [low, high), newest first."""
+        if query not in self._callers:  # the same for every call of one list but `newer_than`: read once
+            self._callers[query] = self._caller_rows(query, key, query.since or "", high)
+        return [m for m in self._callers[query] if m >= low]
+
+    def _caller_rows(self, query: Query, key: str, low: str, high: Optional[str]) -> List[str]:
+        """Members matching a caller query in [low, high), newest first: from the caller's entries, checked against
+        `key`. One range of the callers' set and one ZMSCORE: the cost grows with the rows the digits match."""
         wanted = digits(query.caller or "")[::-1]
         # The byte 0xFF follows every UTF-8 byte: the range is every entry the digits begin, whatever digits follow.
         entries = cast(
             List[str], self._redis.zrangebylex(self._prefix + "callers", "[" + wanted, b"(" + wanted.encode() + b"\xff")
         )
-        candidates = {e.split(SEP, 1)[1] for e in entries}
-        inside = [m for m in candidates if _inside(m, low, high)]
+        inside = [m for m in {e.split(SEP, 1)[1] for e in entries} if _inside(m, low, high)]
+        if query.room is not None or query.status is not None:  # else every row is in `key`
+            inside = self._in_set(key, inside)
         hidden = set(self._members_of(sorted(query.hidden)))
-        return sorted((m for m in self._in_set(key, inside) if m not in hidden), reverse=True)
+        return sorted((m for m in inside if m not in hidden), reverse=True)
 
     def _records(self, members: List[str]) -> List[dict]:
         """The records of these members, in order."""

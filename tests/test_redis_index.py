@@ -273,6 +273,40 @@ def test_a_removal_by_another_host_during_a_sync_is_not_undone(make_index):
     assert listed(index) == []
 
 
+def test_a_row_another_host_writes_again_during_a_sync_is_not_dropped(make_index):
+    index = make_index()
+    other = make_index(index._prefix)
+    again = record(4, status="failed", minute=4)
+    files = Files([record(4, minute=4)])
+    files.sync(index)
+
+    def listing():
+        del files.texts[directory(again)]  # removed, then archived again by the other host, as this sync lists
+        found = files.listing()
+        other.put(files.write(again, version=2), files.load(directory(again)), 2)
+        return found
+
+    assert index.sync(listing, files.load) == (0, 0)
+    assert index.read(lambda view: [c["status"] for c in view.page(Query(), 0, 10)]) == ["failed"]
+    assert files.sync(index) == (0, 0)
+
+
+def test_a_list_read_while_another_host_writes_is_read_again(make_index):
+    index = make_index()
+    other = make_index(index._prefix)
+    files = Files([record(1, minute=1)])
+    files.sync(index)
+    late = record(2, minute=2)
+
+    def work(view):
+        total = view.count(Query())
+        if total == 1:  # the other host saves between this list's count and its page
+            other.put(directory(late), json.dumps(late), 1)
+        return total, [c["id"] for c in view.page(Query(), 0, 10)]
+
+    assert index.read(work) == (2, [sid("conv2"), sid("conv1")])  # not (1, [both]): the total and page agree
+
+
 def test_concurrent_syncs_and_saves_lose_and_double_no_row(make_index):
     prefix = make_index()._prefix
     files = Files([record(n, ROOMS[n % 3], minute=n % 50) for n in range(300)])
