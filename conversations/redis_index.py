@@ -103,7 +103,8 @@ def _meta(prefix: str, directory: str, text: str) -> Optional[str]:
 
 
 class RedisView:
-    """Queries over the index in Redis, as IndexView answers them (each call is atomic on its own)."""
+    """Queries over the index in Redis, as IndexView answers them; a few round trips each, which a write may come
+    between (RedisIndex.read then reads the list again)."""
 
     def __init__(self, client: redis.Redis, prefix: str):
         self._redis = client
@@ -128,7 +129,7 @@ class RedisView:
             return self._records(self._by_caller(query, key, low, high)[offset : offset + limit])
         hidden = self._hidden_in(key, query.hidden, low, high)
         start = offset
-        if hidden:  # each hidden row newer than the start moves the start one further
+        if hidden:  # each hidden row ranked at or before the start (newest first) moves the start one further
             pipe = self._redis.pipeline(transaction=True)
             for member in hidden:
                 pipe.zlexcount(key, "(" + member, _high(high))
