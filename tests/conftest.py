@@ -46,6 +46,7 @@ SLOW_SUITES = {
     "test_gunicorn.py",
     "test_hardening.py",
     "test_openapi.py",
+    "test_redis_index.py",
     "test_redis_store.py",
     "test_retention_end_to_end.py",
     "test_scale_out.py",
