@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NoReturn, Optional
+from typing import Callable, NoReturn, Optional, Union
 
 import redis
 from flask import Flask, Response, current_app, jsonify, request
@@ -26,6 +26,7 @@ from conversations.archive import Archive, ArchiveUnavailable
 from conversations.archive_index import ArchiveIndex
 from conversations.bucket import Bucket, BucketError, parse_s3_url
 from conversations.bucket_archive import BUCKET_INDEX_NAME, BucketArchive
+from conversations.redis_index import RedisIndex
 from conversations.event_callbacks import EventSender, FileOutbox, Outbox, RedisOutbox
 from conversations.media_download import MediaSource, allowed_origins
 from conversations.processing import ConversationProcessor
@@ -232,11 +233,9 @@ def build_archive(config: Config) -> Archive:
     except ValueError as problem:
         raise ConfigError("ARCHIVE_URL", str(problem)) from None
     root = Path(config.recordings_dir)
+    index: Union[ArchiveIndex, RedisIndex]
     if config.redis_url:
-        from conversations.redis_index import RedisIndex
-
-        client = redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        index = RedisIndex(client, f"{config.redis_namespace}:archive:")
+        index = RedisIndex.from_url(config.redis_url, f"{config.redis_namespace}:archive:")
     else:
         index = ArchiveIndex(root / BUCKET_INDEX_NAME)
     return BucketArchive(root, Bucket(name, prefix), index, keys, config.archive_link_s)

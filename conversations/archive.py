@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable, FrozenSet, Iterator, List, Optional, Tuple, TypeVar, Union
 
+import redis
+
 from conversations.archive_index import NOT_BUILT, ArchiveIndex, IndexUnusable, IndexView, ScanView, fields, sort_key
 from quorum.keyed_workers import KeyedWorkers
 
@@ -282,7 +284,7 @@ class Archive:
         began = time.monotonic()
         try:
             written, dropped = self.sync()
-        except (OSError, sqlite3.Error) as error:
+        except (OSError, sqlite3.Error, redis.RedisError) as error:
             self._failed_at = time.monotonic()
             log.warning("archive index not synced with the files: %s", error)
             return
@@ -306,7 +308,7 @@ class Archive:
         """One index write; if it fails the file is still the truth, so a sync catches the index up."""
         try:
             write()
-        except (OSError, sqlite3.Error) as error:
+        except (OSError, sqlite3.Error, redis.RedisError) as error:
             log.warning("archive index not updated (%s): syncing it with the files", error)
             self._kick()
 

@@ -266,6 +266,19 @@ class RedisIndex:
         """Drop one conversation's row."""
         self._write(args=[self._prefix, directory, ANY, "", "", ""])
 
+    def versions(self) -> Dict[str, int]:
+        """Each indexed directory's version; none if Redis cannot be read."""
+        try:
+            known = cast(Dict[str, str], self._redis.hgetall(self._prefix + "ver"))
+        except redis.RedisError:
+            return {}
+        return {directory: int(version) for directory, version in known.items()}
+
+    def clear(self) -> None:
+        """Drop every key of this index (a rebuild from scratch: benchmarks, a repair by hand)."""
+        for key in self._redis.scan_iter(match=self._prefix + "*", count=1000):
+            self._redis.delete(key)
+
     def directory_of(self, conversation_id: str) -> Optional[str]:
         """Where the conversation with this id lives (the newest, if several); None if unknown or unreadable."""
         try:
