@@ -214,3 +214,128 @@ def test_retention_carries_on_past_a_manifest_whose_record_is_not_an_object(s3, 
     store = MemoryStore()
     copies = SignalWireCopies(archive, store, lambda sid: Outcome.OK, enabled=False)
     assert Retention(archive, store, copies, days=1).expire(time.time()) == 1
+
+
+def test_a_conversation_staged_before_a_key_change_is_sealed_to_the_new_key(s3, tmp_path):
+    """Claim (docs): media and the record are sealed to ARCHIVE_PUBLIC_KEY. A try cut short (the store down)
+    leaves `channel-01.wav.age` sealed beside the staged channel; the operator replaces the key (the old private key was
+    lost or leaked) and restarts. `_uploads` reuses any sealed file it finds, so the conversation ships with its
+    media sealed to the old key and its record to the new one: the new private key cannot open the audio."""
+    old, new = x25519.Identity.generate(), x25519.Identity.generate()
+    directory = stage(tmp_path)
+    down = BucketArchive(
+        tmp_path, Bucket("quorum-no-such-bucket-here", PREFIX), ArchiveIndex(tmp_path / "i.sqlite3"), [old.to_public()]
+    )
+    with pytest.raises(Exception):
+        down.save(directory, full_record(directory))  # the store refuses: the conversation stays staged
+    assert (directory / "channel-01.wav.age").is_file()  # sealed to the old key, its upload refused
+    archive = archive_on(s3, tmp_path, [new.to_public()])
+    archive.finish(directory)  # processing's next try, after the restart with the new key
+    client, name = s3
+    sealed = client.get_object(Bucket=name, Key=f"{PREFIX}room/2026-12-01/{CID}/channel-01.wav.age")["Body"].read()
+    assert pyrage.decrypt(sealed, [new]).startswith(b"RIFF-plaintext-channel-audio")
+
+
+def test_check_config_names_archive_url_in_one_line_when_the_bucket_does_not_exist(s3_server, tmp_path):
+    """Checked and sound: `quorum check-config` with a bucket that does not exist exits 2 with one line naming
+    ARCHIVE_URL and the store's NoSuchBucket, no traceback, no credential."""
+    import subprocess
+    import sys
+
+    from e2e_support import as_env
+    from support import make_config
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **as_env(make_config(recordings_dir=str(tmp_path / "rec"))),
+        **s3_server.env,
+        "ARCHIVE_URL": "s3://quorum-no-such-bucket-here/calls",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import app; app.cli(['check-config'])"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert "ARCHIVE_URL" in lines[0] and "NoSuchBucket" in lines[0] and "test" not in lines[0].split("s3://")[0]
+
+
+def test_shipping_an_encrypted_conversation_leaves_no_plaintext_on_the_hosts_disk(s3, tmp_path):
+    """Checked and sound: once an encrypted conversation is shipped, nothing under RECORDINGS_DIR (staging,
+    sidecars, temp files, the trash, the index) holds its audio or the caller's number."""
+    archive = archive_on(s3, tmp_path, [x25519.Identity.generate().to_public()])
+    directory = stage(tmp_path)
+    archive.save(directory, full_record(directory))
+    archive.sync()
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
+    for path in leftovers:
+        data = path.read_bytes()
+        assert b"plaintext" not in data and CALLER.encode() not in data, path
+    assert not directory.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["manifest.json", "conversation.json.age", "mix.wav.age", "../mix.wav", "..%2Fmix.wav", ".mix.wav", "other.wav"],
+)
+def test_a_media_name_outside_the_manifests_plaintext_media_gets_no_presigned_url(s3, tmp_path, name):
+    """Checked and sound: the media route presigns only a plaintext media name the manifest lists; the manifest,
+    a sealed file, path tricks and names it does not list get none (the route then answers 404)."""
+    archive = archive_on(s3, tmp_path, [x25519.Identity.generate().to_public()] if "age" in name else ())
+    directory = stage(tmp_path)
+    archive.save(directory, full_record(directory))
+    if "age" not in name:
+        assert archive.media_url(CID, "mix.wav") is not None  # the one it lists does get one
+    assert archive.media_url(CID, name) is None and archive.media_path(CID, name) is None
+
+
+def test_quorum_decrypt_of_an_id_writes_nothing_outside_its_directory_for_a_hostile_manifest(s3, tmp_path):
+    """Checked and sound: `quorum decrypt ID` downloads the objects a manifest names; a manifest (written by
+    anyone who can write the bucket) naming `../../escape.age` is refused by the key check, not written above
+    DIR/ID."""
+    archive = archive_on(s3, tmp_path / "host")
+    directory = stage(tmp_path / "host")
+    archive.save(directory, full_record(directory))
+    client, name = s3
+    manifest = manifest_of(s3, directory)
+    manifest["objects"] = {"../../escape.age": {"size": 1, "sha256": "0"}}
+    client.put_object(Bucket=name, Key=f"{PREFIX}room/2026-12-01/{CID}/{MANIFEST}", Body=json.dumps(manifest))
+    into = tmp_path / "out" / CID
+    into.mkdir(parents=True)
+    with pytest.raises(ValueError):
+        archive.download(CID, into)
+    assert not any(p.name.startswith("escape") for p in tmp_path.rglob("*"))
+
+
+def test_deployments_sharing_a_bucket_under_other_prefixes_or_none_see_and_expire_only_their_own(s3, tmp_path):
+    """Checked and sound: `s3://bucket/calls` (no trailing slash), `s3://bucket/calls2` and `s3://bucket` (no
+    prefix) on one bucket each list only their own conversations, and a retention pass of the one without a
+    prefix removes nothing of the others'."""
+    from conversations.bucket import parse_s3_url
+
+    archives = {}
+    for url in ("s3://%s/calls" % s3[1], "s3://%s/calls2" % s3[1], "s3://%s" % s3[1]):
+        name, prefix = parse_s3_url(url)
+        root = tmp_path / (prefix.strip("/") or "none")
+        archive = BucketArchive(root, Bucket(name, prefix), ArchiveIndex(root / "index.sqlite3"))
+        archive.prepare()
+        directory = root / "room" / "2020-01-01" / ("CF" + (prefix.strip("/") or "none").ljust(32, "0"))
+        directory.mkdir(parents=True)
+        (directory / "mix.wav").write_bytes(b"audio")
+        old = {"id": directory.name, "room": "room", "status": "ready", "started_at": "2020-01-01T10:00:00+00:00"}
+        archive.save(directory, {**old, "ended_at": "2020-01-01T10:05:00+00:00"})
+        archives[url] = (archive, directory.name)
+    for archive, conversation_id in archives.values():
+        archive.sync()
+        assert [c["id"] for c in archive.view(lambda view: view.page(Query(), 0, 10))] == [conversation_id]
+    unprefixed, _ = archives["s3://%s" % s3[1]]
+    store = MemoryStore()
+    copies = SignalWireCopies(unprefixed, store, lambda sid: Outcome.OK, enabled=False)
+    assert Retention(unprefixed, store, copies, days=1).expire(time.time()) == 1
+    for url, (archive, conversation_id) in archives.items():
+        if archive is not unprefixed:
+            assert archive.find(conversation_id) is not None, url
