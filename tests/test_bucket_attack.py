@@ -339,3 +339,35 @@ def test_deployments_sharing_a_bucket_under_other_prefixes_or_none_see_and_expir
     for url, (archive, conversation_id) in archives.items():
         if archive is not unprefixed:
             assert archive.find(conversation_id) is not None, url
+
+
+def test_two_workers_finishing_one_staged_conversation_ship_it_once(s3, tmp_path):
+    """Checked and sound: gunicorn's two workers share RECORDINGS_DIR; when both try to finish one staged
+    conversation, the upload lock lets one ship it while the other is put off (ArchiveUnavailable) or finds it
+    shipped, and the bucket ends with one whole conversation and nothing staged."""
+    import threading
+
+    from conversations.archive import ArchiveUnavailable
+
+    slow = s3_client()
+    slow.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: time.sleep(0.3))
+    workers = [archive_on(s3, tmp_path, client=slow), archive_on(s3, tmp_path)]
+    directory = stage(tmp_path)
+    workers[0].write_file(directory, "conversation.json", json.dumps(full_record(directory)).encode())
+    outcomes = []
+
+    def finish(worker):
+        try:
+            outcomes.append("shipped" if worker.finish(directory) is not None else "gone")
+        except ArchiveUnavailable:
+            outcomes.append("put off")
+
+    threads = [threading.Thread(target=finish, args=(w,)) for w in workers]
+    threads[0].start()
+    time.sleep(0.1)
+    threads[1].start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) in (["put off", "shipped"], ["gone", "shipped"], ["shipped", "shipped"])
+    assert set(manifest_of(s3, directory)["objects"]) == {"channel-01.wav", "mix.wav"}
+    assert not directory.exists()
