@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the S3 server the tests start
 PREFIX = "bench/"
 BACKENDS = ("file", "s3", "s3-redis")
 TOKEN = "bench-archive-token"
@@ -145,6 +144,7 @@ def write_archive(root: Path, count: int, rooms: int, seed: int) -> int:
 
 def bucket_rows(archive: Path, scratch: Path, backends: List[str], args, params: dict) -> List[dict]:
     """The same conversations as manifests in a bucket, served by this checkout through each index backend."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the S3 server the tests start
     from s3_server import start_s3_server
 
     server = start_s3_server()
@@ -188,7 +188,7 @@ def upload_manifests(client, bucket: str, archive: Path) -> None:
 @contextlib.contextmanager
 def redis_server():
     """A throwaway redis-server on a free loopback port: its URL."""
-    from support import free_port
+    from support import free_port  # on sys.path since bucket_rows
 
     port = free_port()
     process = subprocess.Popen(

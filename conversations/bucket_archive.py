@@ -31,7 +31,7 @@ from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 from conversations import sealing
 from conversations.archive import MEDIA_NAME, Archive, ArchiveUnavailable, _day_start, valid_id
 from conversations.archive_index import IndexUnusable, Query, ScanView
-from conversations.bucket import Bucket, BucketError
+from conversations.bucket import Bucket, BucketError, Stored
 
 log = logging.getLogger("quorum.archive")
 
@@ -81,14 +81,14 @@ class BucketArchive(Archive):
     # Writing
 
     def save(self, directory: Path, conversation: dict) -> Path:
-        """Stage the record and ship the conversation; an archived one (no longer staged) has its listed record
-        rewritten in its manifest (SignalWire's deletions mark it). ArchiveUnavailable: it stays staged."""
+        """Stage the record and ship the conversation; an archived one (it has a manifest) has only its listed
+        record rewritten there (SignalWire's deletions mark it). ArchiveUnavailable: it stays staged."""
         relative = self._relative(directory)
-        if not (directory / RECORD).is_file() and not self.assembling(directory):
-            manifest = self._manifest(relative)
-            if manifest is not None:
-                self._put_manifest(relative, {**manifest, "record": self._listed(conversation)})
-                return directory / RECORD
+        manifest = self._manifest(relative)
+        if manifest is not None:
+            self._put_manifest(relative, {**manifest, "record": self._listed(conversation)})
+            self._discard(directory)  # what a kill after the manifest left staged: the manifest is the truth
+            return directory / RECORD
         path = self.write_file(directory, RECORD, json.dumps(conversation, indent=2, sort_keys=True).encode())
         self._ship(directory)
         return path
@@ -128,7 +128,9 @@ class BucketArchive(Archive):
 
     def _uploads(self, directory: Path) -> Iterator[Tuple[str, Path]]:
         """(name, file to upload) of each staged media file: sealed beside it first when there are keys (a sealed
-        file is renamed into place whole, so one left by a try cut short is reused)."""
+        file is renamed into place whole, so one left by a try cut short is reused if sealed to the same keys)."""
+        if self._keys:
+            _forget_other_keys(directory, self._keys)
         for path in sorted(directory.iterdir()):
             if path.name.startswith(".") or path.name == RECORD or not path.is_file():
                 continue
@@ -157,14 +159,22 @@ class BucketArchive(Archive):
     def read(self, directory: Path) -> Optional[dict]:
         """The record of an archived conversation (its manifest's), or None; ArchiveUnavailable if unreachable."""
         manifest = self._manifest(self._relative(directory))
-        return None if manifest is None else manifest.get("record")
+        return None if manifest is None else manifest["record"]
 
     def kept(self, directory: Path) -> Optional[FrozenSet[str]]:
-        """The media names uploaded and checked (sealed ones by their plaintext name), or None: not archived."""
-        manifest = self._manifest(self._relative(directory))
+        """The media names the manifest lists whose objects are there now with their size and digest (sealed ones
+        by their plaintext name), or None: not archived. What fails the check keeps SignalWire's copy."""
+        relative = self._relative(directory)
+        manifest = self._manifest(relative)
         if manifest is None:
             return None
-        return frozenset(name.removesuffix(sealing.SEALED) for name in manifest.get("objects", {}))
+        kept = set()
+        with _store_errors():
+            for name, facts in manifest.get("objects", {}).items():
+                stored = _stored(facts)
+                if stored is not None and self.bucket.check(f"{relative}/{name}", stored):
+                    kept.add(name.removesuffix(sealing.SEALED))
+        return frozenset(kept)
 
     def find(self, conversation_id: str) -> Optional[dict]:
         """The archived conversation with this id, found by the index, or None."""
@@ -202,8 +212,11 @@ class BucketArchive(Archive):
     def media_origin(self) -> Optional[str]:
         """The origin presigned URLs point at (presigning is local: no request is made)."""
         if self._origin is None:
-            with _store_errors():
+            try:
                 url = self.bucket.presigned_url("origin", 60, "text/plain", "origin")
+            except BucketError as error:  # no credentials now (an expired role): pages go out without it
+                log.warning("archive media origin unknown for now: %s", error)
+                return None
             scheme, rest = url.split("://", 1)
             self._origin = f"{scheme}://{rest.split('/', 1)[0]}"
         return self._origin
@@ -253,12 +266,18 @@ class BucketArchive(Archive):
         """A conversation's manifest, or None if it has none (not archived); ArchiveUnavailable if unreachable."""
         with _store_errors():
             data = self.bucket.get_bytes(f"{relative}/{MANIFEST}")
+        return self._parsed(relative, data)
+
+    def _parsed(self, relative: str, data: Optional[bytes]) -> Optional[dict]:
+        """A manifest's JSON with its record an object, or None (none there, or unreadable: logged)."""
         try:
             manifest = json.loads(data) if data is not None else None
         except ValueError:
-            log.warning("conversation=%s: unreadable manifest, treated as not archived", relative.rsplit("/", 1)[-1])
-            return None
-        return manifest if isinstance(manifest, dict) else None
+            manifest = False
+        if manifest is None or (isinstance(manifest, dict) and isinstance(manifest.get("record"), dict)):
+            return manifest
+        log.warning("conversation=%s: unreadable manifest, treated as not archived", relative.rsplit("/", 1)[-1])
+        return None
 
     # Upkeep
 
@@ -273,7 +292,11 @@ class BucketArchive(Archive):
         for directory in list(super().started_before(float("inf"))):
             record = directory / RECORD
             try:
-                if record.stat().st_mtime < cutoff:
+                if record.stat().st_mtime >= cutoff:
+                    continue
+                if self._manifest(self._relative(directory)) is not None:
+                    self._discard(directory)  # shipped, then killed before the staged copy went
+                else:
                     self._ship(directory)
             except (OSError, ArchiveUnavailable) as error:
                 log.info("conversation=%s: upload left behind not finished (%s)", directory.name, error)
@@ -287,9 +310,21 @@ class BucketArchive(Archive):
         archived meanwhile is not dropped."""
         with _store_errors():
             known = self.index.versions()
-            wanted = [d for d, v in self._manifests() if known.get(d) != v]
-            texts = self._texts(wanted)
-            return self.index.sync(self._manifests, lambda d: texts[d] if d in texts else self._texts([d])[d])
+            texts = self._texts([d for d, v in self._manifests() if known.get(d) != v])
+            listed: Dict[str, int] = {}
+
+            def files() -> List[Tuple[str, int]]:
+                listed.update(self._manifests())
+                return list(listed.items())
+
+            def load(directory: str) -> Optional[str]:
+                """The text fetched first if it is of the version listed now, else fetched again."""
+                fetched = texts.get(directory)
+                if fetched is None or fetched[0] != listed.get(directory):
+                    fetched = self._texts([directory])[directory]
+                return fetched[1]
+
+            return self.index.sync(files, load)
 
     def _sync_logged(self) -> None:
         """Sync, saying what changed; a store failure is logged and retried when next due."""
@@ -308,13 +343,15 @@ class BucketArchive(Archive):
             if listed.relative.endswith(suffix) and listed.relative.count("/") == 3
         ]
 
-    def _texts(self, directories: List[str]) -> Dict[str, Optional[str]]:
-        """The listed record's text of each of these conversations (None: no readable manifest), fetched at once."""
+    def _texts(self, directories: List[str]) -> Dict[str, Tuple[int, Optional[str]]]:
+        """(version, the listed record's text) of each of these conversations' manifests, fetched at once; the
+        text is None where there is no readable manifest."""
 
-        def text(directory: str) -> Optional[str]:
-            manifest = self._manifest(directory)
-            record = manifest.get("record") if manifest else None
-            return json.dumps(record, sort_keys=True) if isinstance(record, dict) else None
+        def text(directory: str) -> Tuple[int, Optional[str]]:
+            with _store_errors():
+                data = self.bucket.get_bytes(f"{directory}/{MANIFEST}")
+            manifest = self._parsed(directory, data)
+            return version(data or b""), None if manifest is None else json.dumps(manifest["record"], sort_keys=True)
 
         with ThreadPoolExecutor(LOADS_AT_ONCE, thread_name_prefix="quorum-manifests") as pool:
             return dict(zip(directories, pool.map(text, directories)))
@@ -323,7 +360,25 @@ class BucketArchive(Archive):
         """Every manifest's record, by directory."""
         with _store_errors():
             texts = self._texts([d for d, _ in self._manifests()])
-        return {d: (json.loads(t) if t else None) for d, t in texts.items()}
+        return {d: (json.loads(t) if t else None) for d, (_, t) in texts.items()}
+
+
+def _stored(facts) -> Optional[Stored]:
+    """What a manifest says of one object, or None if it says it in no usable form."""
+    try:
+        return Stored(int(facts["size"]), str(facts["sha256"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _forget_other_keys(directory: Path, keys: Sequence) -> None:
+    """Drop sealed files a try cut short sealed to other keys than these (ARCHIVE_PUBLIC_KEY changed since)."""
+    marker, wanted = directory / ".sealed-to", "\n".join(sorted(str(k) for k in keys))
+    if marker.is_file() and marker.read_text() == wanted:
+        return
+    for sealed in directory.glob(f"*{sealing.SEALED}"):
+        sealed.unlink()
+    marker.write_text(wanted)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Set, Tuple
 
 from conversations.archive import Archive, ArchiveUnavailable, fsync_dir, valid_id
+from conversations.sealing import SEALED
 from quorum.gateway import Outcome
 from quorum.keyed_workers import KeyedWorkers
 from recording_state import StateStore, alone
@@ -69,7 +70,8 @@ def with_deleted(record: dict, wav_files: Set[str]) -> dict:
     """The record with `deleted_from_signalwire` set on the audio entries of these files (a new dict)."""
 
     def mark(audio: dict) -> dict:
-        return {**audio, "deleted_from_signalwire": True} if audio.get("wav_file") in wav_files else audio
+        name = (audio.get("wav_file") or "").removesuffix(SEALED)  # a summary names the sealed file
+        return {**audio, "deleted_from_signalwire": True} if name in wav_files else audio
 
     channels = [{**channel, "audio": mark(channel.get("audio") or {})} for channel in record.get("channels", [])]
     return {**record, "audio": mark(record.get("audio") or {}), "channels": channels}
