@@ -1,6 +1,7 @@
 """S3 client benchmark: boto3 (what Quorum uses) beside obstore, against one moto server, in one run.
 
-What the archive does with a bucket, timed with each client on the same server: small PUTs (a manifest each,
+What the archive does with a bucket, timed with each client on the same server (Quorum's own Bucket, which adds
+Content-MD5, SHA-256 and a HEAD check to each PUT; bare boto3; obstore): small PUTs (a manifest each,
 one after another), a 60 MB upload (an hour of 8 kHz WAV) from a file, GETs of small objects, and a listing of
 every key. moto is the far side for both, so the ratios say what the client costs, not what AWS would answer.
 Also what Quorum needs that a client must offer: Content-MD5 on each request, a multipart upload whose parts can
@@ -49,6 +50,34 @@ def boto3_run(server, bucket: str, small: int, large: Path) -> dict:
     return result
 
 
+def boto3_raw_run(server, bucket: str, small: int, large: Path) -> dict:
+    """The same through the bare boto3 client: no Content-MD5, no check after each PUT (what Bucket adds)."""
+    from conversations.bucket import s3_client
+
+    os.environ.update(server.env)
+    client = s3_client()
+    body = b"{" + b"x" * 2000 + b"}"
+
+    def put_all() -> None:
+        for i in range(small):
+            client.put_object(Bucket=bucket, Key=f"raw/m/{i}.json", Body=body)
+
+    def get_all() -> None:
+        for i in range(small):
+            client.get_object(Bucket=bucket, Key=f"raw/m/{i}.json")["Body"].read()
+
+    result = {"small_put_ms": 1000 * timed(put_all) / small, "small_get_ms": 1000 * timed(get_all) / small}
+    result["large_upload_s"] = timed(lambda: client.upload_file(str(large), bucket, "raw/big.wav"))
+    result["list_s"] = timed(
+        lambda: [
+            o
+            for p in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="raw/m/")
+            for o in p["Contents"]
+        ]
+    )
+    return result
+
+
 def obstore_run(server, bucket: str, small: int, large: Path) -> dict:
     """The same operations through obstore (no per-request Content-MD5: it has no such option)."""
     import obstore
@@ -87,9 +116,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as scratch:
             large = Path(scratch) / "big.wav"
             large.write_bytes(os.urandom(args.large_mb * 2**20))
-            rounds = {"boto3": [], "obstore": []}
+            rounds: dict = {"Quorum's Bucket (boto3)": [], "boto3, bare": [], "obstore": []}
             for _ in range(args.rounds):
-                for name, run in (("boto3", boto3_run), ("obstore", obstore_run)):
+                for name, run in zip(rounds, (boto3_run, boto3_raw_run, obstore_run)):
                     rounds[name].append(run(server, server.create_bucket(), args.small, large))
     finally:
         server.stop()

@@ -32,6 +32,7 @@ from conversations import sealing
 from conversations.archive import MEDIA_NAME, Archive, ArchiveUnavailable, _day_start, valid_id
 from conversations.archive_index import IndexUnusable, Query, ScanView
 from conversations.bucket import Bucket, BucketError, Stored
+from quorum.keyed_workers import KeyedWorkers
 
 log = logging.getLogger("quorum.archive")
 
@@ -41,6 +42,7 @@ RECORD = "conversation.json"
 FORMAT = 1
 SYNC_EVERY_S = 60.0  # how soon a host with its own index lists what other hosts archived
 LEFT_BEHIND_S = 600.0  # a staged conversation this old is no processing's any more: the sweep ships it
+SHIPS_PER_ROUND = 20  # left-behind conversations one sweep ships at most
 LOADS_AT_ONCE = 16  # manifests fetched in parallel while an index is built
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 
@@ -77,6 +79,7 @@ class BucketArchive(Archive):
         self._clock = clock
         self._next_sync = 0.0
         self._origin: Optional[str] = None
+        self._leftovers = KeyedWorkers(lambda _: self._ship_left_behind(), 1, "quorum-upload")
 
     # Writing
 
@@ -287,22 +290,42 @@ class BucketArchive(Archive):
         self.bucket.probe()
 
     def sweep(self) -> None:
-        """Ship conversations left staged by a process that died; rebuild the index when due."""
-        cutoff = time.time() - LEFT_BEHIND_S
+        """Ship conversations left staged by a process that died, on a thread of their own (the sweeper never
+        waits for the bucket); rebuild the index when due."""
+        self._leftovers.submit("left-behind")
+        if self._clock() >= self._next_sync:
+            self._next_sync = self._clock() + SYNC_EVERY_S
+            self._kick()
+
+    def wait_swept(self, timeout: float) -> bool:
+        """Until the uploads a sweep started and any sync are done (tests); False on timeout."""
+        return self._leftovers.wait_idle(timeout) and self.wait_synced(timeout)
+
+    def stop(self) -> None:
+        """Let an upload or a sync under way finish; start no more."""
+        self._leftovers.shutdown()
+        super().stop()
+
+    def _ship_left_behind(self) -> None:
+        """Ship up to SHIPS_PER_ROUND staged conversations no try has touched for LEFT_BEHIND_S (a file archive
+        moved onto the bucket comes this way too); stop at the first failure: the store is likely down."""
+        cutoff, shipped = time.time() - LEFT_BEHIND_S, 0
         for directory in list(super().started_before(float("inf"))):
-            record = directory / RECORD
+            if shipped >= SHIPS_PER_ROUND:
+                return
             try:
-                if record.stat().st_mtime >= cutoff:
+                if (directory / RECORD).stat().st_mtime >= cutoff:
                     continue
                 if self._manifest(self._relative(directory)) is not None:
                     self._discard(directory)  # shipped, then killed before the staged copy went
                 else:
                     self._ship(directory)
+                shipped += 1
+            except FileNotFoundError:
+                continue  # not complete, or shipped meanwhile
             except (OSError, ArchiveUnavailable) as error:
                 log.info("conversation=%s: upload left behind not finished (%s)", directory.name, error)
-        if self._clock() >= self._next_sync:
-            self._next_sync = self._clock() + SYNC_EVERY_S
-            self._kick()
+                return
 
     def sync(self) -> Tuple[int, int]:
         """Bring the index up to date with the bucket's manifests: (rows written, rows dropped). The manifests it

@@ -19,7 +19,7 @@ import requests
 
 from app import create_app, services, shutdown
 from conversations import sealing
-from conversations.archive import ArchiveUnavailable
+from conversations.archive import Archive, ArchiveUnavailable
 from conversations.bucket import Bucket
 from conversations.bucket_archive import MANIFEST, BucketArchive
 from conversations.archive_index import ArchiveIndex
@@ -235,11 +235,12 @@ def test_a_kill_during_an_upload_leaves_no_half_conversation_and_the_next_sweep_
     resumed = Bucket(name, PREFIX, watched, part_size=5 * 1024 * 1024)
     archive = BucketArchive(tmp_path / "host-a", resumed, ArchiveIndex(tmp_path / "host-a.sqlite3"))
     archive.sweep()
+    assert archive.wait_swept(30)
     assert manifests(s3) == {}  # staged only moments ago: processing may still be at it
     old = time.time() - 3600
     os.utime(directory / "conversation.json", (old, old))
     archive.sweep()  # left behind: the sweep ships it (and starts a sync of its own index)
-    assert archive.wait_synced(10)
+    assert archive.wait_swept(30)
     ((relative, manifest),) = manifests(s3).items()
     assert objects(s3)[f"{relative}/mix.wav"] == media
     assert manifest["objects"]["mix.wav"]["size"] == 12 * 1024 * 1024
@@ -372,10 +373,27 @@ def test_upkeep_with_the_store_down_keeps_everything_and_says_so_without_a_trace
     server.stop()
     assert Retention(archive, store, copies, days=1).sweep() == 0
     archive.sweep()
+    assert archive.wait_swept(30)
     copies.submit(directory.name)
     assert copies.wait_idle(30)
     assert deleted == [] and copies.pending(directory.name)  # SignalWire's copy stays while ours is unknown
     assert not [r for r in caplog.records if r.exc_info]
     assert any("cannot be reached" in r.getMessage() for r in caplog.records)
     copies.shutdown()
+    archive.stop()
+
+
+def test_a_file_archive_moved_onto_a_bucket_is_shipped_by_the_sweep_and_removed_here(s3, tmp_path):
+    local = Archive(tmp_path)
+    directory, record, media = staged_conversation(tmp_path, 1000)
+    local.save(directory, record)  # archived on disk, as before ARCHIVE_URL named a bucket
+    old = time.time() - 3600
+    os.utime(directory / "conversation.json", (old, old))
+    archive = BucketArchive(tmp_path, Bucket(s3[1], PREFIX), ArchiveIndex(tmp_path / ".bucket-index.sqlite3"))
+    archive.sweep()
+    assert archive.wait_swept(30)
+    ((relative, manifest),) = manifests(s3).items()
+    assert manifest["record"] == record and objects(s3)[f"{relative}/mix.wav"] == media
+    assert not directory.exists()
+    assert [c["id"] for c in archive.view(lambda view: view.page(_everything(), 0, 10))] == [record["id"]]
     archive.stop()

@@ -130,6 +130,7 @@ def test_a_sealed_record_survives_signalwires_deletion_after_a_kill_between_the_
     shutil.copytree(left, directory)  # what a kill between the manifest's PUT and the cleanup leaves
     settle(archive, directory, [])
     archive.sweep()  # whatever is still staged gets shipped
+    assert archive.wait_swept(30)
     record = sealed_record(s3, identity)
     assert record["channels"][0].get("from") == CALLER and record["channels"][0]["talk"]["seconds"] == 12.5
 
