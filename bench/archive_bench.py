@@ -188,30 +188,15 @@ def upload_manifests(client, bucket: str, archive: Path) -> None:
 @contextlib.contextmanager
 def redis_server():
     """A throwaway redis-server on a free loopback port: its URL."""
-    from support import free_port  # on sys.path since bucket_rows
+    from support import start_redis_server  # on sys.path since bucket_rows
 
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        import redis
-
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+    with tempfile.TemporaryDirectory(prefix="quorum-bench-redis-") as directory:
+        process, url = start_redis_server(directory)
+        try:
+            yield url
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 # One checkout, in a process of its own

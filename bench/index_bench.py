@@ -23,7 +23,6 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple, Union
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 import redis  # noqa: E402
 
@@ -42,6 +41,7 @@ from archive_bench import conversation, room_name  # noqa: E402
 from conversations.archive_index import ArchiveIndex, Query, fields, numbers, sort_key  # noqa: E402
 from conversations.queries import _merged  # noqa: E402  (the listing's own use of a view)
 from conversations.redis_index import RedisIndex  # noqa: E402
+from support import start_redis_server  # noqa: E402  (the tests' redis-server)
 
 START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 DAYS = 60
@@ -106,22 +106,10 @@ def percentile(values: List[float], p: float) -> float:
 
 def redis_server() -> Tuple[subprocess.Popen, str]:
     """A redis-server of the bench's own on a free loopback port, and its URL, once it answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(200):
-        try:
-            redis.Redis.from_url(url).ping()
-            return server, url
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    server.kill()
-    raise SystemExit("redis-server did not start")
+    try:
+        return start_redis_server(tempfile.mkdtemp(prefix="quorum-index-bench-redis-"))
+    except RuntimeError as problem:
+        raise SystemExit(str(problem)) from None
 
 
 def main() -> None:

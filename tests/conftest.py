@@ -2,12 +2,9 @@
 
 import re
 import shutil
-import subprocess
-import time
 import uuid
 
 import pytest
-import redis
 import responses
 
 from app import create_app, shutdown
@@ -22,7 +19,7 @@ from support import (
     RECORDING_UPDATE,
     RECORDINGS_ROOT,
     SignedCallbacks,
-    free_port,
+    start_redis_server,
     make_config,
     recordings_page,
     wav_bytes,
@@ -116,26 +113,12 @@ def deletions(signalwire):
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real redis-server on a loopback port for the whole session, stopped at the end."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
+    try:
+        server, url = start_redis_server(tmp_path_factory.mktemp("redis"))
+    except RuntimeError as problem:
+        pytest.fail(str(problem))
     yield url
     server.terminate()
     server.wait(10)

@@ -5,15 +5,19 @@ import hashlib
 import hmac
 import io
 import re
+import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import uuid
 import wave
 from email.utils import formatdate
+from typing import Tuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
+import redis
 
 from app import services
 from config import Config
@@ -140,6 +144,27 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_redis_server(directory, *flags: str) -> Tuple[subprocess.Popen, str]:
+    """A redis-server on a free loopback port with no snapshots or AOF (unless `flags` ask), working in
+    `directory`, and its URL once it answers a ping; RuntimeError if it does not start within 10 s."""
+    port = free_port()
+    command = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    server = subprocess.Popen(
+        [*command, "--save", "", "--appendonly", "no", "--dir", str(directory), *flags], stdout=subprocess.DEVNULL
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            return server, url
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
 
 
 def recording_updates(fake):

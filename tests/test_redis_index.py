@@ -2,12 +2,9 @@
 synced like it, safe when several hosts sync and save at once, and unusable (never hung) when Redis is."""
 
 import json
-import shutil
 import signal
-import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conversations.archive_index import NOT_BUILT, ArchiveIndex, IndexUnusable, Query, ScanView
 from conversations.record import iso
 from conversations.redis_index import RedisIndex
-from support import free_port, sid
+from support import sid, start_redis_server
 
 ROOMS = ("+15550005555", "+15550006666", "+15550007777")
 NUMBERS = ("+15551230001", "+15551234567", "+442071234567", "+15559994567")
@@ -352,31 +349,10 @@ def test_concurrent_syncs_and_saves_lose_and_double_no_row(make_index):
 
 
 def test_a_redis_that_stops_answering_makes_the_index_unusable_not_a_hang(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            shutil.which("redis-server"),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    server, url = start_redis_server(tmp_path)
     try:
-        index = RedisIndex.from_url(f"redis://127.0.0.1:{port}/0", "quorum:archive:")
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                Files([record(1, minute=1)]).sync(index)
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+        index = RedisIndex.from_url(url, "quorum:archive:")
+        Files([record(1, minute=1)]).sync(index)
         assert listed(index) == [sid("conv1")]
         server.send_signal(signal.SIGSTOP)  # hung: the socket timeout ends the wait
         with pytest.raises(IndexUnusable, match="Timeout"):
