@@ -145,6 +145,7 @@ def build_services(
         observe_crossing=metrics.crossing_seconds.observe,
     )
     metrics.watch_queue(commands.depth)
+    metrics.watch_archive(archive.staged)
     # Archiving asks SignalWire for each conference's recordings: GETs within the readers' shared budget.
     processor = ConversationProcessor(
         store,

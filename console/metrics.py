@@ -63,6 +63,10 @@ class Metrics:
         """Report `depth()` as the command queue's depth (the queue is built after the gateway that reports here)."""
         self._state.queue_depth = depth
 
+    def watch_archive(self, staged: Callable[[], int]) -> None:
+        """Report `staged()` as the conversations waiting on this host for their upload to the archive."""
+        self._state.staged = staged
+
     def observe_rest(self, kind: str, result: str, seconds: float) -> None:
         """Count and time one REST call (the gateway's observer)."""
         self.rest_commands.labels(kind, result).inc()
@@ -103,6 +107,7 @@ class _StateCollector:
     def __init__(self, store: StateStore):
         self._store = store
         self.queue_depth: Callable[[], int] = lambda: 0
+        self.staged: Callable[[], int] = lambda: 0
 
     def collect(self) -> Iterable:
         """Yield the gauges."""
@@ -111,6 +116,12 @@ class _StateCollector:
             "quorum_command_queue_depth",
             "Rooms waiting for or under a REST command (this process).",
             value=self.queue_depth(),
+        )
+        yield GaugeMetricFamily(
+            "quorum_archive_staged",
+            "Conversations put together on this host whose upload to the archive's bucket is not done (a local "
+            "archive: 0).",
+            value=self.staged(),
         )
         yield GaugeMetricFamily(
             "quorum_active_conferences", "Conferences not yet ended.", value=sum(not c.ended for c in conferences)

@@ -164,6 +164,10 @@ class Archive:
         """The origin `media_url`s are on, for the pages' Content-Security-Policy; None: our own."""
         return None
 
+    def staged(self) -> int:
+        """Conversations put together here whose archiving is not done (object storage: their upload)."""
+        return 0
+
     def sweep(self) -> None:
         """The archive's own share of each sweep (object storage: uploads cut short, other hosts' conversations)."""
 

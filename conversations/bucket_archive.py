@@ -297,6 +297,10 @@ class BucketArchive(Archive):
             self._next_sync = self._clock() + SYNC_EVERY_S
             self._kick()
 
+    def staged(self) -> int:
+        """Conversations staged here, their upload not done (a scan of RECORDINGS_DIR: a few, when all is well)."""
+        return sum(1 for d in super().started_before(float("inf")) if (d / RECORD).is_file())
+
     def wait_swept(self, timeout: float) -> bool:
         """Until the uploads a sweep started and any sync are done (tests); False on timeout."""
         return self._leftovers.wait_idle(timeout) and self.wait_synced(timeout)

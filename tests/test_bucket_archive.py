@@ -123,6 +123,8 @@ def test_a_conversation_is_uploaded_checked_with_its_manifest_last_and_its_media
         answer = requests.get(page, headers=token, timeout=5, allow_redirects=False)
         assert answer.status_code == 302 and "Signature" in answer.headers["Location"]
         assert requests.get(answer.headers["Location"], timeout=5).content == stored[f"{directory}/mix.wav"]
+        metrics = requests.get(f"{stack.config.public_url}/metrics", headers=token, timeout=5).text
+        assert "quorum_archive_staged 0.0" in metrics
         assert stack.log.errors() == []
 
 
@@ -251,6 +253,7 @@ def test_a_kill_during_an_upload_leaves_no_half_conversation_and_the_next_sweep_
     watched.meta.events.register("provide-client-params.s3.UploadPart", lambda params, **kw: sent.append(1))
     resumed = Bucket(name, PREFIX, watched, part_size=5 * 1024 * 1024)
     archive = BucketArchive(tmp_path / "host-a", resumed, ArchiveIndex(tmp_path / "host-a.sqlite3"))
+    assert archive.staged() == 1  # what /metrics shows as quorum_archive_staged
     archive.sweep()
     assert archive.wait_swept(30)
     assert manifests(s3) == {}  # staged only moments ago: processing may still be at it
@@ -262,7 +265,7 @@ def test_a_kill_during_an_upload_leaves_no_half_conversation_and_the_next_sweep_
     assert objects(s3)[f"{relative}/mix.wav"] == media
     assert manifest["objects"]["mix.wav"]["size"] == 12 * 1024 * 1024
     assert len(sent) == 2  # of 3 parts: the one uploaded before the kill was kept
-    assert not directory.exists()
+    assert not directory.exists() and archive.staged() == 0
     other.sync()
     assert [c["id"] for c in other.view(lambda view: view.page(_everything(), 0, 10))] == [record["id"]]
 
