@@ -67,11 +67,13 @@ def _frames_on_disk(reader: wave.Wave_read) -> int:
 
 
 def with_deleted(record: dict, wav_files: Set[str]) -> dict:
-    """The record with `deleted_from_signalwire` set on the audio entries of these files (a new dict)."""
+    """The record with `deleted_from_signalwire` set on the audio entries of these files (a new dict); sealed
+    and plaintext names match alike (a summary names the sealed file, the pending deletion the plaintext)."""
+    plain = {name.removesuffix(SEALED) for name in wav_files}
 
     def mark(audio: dict) -> dict:
-        name = (audio.get("wav_file") or "").removesuffix(SEALED)  # a summary names the sealed file
-        return {**audio, "deleted_from_signalwire": True} if name in wav_files else audio
+        name = (audio.get("wav_file") or "").removesuffix(SEALED)
+        return {**audio, "deleted_from_signalwire": True} if name in plain else audio
 
     channels = [{**channel, "audio": mark(channel.get("audio") or {})} for channel in record.get("channels", [])]
     return {**record, "audio": mark(record.get("audio") or {}), "channels": channels}
