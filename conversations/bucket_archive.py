@@ -180,9 +180,18 @@ class BucketArchive(Archive):
         return frozenset(kept)
 
     def find(self, conversation_id: str) -> Optional[dict]:
-        """The archived conversation with this id, found by the index, or None."""
-        relative = self.index.directory_of(conversation_id) if valid_id(conversation_id) else None
+        """The archived conversation with this id, found by the index, or None; ArchiveUnavailable while the index
+        cannot say (not built yet, Redis down): "not archived" would be a guess."""
+        relative = self._located(conversation_id)
         return None if relative is None else self.read(self.root / relative)
+
+    def _located(self, conversation_id: str) -> Optional[str]:
+        """`ROOM/DAY/ID` of an archived conversation by the index; None if it has none, ArchiveUnavailable if the
+        index cannot answer."""
+        relative = self.index.directory_of(conversation_id) if valid_id(conversation_id) else None
+        if relative is None and valid_id(conversation_id):
+            self.view(lambda view: None)  # raises while the index cannot answer
+        return relative
 
     def media_path(self, conversation_id: str, name: str) -> Optional[Path]:
         """Media are served from the bucket, never from here (see media_url)."""
@@ -190,7 +199,7 @@ class BucketArchive(Archive):
 
     def media_url(self, conversation_id: str, name: str) -> Optional[str]:
         """A presigned URL of one plaintext media file, valid ARCHIVE_LINK_S; None if there is no such file."""
-        relative = self.index.directory_of(conversation_id) if valid_id(conversation_id) else None
+        relative = self._located(conversation_id)
         manifest = self._manifest(relative) if relative is not None and MEDIA_NAME.match(name) else None
         if manifest is None or name not in manifest.get("objects", {}):
             return None
@@ -202,7 +211,7 @@ class BucketArchive(Archive):
     def download(self, conversation_id: str, into: Path) -> bool:
         """Copy every object of one archived conversation into a directory (`quorum decrypt ID`); False if the
         index knows no such conversation."""
-        relative = self.index.directory_of(conversation_id) if valid_id(conversation_id) else None
+        relative = self._located(conversation_id)
         manifest = self._manifest(relative) if relative is not None else None
         if manifest is None:
             return False

@@ -80,7 +80,12 @@ class ConversationProcessor:
 
     def _process_alone(self, key: str) -> None:
         """Process under the room's processing lock, so two processes never archive one room."""
-        alone(self._store, f"process:{key}", PROCESS_LOCK_TTL_S, lambda: self._process(key))
+        try:
+            alone(self._store, f"process:{key}", PROCESS_LOCK_TTL_S, lambda: self._process(key))
+        except ArchiveUnavailable as error:  # the bucket or its index cannot answer: what was learned is kept
+            conf = self._store.get(key)
+            if conf is not None:
+                self._put_off(key, conf, f"the archive cannot be reached now ({error})")
 
     def _process(self, key: str) -> None:
         """Check with SignalWire, download, analyse, archive, forget, announce; or put the try off."""
@@ -101,11 +106,7 @@ class ConversationProcessor:
         directory = self._archive.directory_for(conf.room, conf.opened_at, conference_sid)
         # Archived already by a process that died before forgetting it: never fetched again, as SignalWire's
         # copies may be deleted by now and a failed download would overwrite a good record.
-        try:
-            archived = self._archived(key, conf, directory)
-        except ArchiveUnavailable as error:
-            self._put_off(key, conf, f"the archive cannot be written now ({error})")
-            return
+        archived = self._archived(key, conf, directory)
         if archived is None:
             return  # put off: the sweep tries again when it is due
         conf, record = archived

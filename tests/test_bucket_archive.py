@@ -386,6 +386,9 @@ def test_lists_refuse_rather_than_show_a_partial_archive_while_the_index_is_unbu
     archive = BucketArchive(tmp_path, Bucket(s3[1], PREFIX), ArchiveIndex(tmp_path / "never-built.sqlite3"))
     with pytest.raises(ArchiveUnavailable):
         archive.view(lambda view: view.count(_everything()))
+    with pytest.raises(ArchiveUnavailable):  # nor "no such conversation" (a 404) when it cannot know
+        archive.find("CF0123456789abcdef0123456789abcdef")
+    archive.stop()
 
 
 def test_upkeep_with_the_store_down_keeps_everything_and_says_so_without_a_traceback(own_s3, tmp_path, caplog):
