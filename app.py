@@ -446,8 +446,6 @@ def cli(argv: Optional[list] = None) -> None:
 
         raise SystemExit(point(argv))
     if argv[0] in ("keygen", "decrypt"):
-        from conversations import sealing
-
         raise SystemExit(
             sealing.keygen_main(argv[1:]) if argv[0] == "keygen" else sealing.decrypt_main(argv[1:], _fetch_sealed)
         )

@@ -210,8 +210,13 @@ class BucketArchive(Archive):
 
     def download(self, conversation_id: str, into: Path) -> bool:
         """Copy every object of one archived conversation into a directory (`quorum decrypt ID`); False if the
-        index knows no such conversation."""
-        relative = self._located(conversation_id)
+        bucket has no such conversation."""
+        if not valid_id(conversation_id):
+            return False
+        relative = self.index.directory_of(conversation_id)
+        if relative is None:  # a workstation has no index: one listing of the bucket
+            with _store_errors():
+                relative = next((d for d, _ in self._manifests() if d.endswith(f"/{conversation_id}")), None)
         manifest = self._manifest(relative) if relative is not None else None
         if manifest is None:
             return False

@@ -349,7 +349,7 @@ def test_an_encrypted_archive_holds_no_plaintext_and_the_private_key_opens_it(s3
                 "--out",
                 str(out),
             ],
-            env={**os.environ, **_env(stack)},
+            env={**os.environ, **_env(stack), "RECORDINGS_DIR": str(tmp_path / "workstation")},  # no index there
             capture_output=True,
             text=True,
             timeout=60,
