@@ -11,7 +11,7 @@ manifest: cut short, the conversation is still listed, and the next removal fini
 
 Lists read an index of the manifests: Redis (conversations/redis_index.py) when REDIS_URL is set, which every
 host shares, else a SQLite file in RECORDINGS_DIR that `sync` rebuilds from the bucket's manifests (every
-ARCHIVE_SYNC_S, so a host sees what the others archived).
+SYNC_EVERY_S, so a host sees what the others archived).
 """
 
 from __future__ import annotations

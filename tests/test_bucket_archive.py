@@ -425,4 +425,5 @@ def test_a_file_archive_moved_onto_a_bucket_is_shipped_by_the_sweep_and_removed_
     assert manifest["record"] == record and objects(s3)[f"{relative}/mix.wav"] == media
     assert not directory.exists()
     assert [c["id"] for c in archive.view(lambda view: view.page(_everything(), 0, 10))] == [record["id"]]
+    assert archive.all() == [record]  # read from the manifests themselves, as the index has it
     archive.stop()
