@@ -13,7 +13,7 @@ import time
 import uuid
 import wave
 from email.utils import formatdate
-from typing import Tuple
+from typing import Optional, Tuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
@@ -146,20 +146,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_redis_server(directory, *flags: str) -> Tuple[subprocess.Popen, str]:
-    """A redis-server on a free loopback port with no snapshots or AOF (unless `flags` ask), working in
-    `directory`, and its URL once it answers a ping; RuntimeError if it does not start within 10 s."""
-    port = free_port()
+def start_redis_server(
+    directory, *flags: str, port: Optional[int] = None, password: Optional[str] = None
+) -> Tuple[subprocess.Popen, str]:
+    """A redis-server on `port` (default: a free loopback one) with no snapshots or AOF (unless `flags` ask),
+    working in `directory`, and its URL once it answers a ping; RuntimeError if it does not start within 10 s."""
+    port = port or free_port()
     command = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    auth = ["--requirepass", password] if password else []
     server = subprocess.Popen(
-        [*command, "--save", "", "--appendonly", "no", "--dir", str(directory), *flags], stdout=subprocess.DEVNULL
+        [*command, "--save", "", "--appendonly", "no", *auth, "--dir", str(directory), *flags],
+        stdout=subprocess.DEVNULL,
     )
-    url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while True:
         try:
-            redis.Redis.from_url(url).ping()
-            return server, url
+            redis.Redis(host="127.0.0.1", port=port, password=password).ping()
+            return server, f"redis://127.0.0.1:{port}/0"
         except redis.ConnectionError:
             if time.monotonic() > deadline:
                 server.kill()

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import redis
 import requests
 import responses
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +39,7 @@ from support import (
     SignedCallbacks,
     conference_form,
     make_config,
-    free_port,
+    start_redis_server,
     recording_resource,
     recordings_page,
     sid,
@@ -642,36 +639,11 @@ def test_end_to_end_the_end_of_a_call_lost_to_an_outage_is_still_archived_with_a
 @pytest.fixture
 def redis_to_stop(tmp_path):
     """A redis-server of this test's own (the session's is shared), to stop and resume: (its URL, its process)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            shutil.which("redis-server"),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    assert wait_until(lambda: _answers(url), 10)
+    server, url = start_redis_server(tmp_path)
     yield url, server
     server.send_signal(signal.SIGCONT)
     server.terminate()
     server.wait(10)
-
-
-def _answers(url) -> bool:
-    try:
-        return redis.Redis.from_url(url).ping()
-    except redis.ConnectionError:
-        return False
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 where Quorum keeps starting), one when it ends, no tracebacks, and the dashboard's pages say it in HTML."""
 
 import logging
-import shutil
 import subprocess
 import time
 
@@ -13,7 +12,7 @@ import responses
 from app import create_app, services, shutdown
 from conversations.event_callbacks import EventSender, RedisOutbox
 from quorum import redis_outage
-from support import SignedCallbacks, conference_form, free_port, make_config, sid
+from support import SignedCallbacks, conference_form, free_port, make_config, sid, start_redis_server
 
 SECRET = "s3cret-password"
 
@@ -42,33 +41,8 @@ def lines(caplog, text: str):
 
 
 def start_redis(port: int, directory) -> subprocess.Popen:
-    """A redis-server on `port`, answering a ping before this returns."""
-    server = subprocess.Popen(
-        [
-            shutil.which("redis-server"),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            SECRET,
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis(port=port, password=SECRET).ping()
-            return server
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
+    """A redis-server on `port` with SECRET as its password, answering a ping before this returns."""
+    return start_redis_server(directory, port=port, password=SECRET)[0]
 
 
 def wait_for(condition, timeout: float = 10) -> bool:
