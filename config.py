@@ -288,13 +288,12 @@ def _check(config: Config) -> None:
             "must be the space's host name, such as example.signalwire.com "
             f"(no https://, no path), got {config.signalwire_space_url!r}",
         )
-    if config.archive_url and urlsplit(config.archive_url).scheme not in ("file", "s3"):
+    archive = urlsplit(config.archive_url)
+    if config.archive_url and archive.scheme not in ("file", "s3"):
         raise ConfigError(
             "ARCHIVE_URL", f"must be empty, file:///path or s3://bucket/prefix, got {config.archive_url!r}"
         )
-    if urlsplit(config.archive_url).scheme == "file" and (
-        urlsplit(config.archive_url).netloc not in ("", "localhost") or not urlsplit(config.archive_url).path
-    ):
+    if archive.scheme == "file" and (archive.netloc not in ("", "localhost") or not archive.path):
         raise ConfigError(
             "ARCHIVE_URL", f"a file URL names a local directory, file:///path, got {config.archive_url!r}"
         )

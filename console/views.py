@@ -10,13 +10,13 @@ from typing import Callable, List, Optional
 
 from console.talk_view import TALK_H, TALK_INSET, talk_marks
 from conversations import record as conversation
+from conversations.archive import MEDIA_TYPES
 from conversations.record import READY, UNFINISHED
 from conversations.sealing import SEALED
 from config import RoomRule
 from recording_state import ABANDONED, DOUBT, GONE, LIVE, PAUSED, PROCESSING, RECORDING, UNSURE, Caller, Conference
 
 PER_PAGE = 20
-MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 WAITING = "waiting"  # no conference recording yet: SignalWire starts it with the second caller
 STATE_WORDS = {
     WAITING: "not started",

@@ -41,6 +41,7 @@ SYNC_RETRY_S = 60.0  # after a failed sync (disk full, read-only), so requests d
 # SignalWire sids are UUIDs; anything else in an id position is refused before touching disk.
 CONVERSATION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{7,63}$")
 MEDIA_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,127}\.(wav|mp3)$")
+MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}  # of each suffix MEDIA_NAME allows
 _UNSAFE = re.compile(r"[^0-9A-Za-z+_.-]")
 DAY_FORMAT = "%Y-%m-%d"
 TRASH = ".trash"  # conversations being removed: out of the archive already, deleted next

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
 from conversations import sealing
-from conversations.archive import MEDIA_NAME, Archive, ArchiveUnavailable, _day_start, valid_id
+from conversations.archive import MEDIA_NAME, MEDIA_TYPES, Archive, ArchiveUnavailable, _day_start, valid_id
 from conversations.archive_index import IndexUnusable, Query, ScanView
 from conversations.bucket import Bucket, BucketError, Stored
 from quorum.keyed_workers import KeyedWorkers
@@ -44,7 +44,6 @@ SYNC_EVERY_S = 60.0  # how soon a host with its own index lists what other hosts
 LEFT_BEHIND_S = 600.0  # a staged conversation this old is no processing's any more: the sweep ships it
 SHIPS_PER_ROUND = 20  # left-behind conversations one sweep ships at most
 LOADS_AT_ONCE = 16  # manifests fetched in parallel while an index is built
-MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 
 
 def version(manifest: bytes) -> int:

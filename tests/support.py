@@ -146,6 +146,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def json_keys(value) -> set:
+    """Every key anywhere in a JSON value."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in json_keys(v)}
+    return {k for v in value for k in json_keys(v)} if isinstance(value, list) else set()
+
+
 def start_redis_server(
     directory, *flags: str, port: Optional[int] = None, password: Optional[str] = None
 ) -> Tuple[subprocess.Popen, str]:

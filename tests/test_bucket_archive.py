@@ -28,6 +28,7 @@ from conversations.signalwire_copies import SignalWireCopies
 from quorum.gateway import Outcome
 from recording_state import MemoryStore
 from e2e_support import quorum_stack, wait_until
+from support import json_keys
 from emulator.scenarios import DEMO_NUMBER, Player
 from s3_server import start_s3_server
 from test_retention_end_to_end import SESSION, deletes, recordings
@@ -329,7 +330,7 @@ def test_an_encrypted_archive_holds_no_plaintext_and_the_private_key_opens_it(s3
         assert not any(p[:1000] in blob for p in plaintexts.values() for blob in stored.values())
         # No caller's number (the room is the number they dialled, ours).
         assert set(re.findall(r"\+\d{6,}", json.dumps(manifest))) <= {DEMO_NUMBER}
-        assert not {"from", "to"} & keys_of(manifest)
+        assert not {"from", "to"} & json_keys(manifest)
         page = requests.get(
             f"{stack.config.public_url}/conversations/{manifest['record']['id']}",
             headers={"Authorization": f"Bearer {stack.config.api_token}"},
@@ -360,13 +361,6 @@ def test_an_encrypted_archive_holds_no_plaintext_and_the_private_key_opens_it(s3
         assert all(c["from"] and c["talk"]["seconds"] for c in record["channels"])  # the full record, analysed first
         assert (out / "mix.wav").read_bytes() == plaintexts[record_mix(record, everything)]
         assert {(out / c["audio"]["wav_file"]).read_bytes() for c in record["channels"]} <= set(plaintexts.values())
-
-
-def keys_of(value) -> set:
-    """Every key anywhere in a JSON value."""
-    if isinstance(value, dict):
-        return set(value) | {k for v in value.values() for k in keys_of(v)}
-    return {k for v in value for k in keys_of(v)} if isinstance(value, list) else set()
 
 
 def test_retention_removes_an_expired_conversation_from_the_bucket_and_the_index(s3):

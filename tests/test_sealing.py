@@ -23,7 +23,7 @@ from conversations.signalwire_copies import with_deleted
 from quorum import policy, secure_pause, talk
 from quorum.talk import SPEECH_START, SPEECH_STOP
 from recording_state import Caller
-from support import sid, wav_bytes
+from support import json_keys, sid, wav_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_800_000_000.0
@@ -71,17 +71,6 @@ def strings(value):
             yield from strings(item)
     elif isinstance(value, str):
         yield value
-
-
-def keys(value):
-    """Every key in a JSON value, at any depth."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from keys(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from keys(item)
 
 
 # --- sealing and unsealing ------------------------------------------------------------------------
@@ -250,7 +239,7 @@ def test_the_summary_keeps_no_caller_number_call_sid_or_pause_reason_anywhere():
     for secret in (A, B, A.replace("-", ""), REASON):
         assert secret not in kept, secret
     dropped = {"from", "to", "call_sid", "talk", "rt60", "reason", "resumed_by", "announcements"}
-    assert dropped <= set(keys(full)) and dropped.isdisjoint(keys(sealing.summary(full)))
+    assert dropped <= json_keys(full) and dropped.isdisjoint(json_keys(sealing.summary(full)))
     assert numbers(sealing.summary(full)) == []  # so a caller search never finds it
 
 
